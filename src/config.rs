@@ -1,0 +1,806 @@
+//! The configuration file: serde types for the YAML/JSON schema, validated into a [`Policy`].
+//!
+//! LiteLLM's `mcp_servers` block loads unchanged. Every mistake is an error at load time that
+//! names the file, the path inside it and the fix: unknown fields, unknown server or group
+//! names in permissions, a separator inside a server name, a tool both allowed and disallowed,
+//! duplicate keys. Fields LiteLLM accepts that this crate does not implement are errors that say
+//! so, never silently ignored. Purely descriptive fields load.
+//!
+//! Note one difference from LiteLLM's database rows: here `mcp_servers: []` on a level means
+//! *no servers at that level*; leave the field out to leave the level unrestricted.
+//!
+//! String values written `os.environ/NAME` are read from the environment at load time (keys,
+//! credentials, headers, `env` of stdio servers, URLs).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::engine::{
+    Catalog, CatalogError, CostInfo, DenialStyle, PermissionSpec, ServerSpec, Settings, ToolPrefix,
+};
+use crate::gatekeeper::Policy;
+use crate::identity::{
+    IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec, MemberSpec, TeamSpec,
+};
+
+/// A configuration error: where, and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    file: Option<PathBuf>,
+    path: String,
+    message: String,
+}
+
+impl ConfigError {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file: None,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    fn in_file(mut self, file: &Path) -> Self {
+        self.file = Some(file.to_owned());
+        self
+    }
+
+    /// The file, when loaded from one.
+    #[must_use]
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The path inside the document (`mcp_servers.github.allowed_tools`), empty for the root.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// What is wrong and how to fix it.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "at {}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A map that keeps document order and refuses duplicate keys (JSON would keep the last one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UniqueMap<V>(pub Vec<(String, V)>);
+
+impl<V> Default for UniqueMap<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<V> UniqueMap<V> {
+    /// Entries in document order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V2<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for V2<V> {
+            type Value = UniqueMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, V)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.iter().any(|(k, _)| *k == key) {
+                        return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                    }
+                    let value = map.next_value()?;
+                    out.push((key, value));
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+        de.deserialize_map(V2(PhantomData))
+    }
+}
+
+/// A string that may be `os.environ/NAME`; never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// The value, with `os.environ/NAME` read from the environment.
+    ///
+    /// # Errors
+    ///
+    /// When the variable is unset or not UTF-8.
+    pub fn resolve(&self, path: &str) -> Result<String, ConfigError> {
+        resolve_env(&self.0, path)
+    }
+}
+
+fn resolve_env(value: &str, path: &str) -> Result<String, ConfigError> {
+    match value.strip_prefix("os.environ/") {
+        Some(name) => std::env::var(name).map_err(|_| {
+            ConfigError::at(path, format!("environment variable {name} is not set (or not UTF-8); set it or write the value here"))
+        }),
+        None => Ok(value.to_owned()),
+    }
+}
+
+/// `general_settings`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GeneralSettings {
+    /// The master key (admin).
+    pub master_key: Option<Secret>,
+    /// The header carrying credentials meant for upstream servers (default `x-mcp-auth`).
+    pub mcp_client_side_auth_header_name: Option<String>,
+    /// Serve `/v1/mcp/registry.json`.
+    #[serde(default)]
+    pub enable_mcp_registry: bool,
+    /// Between server and tool name (default `-`).
+    pub tool_prefix_separator: Option<String>,
+    /// `always` (default) or `never`.
+    pub tool_prefix: Option<ToolPrefixConfig>,
+    /// `tool_result` (default) or `jsonrpc_error`.
+    pub denial_style: Option<DenialStyleConfig>,
+}
+
+/// `general_settings.tool_prefix`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolPrefixConfig {
+    /// Prefix every tool with its server.
+    Always,
+    /// Bare names.
+    Never,
+}
+
+/// `general_settings.denial_style`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DenialStyleConfig {
+    /// A tool result with `isError: true`.
+    ToolResult,
+    /// A JSON-RPC error.
+    JsonrpcError,
+}
+
+/// How the gateway reaches a server.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Streamable HTTP (default).
+    #[default]
+    #[serde(
+        alias = "streamable_http",
+        alias = "streamable-http",
+        alias = "streamablehttp"
+    )]
+    Http,
+    /// Legacy HTTP+SSE.
+    Sse,
+    /// A child process speaking over stdin/stdout.
+    Stdio,
+}
+
+/// `auth_type`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthType {
+    /// No upstream credential.
+    #[default]
+    None,
+    /// `X-API-Key: <auth_value>`.
+    ApiKey,
+    /// `Authorization: Bearer <auth_value>`.
+    BearerToken,
+    /// `Authorization: Basic <auth_value>` (already `user:pass` base64, as LiteLLM).
+    Basic,
+    /// `Authorization: Token <auth_value>`.
+    Token,
+    /// OAuth 2 (client credentials; authorization-code fields load but need a later release).
+    Oauth2,
+}
+
+/// `mcp_info.mcp_server_cost_info`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CostInfoConfig {
+    /// Price of a call to a tool without its own.
+    pub default_cost_per_query: Option<f64>,
+    /// Prices per tool.
+    #[serde(default)]
+    pub tool_name_to_cost_per_query: UniqueMap<f64>,
+}
+
+/// `mcp_info`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct McpInfo {
+    /// Display name.
+    pub server_name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Logo.
+    pub logo_url: Option<String>,
+    /// Prices.
+    pub mcp_server_cost_info: Option<CostInfoConfig>,
+}
+
+/// One entry of `mcp_servers`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The URL (http, sse).
+    pub url: Option<String>,
+    /// How to reach it.
+    #[serde(default)]
+    pub transport: Transport,
+    /// stdio: the program.
+    pub command: Option<String>,
+    /// stdio: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// stdio: its environment.
+    #[serde(default)]
+    pub env: UniqueMap<Secret>,
+    /// Another name.
+    pub alias: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// A display name (LiteLLM's `server_name`).
+    pub server_name: Option<String>,
+    /// LiteLLM's `server_id` (descriptive here).
+    pub server_id: Option<String>,
+    /// Upstream credential kind.
+    #[serde(default)]
+    pub auth_type: AuthType,
+    /// Upstream credential.
+    pub auth_value: Option<Secret>,
+    /// OAuth 2 client id.
+    pub client_id: Option<Secret>,
+    /// OAuth 2 client secret.
+    pub client_secret: Option<Secret>,
+    /// OAuth 2 token endpoint.
+    pub token_url: Option<String>,
+    /// OAuth 2 scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// OAuth 2 authorization endpoint (authorization-code flow).
+    pub authorization_url: Option<String>,
+    /// OAuth 2 dynamic client registration endpoint.
+    pub registration_url: Option<String>,
+    /// Caller headers copied to this server.
+    #[serde(default)]
+    pub extra_headers: Vec<String>,
+    /// Headers always sent to this server (they win over forwarded ones).
+    #[serde(default)]
+    pub static_headers: UniqueMap<Secret>,
+    /// Access groups.
+    #[serde(default)]
+    pub access_groups: Vec<String>,
+    /// Allow-list of tools.
+    pub allowed_tools: Option<Vec<String>>,
+    /// Deny-list of tools.
+    #[serde(default)]
+    pub disallowed_tools: Vec<String>,
+    /// Allowed argument names per tool.
+    #[serde(default)]
+    pub allowed_params: UniqueMap<Vec<String>>,
+    /// Offer to every caller.
+    #[serde(default)]
+    pub allow_all_keys: bool,
+    /// Per-request timeout for this upstream, in seconds.
+    pub timeout: Option<f64>,
+    /// Descriptive info and prices.
+    pub mcp_info: Option<McpInfo>,
+    /// LiteLLM's OpenAPI-to-MCP conversion: not implemented.
+    #[serde(default, deserialize_with = "unsupported")]
+    pub spec_path: Option<()>,
+}
+
+fn unsupported<'de, D: Deserializer<'de>>(_: D) -> Result<Option<()>, D::Error> {
+    Err(de::Error::custom(
+        "LiteLLM accepts this field, but mcp-gatekeeper does not implement it yet; remove it",
+    ))
+}
+
+/// `object_permission` of a key, team, organisation, end user or agent.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectPermission {
+    /// Servers (names or aliases). `[]` means none.
+    pub mcp_servers: Option<Vec<String>>,
+    /// Access groups.
+    pub mcp_access_groups: Option<Vec<String>>,
+    /// Tools per server.
+    pub mcp_tool_permissions: Option<UniqueMap<Vec<String>>>,
+}
+
+impl ObjectPermission {
+    fn spec(&self) -> PermissionSpec {
+        PermissionSpec {
+            mcp_servers: self.mcp_servers.clone(),
+            mcp_access_groups: self.mcp_access_groups.clone(),
+            mcp_tool_permissions: self.mcp_tool_permissions.as_ref().map(|m| m.0.clone()),
+        }
+    }
+}
+
+/// One entry of `keys`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The plaintext key (hashed at load).
+    pub key: Option<Secret>,
+    /// `sha256:<hex>` of the key.
+    pub key_hash: Option<String>,
+    /// A printable name.
+    pub key_alias: Option<String>,
+    /// Team.
+    pub team_id: Option<String>,
+    /// Organisation (else the team's).
+    pub organization_id: Option<String>,
+    /// Agent.
+    pub agent_id: Option<String>,
+    /// Permissions.
+    pub object_permission: Option<ObjectPermission>,
+}
+
+/// One entry of `teams`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TeamConfig {
+    /// Id.
+    pub team_id: String,
+    /// Organisation.
+    pub organization_id: Option<String>,
+    /// Permissions.
+    pub object_permission: Option<ObjectPermission>,
+}
+
+/// One entry of `organizations`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationConfig {
+    /// Id.
+    pub organization_id: String,
+    /// Permissions.
+    pub object_permission: Option<ObjectPermission>,
+}
+
+/// One entry of `end_users`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EndUserConfig {
+    /// Id.
+    pub user_id: String,
+    /// Permissions.
+    pub object_permission: Option<ObjectPermission>,
+}
+
+/// One entry of `agents`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Id.
+    pub agent_id: String,
+    /// Permissions.
+    pub object_permission: Option<ObjectPermission>,
+}
+
+/// The whole configuration document.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Settings.
+    #[serde(default)]
+    pub general_settings: GeneralSettings,
+    /// Servers by name, in document order.
+    #[serde(default)]
+    pub mcp_servers: UniqueMap<ServerConfig>,
+    /// Keys.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// Teams.
+    #[serde(default)]
+    pub teams: Vec<TeamConfig>,
+    /// Organisations.
+    #[serde(default)]
+    pub organizations: Vec<OrganizationConfig>,
+    /// End users.
+    #[serde(default)]
+    pub end_users: Vec<EndUserConfig>,
+    /// Agents.
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+}
+
+fn serde_error<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> ConfigError {
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    ConfigError::at(path, e.into_inner().to_string())
+}
+
+impl Config {
+    /// Parses JSON.
+    ///
+    /// # Errors
+    ///
+    /// Syntax errors, unknown fields, wrong types and duplicate keys, with their path.
+    pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let config = serde_path_to_error::deserialize(&mut de).map_err(serde_error)?;
+        de.end().map_err(|e| ConfigError::at("", e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Parses YAML (feature `config-yaml`).
+    ///
+    /// # Errors
+    ///
+    /// Syntax errors, unknown fields, wrong types and duplicate keys, with their path.
+    #[cfg(feature = "config-yaml")]
+    pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
+        serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(text))
+            .map_err(serde_error)
+    }
+
+    /// Reads a file: JSON for `.json`, YAML for `.yaml`/`.yml` (feature `config-yaml`).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors and every parse error, naming the file.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::at("", format!("cannot read the file: {e}")).in_file(path))?;
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let parsed = match ext.as_str() {
+            "json" => Self::from_json_str(&text),
+            "yaml" | "yml" => Self::from_yaml_text(&text),
+            _ => Err(ConfigError::at(
+                "",
+                "name the file .json, .yaml or .yml so its format is known",
+            )),
+        };
+        let config = parsed.map_err(|e| e.in_file(path))?;
+        config.validate().map_err(|e| e.in_file(path))?;
+        Ok(config)
+    }
+
+    #[cfg(feature = "config-yaml")]
+    fn from_yaml_text(text: &str) -> Result<Self, ConfigError> {
+        Self::from_yaml_str(text)
+    }
+
+    #[cfg(not(feature = "config-yaml"))]
+    fn from_yaml_text(_: &str) -> Result<Self, ConfigError> {
+        Err(ConfigError::at(
+            "",
+            "YAML needs the `config-yaml` feature of mcp-gatekeeper; enable it or use JSON",
+        ))
+    }
+
+    /// The catalog settings.
+    #[must_use]
+    pub fn settings(&self) -> Settings {
+        let g = &self.general_settings;
+        Settings {
+            separator: g
+                .tool_prefix_separator
+                .clone()
+                .unwrap_or_else(|| "-".to_owned()),
+            tool_prefix: match g.tool_prefix {
+                Some(ToolPrefixConfig::Never) => ToolPrefix::Never,
+                _ => ToolPrefix::Always,
+            },
+            denial_style: match g.denial_style {
+                Some(DenialStyleConfig::JsonrpcError) => DenialStyle::JsonRpcError,
+                _ => DenialStyle::ToolResult,
+            },
+        }
+    }
+
+    /// Checks everything [`Config::policy`] checks, without keeping the result.
+    ///
+    /// # Errors
+    ///
+    /// The first mistake, with its path and fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.policy().map(drop)
+    }
+
+    /// Builds the catalog.
+    ///
+    /// # Errors
+    ///
+    /// Catalog mistakes (names, separators, tool rules, prices, transports), with their path.
+    pub fn catalog(&self) -> Result<Catalog, ConfigError> {
+        let mut specs = Vec::new();
+        for (name, s) in self.mcp_servers.iter() {
+            let at = |field: &str| {
+                format!(
+                    "mcp_servers.{name}{}{field}",
+                    if field.is_empty() { "" } else { "." }
+                )
+            };
+            match s.transport {
+                Transport::Http | Transport::Sse if s.url.is_none() => {
+                    return Err(ConfigError::at(
+                        at("url"),
+                        "an http or sse server needs a url",
+                    ));
+                }
+                Transport::Stdio if s.command.is_none() => {
+                    return Err(ConfigError::at(
+                        at("command"),
+                        "a stdio server needs a command",
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(t) = s.timeout
+                && !(t.is_finite() && t > 0.0)
+            {
+                return Err(ConfigError::at(
+                    at("timeout"),
+                    "the timeout must be a positive number of seconds",
+                ));
+            }
+            let cost = s
+                .mcp_info
+                .as_ref()
+                .and_then(|i| i.mcp_server_cost_info.as_ref());
+            specs.push(ServerSpec {
+                name: name.to_owned(),
+                alias: s.alias.clone(),
+                description: s
+                    .description
+                    .clone()
+                    .or_else(|| s.mcp_info.as_ref().and_then(|i| i.description.clone())),
+                access_groups: s.access_groups.clone(),
+                allowed_tools: s.allowed_tools.clone(),
+                disallowed_tools: s.disallowed_tools.clone(),
+                allowed_params: s.allowed_params.0.clone(),
+                allow_all_keys: s.allow_all_keys,
+                cost: CostInfo {
+                    default_cost_per_query: cost.and_then(|c| c.default_cost_per_query),
+                    tool_name_to_cost_per_query: cost
+                        .map(|c| c.tool_name_to_cost_per_query.0.clone())
+                        .unwrap_or_default(),
+                },
+            });
+        }
+        Catalog::new(self.settings(), specs).map_err(|e| {
+            let path = match &e {
+                CatalogError::EmptySeparator => "general_settings.tool_prefix_separator".to_owned(),
+                CatalogError::AllowedAndDisallowed { server, .. } => {
+                    format!("mcp_servers.{server}.disallowed_tools")
+                }
+                CatalogError::BadPrice { server, .. } => {
+                    format!("mcp_servers.{server}.mcp_info.mcp_server_cost_info")
+                }
+                CatalogError::SeparatorInName { name, .. }
+                | CatalogError::DuplicateName(name)
+                | CatalogError::GroupNamesServer(name) => {
+                    self.mcp_servers
+                        .iter()
+                        .find(|(n, s)| *n == name || s.alias.as_deref() == Some(name))
+                        .map(|(n, _)| {
+                            if n == name {
+                                format!("mcp_servers.{n}")
+                            } else {
+                                format!("mcp_servers.{n}.alias")
+                            }
+                        })
+                        .unwrap_or_else(|| "mcp_servers".to_owned())
+                        + if matches!(e, CatalogError::GroupNamesServer(_)) {
+                            " (access_groups)"
+                        } else {
+                            ""
+                        }
+                }
+                _ => "mcp_servers".to_owned(),
+            };
+            ConfigError::at(path, e.to_string())
+        })
+    }
+
+    /// Builds the policy: the catalog and the identity store compiled against it.
+    ///
+    /// # Errors
+    ///
+    /// Any mistake, with its path and fix.
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        let catalog = self.catalog()?;
+        let perms = |path: String,
+                     p: &Option<ObjectPermission>|
+         -> Result<Option<PermissionSpec>, ConfigError> {
+            let Some(p) = p else { return Ok(None) };
+            let spec = p.spec();
+            catalog
+                .compile_permissions(&spec)
+                .map_err(|e| ConfigError::at(format!("{path}.object_permission"), e.to_string()))?;
+            Ok(Some(spec))
+        };
+        let defined = |kind: &str, found: bool, id: &str, path: String| {
+            if found {
+                Ok(())
+            } else {
+                Err(ConfigError::at(
+                    path,
+                    format!(
+                        "{kind} {id:?} is not defined; add it to `{kind}s` or remove the reference"
+                    ),
+                ))
+            }
+        };
+        let mut spec = IdentitySpec {
+            master_key: self
+                .general_settings
+                .master_key
+                .as_ref()
+                .map(|k| {
+                    k.resolve("general_settings.master_key")
+                        .map(KeyMaterial::Plain)
+                })
+                .transpose()?,
+            ..IdentitySpec::default()
+        };
+        for (i, o) in self.organizations.iter().enumerate() {
+            spec.organizations.push(MemberSpec {
+                id: o.organization_id.clone(),
+                permissions: perms(format!("organizations[{i}]"), &o.object_permission)?,
+            });
+        }
+        for (i, t) in self.teams.iter().enumerate() {
+            if let Some(org) = &t.organization_id {
+                defined(
+                    "organization",
+                    self.organizations.iter().any(|o| o.organization_id == *org),
+                    org,
+                    format!("teams[{i}].organization_id"),
+                )?;
+            }
+            spec.teams.push(TeamSpec {
+                team_id: t.team_id.clone(),
+                organization_id: t.organization_id.clone(),
+                permissions: perms(format!("teams[{i}]"), &t.object_permission)?,
+            });
+        }
+        for (i, u) in self.end_users.iter().enumerate() {
+            spec.end_users.push(MemberSpec {
+                id: u.user_id.clone(),
+                permissions: perms(format!("end_users[{i}]"), &u.object_permission)?,
+            });
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            spec.agents.push(MemberSpec {
+                id: a.agent_id.clone(),
+                permissions: perms(format!("agents[{i}]"), &a.object_permission)?,
+            });
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            let at = |f: &str| format!("keys[{i}].{f}");
+            let key = match (&k.key, &k.key_hash) {
+                (Some(key), None) => {
+                    let plain = key.resolve(&at("key"))?;
+                    if plain.is_empty() {
+                        return Err(ConfigError::at(at("key"), "the key is empty"));
+                    }
+                    KeyMaterial::Plain(plain)
+                }
+                (None, Some(hash)) => {
+                    KeyMaterial::Digest(KeyDigest::parse(hash).ok_or_else(|| {
+                        ConfigError::at(
+                            at("key_hash"),
+                            "write the key hash as sha256:<64 hex digits>",
+                        )
+                    })?)
+                }
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::at(
+                        at("key"),
+                        "give either key or key_hash, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(ConfigError::at(
+                        format!("keys[{i}]"),
+                        "a key entry needs key or key_hash",
+                    ));
+                }
+            };
+            if let Some(team) = &k.team_id {
+                defined(
+                    "team",
+                    self.teams.iter().any(|t| t.team_id == *team),
+                    team,
+                    at("team_id"),
+                )?;
+            }
+            if let Some(org) = &k.organization_id {
+                defined(
+                    "organization",
+                    self.organizations.iter().any(|o| o.organization_id == *org),
+                    org,
+                    at("organization_id"),
+                )?;
+            }
+            if let Some(agent) = &k.agent_id {
+                defined(
+                    "agent",
+                    self.agents.iter().any(|a| a.agent_id == *agent),
+                    agent,
+                    at("agent_id"),
+                )?;
+            }
+            spec.keys.push(KeySpec {
+                key: Some(key),
+                key_alias: k.key_alias.clone(),
+                team_id: k.team_id.clone(),
+                organization_id: k.organization_id.clone(),
+                agent_id: k.agent_id.clone(),
+                permissions: perms(format!("keys[{i}]"), &k.object_permission)?,
+            });
+        }
+        let identities = IdentityStore::build(&catalog, &spec).map_err(|e| {
+            let path = match &e {
+                crate::identity::IdentityConfigError::DuplicateKey(_) => "keys",
+                crate::identity::IdentityConfigError::DuplicateId { level, .. } => match level {
+                    crate::engine::Level::Team => "teams",
+                    crate::engine::Level::Organization => "organizations",
+                    crate::engine::Level::EndUser => "end_users",
+                    crate::engine::Level::Agent => "agents",
+                    crate::engine::Level::Key => "keys",
+                },
+                _ => "",
+            };
+            ConfigError::at(path, e.to_string())
+        })?;
+        Ok(Policy::new(Arc::new(catalog), identities))
+    }
+
+    /// The master key and per-server secrets never print: see [`Secret`].
+    #[must_use]
+    pub fn server(&self, name: &str) -> Option<&ServerConfig> {
+        self.mcp_servers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s)
+    }
+}

@@ -1,0 +1,372 @@
+//! The body that watches a tool call's reply, runs the hook, and completes the event.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use serde_json::Value;
+
+use super::{CostHook, HookDecision, Outcome, Pending};
+use crate::body::BoxError;
+use crate::protocol::{RequestId, sse};
+
+pub(crate) enum Mode {
+    /// Not a readable reply (an HTTP error, or an unknown type): pass through, settle at the end.
+    Status(u16),
+    Json {
+        buf: BytesMut,
+    },
+    Sse {
+        framer: sse::SseFramer,
+    },
+    /// Done observing: pass the rest through.
+    Through,
+}
+
+impl Mode {
+    pub(crate) fn json() -> Self {
+        Self::Json {
+            buf: BytesMut::new(),
+        }
+    }
+    pub(crate) fn sse(limit: usize) -> Self {
+        Self::Sse {
+            framer: sse::SseFramer::new(limit),
+        }
+    }
+}
+
+/// How to send the reply once the hook has decided.
+enum Held {
+    /// Send these bytes as they are (nothing to replace).
+    Raw(Bytes),
+    /// A JSON reply; replaced if the hook says so.
+    Json(Value, Bytes),
+    /// An SSE event carrying the reply; replaced if the hook says so.
+    Event(Value, Bytes),
+}
+
+type HookFuture =
+    Pin<Box<dyn Future<Output = std::thread::Result<Result<HookDecision, BoxError>>> + Send>>;
+
+pin_project! {
+    pub(crate) struct CostBody<B, H> {
+        #[pin]
+        inner: B,
+        mode: Mode,
+        pending: Pending,
+        id: RequestId,
+        hook: Arc<H>,
+        // A Mutex only to make the body Sync (boxed bodies must be); it is reached through
+        // `&mut` and never contended.
+        hook_fut: Mutex<Option<HookFuture>>,
+        held: Option<Held>,
+        after: BytesMut,
+        ready: VecDeque<Bytes>,
+        done: bool,
+        limit: usize,
+    }
+}
+
+impl<B, H: CostHook> CostBody<B, H> {
+    pub(crate) fn new(
+        inner: B,
+        mode: Mode,
+        pending: Pending,
+        id: RequestId,
+        hook: Arc<H>,
+        limit: usize,
+    ) -> Self {
+        Self {
+            inner,
+            mode,
+            pending,
+            id,
+            hook,
+            hook_fut: Mutex::new(None),
+            held: None,
+            after: BytesMut::new(),
+            ready: VecDeque::new(),
+            done: false,
+            limit,
+        }
+    }
+}
+
+fn outcome_of(reply: &Value) -> Outcome {
+    if let Some(error) = reply.get("error") {
+        return Outcome::JsonRpcError {
+            code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+        };
+    }
+    if reply.pointer("/result/isError").and_then(Value::as_bool) == Some(true) {
+        Outcome::ToolError
+    } else {
+        Outcome::Success
+    }
+}
+
+fn replaced(mut reply: Value, result: Value) -> String {
+    if let Some(obj) = reply.as_object_mut() {
+        obj.remove("error");
+        obj.insert("result".to_owned(), result);
+    }
+    serde_json::to_string(&reply).expect("a Value always serialises")
+}
+
+impl<B, H> CostBody<B, H> {
+    fn start_hook(
+        pending: &mut Pending,
+        hook: &Arc<H>,
+        slot: &mut Mutex<Option<HookFuture>>,
+        outcome: Outcome,
+        reply: Option<&Value>,
+    ) where
+        H: CostHook,
+    {
+        let Some(event) = pending.settle(outcome) else {
+            return;
+        };
+        let hook = Arc::clone(hook);
+        // A panic while *building* the future counts like one while running it.
+        let fut: HookFuture =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| hook.on_tool_call(event, reply))) {
+                Ok(f) => Box::pin(AssertUnwindSafe(f).catch_unwind()),
+                Err(panic) => Box::pin(std::future::ready(Err(panic))),
+            };
+        *slot
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fut);
+    }
+}
+
+impl<B, H> Body for CostBody<B, H>
+where
+    B: Body,
+    B::Data: Buf,
+    H: CostHook,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        loop {
+            // What came before the held reply goes out at once.
+            if let Some(chunk) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            // A hook in flight holds the reply (and all after it) back until it decides.
+            let slot = this
+                .hook_fut
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(fut) = slot.as_mut() {
+                let decision = match std::task::ready!(fut.as_mut().poll(cx)) {
+                    Ok(Ok(d)) => d,
+                    Ok(Err(e)) => {
+                        crate::trace::backend_error(&*e);
+                        HookDecision::default()
+                    }
+                    Err(_) => {
+                        crate::trace::warn("the cost hook panicked; the call goes on");
+                        HookDecision::default()
+                    }
+                };
+                *slot = None;
+                let bytes = match (this.held.take(), decision.replace_result) {
+                    (Some(Held::Json(v, _)), Some(r)) => Bytes::from(replaced(v, r)),
+                    (Some(Held::Event(v, raw)), Some(r)) => {
+                        sse::replace_data(&raw, &replaced(v, r))
+                    }
+                    (Some(Held::Json(_, b) | Held::Event(_, b) | Held::Raw(b)), _) => b,
+                    (None, _) => Bytes::new(),
+                };
+                if !bytes.is_empty() {
+                    this.ready.push_back(bytes);
+                }
+                if !this.after.is_empty() {
+                    this.ready.push_back(this.after.split().freeze());
+                }
+                this.pending.commit(decision.cost);
+                continue;
+            }
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            let frame = match std::task::ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    this.pending
+                        .record(Outcome::TransportError { status: None }, None);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    *this.done = true;
+                    let mode = std::mem::replace(this.mode, Mode::Through);
+                    match mode {
+                        Mode::Status(status) => {
+                            let outcome = if (200..300).contains(&status) {
+                                Outcome::Unknown
+                            } else {
+                                Outcome::TransportError {
+                                    status: Some(status),
+                                }
+                            };
+                            Self::start_hook(this.pending, this.hook, this.hook_fut, outcome, None);
+                        }
+                        Mode::Json { buf } => {
+                            let bytes = buf.freeze();
+                            match serde_json::from_slice::<Value>(&bytes) {
+                                Ok(v) if v.get("id").is_some_and(|id| this.id.matches(id)) => {
+                                    Self::start_hook(
+                                        this.pending,
+                                        this.hook,
+                                        this.hook_fut,
+                                        outcome_of(&v),
+                                        Some(&v),
+                                    );
+                                    *this.held = Some(Held::Json(v, bytes));
+                                }
+                                _ => {
+                                    Self::start_hook(
+                                        this.pending,
+                                        this.hook,
+                                        this.hook_fut,
+                                        Outcome::Unknown,
+                                        None,
+                                    );
+                                    *this.held = Some(Held::Raw(bytes));
+                                }
+                            }
+                        }
+                        Mode::Sse { mut framer } => {
+                            Self::start_hook(
+                                this.pending,
+                                this.hook,
+                                this.hook_fut,
+                                Outcome::Unknown,
+                                None,
+                            );
+                            if let Some(rest) = framer.finish() {
+                                *this.held = Some(Held::Raw(rest));
+                            }
+                        }
+                        Mode::Through => {}
+                    }
+                    continue;
+                }
+            };
+            let mut data = match frame.into_data() {
+                Ok(d) => d,
+                Err(frame) => {
+                    return Poll::Ready(Some(Ok(
+                        frame.map_data(|mut d: B::Data| d.copy_to_bytes(d.remaining()))
+                    )));
+                }
+            };
+            let chunk = data.copy_to_bytes(data.remaining());
+            match this.mode {
+                Mode::Status(_) | Mode::Through if this.held.is_some() => {
+                    this.after.extend_from_slice(&chunk)
+                }
+                Mode::Status(_) | Mode::Through => this.ready.push_back(chunk),
+                Mode::Json { buf } => {
+                    if buf.len() + chunk.len() > *this.limit {
+                        // Too large to read: stop watching, pass everything on.
+                        let mut all = std::mem::take(buf);
+                        all.extend_from_slice(&chunk);
+                        *this.mode = Mode::Through;
+                        Self::start_hook(
+                            this.pending,
+                            this.hook,
+                            this.hook_fut,
+                            Outcome::Unknown,
+                            None,
+                        );
+                        *this.held = Some(Held::Raw(all.freeze()));
+                    } else {
+                        buf.extend_from_slice(&chunk);
+                    }
+                }
+                Mode::Sse { framer } => {
+                    framer.push(&chunk);
+                    let mut before = BytesMut::new();
+                    let mut overflowed = false;
+                    loop {
+                        match framer.next_event() {
+                            Ok(Some(event)) => {
+                                if this.held.is_some() {
+                                    this.after.extend_from_slice(&event);
+                                    continue;
+                                }
+                                let reply = sse::event_data(&event)
+                                    .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+                                    .filter(|v| v.get("id").is_some_and(|id| this.id.matches(id)));
+                                match reply {
+                                    Some(v) => {
+                                        Self::start_hook(
+                                            this.pending,
+                                            this.hook,
+                                            this.hook_fut,
+                                            outcome_of(&v),
+                                            Some(&v),
+                                        );
+                                        *this.held = Some(Held::Event(v, event));
+                                    }
+                                    None => before.extend_from_slice(&event),
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(_) => {
+                                // Too large to watch: pass the rest through unobserved.
+                                if let Some(rest) = framer.finish() {
+                                    if this.held.is_some() {
+                                        this.after.extend_from_slice(&rest);
+                                    } else {
+                                        before.extend_from_slice(&rest);
+                                    }
+                                }
+                                if this.held.is_none() {
+                                    Self::start_hook(
+                                        this.pending,
+                                        this.hook,
+                                        this.hook_fut,
+                                        Outcome::Unknown,
+                                        None,
+                                    );
+                                }
+                                overflowed = true;
+                                break;
+                            }
+                        }
+                    }
+                    if this.held.is_some() || overflowed {
+                        *this.mode = Mode::Through;
+                    }
+                    if !before.is_empty() {
+                        this.ready.push_back(before.freeze());
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.ready.is_empty() && self.held.is_none() && self.after.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

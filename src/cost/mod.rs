@@ -1,0 +1,508 @@
+//! [`CostLayer`]: one [`ToolCallEvent`] for every `tools/call` that reaches the service.
+//!
+//! The event (server, bare and prefixed tool name, argument names, principal ids, session,
+//! start, duration, outcome, price) is built when the reply to the call is seen: a success, an
+//! `isError` result, a JSON-RPC error, or an HTTP failure. An async [`CostHook`] may then set
+//! the cost and replace the result before it reaches the caller; a hook that fails or panics
+//! never breaks the call. The event then goes to a [`SpendSink`]. A call whose client goes away
+//! first is still recorded, once, with [`Outcome::Disconnected`].
+
+mod body;
+
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use serde::Serialize;
+use serde_json::Value;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{BoxError, ReplyBody};
+use crate::context;
+use crate::engine::{Attribution, NameKind, Principal};
+use crate::future::{PostProcess, ResponseFuture};
+use crate::gatekeeper::Gatekeeper;
+use crate::permission::ToolTarget;
+use crate::protocol::{McpRequest, Method, RequestId};
+
+use self::body::CostBody;
+
+/// How a tool call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A result without `isError`.
+    Success,
+    /// A result with `isError: true`.
+    ToolError,
+    /// A JSON-RPC error.
+    JsonRpcError {
+        /// Its code.
+        code: i64,
+    },
+    /// The service answered with a non-success HTTP status, or failed.
+    TransportError {
+        /// The HTTP status, when there was a response.
+        status: Option<u16>,
+    },
+    /// The reply could not be observed (too large, or not JSON-RPC).
+    Unknown,
+    /// The client went away before the reply.
+    Disconnected,
+}
+
+/// One tool call, as the cost hook and spend sink see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolCallEvent {
+    /// The catalog server, when the name could be attributed.
+    pub server: Option<String>,
+    /// The bare tool name (as the upstream knows it).
+    pub tool: String,
+    /// The name as the caller sent it.
+    pub qualified_tool: String,
+    /// Top-level argument names, in request order.
+    pub argument_keys: Vec<String>,
+    /// The key's printable id (alias or digest prefix).
+    pub key_id: Option<Arc<str>>,
+    /// The key's alias.
+    pub key_alias: Option<Arc<str>>,
+    /// The team.
+    pub team_id: Option<Arc<str>>,
+    /// The organisation.
+    pub organization_id: Option<Arc<str>>,
+    /// The end user.
+    pub end_user_id: Option<Arc<str>>,
+    /// The agent.
+    pub agent_id: Option<Arc<str>>,
+    /// The MCP session, if any.
+    pub session_id: Option<String>,
+    /// When the call started.
+    #[serde(with = "unix_ms")]
+    pub started_at: SystemTime,
+    /// How long until the reply was seen.
+    #[serde(rename = "duration_ms", with = "millis")]
+    pub duration: Duration,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The price: the catalog's, unless the hook set another.
+    pub cost: f64,
+}
+
+mod unix_ms {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    pub(super) fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// What a hook decided about one call.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HookDecision {
+    /// A cost to record instead of the catalog price.
+    pub cost: Option<f64>,
+    /// A `tools/call` result to send instead of the upstream's (the JSON-RPC id is kept).
+    pub replace_result: Option<Value>,
+}
+
+/// Called once the reply to a tool call is seen, before the caller gets it.
+///
+/// `reply` is the JSON-RPC response object when it could be read. Implemented for `()` (does
+/// nothing) and for closures `Fn(&ToolCallEvent, Option<&Value>) -> impl Future<Output =
+/// Result<HookDecision, BoxError>>` whose future is `'static`.
+pub trait CostHook: Send + Sync + 'static {
+    /// The future.
+    type Future: Future<Output = Result<HookDecision, BoxError>> + Send + 'static;
+    /// Decides about one call.
+    fn on_tool_call(&self, event: &ToolCallEvent, reply: Option<&Value>) -> Self::Future;
+}
+
+impl CostHook for () {
+    type Future = Ready<Result<HookDecision, BoxError>>;
+    fn on_tool_call(&self, _: &ToolCallEvent, _: Option<&Value>) -> Self::Future {
+        ready(Ok(HookDecision::default()))
+    }
+}
+
+impl<F, Fut> CostHook for F
+where
+    F: Fn(&ToolCallEvent, Option<&Value>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<HookDecision, BoxError>> + Send + 'static,
+{
+    type Future = Fut;
+    fn on_tool_call(&self, event: &ToolCallEvent, reply: Option<&Value>) -> Fut {
+        self(event, reply)
+    }
+}
+
+/// Where finished events go. Called exactly once per call, synchronously: queue, don't block.
+///
+/// Implemented for `()` (drops events) and closures `Fn(ToolCallEvent)`.
+pub trait SpendSink: Send + Sync + 'static {
+    /// Records one event.
+    fn record(&self, event: ToolCallEvent);
+}
+
+impl SpendSink for () {
+    fn record(&self, _: ToolCallEvent) {}
+}
+
+impl<F: Fn(ToolCallEvent) + Send + Sync + 'static> SpendSink for F {
+    fn record(&self, event: ToolCallEvent) {
+        self(event);
+    }
+}
+
+/// A sink that writes one JSON object per line to a writer (a file, a pipe).
+pub struct JsonlSink<W> {
+    writer: Mutex<W>,
+}
+
+impl<W> fmt::Debug for JsonlSink<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonlSink").finish_non_exhaustive()
+    }
+}
+
+impl<W: std::io::Write + Send + 'static> JsonlSink<W> {
+    /// Writes to `writer`.
+    pub fn new(writer: W) -> Self {
+        Self {
+            writer: Mutex::new(writer),
+        }
+    }
+}
+
+impl<W: std::io::Write + Send + 'static> SpendSink for JsonlSink<W> {
+    fn record(&self, event: ToolCallEvent) {
+        let mut line = serde_json::to_vec(&event).expect("events serialise");
+        line.push(b'\n');
+        let mut w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if w.write_all(&line).and_then(|()| w.flush()).is_err() {
+            crate::trace::warn("the spend log could not be written");
+        }
+    }
+}
+
+/// Adds [`Cost`] to a service. See the [module docs](self).
+pub struct CostLayer<H = ()> {
+    gatekeeper: Gatekeeper,
+    hook: Arc<H>,
+    sink: Arc<dyn SpendSink>,
+}
+
+impl<H> Clone for CostLayer<H> {
+    fn clone(&self) -> Self {
+        Self {
+            gatekeeper: self.gatekeeper.clone(),
+            hook: Arc::clone(&self.hook),
+            sink: Arc::clone(&self.sink),
+        }
+    }
+}
+
+impl<H> fmt::Debug for CostLayer<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CostLayer").finish_non_exhaustive()
+    }
+}
+
+impl CostLayer {
+    /// Cost events with catalog prices and no hook, dropped (set a sink with [`Self::sink`]).
+    #[must_use]
+    pub fn new(gatekeeper: Gatekeeper) -> Self {
+        Self {
+            gatekeeper,
+            hook: Arc::new(()),
+            sink: Arc::new(()),
+        }
+    }
+}
+
+impl<H: CostHook> CostLayer<H> {
+    /// Calls `hook` for every tool call.
+    #[must_use]
+    pub fn hook<H2: CostHook>(self, hook: H2) -> CostLayer<H2> {
+        CostLayer {
+            gatekeeper: self.gatekeeper,
+            hook: Arc::new(hook),
+            sink: self.sink,
+        }
+    }
+
+    /// Sends finished events to `sink`.
+    #[must_use]
+    pub fn sink(mut self, sink: impl SpendSink) -> Self {
+        self.sink = Arc::new(sink);
+        self
+    }
+}
+
+impl<S, H> Layer<S> for CostLayer<H> {
+    type Service = Cost<S, H>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Cost {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`CostLayer`] produces.
+pub struct Cost<S, H = ()> {
+    inner: S,
+    layer: CostLayer<H>,
+}
+
+impl<S: Clone, H> Clone for Cost<S, H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, H> fmt::Debug for Cost<S, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cost")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, H> Cost<S, H> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// The inner service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Holds an unfinished event; records it as disconnected if dropped before the reply.
+pub(crate) struct Pending {
+    event: Option<ToolCallEvent>,
+    started: Instant,
+    sink: Arc<dyn SpendSink>,
+}
+
+impl Pending {
+    /// Fills in how the call ended, for the hook to see.
+    fn settle(&mut self, outcome: Outcome) -> Option<&ToolCallEvent> {
+        let event = self.event.as_mut()?;
+        event.duration = self.started.elapsed();
+        event.outcome = outcome;
+        Some(event)
+    }
+
+    /// Sends the settled event to the sink, once.
+    fn commit(&mut self, cost: Option<f64>) {
+        if let Some(mut event) = self.event.take() {
+            if let Some(cost) = cost.filter(|c| c.is_finite()) {
+                event.cost = cost;
+            }
+            self.sink.record(event);
+        }
+    }
+
+    fn record(&mut self, outcome: Outcome, cost: Option<f64>) {
+        self.settle(outcome);
+        self.commit(cost);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.record(Outcome::Disconnected, None);
+    }
+}
+
+/// Wraps the reply of a tool call so the event is completed when it is seen.
+pub struct Observe<H: CostHook> {
+    call: Option<(Pending, RequestId, Arc<H>, usize)>,
+}
+
+impl<H: CostHook> fmt::Debug for Observe<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observe").finish_non_exhaustive()
+    }
+}
+
+impl<B, E, H> PostProcess<B, E> for Observe<H>
+where
+    B: ReplyBody + Sync,
+    B::Error: Send + Sync,
+    H: CostHook,
+{
+    fn response(self, response: Response<B>) -> Response<B> {
+        let Some((pending, id, hook, limit)) = self.call else {
+            return response;
+        };
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let (mut parts, body) = response.into_parts();
+        let mode = if !status.is_success() {
+            body::Mode::Status(status.as_u16())
+        } else if content_type.starts_with("application/json") {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            body::Mode::json()
+        } else if content_type.starts_with("text/event-stream") {
+            body::Mode::sse(limit)
+        } else {
+            body::Mode::Status(status.as_u16())
+        };
+        Response::from_parts(
+            parts,
+            B::wrap(CostBody::new(body, mode, pending, id, hook, limit)),
+        )
+    }
+
+    fn error(self, _: &E) {
+        if let Some((mut pending, ..)) = self.call {
+            pending.record(Outcome::TransportError { status: None }, None);
+        }
+    }
+}
+
+fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Observe<H> {
+    let gk = &layer.gatekeeper;
+    let policy = context::policy(ext, gk);
+    let Some(head) = ext.get::<McpRequest>() else {
+        return Observe { call: None };
+    };
+    if head.request_method() != Some(&Method::ToolsCall) {
+        return Observe { call: None };
+    }
+    let name = head.target.as_deref().unwrap_or_default();
+    let catalog = policy.catalog();
+    let target = match ext.get::<ToolTarget>() {
+        Some(t) => Some((t.server, t.bare(name))),
+        None => match catalog.attribute(gk.mount(), Some(&gk.name_index()), NameKind::Tool, name) {
+            Some(Attribution::Server(server, bare)) => Some((server, bare)),
+            _ => None,
+        },
+    };
+    let p = ext.get::<Principal>().cloned().unwrap_or_default();
+    let event = ToolCallEvent {
+        server: target.map(|(s, _)| catalog.server(s).name().to_owned()),
+        tool: target.map_or(name, |(_, bare)| bare).to_owned(),
+        qualified_tool: name.to_owned(),
+        argument_keys: head.argument_keys.iter().map(|k| k.to_string()).collect(),
+        key_id: p.key_id,
+        key_alias: p.key_alias,
+        team_id: p.team_id,
+        organization_id: p.organization_id,
+        end_user_id: p.end_user_id,
+        agent_id: p.agent_id,
+        session_id: ext.get::<SessionId>().map(|s| s.0.clone()),
+        started_at: SystemTime::now(),
+        duration: Duration::ZERO,
+        outcome: Outcome::Unknown,
+        cost: target.map_or(0.0, |(s, bare)| catalog.server(s).price(bare)),
+    };
+    let id = head.id.clone().expect("requests have an id");
+    let pending = Pending {
+        event: Some(event),
+        started: Instant::now(),
+        sink: Arc::clone(&layer.sink),
+    };
+    Observe {
+        call: Some((
+            pending,
+            id,
+            Arc::clone(&layer.hook),
+            gk.limits().max_list_response,
+        )),
+    }
+}
+
+/// The MCP session id of a request, copied into extensions for the cost event.
+#[derive(Clone, Debug)]
+struct SessionId(String);
+
+impl<S, H, ReqBody, ResBody> Service<Request<ReqBody>> for Cost<S, H>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    H: CostHook,
+    ReqBody: http_body::Body + From<Bytes> + Send + 'static,
+    ReqBody::Error: fmt::Display,
+    ResBody: ReplyBody + Sync,
+    ResBody::Error: Send + Sync,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, Observe<H>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if let Some(id) = request
+            .headers()
+            .get(crate::identity::SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            let id = SessionId(id.to_owned());
+            request.extensions_mut().insert(id);
+        }
+        if context::needs_inspection(&request) {
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            let layer = self.layer.clone();
+            return ResponseFuture::boxed(Box::pin(async move {
+                let style = context::policy(request.extensions_mut(), &layer.gatekeeper)
+                    .catalog()
+                    .settings()
+                    .denial_style;
+                let mut request = match context::inspect(request, &layer.gatekeeper).await {
+                    Ok(r) => r,
+                    Err(rejection) => return Ok(rejection.into_response(style)),
+                };
+                let observe = start(request.extensions_mut(), &layer);
+                match inner.call(request).await {
+                    Ok(r) => Ok(PostProcess::<ResBody, S::Error>::response(observe, r)),
+                    Err(e) => {
+                        PostProcess::<ResBody, S::Error>::error(observe, &e);
+                        Err(e)
+                    }
+                }
+            }));
+        }
+        let observe = start(request.extensions_mut(), &self.layer);
+        ResponseFuture::inner(self.inner.call(request), observe)
+    }
+}

@@ -1,0 +1,614 @@
+//! What exists: servers, their rules, access groups and prices.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{DenialStyle, Mount, PermissionSpec, Permissions, ServerId, ServerSet, ToolPrefix};
+
+pub(crate) type ToolSet = HashSet<Box<str>>;
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Catalog-wide settings (`general_settings` in config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Between server and tool in aggregated names; `-` by default.
+    pub separator: String,
+    /// Whether aggregated tool names carry the server prefix.
+    pub tool_prefix: ToolPrefix,
+    /// How refused tool calls are answered.
+    pub denial_style: DenialStyle,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            separator: "-".to_owned(),
+            tool_prefix: ToolPrefix::Always,
+            denial_style: DenialStyle::ToolResult,
+        }
+    }
+}
+
+/// Prices of one server's tools (`mcp_info.mcp_server_cost_info`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CostInfo {
+    /// The price of a call to a tool without its own price.
+    pub default_cost_per_query: Option<f64>,
+    /// Prices by tool name (bare or prefixed).
+    pub tool_name_to_cost_per_query: Vec<(String, f64)>,
+}
+
+/// One server as configuration describes it; [`Catalog::new`] validates a list of these.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServerSpec {
+    /// The server's name: unique, and free of the separator.
+    pub name: String,
+    /// Another name for it (unique across names and aliases).
+    pub alias: Option<String>,
+    /// Free text, shown in registries.
+    pub description: Option<String>,
+    /// Access groups the server belongs to.
+    pub access_groups: Vec<String>,
+    /// An allow-list of tools; `None` allows all.
+    pub allowed_tools: Option<Vec<String>>,
+    /// A deny-list of tools.
+    pub disallowed_tools: Vec<String>,
+    /// Per tool, the top-level argument names a caller may send.
+    pub allowed_params: Vec<(String, Vec<String>)>,
+    /// Whether every caller gets this server (still under the organisation ceiling).
+    pub allow_all_keys: bool,
+    /// Prices.
+    pub cost: CostInfo,
+}
+
+/// A validated server of a [`Catalog`].
+#[derive(Clone, Debug)]
+pub struct Server {
+    name: Box<str>,
+    alias: Option<Box<str>>,
+    description: Option<Box<str>>,
+    access_groups: Box<[Box<str>]>,
+    allowed_tools: Option<ToolSet>,
+    disallowed_tools: ToolSet,
+    allowed_params: HashMap<Box<str>, Box<[Box<str>]>>,
+    allow_all_keys: bool,
+    default_cost: f64,
+    tool_costs: HashMap<Box<str>, f64>,
+}
+
+impl Server {
+    /// The server's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The server's alias, if it has one.
+    #[must_use]
+    pub fn alias(&self) -> Option<&str> {
+        self.alias.as_deref()
+    }
+    /// The description, if any.
+    #[must_use]
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+    /// The access groups the server belongs to.
+    #[must_use]
+    pub fn access_groups(&self) -> &[Box<str>] {
+        &self.access_groups
+    }
+    /// Whether the server is offered to every caller.
+    #[must_use]
+    pub fn allow_all_keys(&self) -> bool {
+        self.allow_all_keys
+    }
+    /// The argument names allowed for a bare tool name, if the server restricts that tool.
+    #[must_use]
+    pub fn allowed_params(&self, bare_tool: &str) -> Option<&[Box<str>]> {
+        self.allowed_params.get(bare_tool).map(|v| &**v)
+    }
+    /// Whether the server's own rules (`allowed_tools`, `disallowed_tools`) admit a bare tool.
+    pub(crate) fn rules_admit(&self, bare_tool: &str) -> Result<(), super::DeniedBy> {
+        if self.disallowed_tools.contains(bare_tool) {
+            return Err(super::DeniedBy::DisallowedTools);
+        }
+        match &self.allowed_tools {
+            Some(allowed) if !allowed.contains(bare_tool) => Err(super::DeniedBy::AllowedTools),
+            _ => Ok(()),
+        }
+    }
+    /// The price of one call: the tool's own price, else the default, else 0.
+    #[must_use]
+    pub fn price(&self, bare_tool: &str) -> f64 {
+        self.tool_costs
+            .get(bare_tool)
+            .copied()
+            .unwrap_or(self.default_cost)
+    }
+}
+
+/// Who offers a bare name when tools are not prefixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Exactly one server.
+    One(ServerId),
+    /// Two or more servers: the name is withheld and refused.
+    Collision,
+}
+
+/// Which server offers each bare tool, prompt and resource name, for [`ToolPrefix::Never`].
+///
+/// An aggregating service fills it from its upstreams' lists; without it, bare names cannot be
+/// attributed and are refused (fail closed).
+#[derive(Clone, Debug, Default)]
+pub struct NameIndex {
+    tools: HashMap<Box<str>, Owner>,
+    prompts: HashMap<Box<str>, Owner>,
+    resources: HashMap<Box<str>, Owner>,
+}
+
+/// Which namespace of a [`NameIndex`] a name belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameKind {
+    /// Tool names.
+    Tool,
+    /// Prompt names.
+    Prompt,
+    /// Resource URIs and URI templates.
+    Resource,
+}
+
+impl NameIndex {
+    /// Records that `server` offers `name`; a second server offering it makes a collision.
+    pub fn insert(&mut self, kind: NameKind, name: &str, server: ServerId) {
+        let map = self.map_mut(kind);
+        match map.get_mut(name) {
+            Some(owner) if *owner != Owner::One(server) => *owner = Owner::Collision,
+            Some(_) => {}
+            None => {
+                map.insert(name.into(), Owner::One(server));
+            }
+        }
+    }
+
+    /// Who offers `name`.
+    #[must_use]
+    pub fn owner(&self, kind: NameKind, name: &str) -> Option<Owner> {
+        self.map(kind).get(name).copied()
+    }
+
+    /// Names offered by more than one server.
+    pub fn collisions(&self, kind: NameKind) -> impl Iterator<Item = &str> {
+        self.map(kind)
+            .iter()
+            .filter(|(_, o)| **o == Owner::Collision)
+            .map(|(n, _)| &**n)
+    }
+
+    fn map(&self, kind: NameKind) -> &HashMap<Box<str>, Owner> {
+        match kind {
+            NameKind::Tool => &self.tools,
+            NameKind::Prompt => &self.prompts,
+            NameKind::Resource => &self.resources,
+        }
+    }
+
+    fn map_mut(&mut self, kind: NameKind) -> &mut HashMap<Box<str>, Owner> {
+        match kind {
+            NameKind::Tool => &mut self.tools,
+            NameKind::Prompt => &mut self.prompts,
+            NameKind::Resource => &mut self.resources,
+        }
+    }
+}
+
+/// A configuration mistake found while building a [`Catalog`] or compiling permissions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// The separator is empty.
+    EmptySeparator,
+    /// A server has an empty name or alias.
+    EmptyName,
+    /// Two servers (or a name and an alias) share a name.
+    DuplicateName(String),
+    /// A server name or alias contains the separator.
+    SeparatorInName {
+        /// The name.
+        name: String,
+        /// The separator.
+        separator: String,
+    },
+    /// An access group has the name of a server, so `x-mcp-servers` could not tell them apart.
+    GroupNamesServer(String),
+    /// A tool is both allowed and disallowed on one server.
+    AllowedAndDisallowed {
+        /// The server.
+        server: String,
+        /// The tool.
+        tool: String,
+    },
+    /// A price is negative or not a number.
+    BadPrice {
+        /// The server.
+        server: String,
+        /// The tool, or `None` for the default price.
+        tool: Option<String>,
+    },
+    /// Permissions name a server the catalog does not have.
+    UnknownServer(String),
+    /// Permissions name an access group no server belongs to.
+    UnknownAccessGroup(String),
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptySeparator => f.write_str("the tool prefix separator must not be empty"),
+            Self::EmptyName => f.write_str("a server name or alias is empty"),
+            Self::DuplicateName(n) => {
+                write!(
+                    f,
+                    "the server name or alias {n:?} is used twice; give each server a unique name and alias"
+                )
+            }
+            Self::SeparatorInName { name, separator } => write!(
+                f,
+                "the server name or alias {name:?} contains the tool prefix separator {separator:?}; rename it or choose another tool_prefix_separator"
+            ),
+            Self::GroupNamesServer(n) => write!(
+                f,
+                "{n:?} is both a server name and an access group name; rename one of them"
+            ),
+            Self::AllowedAndDisallowed { server, tool } => write!(
+                f,
+                "tool {tool:?} of server {server:?} is in both allowed_tools and disallowed_tools; keep it in one list"
+            ),
+            Self::BadPrice {
+                server,
+                tool: Some(t),
+            } => {
+                write!(
+                    f,
+                    "the price of tool {t:?} of server {server:?} must be a non-negative number"
+                )
+            }
+            Self::BadPrice { server, tool: None } => {
+                write!(
+                    f,
+                    "the default price of server {server:?} must be a non-negative number"
+                )
+            }
+            Self::UnknownServer(n) => write!(
+                f,
+                "no MCP server is named {n:?}; use a name or alias from mcp_servers"
+            ),
+            Self::UnknownAccessGroup(n) => write!(
+                f,
+                "no MCP server is in access group {n:?}; add it to a server's access_groups or remove it here"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+/// Every server the layers know, with their rules, groups and prices.
+///
+/// A catalog is immutable; to change policy, build a new one and swap it in (see
+/// [`crate::Gatekeeper::reload`]).
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    generation: u64,
+    servers: Vec<Server>,
+    names: HashMap<Box<str>, ServerId>,
+    groups: HashMap<Box<str>, ServerSet>,
+    public: ServerSet,
+    all: ServerSet,
+    settings: Settings,
+}
+
+impl Catalog {
+    /// Validates servers into a catalog.
+    ///
+    /// # Errors
+    ///
+    /// The first [`CatalogError`] found: empty or duplicate names, a separator inside a name, a
+    /// group named like a server, a tool both allowed and disallowed, a bad price.
+    pub fn new(settings: Settings, specs: Vec<ServerSpec>) -> Result<Self, CatalogError> {
+        if settings.separator.is_empty() {
+            return Err(CatalogError::EmptySeparator);
+        }
+        let sep = settings.separator.clone();
+        let mut names = HashMap::new();
+        let mut groups: HashMap<Box<str>, ServerSet> = HashMap::new();
+        let mut public = ServerSet::new();
+        let mut servers = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            let id = ServerId(u32::try_from(i).expect("fewer than 2^32 servers"));
+            for n in std::iter::once(&spec.name).chain(spec.alias.as_ref()) {
+                if n.is_empty() {
+                    return Err(CatalogError::EmptyName);
+                }
+                if n.contains(&*sep) {
+                    return Err(CatalogError::SeparatorInName {
+                        name: n.clone(),
+                        separator: sep.clone(),
+                    });
+                }
+                if names.insert(n.as_str().into(), id).is_some() {
+                    return Err(CatalogError::DuplicateName(n.clone()));
+                }
+            }
+            let own = Own {
+                name: &spec.name,
+                alias: spec.alias.as_deref(),
+                sep: &sep,
+            };
+            let allowed_tools = spec.allowed_tools.as_ref().map(|list| expand(list, &own));
+            let disallowed_tools = expand(&spec.disallowed_tools, &own);
+            if let Some(allowed) = &allowed_tools {
+                for tool in &spec.disallowed_tools {
+                    if allowed.contains(own.strip(tool).unwrap_or(tool))
+                        || allowed.contains(&**tool)
+                    {
+                        return Err(CatalogError::AllowedAndDisallowed {
+                            server: spec.name.clone(),
+                            tool: tool.clone(),
+                        });
+                    }
+                }
+            }
+            let mut allowed_params = HashMap::new();
+            for (tool, params) in &spec.allowed_params {
+                let list: Box<[Box<str>]> = params.iter().map(|p| p.as_str().into()).collect();
+                for form in forms(tool, &own) {
+                    allowed_params.insert(form.into(), list.clone());
+                }
+            }
+            let bad_price = |p: f64| !(p.is_finite() && p >= 0.0);
+            let default_cost = spec.cost.default_cost_per_query.unwrap_or(0.0);
+            if bad_price(default_cost) {
+                return Err(CatalogError::BadPrice {
+                    server: spec.name.clone(),
+                    tool: None,
+                });
+            }
+            let mut tool_costs = HashMap::new();
+            for (tool, price) in &spec.cost.tool_name_to_cost_per_query {
+                if bad_price(*price) {
+                    return Err(CatalogError::BadPrice {
+                        server: spec.name.clone(),
+                        tool: Some(tool.clone()),
+                    });
+                }
+                for form in forms(tool, &own) {
+                    tool_costs.insert(form.into(), *price);
+                }
+            }
+            for group in &spec.access_groups {
+                groups.entry(group.as_str().into()).or_default().insert(id);
+            }
+            if spec.allow_all_keys {
+                public.insert(id);
+            }
+            servers.push(Server {
+                name: spec.name.into(),
+                alias: spec.alias.map(Into::into),
+                description: spec.description.map(Into::into),
+                access_groups: spec.access_groups.into_iter().map(Into::into).collect(),
+                allowed_tools,
+                disallowed_tools,
+                allowed_params,
+                allow_all_keys: spec.allow_all_keys,
+                default_cost,
+                tool_costs,
+            });
+        }
+        if let Some(name) = groups.keys().find(|g| names.contains_key(*g)) {
+            return Err(CatalogError::GroupNamesServer(name.to_string()));
+        }
+        Ok(Self {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            all: ServerSet::first(servers.len()),
+            servers,
+            names,
+            groups,
+            public,
+            settings,
+        })
+    }
+
+    /// A catalog with no servers: every caller gets nothing.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self::new(Settings::default(), Vec::new()).expect("an empty catalog is valid")
+    }
+
+    /// A number unique to this catalog, so permissions compiled against another are caught.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// All servers, in id order.
+    #[must_use]
+    pub fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+
+    /// A server by id.
+    ///
+    /// # Panics
+    ///
+    /// If the id belongs to another catalog and is out of range.
+    #[must_use]
+    pub fn server(&self, id: ServerId) -> &Server {
+        &self.servers[id.index()]
+    }
+
+    /// Every server.
+    #[must_use]
+    pub fn all(&self) -> &ServerSet {
+        &self.all
+    }
+
+    /// The servers offered to every caller (`allow_all_keys`).
+    #[must_use]
+    pub fn public(&self) -> &ServerSet {
+        &self.public
+    }
+
+    /// A server by name or alias (exact, case-sensitive).
+    #[must_use]
+    pub fn lookup(&self, name: &str) -> Option<ServerId> {
+        self.names.get(name).copied()
+    }
+
+    /// The servers of an access group.
+    #[must_use]
+    pub fn group(&self, name: &str) -> Option<&ServerSet> {
+        self.groups.get(name)
+    }
+
+    /// The servers a scope entry (a server name, alias or access group) stands for.
+    #[must_use]
+    pub fn scope_entry(&self, entry: &str) -> Option<ServerSet> {
+        if let Some(id) = self.lookup(entry) {
+            let mut set = ServerSet::new();
+            set.insert(id);
+            return Some(set);
+        }
+        self.group(entry).cloned()
+    }
+
+    /// Splits `{server}{sep}{rest}` by the longest known server name or alias.
+    #[must_use]
+    pub fn split_prefixed<'n>(&self, name: &'n str) -> Option<(ServerId, &'n str)> {
+        let sep = &*self.settings.separator;
+        let mut best = None;
+        for (pos, _) in name.match_indices(sep) {
+            if let Some(id) = self.lookup(&name[..pos]) {
+                best = Some((id, &name[pos + sep.len()..]));
+            }
+        }
+        best.filter(|(_, rest)| !rest.is_empty())
+    }
+
+    /// Which server a tool, prompt or resource name of the inner service belongs to, and its
+    /// name on that server.
+    #[must_use]
+    pub fn attribute<'n>(
+        &self,
+        mount: &Mount,
+        index: Option<&NameIndex>,
+        kind: NameKind,
+        name: &'n str,
+    ) -> Option<Attribution<'n>> {
+        match mount {
+            Mount::Single(server) => self.lookup(server).map(|id| Attribution::Server(id, name)),
+            Mount::Aggregate => match self.settings.tool_prefix {
+                ToolPrefix::Always => self
+                    .split_prefixed(name)
+                    .map(|(id, bare)| Attribution::Server(id, bare)),
+                ToolPrefix::Never => match index?.owner(kind, name)? {
+                    Owner::One(id) => Some(Attribution::Server(id, name)),
+                    Owner::Collision => Some(Attribution::Ambiguous),
+                },
+            },
+        }
+    }
+
+    /// Compiles one level's permissions against this catalog: names and aliases become ids,
+    /// access groups become server sets, and prefixed tool names become bare ones.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::UnknownServer`] or [`CatalogError::UnknownAccessGroup`] for names the
+    /// catalog does not have.
+    pub fn compile_permissions(&self, spec: &PermissionSpec) -> Result<Permissions, CatalogError> {
+        let mut servers: Option<ServerSet> = None;
+        if let Some(list) = &spec.mcp_servers {
+            let set = servers.get_or_insert_with(ServerSet::new);
+            for name in list {
+                set.insert(
+                    self.lookup(name)
+                        .ok_or_else(|| CatalogError::UnknownServer(name.clone()))?,
+                );
+            }
+        }
+        if let Some(list) = &spec.mcp_access_groups {
+            let set = servers.get_or_insert_with(ServerSet::new);
+            for name in list {
+                let group = self
+                    .group(name)
+                    .ok_or_else(|| CatalogError::UnknownAccessGroup(name.clone()))?;
+                set.union_with(group);
+            }
+        }
+        let mut tools = HashMap::new();
+        for (server, list) in spec.mcp_tool_permissions.iter().flatten() {
+            let id = self
+                .lookup(server)
+                .ok_or_else(|| CatalogError::UnknownServer(server.clone()))?;
+            let s = self.server(id);
+            let own = Own {
+                name: s.name(),
+                alias: s.alias(),
+                sep: &self.settings.separator,
+            };
+            let set: &mut ToolSet = tools.entry(id).or_default();
+            set.extend(expand(list, &own));
+        }
+        Ok(Permissions {
+            generation: self.generation,
+            servers,
+            tools,
+        })
+    }
+}
+
+/// Where a name of the inner service belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribution<'n> {
+    /// To this server, under this name there.
+    Server(ServerId, &'n str),
+    /// To two or more servers (bare names only): withheld and refused.
+    Ambiguous,
+}
+
+/// A server's own prefixes (`{name}{sep}`, `{alias}{sep}`), to accept prefixed names in config.
+struct Own<'a> {
+    name: &'a str,
+    alias: Option<&'a str>,
+    sep: &'a str,
+}
+
+impl Own<'_> {
+    fn strip<'t>(&self, tool: &'t str) -> Option<&'t str> {
+        std::iter::once(self.name)
+            .chain(self.alias)
+            .find_map(|p| tool.strip_prefix(p).and_then(|r| r.strip_prefix(self.sep)))
+            .filter(|rest| !rest.is_empty())
+    }
+}
+
+/// A configured tool name and, if it carries the server's own prefix, its bare form.
+fn forms<'t>(tool: &'t str, own: &Own<'_>) -> impl Iterator<Item = &'t str> {
+    std::iter::once(tool).chain(own.strip(tool))
+}
+
+fn expand(list: &[String], own: &Own<'_>) -> ToolSet {
+    list.iter()
+        .flat_map(|t| forms(t, own))
+        .map(Into::into)
+        .collect()
+}

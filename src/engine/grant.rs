@@ -1,0 +1,246 @@
+//! Who is asking ([`Principal`]) and what they may use ([`Grant`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::{Catalog, Level, Permissions, ServerId, ServerSet};
+
+/// The caller of one request, as an identity resolver establishes it.
+///
+/// Ids are for logs and cost events; `levels` carries the permissions of each of the five
+/// levels that has any. Cloning is cheap (reference counts only).
+#[derive(Clone, Debug, Default)]
+pub struct Principal {
+    /// A printable id for the key that never reveals it: its alias, else a digest prefix.
+    pub key_id: Option<Arc<str>>,
+    /// The key's alias.
+    pub key_alias: Option<Arc<str>>,
+    /// The key's team.
+    pub team_id: Option<Arc<str>>,
+    /// The organisation (the key's, else its team's).
+    pub organization_id: Option<Arc<str>>,
+    /// The end user the request names.
+    pub end_user_id: Option<Arc<str>>,
+    /// The agent.
+    pub agent_id: Option<Arc<str>>,
+    /// Whether this is the master key.
+    pub is_admin: bool,
+    /// Permissions per level, indexed in [`Level::ALL`] order.
+    pub levels: [Option<Arc<Permissions>>; 5],
+}
+
+impl Principal {
+    /// The permissions of one level, if that level carries any.
+    #[must_use]
+    pub fn level(&self, level: Level) -> Option<&Arc<Permissions>> {
+        self.levels[level as usize].as_ref()
+    }
+
+    /// Sets the permissions of one level.
+    pub fn set_level(&mut self, level: Level, permissions: Option<Arc<Permissions>>) {
+        self.levels[level as usize] = permissions;
+    }
+}
+
+/// The part of the policy that refused something, for logs and [`Grant::explain_server`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeniedBy {
+    /// A permission level.
+    Level(Level),
+    /// The servers the request named (`x-mcp-servers` or the path).
+    Scope,
+    /// The server's `allowed_tools` does not list the tool.
+    AllowedTools,
+    /// The server's `disallowed_tools` lists the tool.
+    DisallowedTools,
+    /// The name belongs to no server the catalog knows.
+    UnknownName,
+    /// The bare name is offered by two or more servers.
+    Ambiguous,
+    /// The caller's permissions were compiled against another catalog (a reload raced).
+    StalePolicy,
+}
+
+impl fmt::Display for DeniedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Level(l) => write!(f, "{l} permissions"),
+            Self::Scope => f.write_str("requested server scope"),
+            Self::AllowedTools => f.write_str("server allowed_tools"),
+            Self::DisallowedTools => f.write_str("server disallowed_tools"),
+            Self::UnknownName => f.write_str("unknown name"),
+            Self::Ambiguous => f.write_str("name offered by several servers"),
+            Self::StalePolicy => f.write_str("policy changed while resolving"),
+        }
+    }
+}
+
+/// A refusal, with the server (when known) and what refused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The server the name belongs to, when it belongs to one.
+    pub server: Option<ServerId>,
+    /// What refused it.
+    pub by: DeniedBy,
+}
+
+/// What one caller may use, resolved once per request from a [`Catalog`] and a [`Principal`].
+///
+/// Every allow/deny question (listing or calling) goes through [`Grant::check_server`] and
+/// [`Grant::check_tool`], so what a caller can list is exactly what it can call.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    catalog: Arc<Catalog>,
+    servers: ServerSet,
+    scope: Option<ServerSet>,
+    levels: [Option<Arc<Permissions>>; 5],
+    stale: bool,
+}
+
+impl Grant {
+    /// Resolves the server-level hierarchy.
+    ///
+    /// Key and team intersect (an unrestricted key inherits its team); end user and agent
+    /// intersect when present; `allow_all_keys` servers are added unless a level is explicitly
+    /// empty; the organisation is a ceiling applied last. Permissions compiled against another
+    /// catalog make the grant empty (fail closed).
+    #[must_use]
+    pub fn resolve(catalog: &Arc<Catalog>, principal: &Principal) -> Self {
+        let stale = principal
+            .levels
+            .iter()
+            .flatten()
+            .any(|p| p.generation != catalog.generation());
+        let mut grant = Self {
+            catalog: Arc::clone(catalog),
+            servers: ServerSet::new(),
+            scope: None,
+            levels: principal.levels.clone(),
+            stale,
+        };
+        if stale {
+            return grant;
+        }
+        let mut servers = catalog.all().clone();
+        let mut explicitly_empty = false;
+        for level in [Level::Key, Level::Team, Level::EndUser, Level::Agent] {
+            if let Some(set) = grant.level_servers(level) {
+                servers.intersect_with(set);
+                explicitly_empty |= set.is_empty();
+            }
+        }
+        if !explicitly_empty {
+            servers.union_with(catalog.public());
+        }
+        if let Some(ceiling) = grant.level_servers(Level::Organization) {
+            servers.intersect_with(ceiling);
+        }
+        grant.servers = servers;
+        grant
+    }
+
+    fn level_servers(&self, level: Level) -> Option<&ServerSet> {
+        self.levels[level as usize]
+            .as_deref()
+            .and_then(Permissions::servers)
+    }
+
+    /// The catalog this grant was resolved against.
+    #[must_use]
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The servers the hierarchy allows, before any scope.
+    #[must_use]
+    pub fn allowed(&self) -> &ServerSet {
+        &self.servers
+    }
+
+    /// Narrows the grant to the servers a request named. Scope only ever narrows.
+    pub fn narrow(&mut self, scope: ServerSet) {
+        match &mut self.scope {
+            Some(existing) => existing.intersect_with(&scope),
+            None => self.scope = Some(scope),
+        }
+    }
+
+    /// The servers this request may use: the hierarchy's, within the scope.
+    #[must_use]
+    pub fn effective(&self) -> ServerSet {
+        let mut set = self.servers.clone();
+        if let Some(scope) = &self.scope {
+            set.intersect_with(scope);
+        }
+        set
+    }
+
+    /// Whether the request may use a server.
+    ///
+    /// # Errors
+    ///
+    /// A [`Denial`] naming the level, scope or reload that refused it.
+    pub fn check_server(&self, server: ServerId) -> Result<(), Denial> {
+        let inside =
+            self.servers.contains(server) && self.scope.as_ref().is_none_or(|s| s.contains(server));
+        if inside {
+            Ok(())
+        } else {
+            Err(Denial {
+                server: Some(server),
+                by: self.explain_server(server),
+            })
+        }
+    }
+
+    /// Whether the request may use a tool, by its bare name on `server`. The one predicate both
+    /// list filtering and call enforcement use.
+    ///
+    /// # Errors
+    ///
+    /// A [`Denial`] naming the level or server rule that refused it.
+    pub fn check_tool(&self, server: ServerId, bare_tool: &str) -> Result<(), Denial> {
+        self.check_server(server)?;
+        let deny = |by| {
+            Err(Denial {
+                server: Some(server),
+                by,
+            })
+        };
+        if let Err(by) = self.catalog.server(server).rules_admit(bare_tool) {
+            return deny(by);
+        }
+        for level in Level::ALL {
+            if let Some(tools) = self.levels[level as usize]
+                .as_deref()
+                .and_then(|p| p.tools_for(server))
+                && !tools.contains(bare_tool)
+            {
+                return deny(DeniedBy::Level(level));
+            }
+        }
+        Ok(())
+    }
+
+    /// Says why a server is outside the grant (meaningful only when it is).
+    #[must_use]
+    pub fn explain_server(&self, server: ServerId) -> DeniedBy {
+        if self.stale {
+            return DeniedBy::StalePolicy;
+        }
+        if self.servers.contains(server) {
+            return DeniedBy::Scope;
+        }
+        let public = self.catalog.public().contains(server);
+        for level in [Level::Key, Level::Team, Level::EndUser, Level::Agent] {
+            if let Some(set) = self.level_servers(level)
+                && !set.contains(server)
+                && (!public || set.is_empty())
+            {
+                return DeniedBy::Level(level);
+            }
+        }
+        // Everything below the ceiling admitted it, so the organisation refused it.
+        DeniedBy::Level(Level::Organization)
+    }
+}

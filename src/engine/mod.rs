@@ -1,0 +1,151 @@
+//! The pure policy core: what exists ([`Catalog`]), what each level permits ([`Permissions`]),
+//! and the resolved answer for one request ([`Grant`]).
+//!
+//! Nothing here knows HTTP, tower or I/O. Every decision the layers make is a call into this
+//! module, so it can be tested (and reasoned about) as plain functions. It must never allocate
+//! on the per-request path for catalogs of up to 128 servers, and it must never widen access:
+//! every step after the first only intersects.
+
+mod catalog;
+mod grant;
+mod params;
+mod set;
+
+use std::fmt;
+
+pub use catalog::{
+    Attribution, Catalog, CatalogError, CostInfo, NameIndex, NameKind, Owner, Server, ServerSpec,
+    Settings,
+};
+pub use grant::{Denial, DeniedBy, Grant, Principal};
+pub use params::ParamsDenial;
+pub use set::ServerSet;
+
+/// The index of a server inside one [`Catalog`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId(pub(crate) u32);
+
+impl ServerId {
+    /// The position of the server in its catalog.
+    #[must_use]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Debug for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServerId({})", self.0)
+    }
+}
+
+/// The five levels that may carry permissions, in the order they are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// The virtual key the caller presented.
+    Key,
+    /// The key's team.
+    Team,
+    /// The end user the request names (`x-litellm-end-user-id`).
+    EndUser,
+    /// The agent (the key's `agent_id`, else `x-litellm-agent-id`).
+    Agent,
+    /// The organisation (the key's, else its team's): a ceiling applied last.
+    Organization,
+}
+
+impl Level {
+    /// All levels in application order.
+    pub const ALL: [Level; 5] = [
+        Level::Key,
+        Level::Team,
+        Level::EndUser,
+        Level::Agent,
+        Level::Organization,
+    ];
+
+    /// A lower-case name for logs.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Key => "key",
+            Level::Team => "team",
+            Level::EndUser => "end_user",
+            Level::Agent => "agent",
+            Level::Organization => "organization",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether tools of an aggregating service carry a `{server}{sep}` prefix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ToolPrefix {
+    /// `{server}{sep}{tool}` (the default, as LiteLLM).
+    #[default]
+    Always,
+    /// Bare names; a name offered by two servers is withheld and refused.
+    Never,
+}
+
+/// How a refused `tools/call` is answered over MCP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DenialStyle {
+    /// A JSON-RPC result with `isError: true` and the reason as text (LiteLLM's shape).
+    #[default]
+    ToolResult,
+    /// A JSON-RPC error carrying the request id.
+    JsonRpcError,
+}
+
+/// How the service behind the layers names its tools.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mount {
+    /// The service is one catalog server, by name or alias: bare names are its own.
+    Single(Box<str>),
+    /// The service aggregates catalog servers; names carry the server (see [`ToolPrefix`]).
+    Aggregate,
+}
+
+/// The permissions one level carries, compiled against one [`Catalog`].
+///
+/// Build it with [`Catalog::compile_permissions`]. Server sets are precomputed, so resolving a
+/// grant is a handful of bitset intersections.
+#[derive(Clone, Debug)]
+pub struct Permissions {
+    generation: u64,
+    /// `None`: the level restricts no server.
+    servers: Option<ServerSet>,
+    tools: std::collections::HashMap<ServerId, catalog::ToolSet>,
+}
+
+impl Permissions {
+    /// The servers this level allows, or `None` when it restricts none.
+    #[must_use]
+    pub fn servers(&self) -> Option<&ServerSet> {
+        self.servers.as_ref()
+    }
+
+    /// Whether this level narrows the tools of `server`, and to which.
+    fn tools_for(&self, server: ServerId) -> Option<&catalog::ToolSet> {
+        self.tools.get(&server)
+    }
+}
+
+/// The raw, uncompiled permissions of one level, as config or a resolver gives them.
+///
+/// `None` means the field is absent (no restriction); `Some(vec![])` means "none".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PermissionSpec {
+    /// Servers by name or alias.
+    pub mcp_servers: Option<Vec<String>>,
+    /// Access groups by name.
+    pub mcp_access_groups: Option<Vec<String>>,
+    /// Per server (name or alias), the tools allowed (bare or prefixed names).
+    pub mcp_tool_permissions: Option<Vec<(String, Vec<String>)>>,
+}

@@ -1,0 +1,163 @@
+//! The shared handle every layer is built from: the swappable policy, how the inner service
+//! names its tools, and the size limits.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::engine::{Catalog, Mount, NameIndex};
+use crate::identity::IdentityStore;
+
+/// One consistent version of the policy: the catalog and the identity store built with it.
+///
+/// Layers load one snapshot per request (the first layer stores it in the request extensions),
+/// so a reload never mixes two versions inside one decision.
+#[derive(Debug)]
+pub struct Policy {
+    catalog: Arc<Catalog>,
+    identities: IdentityStore,
+}
+
+impl Policy {
+    /// A policy from a catalog and an identity store compiled against it.
+    #[must_use]
+    pub fn new(catalog: Arc<Catalog>, identities: IdentityStore) -> Self {
+        Self {
+            catalog,
+            identities,
+        }
+    }
+
+    /// The catalog.
+    #[must_use]
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The built-in identity store.
+    #[must_use]
+    pub fn identities(&self) -> &IdentityStore {
+        &self.identities
+    }
+}
+
+/// Size limits that keep every buffer bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest POST body collected for inspection (default 4 MiB); beyond it: 413.
+    pub max_request_body: usize,
+    /// The largest JSON list reply collected for filtering (default 16 MiB).
+    pub max_list_response: usize,
+    /// The largest single server-sent event framed for filtering (default 16 MiB).
+    pub max_sse_event: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_body: 4 << 20,
+            max_list_response: 16 << 20,
+            max_sse_event: 16 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Options {
+    mount: Mount,
+    limits: Limits,
+}
+
+/// The handle the layers share: a swappable [`Policy`], how the inner service names its tools
+/// ([`Mount`]), the bare-name index for unprefixed aggregation, and the [`Limits`].
+///
+/// Cloning only bumps reference counts. [`Gatekeeper::reload`] swaps the policy atomically:
+/// requests already past identity keep the snapshot they started with; new requests see the
+/// new one.
+#[derive(Clone)]
+pub struct Gatekeeper {
+    policy: Arc<ArcSwap<Policy>>,
+    index: Arc<ArcSwap<NameIndex>>,
+    options: Arc<Options>,
+}
+
+impl fmt::Debug for Gatekeeper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gatekeeper")
+            .field("mount", &self.options.mount)
+            .field("limits", &self.options.limits)
+            .field("servers", &self.policy.load().catalog.servers().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gatekeeper {
+    /// A handle for a service that aggregates the catalog's servers (tool names carry the
+    /// server, see [`crate::engine::ToolPrefix`]).
+    #[must_use]
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
+            index: Arc::new(ArcSwap::from_pointee(NameIndex::default())),
+            options: Arc::new(Options {
+                mount: Mount::Aggregate,
+                limits: Limits::default(),
+            }),
+        }
+    }
+
+    /// A handle for a service that is the one catalog server `name`: bare names are its own.
+    #[must_use]
+    pub fn for_server(policy: Policy, name: impl Into<Box<str>>) -> Self {
+        Self::new(policy).with_mount(Mount::Single(name.into()))
+    }
+
+    /// Sets how the inner service names its tools.
+    #[must_use]
+    pub fn with_mount(mut self, mount: Mount) -> Self {
+        Arc::make_mut(&mut self.options).mount = mount;
+        self
+    }
+
+    /// Sets the size limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        Arc::make_mut(&mut self.options).limits = limits;
+        self
+    }
+
+    /// Swaps in a new policy for every request that starts from now on.
+    pub fn reload(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// The current policy.
+    #[must_use]
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Replaces the index of bare names used with `tool_prefix: never`.
+    pub fn set_name_index(&self, index: NameIndex) {
+        self.index.store(Arc::new(index));
+    }
+
+    /// The index of bare names.
+    #[must_use]
+    pub fn name_index(&self) -> Arc<NameIndex> {
+        self.index.load_full()
+    }
+
+    /// How the inner service names its tools.
+    #[must_use]
+    pub fn mount(&self) -> &Mount {
+        &self.options.mount
+    }
+
+    /// The size limits.
+    #[must_use]
+    pub fn limits(&self) -> &Limits {
+        &self.options.limits
+    }
+}

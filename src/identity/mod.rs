@@ -1,0 +1,391 @@
+//! [`IdentityLayer`]: who is calling.
+//!
+//! Reads the key (`x-litellm-api-key`, with or without `Bearer `, else `Authorization: Bearer`),
+//! the end user (`x-litellm-end-user-id`) and the agent (`x-litellm-agent-id`), asks a
+//! [`ResolveIdentity`] for the [`Principal`], and stores it in the request extensions. A missing
+//! or unknown key is answered with 401 and `WWW-Authenticate: Bearer` before any MCP work.
+//!
+//! It also binds every MCP session to the key that opened it: a request carrying an
+//! `Mcp-Session-Id` that this layer did not see created for the same key gets 404 (the MCP
+//! signal to start a new session), so a leaked or guessed session id is useless to another key.
+
+mod sessions;
+mod store;
+
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::{HeaderName, Request, Response, header};
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use sessions::SessionBindings;
+pub use store::{
+    IdentityConfigError, IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec, MemberSpec,
+    TeamSpec,
+};
+
+use crate::body::{BoxError, ReplyBody};
+use crate::engine::Principal;
+use crate::gatekeeper::{Gatekeeper, Policy};
+use crate::rejection::Rejection;
+
+/// What a resolver is told about one request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct IdentityRequest<'a> {
+    /// The request head.
+    pub parts: &'a http::request::Parts,
+    /// The key presented, `Bearer ` removed.
+    pub key: Option<&'a str>,
+    /// Its SHA-256 digest.
+    pub key_digest: Option<KeyDigest>,
+    /// The end user the request names.
+    pub end_user_id: Option<&'a str>,
+    /// The agent the request names.
+    pub agent_id: Option<&'a str>,
+    /// The policy snapshot this request is decided with.
+    pub policy: &'a Arc<Policy>,
+}
+
+/// Why a resolver found no principal.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// No key, or an unknown one (401).
+    Unauthenticated,
+    /// The backend failed (503); nothing is allowed meanwhile.
+    Unavailable(BoxError),
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unauthenticated => f.write_str("unauthenticated"),
+            Self::Unavailable(e) => write!(f, "identity backend unavailable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {}
+
+/// Resolves the caller of a request. Async, so it may ask a database or a token service.
+///
+/// Implemented for closures `Fn(&IdentityRequest<'_>) -> impl Future<Output = Result<Principal,
+/// IdentityError>>`; the future must own what it needs (`'static`). Permissions must be compiled
+/// against `request.policy.catalog()`; permissions compiled against another catalog grant
+/// nothing.
+pub trait ResolveIdentity: Send + Sync + 'static {
+    /// The future.
+    type Future: Future<Output = Result<Principal, IdentityError>> + Send + 'static;
+    /// Resolves one request.
+    fn resolve(&self, request: &IdentityRequest<'_>) -> Self::Future;
+}
+
+impl<F, Fut> ResolveIdentity for F
+where
+    F: Fn(&IdentityRequest<'_>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Principal, IdentityError>> + Send + 'static,
+{
+    type Future = Fut;
+    fn resolve(&self, request: &IdentityRequest<'_>) -> Fut {
+        self(request)
+    }
+}
+
+/// The built-in resolver: the policy's [`IdentityStore`], looked up by key digest.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreResolver;
+
+impl ResolveIdentity for StoreResolver {
+    type Future = Ready<Result<Principal, IdentityError>>;
+    fn resolve(&self, request: &IdentityRequest<'_>) -> Self::Future {
+        let principal = request.key_digest.as_ref().and_then(|d| {
+            request
+                .policy
+                .identities()
+                .principal(d, request.end_user_id, request.agent_id)
+        });
+        ready(principal.ok_or(IdentityError::Unauthenticated))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct HeaderNames {
+    key: HeaderName,
+    end_user: HeaderName,
+    agent: HeaderName,
+}
+
+/// Adds [`Identity`] to a service. See the [module docs](self).
+pub struct IdentityLayer<R = StoreResolver> {
+    gatekeeper: Gatekeeper,
+    resolver: Arc<R>,
+    headers: Arc<HeaderNames>,
+    sessions: Option<Arc<SessionBindings>>,
+}
+
+impl<R> Clone for IdentityLayer<R> {
+    fn clone(&self) -> Self {
+        Self {
+            gatekeeper: self.gatekeeper.clone(),
+            resolver: Arc::clone(&self.resolver),
+            headers: Arc::clone(&self.headers),
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+impl<R> fmt::Debug for IdentityLayer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityLayer")
+            .field("headers", &self.headers)
+            .field("session_binding", &self.sessions.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentityLayer {
+    /// Identity from the policy's built-in store, with session binding on.
+    #[must_use]
+    pub fn new(gatekeeper: Gatekeeper) -> Self {
+        Self::with_resolver(gatekeeper, StoreResolver)
+    }
+}
+
+impl<R: ResolveIdentity> IdentityLayer<R> {
+    /// Identity from a custom resolver.
+    #[must_use]
+    pub fn with_resolver(gatekeeper: Gatekeeper, resolver: R) -> Self {
+        Self {
+            gatekeeper,
+            resolver: Arc::new(resolver),
+            headers: Arc::new(HeaderNames {
+                key: HeaderName::from_static("x-litellm-api-key"),
+                end_user: HeaderName::from_static("x-litellm-end-user-id"),
+                agent: HeaderName::from_static("x-litellm-agent-id"),
+            }),
+            sessions: Some(Arc::new(SessionBindings::default())),
+        }
+    }
+
+    /// Reads the key from another header than `x-litellm-api-key`.
+    #[must_use]
+    pub fn key_header(mut self, name: HeaderName) -> Self {
+        Arc::make_mut(&mut self.headers).key = name;
+        self
+    }
+
+    /// Reads the end user from another header than `x-litellm-end-user-id`.
+    #[must_use]
+    pub fn end_user_header(mut self, name: HeaderName) -> Self {
+        Arc::make_mut(&mut self.headers).end_user = name;
+        self
+    }
+
+    /// Reads the agent from another header than `x-litellm-agent-id`.
+    #[must_use]
+    pub fn agent_header(mut self, name: HeaderName) -> Self {
+        Arc::make_mut(&mut self.headers).agent = name;
+        self
+    }
+
+    /// Uses these session bindings (share them between several stacks of one process), or
+    /// `None` to turn binding off (only where another component binds sessions to callers).
+    #[must_use]
+    pub fn session_bindings(mut self, bindings: Option<Arc<SessionBindings>>) -> Self {
+        self.sessions = bindings;
+        self
+    }
+}
+
+impl<S, R> Layer<S> for IdentityLayer<R> {
+    type Service = Identity<S, R>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Identity {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`IdentityLayer`] produces.
+pub struct Identity<S, R = StoreResolver> {
+    inner: S,
+    layer: IdentityLayer<R>,
+}
+
+impl<S: Clone, R> Clone for Identity<S, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for Identity<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+impl<S, R> Identity<S, R> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// The inner service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// At most one value of a header, as UTF-8; several values or bytes that are not visible ASCII
+/// are an error (fail closed: which one would the next hop read?).
+pub(crate) fn one_header<'h>(
+    headers: &'h http::HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h str>, Rejection> {
+    let mut all = headers.get_all(name).iter();
+    let Some(first) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(Rejection::bad_request(format!("repeated {name} header")));
+    }
+    let value = first
+        .to_str()
+        .map_err(|_| Rejection::bad_request(format!("{name} header is not visible ASCII")))?
+        .trim();
+    Ok((!value.is_empty()).then_some(value))
+}
+
+fn strip_bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// The key of a request: the key header (with or without `Bearer `), else a bearer
+/// `Authorization`.
+fn credential<'h>(
+    headers: &'h http::HeaderMap,
+    names: &HeaderNames,
+) -> Result<Option<&'h str>, Rejection> {
+    // Checked even when the key header is present: two Authorization headers are ambiguous.
+    let authorization = one_header(headers, &header::AUTHORIZATION)?;
+    if let Some(v) = one_header(headers, &names.key)? {
+        let key = strip_bearer(v).unwrap_or(v);
+        return Ok((!key.is_empty()).then_some(key));
+    }
+    Ok(authorization
+        .and_then(strip_bearer)
+        .filter(|k| !k.is_empty()))
+}
+
+pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for Identity<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: ResolveIdentity,
+    ReqBody: Send + 'static,
+    ResBody: ReplyBody,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<ResBody>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let policy = layer.gatekeeper.policy();
+            let style = policy.catalog().settings().denial_style;
+            let (mut parts, body) = request.into_parts();
+            let resolved = resolve(&layer, &parts, &policy).await;
+            let (principal, digest) = match resolved {
+                Ok(found) => found,
+                Err(rejection) => {
+                    crate::trace::refused(None, None, &rejection);
+                    return Ok(rejection.into_response(style));
+                }
+            };
+            let session = match one_header(&parts.headers, &SESSION_HEADER) {
+                Ok(s) => s.map(str::to_owned),
+                Err(rejection) => return Ok(rejection.into_response(style)),
+            };
+            if let (Some(bindings), Some(id)) = (&layer.sessions, &session)
+                && !bindings.is_bound_to(id, digest.as_ref())
+            {
+                let rejection = Rejection::session_not_found();
+                crate::trace::refused(Some(&principal), None, &rejection);
+                return Ok(rejection.into_response(style));
+            }
+            let deleting = parts.method == http::Method::DELETE;
+            parts.extensions.insert(policy);
+            parts.extensions.insert(principal);
+            let response = inner.call(Request::from_parts(parts, body)).await?;
+            if let Some(bindings) = &layer.sessions {
+                match &session {
+                    None => {
+                        if let Ok(Some(new)) = one_header(response.headers(), &SESSION_HEADER) {
+                            bindings.bind(new, digest);
+                        }
+                    }
+                    Some(id) if deleting && response.status().is_success() => bindings.unbind(id),
+                    Some(_) => {}
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+async fn resolve<R: ResolveIdentity>(
+    layer: &IdentityLayer<R>,
+    parts: &http::request::Parts,
+    policy: &Arc<Policy>,
+) -> Result<(Principal, Option<KeyDigest>), Rejection> {
+    let headers = &parts.headers;
+    let key = credential(headers, &layer.headers)?;
+    let end_user_id = one_header(headers, &layer.headers.end_user)?;
+    let agent_id = one_header(headers, &layer.headers.agent)?;
+    let key_digest = key.map(KeyDigest::of);
+    let request = IdentityRequest {
+        parts,
+        key,
+        key_digest,
+        end_user_id,
+        agent_id,
+        policy,
+    };
+    match layer.resolver.resolve(&request).await {
+        Ok(principal) => Ok((principal, key_digest)),
+        Err(IdentityError::Unauthenticated) if key.is_none() => {
+            Err(Rejection::missing_credential())
+        }
+        Err(IdentityError::Unauthenticated) => Err(Rejection::invalid_credential()),
+        Err(IdentityError::Unavailable(_e)) => {
+            crate::trace::backend_error(&*_e);
+            Err(Rejection::identity_unavailable())
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The built-in identity store: keys, teams, organisations, end users and agents, in memory,
+//! with keys held only as SHA-256 digests.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::engine::{Catalog, CatalogError, Level, PermissionSpec, Permissions, Principal};
+
+/// A SHA-256 digest of a key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest(pub [u8; 32]);
+
+impl KeyDigest {
+    /// The digest of a plaintext key.
+    #[must_use]
+    pub fn of(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// Parses `sha256:<64 hex>` (or bare hex).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("sha256:").unwrap_or(text);
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+
+    /// A short printable id that does not reveal the key: `sha256:` and 12 hex digits.
+    #[must_use]
+    pub fn short_id(&self) -> String {
+        let mut s = String::from("sha256:");
+        for b in &self.0[..6] {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.short_id())
+    }
+}
+
+/// A key as configuration gives it: plaintext (hashed at once) or already a digest.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyMaterial {
+    /// A plaintext key.
+    Plain(String),
+    /// A digest.
+    Digest(KeyDigest),
+}
+
+impl KeyMaterial {
+    fn digest(&self) -> KeyDigest {
+        match self {
+            Self::Plain(k) => KeyDigest::of(k),
+            Self::Digest(d) => *d,
+        }
+    }
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.digest())
+    }
+}
+
+/// A virtual key.
+#[derive(Clone, Debug, Default)]
+pub struct KeySpec {
+    /// The key (never printed).
+    pub key: Option<KeyMaterial>,
+    /// A printable name.
+    pub key_alias: Option<String>,
+    /// The key's team.
+    pub team_id: Option<String>,
+    /// The key's organisation (else its team's).
+    pub organization_id: Option<String>,
+    /// The agent the key belongs to.
+    pub agent_id: Option<String>,
+    /// The key's permissions.
+    pub permissions: Option<PermissionSpec>,
+}
+
+/// A team.
+#[derive(Clone, Debug, Default)]
+pub struct TeamSpec {
+    /// The id keys refer to.
+    pub team_id: String,
+    /// The team's organisation.
+    pub organization_id: Option<String>,
+    /// The team's permissions.
+    pub permissions: Option<PermissionSpec>,
+}
+
+/// An organisation, end user or agent: an id and permissions.
+#[derive(Clone, Debug, Default)]
+pub struct MemberSpec {
+    /// The id.
+    pub id: String,
+    /// The permissions.
+    pub permissions: Option<PermissionSpec>,
+}
+
+/// A mistake in the identity part of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentityConfigError {
+    /// A key entry has no key.
+    MissingKey,
+    /// Two keys (or a key and the master key) are the same.
+    DuplicateKey(String),
+    /// Two entries share an id.
+    DuplicateId {
+        /// Which kind of entry.
+        level: Level,
+        /// The id.
+        id: String,
+    },
+    /// An entry refers to an id that is not defined.
+    UnknownId {
+        /// Which kind of entry is missing.
+        level: Level,
+        /// The id.
+        id: String,
+    },
+    /// The permissions name something the catalog lacks.
+    Permissions(CatalogError),
+}
+
+impl fmt::Display for IdentityConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingKey => f.write_str("a key entry needs `key` or `key_hash`"),
+            Self::DuplicateKey(who) => write!(
+                f,
+                "the key of {who} is used twice; every key must be unique"
+            ),
+            Self::DuplicateId { level, id } => write!(f, "{level} id {id:?} is defined twice"),
+            Self::UnknownId { level, id } => write!(
+                f,
+                "{level} {id:?} is not defined; add it to the {level} list or remove the reference"
+            ),
+            Self::Permissions(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for IdentityConfigError {}
+
+#[derive(Debug)]
+struct KeyRecord {
+    key_id: Arc<str>,
+    alias: Option<Arc<str>>,
+    team_id: Option<Arc<str>>,
+    organization_id: Option<Arc<str>>,
+    agent_id: Option<Arc<str>>,
+    key: Option<Arc<Permissions>>,
+    team: Option<Arc<Permissions>>,
+    organization: Option<Arc<Permissions>>,
+}
+
+#[derive(Debug)]
+struct Member {
+    id: Arc<str>,
+    permissions: Option<Arc<Permissions>>,
+}
+
+/// Keys, teams, organisations, end users and agents, compiled against one [`Catalog`].
+#[derive(Debug, Default)]
+pub struct IdentityStore {
+    keys: HashMap<KeyDigest, KeyRecord>,
+    master: Option<KeyDigest>,
+    end_users: HashMap<Box<str>, Member>,
+    agents: HashMap<Box<str>, Member>,
+}
+
+/// Everything the store holds, uncompiled.
+#[derive(Clone, Debug, Default)]
+pub struct IdentitySpec {
+    /// The master key: an admin that sees every server.
+    pub master_key: Option<KeyMaterial>,
+    /// Virtual keys.
+    pub keys: Vec<KeySpec>,
+    /// Teams.
+    pub teams: Vec<TeamSpec>,
+    /// Organisations.
+    pub organizations: Vec<MemberSpec>,
+    /// End users.
+    pub end_users: Vec<MemberSpec>,
+    /// Agents.
+    pub agents: Vec<MemberSpec>,
+}
+
+fn compile(
+    catalog: &Catalog,
+    spec: Option<&PermissionSpec>,
+) -> Result<Option<Arc<Permissions>>, IdentityConfigError> {
+    spec.map(|s| catalog.compile_permissions(s).map(Arc::new))
+        .transpose()
+        .map_err(IdentityConfigError::Permissions)
+}
+
+fn members(
+    catalog: &Catalog,
+    level: Level,
+    specs: &[MemberSpec],
+) -> Result<HashMap<Box<str>, Member>, IdentityConfigError> {
+    let mut out = HashMap::new();
+    for m in specs {
+        let member = Member {
+            id: m.id.as_str().into(),
+            permissions: compile(catalog, m.permissions.as_ref())?,
+        };
+        if out.insert(m.id.as_str().into(), member).is_some() {
+            return Err(IdentityConfigError::DuplicateId {
+                level,
+                id: m.id.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl IdentityStore {
+    /// An empty store: every key is unknown.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Compiles and cross-checks identities against a catalog.
+    ///
+    /// # Errors
+    ///
+    /// Duplicate keys or ids, references to undefined teams, organisations or agents, and
+    /// permissions naming servers or groups the catalog lacks.
+    pub fn build(catalog: &Catalog, spec: &IdentitySpec) -> Result<Self, IdentityConfigError> {
+        let orgs = members(catalog, Level::Organization, &spec.organizations)?;
+        let end_users = members(catalog, Level::EndUser, &spec.end_users)?;
+        let agents = members(catalog, Level::Agent, &spec.agents)?;
+        let org = |id: &str| {
+            orgs.get(id).ok_or_else(|| IdentityConfigError::UnknownId {
+                level: Level::Organization,
+                id: id.to_owned(),
+            })
+        };
+        let mut teams = HashMap::new();
+        for t in &spec.teams {
+            if let Some(o) = &t.organization_id {
+                org(o)?;
+            }
+            let perms = compile(catalog, t.permissions.as_ref())?;
+            if teams.insert(t.team_id.as_str(), (t, perms)).is_some() {
+                return Err(IdentityConfigError::DuplicateId {
+                    level: Level::Team,
+                    id: t.team_id.clone(),
+                });
+            }
+        }
+        let master = spec.master_key.as_ref().map(KeyMaterial::digest);
+        let mut keys = HashMap::new();
+        for (i, k) in spec.keys.iter().enumerate() {
+            let digest = k
+                .key
+                .as_ref()
+                .ok_or(IdentityConfigError::MissingKey)?
+                .digest();
+            let who = k.key_alias.clone().unwrap_or_else(|| format!("keys[{i}]"));
+            if Some(digest) == master {
+                return Err(IdentityConfigError::DuplicateKey(who));
+            }
+            let team =
+                match &k.team_id {
+                    Some(id) => Some(teams.get(id.as_str()).ok_or_else(|| {
+                        IdentityConfigError::UnknownId {
+                            level: Level::Team,
+                            id: id.clone(),
+                        }
+                    })?),
+                    None => None,
+                };
+            let organization_id = k
+                .organization_id
+                .as_deref()
+                .or_else(|| team.and_then(|(t, _)| t.organization_id.as_deref()));
+            let organization = organization_id.map(org).transpose()?;
+            if let Some(agent) = &k.agent_id
+                && !agents.contains_key(agent.as_str())
+            {
+                return Err(IdentityConfigError::UnknownId {
+                    level: Level::Agent,
+                    id: agent.clone(),
+                });
+            }
+            let record = KeyRecord {
+                key_id: k
+                    .key_alias
+                    .as_deref()
+                    .map_or_else(|| digest.short_id().into(), Into::into),
+                alias: k.key_alias.as_deref().map(Into::into),
+                team_id: k.team_id.as_deref().map(Into::into),
+                organization_id: organization.map(|o| Arc::clone(&o.id)),
+                agent_id: k.agent_id.as_deref().map(Into::into),
+                key: compile(catalog, k.permissions.as_ref())?,
+                team: team.and_then(|(_, p)| p.clone()),
+                organization: organization.and_then(|o| o.permissions.clone()),
+            };
+            if keys.insert(digest, record).is_some() {
+                return Err(IdentityConfigError::DuplicateKey(who));
+            }
+        }
+        Ok(Self {
+            keys,
+            master,
+            end_users,
+            agents,
+        })
+    }
+
+    /// Number of keys (the master key excluded).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the store has no keys.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.master.is_none()
+    }
+
+    /// The principal for a key digest, narrowed by the end user and agent the request names.
+    ///
+    /// `None` when the key is unknown. Only digests are compared, never plaintext keys.
+    #[must_use]
+    pub fn principal(
+        &self,
+        key: &KeyDigest,
+        end_user: Option<&str>,
+        agent: Option<&str>,
+    ) -> Option<Principal> {
+        let mut p = if self.master.as_ref() == Some(key) {
+            Principal {
+                key_id: Some("master".into()),
+                is_admin: true,
+                ..Principal::default()
+            }
+        } else {
+            let r = self.keys.get(key)?;
+            let mut p = Principal {
+                key_id: Some(Arc::clone(&r.key_id)),
+                key_alias: r.alias.clone(),
+                team_id: r.team_id.clone(),
+                organization_id: r.organization_id.clone(),
+                agent_id: r.agent_id.clone(),
+                ..Principal::default()
+            };
+            p.set_level(Level::Key, r.key.clone());
+            p.set_level(Level::Team, r.team.clone());
+            p.set_level(Level::Organization, r.organization.clone());
+            p
+        };
+        if let Some(user) = end_user {
+            match self.end_users.get(user) {
+                Some(m) => {
+                    p.end_user_id = Some(Arc::clone(&m.id));
+                    p.set_level(Level::EndUser, m.permissions.clone());
+                }
+                None => p.end_user_id = Some(user.into()),
+            }
+        }
+        // The key's own agent wins over the header.
+        let agent_id = p.agent_id.clone().or_else(|| agent.map(Arc::from));
+        if let Some(id) = agent_id {
+            match self.agents.get(&*id) {
+                Some(m) => {
+                    p.agent_id = Some(Arc::clone(&m.id));
+                    p.set_level(Level::Agent, m.permissions.clone());
+                }
+                None => p.agent_id = Some(id),
+            }
+        }
+        Some(p)
+    }
+}

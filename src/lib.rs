@@ -1,0 +1,81 @@
+//! # mcp-gatekeeper
+//!
+//! Tower layers that put MCP (Model Context Protocol) access control in front of any MCP
+//! service: who is calling, which servers the request names, what each key, team,
+//! organisation, end user and agent may list and call, which arguments a tool call may carry,
+//! and what each call costs. The behaviour follows LiteLLM's MCP gateway permission model,
+//! with its known leaks closed.
+//!
+//! ## Layer order
+//!
+//! ```text
+//! request ─▶ IdentityLayer ─▶ NamespaceLayer ─▶ PermissionLayer ─▶ AllowedParamsLayer ─▶ CostLayer ─▶ MCP service
+//!            Principal        Scope              Grant, list        refuses bad args       ToolCallEvent
+//!            (401 first)      (403 if unknown    filtering on the                          → CostHook
+//!                              or forbidden)      way back                                   → SpendSink
+//! ```
+//!
+//! Each layer is usable alone and reads and writes typed request extensions
+//! ([`engine::Principal`], [`namespace::Scope`], [`engine::Grant`], [`protocol::McpRequest`],
+//! [`permission::ToolTarget`]), so the body is parsed once and the grant resolved once. A layer
+//! never adds an error type: refusals are responses ([`rejection::Rejection`]), and the stack over
+//! rmcp's `StreamableHttpService` keeps `Error = Infallible` and rmcp's response type.
+//!
+//! ## Example
+//!
+//! ```
+//! use mcp_gatekeeper::{config::Config, Gatekeeper};
+//! use tower::ServiceBuilder;
+//!
+//! let config = Config::from_json_str(r#"{
+//!   "mcp_servers": {"wiki": {"url": "http://127.0.0.1:9001/mcp",
+//!                            "allowed_params": {"read_wiki_contents": ["status"]}}},
+//!   "keys": [{"key": "sk-alice", "key_alias": "alice",
+//!             "object_permission": {"mcp_servers": ["wiki"]}}]
+//! }"#)?;
+//! // The inner service is the one server "wiki", so its tools keep their bare names.
+//! let gatekeeper = Gatekeeper::for_server(config.policy()?, "wiki");
+//! # let my_mcp_service = tower::service_fn(|_: http::Request<mcp_gatekeeper::body::Body>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(
+//! #         http_body_util::combinators::BoxBody::<bytes::Bytes, std::convert::Infallible>::default()))
+//! # });
+//! let service = ServiceBuilder::new()
+//!     .layer(gatekeeper.layer())
+//!     .service(my_mcp_service);
+//! # let _ = service;
+//! # Ok::<_, mcp_gatekeeper::config::ConfigError>(())
+//! ```
+//!
+//! With axum, mount it like rmcp's own service:
+//! `Router::new().nest_service("/mcp", gatekeeper.layer().layer(mcp))`, or at the root
+//! (`fallback_service`) to serve the `/{servers}/mcp` path forms as well.
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `tracing` | a `tracing` event for every decision: principal ids, method, server, tool, and for a refusal the level or rule that refused (never a key) |
+//! | `config-yaml` | YAML configuration files ([`config::Config::from_yaml_str`]) |
+//!
+//! The core depends only on tower, http, http-body, bytes, serde, serde_json and futures,
+//! plus `sha2` (key digests), `arc-swap` (the reloadable policy) and `serde_path_to_error`
+//! (config error paths).
+
+pub mod body;
+pub mod config;
+mod context;
+pub mod cost;
+pub mod engine;
+pub mod future;
+pub mod gatekeeper;
+pub mod identity;
+pub mod namespace;
+pub mod params;
+pub mod permission;
+pub mod protocol;
+pub mod rejection;
+mod stack;
+mod trace;
+
+pub use gatekeeper::{Gatekeeper, Limits, Policy};
+pub use stack::{GatekeeperLayer, Stack};

@@ -1,0 +1,364 @@
+//! [`NamespaceLayer`]: which servers a request names.
+//!
+//! Reads `x-mcp-servers: a, b,dev_group` (comma list of server names, aliases or access groups)
+//! and the paths `/{names}/mcp[/…]` and `/mcp/{names}[/…]`. A path that names servers replaces
+//! the header. The inner service sees the path rewritten to `/mcp[/…]`.
+//!
+//! Scope only narrows: the request may use `allowed ∩ named`. If any named entry is unknown or
+//! not allowed, the request gets 403 with one text for both cases, so names cannot be probed.
+//! The path forms need the stack to see the full path: mount it at the root (for example
+//! `Router::fallback_service`), not under `nest_service("/mcp", …)`.
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use http::{HeaderName, Request, Response, Uri};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::ReplyBody;
+use crate::context;
+use crate::engine::{Grant, ServerSet};
+use crate::future::{NoPost, ResponseFuture};
+use crate::gatekeeper::Gatekeeper;
+use crate::rejection::Rejection;
+
+/// The servers a request named, resolved against the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    entries: Vec<Box<str>>,
+    servers: ServerSet,
+    unknown: Vec<usize>,
+}
+
+impl Scope {
+    /// Resolves scope entries (server names, aliases, access groups) against a catalog.
+    #[must_use]
+    pub fn resolve<'a>(
+        catalog: &crate::engine::Catalog,
+        entries: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut scope = Scope {
+            entries: Vec::new(),
+            servers: ServerSet::new(),
+            unknown: Vec::new(),
+        };
+        for entry in entries {
+            if scope.entries.iter().any(|e| **e == *entry) {
+                continue;
+            }
+            match catalog.scope_entry(entry) {
+                Some(set) => scope.servers.union_with(&set),
+                None => scope.unknown.push(scope.entries.len()),
+            }
+            scope.entries.push(entry.into());
+        }
+        scope
+    }
+
+    /// The entries as named, without repeats.
+    #[must_use]
+    pub fn entries(&self) -> &[Box<str>] {
+        &self.entries
+    }
+
+    /// The servers the entries stand for.
+    #[must_use]
+    pub fn servers(&self) -> &ServerSet {
+        &self.servers
+    }
+
+    /// Refuses unknown entries (without telling them from forbidden ones).
+    ///
+    /// # Errors
+    ///
+    /// 403 listing the unknown entries.
+    pub fn check_known(&self) -> Result<(), Rejection> {
+        if self.unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(Rejection::scope_forbidden(
+                self.unknown.iter().map(|&i| &*self.entries[i]),
+            ))
+        }
+    }
+
+    /// Narrows a grant to this scope. An entry is refused when it is unknown or when none of its
+    /// servers is allowed; the remaining servers are `allowed ∩ named`.
+    ///
+    /// # Errors
+    ///
+    /// 403 listing the refused entries, with the same text for unknown and forbidden ones.
+    pub fn apply(&self, grant: &mut Grant) -> Result<(), Rejection> {
+        let catalog = std::sync::Arc::clone(grant.catalog());
+        let refused: Vec<&str> = self
+            .entries
+            .iter()
+            .filter(|e| match catalog.scope_entry(e) {
+                None => true,
+                Some(mut set) => {
+                    set.intersect_with(grant.allowed());
+                    set.is_empty()
+                }
+            })
+            .map(|e| &**e)
+            .collect();
+        if !refused.is_empty() {
+            return Err(Rejection::scope_forbidden(refused));
+        }
+        grant.narrow(self.servers.clone());
+        Ok(())
+    }
+}
+
+/// Adds [`Namespace`] to a service. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct NamespaceLayer {
+    gatekeeper: Gatekeeper,
+    header: HeaderName,
+}
+
+impl NamespaceLayer {
+    /// Scope from `x-mcp-servers` and the path.
+    #[must_use]
+    pub fn new(gatekeeper: Gatekeeper) -> Self {
+        Self {
+            gatekeeper,
+            header: HeaderName::from_static("x-mcp-servers"),
+        }
+    }
+
+    /// Reads the scope from another header than `x-mcp-servers`.
+    #[must_use]
+    pub fn header(mut self, name: HeaderName) -> Self {
+        self.header = name;
+        self
+    }
+}
+
+impl<S> Layer<S> for NamespaceLayer {
+    type Service = Namespace<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Namespace {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`NamespaceLayer`] produces.
+#[derive(Clone)]
+pub struct Namespace<S> {
+    inner: S,
+    layer: NamespaceLayer,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Namespace<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Namespace")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Namespace<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// The inner service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Where a path names servers: the names (percent-decoded) and the path rewritten to `/mcp`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PathScope {
+    pub(crate) names: String,
+    pub(crate) rewritten: String,
+}
+
+/// Parses `/{names}/mcp[/…]` and `/mcp/{names}[/…]`.
+pub(crate) fn parse_path(path: &str) -> Result<Option<PathScope>, Rejection> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Ok(None);
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    for s in &segments {
+        let decoded = percent_decode(s)
+            .ok_or_else(|| Rejection::bad_request("invalid percent-encoding in path"))?;
+        if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {
+            return Err(Rejection::bad_request(
+                "path segments may not be '.', '..' or contain slashes",
+            ));
+        }
+    }
+    let (names, tail) = match segments.as_slice() {
+        ["mcp", names, tail @ ..] if !names.is_empty() => (*names, tail),
+        [names, "mcp", tail @ ..] if !names.is_empty() => (*names, tail),
+        _ => return Ok(None),
+    };
+    let names = percent_decode(names).expect("checked above");
+    let mut rewritten = String::from("/mcp");
+    for t in tail {
+        rewritten.push('/');
+        rewritten.push_str(t);
+    }
+    Ok(Some(PathScope { names, rewritten }))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Splits a comma list, trimming entries and dropping empty ones.
+pub(crate) fn split_names(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn rewrite_uri(uri: &Uri, path: &str) -> Result<Uri, Rejection> {
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| Rejection::bad_request("invalid path"))?,
+    );
+    Uri::from_parts(parts).map_err(|_| Rejection::bad_request("invalid path"))
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Namespace<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: ReplyBody,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, NoPost>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let gk = &self.layer.gatekeeper;
+        let style = context::policy(request.extensions_mut(), gk)
+            .catalog()
+            .settings()
+            .denial_style;
+        match scope_request(&mut request, &self.layer) {
+            Ok(()) => ResponseFuture::inner(self.inner.call(request), NoPost),
+            Err(rejection) => {
+                crate::trace::refused(request.extensions().get(), None, &rejection);
+                ResponseFuture::ready(rejection.into_response(style))
+            }
+        }
+    }
+}
+
+fn scope_request<B>(request: &mut Request<B>, layer: &NamespaceLayer) -> Result<(), Rejection> {
+    let from_path = parse_path(request.uri().path())?;
+    let header_list = {
+        let mut joined = String::new();
+        for v in request.headers().get_all(&layer.header) {
+            let v = v.to_str().map_err(|_| {
+                Rejection::bad_request(format!("{} header is not visible ASCII", layer.header))
+            })?;
+            if !joined.is_empty() {
+                joined.push(',');
+            }
+            joined.push_str(v);
+        }
+        joined
+    };
+    let list = match &from_path {
+        Some(p) => p.names.as_str(),
+        None => header_list.as_str(),
+    };
+    if let Some(p) = &from_path {
+        let uri = rewrite_uri(request.uri(), &p.rewritten)?;
+        *request.uri_mut() = uri;
+    }
+    if split_names(list).next().is_none() {
+        return Ok(());
+    }
+    let policy = context::policy(request.extensions_mut(), &layer.gatekeeper);
+    let scope = Scope::resolve(policy.catalog(), split_names(list));
+    let ext = request.extensions_mut();
+    if let Some(grant) = ext.get_mut::<Grant>() {
+        scope.apply(grant)?;
+    } else if ext.get::<crate::engine::Principal>().is_some() {
+        ext.insert(scope);
+        return context::ensure_grant(ext, &layer.gatekeeper);
+    } else {
+        scope.check_known()?;
+    }
+    ext.insert(scope);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_forms() {
+        let p = parse_path("/github,jira/mcp").unwrap().unwrap();
+        assert_eq!(
+            p,
+            PathScope {
+                names: "github,jira".into(),
+                rewritten: "/mcp".into()
+            }
+        );
+        let p = parse_path("/mcp/a%2Cb/x").unwrap().unwrap();
+        assert_eq!(
+            p,
+            PathScope {
+                names: "a,b".into(),
+                rewritten: "/mcp/x".into()
+            }
+        );
+        assert_eq!(parse_path("/mcp").unwrap(), None);
+        assert_eq!(parse_path("/mcp/").unwrap(), None);
+        assert_eq!(parse_path("/health").unwrap(), None);
+        assert!(parse_path("/a/../mcp").is_err());
+        assert!(parse_path("/mcp/%2e%2e").is_err());
+        assert!(parse_path("/mcp/a%2Fb").is_err());
+        assert!(parse_path("/mcp/%zz").is_err());
+        assert!(parse_path("/mcp/%ff").is_err());
+    }
+
+    #[test]
+    fn split_trims_and_drops_empty() {
+        assert_eq!(
+            split_names(" a, b,,dev_group ,").collect::<Vec<_>>(),
+            ["a", "b", "dev_group"]
+        );
+        assert_eq!(split_names(" , ").count(), 0);
+    }
+}

@@ -1,0 +1,151 @@
+//! [`AllowedParamsLayer`]: which arguments a `tools/call` may carry.
+//!
+//! Checks the top-level argument names of every `tools/call` against the server's
+//! `allowed_params` for that tool and refuses the call, in-band, with LiteLLM's exact text when
+//! one is not allowed. A tool without an entry accepts any argument; an empty entry accepts none.
+//! (Tool schemas are pruned to the same names in `tools/list` by the permission layer.)
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::ReplyBody;
+use crate::context;
+use crate::engine::{Attribution, NameKind};
+use crate::future::{NoPost, ResponseFuture};
+use crate::gatekeeper::Gatekeeper;
+use crate::permission::ToolTarget;
+use crate::protocol::{McpRequest, Method};
+use crate::rejection::Rejection;
+
+/// Adds [`AllowedParams`] to a service. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct AllowedParamsLayer {
+    gatekeeper: Gatekeeper,
+}
+
+impl AllowedParamsLayer {
+    /// Argument checks under `gatekeeper`'s policy.
+    #[must_use]
+    pub fn new(gatekeeper: Gatekeeper) -> Self {
+        Self { gatekeeper }
+    }
+}
+
+impl<S> Layer<S> for AllowedParamsLayer {
+    type Service = AllowedParams<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AllowedParams {
+            inner,
+            gatekeeper: self.gatekeeper.clone(),
+        }
+    }
+}
+
+/// The service [`AllowedParamsLayer`] produces.
+#[derive(Clone)]
+pub struct AllowedParams<S> {
+    inner: S,
+    gatekeeper: Gatekeeper,
+}
+
+impl<S: fmt::Debug> fmt::Debug for AllowedParams<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AllowedParams")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> AllowedParams<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// The inner service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
+    let policy = context::policy(ext, gk);
+    let Some(head) = ext.get::<McpRequest>() else {
+        return Ok(());
+    };
+    if head.request_method() != Some(&Method::ToolsCall) {
+        return Ok(());
+    }
+    let name = head.target.as_deref().unwrap_or_default();
+    let catalog = policy.catalog();
+    let (server, bare) = match ext.get::<ToolTarget>() {
+        Some(t) => (t.server, t.bare(name)),
+        None => {
+            let index = gk.name_index();
+            match catalog.attribute(gk.mount(), Some(&index), NameKind::Tool, name) {
+                Some(Attribution::Server(server, bare)) => (server, bare),
+                // Unattributable names are the permission layer's to refuse.
+                _ => return Ok(()),
+            }
+        }
+    };
+    catalog
+        .check_params(server, bare, &head.argument_keys)
+        .map_err(|d| {
+            let r = Rejection::params_denied(&d).with_id(head.id.clone());
+            crate::trace::refused(ext.get(), Some(head), &r);
+            r
+        })
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AllowedParams<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: http_body::Body + From<Bytes> + Send + 'static,
+    ReqBody::Error: fmt::Display,
+    ResBody: ReplyBody,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, NoPost>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let gk = self.gatekeeper.clone();
+        let style = context::policy(request.extensions_mut(), &gk)
+            .catalog()
+            .settings()
+            .denial_style;
+        if context::needs_inspection(&request) {
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture::boxed(Box::pin(async move {
+                let mut request = match context::inspect(request, &gk).await {
+                    Ok(r) => r,
+                    Err(rejection) => return Ok(rejection.into_response(style)),
+                };
+                match check(request.extensions_mut(), &gk) {
+                    Ok(()) => inner.call(request).await,
+                    Err(rejection) => Ok(rejection.into_response(style)),
+                }
+            }));
+        }
+        match check(request.extensions_mut(), &gk) {
+            Ok(()) => ResponseFuture::inner(self.inner.call(request), NoPost),
+            Err(rejection) => ResponseFuture::ready(rejection.into_response(style)),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Response bodies that filter a list reply: whole JSON, or the one matching server-sent event.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use serde_json::Value;
+
+use super::filter::ListFilter;
+use crate::protocol::{jsonrpc, sse};
+
+pin_project! {
+    /// Filters the reply to one list request as it streams.
+    pub(crate) struct FilterBody<B> {
+        #[pin]
+        inner: B,
+        mode: Mode,
+        filter: ListFilter,
+        ready: VecDeque<Bytes>,
+        done: bool,
+    }
+}
+
+enum Mode {
+    Json {
+        buf: BytesMut,
+        limit: usize,
+    },
+    Sse {
+        framer: sse::SseFramer,
+        matched: bool,
+    },
+}
+
+impl<B> FilterBody<B> {
+    pub(crate) fn json(inner: B, filter: ListFilter, limit: usize) -> Self {
+        Self::new(
+            inner,
+            filter,
+            Mode::Json {
+                buf: BytesMut::new(),
+                limit,
+            },
+        )
+    }
+
+    pub(crate) fn sse(inner: B, filter: ListFilter, max_event: usize) -> Self {
+        Self::new(
+            inner,
+            filter,
+            Mode::Sse {
+                framer: sse::SseFramer::new(max_event),
+                matched: false,
+            },
+        )
+    }
+
+    fn new(inner: B, filter: ListFilter, mode: Mode) -> Self {
+        Self {
+            inner,
+            mode,
+            filter,
+            ready: VecDeque::new(),
+            done: false,
+        }
+    }
+}
+
+fn too_large(filter: &ListFilter) -> Value {
+    crate::trace::warn("a list reply was too large to filter; answered with an error");
+    jsonrpc::error(
+        Some(&filter.id),
+        jsonrpc::code::INTERNAL_ERROR,
+        "The server's reply was too large to filter",
+    )
+}
+
+/// Filters one whole JSON reply; anything unreadable becomes an error (fail closed).
+fn filter_json(bytes: &[u8], filter: &ListFilter) -> Bytes {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(mut v) => {
+            if filter.apply(&mut v) {
+                jsonrpc::to_bytes(&v)
+            } else {
+                // Not our reply (a JSON-RPC error with another id, say): nothing to filter.
+                Bytes::copy_from_slice(bytes)
+            }
+        }
+        Err(_) => jsonrpc::to_bytes(&jsonrpc::error(
+            Some(&filter.id),
+            jsonrpc::code::INTERNAL_ERROR,
+            "The server's reply could not be read",
+        )),
+    }
+}
+
+/// Filters one event if it carries our reply. Returns the bytes to send and whether it matched.
+fn filter_event(raw: Bytes, filter: &ListFilter) -> (Bytes, bool) {
+    let Some(data) = sse::event_data(&raw) else {
+        return (raw, false);
+    };
+    let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+        return (raw, false);
+    };
+    if !filter.apply(&mut v) {
+        return (raw, false);
+    }
+    let json = serde_json::to_string(&v).expect("a Value always serialises");
+    (sse::replace_data(&raw, &json), true)
+}
+
+impl<B> Body for FilterBody<B>
+where
+    B: Body,
+    B::Data: Buf,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        loop {
+            if let Some(chunk) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            let frame = match std::task::ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    *this.done = true;
+                    match this.mode {
+                        Mode::Json { buf, .. } => {
+                            this.ready.push_back(filter_json(buf, this.filter))
+                        }
+                        Mode::Sse { framer, matched } => {
+                            if let Some(rest) = framer.finish() {
+                                let out = if *matched {
+                                    rest
+                                } else {
+                                    filter_event(rest, this.filter).0
+                                };
+                                this.ready.push_back(out);
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            let mut data = match frame.into_data() {
+                Ok(d) => d,
+                Err(frame) => {
+                    // Trailers pass through untouched.
+                    return Poll::Ready(Some(Ok(
+                        frame.map_data(|mut d: B::Data| d.copy_to_bytes(d.remaining()))
+                    )));
+                }
+            };
+            let chunk = data.copy_to_bytes(data.remaining());
+            match this.mode {
+                Mode::Json { buf, limit } => {
+                    if buf.len() + chunk.len() > *limit {
+                        *this.done = true;
+                        this.ready
+                            .push_back(jsonrpc::to_bytes(&too_large(this.filter)));
+                        continue;
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Mode::Sse { framer, matched } => {
+                    if *matched && !framer.has_partial() {
+                        // Our reply went out already: the rest passes without framing.
+                        this.ready.push_back(chunk);
+                        continue;
+                    }
+                    framer.push(&chunk);
+                    let mut out = BytesMut::new();
+                    loop {
+                        match framer.next_event() {
+                            Ok(Some(event)) => {
+                                if *matched {
+                                    out.extend_from_slice(&event);
+                                } else {
+                                    let (bytes, hit) = filter_event(event, this.filter);
+                                    *matched = hit;
+                                    out.extend_from_slice(&bytes);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(_) => {
+                                let err = serde_json::to_string(&too_large(this.filter))
+                                    .expect("serialises");
+                                out.extend_from_slice(&sse::message_event(&err));
+                                *this.done = true;
+                                break;
+                            }
+                        }
+                    }
+                    if !out.is_empty() {
+                        this.ready.push_back(out.freeze());
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.ready.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,101 @@
+//! Filtering list replies down to what one grant may use.
+
+use serde_json::{Map, Value};
+
+use crate::engine::{Attribution, Catalog, Grant, Mount, NameIndex, NameKind};
+use crate::protocol::{Method, RequestId};
+
+/// What to filter in one list reply, and for whom.
+#[derive(Clone, Debug)]
+pub(crate) struct ListFilter {
+    pub(crate) grant: Grant,
+    pub(crate) method: Method,
+    pub(crate) id: RequestId,
+    pub(crate) mount: Mount,
+    pub(crate) index: std::sync::Arc<NameIndex>,
+}
+
+impl ListFilter {
+    /// If `message` is the reply to our request, filters it and returns `true`.
+    pub(crate) fn apply(&self, message: &mut Value) -> bool {
+        let Some(obj) = message.as_object_mut() else {
+            return false;
+        };
+        if !obj.get("id").is_some_and(|id| self.id.matches(id)) {
+            return false;
+        }
+        if let Some(result) = obj.get_mut("result").and_then(Value::as_object_mut) {
+            self.filter_result(result);
+        }
+        true
+    }
+
+    fn filter_result(&self, result: &mut Map<String, Value>) {
+        let (key, field, kind) = match self.method {
+            Method::ToolsList => ("tools", "name", NameKind::Tool),
+            Method::PromptsList => ("prompts", "name", NameKind::Prompt),
+            Method::ResourcesList => ("resources", "uri", NameKind::Resource),
+            Method::ResourceTemplatesList => {
+                ("resourceTemplates", "uriTemplate", NameKind::Resource)
+            }
+            _ => return,
+        };
+        let catalog = self.grant.catalog();
+        match result.get_mut(key) {
+            Some(Value::Array(items)) => {
+                items.retain_mut(|item| self.keep(catalog, kind, field, item));
+            }
+            // Fail closed on a shape we do not understand.
+            _ => {
+                result.insert(key.to_owned(), Value::Array(Vec::new()));
+            }
+        }
+        // A list cut for one caller must never be cached as shared.
+        if let Some(scope) = result.get_mut("cacheScope")
+            && scope.as_str() == Some("public")
+        {
+            *scope = Value::String("private".to_owned());
+        }
+    }
+
+    fn keep(&self, catalog: &Catalog, kind: NameKind, field: &str, item: &mut Value) -> bool {
+        let Some(name) = item.get(field).and_then(Value::as_str) else {
+            return false;
+        };
+        let Some(Attribution::Server(server, bare)) =
+            catalog.attribute(&self.mount, Some(&self.index), kind, name)
+        else {
+            return false;
+        };
+        let allowed = match kind {
+            NameKind::Tool => self.grant.check_tool(server, bare).is_ok(),
+            _ => self.grant.check_server(server).is_ok(),
+        };
+        if allowed && kind == NameKind::Tool {
+            let params = catalog
+                .server(server)
+                .allowed_params(bare)
+                .map(<[Box<str>]>::to_vec);
+            if let Some(params) = params {
+                prune_schema(item, &params);
+            }
+        }
+        allowed
+    }
+}
+
+/// Removes from a tool's `inputSchema` every top-level property it may not be called with.
+pub(crate) fn prune_schema(tool: &mut Value, allowed: &[Box<str>]) {
+    let Some(schema) = tool.get_mut("inputSchema").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let ok = |k: &str| allowed.iter().any(|a| **a == *k);
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        props.retain(|k, _| ok(k));
+    }
+    if let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|r| r.as_str().is_some_and(ok));
+    }
+    // Nothing outside the allowed names may be offered, not even through open schemas.
+    schema.insert("additionalProperties".to_owned(), Value::Bool(false));
+}

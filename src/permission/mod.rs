@@ -1,0 +1,307 @@
+//! [`PermissionLayer`]: what the caller may list and call.
+//!
+//! Resolves the [`Grant`] once per request (the five-level hierarchy, then the scope), refuses
+//! `tools/call`, `prompts/get` and `resources/read`/`subscribe` outside it, and filters the
+//! replies of `tools/list`, `prompts/list`, `resources/list` and `resources/templates/list`, in
+//! `application/json` and `text/event-stream` alike. Listing and calling use one predicate
+//! ([`Grant::check_tool`]), so a caller can call exactly what it can list. Tool schemas in
+//! `tools/list` are pruned to the server's `allowed_params`, so a model is never offered an
+//! argument it may not send.
+
+mod body;
+mod filter;
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::ReplyBody;
+use crate::context;
+use crate::engine::{Attribution, Denial, DeniedBy, Grant, NameKind, Principal, ServerId};
+use crate::future::{PostProcess, ResponseFuture};
+use crate::gatekeeper::Gatekeeper;
+use crate::protocol::{McpRequest, MessageKind, Method};
+use crate::rejection::Rejection;
+
+use self::body::FilterBody;
+use self::filter::ListFilter;
+
+/// The server and bare name a permitted `tools/call` resolved to; later layers (allowed_params,
+/// cost) read it from the request extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToolTarget {
+    /// The server.
+    pub server: ServerId,
+    bare_start: usize,
+}
+
+impl ToolTarget {
+    /// The bare tool name, given the name the request used.
+    #[must_use]
+    pub fn bare<'a>(&self, requested: &'a str) -> &'a str {
+        &requested[self.bare_start..]
+    }
+}
+
+/// Resolves the server and bare name of a `tools/call` and checks it against the grant.
+pub(crate) fn resolve_tool(
+    gk: &Gatekeeper,
+    grant: &Grant,
+    name: &str,
+) -> Result<ToolTarget, Denial> {
+    let index = gk.name_index();
+    match grant
+        .catalog()
+        .attribute(gk.mount(), Some(&index), NameKind::Tool, name)
+    {
+        Some(Attribution::Server(server, bare)) => {
+            grant.check_tool(server, bare)?;
+            Ok(ToolTarget {
+                server,
+                bare_start: name.len() - bare.len(),
+            })
+        }
+        Some(Attribution::Ambiguous) => Err(Denial {
+            server: None,
+            by: DeniedBy::Ambiguous,
+        }),
+        None => Err(Denial {
+            server: None,
+            by: DeniedBy::UnknownName,
+        }),
+    }
+}
+
+fn check_named(
+    gk: &Gatekeeper,
+    grant: &Grant,
+    kind: NameKind,
+    name: &str,
+) -> Result<ServerId, Denial> {
+    let index = gk.name_index();
+    match grant
+        .catalog()
+        .attribute(gk.mount(), Some(&index), kind, name)
+    {
+        Some(Attribution::Server(server, _)) => grant.check_server(server).map(|()| server),
+        Some(Attribution::Ambiguous) => Err(Denial {
+            server: None,
+            by: DeniedBy::Ambiguous,
+        }),
+        None => Err(Denial {
+            server: None,
+            by: DeniedBy::UnknownName,
+        }),
+    }
+}
+
+/// Adds [`Permission`] to a service. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct PermissionLayer {
+    gatekeeper: Gatekeeper,
+}
+
+impl PermissionLayer {
+    /// Permission checks and list filtering under `gatekeeper`'s policy.
+    #[must_use]
+    pub fn new(gatekeeper: Gatekeeper) -> Self {
+        Self { gatekeeper }
+    }
+}
+
+impl<S> Layer<S> for PermissionLayer {
+    type Service = Permission<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Permission {
+            inner,
+            gatekeeper: self.gatekeeper.clone(),
+        }
+    }
+}
+
+/// The service [`PermissionLayer`] produces.
+#[derive(Clone)]
+pub struct Permission<S> {
+    inner: S,
+    gatekeeper: Gatekeeper,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Permission<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permission")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Permission<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// The inner service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Wraps list replies in a filtering body.
+#[derive(Debug)]
+pub struct FilterReply {
+    filter: Option<ListFilter>,
+    gatekeeper: Gatekeeper,
+}
+
+impl<B: ReplyBody, E> PostProcess<B, E> for FilterReply
+where
+    B::Error: Send + Sync,
+    B: Sync,
+{
+    fn response(self, response: Response<B>) -> Response<B> {
+        let Some(filter) = self.filter else {
+            return response;
+        };
+        if !response.status().is_success() {
+            return response;
+        }
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let limits = self.gatekeeper.limits();
+        let (mut parts, body) = response.into_parts();
+        let body = if content_type.starts_with("application/json") {
+            B::wrap(FilterBody::json(body, filter, limits.max_list_response))
+        } else if content_type.starts_with("text/event-stream") {
+            B::wrap(FilterBody::sse(body, filter, limits.max_sse_event))
+        } else {
+            // A list reply we cannot read is not passed on unfiltered.
+            return Rejection::bad_request("unexpected content type in a list reply")
+                .into_response(crate::engine::DenialStyle::JsonRpcError);
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Response::from_parts(parts, body)
+    }
+    fn error(self, _: &E) {}
+}
+
+/// The decision for one request: refuse, or forward (with a list filter for list replies).
+fn decide(
+    ext: &mut http::Extensions,
+    gk: &Gatekeeper,
+    is_post: bool,
+) -> Result<FilterReply, Rejection> {
+    context::ensure_grant(ext, gk)?;
+    let mut reply = FilterReply {
+        filter: None,
+        gatekeeper: gk.clone(),
+    };
+    if !is_post {
+        return Ok(reply);
+    }
+    let head = ext.get::<McpRequest>().expect("inspected before deciding");
+    let grant = ext.get::<Grant>().expect("resolved above");
+    if head.kind != MessageKind::Request {
+        return Ok(reply);
+    }
+    let method = head.method.as_ref().expect("requests have a method");
+    let target = head.target.as_deref().unwrap_or_default();
+    let refused = |r: Rejection| {
+        let r = r.with_id(head.id.clone());
+        crate::trace::refused(ext.get::<Principal>(), Some(head), &r);
+        Err(r)
+    };
+    match method {
+        Method::ToolsCall => match resolve_tool(gk, grant, target) {
+            Ok(t) => {
+                crate::trace::allowed(
+                    ext.get::<Principal>(),
+                    head,
+                    Some(grant.catalog().server(t.server).name()),
+                );
+                ext.insert(t);
+            }
+            Err(d) => return refused(Rejection::tool_denied(target, d.by)),
+        },
+        Method::PromptsGet => {
+            if let Err(d) = check_named(gk, grant, NameKind::Prompt, target) {
+                return refused(Rejection::prompt_denied(target, d.by));
+            }
+        }
+        Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
+            if let Err(d) = check_named(gk, grant, NameKind::Resource, target) {
+                return refused(Rejection::resource_denied(target, d.by));
+            }
+        }
+        m if m.is_list() => {
+            reply.filter = Some(ListFilter {
+                grant: grant.clone(),
+                method: m.clone(),
+                id: head.id.clone().expect("requests have an id"),
+                mount: gk.mount().clone(),
+                index: gk.name_index(),
+            });
+        }
+        _ => {}
+    }
+    Ok(reply)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Permission<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: http_body::Body + From<Bytes> + Send + 'static,
+    ReqBody::Error: fmt::Display,
+    ResBody: ReplyBody + Sync,
+    ResBody::Error: Send + Sync,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, FilterReply>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let gk = self.gatekeeper.clone();
+        let style = context::policy(request.extensions_mut(), &gk)
+            .catalog()
+            .settings()
+            .denial_style;
+        let is_post = request.method() == http::Method::POST;
+        if context::needs_inspection(&request) {
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture::boxed(Box::pin(async move {
+                let mut request = match context::inspect(request, &gk).await {
+                    Ok(r) => r,
+                    Err(rejection) => return Ok(rejection.into_response(style)),
+                };
+                match decide(request.extensions_mut(), &gk, is_post) {
+                    Ok(post) => inner
+                        .call(request)
+                        .await
+                        .map(|r| PostProcess::<ResBody, S::Error>::response(post, r)),
+                    Err(rejection) => Ok(rejection.into_response(style)),
+                }
+            }));
+        }
+        match decide(request.extensions_mut(), &gk, is_post) {
+            Ok(post) => ResponseFuture::inner(self.inner.call(request), post),
+            Err(rejection) => ResponseFuture::ready(rejection.into_response(style)),
+        }
+    }
+}

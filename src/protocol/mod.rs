@@ -1,0 +1,16 @@
+//! Sans-I/O MCP inspection: the lean request parse, bounded body collection, SSE framing and
+//! JSON-RPC reply builders.
+//!
+//! This module does no I/O of its own and never decides policy; it only turns bytes into the
+//! facts the layers decide on, and fails closed on anything it cannot read unambiguously.
+
+mod body;
+pub mod jsonrpc;
+mod request;
+pub mod sse;
+
+pub use body::{CollectError, collect_limited};
+pub use request::{
+    McpRequest, MessageKind, Method, ParseError, RequestId, check_routing_headers,
+    decode_header_value, parse_request,
+};

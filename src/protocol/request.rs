@@ -1,0 +1,751 @@
+//! Lean, borrowed parse of one JSON-RPC message posted by an MCP client.
+//!
+//! Only what a policy decision needs is read: the message kind, the id, the method, the target
+//! name (`params.name` or `params.uri`) and the top-level argument keys. Everything is checked
+//! strictly so that what the layers decide on is exactly what the inner service will see:
+//! duplicate keys at any level we read, a top-level array, a non-object `params` or `arguments`,
+//! a non-string name and invalid UTF-8 are all errors, never guesses.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+/// A JSON-RPC request id as MCP allows it: a string or an integer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RequestId {
+    /// An integer id.
+    Number(i64),
+    /// A string id.
+    String(Box<str>),
+}
+
+impl RequestId {
+    /// The id as a `serde_json::Value`, for building replies.
+    #[must_use]
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            Self::Number(n) => serde_json::Value::from(*n),
+            Self::String(s) => serde_json::Value::from(&**s),
+        }
+    }
+
+    /// Whether a JSON value (an `id` taken from a reply) is this id.
+    #[must_use]
+    pub fn matches(&self, value: &serde_json::Value) -> bool {
+        match (self, value) {
+            (Self::Number(n), serde_json::Value::Number(v)) => v.as_i64() == Some(*n),
+            (Self::String(s), serde_json::Value::String(v)) => **s == **v,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::String(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// The MCP methods the layers act on; everything else is [`Method::Other`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Method {
+    /// `initialize`
+    Initialize,
+    /// `server/discover` (protocol 2026-07-28)
+    Discover,
+    /// `ping`
+    Ping,
+    /// `tools/list`
+    ToolsList,
+    /// `tools/call`
+    ToolsCall,
+    /// `prompts/list`
+    PromptsList,
+    /// `prompts/get`
+    PromptsGet,
+    /// `resources/list`
+    ResourcesList,
+    /// `resources/templates/list`
+    ResourceTemplatesList,
+    /// `resources/read`
+    ResourcesRead,
+    /// `resources/subscribe`
+    ResourcesSubscribe,
+    /// `resources/unsubscribe`
+    ResourcesUnsubscribe,
+    /// `completion/complete`
+    CompletionComplete,
+    /// Any other method, notifications included.
+    Other(Box<str>),
+}
+
+impl Method {
+    /// Parses a method name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "initialize" => Self::Initialize,
+            "server/discover" => Self::Discover,
+            "ping" => Self::Ping,
+            "tools/list" => Self::ToolsList,
+            "tools/call" => Self::ToolsCall,
+            "prompts/list" => Self::PromptsList,
+            "prompts/get" => Self::PromptsGet,
+            "resources/list" => Self::ResourcesList,
+            "resources/templates/list" => Self::ResourceTemplatesList,
+            "resources/read" => Self::ResourcesRead,
+            "resources/subscribe" => Self::ResourcesSubscribe,
+            "resources/unsubscribe" => Self::ResourcesUnsubscribe,
+            "completion/complete" => Self::CompletionComplete,
+            other => Self::Other(other.into()),
+        }
+    }
+
+    /// The method's wire name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Initialize => "initialize",
+            Self::Discover => "server/discover",
+            Self::Ping => "ping",
+            Self::ToolsList => "tools/list",
+            Self::ToolsCall => "tools/call",
+            Self::PromptsList => "prompts/list",
+            Self::PromptsGet => "prompts/get",
+            Self::ResourcesList => "resources/list",
+            Self::ResourceTemplatesList => "resources/templates/list",
+            Self::ResourcesRead => "resources/read",
+            Self::ResourcesSubscribe => "resources/subscribe",
+            Self::ResourcesUnsubscribe => "resources/unsubscribe",
+            Self::CompletionComplete => "completion/complete",
+            Self::Other(name) => name,
+        }
+    }
+
+    /// Which `params` field names this method's target, as `Mcp-Name` carries it.
+    fn target_field(&self) -> Option<&'static str> {
+        match self {
+            Self::ToolsCall | Self::PromptsGet => Some("name"),
+            Self::ResourcesRead | Self::ResourcesSubscribe | Self::ResourcesUnsubscribe => {
+                Some("uri")
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the reply to this method is a list the layers filter per caller.
+    #[must_use]
+    pub fn is_list(&self) -> bool {
+        matches!(
+            self,
+            Self::ToolsList | Self::PromptsList | Self::ResourcesList | Self::ResourceTemplatesList
+        )
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of JSON-RPC message a client posted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A request: has `method` and `id`.
+    Request,
+    /// A notification: has `method`, no `id`.
+    Notification,
+    /// A response to a server-initiated request (sampling, elicitation, roots): `id` and
+    /// `result` or `error`, no `method`.
+    Response,
+}
+
+/// The parsed head of one posted JSON-RPC message: everything the layers decide on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct McpRequest {
+    /// Request, notification or response.
+    pub kind: MessageKind,
+    /// The id, for requests and responses.
+    pub id: Option<RequestId>,
+    /// The method, for requests and notifications.
+    pub method: Option<Method>,
+    /// `params.name` for `tools/call` and `prompts/get`, `params.uri` for resource reads and
+    /// subscriptions.
+    pub target: Option<Box<str>>,
+    /// The top-level keys of `params.arguments` of a `tools/call`, in body order.
+    pub argument_keys: Vec<Box<str>>,
+    /// Whether a `tools/call` carried `params.arguments` at all.
+    pub has_arguments: bool,
+}
+
+impl McpRequest {
+    /// The method, if this is a request with that method.
+    #[must_use]
+    pub fn request_method(&self) -> Option<&Method> {
+        match self.kind {
+            MessageKind::Request => self.method.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The tool name of a `tools/call` request.
+    #[must_use]
+    pub fn tool_name(&self) -> Option<&str> {
+        match self.request_method() {
+            Some(Method::ToolsCall) => self.target.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a posted body was refused before any policy ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The body is not UTF-8.
+    InvalidUtf8,
+    /// A JSON array: batches were removed from MCP.
+    Batch,
+    /// Not JSON, not an object, a duplicate key, or a field of the wrong type.
+    Invalid(String),
+    /// `Mcp-Method` or `Mcp-Name` disagrees with the body, or is malformed.
+    HeaderMismatch(String),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidUtf8 => f.write_str("request body is not valid UTF-8"),
+            Self::Batch => f.write_str("JSON-RPC batches are not supported"),
+            Self::Invalid(why) => write!(f, "invalid JSON-RPC message: {why}"),
+            Self::HeaderMismatch(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses one posted JSON-RPC message.
+///
+/// # Errors
+///
+/// Fails closed on anything that is not one well-formed JSON-RPC object: see [`ParseError`].
+pub fn parse_request(body: &[u8]) -> Result<McpRequest, ParseError> {
+    let text = std::str::from_utf8(body).map_err(|_| ParseError::InvalidUtf8)?;
+    if text.trim_start().starts_with('[') {
+        return Err(ParseError::Batch);
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw =
+        RawMessage::deserialize_from(&mut de).map_err(|e| ParseError::Invalid(e.to_string()))?;
+    de.end().map_err(|e| ParseError::Invalid(e.to_string()))?;
+    raw.finish()
+}
+
+/// Checks the `Mcp-Method` and `Mcp-Name` headers (protocol 2026-07-28) against the body.
+///
+/// Absent headers are fine (older protocol versions do not send them); present ones must agree
+/// with the body exactly, after `=?base64?…?=` decoding.
+///
+/// # Errors
+///
+/// [`ParseError::HeaderMismatch`] when a header is repeated, undecodable or disagrees.
+pub fn check_routing_headers(
+    headers: &http::HeaderMap,
+    request: &McpRequest,
+) -> Result<(), ParseError> {
+    if let Some(value) = single_header(headers, "mcp-method")? {
+        let body = request.method.as_ref().map(Method::as_str);
+        if body != Some(value.as_ref()) {
+            return Err(ParseError::HeaderMismatch(
+                "Mcp-Method header does not match the request body".into(),
+            ));
+        }
+    }
+    if let Some(value) = single_header(headers, "mcp-name")? {
+        let expected = request
+            .method
+            .as_ref()
+            .and_then(Method::target_field)
+            .and(request.target.as_deref());
+        if expected != Some(value.as_ref()) {
+            return Err(ParseError::HeaderMismatch(
+                "Mcp-Name header does not match the request body".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn single_header<'h>(
+    headers: &'h http::HeaderMap,
+    name: &str,
+) -> Result<Option<Cow<'h, str>>, ParseError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ParseError::HeaderMismatch(format!(
+            "repeated {name} header"
+        )));
+    }
+    let text = first
+        .to_str()
+        .map_err(|_| ParseError::HeaderMismatch(format!("{name} header is not visible ASCII")))?;
+    decode_header_value(text)
+        .map(Some)
+        .ok_or_else(|| ParseError::HeaderMismatch(format!("{name} header is not valid base64")))
+}
+
+/// Decodes a header value that may be wrapped as `=?base64?<standard base64>?=`.
+#[must_use]
+pub fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
+        Some(inner) => String::from_utf8(base64_decode(inner)?)
+            .ok()
+            .map(Cow::Owned),
+        None => Some(Cow::Borrowed(value)),
+    }
+}
+
+fn base64_decode(input: &str) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let bytes = input.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    let chunks = bytes.len() / 4;
+    for (i, chunk) in bytes.chunks_exact(4).enumerate() {
+        let last = i + 1 == chunks;
+        let pad = if last {
+            chunk.iter().rev().take_while(|&&c| c == b'=').count()
+        } else {
+            0
+        };
+        if pad > 2 {
+            return None;
+        }
+        let mut acc = 0u32;
+        for &c in &chunk[..4 - pad] {
+            acc = (acc << 6) | sextet(c)?;
+        }
+        acc <<= 6 * pad as u32;
+        let triple = [(acc >> 16) as u8, (acc >> 8) as u8, acc as u8];
+        out.extend_from_slice(&triple[..3 - pad]);
+    }
+    Some(out)
+}
+
+// ---- strict visitors -------------------------------------------------------------------------
+
+#[derive(Default)]
+struct RawMessage<'a> {
+    jsonrpc: Option<Cow<'a, str>>,
+    id: Option<RawId>,
+    method: Option<Cow<'a, str>>,
+    params: Option<RawParams>,
+    has_params: bool,
+    has_result: bool,
+    has_error: bool,
+}
+
+#[derive(Debug)]
+enum RawId {
+    Id(RequestId),
+    Null,
+}
+
+#[derive(Default)]
+struct RawParams {
+    name: Option<Box<str>>,
+    uri: Option<Box<str>>,
+    arguments: Option<Vec<Box<str>>>,
+}
+
+impl<'a> RawMessage<'a> {
+    fn deserialize_from<D: Deserializer<'a>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_map(MessageVisitor)
+    }
+
+    fn finish(self) -> Result<McpRequest, ParseError> {
+        let invalid = |s: &str| Err(ParseError::Invalid(s.to_owned()));
+        if self.jsonrpc.as_deref() != Some("2.0") {
+            return invalid("\"jsonrpc\" must be \"2.0\"");
+        }
+        let id = match self.id {
+            Some(RawId::Id(id)) => Some(id),
+            Some(RawId::Null) => return invalid("\"id\" must be a string or an integer"),
+            None => None,
+        };
+        let kind = match (&self.method, &id) {
+            (Some(_), Some(_)) => MessageKind::Request,
+            (Some(_), None) => MessageKind::Notification,
+            (None, Some(_)) if self.has_result != self.has_error => MessageKind::Response,
+            _ => return invalid("not a request, notification or response"),
+        };
+        if kind != MessageKind::Response && (self.has_result || self.has_error) {
+            return invalid("a request cannot carry \"result\" or \"error\"");
+        }
+        let method = self.method.as_deref().map(Method::from_name);
+        let params = self.params.unwrap_or_default();
+        let target = match method.as_ref().and_then(Method::target_field) {
+            Some("name") => params.name,
+            Some(_) => params.uri,
+            None => None,
+        };
+        let calls_tool = kind == MessageKind::Request && method == Some(Method::ToolsCall);
+        if calls_tool && target.is_none() {
+            return invalid("tools/call needs a string \"params.name\"");
+        }
+        if kind == MessageKind::Request
+            && matches!(method, Some(Method::PromptsGet))
+            && target.is_none()
+        {
+            return invalid("prompts/get needs a string \"params.name\"");
+        }
+        if kind == MessageKind::Request
+            && matches!(method, Some(Method::ResourcesRead))
+            && target.is_none()
+        {
+            return invalid("resources/read needs a string \"params.uri\"");
+        }
+        let _ = self.has_params;
+        let has_arguments = params.arguments.is_some();
+        Ok(McpRequest {
+            kind,
+            id,
+            method,
+            target,
+            argument_keys: if calls_tool {
+                params.arguments.unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            has_arguments: calls_tool && has_arguments,
+        })
+    }
+}
+
+fn duplicate<E: de::Error>(key: &str) -> E {
+    E::custom(format_args!("duplicate key \"{key}\""))
+}
+
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = RawMessage<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON-RPC object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut msg = RawMessage::default();
+        let mut seen = SeenKeys::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if !seen.insert(&key) {
+                return Err(duplicate(&key));
+            }
+            match &*key {
+                "jsonrpc" => msg.jsonrpc = Some(map.next_value()?),
+                "id" => msg.id = Some(map.next_value_seed(IdSeed)?),
+                "method" => msg.method = Some(map.next_value()?),
+                "params" => {
+                    msg.has_params = true;
+                    msg.params = Some(map.next_value_seed(ParamsSeed)?);
+                }
+                "result" => {
+                    msg.has_result = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                "error" => {
+                    msg.has_error = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(msg)
+    }
+}
+
+/// Keys seen in one object; small objects stay on the stack-free fast path of a short `Vec`.
+#[derive(Default)]
+struct SeenKeys(Vec<Box<str>>);
+
+impl SeenKeys {
+    fn insert(&mut self, key: &str) -> bool {
+        if self.0.iter().any(|k| **k == *key) {
+            return false;
+        }
+        self.0.push(key.into());
+        true
+    }
+}
+
+struct IdSeed;
+
+impl<'de> DeserializeSeed<'de> for IdSeed {
+    type Value = RawId;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<RawId, D::Error> {
+        de.deserialize_any(IdVisitor)
+    }
+}
+
+struct IdVisitor;
+
+impl<'de> Visitor<'de> for IdVisitor {
+    type Value = RawId;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or integer id")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawId, E> {
+        Ok(RawId::Id(RequestId::Number(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawId, E> {
+        i64::try_from(v)
+            .map(|n| RawId::Id(RequestId::Number(n)))
+            .map_err(|_| E::custom("id out of range"))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawId, E> {
+        Ok(RawId::Id(RequestId::String(v.into())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<RawId, E> {
+        Ok(RawId::Null)
+    }
+}
+
+struct ParamsSeed;
+
+impl<'de> DeserializeSeed<'de> for ParamsSeed {
+    type Value = RawParams;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<RawParams, D::Error> {
+        de.deserialize_map(ParamsVisitor)
+    }
+}
+
+struct ParamsVisitor;
+
+impl<'de> Visitor<'de> for ParamsVisitor {
+    type Value = RawParams;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"params\" as an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawParams, A::Error> {
+        let mut params = RawParams::default();
+        let mut seen = SeenKeys::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if !seen.insert(&key) {
+                return Err(duplicate(&key));
+            }
+            match &*key {
+                "name" => params.name = Some(map.next_value::<OptString>()?.0),
+                "uri" => params.uri = Some(map.next_value::<OptString>()?.0),
+                "arguments" => params.arguments = Some(map.next_value_seed(KeysSeed)?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(params)
+    }
+}
+
+/// A string field that must be a string (never a number, null or object).
+struct OptString(Box<str>);
+
+impl<'de> serde::Deserialize<'de> for OptString {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let s: Cow<'de, str> = Cow::deserialize(de)?;
+        Ok(Self(s.into()))
+    }
+}
+
+struct KeysSeed;
+
+impl<'de> DeserializeSeed<'de> for KeysSeed {
+    type Value = Vec<Box<str>>;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(KeysVisitor)
+    }
+}
+
+struct KeysVisitor;
+
+impl<'de> Visitor<'de> for KeysVisitor {
+    type Value = Vec<Box<str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"arguments\" as an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys = SeenKeys::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if !keys.insert(&key) {
+                return Err(duplicate(&key));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(keys.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> McpRequest {
+        parse_request(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"))
+    }
+
+    fn err(body: &[u8]) -> ParseError {
+        parse_request(body).expect_err(&String::from_utf8_lossy(body))
+    }
+
+    #[test]
+    fn parses_a_tool_call() {
+        let r = ok(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"gh-create_issue","arguments":{"title":"x","body":{"a":1}}}}"#,
+        );
+        assert_eq!(r.kind, MessageKind::Request);
+        assert_eq!(r.id, Some(RequestId::Number(7)));
+        assert_eq!(r.method, Some(Method::ToolsCall));
+        assert_eq!(r.tool_name(), Some("gh-create_issue"));
+        assert_eq!(
+            r.argument_keys,
+            vec!["title".into(), "body".into()] as Vec<Box<str>>
+        );
+        assert!(r.has_arguments);
+    }
+
+    #[test]
+    fn classifies_notifications_and_responses() {
+        let n = ok(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(n.kind, MessageKind::Notification);
+        let r = ok(r#"{"jsonrpc":"2.0","id":"s-1","result":{"action":"accept"}}"#);
+        assert_eq!(r.kind, MessageKind::Response);
+        assert_eq!(r.id, Some(RequestId::String("s-1".into())));
+        let e = ok(r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"no"}}"#);
+        assert_eq!(e.kind, MessageKind::Response);
+    }
+
+    #[test]
+    fn escaped_names_are_unescaped_as_the_server_sees_them() {
+        let r = ok(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"del\u0065te","arguments":{"\u0061":1}}}"#,
+        );
+        assert_eq!(r.tool_name(), Some("delete"));
+        assert_eq!(r.argument_keys, vec!["a".into()] as Vec<Box<str>>);
+    }
+
+    #[test]
+    fn fails_closed_on_ambiguity() {
+        let cases: &[&[u8]] = &[
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping","params":{"name":"a"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1,"x":2}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1,"\u0078":2}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["a"]}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":"a"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":null}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":[1]}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":"x"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+            br#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"a"}}"#,
+            br#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#,
+            br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            br#"{"id":1,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping"} {"x":1}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping"}x"#,
+            br#""tools/call""#,
+            br#"null"#,
+            b"",
+            br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":1}}"#,
+        ];
+        for body in cases {
+            assert!(
+                matches!(err(body), ParseError::Invalid(_)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            err(br#" [{"jsonrpc":"2.0","id":1,"method":"ping"}]"#),
+            ParseError::Batch
+        );
+        assert_eq!(
+            err(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"a\xff\"}}"),
+            ParseError::InvalidUtf8
+        );
+    }
+
+    #[test]
+    fn routing_headers_must_agree() {
+        let r = ok(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#);
+        let mut h = http::HeaderMap::new();
+        assert!(check_routing_headers(&h, &r).is_ok());
+        h.insert("mcp-method", "tools/call".parse().unwrap());
+        h.insert("mcp-name", "echo".parse().unwrap());
+        assert!(check_routing_headers(&h, &r).is_ok());
+        h.insert("mcp-name", "=?base64?ZWNobw==?=".parse().unwrap());
+        assert!(check_routing_headers(&h, &r).is_ok());
+        h.insert("mcp-name", "=?base64?ZGVsZXRl?=".parse().unwrap());
+        assert!(check_routing_headers(&h, &r).is_err());
+        h.insert("mcp-name", "=?base64?!!?=".parse().unwrap());
+        assert!(check_routing_headers(&h, &r).is_err());
+        h.insert("mcp-name", "echo".parse().unwrap());
+        h.insert("mcp-method", "tools/list".parse().unwrap());
+        assert!(check_routing_headers(&h, &r).is_err());
+        h.insert("mcp-method", "tools/call".parse().unwrap());
+        h.append("mcp-name", "echo".parse().unwrap());
+        assert!(check_routing_headers(&h, &r).is_err(), "repeated header");
+        let list = ok(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        let mut h = http::HeaderMap::new();
+        h.insert("mcp-name", "echo".parse().unwrap());
+        assert!(
+            check_routing_headers(&h, &list).is_err(),
+            "a name where the method has none"
+        );
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("Zg==").unwrap(), b"f");
+        assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
+        assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
+        assert!(base64_decode("Zm9").is_none());
+        assert!(base64_decode("Z===").is_none());
+        assert!(base64_decode("Zg==Zm9v").is_none());
+    }
+}

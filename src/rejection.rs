@@ -1,0 +1,289 @@
+//! One [`Rejection`] type for every refusal, and how it renders.
+//!
+//! Refusals before MCP work (no key, forbidden scope, unreadable body, oversize) are plain HTTP
+//! errors. Refusals of one MCP request (a tool, prompt or resource outside the grant, arguments
+//! outside `allowed_params`) are answered in-band: by default as a tool result with
+//! `isError: true` so the model can read why, optionally as a JSON-RPC error. The upstream never
+//! sees a refused request. Every rendered response carries the `Rejection` in its extensions so
+//! outer layers and logs can tell why.
+//!
+//! A rejection's text never includes server configuration, credentials or other servers' names.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::body::ReplyBody;
+use crate::engine::{DenialStyle, DeniedBy, ParamsDenial};
+use crate::protocol::{RequestId, jsonrpc};
+
+/// What was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// No credential was presented (401).
+    MissingCredential,
+    /// The credential is unknown (401).
+    InvalidCredential,
+    /// The identity backend failed; nothing is allowed while it is down (503).
+    IdentityUnavailable,
+    /// The request is malformed or ambiguous (400).
+    BadRequest,
+    /// The body is larger than the limit (413).
+    PayloadTooLarge,
+    /// The request named servers that are unknown or not allowed (403).
+    ScopeForbidden,
+    /// The session id is unknown or belongs to another caller (404: start a new session).
+    SessionNotFound,
+    /// A `tools/call` outside the grant (in-band).
+    ToolDenied {
+        /// What refused it.
+        by: DeniedBy,
+    },
+    /// A `tools/call` with arguments outside `allowed_params` (in-band; 403 on REST).
+    ParamsDenied,
+    /// A prompt outside the grant (in-band JSON-RPC error).
+    PromptDenied {
+        /// What refused it.
+        by: DeniedBy,
+    },
+    /// A resource outside the grant (in-band JSON-RPC error).
+    ResourceDenied {
+        /// What refused it.
+        by: DeniedBy,
+    },
+}
+
+/// A refusal: why, the text the caller sees, and the JSON-RPC id to answer when in-band.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    kind: RejectionKind,
+    message: Cow<'static, str>,
+    id: Option<RequestId>,
+}
+
+impl Rejection {
+    fn new(kind: RejectionKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            id: None,
+        }
+    }
+
+    /// No credential.
+    #[must_use]
+    pub fn missing_credential() -> Self {
+        Self::new(
+            RejectionKind::MissingCredential,
+            "Authentication required: pass an API key in x-litellm-api-key or Authorization: Bearer",
+        )
+    }
+
+    /// An unknown credential.
+    #[must_use]
+    pub fn invalid_credential() -> Self {
+        Self::new(RejectionKind::InvalidCredential, "Invalid API key")
+    }
+
+    /// The identity backend is unavailable.
+    #[must_use]
+    pub fn identity_unavailable() -> Self {
+        Self::new(
+            RejectionKind::IdentityUnavailable,
+            "Authentication is temporarily unavailable",
+        )
+    }
+
+    /// A malformed or ambiguous request.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(RejectionKind::BadRequest, message)
+    }
+
+    /// A body above the limit.
+    #[must_use]
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            RejectionKind::PayloadTooLarge,
+            format!("Request body is larger than {limit} bytes"),
+        )
+    }
+
+    /// Servers named in the scope that are unknown or not allowed (the same text for both).
+    #[must_use]
+    pub fn scope_forbidden<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let list: Vec<&str> = names.into_iter().collect();
+        Self::new(
+            RejectionKind::ScopeForbidden,
+            format!(
+                "The key is not allowed to access the requested MCP servers: {}",
+                list.join(", ")
+            ),
+        )
+    }
+
+    /// An unknown or foreign session.
+    #[must_use]
+    pub fn session_not_found() -> Self {
+        Self::new(RejectionKind::SessionNotFound, "Session not found")
+    }
+
+    /// A tool outside the grant. The same text whether the tool exists or not.
+    #[must_use]
+    pub fn tool_denied(tool: &str, by: DeniedBy) -> Self {
+        Self::new(
+            RejectionKind::ToolDenied { by },
+            format!("Tool {tool} is not allowed for this key"),
+        )
+    }
+
+    /// Arguments outside `allowed_params`, with LiteLLM's exact text.
+    #[must_use]
+    pub fn params_denied(denial: &ParamsDenial) -> Self {
+        Self::new(RejectionKind::ParamsDenied, denial.to_string())
+    }
+
+    /// A prompt outside the grant.
+    #[must_use]
+    pub fn prompt_denied(name: &str, by: DeniedBy) -> Self {
+        Self::new(
+            RejectionKind::PromptDenied { by },
+            format!("Prompt {name} is not allowed for this key"),
+        )
+    }
+
+    /// A resource outside the grant.
+    #[must_use]
+    pub fn resource_denied(uri: &str, by: DeniedBy) -> Self {
+        Self::new(
+            RejectionKind::ResourceDenied { by },
+            format!("Resource {uri} is not allowed for this key"),
+        )
+    }
+
+    /// Sets the JSON-RPC id an in-band refusal answers.
+    #[must_use]
+    pub fn with_id(mut self, id: Option<RequestId>) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// What was refused.
+    #[must_use]
+    pub fn kind(&self) -> &RejectionKind {
+        &self.kind
+    }
+
+    /// The text the caller sees.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The HTTP status when rendered as an HTTP error (in-band refusals are 200 over MCP).
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            RejectionKind::MissingCredential | RejectionKind::InvalidCredential => {
+                StatusCode::UNAUTHORIZED
+            }
+            RejectionKind::IdentityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::BadRequest => StatusCode::BAD_REQUEST,
+            RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RejectionKind::SessionNotFound => StatusCode::NOT_FOUND,
+            RejectionKind::ScopeForbidden
+            | RejectionKind::ToolDenied { .. }
+            | RejectionKind::ParamsDenied
+            | RejectionKind::PromptDenied { .. }
+            | RejectionKind::ResourceDenied { .. } => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// Whether this refuses one MCP request in-band rather than the HTTP request.
+    #[must_use]
+    pub fn is_in_band(&self) -> bool {
+        matches!(
+            self.kind,
+            RejectionKind::ToolDenied { .. }
+                | RejectionKind::ParamsDenied
+                | RejectionKind::PromptDenied { .. }
+                | RejectionKind::ResourceDenied { .. }
+        ) && self.id.is_some()
+    }
+
+    /// The JSON body of this refusal.
+    #[must_use]
+    pub fn body(&self, style: DenialStyle) -> serde_json::Value {
+        let id = self.id.as_ref();
+        match (&self.kind, id) {
+            (RejectionKind::ToolDenied { .. } | RejectionKind::ParamsDenied, Some(id))
+                if style == DenialStyle::ToolResult =>
+            {
+                jsonrpc::tool_error_result(id, &format!("Error: {}", self.message))
+            }
+            (
+                RejectionKind::ToolDenied { .. }
+                | RejectionKind::ParamsDenied
+                | RejectionKind::PromptDenied { .. }
+                | RejectionKind::ResourceDenied { .. },
+                Some(id),
+            ) => jsonrpc::error(Some(id), jsonrpc::code::INVALID_PARAMS, &self.message),
+            (RejectionKind::BadRequest, _) => {
+                jsonrpc::error(id, jsonrpc::code::INVALID_REQUEST, &self.message)
+            }
+            (RejectionKind::PayloadTooLarge, _) => {
+                jsonrpc::error(id, jsonrpc::code::TOO_LARGE, &self.message)
+            }
+            (RejectionKind::SessionNotFound, _) => {
+                jsonrpc::error(id, jsonrpc::code::INVALID_REQUEST, &self.message)
+            }
+            _ => json!({ "error": &*self.message }),
+        }
+    }
+
+    /// Renders the refusal as a response; the `Rejection` rides along in its extensions.
+    #[must_use]
+    pub fn into_response<B: ReplyBody>(self, style: DenialStyle) -> Response<B> {
+        let status = if self.is_in_band() {
+            StatusCode::OK
+        } else {
+            self.status()
+        };
+        let body = jsonrpc::to_bytes(&self.body(style));
+        self.render(status, body)
+    }
+
+    /// Renders for a REST caller: always the HTTP status, `{"error": ...}` body.
+    #[must_use]
+    pub fn into_rest_response<B: ReplyBody>(self) -> Response<B> {
+        let status = self.status();
+        let body = jsonrpc::to_bytes(&json!({ "error": &*self.message }));
+        self.render(status, body)
+    }
+
+    fn render<B: ReplyBody>(self, status: StatusCode, body: Bytes) -> Response<B> {
+        let mut response = Response::new(B::from_bytes(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Rejection {}

@@ -1,0 +1,125 @@
+//! [`GatekeeperLayer`]: all five layers in their documented order, as one layer.
+
+use std::fmt;
+
+use tower_layer::Layer;
+
+use crate::cost::{Cost, CostHook, CostLayer, SpendSink};
+use crate::gatekeeper::Gatekeeper;
+use crate::identity::{Identity, IdentityLayer, ResolveIdentity, StoreResolver};
+use crate::namespace::{Namespace, NamespaceLayer};
+use crate::params::{AllowedParams, AllowedParamsLayer};
+use crate::permission::{Permission, PermissionLayer};
+
+/// The full stack around `S`: identity, namespace, permission, allowed_params, cost.
+pub type Stack<S, R = StoreResolver, H = ()> =
+    Identity<Namespace<Permission<AllowedParams<Cost<S, H>>>>, R>;
+
+/// The five layers in order, outermost first:
+/// [`IdentityLayer`] → [`NamespaceLayer`] → [`PermissionLayer`] → [`AllowedParamsLayer`] →
+/// [`CostLayer`] → the inner MCP service.
+pub struct GatekeeperLayer<R = StoreResolver, H = ()> {
+    identity: IdentityLayer<R>,
+    namespace: NamespaceLayer,
+    permission: PermissionLayer,
+    params: AllowedParamsLayer,
+    cost: CostLayer<H>,
+}
+
+impl<R, H> Clone for GatekeeperLayer<R, H> {
+    fn clone(&self) -> Self {
+        Self {
+            identity: self.identity.clone(),
+            namespace: self.namespace.clone(),
+            permission: self.permission.clone(),
+            params: self.params.clone(),
+            cost: self.cost.clone(),
+        }
+    }
+}
+
+impl<R, H> fmt::Debug for GatekeeperLayer<R, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatekeeperLayer")
+            .field("identity", &self.identity)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatekeeperLayer {
+    /// The five layers with the built-in identity store, no cost hook and no spend sink.
+    #[must_use]
+    pub fn new(gatekeeper: &Gatekeeper) -> Self {
+        Self {
+            identity: IdentityLayer::new(gatekeeper.clone()),
+            namespace: NamespaceLayer::new(gatekeeper.clone()),
+            permission: PermissionLayer::new(gatekeeper.clone()),
+            params: AllowedParamsLayer::new(gatekeeper.clone()),
+            cost: CostLayer::new(gatekeeper.clone()),
+        }
+    }
+}
+
+impl<R: ResolveIdentity, H: CostHook> GatekeeperLayer<R, H> {
+    /// Replaces the identity layer (a custom resolver, other header names, shared session
+    /// bindings).
+    #[must_use]
+    pub fn identity<R2: ResolveIdentity>(
+        self,
+        identity: IdentityLayer<R2>,
+    ) -> GatekeeperLayer<R2, H> {
+        GatekeeperLayer {
+            identity,
+            namespace: self.namespace,
+            permission: self.permission,
+            params: self.params,
+            cost: self.cost,
+        }
+    }
+
+    /// Replaces the namespace layer (another scope header).
+    #[must_use]
+    pub fn namespace(mut self, namespace: NamespaceLayer) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// Calls `hook` after every tool call.
+    #[must_use]
+    pub fn cost_hook<H2: CostHook>(self, hook: H2) -> GatekeeperLayer<R, H2> {
+        GatekeeperLayer {
+            identity: self.identity,
+            namespace: self.namespace,
+            permission: self.permission,
+            params: self.params,
+            cost: self.cost.hook(hook),
+        }
+    }
+
+    /// Sends every tool call event to `sink`.
+    #[must_use]
+    pub fn spend_sink(mut self, sink: impl SpendSink) -> Self {
+        self.cost = self.cost.sink(sink);
+        self
+    }
+}
+
+impl<S, R, H> Layer<S> for GatekeeperLayer<R, H> {
+    type Service = Stack<S, R, H>;
+    fn layer(&self, inner: S) -> Self::Service {
+        let s = self.cost.layer(inner);
+        let s = self.params.layer(s);
+        let s = self.permission.layer(s);
+        let s = self.namespace.layer(s);
+        self.identity.layer(s)
+    }
+}
+
+impl Gatekeeper {
+    /// All five layers with the built-in identity store; see [`GatekeeperLayer`].
+    #[must_use]
+    pub fn layer(&self) -> GatekeeperLayer {
+        GatekeeperLayer::new(self)
+    }
+}

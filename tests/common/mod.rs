@@ -1,0 +1,335 @@
+//! Shared test fixtures: a real rmcp server whose tools record every execution, the policy the
+//! suites share, and helpers to start servers on loopback and connect rmcp clients.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, PromptMessage,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents, Role,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// Every tool execution the server performed: `name` and the JSON arguments.
+#[derive(Clone, Default)]
+pub struct Executions(Arc<Mutex<Vec<(String, Value)>>>);
+
+impl Executions {
+    pub fn names(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+    pub fn all(&self) -> Vec<(String, Value)> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+/// An MCP server that offers the tools, prompts and resources it is given, echoes calls, and
+/// records every execution.
+#[derive(Clone)]
+pub struct RecordingServer {
+    pub tools: Arc<Vec<Value>>,
+    pub prompts: Arc<Vec<Value>>,
+    pub resources: Arc<Vec<Value>>,
+    pub executions: Executions,
+}
+
+pub fn tool(name: &str, props: &[&str]) -> Value {
+    let properties: serde_json::Map<String, Value> = props
+        .iter()
+        .map(|p| ((*p).to_owned(), json!({"type": "string"})))
+        .collect();
+    json!({
+        "name": name,
+        "description": format!("the {name} tool"),
+        "inputSchema": {"type": "object", "properties": properties, "required": props.first().map(|p| vec![*p]).unwrap_or_default()}
+    })
+}
+
+impl RecordingServer {
+    pub fn new(tools: Vec<Value>, prompts: &[&str], resources: &[&str]) -> Self {
+        Self {
+            tools: Arc::new(tools),
+            prompts: Arc::new(
+                prompts
+                    .iter()
+                    .map(|p| json!({"name": p, "description": "a prompt"}))
+                    .collect(),
+            ),
+            resources: Arc::new(
+                resources
+                    .iter()
+                    .map(|r| json!({"uri": r, "name": r, "mimeType": "text/plain"}))
+                    .collect(),
+            ),
+            executions: Executions::default(),
+        }
+    }
+}
+
+impl ServerHandler for RecordingServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .build(),
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools = self
+            .tools
+            .iter()
+            .map(|t| serde_json::from_value(t.clone()).unwrap())
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        if !self.tools.iter().any(|t| t["name"] == *request.name) {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool {}", request.name),
+                None,
+            ));
+        }
+        self.executions
+            .0
+            .lock()
+            .unwrap()
+            .push((request.name.to_string(), args.clone()));
+        let text = format!("ran {} with {}", request.name, args);
+        if request.name.ends_with("fail") {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into());
+        }
+        Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let prompts = self
+            .prompts
+            .iter()
+            .map(|p| serde_json::from_value(p.clone()).unwrap())
+            .collect();
+        Ok(ListPromptsResult::with_all_items(prompts))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        if !self.prompts.iter().any(|p| p["name"] == *request.name) {
+            return Err(ErrorData::invalid_params("unknown prompt", None));
+        }
+        self.executions
+            .0
+            .lock()
+            .unwrap()
+            .push((format!("prompt:{}", request.name), Value::Null));
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, "hello")]).into())
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let resources = self
+            .resources
+            .iter()
+            .map(|r| serde_json::from_value(r.clone()).unwrap())
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.executions
+            .0
+            .lock()
+            .unwrap()
+            .push((format!("read:{}", request.uri), Value::Null));
+        Ok(ReadResourceResult::new(vec![ResourceContents::text("contents", request.uri)]).into())
+    }
+}
+
+/// The four ways rmcp's streamable HTTP server can answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    StatefulSse,
+    StatefulJson,
+    StatelessSse,
+    StatelessJson,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [
+        Mode::StatefulSse,
+        Mode::StatefulJson,
+        Mode::StatelessSse,
+        Mode::StatelessJson,
+    ];
+    pub fn config(self, ct: &CancellationToken) -> StreamableHttpServerConfig {
+        let mut c = StreamableHttpServerConfig::default();
+        c.legacy_session_mode = matches!(self, Mode::StatefulSse | Mode::StatefulJson);
+        c.json_response = matches!(self, Mode::StatefulJson | Mode::StatelessJson);
+        c.cancellation_token = ct.clone();
+        c.sse_keep_alive = None;
+        c
+    }
+}
+
+pub fn mcp_service(
+    server: RecordingServer,
+    mode: Mode,
+    ct: &CancellationToken,
+) -> StreamableHttpService<RecordingServer, LocalSessionManager> {
+    StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Default::default(),
+        mode.config(ct),
+    )
+}
+
+/// A running loopback server; stops when dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    ct: CancellationToken,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.ct.cancel();
+    }
+}
+
+/// Serves an axum router on 127.0.0.1 with TCP_NODELAY.
+pub async fn serve(router: axum::Router, ct: CancellationToken) -> Running {
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // rmcp's SSE replies stall ~40 ms without TCP_NODELAY.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let stop = ct.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+            .await;
+    });
+    Running { addr, ct }
+}
+
+pub type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
+
+/// Connects rmcp's client with extra headers.
+pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, String> {
+    use rmcp::ServiceExt;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut map = HashMap::new();
+    for (k, v) in headers {
+        map.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(map);
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    tokio::time::timeout(std::time::Duration::from_secs(10), ().serve(transport))
+        .await
+        .map_err(|_| "timed out connecting".to_owned())?
+        .map_err(|e| e.to_string())
+}
+
+pub fn args(v: Value) -> rmcp::model::JsonObject {
+    v.as_object().cloned().unwrap()
+}
+
+/// Tool names a client can list.
+pub async fn tool_names(client: &Client) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Calls a tool; `Ok(text)` for a result (with `isError` marked as `Err`), `Err` for errors.
+pub async fn call(client: &Client, name: &str, arguments: Value) -> Result<String, String> {
+    let mut params = CallToolRequestParams::new(name.to_owned());
+    if let Value::Object(map) = arguments {
+        params = params.with_arguments(map);
+    }
+    match client.call_tool(params).await {
+        Ok(result) => {
+            let text = result
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if result.is_error == Some(true) {
+                Err(text)
+            } else {
+                Ok(text)
+            }
+        }
+        Err(e) => Err(format!("service error: {e}")),
+    }
+}
