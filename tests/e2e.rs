@@ -25,7 +25,7 @@ const POLICY: &str = r#"{
   },
   "keys": [
     {"key": "sk-alice", "key_alias": "alice", "team_id": "eng",
-     "object_permission": {"mcp_servers": ["github", "wiki", "jira"], "mcp_tool_permissions": {"github": ["list_issues", "create_issue"]}}},
+     "object_permission": {"mcp_servers": ["github", "wiki", "jira"], "mcp_tool_permissions": {"github": ["list_issues", "create_issue"], "jira": ["jira-list-issues"]}}},
     {"key": "sk-bob", "key_alias": "bob", "team_id": "eng"},
     {"key": "sk-carol", "key_alias": "carol"},
     {"key": "sk-dave", "key_alias": "dave", "object_permission": {"mcp_servers": []}},
@@ -86,13 +86,15 @@ async fn each_key_lists_exactly_what_it_may_call_in_every_mode() {
             [
                 "github-create_issue",
                 "github-list_issues",
-                "jira-create-issue",
                 "jira-list-issues",
                 "public-ping",
                 "wiki-read_wiki_contents"
             ],
             "{mode:?}"
         );
+        // The key's tool permissions on jira (written prefixed) narrow jira's tools.
+        let narrowed = call(&alice, "jira-create-issue", json!({"summary": "s"})).await;
+        assert!(narrowed.is_err(), "{mode:?}");
         let ok = call(&alice, "github-create_issue", json!({"title": "t"})).await;
         assert!(
             ok.unwrap().starts_with("ran github-create_issue"),
@@ -128,4 +130,561 @@ async fn each_key_lists_exactly_what_it_may_call_in_every_mode() {
         );
         alice.cancel().await.unwrap();
     }
+}
+
+async fn names_for(url: &str, headers: &[(&str, &str)]) -> Vec<String> {
+    let client = connect(url, headers).await.unwrap();
+    let names = tool_names(&client).await;
+    client.cancel().await.unwrap();
+    names
+}
+
+#[tokio::test]
+async fn the_hierarchy_holds_for_every_principal() {
+    let (running, server, _gk) = start(Mode::StatefulSse).await;
+    let url = running.url("/mcp");
+    // bob has no permissions of his own: he inherits team eng (dev_group + jira), under the acme
+    // ceiling, plus the public server; server rules still apply.
+    assert_eq!(
+        names_for(&url, &[("x-litellm-api-key", "sk-bob")]).await,
+        [
+            "github-create_issue",
+            "github-list_issues",
+            "jira-create-issue",
+            "jira-list-issues",
+            "public-ping",
+            "wiki-read_wiki_contents"
+        ]
+    );
+    // carol is restricted nowhere: everything but the server rules' refusals.
+    assert_eq!(
+        names_for(&url, &[("authorization", "Bearer sk-carol")]).await,
+        [
+            "github-create_issue",
+            "github-list_issues",
+            "jira-create-issue",
+            "jira-list-issues",
+            "public-ping",
+            "secret-launch",
+            "wiki-read_wiki_contents"
+        ]
+    );
+    // dave's explicit empty list removes everything, public servers too.
+    let dave = connect(&url, &[("x-litellm-api-key", "Bearer sk-dave")])
+        .await
+        .unwrap();
+    assert!(tool_names(&dave).await.is_empty());
+    assert!(call(&dave, "public-ping", json!({})).await.is_err());
+    // frank's tool permissions on `secret` never grant that server (LiteLLM #33397).
+    let frank = connect(&url, &[("x-litellm-api-key", "sk-frank")])
+        .await
+        .unwrap();
+    assert_eq!(
+        tool_names(&frank).await,
+        ["github-create_issue", "github-list_issues", "public-ping"]
+    );
+    assert!(
+        call(&frank, "secret-launch", json!({"target": "x"}))
+            .await
+            .is_err()
+    );
+    // the master key sees everything the server rules allow.
+    let admin = names_for(&url, &[("x-litellm-api-key", "sk-admin")]).await;
+    assert!(
+        admin.contains(&"secret-launch".to_owned())
+            && !admin.contains(&"github-delete_repo".to_owned())
+    );
+    assert!(
+        server.executions.all().is_empty(),
+        "no refused call ran: {:?}",
+        server.executions.all()
+    );
+}
+
+#[tokio::test]
+async fn scope_only_narrows_and_never_enumerates() {
+    let (running, _server, _gk) = start(Mode::StatelessJson).await;
+    let url = running.url("/mcp");
+    let alice = [("x-litellm-api-key", "sk-alice")];
+    assert_eq!(
+        names_for(&url, &[alice[0], ("x-mcp-servers", " wiki , ")]).await,
+        ["wiki-read_wiki_contents"]
+    );
+    assert_eq!(
+        names_for(&running.url("/wiki/mcp"), &alice).await,
+        ["wiki-read_wiki_contents"]
+    );
+    assert_eq!(
+        names_for(&running.url("/mcp/dev_group"), &alice).await,
+        [
+            "github-create_issue",
+            "github-list_issues",
+            "wiki-read_wiki_contents"
+        ]
+    );
+    // The path replaces the header entirely.
+    assert_eq!(
+        names_for(
+            &running.url("/gh/mcp"),
+            &[alice[0], ("x-mcp-servers", "wiki")]
+        )
+        .await,
+        ["github-create_issue", "github-list_issues"]
+    );
+
+    let http = reqwest::Client::new();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    let attempt = |servers: &'static str| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(&url)
+                .header("x-litellm-api-key", "sk-alice")
+                .header("x-mcp-servers", servers)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(init)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let forbidden = attempt("secret").await;
+    let unknown = attempt("no_such_server").await;
+    assert_eq!(forbidden.0, 403);
+    assert_eq!(
+        forbidden.1,
+        r#"{"error":"The key is not allowed to access the requested MCP servers: secret"}"#
+    );
+    assert_eq!(unknown, (403, r#"{"error":"The key is not allowed to access the requested MCP servers: no_such_server"}"#.to_owned()));
+    assert_eq!(
+        attempt("wiki,secret,nope").await,
+        (403, r#"{"error":"The key is not allowed to access the requested MCP servers: secret, nope"}"#.to_owned())
+    );
+    assert_eq!(attempt("Wiki").await.0, 403, "names are case-sensitive");
+}
+
+#[tokio::test]
+async fn prompts_and_resources_follow_the_server_grant() {
+    for mode in [Mode::StatefulSse, Mode::StatelessJson] {
+        let (running, server, _gk) = start(mode).await;
+        let alice = connect(&running.url("/mcp"), &[("x-litellm-api-key", "sk-alice")])
+            .await
+            .unwrap();
+        let prompts: Vec<String> = alice
+            .list_all_prompts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(prompts, ["github-triage"], "{mode:?}");
+        let resources: Vec<String> = alice
+            .list_all_resources()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.uri.clone())
+            .collect();
+        assert_eq!(resources, ["wiki-doc://home"], "{mode:?}");
+        let get = |name: &str| rmcp::model::GetPromptRequestParams::new(name.to_owned());
+        assert!(alice.get_prompt(get("github-triage")).await.is_ok());
+        assert!(alice.get_prompt(get("secret-plan")).await.is_err());
+        let read = |uri: &str| rmcp::model::ReadResourceRequestParams::new(uri.to_owned());
+        assert!(alice.read_resource(read("wiki-doc://home")).await.is_ok());
+        assert!(
+            alice
+                .read_resource(read("secret-doc://keys"))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            server.executions.names(),
+            ["prompt:github-triage", "read:wiki-doc://home"],
+            "{mode:?}"
+        );
+        alice.cancel().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn tool_schemas_offer_only_allowed_params() {
+    let (running, _server, _gk) = start(Mode::StatefulJson).await;
+    let alice = connect(&running.url("/mcp"), &[("x-litellm-api-key", "sk-alice")])
+        .await
+        .unwrap();
+    let tools = alice.list_all_tools().await.unwrap();
+    let schema = |name: &str| {
+        let t = tools.iter().find(|t| t.name == name).unwrap();
+        serde_json::Value::Object((*t.input_schema).clone())
+    };
+    let create = schema("github-create_issue");
+    assert_eq!(
+        create["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["title", "body"]
+    );
+    assert_eq!(create["additionalProperties"], json!(false));
+    let wiki = schema("wiki-read_wiki_contents");
+    assert_eq!(
+        wiki["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["status"]
+    );
+    assert_eq!(
+        schema("public-ping")["properties"],
+        json!({}),
+        "no rule, no pruning"
+    );
+    assert!(schema("public-ping").get("additionalProperties").is_none());
+    alice.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_belongs_to_the_key_that_opened_it() {
+    let (running, _server, _gk) = start(Mode::StatefulJson).await;
+    let url = running.url("/mcp");
+    let http = reqwest::Client::new();
+    let post = |key: &'static str, session: Option<String>, body: &'static str| {
+        let mut r = http
+            .post(&url)
+            .header("x-litellm-api-key", key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some(s) = session {
+            r = r.header("mcp-session-id", s);
+        }
+        r.body(body).send()
+    };
+    let init = post("sk-alice", None, r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#).await.unwrap();
+    assert_eq!(init.status(), 200);
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let initialized = post(
+        "sk-alice",
+        Some(sid.clone()),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(initialized.status(), 202);
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let foreign = post("sk-carol", Some(sid.clone()), list).await.unwrap();
+    assert_eq!(
+        foreign.status(),
+        404,
+        "another key may not use alice's session"
+    );
+    let forged = post("sk-alice", Some("not-a-session".into()), list)
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 404);
+    let own = post("sk-alice", Some(sid.clone()), list).await.unwrap();
+    assert_eq!(own.status(), 200);
+    let body = own.text().await.unwrap();
+    assert!(
+        body.contains("github-list_issues") && !body.contains("secret-launch"),
+        "{body}"
+    );
+    // Deleting ends the binding too.
+    let del = http
+        .delete(&url)
+        .header("x-litellm-api-key", "sk-carol")
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 404, "another key may not delete it either");
+    let del = http
+        .delete(&url)
+        .header("x-litellm-api-key", "sk-alice")
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert!(del.status().is_success());
+    assert_eq!(
+        post("sk-alice", Some(sid), list).await.unwrap().status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_never_reach_the_server() {
+    let (running, server, _gk) = start(Mode::StatelessJson).await;
+    let url = running.url("/mcp");
+    assert!(connect(&url, &[]).await.is_err());
+    assert!(
+        connect(&url, &[("x-litellm-api-key", "sk-nobody")])
+            .await
+            .is_err()
+    );
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = http
+        .post(&url)
+        .header("authorization", "Bearer sk-alice")
+        .header("authorization", "Bearer sk-carol")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "two Authorization headers are ambiguous");
+    assert!(server.executions.all().is_empty());
+}
+
+#[tokio::test]
+async fn a_reload_changes_decisions_for_new_requests() {
+    let (running, _server, gk) = start(Mode::StatelessJson).await;
+    let url = running.url("/mcp");
+    let alice = connect(&url, &[("x-litellm-api-key", "sk-alice")])
+        .await
+        .unwrap();
+    assert!(
+        tool_names(&alice)
+            .await
+            .contains(&"wiki-read_wiki_contents".to_owned())
+    );
+    let tightened = POLICY.replace(
+        r#""mcp_servers": ["github", "wiki", "jira"], "mcp_tool"#,
+        r#""mcp_servers": ["jira"], "mcp_tool"#,
+    );
+    gk.reload(Config::from_json_str(&tightened).unwrap().policy().unwrap());
+    assert_eq!(
+        tool_names(&alice).await,
+        ["jira-list-issues", "public-ping"]
+    );
+    assert!(
+        call(&alice, "wiki-read_wiki_contents", json!({"status": "x"}))
+            .await
+            .is_err()
+    );
+    alice.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_server_wrapped_with_bare_names() {
+    let server = RecordingServer::new(
+        vec![
+            tool("create_issue", &["title", "body", "labels"]),
+            tool("list_issues", &[]),
+            tool("delete_repo", &[]),
+        ],
+        &[],
+        &[],
+    );
+    let ct = CancellationToken::new();
+    let gk = Gatekeeper::for_server(policy(), "github");
+    let stack = gk
+        .layer()
+        .layer(mcp_service(server.clone(), Mode::StatefulSse, &ct));
+    let running = serve(axum::Router::new().nest_service("/mcp", stack), ct).await;
+    let url = running.url("/mcp");
+    let alice = connect(&url, &[("x-litellm-api-key", "sk-alice")])
+        .await
+        .unwrap();
+    assert_eq!(tool_names(&alice).await, ["create_issue", "list_issues"]);
+    assert!(call(&alice, "delete_repo", json!({})).await.is_err());
+    assert!(
+        call(&alice, "create_issue", json!({"title": "a", "labels": "x"}))
+            .await
+            .unwrap_err()
+            .starts_with("Error: Parameters ['labels']")
+    );
+    assert!(
+        call(&alice, "create_issue", json!({"title": "a"}))
+            .await
+            .is_ok()
+    );
+    // dave may use no server: he lists nothing and calls nothing.
+    let dave = connect(&url, &[("x-litellm-api-key", "sk-dave")])
+        .await
+        .unwrap();
+    assert!(tool_names(&dave).await.is_empty());
+    assert!(call(&dave, "list_issues", json!({})).await.is_err());
+    assert_eq!(server.executions.names(), ["create_issue"]);
+}
+
+#[tokio::test]
+async fn every_call_that_reaches_the_server_is_costed_once() {
+    use mcp_gatekeeper::cost::{HookDecision, Outcome, ToolCallEvent};
+    use std::sync::{Arc, Mutex};
+    for mode in Mode::ALL {
+        let mut server = aggregated_server();
+        let mut tools = (*server.tools).clone();
+        tools.push(tool("github-fail", &[]));
+        tools.push(tool("github-priced", &[]));
+        server.tools = Arc::new(tools);
+        let events: Arc<Mutex<Vec<ToolCallEvent>>> = Arc::default();
+        let sink = {
+            let events = Arc::clone(&events);
+            move |e: ToolCallEvent| events.lock().unwrap().push(e)
+        };
+        let hook = |event: &ToolCallEvent, _reply: Option<&serde_json::Value>| {
+            let tool = event.tool.clone();
+            async move {
+                match tool.as_str() {
+                    "priced" => Ok(HookDecision {
+                        cost: Some(1.5),
+                        replace_result: Some(
+                            json!({"content": [{"type": "text", "text": "replaced by hook"}]}),
+                        ),
+                    }),
+                    "list_issues" => panic!("a broken hook"),
+                    "create_issue" => Err("hook backend down".into()),
+                    _ => Ok(HookDecision::default()),
+                }
+            }
+        };
+        let ct = CancellationToken::new();
+        let gk = Gatekeeper::new(policy());
+        let stack = gk
+            .layer()
+            .cost_hook(hook)
+            .spend_sink(sink)
+            .layer(mcp_service(server.clone(), mode, &ct));
+        let running = serve(axum::Router::new().fallback_service(stack), ct).await;
+        let carol = connect(
+            &running.url("/mcp"),
+            &[
+                ("x-litellm-api-key", "sk-carol"),
+                ("x-litellm-end-user-id", "u-1"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert!(
+            call(
+                &carol,
+                "github-create_issue",
+                json!({"title": "t", "body": "b"})
+            )
+            .await
+            .is_ok(),
+            "{mode:?}"
+        );
+        assert!(
+            call(&carol, "github-list_issues", json!({})).await.is_ok(),
+            "{mode:?}: a panicking hook never breaks the call"
+        );
+        assert!(call(&carol, "github-fail", json!({})).await.is_err());
+        assert_eq!(
+            call(&carol, "github-priced", json!({})).await.unwrap(),
+            "replaced by hook",
+            "{mode:?}"
+        );
+        assert!(
+            call(&carol, "github-nope", json!({})).await.is_err(),
+            "unknown upstream tool: a JSON-RPC error"
+        );
+        assert!(
+            call(&carol, "secret-launch", json!({"target": "x"}))
+                .await
+                .is_ok()
+        );
+        // Refused before reaching the service: no event (the refusal is traced instead).
+        assert!(call(&carol, "github-delete_repo", json!({})).await.is_err());
+        carol.cancel().await.unwrap();
+        let events = events.lock().unwrap().clone();
+        let summary: Vec<(String, Option<String>, Outcome, f64)> = events
+            .iter()
+            .map(|e| (e.tool.clone(), e.server.clone(), e.outcome, e.cost))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "create_issue".to_owned(),
+                    Some("github".to_owned()),
+                    Outcome::Success,
+                    0.05
+                ),
+                (
+                    "list_issues".to_owned(),
+                    Some("github".to_owned()),
+                    Outcome::Success,
+                    0.01
+                ),
+                (
+                    "fail".to_owned(),
+                    Some("github".to_owned()),
+                    Outcome::ToolError,
+                    0.01
+                ),
+                (
+                    "priced".to_owned(),
+                    Some("github".to_owned()),
+                    Outcome::Success,
+                    1.5
+                ),
+                (
+                    "nope".to_owned(),
+                    Some("github".to_owned()),
+                    Outcome::JsonRpcError { code: -32602 },
+                    0.01
+                ),
+                (
+                    "launch".to_owned(),
+                    Some("secret".to_owned()),
+                    Outcome::Success,
+                    0.0
+                ),
+            ],
+            "{mode:?}"
+        );
+        let first = &events[0];
+        assert_eq!(first.qualified_tool, "github-create_issue");
+        assert_eq!(first.argument_keys, ["title", "body"]);
+        assert_eq!(first.key_alias.as_deref(), Some("carol"));
+        assert_eq!(first.end_user_id.as_deref(), Some("u-1"));
+        assert_eq!(
+            first.session_id.is_some(),
+            matches!(mode, Mode::StatefulSse | Mode::StatefulJson),
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn the_stack_is_clone_send_sync_and_infallible_over_rmcp() {
+    fn assert_service<S>(_: &S)
+    where
+        S: tower::Service<http::Request<axum::body::Body>, Error = std::convert::Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send,
+    {
+    }
+    let ct = CancellationToken::new();
+    let gk = Gatekeeper::new(policy());
+    let stack = gk
+        .layer()
+        .layer(mcp_service(aggregated_server(), Mode::StatefulSse, &ct));
+    assert_service(&stack);
+    // It mounts where rmcp's own service mounts.
+    let _ = axum::Router::<()>::new()
+        .nest_service("/mcp", stack.clone())
+        .route_service("/{servers}/mcp", stack.clone())
+        .fallback_service(stack);
 }
