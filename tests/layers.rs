@@ -352,3 +352,83 @@ async fn a_call_whose_client_goes_away_is_recorded_once() {
 }
 
 use futures_util::StreamExt as _;
+
+mod laws {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TOOLS: [&str; 8] = ["a-x", "a-y", "b-x", "b-y-z", "c-x", "c-del", "d-x", "zz-x"];
+
+    fn policy(key_servers: Option<Vec<&str>>, tool_perms: Vec<(&str, Vec<&str>)>, org: Option<Vec<&str>>, allowed: bool) -> String {
+        let mut key = json!({"key": "sk-a"});
+        let mut op = serde_json::Map::new();
+        if let Some(s) = key_servers {
+            op.insert("mcp_servers".into(), json!(s));
+        }
+        if !tool_perms.is_empty() {
+            op.insert("mcp_tool_permissions".into(), json!(tool_perms.into_iter().collect::<std::collections::BTreeMap<_, _>>()));
+        }
+        key["object_permission"] = Value::Object(op);
+        let mut doc = json!({
+            "mcp_servers": {
+                "a": {"url": "http://x"},
+                "b": {"url": "http://x", "allow_all_keys": true},
+                "c": {"url": "http://x", "disallowed_tools": ["del"]},
+                "d": {"url": "http://x"}
+            },
+            "keys": [key],
+        });
+        if allowed {
+            doc["mcp_servers"]["d"]["allowed_tools"] = json!(["y"]);
+        }
+        if let Some(o) = org {
+            doc["keys"][0]["organization_id"] = json!("o");
+            doc["organizations"] = json!([{"organization_id": "o", "object_permission": {"mcp_servers": o}}]);
+        }
+        doc.to_string()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// What a caller can list is exactly what it can call.
+        #[test]
+        fn list_and_call_agree(
+            key_servers in prop::option::of(prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "d"]), 0..3)),
+            tool_perms in prop::collection::vec((prop::sample::select(vec!["a", "b", "c"]), prop::collection::vec(prop::sample::select(vec!["x", "y-z", "b-y-z", "a-y"]), 0..3)), 0..2),
+            org in prop::option::of(prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "d"]), 0..4)),
+            allowed in any::<bool>(),
+            scope in prop::option::of(prop::sample::select(vec!["a", "b", "a,c", "zz"])),
+        ) {
+            let doc = policy(key_servers, tool_perms, org, allowed);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let gk = gatekeeper(&doc);
+                let inner = Inner::default();
+                let list = json!({"jsonrpc":"2.0","id":1,"result":{"tools": TOOLS.iter().map(|t| json!({"name": t, "inputSchema": {"type":"object"}})).collect::<Vec<_>>()}});
+                let svc = ServiceBuilder::new().layer(gk.layer()).service(inner.service(move |_| json_reply(list.clone())));
+                let with_scope = |mut r: Request<Body>| {
+                    if let Some(s) = scope {
+                        r.headers_mut().insert("x-mcp-servers", s.parse().unwrap());
+                    }
+                    r
+                };
+                let r = svc.clone().oneshot(with_scope(req(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#))).await.unwrap();
+                let listed: Vec<String> = if r.status() == StatusCode::OK {
+                    body_json(r).await["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+                } else {
+                    Vec::new()
+                };
+                for tool in TOOLS {
+                    let before = inner.count();
+                    let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name": tool}});
+                    let r = Request::post("/mcp").header("x-litellm-api-key", "sk-a").body(Body::from(body.to_string())).unwrap();
+                    let _ = svc.clone().oneshot(with_scope(r)).await.unwrap();
+                    let called = inner.count() > before;
+                    prop_assert_eq!(called, listed.contains(&tool.to_owned()), "tool {} policy {}", tool, doc);
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
