@@ -448,7 +448,15 @@ pub struct Config {
 fn serde_error<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> ConfigError {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
-    ConfigError::at(path, e.into_inner().to_string())
+    let mut message = e.into_inner().to_string();
+    // YAML errors repeat the location they occurred at ("mcp_servers.a: unknown field …").
+    if let Some((head, rest)) = message.split_once(": ")
+        && !head.is_empty()
+        && path.starts_with(head)
+    {
+        message = rest.to_owned();
+    }
+    ConfigError::at(path, message)
 }
 
 impl Config {

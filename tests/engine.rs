@@ -4,32 +4,56 @@
 use std::sync::Arc;
 
 use mcp_gatekeeper::engine::{
-    Attribution, Catalog, CatalogError, CostInfo, DeniedBy, Grant, Level, Mount, NameIndex, NameKind,
-    PermissionSpec, Principal, ServerSpec, Settings, ToolPrefix,
+    Attribution, Catalog, CatalogError, CostInfo, DeniedBy, Grant, Level, Mount, NameIndex,
+    NameKind, PermissionSpec, Principal, ServerSpec, Settings, ToolPrefix,
 };
 use proptest::prelude::*;
 
 fn server(name: &str) -> ServerSpec {
-    ServerSpec { name: name.into(), ..ServerSpec::default() }
+    ServerSpec {
+        name: name.into(),
+        ..ServerSpec::default()
+    }
 }
 
 fn catalog() -> Arc<Catalog> {
     let specs = vec![
-        ServerSpec { alias: Some("gh".into()), access_groups: vec!["dev".into()], disallowed_tools: vec!["delete_repo".into()], ..server("github") },
-        ServerSpec { access_groups: vec!["dev".into()], allowed_tools: Some(vec!["wiki-read".into(), "search".into()]), ..server("wiki") },
+        ServerSpec {
+            alias: Some("gh".into()),
+            access_groups: vec!["dev".into()],
+            disallowed_tools: vec!["delete_repo".into()],
+            ..server("github")
+        },
+        ServerSpec {
+            access_groups: vec!["dev".into()],
+            allowed_tools: Some(vec!["wiki-read".into(), "search".into()]),
+            ..server("wiki")
+        },
         server("jira"),
-        ServerSpec { allow_all_keys: true, ..server("public") },
+        ServerSpec {
+            allow_all_keys: true,
+            ..server("public")
+        },
         server("secret"),
     ];
     Arc::new(Catalog::new(Settings::default(), specs).unwrap())
 }
 
-fn spec(servers: Option<&[&str]>, groups: Option<&[&str]>, tools: &[(&str, &[&str])]) -> PermissionSpec {
+fn spec(
+    servers: Option<&[&str]>,
+    groups: Option<&[&str]>,
+    tools: &[(&str, &[&str])],
+) -> PermissionSpec {
     let list = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     PermissionSpec {
         mcp_servers: servers.map(list),
         mcp_access_groups: groups.map(list),
-        mcp_tool_permissions: (!tools.is_empty()).then(|| tools.iter().map(|(s, t)| ((*s).to_owned(), list(t))).collect()),
+        mcp_tool_permissions: (!tools.is_empty()).then(|| {
+            tools
+                .iter()
+                .map(|(s, t)| ((*s).to_owned(), list(t)))
+                .collect()
+        }),
     }
 }
 
@@ -42,7 +66,10 @@ fn principal(c: &Catalog, levels: &[(Level, PermissionSpec)]) -> Principal {
 }
 
 fn names(c: &Catalog, g: &Grant) -> Vec<String> {
-    g.effective().iter().map(|id| c.server(id).name().to_owned()).collect()
+    g.effective()
+        .iter()
+        .map(|id| c.server(id).name().to_owned())
+        .collect()
 }
 
 #[test]
@@ -52,22 +79,104 @@ fn server_hierarchy_table() {
     let g = |v: &[&str]| spec(None, Some(v), &[]);
     let none: &[&str] = &[];
     let rows: Vec<(&str, Vec<(Level, PermissionSpec)>, Vec<&str>)> = vec![
-        ("no level restricts: every server", vec![], vec!["github", "wiki", "jira", "public", "secret"]),
-        ("key list, plus public", vec![(Level::Key, s(&["jira"]))], vec!["jira", "public"]),
-        ("servers ∪ groups of one level", vec![(Level::Key, spec(Some(&["jira"]), Some(&["dev"]), &[]))], vec!["github", "wiki", "jira", "public"]),
-        ("alias names the server", vec![(Level::Key, s(&["gh"]))], vec!["github", "public"]),
-        ("key ∩ team", vec![(Level::Key, s(&["github", "jira"])), (Level::Team, g(&["dev"]))], vec!["github", "public"]),
-        ("unrestricted key inherits team", vec![(Level::Team, s(&["wiki"]))], vec!["wiki", "public"]),
-        ("empty key list: nothing, public too", vec![(Level::Key, s(none))], vec![]),
-        ("empty team list: nothing", vec![(Level::Key, s(&["jira"])), (Level::Team, s(none))], vec![]),
-        ("end user narrows", vec![(Level::Key, g(&["dev"])), (Level::EndUser, s(&["wiki", "secret"]))], vec!["wiki", "public"]),
-        ("agent narrows", vec![(Level::Agent, s(&["github"]))], vec!["github", "public"]),
-        ("org is a ceiling", vec![(Level::Organization, s(&["github", "wiki"]))], vec!["github", "wiki"]),
-        ("public stays under the org ceiling", vec![(Level::Key, s(&["jira"])), (Level::Organization, s(&["jira"]))], vec!["jira"]),
-        ("org ceiling over key", vec![(Level::Key, s(&["secret", "jira"])), (Level::Organization, s(&["jira", "public"]))], vec!["jira", "public"]),
-        ("tool permissions never grant a server", vec![(Level::Key, spec(Some(&["jira"]), None, &[("secret", &["launch"])]))], vec!["jira", "public"]),
-        ("tool permissions alone restrict no server", vec![(Level::Key, spec(None, None, &[("secret", &["launch"])]))], vec!["github", "wiki", "jira", "public", "secret"]),
-        ("groups only at the team", vec![(Level::Team, g(&["dev"])), (Level::Organization, s(&["wiki", "public"]))], vec!["wiki", "public"]),
+        (
+            "no level restricts: every server",
+            vec![],
+            vec!["github", "wiki", "jira", "public", "secret"],
+        ),
+        (
+            "key list, plus public",
+            vec![(Level::Key, s(&["jira"]))],
+            vec!["jira", "public"],
+        ),
+        (
+            "servers ∪ groups of one level",
+            vec![(Level::Key, spec(Some(&["jira"]), Some(&["dev"]), &[]))],
+            vec!["github", "wiki", "jira", "public"],
+        ),
+        (
+            "alias names the server",
+            vec![(Level::Key, s(&["gh"]))],
+            vec!["github", "public"],
+        ),
+        (
+            "key ∩ team",
+            vec![
+                (Level::Key, s(&["github", "jira"])),
+                (Level::Team, g(&["dev"])),
+            ],
+            vec!["github", "public"],
+        ),
+        (
+            "unrestricted key inherits team",
+            vec![(Level::Team, s(&["wiki"]))],
+            vec!["wiki", "public"],
+        ),
+        (
+            "empty key list: nothing, public too",
+            vec![(Level::Key, s(none))],
+            vec![],
+        ),
+        (
+            "empty team list: nothing",
+            vec![(Level::Key, s(&["jira"])), (Level::Team, s(none))],
+            vec![],
+        ),
+        (
+            "end user narrows",
+            vec![
+                (Level::Key, g(&["dev"])),
+                (Level::EndUser, s(&["wiki", "secret"])),
+            ],
+            vec!["wiki", "public"],
+        ),
+        (
+            "agent narrows",
+            vec![(Level::Agent, s(&["github"]))],
+            vec!["github", "public"],
+        ),
+        (
+            "org is a ceiling",
+            vec![(Level::Organization, s(&["github", "wiki"]))],
+            vec!["github", "wiki"],
+        ),
+        (
+            "public stays under the org ceiling",
+            vec![
+                (Level::Key, s(&["jira"])),
+                (Level::Organization, s(&["jira"])),
+            ],
+            vec!["jira"],
+        ),
+        (
+            "org ceiling over key",
+            vec![
+                (Level::Key, s(&["secret", "jira"])),
+                (Level::Organization, s(&["jira", "public"])),
+            ],
+            vec!["jira", "public"],
+        ),
+        (
+            "tool permissions never grant a server",
+            vec![(
+                Level::Key,
+                spec(Some(&["jira"]), None, &[("secret", &["launch"])]),
+            )],
+            vec!["jira", "public"],
+        ),
+        (
+            "tool permissions alone restrict no server",
+            vec![(Level::Key, spec(None, None, &[("secret", &["launch"])]))],
+            vec!["github", "wiki", "jira", "public", "secret"],
+        ),
+        (
+            "groups only at the team",
+            vec![
+                (Level::Team, g(&["dev"])),
+                (Level::Organization, s(&["wiki", "public"])),
+            ],
+            vec!["wiki", "public"],
+        ),
     ];
     for (what, levels, expected) in rows {
         let p = principal(&c, &levels);
@@ -83,21 +192,42 @@ fn explain_names_the_refusing_level() {
     let p = principal(
         &c,
         &[
-            (Level::Key, spec(Some(&["github", "wiki", "jira"]), None, &[])),
+            (
+                Level::Key,
+                spec(Some(&["github", "wiki", "jira"]), None, &[]),
+            ),
             (Level::Team, spec(Some(&["github", "wiki"]), None, &[])),
             (Level::EndUser, spec(Some(&["github"]), None, &[])),
-            (Level::Organization, spec(Some(&["wiki", "github"]), None, &[])),
+            (
+                Level::Organization,
+                spec(Some(&["wiki", "github"]), None, &[]),
+            ),
         ],
     );
     let g = Grant::resolve(&c, &p);
     assert_eq!(g.check_server(id("github")), Ok(()));
-    assert_eq!(g.check_server(id("secret")).unwrap_err().by, DeniedBy::Level(Level::Key));
-    assert_eq!(g.check_server(id("jira")).unwrap_err().by, DeniedBy::Level(Level::Team));
-    assert_eq!(g.check_server(id("wiki")).unwrap_err().by, DeniedBy::Level(Level::EndUser));
-    assert_eq!(g.check_server(id("public")).unwrap_err().by, DeniedBy::Level(Level::Organization));
+    assert_eq!(
+        g.check_server(id("secret")).unwrap_err().by,
+        DeniedBy::Level(Level::Key)
+    );
+    assert_eq!(
+        g.check_server(id("jira")).unwrap_err().by,
+        DeniedBy::Level(Level::Team)
+    );
+    assert_eq!(
+        g.check_server(id("wiki")).unwrap_err().by,
+        DeniedBy::Level(Level::EndUser)
+    );
+    assert_eq!(
+        g.check_server(id("public")).unwrap_err().by,
+        DeniedBy::Level(Level::Organization)
+    );
     let mut scoped = g.clone();
     scoped.narrow([id("wiki")].into_iter().collect());
-    assert_eq!(scoped.check_server(id("github")).unwrap_err().by, DeniedBy::Scope);
+    assert_eq!(
+        scoped.check_server(id("github")).unwrap_err().by,
+        DeniedBy::Scope
+    );
 }
 
 #[test]
@@ -107,8 +237,22 @@ fn tool_level_table() {
     let p = principal(
         &c,
         &[
-            (Level::Key, spec(None, None, &[("github", &["create_issue", "gh-list_issues", "delete_repo"])])),
-            (Level::Team, spec(None, None, &[("gh", &["create_issue", "list_issues"]), ("jira", &[])])),
+            (
+                Level::Key,
+                spec(
+                    None,
+                    None,
+                    &[("github", &["create_issue", "gh-list_issues", "delete_repo"])],
+                ),
+            ),
+            (
+                Level::Team,
+                spec(
+                    None,
+                    None,
+                    &[("gh", &["create_issue", "list_issues"]), ("jira", &[])],
+                ),
+            ),
         ],
     );
     let g = Grant::resolve(&c, &p);
@@ -118,36 +262,62 @@ fn tool_level_table() {
         ("github", "delete_repo", Err(DeniedBy::DisallowedTools)),
         ("github", "close_issue", Err(DeniedBy::Level(Level::Key))),
         ("github", "Create_Issue", Err(DeniedBy::Level(Level::Key))), // case-sensitive
-        ("jira", "anything", Err(DeniedBy::Level(Level::Team))),    // [] means no tools
+        ("jira", "anything", Err(DeniedBy::Level(Level::Team))),      // [] means no tools
         ("wiki", "search", Ok(())),
         ("wiki", "read", Ok(())), // allowed_tools written prefixed
         ("wiki", "write", Err(DeniedBy::AllowedTools)),
         ("secret", "launch", Ok(())),
     ];
     for (srv, tool, expected) in rows {
-        assert_eq!(g.check_tool(id(srv), tool).map_err(|d| d.by), *expected, "{srv}/{tool}");
+        assert_eq!(
+            g.check_tool(id(srv), tool).map_err(|d| d.by),
+            *expected,
+            "{srv}/{tool}"
+        );
     }
 }
 
 #[test]
 fn names_split_by_the_longest_known_server() {
-    let specs = vec![server("a"), server("a_b"), ServerSpec { alias: Some("x".into()), ..server("xeno") }];
+    let specs = vec![
+        server("a"),
+        server("a_b"),
+        ServerSpec {
+            alias: Some("x".into()),
+            ..server("xeno")
+        },
+    ];
     let c = Catalog::new(Settings::default(), specs).unwrap();
-    let split = |n: &str| c.split_prefixed(n).map(|(id, bare)| (c.server(id).name().to_owned(), bare.to_owned()));
+    let split = |n: &str| {
+        c.split_prefixed(n)
+            .map(|(id, bare)| (c.server(id).name().to_owned(), bare.to_owned()))
+    };
     assert_eq!(split("a-tool"), Some(("a".into(), "tool".into())));
-    assert_eq!(split("a_b-tool-with-dashes"), Some(("a_b".into(), "tool-with-dashes".into())));
+    assert_eq!(
+        split("a_b-tool-with-dashes"),
+        Some(("a_b".into(), "tool-with-dashes".into()))
+    );
     assert_eq!(split("x-run"), Some(("xeno".into(), "run".into())));
     assert_eq!(split("b-tool"), None);
     assert_eq!(split("a-"), None, "an empty tool name is no name");
     assert_eq!(split("atool"), None);
-    let settings = Settings { separator: "__".into(), ..Settings::default() };
+    let settings = Settings {
+        separator: "__".into(),
+        ..Settings::default()
+    };
     let c = Catalog::new(settings, vec![server("my-server")]).unwrap();
-    assert_eq!(c.split_prefixed("my-server__do-it").map(|(_, b)| b), Some("do-it"));
+    assert_eq!(
+        c.split_prefixed("my-server__do-it").map(|(_, b)| b),
+        Some("do-it")
+    );
 }
 
 #[test]
 fn unprefixed_names_with_collisions_are_withheld() {
-    let settings = Settings { tool_prefix: ToolPrefix::Never, ..Settings::default() };
+    let settings = Settings {
+        tool_prefix: ToolPrefix::Never,
+        ..Settings::default()
+    };
     let c = Catalog::new(settings, vec![server("a"), server("b")]).unwrap();
     let (a, b) = (c.lookup("a").unwrap(), c.lookup("b").unwrap());
     let mut index = NameIndex::default();
@@ -155,19 +325,45 @@ fn unprefixed_names_with_collisions_are_withheld() {
     index.insert(NameKind::Tool, "search", b);
     index.insert(NameKind::Tool, "only_a", a);
     index.insert(NameKind::Tool, "only_a", a);
-    assert_eq!(c.attribute(&Mount::Aggregate, Some(&index), NameKind::Tool, "only_a"), Some(Attribution::Server(a, "only_a")));
-    assert_eq!(c.attribute(&Mount::Aggregate, Some(&index), NameKind::Tool, "search"), Some(Attribution::Ambiguous));
-    assert_eq!(c.attribute(&Mount::Aggregate, Some(&index), NameKind::Tool, "nope"), None);
-    assert_eq!(c.attribute(&Mount::Aggregate, None, NameKind::Tool, "only_a"), None, "no index: fail closed");
-    assert_eq!(index.collisions(NameKind::Tool).collect::<Vec<_>>(), ["search"]);
-    assert_eq!(c.attribute(&Mount::Single("b".into()), None, NameKind::Tool, "x-y"), Some(Attribution::Server(b, "x-y")));
-    assert_eq!(c.attribute(&Mount::Single("zz".into()), None, NameKind::Tool, "x"), None);
+    assert_eq!(
+        c.attribute(&Mount::Aggregate, Some(&index), NameKind::Tool, "only_a"),
+        Some(Attribution::Server(a, "only_a"))
+    );
+    assert_eq!(
+        c.attribute(&Mount::Aggregate, Some(&index), NameKind::Tool, "search"),
+        Some(Attribution::Ambiguous)
+    );
+    assert_eq!(
+        c.attribute(&Mount::Aggregate, Some(&index), NameKind::Tool, "nope"),
+        None
+    );
+    assert_eq!(
+        c.attribute(&Mount::Aggregate, None, NameKind::Tool, "only_a"),
+        None,
+        "no index: fail closed"
+    );
+    assert_eq!(
+        index.collisions(NameKind::Tool).collect::<Vec<_>>(),
+        ["search"]
+    );
+    assert_eq!(
+        c.attribute(&Mount::Single("b".into()), None, NameKind::Tool, "x-y"),
+        Some(Attribution::Server(b, "x-y"))
+    );
+    assert_eq!(
+        c.attribute(&Mount::Single("zz".into()), None, NameKind::Tool, "x"),
+        None
+    );
 }
 
 #[test]
 fn allowed_params_table() {
     let spec = ServerSpec {
-        allowed_params: vec![("wiki-read".into(), vec!["status".into()]), ("none".into(), vec![]), ("two".into(), vec!["a".into(), "b".into()])],
+        allowed_params: vec![
+            ("wiki-read".into(), vec!["status".into()]),
+            ("none".into(), vec![]),
+            ("two".into(), vec!["a".into(), "b".into()]),
+        ],
         ..server("wiki")
     };
     let c = Catalog::new(Settings::default(), vec![spec]).unwrap();
@@ -175,11 +371,16 @@ fn allowed_params_table() {
     assert!(c.check_params(w, "read", &["status"]).is_ok());
     assert!(c.check_params(w, "read", &[] as &[&str]).is_ok());
     assert_eq!(
-        c.check_params(w, "read", &["limit", "status", "x"]).unwrap_err().to_string(),
+        c.check_params(w, "read", &["limit", "status", "x"])
+            .unwrap_err()
+            .to_string(),
         "Parameters ['limit', 'x'] are not allowed for tool read. Allowed parameters: ['status']. Contact proxy admin to allow these parameters."
     );
     assert!(c.check_params(w, "none", &[] as &[&str]).is_ok());
-    assert!(c.check_params(w, "none", &["a"]).is_err(), "[] allows no arguments");
+    assert!(
+        c.check_params(w, "none", &["a"]).is_err(),
+        "[] allows no arguments"
+    );
     assert!(c.check_params(w, "two", &["b", "a"]).is_ok());
     assert!(c.check_params(w, "unlisted", &["anything"]).is_ok());
 }
@@ -187,7 +388,10 @@ fn allowed_params_table() {
 #[test]
 fn prices() {
     let spec = ServerSpec {
-        cost: CostInfo { default_cost_per_query: Some(0.01), tool_name_to_cost_per_query: vec![("gh-create".into(), 0.05)] },
+        cost: CostInfo {
+            default_cost_per_query: Some(0.01),
+            tool_name_to_cost_per_query: vec![("gh-create".into(), 0.05)],
+        },
         alias: Some("gh".into()),
         ..server("github")
     };
@@ -196,26 +400,81 @@ fn prices() {
     assert_eq!(g.price("create"), 0.05);
     assert_eq!(g.price("other"), 0.01);
     assert_eq!(c.server(c.lookup("free").unwrap()).price("x"), 0.0);
-    let bad = ServerSpec { cost: CostInfo { default_cost_per_query: Some(-1.0), ..CostInfo::default() }, ..server("b") };
-    assert!(matches!(Catalog::new(Settings::default(), vec![bad]), Err(CatalogError::BadPrice { .. })));
+    let bad = ServerSpec {
+        cost: CostInfo {
+            default_cost_per_query: Some(-1.0),
+            ..CostInfo::default()
+        },
+        ..server("b")
+    };
+    assert!(matches!(
+        Catalog::new(Settings::default(), vec![bad]),
+        Err(CatalogError::BadPrice { .. })
+    ));
 }
 
 #[test]
 fn catalog_errors() {
     let err = |specs: Vec<ServerSpec>| Catalog::new(Settings::default(), specs).unwrap_err();
-    assert!(matches!(err(vec![server("a-b")]), CatalogError::SeparatorInName { .. }));
-    assert!(matches!(err(vec![ServerSpec { alias: Some("x-y".into()), ..server("a") }]), CatalogError::SeparatorInName { .. }));
-    assert!(matches!(err(vec![server("a"), server("a")]), CatalogError::DuplicateName(_)));
-    assert!(matches!(err(vec![server("a"), ServerSpec { alias: Some("a".into()), ..server("b") }]), CatalogError::DuplicateName(_)));
     assert!(matches!(
-        err(vec![ServerSpec { allowed_tools: Some(vec!["x".into()]), disallowed_tools: vec!["a-x".into()], ..server("a") }]),
+        err(vec![server("a-b")]),
+        CatalogError::SeparatorInName { .. }
+    ));
+    assert!(matches!(
+        err(vec![ServerSpec {
+            alias: Some("x-y".into()),
+            ..server("a")
+        }]),
+        CatalogError::SeparatorInName { .. }
+    ));
+    assert!(matches!(
+        err(vec![server("a"), server("a")]),
+        CatalogError::DuplicateName(_)
+    ));
+    assert!(matches!(
+        err(vec![
+            server("a"),
+            ServerSpec {
+                alias: Some("a".into()),
+                ..server("b")
+            }
+        ]),
+        CatalogError::DuplicateName(_)
+    ));
+    assert!(matches!(
+        err(vec![ServerSpec {
+            allowed_tools: Some(vec!["x".into()]),
+            disallowed_tools: vec!["a-x".into()],
+            ..server("a")
+        }]),
         CatalogError::AllowedAndDisallowed { .. }
     ));
-    assert!(matches!(err(vec![ServerSpec { access_groups: vec!["b".into()], ..server("a") }, server("b")]), CatalogError::GroupNamesServer(_)));
+    assert!(matches!(
+        err(vec![
+            ServerSpec {
+                access_groups: vec!["b".into()],
+                ..server("a")
+            },
+            server("b")
+        ]),
+        CatalogError::GroupNamesServer(_)
+    ));
     let c = catalog();
-    assert_eq!(c.compile_permissions(&spec(Some(&["nope"]), None, &[])).unwrap_err(), CatalogError::UnknownServer("nope".into()));
-    assert_eq!(c.compile_permissions(&spec(None, Some(&["nope"]), &[])).unwrap_err(), CatalogError::UnknownAccessGroup("nope".into()));
-    assert_eq!(c.compile_permissions(&spec(None, None, &[("nope", &["x"])])).unwrap_err(), CatalogError::UnknownServer("nope".into()));
+    assert_eq!(
+        c.compile_permissions(&spec(Some(&["nope"]), None, &[]))
+            .unwrap_err(),
+        CatalogError::UnknownServer("nope".into())
+    );
+    assert_eq!(
+        c.compile_permissions(&spec(None, Some(&["nope"]), &[]))
+            .unwrap_err(),
+        CatalogError::UnknownAccessGroup("nope".into())
+    );
+    assert_eq!(
+        c.compile_permissions(&spec(None, None, &[("nope", &["x"])]))
+            .unwrap_err(),
+        CatalogError::UnknownServer("nope".into())
+    );
 }
 
 #[test]
@@ -225,7 +484,12 @@ fn permissions_from_another_catalog_grant_nothing() {
     let p = principal(&old, &[(Level::Key, spec(Some(&["github"]), None, &[]))]);
     let g = Grant::resolve(&new, &p);
     assert!(g.effective().is_empty());
-    assert_eq!(g.check_server(new.lookup("github").unwrap()).unwrap_err().by, DeniedBy::StalePolicy);
+    assert_eq!(
+        g.check_server(new.lookup("github").unwrap())
+            .unwrap_err()
+            .by,
+        DeniedBy::StalePolicy
+    );
 }
 
 // ---- laws -------------------------------------------------------------------------------------
@@ -249,24 +513,40 @@ fn arb_catalog() -> impl Strategy<Value = Arc<Catalog>> {
 }
 
 fn arb_spec() -> impl Strategy<Value = Option<PermissionSpec>> {
-    let names = || prop::option::of(prop::collection::vec(prop::sample::select(SERVERS.to_vec()), 0..4));
+    let names = || {
+        prop::option::of(prop::collection::vec(
+            prop::sample::select(SERVERS.to_vec()),
+            0..4,
+        ))
+    };
     let tools = prop::option::of(prop::collection::vec(
-        (prop::sample::select(SERVERS.to_vec()), prop::collection::vec(prop::sample::select(vec!["t0", "t1", "t2", "t3"]), 0..3)),
+        (
+            prop::sample::select(SERVERS.to_vec()),
+            prop::collection::vec(prop::sample::select(vec!["t0", "t1", "t2", "t3"]), 0..3),
+        ),
         0..3,
     ));
-    prop::option::of((names(), tools).prop_map(|(servers, tools)| PermissionSpec {
-        mcp_servers: servers.map(|v| v.into_iter().map(str::to_owned).collect()),
-        mcp_access_groups: None,
-        mcp_tool_permissions: tools.map(|v| {
-            v.into_iter().map(|(s, t)| (s.to_owned(), t.into_iter().map(str::to_owned).collect())).collect()
+    prop::option::of(
+        (names(), tools).prop_map(|(servers, tools)| PermissionSpec {
+            mcp_servers: servers.map(|v| v.into_iter().map(str::to_owned).collect()),
+            mcp_access_groups: None,
+            mcp_tool_permissions: tools.map(|v| {
+                v.into_iter()
+                    .map(|(s, t)| (s.to_owned(), t.into_iter().map(str::to_owned).collect()))
+                    .collect()
+            }),
         }),
-    }))
+    )
 }
 
 fn build(c: &Catalog, specs: &[Option<PermissionSpec>]) -> Principal {
     let mut p = Principal::default();
     for (level, s) in Level::ALL.iter().zip(specs) {
-        p.set_level(*level, s.as_ref().map(|s| Arc::new(c.compile_permissions(s).unwrap())));
+        p.set_level(
+            *level,
+            s.as_ref()
+                .map(|s| Arc::new(c.compile_permissions(s).unwrap())),
+        );
     }
     p
 }

@@ -39,7 +39,11 @@ fn full(bytes: impl Into<Bytes>) -> BoxBody<Bytes, Infallible> {
 }
 
 fn chunked(chunks: Vec<Bytes>) -> BoxBody<Bytes, Infallible> {
-    BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks.into_iter().map(|c| Ok::<_, Infallible>(Frame::data(c))))))
+    BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|c| Ok::<_, Infallible>(Frame::data(c))),
+    )))
 }
 
 /// An inner service that records every body it receives and answers with `reply(body)`.
@@ -52,7 +56,10 @@ impl Inner {
     fn service(
         &self,
         reply: impl Fn(&[u8]) -> Reply + Clone + Send + Sync + 'static,
-    ) -> impl Service<Request<Body>, Response = Reply, Error = Infallible, Future: Send> + Clone + Send + 'static {
+    ) -> impl Service<Request<Body>, Response = Reply, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static {
         let seen = Arc::clone(&self.seen);
         tower::service_fn(move |req: Request<Body>| {
             let seen = Arc::clone(&seen);
@@ -71,29 +78,37 @@ impl Inner {
 
 fn json_reply(v: Value) -> Reply {
     let mut r = Response::new(full(serde_json::to_vec(&v).unwrap()));
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     r
 }
 
 fn post(body: impl Into<Bytes>) -> http::request::Builder {
     let _ = body;
-    Request::post("/mcp").header("x-litellm-api-key", "sk-a").header("content-type", "application/json")
+    Request::post("/mcp")
+        .header("x-litellm-api-key", "sk-a")
+        .header("content-type", "application/json")
 }
 
 fn req(body: &'static [u8]) -> Request<Body> {
-    post(Bytes::new()).body(Body::from(Bytes::from_static(body))).unwrap()
+    post(Bytes::new())
+        .body(Body::from(Bytes::from_static(body)))
+        .unwrap()
 }
 
 async fn body_json(r: Reply) -> Value {
     let bytes = r.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
 }
 
 #[tokio::test]
 async fn unreadable_or_ambiguous_requests_never_reach_the_service() {
     let gk = gatekeeper(POLICY);
     let inner = Inner::default();
-    let svc = ServiceBuilder::new().layer(gk.layer()).service(inner.service(|_| json_reply(json!({}))));
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(|_| json_reply(json!({}))));
     let bad: &[&[u8]] = &[
         br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github-create_issue","name":"secret-launch"}}"#,
         br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list","params":{"name":"secret-launch"}}"#,
@@ -109,7 +124,12 @@ async fn unreadable_or_ambiguous_requests_never_reach_the_service() {
     ];
     for body in bad {
         let r = svc.clone().oneshot(req(body)).await.unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            r.status(),
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
         let v = body_json(r).await;
         assert_eq!(v["error"]["code"], -32600, "{v}");
     }
@@ -129,24 +149,51 @@ async fn unreadable_or_ambiguous_requests_never_reach_the_service() {
     assert_eq!(inner.count(), 0);
     // Agreeing headers (plain and base64) pass.
     let mut r = req(call);
-    r.headers_mut().insert("mcp-method", "tools/call".parse().unwrap());
-    r.headers_mut().insert("mcp-name", "=?base64?Z2l0aHViLWNyZWF0ZV9pc3N1ZQ==?=".parse().unwrap());
-    assert_eq!(svc.clone().oneshot(r).await.unwrap().status(), StatusCode::OK);
+    r.headers_mut()
+        .insert("mcp-method", "tools/call".parse().unwrap());
+    r.headers_mut().insert(
+        "mcp-name",
+        "=?base64?Z2l0aHViLWNyZWF0ZV9pc3N1ZQ==?=".parse().unwrap(),
+    );
+    assert_eq!(
+        svc.clone().oneshot(r).await.unwrap().status(),
+        StatusCode::OK
+    );
     assert_eq!(inner.count(), 1);
 }
 
 #[tokio::test]
 async fn oversized_bodies_get_413_declared_or_not() {
-    let gk = gatekeeper(POLICY).with_limits(Limits { max_request_body: 64, ..Limits::default() });
+    let gk = gatekeeper(POLICY).with_limits(Limits {
+        max_request_body: 64,
+        ..Limits::default()
+    });
     let inner = Inner::default();
-    let svc = ServiceBuilder::new().layer(gk.layer()).service(inner.service(|_| json_reply(json!({}))));
-    let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"github-create_issue","arguments":{{"title":"{}"}}}}}}"#, "x".repeat(100));
-    let r = svc.clone().oneshot(post(Bytes::new()).body(Body::from(big.clone())).unwrap()).await.unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(|_| json_reply(json!({}))));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"github-create_issue","arguments":{{"title":"{}"}}}}}}"#,
+        "x".repeat(100)
+    );
+    let r = svc
+        .clone()
+        .oneshot(post(Bytes::new()).body(Body::from(big.clone())).unwrap())
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // The same bytes streamed in chunks without a length.
-    let chunks: Vec<Result<Bytes, Infallible>> = big.as_bytes().chunks(10).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let chunks: Vec<Result<Bytes, Infallible>> = big
+        .as_bytes()
+        .chunks(10)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     let streamed = Body::from_stream(futures_util::stream::iter(chunks));
-    let r = svc.clone().oneshot(post(Bytes::new()).body(streamed).unwrap()).await.unwrap();
+    let r = svc
+        .clone()
+        .oneshot(post(Bytes::new()).body(streamed).unwrap())
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body_json(r).await["error"]["code"], -32002);
     assert_eq!(inner.count(), 0);
@@ -162,13 +209,22 @@ fn filtered_list() -> Value {
 async fn json_list_replies_are_filtered_and_never_cached_as_public() {
     let gk = gatekeeper(POLICY);
     let inner = Inner::default();
-    let svc = ServiceBuilder::new().layer(gk.layer()).service(inner.service(|_| {
-        let mut r = json_reply(serde_json::from_str(LIST).unwrap());
-        r.headers_mut().insert("content-length", "9999".parse().unwrap());
-        r
-    }));
-    let r = svc.oneshot(req(br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#)).await.unwrap();
-    assert!(r.headers().get("content-length").is_none(), "a stale length is dropped");
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(|_| {
+            let mut r = json_reply(serde_json::from_str(LIST).unwrap());
+            r.headers_mut()
+                .insert("content-length", "9999".parse().unwrap());
+            r
+        }));
+    let r = svc
+        .oneshot(req(br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("content-length").is_none(),
+        "a stale length is dropped"
+    );
     assert_eq!(body_json(r).await, filtered_list());
 }
 
@@ -191,7 +247,11 @@ async fn sse_list_replies_are_filtered_at_any_chunking() {
     };
     // Every two-way split, and a few three-way ones.
     let mut splits: Vec<Vec<usize>> = (0..=stream.len()).map(|i| vec![i]).collect();
-    splits.extend((0..stream.len()).step_by(37).map(|i| vec![i, (i + 3).min(stream.len())]));
+    splits.extend(
+        (0..stream.len())
+            .step_by(37)
+            .map(|i| vec![i, (i + 3).min(stream.len())]),
+    );
     splits.push((1..stream.len()).collect()); // byte by byte
     for cuts in splits {
         let mut chunks = Vec::new();
@@ -202,16 +262,26 @@ async fn sse_list_replies_are_filtered_at_any_chunking() {
         }
         chunks.push(Bytes::copy_from_slice(&stream[last..]));
         let inner = Inner::default();
-        let svc = ServiceBuilder::new().layer(gk.layer()).service(inner.service(move |_| {
-            let mut r = Response::new(chunked(chunks.clone()));
-            r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
-            r
-        }));
-        let r = svc.oneshot(req(br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#)).await.unwrap();
+        let svc = ServiceBuilder::new()
+            .layer(gk.layer())
+            .service(inner.service(move |_| {
+                let mut r = Response::new(chunked(chunks.clone()));
+                r.headers_mut()
+                    .insert("content-type", "text/event-stream".parse().unwrap());
+                r
+            }));
+        let r = svc
+            .oneshot(req(br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
+            .await
+            .unwrap();
         let out = r.into_body().collect().await.unwrap().to_bytes();
         let out = String::from_utf8(out.to_vec()).unwrap();
         // Everything before the list event is byte-identical; the list event is rewritten.
-        assert_eq!(out[..list_start], String::from_utf8_lossy(&stream[..list_start]), "cuts {cuts:?}");
+        assert_eq!(
+            out[..list_start],
+            String::from_utf8_lossy(&stream[..list_start]),
+            "cuts {cuts:?}"
+        );
         assert_eq!(
             &out[list_start..],
             format!("id: 1\nevent: message\ndata: {expected_list}\n\n: bye\n\n"),
@@ -222,35 +292,66 @@ async fn sse_list_replies_are_filtered_at_any_chunking() {
 
 #[tokio::test]
 async fn a_never_ending_sse_event_is_cut_off() {
-    let gk = gatekeeper(POLICY).with_limits(Limits { max_sse_event: 1024, ..Limits::default() });
+    let gk = gatekeeper(POLICY).with_limits(Limits {
+        max_sse_event: 1024,
+        ..Limits::default()
+    });
     let inner = Inner::default();
-    let svc = ServiceBuilder::new().layer(gk.layer()).service(inner.service(|_| {
-        // A list event that never ends: 100 chunks of data with no blank line.
-        let mut chunks = vec![Bytes::from_static(b"data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[")];
-        chunks.extend(std::iter::repeat_n(Bytes::from_static(b"{\"name\":\"secret-launch\"},"), 100));
-        let mut r = Response::new(chunked(chunks));
-        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
-        r
-    }));
-    let r = svc.oneshot(req(br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#)).await.unwrap();
-    let out = String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(|_| {
+            // A list event that never ends: 100 chunks of data with no blank line.
+            let mut chunks = vec![Bytes::from_static(
+                b"data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[",
+            )];
+            chunks.extend(std::iter::repeat_n(
+                Bytes::from_static(b"{\"name\":\"secret-launch\"},"),
+                100,
+            ));
+            let mut r = Response::new(chunked(chunks));
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            r
+        }));
+    let r = svc
+        .oneshot(req(br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
+        .await
+        .unwrap();
+    let out =
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(!out.contains("secret-launch"), "{out}");
-    assert!(out.contains("too large to filter") && out.contains("\"id\":7"), "{out}");
+    assert!(
+        out.contains("too large to filter") && out.contains("\"id\":7"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
 async fn jsonrpc_error_denial_style() {
-    let policy = POLICY.replacen('{', r#"{"general_settings": {"denial_style": "jsonrpc_error"},"#, 1);
+    let policy = POLICY.replacen(
+        '{',
+        r#"{"general_settings": {"denial_style": "jsonrpc_error"},"#,
+        1,
+    );
     let gk = gatekeeper(&policy);
     let inner = Inner::default();
-    let svc = ServiceBuilder::new().layer(gk.layer()).service(inner.service(|_| json_reply(json!({}))));
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(|_| json_reply(json!({}))));
     let r = svc
         .oneshot(req(br#"{"jsonrpc":"2.0","id":"x-1","method":"tools/call","params":{"name":"secret-launch"}}"#))
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let rejection = r.extensions().get::<mcp_gatekeeper::rejection::Rejection>().cloned().unwrap();
-    assert!(matches!(rejection.kind(), mcp_gatekeeper::rejection::RejectionKind::ToolDenied { .. }));
+    let rejection = r
+        .extensions()
+        .get::<mcp_gatekeeper::rejection::Rejection>()
+        .cloned()
+        .unwrap();
+    assert!(matches!(
+        rejection.kind(),
+        mcp_gatekeeper::rejection::RejectionKind::ToolDenied { .. }
+    ));
     assert_eq!(
         body_json(r).await,
         json!({"jsonrpc":"2.0","id":"x-1","error":{"code":-32602,"message":"Tool secret-launch is not allowed for this key"}})
@@ -263,33 +364,58 @@ async fn each_layer_works_alone() {
     let gk = gatekeeper(POLICY);
     let call = |name: &str, args: Value| {
         let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":args}});
-        Request::post("/mcp").body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap()
+        Request::post("/mcp")
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
     };
     // Permission without identity: nobody is known, so nothing is allowed.
     let inner = Inner::default();
-    let svc = ServiceBuilder::new().layer(PermissionLayer::new(gk.clone())).service(inner.service(|_| json_reply(json!({}))));
-    let r = svc.oneshot(call("github-create_issue", json!({}))).await.unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(PermissionLayer::new(gk.clone()))
+        .service(inner.service(|_| json_reply(json!({}))));
+    let r = svc
+        .oneshot(call("github-create_issue", json!({})))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // allowed_params alone.
-    let svc = ServiceBuilder::new().layer(AllowedParamsLayer::new(gk.clone())).service(inner.service(|_| json_reply(json!({}))));
-    let r = svc.clone().oneshot(call("github-create_issue", json!({"title": 1, "body": 2}))).await.unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(AllowedParamsLayer::new(gk.clone()))
+        .service(inner.service(|_| json_reply(json!({}))));
+    let r = svc
+        .clone()
+        .oneshot(call("github-create_issue", json!({"title": 1, "body": 2})))
+        .await
+        .unwrap();
     let v = body_json(r).await;
     assert_eq!(v["result"]["isError"], true);
     assert_eq!(
         v["result"]["content"][0]["text"],
         "Error: Parameters ['body'] are not allowed for tool create_issue. Allowed parameters: ['title']. Contact proxy admin to allow these parameters."
     );
-    let ok = svc.oneshot(call("github-create_issue", json!({"title": 1}))).await.unwrap();
+    let ok = svc
+        .oneshot(call("github-create_issue", json!({"title": 1})))
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(inner.count(), 1);
     // Namespace alone: unknown names are refused; known ones pass (nothing to intersect with).
-    let svc = ServiceBuilder::new().layer(NamespaceLayer::new(gk.clone())).service(inner.service(|_| json_reply(json!({}))));
+    let svc = ServiceBuilder::new()
+        .layer(NamespaceLayer::new(gk.clone()))
+        .service(inner.service(|_| json_reply(json!({}))));
     let mut r = call("x", json!({}));
-    r.headers_mut().insert("x-mcp-servers", "github,nope".parse().unwrap());
+    r.headers_mut()
+        .insert("x-mcp-servers", "github,nope".parse().unwrap());
     let r = svc.clone().oneshot(r).await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_eq!(body_json(r).await, json!({"error": "The key is not allowed to access the requested MCP servers: nope"}));
-    let r = svc.oneshot(Request::post("/secret/mcp").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(
+        body_json(r).await,
+        json!({"error": "The key is not allowed to access the requested MCP servers: nope"})
+    );
+    let r = svc
+        .oneshot(Request::post("/secret/mcp").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -297,17 +423,28 @@ async fn each_layer_works_alone() {
 async fn client_messages_other_than_requests_pass() {
     let gk = gatekeeper(POLICY);
     let inner = Inner::default();
-    let svc = ServiceBuilder::new().layer(gk.layer()).service(inner.service(|_| Response::new(full(Bytes::new()))));
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(|_| Response::new(full(Bytes::new()))));
     for body in [
         &br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#[..],
         br#"{"jsonrpc":"2.0","id":"srv-1","result":{"action":"accept","content":{}}}"#,
         br#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
     ] {
-        assert_eq!(svc.clone().oneshot(req(body)).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            svc.clone().oneshot(req(body)).await.unwrap().status(),
+            StatusCode::OK
+        );
     }
     // GET (the SSE stream) and DELETE are not inspected.
-    let get = Request::get("/mcp").header("x-litellm-api-key", "sk-a").body(Body::empty()).unwrap();
-    assert_eq!(svc.clone().oneshot(get).await.unwrap().status(), StatusCode::OK);
+    let get = Request::get("/mcp")
+        .header("x-litellm-api-key", "sk-a")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        svc.clone().oneshot(get).await.unwrap().status(),
+        StatusCode::OK
+    );
     assert_eq!(inner.count(), 4);
 }
 
@@ -319,12 +456,19 @@ async fn a_call_whose_client_goes_away_is_recorded_once() {
         let events = Arc::clone(&events);
         move |e: ToolCallEvent| events.lock().unwrap().push(e)
     };
-    let hang = tower::service_fn(|_: Request<Body>| std::future::pending::<Result<Reply, Infallible>>());
-    let svc = ServiceBuilder::new().layer(gk.layer().spend_sink(sink.clone())).service(hang);
+    let hang =
+        tower::service_fn(|_: Request<Body>| std::future::pending::<Result<Reply, Infallible>>());
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer().spend_sink(sink.clone()))
+        .service(hang);
     let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github-create_issue","arguments":{"title":"t"}}}"#;
     let fut = svc.oneshot(req(body));
     // The client gives up while the tool runs.
-    assert!(tokio::time::timeout(std::time::Duration::from_millis(50), fut).await.is_err());
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), fut)
+            .await
+            .is_err()
+    );
     let got = events.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].outcome, Outcome::Disconnected);
@@ -333,17 +477,25 @@ async fn a_call_whose_client_goes_away_is_recorded_once() {
     // And when it goes away while the reply streams.
     events.lock().unwrap().clear();
     let slow = tower::service_fn(|_: Request<Body>| async {
-        let stream = futures_util::stream::once(async { Ok::<_, Infallible>(Frame::data(Bytes::from_static(b": start\n\n"))) })
-            .chain(futures_util::stream::pending());
+        let stream = futures_util::stream::once(async {
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b": start\n\n")))
+        })
+        .chain(futures_util::stream::pending());
         let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
         Ok::<_, Infallible>(r)
     });
-    let svc = ServiceBuilder::new().layer(CostLayer::new(gk.clone()).sink(sink)).service(slow);
+    let svc = ServiceBuilder::new()
+        .layer(CostLayer::new(gk.clone()).sink(sink))
+        .service(slow);
     let r = svc.oneshot(req(body)).await.unwrap();
     let mut body = r.into_body();
     let first = body.frame().await.unwrap().unwrap();
-    assert_eq!(first.into_data().unwrap(), Bytes::from_static(b": start\n\n"));
+    assert_eq!(
+        first.into_data().unwrap(),
+        Bytes::from_static(b": start\n\n")
+    );
     assert!(events.lock().unwrap().is_empty(), "not finished yet");
     drop(body);
     let got = events.lock().unwrap().clone();
@@ -359,14 +511,26 @@ mod laws {
 
     const TOOLS: [&str; 8] = ["a-x", "a-y", "b-x", "b-y-z", "c-x", "c-del", "d-x", "zz-x"];
 
-    fn policy(key_servers: Option<Vec<&str>>, tool_perms: Vec<(&str, Vec<&str>)>, org: Option<Vec<&str>>, allowed: bool) -> String {
+    fn policy(
+        key_servers: Option<Vec<&str>>,
+        tool_perms: Vec<(&str, Vec<&str>)>,
+        org: Option<Vec<&str>>,
+        allowed: bool,
+    ) -> String {
         let mut key = json!({"key": "sk-a"});
         let mut op = serde_json::Map::new();
         if let Some(s) = key_servers {
             op.insert("mcp_servers".into(), json!(s));
         }
         if !tool_perms.is_empty() {
-            op.insert("mcp_tool_permissions".into(), json!(tool_perms.into_iter().collect::<std::collections::BTreeMap<_, _>>()));
+            op.insert(
+                "mcp_tool_permissions".into(),
+                json!(
+                    tool_perms
+                        .into_iter()
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                ),
+            );
         }
         key["object_permission"] = Value::Object(op);
         let mut doc = json!({
@@ -383,7 +547,8 @@ mod laws {
         }
         if let Some(o) = org {
             doc["keys"][0]["organization_id"] = json!("o");
-            doc["organizations"] = json!([{"organization_id": "o", "object_permission": {"mcp_servers": o}}]);
+            doc["organizations"] =
+                json!([{"organization_id": "o", "object_permission": {"mcp_servers": o}}]);
         }
         doc.to_string()
     }

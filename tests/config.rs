@@ -1,0 +1,203 @@
+//! Loading configuration: LiteLLM's block loads, and every mistake is a load-time error that
+//! names the file, the path in it and the fix.
+
+use mcp_gatekeeper::config::Config;
+
+fn err(json: &str) -> String {
+    match Config::from_json_str(json).and_then(|c| c.policy().map(|_| ())) {
+        Ok(()) => panic!("accepted: {json}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn litellm_mcp_servers_block_loads_unchanged() {
+    let c = Config::from_json_str(r#"{"mcp_servers": {
+        "deepwiki": {"url": "https://mcp.deepwiki.com/mcp", "transport": "http", "description": "docs",
+                     "mcp_info": {"server_name": "DeepWiki", "logo_url": "https://x/logo.png",
+                                  "mcp_server_cost_info": {"default_cost_per_query": 0.1}}},
+        "everything": {"transport": "stdio", "command": "npx", "args": ["-y", "@modelcontextprotocol/server-everything"], "env": {"A": "b"}},
+        "legacy": {"url": "http://127.0.0.1:1/sse", "transport": "sse", "auth_type": "bearer_token", "auth_value": "t",
+                   "extra_headers": ["x-request-id"], "static_headers": {"x-team": "p"}, "access_groups": ["g"]},
+        "oauth": {"url": "http://x/mcp", "auth_type": "oauth2", "client_id": "id", "client_secret": "s",
+                  "token_url": "http://x/token", "scopes": ["a"], "authorization_url": "http://x/auth", "registration_url": "http://x/reg"}
+    }}"#)
+    .unwrap();
+    let p = c.policy().unwrap();
+    assert_eq!(p.catalog().servers().len(), 4);
+    assert_eq!(
+        p.catalog()
+            .server(p.catalog().lookup("deepwiki").unwrap())
+            .price("x"),
+        0.1
+    );
+}
+
+#[test]
+fn mistakes_name_the_path_and_the_fix() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"mcp_servers": {"a": {"url": "u", "alowed_tools": []}}}"#,
+            "at mcp_servers.a.alowed_tools: unknown field `alowed_tools`, expected one of `url`",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u", "spec_path": "x.json"}}}"#,
+            "at mcp_servers.a.spec_path: LiteLLM accepts this field, but mcp-gatekeeper does not implement it yet",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}, "a": {"url": "v"}}}"#,
+            "duplicate key \"a\"",
+        ),
+        (
+            r#"{"mcp_servers": {"a-b": {"url": "u"}}}"#,
+            "at mcp_servers.a-b: the server name or alias \"a-b\" contains the tool prefix separator",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u", "allowed_tools": ["x"], "disallowed_tools": ["x"]}}}"#,
+            "at mcp_servers.a.disallowed_tools: tool \"x\" of server \"a\" is in both allowed_tools and disallowed_tools",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"transport": "stdio"}}}"#,
+            "at mcp_servers.a.command: a stdio server needs a command",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {}}}"#,
+            "at mcp_servers.a.url: an http or sse server needs a url",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}}, "keys": [{"key": "k", "object_permission": {"mcp_servers": ["b"]}}]}"#,
+            "at keys[0].object_permission: no MCP server is named \"b\"",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}}, "teams": [{"team_id": "t", "object_permission": {"mcp_access_groups": ["g"]}}]}"#,
+            "at teams[0].object_permission: no MCP server is in access group \"g\"",
+        ),
+        (
+            r#"{"keys": [{"key": "k", "team_id": "t"}]}"#,
+            "at keys[0].team_id: team \"t\" is not defined",
+        ),
+        (
+            r#"{"keys": [{"key": "k", "organization_id": "o"}]}"#,
+            "at keys[0].organization_id: organization \"o\" is not defined",
+        ),
+        (
+            r#"{"keys": [{"key": "k", "agent_id": "x"}]}"#,
+            "at keys[0].agent_id: agent \"x\" is not defined",
+        ),
+        (
+            r#"{"keys": [{"key": "k"}, {"key": "k"}]}"#,
+            "at keys: the key of keys[1] is used twice",
+        ),
+        (
+            r#"{"keys": [{"key_alias": "a"}]}"#,
+            "at keys[0]: a key entry needs key or key_hash",
+        ),
+        (
+            r#"{"keys": [{"key_hash": "sha256:12"}]}"#,
+            "at keys[0].key_hash: write the key hash as sha256:<64 hex digits>",
+        ),
+        (
+            r#"{"keys": [{"key": "os.environ/MCP_GATEKEEPER_TEST_UNSET"}]}"#,
+            "at keys[0].key: environment variable MCP_GATEKEEPER_TEST_UNSET is not set",
+        ),
+        (
+            r#"{"general_settings": {"tool_prefix": "sometimes"}}"#,
+            "at general_settings.tool_prefix: unknown variant `sometimes`",
+        ),
+        (
+            r#"{"general_settings": {"tool_prefix_separator": ""}}"#,
+            "at general_settings.tool_prefix_separator: the tool prefix separator must not be empty",
+        ),
+        (r#"{"model_list": []}"#, "unknown field `model_list`"),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u", "mcp_info": {"mcp_server_cost_info": {"default_cost_per_query": -1}}}}}"#,
+            "must be a non-negative number",
+        ),
+    ];
+    for (json, expected) in cases {
+        let got = err(json);
+        assert!(
+            got.contains(expected),
+            "for {json}\n got: {got}\nwant: {expected}"
+        );
+    }
+}
+
+#[test]
+fn errors_name_the_file_and_secrets_never_print() {
+    let dir = std::env::temp_dir().join(format!("mcpgk-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"mcp_servers": {"a": {"url": "u", "auth_value": "super-secret-token", "bogus": 1}}}"#,
+    )
+    .unwrap();
+    let e = Config::from_path(&file).unwrap_err();
+    assert_eq!(e.file(), Some(file.as_path()));
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}: at mcp_servers.a.bogus: unknown field `bogus`",
+            file.display()
+        )),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("super-secret-token"));
+    let good = dir.join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"mcp_servers": {"a": {"url": "u", "auth_value": "super-secret-token"}}}"#,
+    )
+    .unwrap();
+    let c = Config::from_path(&good).unwrap();
+    assert!(
+        !format!("{c:?}").contains("super-secret-token"),
+        "Debug never shows secrets"
+    );
+    let unknown = dir.join("config.toml");
+    std::fs::write(&unknown, "").unwrap();
+    assert!(
+        Config::from_path(&unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("name the file .json, .yaml or .yml")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn environment_values_are_read_at_load() {
+    // PATH is set wherever tests run; setting a variable here would need `unsafe`.
+    let path = std::env::var("PATH").unwrap();
+    let c = Config::from_json_str(r#"{"keys": [{"key": "os.environ/PATH", "key_alias": "env"}]}"#)
+        .unwrap();
+    let p = c.policy().unwrap();
+    let digest = mcp_gatekeeper::identity::KeyDigest::of(&path);
+    assert_eq!(
+        p.identities()
+            .principal(&digest, None, None)
+            .unwrap()
+            .key_alias
+            .as_deref(),
+        Some("env")
+    );
+}
+
+#[cfg(feature = "config-yaml")]
+#[test]
+fn yaml_loads_with_the_same_checks() {
+    let c = Config::from_yaml_str(
+        "general_settings:\n  master_key: sk-admin\n  tool_prefix: never\nmcp_servers:\n  github_mcp:\n    url: http://127.0.0.1:9001/mcp\n    alias: gh\n    allowed_params: {create_issue: [title, body]}\nkeys:\n  - key: sk-alice\n    object_permission: {mcp_servers: [github_mcp], mcp_tool_permissions: {gh: [create_issue]}}\n",
+    )
+    .unwrap();
+    assert!(c.policy().is_ok());
+    let e = Config::from_yaml_str("mcp_servers:\n  a:\n    url: u\n    allowd_params: {}\n")
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("at mcp_servers.a.allowd_params: unknown field `allowd_params`"),
+        "{e}"
+    );
+    let e = Config::from_yaml_str("mcp_servers:\n  a: {url: u}\n  a: {url: v}\n").unwrap_err();
+    assert!(e.to_string().contains("duplicate"), "{e}");
+}
