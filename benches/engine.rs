@@ -1,1 +1,135 @@
-fn main() {}
+//! Criterion benchmarks of the per-request work: parsing, grant resolution, the tool
+//! predicate, list filtering (JSON and SSE, with schema pruning), allowed_params, key lookup.
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mcp_gatekeeper::Gatekeeper;
+use mcp_gatekeeper::config::Config;
+use mcp_gatekeeper::engine::{Grant, Level, Principal};
+use mcp_gatekeeper::identity::{IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec};
+use mcp_gatekeeper::permission::ListFilter;
+use mcp_gatekeeper::protocol::{Method, RequestId, parse_request, sse};
+use serde_json::{Value, json};
+
+const CALL: &[u8] = br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"github-create_issue","arguments":{"title":"Crash on start","body":"It crashes when the config is empty.","labels":["bug","p1"]},"_meta":{"progressToken":7}}}"#;
+
+fn policy_doc(servers: usize) -> String {
+    let mut mcp = serde_json::Map::new();
+    for i in 0..servers {
+        mcp.insert(
+            format!("s{i}"),
+            json!({"url": "http://x", "access_groups": [format!("g{}", i % 4)], "disallowed_tools": ["t3"],
+                   "allowed_params": {"t1": ["a", "b"]}}),
+        );
+    }
+    let perms = |v: &[&str]| json!({"mcp_servers": v, "mcp_tool_permissions": {"s1": ["t1", "t2"]}});
+    json!({
+        "mcp_servers": mcp,
+        "keys": [
+            {"key": "k1", "object_permission": perms(&["s0", "s1", "s2"])},
+            {"key": "k3", "team_id": "t", "organization_id": "o", "object_permission": perms(&["s0", "s1", "s2"])},
+            {"key": "k5", "team_id": "t", "organization_id": "o", "agent_id": "a", "object_permission": perms(&["s0", "s1", "s2"])}
+        ],
+        "teams": [{"team_id": "t", "object_permission": {"mcp_access_groups": ["g0", "g1", "g2"]}}],
+        "organizations": [{"organization_id": "o", "object_permission": {"mcp_servers": ["s0", "s1", "s2", "s3"]}}],
+        "end_users": [{"user_id": "u", "object_permission": {"mcp_servers": ["s1", "s2"]}}],
+        "agents": [{"agent_id": "a", "object_permission": {"mcp_servers": ["s1", "s2", "s3"]}}]
+    })
+    .to_string()
+}
+
+fn bench_parse(c: &mut Criterion) {
+    c.bench_function("parse tools/call", |b| b.iter(|| parse_request(black_box(CALL)).unwrap()));
+}
+
+fn bench_grant(c: &mut Criterion) {
+    let policy = Config::from_json_str(&policy_doc(16)).unwrap().policy().unwrap();
+    let catalog = Arc::clone(policy.catalog());
+    let mut group = c.benchmark_group("resolve grant");
+    for (levels, key, user) in [(1, "k1", None), (3, "k3", None), (5, "k5", Some("u"))] {
+        let p: Principal = policy.identities().principal(&KeyDigest::of(key), user, None).unwrap();
+        assert_eq!(Level::ALL.iter().filter(|l| p.level(**l).is_some()).count(), levels);
+        group.bench_with_input(BenchmarkId::from_parameter(format!("{levels} levels")), &p, |b, p| {
+            b.iter(|| Grant::resolve(black_box(&catalog), black_box(p)))
+        });
+    }
+    group.finish();
+    let p = policy.identities().principal(&KeyDigest::of("k5"), Some("u"), None).unwrap();
+    let grant = Grant::resolve(&catalog, &p);
+    let s1 = catalog.lookup("s1").unwrap();
+    c.bench_function("tool predicate", |b| b.iter(|| grant.check_tool(black_box(s1), black_box("t1"))));
+    c.bench_function("allowed_params check", |b| {
+        b.iter(|| catalog.check_params(black_box(s1), black_box("t1"), black_box(&["a", "b"])))
+    });
+}
+
+fn tool_list(n: usize) -> Value {
+    let tools: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"name": format!("s{}-t{}", i % 8, i % 5), "description": "A tool that does something useful with its inputs.",
+                   "inputSchema": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}, "c": {"type": "string"}}, "required": ["a"]}})
+        })
+        .collect();
+    json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}})
+}
+
+fn bench_filter(c: &mut Criterion) {
+    let policy = Config::from_json_str(&policy_doc(8)).unwrap().policy().unwrap();
+    let catalog = Arc::clone(policy.catalog());
+    let gk = Gatekeeper::new(policy);
+    let p = gk.policy().identities().principal(&KeyDigest::of("k3"), None, None).unwrap();
+    let grant = Grant::resolve(&catalog, &p);
+    let filter = ListFilter::new(grant, Method::ToolsList, RequestId::Number(1), &gk);
+    let mut group = c.benchmark_group("filter tools/list");
+    for n in [10, 100, 1_000, 10_000] {
+        let json = serde_json::to_vec(&tool_list(n)).unwrap();
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("json", n), &json, |b, json| {
+            b.iter(|| {
+                let mut v: Value = serde_json::from_slice(json).unwrap();
+                filter.apply(&mut v);
+                serde_json::to_vec(&v).unwrap()
+            })
+        });
+        let event = format!("id: 1\nevent: message\ndata: {}\n\n", String::from_utf8(json.clone()).unwrap());
+        group.bench_with_input(BenchmarkId::new("sse", n), &event, |b, event| {
+            b.iter(|| {
+                let mut framer = sse::SseFramer::new(64 << 20);
+                framer.push(event.as_bytes());
+                let raw = framer.next_event().unwrap().unwrap();
+                let data = sse::event_data(&raw).unwrap();
+                let mut v: Value = serde_json::from_str(&data).unwrap();
+                filter.apply(&mut v);
+                sse::replace_data(&raw, &serde_json::to_string(&v).unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_keys(c: &mut Criterion) {
+    let catalog = Config::from_json_str(&policy_doc(4)).unwrap().catalog().unwrap();
+    let mut group = c.benchmark_group("key lookup");
+    for n in [10usize, 1_000_000] {
+        let spec = IdentitySpec {
+            keys: (0..n)
+                .map(|i| KeySpec { key: Some(KeyMaterial::Plain(format!("sk-{i}"))), ..KeySpec::default() })
+                .collect(),
+            ..IdentitySpec::default()
+        };
+        let store = IdentityStore::build(&catalog, &spec).unwrap();
+        let probe = format!("sk-{}", n / 2);
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            // What the identity layer does per request: hash the presented key, look it up.
+            b.iter(|| store.principal(&KeyDigest::of(black_box(&probe)), None, None).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_parse, bench_grant, bench_filter, bench_keys);
+criterion_main!(benches);

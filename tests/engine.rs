@@ -78,7 +78,8 @@ fn server_hierarchy_table() {
     let s = |v: &[&str]| spec(Some(v), None, &[]);
     let g = |v: &[&str]| spec(None, Some(v), &[]);
     let none: &[&str] = &[];
-    let rows: Vec<(&str, Vec<(Level, PermissionSpec)>, Vec<&str>)> = vec![
+    type Row<'a> = (&'a str, Vec<(Level, PermissionSpec)>, Vec<&'a str>);
+    let rows: Vec<Row> = vec![
         (
             "no level restricts: every server",
             vec![],

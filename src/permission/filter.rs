@@ -6,8 +6,11 @@ use crate::engine::{Attribution, Catalog, Grant, Mount, NameIndex, NameKind};
 use crate::protocol::{Method, RequestId};
 
 /// What to filter in one list reply, and for whom.
+///
+/// The permission layer builds one per list request; it is public so the same rewrite can be
+/// used (and measured) outside a tower stack.
 #[derive(Clone, Debug)]
-pub(crate) struct ListFilter {
+pub struct ListFilter {
     pub(crate) grant: Grant,
     pub(crate) method: Method,
     pub(crate) id: RequestId,
@@ -16,8 +19,16 @@ pub(crate) struct ListFilter {
 }
 
 impl ListFilter {
-    /// If `message` is the reply to our request, filters it and returns `true`.
-    pub(crate) fn apply(&self, message: &mut Value) -> bool {
+    /// A filter for the reply to request `id` of a list `method`, for `grant`.
+    #[must_use]
+    pub fn new(grant: Grant, method: Method, id: RequestId, gatekeeper: &crate::Gatekeeper) -> Self {
+        Self { grant, method, id, mount: gatekeeper.mount().clone(), index: gatekeeper.name_index() }
+    }
+
+    /// If `message` is the JSON-RPC reply to our request, filters it (items outside the grant
+    /// removed, tool schemas pruned to `allowed_params`, `cacheScope` made private) and returns
+    /// `true`.
+    pub fn apply(&self, message: &mut Value) -> bool {
         let Some(obj) = message.as_object_mut() else {
             return false;
         };

@@ -28,7 +28,7 @@ use crate::protocol::{McpRequest, MessageKind, Method};
 use crate::rejection::Rejection;
 
 use self::body::FilterBody;
-use self::filter::ListFilter;
+pub use self::filter::ListFilter;
 
 /// The server and bare name a permitted `tools/call` resolved to; later layers (allowed_params,
 /// cost) read it from the request extensions.
@@ -244,13 +244,8 @@ fn decide(
             }
         }
         m if m.is_list() => {
-            reply.filter = Some(ListFilter {
-                grant: grant.clone(),
-                method: m.clone(),
-                id: head.id.clone().expect("requests have an id"),
-                mount: gk.mount().clone(),
-                index: gk.name_index(),
-            });
+            let id = head.id.clone().expect("requests have an id");
+            reply.filter = Some(ListFilter::new(grant.clone(), m.clone(), id, gk));
         }
         _ => {}
     }
