@@ -26,7 +26,8 @@ fn policy_doc(servers: usize) -> String {
                    "allowed_params": {"t1": ["a", "b"]}}),
         );
     }
-    let perms = |v: &[&str]| json!({"mcp_servers": v, "mcp_tool_permissions": {"s1": ["t1", "t2"]}});
+    let perms =
+        |v: &[&str]| json!({"mcp_servers": v, "mcp_tool_permissions": {"s1": ["t1", "t2"]}});
     json!({
         "mcp_servers": mcp,
         "keys": [
@@ -43,25 +44,43 @@ fn policy_doc(servers: usize) -> String {
 }
 
 fn bench_parse(c: &mut Criterion) {
-    c.bench_function("parse tools/call", |b| b.iter(|| parse_request(black_box(CALL)).unwrap()));
+    c.bench_function("parse tools/call", |b| {
+        b.iter(|| parse_request(black_box(CALL)).unwrap())
+    });
 }
 
 fn bench_grant(c: &mut Criterion) {
-    let policy = Config::from_json_str(&policy_doc(16)).unwrap().policy().unwrap();
+    let policy = Config::from_json_str(&policy_doc(16))
+        .unwrap()
+        .policy()
+        .unwrap();
     let catalog = Arc::clone(policy.catalog());
     let mut group = c.benchmark_group("resolve grant");
     for (levels, key, user) in [(1, "k1", None), (3, "k3", None), (5, "k5", Some("u"))] {
-        let p: Principal = policy.identities().principal(&KeyDigest::of(key), user, None).unwrap();
-        assert_eq!(Level::ALL.iter().filter(|l| p.level(**l).is_some()).count(), levels);
-        group.bench_with_input(BenchmarkId::from_parameter(format!("{levels} levels")), &p, |b, p| {
-            b.iter(|| Grant::resolve(black_box(&catalog), black_box(p)))
-        });
+        let p: Principal = policy
+            .identities()
+            .principal(&KeyDigest::of(key), user, None)
+            .unwrap();
+        assert_eq!(
+            Level::ALL.iter().filter(|l| p.level(**l).is_some()).count(),
+            levels
+        );
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("{levels} levels")),
+            &p,
+            |b, p| b.iter(|| Grant::resolve(black_box(&catalog), black_box(p))),
+        );
     }
     group.finish();
-    let p = policy.identities().principal(&KeyDigest::of("k5"), Some("u"), None).unwrap();
+    let p = policy
+        .identities()
+        .principal(&KeyDigest::of("k5"), Some("u"), None)
+        .unwrap();
     let grant = Grant::resolve(&catalog, &p);
     let s1 = catalog.lookup("s1").unwrap();
-    c.bench_function("tool predicate", |b| b.iter(|| grant.check_tool(black_box(s1), black_box("t1"))));
+    c.bench_function("tool predicate", |b| {
+        b.iter(|| grant.check_tool(black_box(s1), black_box("t1")))
+    });
     c.bench_function("allowed_params check", |b| {
         b.iter(|| catalog.check_params(black_box(s1), black_box("t1"), black_box(&["a", "b"])))
     });
@@ -78,10 +97,17 @@ fn tool_list(n: usize) -> Value {
 }
 
 fn bench_filter(c: &mut Criterion) {
-    let policy = Config::from_json_str(&policy_doc(8)).unwrap().policy().unwrap();
+    let policy = Config::from_json_str(&policy_doc(8))
+        .unwrap()
+        .policy()
+        .unwrap();
     let catalog = Arc::clone(policy.catalog());
     let gk = Gatekeeper::new(policy);
-    let p = gk.policy().identities().principal(&KeyDigest::of("k3"), None, None).unwrap();
+    let p = gk
+        .policy()
+        .identities()
+        .principal(&KeyDigest::of("k3"), None, None)
+        .unwrap();
     let grant = Grant::resolve(&catalog, &p);
     let filter = ListFilter::new(grant, Method::ToolsList, RequestId::Number(1), &gk);
     let mut group = c.benchmark_group("filter tools/list");
@@ -95,7 +121,10 @@ fn bench_filter(c: &mut Criterion) {
                 serde_json::to_vec(&v).unwrap()
             })
         });
-        let event = format!("id: 1\nevent: message\ndata: {}\n\n", String::from_utf8(json.clone()).unwrap());
+        let event = format!(
+            "id: 1\nevent: message\ndata: {}\n\n",
+            String::from_utf8(json.clone()).unwrap()
+        );
         group.bench_with_input(BenchmarkId::new("sse", n), &event, |b, event| {
             b.iter(|| {
                 let mut framer = sse::SseFramer::new(64 << 20);
@@ -112,12 +141,18 @@ fn bench_filter(c: &mut Criterion) {
 }
 
 fn bench_keys(c: &mut Criterion) {
-    let catalog = Config::from_json_str(&policy_doc(4)).unwrap().catalog().unwrap();
+    let catalog = Config::from_json_str(&policy_doc(4))
+        .unwrap()
+        .catalog()
+        .unwrap();
     let mut group = c.benchmark_group("key lookup");
     for n in [10usize, 1_000_000] {
         let spec = IdentitySpec {
             keys: (0..n)
-                .map(|i| KeySpec { key: Some(KeyMaterial::Plain(format!("sk-{i}"))), ..KeySpec::default() })
+                .map(|i| KeySpec {
+                    key: Some(KeyMaterial::Plain(format!("sk-{i}"))),
+                    ..KeySpec::default()
+                })
                 .collect(),
             ..IdentitySpec::default()
         };
@@ -125,7 +160,11 @@ fn bench_keys(c: &mut Criterion) {
         let probe = format!("sk-{}", n / 2);
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             // What the identity layer does per request: hash the presented key, look it up.
-            b.iter(|| store.principal(&KeyDigest::of(black_box(&probe)), None, None).unwrap())
+            b.iter(|| {
+                store
+                    .principal(&KeyDigest::of(black_box(&probe)), None, None)
+                    .unwrap()
+            })
         });
     }
     group.finish();

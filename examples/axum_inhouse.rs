@@ -34,7 +34,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/health", axum::routing::get(|| async { "ok" }))
         .nest_service("/mcp", gatekeeper.layer().layer(mcp));
 
-    let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".into());
+    let bind = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     let addr = listener.local_addr()?;
     // rmcp's SSE replies stall ~40 ms without TCP_NODELAY.

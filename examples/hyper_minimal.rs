@@ -35,7 +35,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(gatekeeper.layer())
         .service(mcp);
 
-    let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3001".into());
+    let bind = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3001".into());
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     let addr = listener.local_addr()?;
     println!("in-house MCP server behind mcp-gatekeeper (plain hyper) on http://{addr}/mcp");
@@ -48,7 +50,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tcp.set_nodelay(true)?;
         let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
         });
     }
 }

@@ -45,6 +45,11 @@ impl ConfigError {
         }
     }
 
+    /// An error at `path` (`mcp_servers.github.url`) saying what is wrong and how to fix it.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::at(path, message)
+    }
+
     fn in_file(mut self, file: &Path) -> Self {
         self.file = Some(file.to_owned());
         self

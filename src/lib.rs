@@ -79,3 +79,5 @@ mod trace;
 
 pub use gatekeeper::{Gatekeeper, Limits, Policy};
 pub use stack::{GatekeeperLayer, Stack};
+#[cfg(feature = "gateway")]
+pub mod gateway;

@@ -105,6 +105,17 @@ impl<R: ResolveIdentity, H: CostHook> GatekeeperLayer<R, H> {
     }
 }
 
+impl<R, H> GatekeeperLayer<R, H> {
+    /// The digest of the key a request presents, read as the identity layer reads it.
+    #[cfg(feature = "gateway")]
+    pub(crate) fn presented_digest(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<crate::identity::KeyDigest>, crate::rejection::Rejection> {
+        self.identity.presented_digest(headers)
+    }
+}
+
 impl<S, R, H> Layer<S> for GatekeeperLayer<R, H> {
     type Service = Stack<S, R, H>;
     fn layer(&self, inner: S) -> Self::Service {

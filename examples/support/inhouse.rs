@@ -33,7 +33,9 @@ pub(crate) struct InHouse {
 
 impl InHouse {
     pub(crate) fn new() -> Self {
-        Self { tool_router: Self::tool_router() }
+        Self {
+            tool_router: Self::tool_router(),
+        }
     }
 }
 
@@ -46,7 +48,11 @@ impl InHouse {
 
     #[tool(description = "Open a ticket")]
     fn create_ticket(&self, Parameters(t): Parameters<Ticket>) -> String {
-        format!("opened ticket {:?} ({} bytes of body)", t.title, t.body.map_or(0, |b| b.len()))
+        format!(
+            "opened ticket {:?} ({} bytes of body)",
+            t.title,
+            t.body.map_or(0, |b| b.len())
+        )
     }
 
     #[tool(description = "Delete every record (never offered to anyone by the policy)")]
@@ -58,7 +64,8 @@ impl InHouse {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for InHouse {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions("The in-house tools")
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_instructions("The in-house tools")
     }
 }
 

@@ -114,7 +114,7 @@ impl ResolveIdentity for StoreResolver {
 }
 
 #[derive(Debug, Clone)]
-struct HeaderNames {
+pub(crate) struct HeaderNames {
     key: HeaderName,
     end_user: HeaderName,
     agent: HeaderName,
@@ -202,6 +202,16 @@ impl<R: ResolveIdentity> IdentityLayer<R> {
     }
 }
 
+impl<R> IdentityLayer<R> {
+    /// The digest of the key a request presents, read as this layer reads it.
+    pub(crate) fn presented_digest(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<KeyDigest>, Rejection> {
+        Ok(credential(headers, &self.headers)?.map(KeyDigest::of))
+    }
+}
+
 impl<S, R> Layer<S> for IdentityLayer<R> {
     type Service = Identity<S, R>;
     fn layer(&self, inner: S) -> Self::Service {
@@ -278,7 +288,7 @@ fn strip_bearer(value: &str) -> Option<&str> {
 
 /// The key of a request: the key header (with or without `Bearer `), else a bearer
 /// `Authorization`.
-fn credential<'h>(
+pub(crate) fn credential<'h>(
     headers: &'h http::HeaderMap,
     names: &HeaderNames,
 ) -> Result<Option<&'h str>, Rejection> {
@@ -342,6 +352,10 @@ where
             let deleting = parts.method == http::Method::DELETE;
             parts.extensions.insert(policy);
             parts.extensions.insert(principal);
+            if let Some(d) = digest {
+                // Lets an aggregating service keep upstream sessions per caller.
+                parts.extensions.insert(d);
+            }
             let response = inner.call(Request::from_parts(parts, body)).await?;
             if let Some(bindings) = &layer.sessions {
                 match &session {

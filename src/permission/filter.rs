@@ -21,8 +21,19 @@ pub struct ListFilter {
 impl ListFilter {
     /// A filter for the reply to request `id` of a list `method`, for `grant`.
     #[must_use]
-    pub fn new(grant: Grant, method: Method, id: RequestId, gatekeeper: &crate::Gatekeeper) -> Self {
-        Self { grant, method, id, mount: gatekeeper.mount().clone(), index: gatekeeper.name_index() }
+    pub fn new(
+        grant: Grant,
+        method: Method,
+        id: RequestId,
+        gatekeeper: &crate::Gatekeeper,
+    ) -> Self {
+        Self {
+            grant,
+            method,
+            id,
+            mount: gatekeeper.mount().clone(),
+            index: gatekeeper.name_index(),
+        }
     }
 
     /// If `message` is the JSON-RPC reply to our request, filters it (items outside the grant

@@ -170,6 +170,19 @@ pub fn event_data(raw: &[u8]) -> Option<Cow<'_, str>> {
     }
 }
 
+/// The value of the event's last `name:` field (`event`, `id`, `retry`), if any.
+#[must_use]
+pub fn event_field<'a>(raw: &'a [u8], name: &str) -> Option<&'a str> {
+    let mut found = None;
+    for line in lines(raw) {
+        let (field, value) = field(line);
+        if field == name.as_bytes() && line.first() != Some(&b':') {
+            found = std::str::from_utf8(value).ok();
+        }
+    }
+    found
+}
+
 /// The event with its data replaced by `data` (which must not contain line breaks); every
 /// other line (`id:`, `event:`, `retry:`, comments) is kept in place.
 #[must_use]

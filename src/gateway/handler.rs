@@ -1,0 +1,465 @@
+//! The aggregating MCP server: one rmcp `ServerHandler` whose tools, prompts and resources are
+//! those of every upstream the caller may use, prefixed by server, and whose calls are routed
+//! to the right upstream session of that caller.
+#![allow(deprecated)] // logging/setLevel and resource subscriptions are legacy, still served
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData,
+    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, Reference, RequestMetaObject,
+    ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
+    UnsubscribeRequestParams,
+};
+use rmcp::service::{Peer, RequestContext, ServiceError};
+use rmcp::{RoleClient, RoleServer, ServerHandler};
+
+use super::Shared;
+use super::pool::{Caller, Failure};
+use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ToolPrefix};
+
+/// One downstream session of the gateway (or one request, when stateless).
+#[derive(Clone)]
+pub struct GatewayHandler {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for GatewayHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandler").finish_non_exhaustive()
+    }
+}
+
+fn upstream_error(server: &str, e: Failure) -> ErrorData {
+    match e {
+        // The upstream's own JSON-RPC error passes through verbatim (code 0 included).
+        Failure::Service(ServiceError::McpError(e)) => e,
+        Failure::Timeout | Failure::Service(ServiceError::Timeout { .. }) => {
+            ErrorData::internal_error(format!("upstream {server} timed out"), None)
+        }
+        _ => ErrorData::internal_error(format!("upstream {server} is unavailable"), None),
+    }
+}
+
+/// Keeps progress tokens, drops the per-request protocol keys of the downstream session.
+fn forward_meta(meta: Option<RequestMetaObject>) -> Option<RequestMetaObject> {
+    let mut meta = meta?;
+    meta.0
+        .0
+        .retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+    (!meta.0.0.is_empty()).then_some(meta)
+}
+
+impl GatewayHandler {
+    fn sep(&self) -> String {
+        self.shared
+            .gatekeeper
+            .policy()
+            .catalog()
+            .settings()
+            .separator
+            .clone()
+    }
+
+    fn prefixed(&self, server: &str) -> bool {
+        let _ = server;
+        self.shared
+            .gatekeeper
+            .policy()
+            .catalog()
+            .settings()
+            .tool_prefix
+            == ToolPrefix::Always
+    }
+
+    /// The upstreams this caller may use, by name.
+    fn servers(&self, caller: &Caller) -> Vec<(ServerId, String)> {
+        let policy = self.shared.gatekeeper.policy();
+        let catalog = policy.catalog();
+        let allowed = match &caller.grant {
+            Some(g) if Arc::ptr_eq(g.catalog(), catalog) => g.effective(),
+            Some(_) => return Vec::new(), // a reload raced this request: nothing, not everything
+            None => catalog.all().clone(),
+        };
+        allowed
+            .iter()
+            .map(|id| (id, catalog.server(id).name().to_owned()))
+            .filter(|(_, name)| self.shared.upstreams.contains_key(name))
+            .collect()
+    }
+
+    /// Runs `f` against every allowed upstream at once; a failing one is logged and skipped.
+    async fn fan_out<T, F, Fut>(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        f: F,
+    ) -> Vec<(ServerId, String, T)>
+    where
+        F: Fn(Peer<RoleClient>) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        let caller = Caller::from_context(ctx);
+        let servers = self.servers(&caller);
+        let calls = servers.into_iter().map(|(id, name)| {
+            let caller = &caller;
+            let f = &f;
+            async move {
+                let result = self.shared.with_session(caller, &name, &ctx.peer, f).await;
+                match result {
+                    Ok(v) => Some((id, name, v)),
+                    Err(e) => {
+                        self.shared.report_failure(&name, &e);
+                        None
+                    }
+                }
+            }
+        });
+        join_all(calls).await.into_iter().flatten().collect()
+    }
+
+    /// Where a prefixed (or, unprefixed, indexed) name goes.
+    fn route<'n>(&self, kind: NameKind, name: &'n str) -> Result<(String, &'n str), ErrorData> {
+        let policy = self.shared.gatekeeper.policy();
+        let catalog = policy.catalog();
+        let index = self.shared.gatekeeper.name_index();
+        match catalog.attribute(self.shared.gatekeeper.mount(), Some(&index), kind, name) {
+            Some(Attribution::Server(id, bare)) => {
+                let server = catalog.server(id).name().to_owned();
+                if self.shared.upstreams.contains_key(&server) {
+                    return Ok((server, bare));
+                }
+                Err(ErrorData::invalid_params(
+                    format!("unknown name {name}"),
+                    None,
+                ))
+            }
+            _ => Err(ErrorData::invalid_params(
+                format!("unknown name {name}"),
+                None,
+            )),
+        }
+    }
+
+    async fn one<T, F, Fut>(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        server: &str,
+        f: F,
+    ) -> Result<T, ErrorData>
+    where
+        F: FnOnce(Peer<RoleClient>) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        let caller = Caller::from_context(ctx);
+        if !self.servers(&caller).iter().any(|(_, n)| n == server) {
+            return Err(ErrorData::invalid_params("unknown name", None));
+        }
+        self.shared
+            .with_session(&caller, server, &ctx.peer, f)
+            .await
+            .map_err(|e| {
+                self.shared.report_failure(server, &e);
+                upstream_error(server, e)
+            })
+    }
+
+    fn name_out(&self, server: &str, name: &str) -> String {
+        if self.prefixed(server) {
+            format!("{server}{}{name}", self.sep())
+        } else {
+            name.to_owned()
+        }
+    }
+
+    fn index_names(&self, kind: NameKind, listed: &[(ServerId, Vec<String>)]) {
+        if self
+            .shared
+            .gatekeeper
+            .policy()
+            .catalog()
+            .settings()
+            .tool_prefix
+            != ToolPrefix::Never
+        {
+            return;
+        }
+        let mut index: NameIndex = (*self.shared.gatekeeper.name_index()).clone();
+        for (id, names) in listed {
+            for n in names {
+                index.insert(kind, n, *id);
+            }
+        }
+        for c in index.collisions(kind) {
+            crate::trace::warn(&format!(
+                "{c} is offered by several servers; it is withheld and refused"
+            ));
+        }
+        self.shared.gatekeeper.set_name_index(index);
+    }
+}
+
+impl ServerHandler for GatewayHandler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_prompts()
+                .enable_prompts_list_changed()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .enable_resources_list_changed()
+                .enable_logging()
+                .enable_completions()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "mcp-gatekeeper",
+            env!("CARGO_PKG_VERSION"),
+        ))
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let lists = self
+            .fan_out(&ctx, |peer| async move { peer.list_all_tools().await })
+            .await;
+        self.index_names(
+            NameKind::Tool,
+            &lists
+                .iter()
+                .map(|(id, _, t)| (*id, t.iter().map(|t| t.name.to_string()).collect()))
+                .collect::<Vec<_>>(),
+        );
+        let mut tools = Vec::new();
+        for (_, server, list) in lists {
+            for mut t in list {
+                t.name = Cow::Owned(self.name_out(&server, &t.name));
+                tools.push(t);
+            }
+        }
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let (server, bare) = self.route(NameKind::Tool, &request.name)?;
+        let mut params = request.clone();
+        params.name = Cow::Owned(bare.to_owned());
+        params.meta = forward_meta(request.meta.clone());
+        self.one(&ctx, &server, |peer| async move {
+            peer.call_tool_once(params).await
+        })
+        .await
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let lists = self
+            .fan_out(&ctx, |peer| async move { peer.list_all_prompts().await })
+            .await;
+        self.index_names(
+            NameKind::Prompt,
+            &lists
+                .iter()
+                .map(|(id, _, t)| (*id, t.iter().map(|p| p.name.clone()).collect()))
+                .collect::<Vec<_>>(),
+        );
+        let mut prompts = Vec::new();
+        for (_, server, list) in lists {
+            for mut p in list {
+                p.name = self.name_out(&server, &p.name);
+                prompts.push(p);
+            }
+        }
+        Ok(ListPromptsResult::with_all_items(prompts))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let (server, bare) = self.route(NameKind::Prompt, &request.name)?;
+        let mut params = request.clone();
+        params.name = bare.to_owned();
+        params.meta = forward_meta(request.meta.clone());
+        self.one(&ctx, &server, |peer| async move {
+            peer.get_prompt_once(params).await
+        })
+        .await
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let lists = self
+            .fan_out(&ctx, |peer| async move { peer.list_all_resources().await })
+            .await;
+        self.index_names(
+            NameKind::Resource,
+            &lists
+                .iter()
+                .map(|(id, _, t)| (*id, t.iter().map(|r| r.uri.clone()).collect()))
+                .collect::<Vec<_>>(),
+        );
+        let mut resources = Vec::new();
+        for (_, server, list) in lists {
+            for mut r in list {
+                r.uri = self.name_out(&server, &r.uri);
+                resources.push(r);
+            }
+        }
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let lists = self
+            .fan_out(&ctx, |peer| async move {
+                peer.list_all_resource_templates().await
+            })
+            .await;
+        let mut templates = Vec::new();
+        for (_, server, list) in lists {
+            for mut t in list {
+                t.uri_template = self.name_out(&server, &t.uri_template);
+                templates.push(t);
+            }
+        }
+        Ok(ListResourceTemplatesResult::with_all_items(templates))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let (server, bare) = self.route(NameKind::Resource, &request.uri)?;
+        let mut params = request.clone();
+        params.uri = bare.to_owned();
+        params.meta = forward_meta(request.meta.clone());
+        let prefix = self.name_out(&server, "");
+        let mut response = self
+            .one(&ctx, &server, |peer| async move {
+                peer.read_resource_once(params).await
+            })
+            .await?;
+        if let ReadResourceResponse::Complete(result) = &mut response {
+            for c in &mut result.contents {
+                prefix_contents_uri(c, &prefix);
+            }
+        }
+        Ok(response)
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (server, bare) = self.route(NameKind::Resource, &request.uri)?;
+        let mut params = request.clone();
+        params.uri = bare.to_owned();
+        self.one(
+            &ctx,
+            &server,
+            |peer| async move { peer.subscribe(params).await },
+        )
+        .await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (server, bare) = self.route(NameKind::Resource, &request.uri)?;
+        let mut params = request.clone();
+        params.uri = bare.to_owned();
+        self.one(&ctx, &server, |peer| async move {
+            peer.unsubscribe(params).await
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let mut params = request.clone();
+        let server = match &mut params.r#ref {
+            Reference::Prompt(p) => {
+                let (server, bare) = self.route(NameKind::Prompt, &p.name)?;
+                p.name = bare.to_owned();
+                server
+            }
+            Reference::Resource(r) => {
+                let (server, bare) = self.route(NameKind::Resource, &r.uri)?;
+                r.uri = bare.to_owned();
+                server
+            }
+            _ => {
+                return Err(ErrorData::invalid_params(
+                    "unsupported completion reference",
+                    None,
+                ));
+            }
+        };
+        params.meta = forward_meta(request.meta.clone());
+        self.one(
+            &ctx,
+            &server,
+            |peer| async move { peer.complete(params).await },
+        )
+        .await
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let _ = self
+            .fan_out(&ctx, |peer| {
+                let params = request.clone();
+                async move { peer.set_level(params).await }
+            })
+            .await;
+        Ok(())
+    }
+}
+
+/// Resource contents name their URI: give it the same prefix the caller used.
+fn prefix_contents_uri(contents: &mut rmcp::model::ResourceContents, prefix: &str) {
+    if prefix.is_empty() {
+        return;
+    }
+    let uri = match contents {
+        rmcp::model::ResourceContents::TextResourceContents { uri, .. }
+        | rmcp::model::ResourceContents::BlobResourceContents { uri, .. } => uri,
+        #[allow(unreachable_patterns)]
+        _ => return,
+    };
+    *uri = format!("{prefix}{uri}");
+}

@@ -1,0 +1,230 @@
+//! The gateway (feature `gateway`): many upstream MCP servers behind one governed endpoint.
+//!
+//! [`Gateway`] is an aggregating MCP server and, like any other MCP service, just the inner
+//! service of the five layers. It connects to upstreams through rmcp's clients (streamable
+//! HTTP, stdio child processes, and a legacy HTTP+SSE client of its own), keeps one upstream
+//! session per caller, merges tools, prompts and resources under `{server}{sep}` prefixes (or
+//! bare names), and routes each call to the right upstream with its bare name. One upstream
+//! that fails, hangs or crashes never hides the others: each is asked concurrently under its
+//! own timeout, and a failure is logged and skipped.
+//!
+//! [`Gateway::router`] mounts it behind the layers with everything around it: `/mcp`,
+//! `/{servers}/mcp`, `/mcp/{servers}`, the legacy `/sse` bridge, `/v1/mcp/registry.json`,
+//! `/mcp-rest/tools/list`, `/mcp-rest/tools/call` and `/health`. Every path goes through the
+//! same layered stack, so every decision is made in one place.
+
+mod handler;
+mod legacy;
+mod pool;
+mod relay;
+mod router;
+mod sse_client;
+mod upstream;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderName;
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+
+pub use handler::GatewayHandler;
+pub use upstream::{InProcessFactory, OAuth2, UpstreamSpec, UpstreamTransport};
+
+use crate::config::{Config, ConfigError};
+use crate::gatekeeper::Gatekeeper;
+
+pub(crate) struct Shared {
+    gatekeeper: Gatekeeper,
+    upstreams: HashMap<String, UpstreamSpec>,
+    tokens: HashMap<String, upstream::TokenCache>,
+    http: reqwest::Client,
+    pool: pool::Pool,
+    client_auth_header: HeaderName,
+    registry: bool,
+    allowed_hosts: Option<Vec<String>>,
+}
+
+impl Shared {
+    fn report_failure(&self, server: &str, failure: &pool::Failure) {
+        crate::trace::warn(&format!("upstream {server} failed: {failure}"));
+    }
+}
+
+/// The aggregating gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.shared.upstreams.keys().collect();
+        names.sort();
+        f.debug_struct("Gateway")
+            .field("upstreams", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Gateway`].
+#[derive(Debug)]
+pub struct GatewayBuilder {
+    gatekeeper: Gatekeeper,
+    upstreams: HashMap<String, UpstreamSpec>,
+    client_auth_header: HeaderName,
+    registry: bool,
+    allowed_hosts: Option<Vec<String>>,
+}
+
+impl GatewayBuilder {
+    /// Adds (or replaces) the upstream of catalog server `name`.
+    #[must_use]
+    pub fn upstream(mut self, name: impl Into<String>, spec: UpstreamSpec) -> Self {
+        self.upstreams.insert(name.into(), spec);
+        self
+    }
+
+    /// The header whose value callers send for upstreams without credentials of their own
+    /// (default `x-mcp-auth`).
+    #[must_use]
+    pub fn client_auth_header(mut self, name: HeaderName) -> Self {
+        self.client_auth_header = name;
+        self
+    }
+
+    /// Serves `/v1/mcp/registry.json`.
+    #[must_use]
+    pub fn registry(mut self, on: bool) -> Self {
+        self.registry = on;
+        self
+    }
+
+    /// Host names (or `host:port`) the MCP endpoint accepts; rmcp accepts only loopback hosts
+    /// by default, which protects local deployments from DNS rebinding.
+    #[must_use]
+    pub fn allowed_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.allowed_hosts = Some(hosts);
+        self
+    }
+
+    /// The gateway.
+    ///
+    /// # Errors
+    ///
+    /// When an upstream is not a catalog server.
+    pub fn build(self) -> Result<Gateway, ConfigError> {
+        let policy = self.gatekeeper.policy();
+        for name in self.upstreams.keys() {
+            if policy
+                .catalog()
+                .lookup(name)
+                .is_none_or(|id| policy.catalog().server(id).name() != name)
+            {
+                return Err(ConfigError::new(
+                    format!("mcp_servers.{name}"),
+                    "an upstream must be a server of the catalog, by its name",
+                ));
+            }
+        }
+        let tokens = self
+            .upstreams
+            .iter()
+            .filter(|(_, s)| s.oauth2.is_some())
+            .map(|(n, _)| (n.clone(), upstream::TokenCache::default()))
+            .collect();
+        Ok(Gateway {
+            shared: Arc::new(Shared {
+                gatekeeper: self.gatekeeper,
+                upstreams: self.upstreams,
+                tokens,
+                http: reqwest::Client::new(),
+                pool: pool::Pool::default(),
+                client_auth_header: self.client_auth_header,
+                registry: self.registry,
+                allowed_hosts: self.allowed_hosts,
+            }),
+        })
+    }
+}
+
+impl Gateway {
+    /// A gateway over no upstreams yet; add them with [`GatewayBuilder::upstream`].
+    #[must_use]
+    pub fn builder(gatekeeper: Gatekeeper) -> GatewayBuilder {
+        GatewayBuilder {
+            gatekeeper,
+            upstreams: HashMap::new(),
+            client_auth_header: HeaderName::from_static("x-mcp-auth"),
+            registry: false,
+            allowed_hosts: None,
+        }
+    }
+
+    /// A builder with every server of `config` as an upstream, and its `general_settings`.
+    ///
+    /// # Errors
+    ///
+    /// Upstream settings that cannot be used (bad header names or values, missing fields,
+    /// unset environment variables), with their path.
+    pub fn from_config(
+        config: &Config,
+        gatekeeper: Gatekeeper,
+    ) -> Result<GatewayBuilder, ConfigError> {
+        let mut b = Self::builder(gatekeeper).registry(config.general_settings.enable_mcp_registry);
+        if let Some(h) = &config.general_settings.mcp_client_side_auth_header_name {
+            let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    "general_settings.mcp_client_side_auth_header_name",
+                    "not a valid header name",
+                )
+            })?;
+            b = b.client_auth_header(name);
+        }
+        for (name, server) in config.mcp_servers.iter() {
+            let spec = UpstreamSpec::from_config(name, server)
+                .map_err(|e| ConfigError::new(format!("mcp_servers.{name}"), e))?;
+            b = b.upstream(name, spec);
+        }
+        Ok(b)
+    }
+
+    /// The handle the gateway shares with its layers.
+    #[must_use]
+    pub fn gatekeeper(&self) -> &Gatekeeper {
+        &self.shared.gatekeeper
+    }
+
+    /// A handler for one downstream session.
+    #[must_use]
+    pub fn handler(&self) -> GatewayHandler {
+        GatewayHandler {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The gateway as rmcp's streamable HTTP service, with `config`.
+    #[must_use]
+    pub fn service(
+        &self,
+        mut config: StreamableHttpServerConfig,
+    ) -> StreamableHttpService<GatewayHandler, LocalSessionManager> {
+        if let Some(hosts) = &self.shared.allowed_hosts {
+            config.allowed_hosts.clone_from(hosts);
+        }
+        let this = self.clone();
+        StreamableHttpService::new(
+            move || Ok(this.handler()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        )
+    }
+
+    /// How many upstream sessions are open (across all callers).
+    #[must_use]
+    pub fn upstream_sessions(&self) -> usize {
+        self.shared.pool.len()
+    }
+}

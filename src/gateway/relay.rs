@@ -1,0 +1,141 @@
+//! The client side of an upstream session: what the upstream asks of its client (sampling,
+//! elicitation, roots) and what it announces (progress, logging, list changes) is relayed to
+//! the downstream caller that owns the session.
+#![allow(deprecated)] // sampling, roots and logging are deprecated in the newest protocol, still used
+
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequestParams, ElicitResult, ErrorData, Implementation, ListRootsResult,
+    LoggingMessageNotificationParam, ProgressNotificationParam, ResourceUpdatedNotificationParam,
+};
+use rmcp::service::{NotificationContext, Peer, RequestContext};
+use rmcp::{ClientHandler, RoleClient, RoleServer};
+
+/// Relays one upstream session to its downstream caller.
+#[derive(Clone, Default)]
+pub(crate) struct Relay {
+    downstream: Arc<Mutex<Option<Peer<RoleServer>>>>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// The caller's session that requests and notifications go to from now on.
+    pub(crate) fn attach(&self, peer: Peer<RoleServer>) {
+        *self
+            .downstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(peer);
+    }
+
+    fn peer(&self) -> Option<Peer<RoleServer>> {
+        self.downstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn no_peer() -> ErrorData {
+        ErrorData::internal_error("no client session to relay this request to", None)
+    }
+}
+
+fn relay_error(e: rmcp::service::ServiceError) -> ErrorData {
+    match e {
+        rmcp::service::ServiceError::McpError(e) => e,
+        other => ErrorData::internal_error(format!("the client did not answer: {other}"), None),
+    }
+}
+
+impl ClientHandler for Relay {
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let peer = self.peer().ok_or_else(Self::no_peer)?;
+        peer.create_message(params).await.map_err(relay_error)
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let peer = self.peer().ok_or_else(Self::no_peer)?;
+        peer.create_elicitation(params).await.map_err(relay_error)
+    }
+
+    async fn list_roots(
+        &self,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let peer = self.peer().ok_or_else(Self::no_peer)?;
+        peer.list_roots().await.map_err(relay_error)
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        if let Some(peer) = self.peer() {
+            let _ = peer.notify_progress(params).await;
+        }
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        if let Some(peer) = self.peer() {
+            let _ = peer.notify_logging_message(params).await;
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        if let Some(peer) = self.peer() {
+            let _ = peer.notify_resource_updated(params).await;
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
+        if let Some(peer) = self.peer() {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+    }
+
+    async fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) {
+        if let Some(peer) = self.peer() {
+            let _ = peer.notify_prompt_list_changed().await;
+        }
+    }
+
+    async fn on_resource_list_changed(&self, _: NotificationContext<RoleClient>) {
+        if let Some(peer) = self.peer() {
+            let _ = peer.notify_resource_list_changed().await;
+        }
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let mut caps = ClientCapabilities::default();
+        caps.sampling = Some(Default::default());
+        caps.elicitation = Some(Default::default());
+        caps.roots = Some(Default::default());
+        ClientConfig::new(
+            caps,
+            Implementation::new("mcp-gatekeeper", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}

@@ -1,0 +1,374 @@
+//! Upstream servers: how to reach each one, with which credentials, and the connection itself.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use http::{HeaderName, HeaderValue};
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use tokio::sync::Mutex;
+
+use super::relay::Relay;
+use super::sse_client;
+use crate::config::{AuthType, ServerConfig, Transport};
+
+/// Connects one in-process upstream: hands the server its end of an in-memory duplex pipe.
+pub type InProcessFactory = Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>;
+
+/// How the gateway reaches one upstream.
+#[derive(Clone)]
+pub enum UpstreamTransport {
+    /// Streamable HTTP at this URL.
+    Http(String),
+    /// Legacy HTTP+SSE: the event stream at this URL, messages to the endpoint it announces.
+    Sse(String),
+    /// A child process speaking over stdin/stdout.
+    Stdio {
+        /// The program.
+        command: String,
+        /// Its arguments.
+        args: Vec<String>,
+        /// Environment variables set for it.
+        env: Vec<(String, String)>,
+    },
+    /// An rmcp server in this process (demos and tests).
+    InProcess(InProcessFactory),
+}
+
+impl fmt::Debug for UpstreamTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Http(_) => f.write_str("Http"),
+            Self::Sse(_) => f.write_str("Sse"),
+            Self::Stdio { command, .. } => write!(f, "Stdio({command})"),
+            Self::InProcess(_) => f.write_str("InProcess"),
+        }
+    }
+}
+
+/// OAuth 2 settings of one upstream.
+#[derive(Clone, Default)]
+pub struct OAuth2 {
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: String,
+    /// Token endpoint (client-credentials flow).
+    pub token_url: Option<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Set when the config names an authorization endpoint: that flow is not supported yet.
+    pub authorization_url: Option<String>,
+}
+
+/// One upstream server as the gateway uses it.
+#[derive(Clone)]
+pub struct UpstreamSpec {
+    /// How to reach it.
+    pub transport: UpstreamTransport,
+    /// Its own credential (`auth_type` + `auth_value`), as a header.
+    pub auth: Option<(HeaderName, String)>,
+    /// OAuth 2 client credentials, when `auth_type: oauth2`.
+    pub oauth2: Option<OAuth2>,
+    /// Caller headers copied to it.
+    pub extra_headers: Vec<HeaderName>,
+    /// Headers always sent (they win).
+    pub static_headers: Vec<(HeaderName, HeaderValue)>,
+    /// How long one request to it may take.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for UpstreamSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamSpec")
+            .field("transport", &self.transport)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for OAuth2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuth2")
+            .field("client_id", &self.client_id)
+            .field("token_url", &self.token_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default per-request timeout of an upstream.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl UpstreamSpec {
+    /// An upstream reached over `transport`, with no credentials.
+    #[must_use]
+    pub fn new(transport: UpstreamTransport) -> Self {
+        Self {
+            transport,
+            auth: None,
+            oauth2: None,
+            extra_headers: Vec::new(),
+            static_headers: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// An rmcp server running in this process, one instance per upstream session.
+    pub fn in_process<S, F>(factory: F) -> Self
+    where
+        S: rmcp::ServerHandler,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let factory: InProcessFactory = Arc::new(move |io: tokio::io::DuplexStream| {
+            let server = factory();
+            tokio::spawn(async move {
+                if let Ok(running) = server.serve(io).await {
+                    let _ = running.waiting().await;
+                }
+            });
+        });
+        Self::new(UpstreamTransport::InProcess(factory))
+    }
+
+    /// Sets the per-request timeout.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Builds the spec of one configured server.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the field, for values that are not valid headers or missing fields.
+    pub fn from_config(name: &str, c: &ServerConfig) -> Result<Self, String> {
+        let at = |f: &str| format!("mcp_servers.{name}.{f}");
+        let transport = match c.transport {
+            Transport::Http => UpstreamTransport::Http(
+                c.url
+                    .clone()
+                    .ok_or_else(|| format!("{}: missing", at("url")))?,
+            ),
+            Transport::Sse => UpstreamTransport::Sse(
+                c.url
+                    .clone()
+                    .ok_or_else(|| format!("{}: missing", at("url")))?,
+            ),
+            Transport::Stdio => UpstreamTransport::Stdio {
+                command: c
+                    .command
+                    .clone()
+                    .ok_or_else(|| format!("{}: missing", at("command")))?,
+                args: c.args.clone(),
+                env: c
+                    .env
+                    .iter()
+                    .map(|(k, v)| {
+                        v.resolve(&at(&format!("env.{k}")))
+                            .map(|v| (k.to_owned(), v))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+        };
+        let value =
+            |f: &str, s: &Option<crate::config::Secret>| -> Result<Option<String>, String> {
+                s.as_ref()
+                    .map(|s| s.resolve(&at(f)).map_err(|e| e.to_string()))
+                    .transpose()
+            };
+        let auth_value = value("auth_value", &c.auth_value)?;
+        let need = |v: Option<String>| {
+            v.ok_or_else(|| {
+                format!(
+                    "{}: auth_type {:?} needs auth_value",
+                    at("auth_value"),
+                    c.auth_type
+                )
+            })
+        };
+        let auth = match c.auth_type {
+            AuthType::None | AuthType::Oauth2 => None,
+            AuthType::ApiKey => Some((HeaderName::from_static("x-api-key"), need(auth_value)?)),
+            AuthType::BearerToken => Some((
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", need(auth_value)?),
+            )),
+            AuthType::Basic => Some((
+                http::header::AUTHORIZATION,
+                format!("Basic {}", need(auth_value)?),
+            )),
+            AuthType::Token => Some((
+                http::header::AUTHORIZATION,
+                format!("Token {}", need(auth_value)?),
+            )),
+        };
+        if let Some((_, v)) = &auth {
+            HeaderValue::from_str(v)
+                .map_err(|_| format!("{}: not a valid header value", at("auth_value")))?;
+        }
+        let oauth2 = match c.auth_type {
+            AuthType::Oauth2 => Some(OAuth2 {
+                client_id: value("client_id", &c.client_id)?.unwrap_or_default(),
+                client_secret: value("client_secret", &c.client_secret)?.unwrap_or_default(),
+                token_url: c.token_url.clone(),
+                scopes: c.scopes.clone(),
+                authorization_url: c.authorization_url.clone(),
+            }),
+            _ => None,
+        };
+        let extra_headers = c
+            .extra_headers
+            .iter()
+            .map(|h| {
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| format!("{}: {h:?} is not a header name", at("extra_headers")))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut static_headers = Vec::new();
+        for (k, v) in c.static_headers.iter() {
+            let v = v
+                .resolve(&at(&format!("static_headers.{k}")))
+                .map_err(|e| e.to_string())?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("{}: {k:?} is not a header name", at("static_headers")))?;
+            let value = HeaderValue::from_str(&v).map_err(|_| {
+                format!(
+                    "{}: not a valid header value",
+                    at(&format!("static_headers.{k}"))
+                )
+            })?;
+            static_headers.push((name, value));
+        }
+        Ok(Self {
+            transport,
+            auth,
+            oauth2,
+            extra_headers,
+            static_headers,
+            timeout: c.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64),
+        })
+    }
+}
+
+/// A client-credentials token, cached until shortly before it expires.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+impl TokenCache {
+    /// A valid access token, fetched or refreshed as needed. Never logged.
+    pub(crate) async fn get(
+        &self,
+        http: &reqwest::Client,
+        o: &OAuth2,
+    ) -> Result<(String, Instant), String> {
+        let mut slot = self.token.lock().await;
+        if let Some((token, expires)) = slot.as_ref()
+            && *expires > Instant::now() + Duration::from_secs(30)
+        {
+            return Ok((token.clone(), *expires));
+        }
+        let Some(url) = &o.token_url else {
+            return Err(if o.authorization_url.is_some() {
+                "this server needs the OAuth 2 authorization-code flow, which mcp-gatekeeper does not support yet".to_owned()
+            } else {
+                "auth_type oauth2 needs token_url (client-credentials flow)".to_owned()
+            });
+        };
+        let mut form = vec![("grant_type", "client_credentials".to_owned())];
+        if !o.scopes.is_empty() {
+            form.push(("scope", o.scopes.join(" ")));
+        }
+        let response = http
+            .post(url)
+            .basic_auth(&o.client_id, Some(&o.client_secret))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| format!("token request failed: {}", e.without_url()))?;
+        if !response.status().is_success() {
+            return Err(format!("token endpoint answered {}", response.status()));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|_| "token response unreadable".to_owned())?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| "token response is not JSON".to_owned())?;
+        let token = body["access_token"]
+            .as_str()
+            .ok_or("token response has no access_token")?
+            .to_owned();
+        let lifetime = body["expires_in"].as_u64().unwrap_or(3600);
+        let expires = Instant::now() + Duration::from_secs(lifetime);
+        *slot = Some((token.clone(), expires));
+        Ok((token, expires))
+    }
+}
+
+/// One live session with an upstream, owned by one caller.
+pub(crate) struct Connection {
+    pub(crate) service: RunningService<RoleClient, Relay>,
+    pub(crate) relay: Relay,
+    /// Reconnect after this (an OAuth token's expiry).
+    pub(crate) expires: Option<Instant>,
+}
+
+impl Connection {
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.service.is_closed()
+            && self
+                .expires
+                .is_none_or(|e| e > Instant::now() + Duration::from_secs(30))
+    }
+}
+
+/// Opens a session with an upstream, with the headers chosen for this caller.
+pub(crate) fn connect(
+    spec: &UpstreamSpec,
+    headers: HashMap<HeaderName, HeaderValue>,
+    http: reqwest::Client,
+    relay: Relay,
+) -> BoxFuture<'static, Result<RunningService<RoleClient, Relay>, String>> {
+    let spec = spec.clone();
+    Box::pin(async move {
+        match &spec.transport {
+            UpstreamTransport::Http(url) => {
+                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .custom_headers(headers);
+                relay
+                    .serve(StreamableHttpClientTransport::with_client(http, config))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            UpstreamTransport::Sse(url) => {
+                let transport = sse_client::connect(http, url.clone(), headers).await?;
+                relay.serve(transport).await.map_err(|e| e.to_string())
+            }
+            UpstreamTransport::Stdio { command, args, env } => {
+                let mut cmd = tokio::process::Command::new(command);
+                cmd.args(args)
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true);
+                let child = TokioChildProcess::new(cmd)
+                    .map_err(|e| format!("cannot start {command}: {e}"))?;
+                relay.serve(child).await.map_err(|e| e.to_string())
+            }
+            UpstreamTransport::InProcess(factory) => {
+                let (client_end, server_end) = tokio::io::duplex(1 << 16);
+                factory(server_end);
+                relay.serve(client_end).await.map_err(|e| e.to_string())
+            }
+        }
+    })
+}
