@@ -28,6 +28,8 @@ use crate::protocol::sse;
 struct Bridge {
     owner: Option<KeyDigest>,
     tx: mpsc::Sender<Bytes>,
+    /// The protocol version the caller's `initialize` negotiated.
+    protocol: Option<String>,
 }
 
 /// Open legacy streams by session id.
@@ -74,7 +76,7 @@ impl Drop for Events {
 pub(crate) async fn open(State(state): State<RouterState>, headers: HeaderMap) -> McpResponse {
     // Authenticate (and check any scope) exactly as /mcp would, with a ping.
     let ping = json!({"jsonrpc": "2.0", "id": "sse-open", "method": "ping"});
-    if let Err(refusal) = internal_call(&state, &headers, None, &ping).await {
+    if let Err(refusal) = internal_call(&state, &headers, None, Some("2025-06-18"), &ping).await {
         return refusal;
     }
     let owner = match (state.digest)(&headers) {
@@ -83,10 +85,14 @@ pub(crate) async fn open(State(state): State<RouterState>, headers: HeaderMap) -
     };
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    state
-        .bridges
-        .lock()
-        .insert(id.clone(), Bridge { owner, tx });
+    state.bridges.lock().insert(
+        id.clone(),
+        Bridge {
+            owner,
+            tx,
+            protocol: None,
+        },
+    );
     let endpoint = Bytes::from(format!(
         "event: endpoint\ndata: /message?sessionId={id}\n\n"
     ));
@@ -135,10 +141,10 @@ pub(crate) async fn post(
         Ok(d) => d,
         Err(r) => return r.into_rest_response(),
     };
-    let mut tx = {
+    let (mut tx, protocol) = {
         let open = state.bridges.lock();
         match open.get(&q.session_id) {
-            Some(b) if b.owner == owner => b.tx.clone(),
+            Some(b) if b.owner == owner => (b.tx.clone(), b.protocol.clone()),
             _ => return not_found(),
         }
     };
@@ -148,8 +154,16 @@ pub(crate) async fn post(
             &json!({"error": "the body is not JSON"}),
         );
     };
-    match internal_call(&state, &headers, None, &message).await {
-        Ok(Some(reply)) => {
+    match internal_call(&state, &headers, None, protocol.as_deref(), &message).await {
+        Ok(Some((reply, _))) => {
+            if let Some(v) = reply
+                .pointer("/result/protocolVersion")
+                .and_then(Value::as_str)
+                && message.get("method").and_then(Value::as_str) == Some("initialize")
+                && let Some(b) = state.bridges.lock().get_mut(&q.session_id)
+            {
+                b.protocol = Some(v.to_owned());
+            }
             let event = sse::message_event(&serde_json::to_string(&reply).expect("serialises"));
             if tx.send(event).await.is_err() {
                 return not_found();

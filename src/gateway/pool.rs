@@ -50,7 +50,6 @@ struct PoolKey {
     credentials: [u8; 32],
 }
 
-#[derive(Default)]
 pub(crate) struct Entry {
     conn: tokio::sync::Mutex<Option<Connection>>,
     last_used: Mutex<Option<Instant>>,
@@ -93,7 +92,13 @@ impl Pool {
                 };
             }
         }
-        Arc::clone(entries.entry(key).or_default())
+        // A new entry counts as used now, so a sweep cannot drop it while it connects.
+        Arc::clone(entries.entry(key).or_insert_with(|| {
+            Arc::new(Entry {
+                conn: tokio::sync::Mutex::new(None),
+                last_used: Mutex::new(Some(Instant::now())),
+            })
+        }))
     }
 }
 
@@ -276,7 +281,21 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         match tokio::time::timeout(spec.timeout, f(peer)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Failure::Service(e)),
+            Ok(Err(e)) => {
+                if matches!(
+                    e,
+                    ServiceError::TransportClosed | ServiceError::TransportSend(_)
+                ) {
+                    // The session is dead (a crashed child, a dropped connection) even if rmcp
+                    // has not noticed yet: the next use opens a new one.
+                    if let Some(old) = entry.conn.lock().await.take() {
+                        tokio::spawn(async move {
+                            let _ = old.service.cancel().await;
+                        });
+                    }
+                }
+                Err(Failure::Service(e))
+            }
             Err(_) => Err(Failure::Timeout),
         }
     }

@@ -42,6 +42,9 @@ pub(crate) struct RouterState {
     pub(crate) bridges: Arc<legacy::Bridges>,
 }
 
+/// The protocol version REST requests are made with.
+const REST_PROTOCOL: &str = "2025-06-18";
+
 /// Headers of a caller's HTTP request that are not carried into an internal MCP request.
 const NOT_CARRIED: &[&str] = &[
     "content-length",
@@ -55,14 +58,19 @@ const NOT_CARRIED: &[&str] = &[
     "mcp-name",
 ];
 
+/// What an internal MCP request got: the JSON-RPC reply (none for a notification), and the
+/// refusal when the layers refused the request in-band (the reply then carries the refusal).
+pub(crate) type Answer = Option<(Value, Option<Rejection>)>;
+
 /// Sends one JSON-RPC request through the layered stack with the caller's headers, and
-/// returns the JSON-RPC reply, or the refusal as an HTTP response.
+/// returns the JSON-RPC reply, or an HTTP-level refusal as a response.
 pub(crate) async fn internal_call(
     state: &RouterState,
     headers: &HeaderMap,
     servers: Option<&str>,
+    protocol: Option<&str>,
     body: &Value,
-) -> Result<Option<Value>, McpResponse> {
+) -> Result<Answer, McpResponse> {
     let mut request = Request::post("/mcp")
         .body(axum::body::Body::from(
             serde_json::to_vec(body).expect("serialises"),
@@ -85,10 +93,15 @@ pub(crate) async fn internal_call(
         header::ACCEPT,
         HeaderValue::from_static("application/json, text/event-stream"),
     );
-    h.insert(
-        "mcp-protocol-version",
-        HeaderValue::from_static("2025-06-18"),
-    );
+    // An initialize names its version in the body; everything else in the header.
+    if let Some(p) = protocol
+        && body.get("method").and_then(Value::as_str) != Some("initialize")
+    {
+        h.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_str(p).map_err(|_| bad("invalid protocol version"))?,
+        );
+    }
     if let Some(s) = servers {
         h.insert(
             "x-mcp-servers",
@@ -119,9 +132,6 @@ pub(crate) async fn internal_call(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    if let Some(r) = refusal {
-        return Err(r.into_rest_response());
-    }
     if status == StatusCode::ACCEPTED || bytes.is_empty() {
         return Ok(None);
     }
@@ -152,7 +162,7 @@ pub(crate) async fn internal_call(
     } else {
         serde_json::from_slice(&bytes).ok()
     };
-    parsed.map(Some).ok_or_else(|| {
+    parsed.map(|v| Some((v, refusal))).ok_or_else(|| {
         json_response(
             StatusCode::BAD_GATEWAY,
             &json!({"error": "the MCP reply could not be read"}),
@@ -187,14 +197,23 @@ async fn rest_list(
     headers: HeaderMap,
 ) -> McpResponse {
     let request = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
-    match internal_call(&state, &headers, q.server_id.as_deref(), &request).await {
-        Ok(Some(reply)) if reply.get("result").is_some() => json_response(
+    match internal_call(
+        &state,
+        &headers,
+        q.server_id.as_deref(),
+        Some(REST_PROTOCOL),
+        &request,
+    )
+    .await
+    {
+        Ok(Some((_, Some(refusal)))) => refusal.into_rest_response(),
+        Ok(Some((reply, None))) if reply.get("result").is_some() => json_response(
             StatusCode::OK,
             &json!({"tools": reply["result"]["tools"], "error": null, "message": "Successfully retrieved tools"}),
         ),
         Ok(reply) => json_response(
             StatusCode::BAD_GATEWAY,
-            &json!({"tools": [], "error": reply.and_then(|r| r["error"]["message"].as_str().map(str::to_owned)), "message": "Failed to retrieve tools"}),
+            &json!({"tools": [], "error": reply.and_then(|(r, _)| r["error"]["message"].as_str().map(str::to_owned)), "message": "Failed to retrieve tools"}),
         ),
         Err(refusal) => refusal,
     }
@@ -231,8 +250,17 @@ async fn rest_call(
         params["arguments"] = args;
     }
     let request = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
-    match internal_call(&state, &headers, call.server_id.as_deref(), &request).await {
-        Ok(Some(reply)) => {
+    match internal_call(
+        &state,
+        &headers,
+        call.server_id.as_deref(),
+        Some(REST_PROTOCOL),
+        &request,
+    )
+    .await
+    {
+        Ok(Some((_, Some(refusal)))) => refusal.into_rest_response(),
+        Ok(Some((reply, None))) => {
             if let Some(result) = reply.get("result") {
                 json_response(StatusCode::OK, result)
             } else {

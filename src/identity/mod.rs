@@ -204,6 +204,7 @@ impl<R: ResolveIdentity> IdentityLayer<R> {
 
 impl<R> IdentityLayer<R> {
     /// The digest of the key a request presents, read as this layer reads it.
+    #[cfg(feature = "gateway")]
     pub(crate) fn presented_digest(
         &self,
         headers: &http::HeaderMap,

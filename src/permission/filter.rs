@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::engine::{Attribution, Catalog, Grant, Mount, NameIndex, NameKind};
+use crate::engine::{Attribution, Catalog, Grant, NameIndex, NameKind};
 use crate::protocol::{Method, RequestId};
 
 /// What to filter in one list reply, and for whom.
@@ -14,8 +14,9 @@ pub struct ListFilter {
     pub(crate) grant: Grant,
     pub(crate) method: Method,
     pub(crate) id: RequestId,
-    pub(crate) mount: Mount,
-    pub(crate) index: std::sync::Arc<NameIndex>,
+    /// For the mount and, with unprefixed names, the name index as it is when the reply
+    /// arrives (an aggregating service updates it while answering the list).
+    pub(crate) gatekeeper: crate::Gatekeeper,
 }
 
 impl ListFilter {
@@ -31,8 +32,7 @@ impl ListFilter {
             grant,
             method,
             id,
-            mount: gatekeeper.mount().clone(),
-            index: gatekeeper.name_index(),
+            gatekeeper: gatekeeper.clone(),
         }
     }
 
@@ -63,9 +63,10 @@ impl ListFilter {
             _ => return,
         };
         let catalog = self.grant.catalog();
+        let index = self.gatekeeper.name_index();
         match result.get_mut(key) {
             Some(Value::Array(items)) => {
-                items.retain_mut(|item| self.keep(catalog, kind, field, item));
+                items.retain_mut(|item| self.keep(catalog, &index, kind, field, item));
             }
             // Fail closed on a shape we do not understand.
             _ => {
@@ -80,12 +81,19 @@ impl ListFilter {
         }
     }
 
-    fn keep(&self, catalog: &Catalog, kind: NameKind, field: &str, item: &mut Value) -> bool {
+    fn keep(
+        &self,
+        catalog: &Catalog,
+        index: &NameIndex,
+        kind: NameKind,
+        field: &str,
+        item: &mut Value,
+    ) -> bool {
         let Some(name) = item.get(field).and_then(Value::as_str) else {
             return false;
         };
         let Some(Attribution::Server(server, bare)) =
-            catalog.attribute(&self.mount, Some(&self.index), kind, name)
+            catalog.attribute(self.gatekeeper.mount(), Some(index), kind, name)
         else {
             return false;
         };

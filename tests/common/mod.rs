@@ -50,6 +50,8 @@ pub struct RecordingServer {
     pub prompts: Arc<Vec<Value>>,
     pub resources: Arc<Vec<Value>>,
     pub executions: Executions,
+    /// How many handler instances (sessions, or requests when stateless) were created.
+    pub sessions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub fn tool(name: &str, props: &[&str]) -> Value {
@@ -81,6 +83,7 @@ impl RecordingServer {
                     .collect(),
             ),
             executions: Executions::default(),
+            sessions: Arc::default(),
         }
     }
 }
@@ -112,9 +115,33 @@ impl ServerHandler for RecordingServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        if request.name.ends_with("headers") {
+            // Reports the HTTP headers this server received: what a gateway forwarded.
+            let parts = ctx.extensions.get::<http::request::Parts>();
+            let headers: serde_json::Map<String, Value> = parts
+                .map(|p| {
+                    p.headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.executions
+                .0
+                .lock()
+                .unwrap()
+                .push((request.name.to_string(), args));
+            return Ok(CallToolResult::success(vec![ContentBlock::text(
+                Value::Object(headers).to_string(),
+            )])
+            .into());
+        }
+        if request.name.ends_with("slow") {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
         if !self.tools.iter().any(|t| t["name"] == *request.name) {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool {}", request.name),
@@ -229,7 +256,12 @@ pub fn mcp_service(
     ct: &CancellationToken,
 ) -> StreamableHttpService<RecordingServer, LocalSessionManager> {
     StreamableHttpService::new(
-        move || Ok(server.clone()),
+        move || {
+            server
+                .sessions
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(server.clone())
+        },
         Default::default(),
         mode.config(ct),
     )

@@ -1,0 +1,726 @@
+//! The gateway end to end: real rmcp upstream servers over loopback (streamable HTTP), a stdio
+//! child process, a legacy HTTP+SSE upstream, the layers in front, rmcp's client driving it.
+#![cfg(feature = "gateway")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use mcp_gatekeeper::Gatekeeper;
+use mcp_gatekeeper::config::Config;
+use mcp_gatekeeper::gateway::{Gateway, UpstreamSpec, UpstreamTransport};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+struct Upstreams {
+    github: RecordingServer,
+    wiki: RecordingServer,
+    _running: Vec<Running>,
+    urls: Vec<String>,
+}
+
+async fn upstreams() -> Upstreams {
+    let github = RecordingServer::new(
+        vec![
+            tool("create_issue", &["title", "body", "labels"]),
+            tool("list_issues", &[]),
+            tool("delete_repo", &["repo"]),
+            tool("headers", &[]),
+            tool("search", &["q"]),
+        ],
+        &["triage"],
+        &[],
+    );
+    let wiki = RecordingServer::new(
+        vec![
+            tool("read_wiki_contents", &["status", "limit"]),
+            tool("headers", &[]),
+            tool("search", &["q"]),
+            tool("slow", &[]),
+        ],
+        &[],
+        &["doc://home"],
+    );
+    let mut running = Vec::new();
+    let mut urls = Vec::new();
+    for s in [&github, &wiki] {
+        let ct = CancellationToken::new();
+        let r = serve(
+            axum::Router::new()
+                .nest_service("/mcp", mcp_service(s.clone(), Mode::StatefulSse, &ct)),
+            ct,
+        )
+        .await;
+        urls.push(r.url("/mcp"));
+        running.push(r);
+    }
+    Upstreams {
+        github,
+        wiki,
+        _running: running,
+        urls,
+    }
+}
+
+fn config(up: &Upstreams, extra: &str) -> Config {
+    let doc = format!(
+        r#"{{
+      "general_settings": {{"master_key": "sk-admin", "enable_mcp_registry": true{extra}}},
+      "mcp_servers": {{
+        "github": {{"url": "{gh}", "alias": "gh", "disallowed_tools": ["delete_repo"],
+                    "allowed_params": {{"create_issue": ["title", "body"]}},
+                    "auth_type": "bearer_token", "auth_value": "gh-secret-token",
+                    "extra_headers": ["x-request-id", "authorization"], "static_headers": {{"x-team": "platform"}}}},
+        "wiki":   {{"url": "{wiki}", "timeout": 1}},
+        "down":   {{"url": "http://127.0.0.1:9/mcp", "timeout": 2}}
+      }},
+      "keys": [
+        {{"key": "sk-alice", "key_alias": "alice", "object_permission": {{"mcp_servers": ["github", "wiki"], "mcp_tool_permissions": {{"github": ["create_issue", "list_issues", "headers"]}}}}}},
+        {{"key": "sk-bob", "key_alias": "bob", "object_permission": {{"mcp_servers": ["wiki"]}}}},
+        {{"key": "sk-carol", "key_alias": "carol"}}
+      ]
+    }}"#,
+        gh = up.urls[0],
+        wiki = up.urls[1]
+    );
+    Config::from_json_str(&doc).unwrap()
+}
+
+async fn gateway_with(
+    config: &Config,
+    f: impl FnOnce(mcp_gatekeeper::gateway::GatewayBuilder) -> mcp_gatekeeper::gateway::GatewayBuilder,
+) -> (Running, Gateway) {
+    let gk = Gatekeeper::new(config.policy().unwrap());
+    let gateway = f(Gateway::from_config(config, gk).unwrap())
+        .build()
+        .unwrap();
+    let router = gateway.router(gateway.gatekeeper().layer());
+    (serve(router, CancellationToken::new()).await, gateway)
+}
+
+#[tokio::test]
+async fn callers_see_and_call_exactly_their_tools_across_upstreams() {
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let url = gw.url("/mcp");
+    let alice = connect(&url, &[("x-litellm-api-key", "sk-alice")])
+        .await
+        .unwrap();
+    assert_eq!(
+        tool_names(&alice).await,
+        [
+            "github-create_issue",
+            "github-headers",
+            "github-list_issues",
+            "wiki-headers",
+            "wiki-read_wiki_contents",
+            "wiki-search",
+            "wiki-slow"
+        ]
+    );
+    assert!(
+        call(&alice, "github-create_issue", json!({"title": "t"}))
+            .await
+            .unwrap()
+            .starts_with("ran create_issue")
+    );
+    assert!(
+        call(&alice, "github-search", json!({"q": "x"}))
+            .await
+            .is_err(),
+        "outside alice's tool permissions"
+    );
+    assert!(
+        call(
+            &alice,
+            "github-create_issue",
+            json!({"title": "t", "labels": "x"})
+        )
+        .await
+        .is_err()
+    );
+    assert!(call(&alice, "down-anything", json!({})).await.is_err());
+    // Upstreams see bare names, and nothing refused reached them.
+    assert_eq!(up.github.executions.names(), ["create_issue"]);
+    let bob = connect(&url, &[("x-litellm-api-key", "sk-bob")])
+        .await
+        .unwrap();
+    assert_eq!(
+        tool_names(&bob).await,
+        [
+            "wiki-headers",
+            "wiki-read_wiki_contents",
+            "wiki-search",
+            "wiki-slow"
+        ]
+    );
+    assert!(call(&bob, "github-list_issues", json!({})).await.is_err());
+    assert_eq!(up.github.executions.names(), ["create_issue"]);
+    // Prompts and resources are merged and routed the same way.
+    let prompts: Vec<String> = alice
+        .list_all_prompts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(prompts, ["github-triage"]);
+    let resources: Vec<String> = bob
+        .list_all_resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uri.clone())
+        .collect();
+    assert_eq!(resources, ["wiki-doc://home"]);
+    let read = bob
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "wiki-doc://home",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&read.contents[0]).unwrap()["uri"],
+        "wiki-doc://home"
+    );
+    assert_eq!(up.wiki.executions.names(), ["read:doc://home"]);
+}
+
+#[tokio::test]
+async fn one_upstream_session_per_caller_never_shared() {
+    let up = upstreams().await;
+    let (gw, gateway) = gateway_with(&config(&up, ""), |b| b).await;
+    let url = gw.url("/mcp");
+    for _ in 0..3 {
+        let alice = connect(&url, &[("x-litellm-api-key", "sk-alice")])
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            call(&alice, "github-list_issues", json!({})).await.unwrap();
+        }
+        alice.cancel().await.unwrap();
+    }
+    assert_eq!(
+        up.github.sessions.load(Ordering::SeqCst),
+        1,
+        "nine calls by one caller: one upstream session"
+    );
+    let carol = connect(&url, &[("x-litellm-api-key", "sk-carol")])
+        .await
+        .unwrap();
+    call(&carol, "github-list_issues", json!({})).await.unwrap();
+    assert_eq!(
+        up.github.sessions.load(Ordering::SeqCst),
+        2,
+        "another caller gets its own session"
+    );
+    // Different forwarded credentials for the same key are different upstream sessions too.
+    let alice2 = connect(
+        &url,
+        &[
+            ("x-litellm-api-key", "sk-alice"),
+            ("x-mcp-github-x-tenant", "t2"),
+        ],
+    )
+    .await
+    .unwrap();
+    call(&alice2, "github-list_issues", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(up.github.sessions.load(Ordering::SeqCst), 3);
+    assert!(gateway.upstream_sessions() >= 3);
+}
+
+#[tokio::test]
+async fn a_down_or_hanging_upstream_hides_nothing_else() {
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let carol = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-carol")])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let names = tool_names(&carol).await;
+    assert!(
+        names.contains(&"github-list_issues".to_owned())
+            && names.contains(&"wiki-search".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the upstream timeouts"
+    );
+    // A call that hangs upstream times out (1 s) without blocking calls to others.
+    let slow = tokio::spawn({
+        let url = gw.url("/mcp");
+        async move {
+            let c = connect(&url, &[("x-litellm-api-key", "sk-carol")])
+                .await
+                .unwrap();
+            call(&c, "wiki-slow", json!({})).await
+        }
+    });
+    assert!(call(&carol, "github-list_issues", json!({})).await.is_ok());
+    let slow = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(slow.unwrap_err().contains("timed out"));
+    assert!(
+        call(&carol, "wiki-search", json!({"q": "x"})).await.is_ok(),
+        "the upstream still serves other calls"
+    );
+}
+
+#[tokio::test]
+async fn credentials_reach_only_their_server_and_the_gateway_key_never() {
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let carol = connect(
+        &gw.url("/mcp"),
+        &[
+            ("x-litellm-api-key", "sk-carol"),
+            ("x-mcp-github-x-tenant", "acme"),
+            ("x-mcp-wiki-authorization", "Bearer wiki-user-token"),
+            ("x-mcp-auth", "Bearer client-side"),
+            ("x-request-id", "req-7"),
+            ("x-team", "spoofed"),
+        ],
+    )
+    .await
+    .unwrap();
+    let headers = |v: String| serde_json::from_str::<Value>(&v).unwrap();
+    let gh = headers(call(&carol, "github-headers", json!({})).await.unwrap());
+    let wiki = headers(call(&carol, "wiki-headers", json!({})).await.unwrap());
+    // github: its own credential wins; static headers win; extra headers copied; its own x-mcp-github-*.
+    assert_eq!(gh["authorization"], "Bearer gh-secret-token");
+    assert_eq!(gh["x-team"], "platform");
+    assert_eq!(gh["x-request-id"], "req-7");
+    assert_eq!(gh["x-tenant"], "acme");
+    // wiki has no credential of its own: its x-mcp-wiki-authorization, else x-mcp-auth.
+    assert_eq!(wiki["authorization"], "Bearer wiki-user-token");
+    assert!(
+        wiki.get("x-tenant").is_none()
+            && wiki.get("x-request-id").is_none()
+            && wiki.get("x-team").is_none()
+    );
+    for h in [&gh, &wiki] {
+        let all = h.to_string();
+        assert!(
+            !all.contains("sk-carol"),
+            "the gateway key never reaches an upstream: {all}"
+        );
+        assert!(h.get("x-litellm-api-key").is_none());
+    }
+    // Without a per-server header, x-mcp-auth goes to servers without their own credential.
+    let dave = connect(
+        &gw.url("/mcp"),
+        &[
+            ("x-litellm-api-key", "sk-carol"),
+            ("x-mcp-auth", "Bearer client-side"),
+        ],
+    )
+    .await
+    .unwrap();
+    let wiki = headers(call(&dave, "wiki-headers", json!({})).await.unwrap());
+    assert_eq!(wiki["authorization"], "Bearer client-side");
+    let gh = headers(call(&dave, "github-headers", json!({})).await.unwrap());
+    assert_eq!(gh["authorization"], "Bearer gh-secret-token");
+    // A caller who puts the gateway key in Authorization does not leak it through extra_headers.
+    let erin = connect(&gw.url("/mcp"), &[("authorization", "Bearer sk-carol")])
+        .await
+        .unwrap();
+    let gh = headers(call(&erin, "github-headers", json!({})).await.unwrap());
+    assert_eq!(gh["authorization"], "Bearer gh-secret-token");
+    let wiki = headers(call(&erin, "wiki-headers", json!({})).await.unwrap());
+    assert!(!wiki.to_string().contains("sk-carol"), "{wiki}");
+}
+
+fn stdio_binary() -> Option<std::path::PathBuf> {
+    // Cargo builds examples for `cargo test`; they sit next to the test's deps directory.
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("examples");
+    let bin = dir.join(format!("stdio_upstream{}", std::env::consts::EXE_SUFFIX));
+    bin.exists().then_some(bin)
+}
+
+#[tokio::test]
+async fn a_stdio_upstream_runs_and_restarts_after_a_crash() {
+    let bin = stdio_binary().expect("the stdio_upstream example is built with the tests");
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| {
+        b.upstream(
+            "github",
+            UpstreamSpec::new(UpstreamTransport::Stdio {
+                command: bin.display().to_string(),
+                args: vec![],
+                env: vec![],
+            }),
+        )
+    })
+    .await;
+    let carol = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-carol")])
+        .await
+        .unwrap();
+    let names = tool_names(&carol).await;
+    assert!(names.contains(&"github-echo".to_owned()), "{names:?}");
+    assert_eq!(
+        call(&carol, "github-echo", json!({"message": "hi"}))
+            .await
+            .unwrap(),
+        "hi"
+    );
+    let pid = call(&carol, "github-pid", json!({})).await.unwrap();
+    assert!(call(&carol, "github-crash", json!({})).await.is_err());
+    // The crashed child is replaced on the next use.
+    let mut again = Err(String::new());
+    for _ in 0..20 {
+        again = call(&carol, "github-pid", json!({})).await;
+        if again.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new_pid = again.unwrap();
+    assert_ne!(pid, new_pid, "a new process answers");
+}
+
+/// A minimal legacy HTTP+SSE MCP server (protocol 2024-11-05): enough to test the client.
+async fn legacy_sse_upstream() -> (Running, Arc<AtomicUsize>) {
+    use axum::extract::{Query, State};
+    use std::collections::HashMap;
+    use tokio::sync::{Mutex, mpsc};
+    type Sessions = Arc<Mutex<HashMap<String, mpsc::Sender<String>>>>;
+    let sessions: Sessions = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    async fn open(
+        State((sessions, _)): State<(Sessions, Arc<AtomicUsize>)>,
+    ) -> axum::response::Response {
+        let (tx, rx) = mpsc::channel::<String>(16);
+        let id = format!("s{}", sessions.lock().await.len());
+        sessions.lock().await.insert(id.clone(), tx);
+        let first = futures_util::stream::once(async move {
+            format!("event: endpoint\ndata: /messages?sessionId={id}\n\n")
+        });
+        let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|m| (format!("event: message\ndata: {m}\n\n"), rx))
+        });
+        use futures_util::StreamExt;
+        let body =
+            axum::body::Body::from_stream(first.chain(rest).map(Ok::<_, std::convert::Infallible>));
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap()
+    }
+    async fn message(
+        State((sessions, calls)): State<(Sessions, Arc<AtomicUsize>)>,
+        Query(q): Query<HashMap<String, String>>,
+        body: axum::body::Bytes,
+    ) -> axum::http::StatusCode {
+        let msg: Value = serde_json::from_slice(&body).unwrap();
+        let Some(tx) = sessions.lock().await.get(&q["sessionId"]).cloned() else {
+            return axum::http::StatusCode::NOT_FOUND;
+        };
+        let id = msg.get("id").cloned();
+        let result = match msg["method"].as_str() {
+            Some("initialize") => {
+                json!({"protocolVersion": "2024-11-05", "capabilities": {"tools": {}}, "serverInfo": {"name": "legacy", "version": "0"}})
+            }
+            Some("tools/list") => {
+                json!({"tools": [{"name": "legacy_echo", "inputSchema": {"type": "object"}}]})
+            }
+            Some("tools/call") => {
+                calls.fetch_add(1, Ordering::SeqCst);
+                json!({"content": [{"type": "text", "text": format!("legacy says {}", msg["params"]["arguments"]["message"])}]})
+            }
+            _ => return axum::http::StatusCode::ACCEPTED,
+        };
+        if let Some(id) = id {
+            tx.send(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())
+                .await
+                .unwrap();
+        }
+        axum::http::StatusCode::ACCEPTED
+    }
+    let router = axum::Router::new()
+        .route("/sse", axum::routing::get(open))
+        .route("/messages", axum::routing::post(message))
+        .with_state((sessions, Arc::clone(&calls)));
+    (serve(router, CancellationToken::new()).await, calls)
+}
+
+#[tokio::test]
+async fn a_legacy_sse_upstream_is_reached_with_our_own_client() {
+    let up = upstreams().await;
+    let (legacy, calls) = legacy_sse_upstream().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| {
+        b.upstream(
+            "wiki",
+            UpstreamSpec::new(UpstreamTransport::Sse(legacy.url("/sse"))),
+        )
+    })
+    .await;
+    let bob = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-bob")])
+        .await
+        .unwrap();
+    assert_eq!(tool_names(&bob).await, ["wiki-legacy_echo"]);
+    assert_eq!(
+        call(&bob, "wiki-legacy_echo", json!({"message": "hi"}))
+            .await
+            .unwrap(),
+        "legacy says \"hi\""
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn unprefixed_names_withhold_collisions() {
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, r#", "tool_prefix": "never""#), |b| b).await;
+    let carol = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-carol")])
+        .await
+        .unwrap();
+    let names = tool_names(&carol).await;
+    // `search` and `headers` are offered by both servers: withheld, never last-writer-wins.
+    assert_eq!(
+        names,
+        ["create_issue", "list_issues", "read_wiki_contents", "slow"]
+    );
+    assert!(call(&carol, "search", json!({"q": "x"})).await.is_err());
+    assert!(
+        call(&carol, "create_issue", json!({"title": "x"}))
+            .await
+            .is_ok()
+    );
+    assert!(
+        up.wiki.executions.names().is_empty() && up.github.executions.names() == ["create_issue"]
+    );
+}
+
+#[tokio::test]
+async fn rest_registry_health_and_the_legacy_bridge_use_the_same_decisions() {
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, key: Option<&str>| {
+        let mut r = http.get(gw.url(path));
+        if let Some(k) = key {
+            r = r.header("x-litellm-api-key", k);
+        }
+        r.send()
+    };
+    let r = get("/mcp-rest/tools/list", Some("sk-bob")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let mut names: Vec<&str> = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "wiki-headers",
+            "wiki-read_wiki_contents",
+            "wiki-search",
+            "wiki-slow"
+        ]
+    );
+    assert_eq!(v["error"], Value::Null);
+    assert_eq!(
+        get("/mcp-rest/tools/list?server_id=github", Some("sk-bob"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        get("/mcp-rest/tools/list", None).await.unwrap().status(),
+        401
+    );
+    let post = |key: &str, body: Value| {
+        http.post(gw.url("/mcp-rest/tools/call"))
+            .header("x-litellm-api-key", key)
+            .json(&body)
+            .send()
+    };
+    let ok = post(
+        "sk-alice",
+        json!({"server_id": "github", "name": "create_issue", "arguments": {"title": "t"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(
+        ok.json::<Value>().await.unwrap()["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("ran create_issue")
+    );
+    let params = post("sk-alice", json!({"server_id": "github", "name": "create_issue", "arguments": {"title": "t", "labels": "x"}})).await.unwrap();
+    assert_eq!(params.status(), 403);
+    assert_eq!(
+        params.json::<Value>().await.unwrap()["error"],
+        "Parameters ['labels'] are not allowed for tool create_issue. Allowed parameters: ['title', 'body']. Contact proxy admin to allow these parameters."
+    );
+    assert_eq!(
+        post("sk-alice", json!({"server_id": "github", "name": "search"}))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(
+            "sk-bob",
+            json!({"server_id": "github", "name": "list_issues"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        403
+    );
+    let registry: Value = get("/v1/mcp/registry.json", Some("sk-bob"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(registry["servers"].as_array().unwrap().len(), 1);
+    assert_eq!(registry["servers"][0]["server"]["name"], "wiki");
+    assert!(
+        registry["servers"][0]["server"]["remotes"][0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/wiki/mcp")
+    );
+    assert_eq!(get("/health", None).await.unwrap().status(), 200);
+    assert_eq!(up.github.executions.names(), ["create_issue"]);
+
+    // Legacy SSE: the stream announces an endpoint; posts are answered on the stream.
+    let mut stream = get("/sse", Some("sk-bob")).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut buf = String::new();
+    let endpoint = loop {
+        buf.push_str(&String::from_utf8_lossy(
+            &stream.chunk().await.unwrap().unwrap(),
+        ));
+        if let Some(line) = buf.lines().find(|l| l.starts_with("data: /message")) {
+            break line.trim_start_matches("data: ").to_owned();
+        }
+    };
+    let send = |key: &str, body: Value| {
+        http.post(gw.url(&endpoint))
+            .header("x-litellm-api-key", key)
+            .json(&body)
+            .send()
+    };
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"0"}}});
+    let r = send("sk-bob", init).await.unwrap();
+    let status = r.status();
+    assert_eq!(status, 202, "{}", r.text().await.unwrap());
+    assert_eq!(
+        send(
+            "sk-carol",
+            json!({"jsonrpc":"2.0","id":2,"method":"tools/list"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        404,
+        "another key may not post to bob's stream"
+    );
+    assert_eq!(send("sk-bob", json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"github-list_issues"}})).await.unwrap().status(), 202);
+    assert_eq!(
+        send(
+            "sk-bob",
+            json!({"jsonrpc":"2.0","id":4,"method":"tools/list"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        202
+    );
+    let mut events = String::new();
+    while !events.contains("\"id\":4") {
+        events.push_str(&String::from_utf8_lossy(
+            &tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        ));
+    }
+    assert!(
+        events.contains("\"id\":1") && events.contains("serverInfo"),
+        "{events}"
+    );
+    assert!(
+        events.contains("\"id\":3") && events.contains("not allowed"),
+        "{events}"
+    );
+    assert!(
+        events.contains("wiki-search") && !events.contains("github-list_issues\",\"description"),
+        "{events}"
+    );
+    assert_eq!(up.github.executions.names(), ["create_issue"]);
+}
+
+#[tokio::test]
+async fn oauth2_client_credentials_are_fetched_cached_and_sent() {
+    use axum::extract::State;
+    let fetches = Arc::new(AtomicUsize::new(0));
+    async fn token(
+        State(n): State<Arc<AtomicUsize>>,
+        headers: axum::http::HeaderMap,
+        body: String,
+    ) -> axum::Json<Value> {
+        assert!(body.contains("grant_type=client_credentials"), "{body}");
+        assert!(
+            headers["authorization"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic ")
+        );
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        axum::Json(
+            json!({"access_token": format!("tok-{i}"), "token_type": "Bearer", "expires_in": 3600}),
+        )
+    }
+    let auth = serve(
+        axum::Router::new()
+            .route("/token", axum::routing::post(token))
+            .with_state(Arc::clone(&fetches)),
+        CancellationToken::new(),
+    )
+    .await;
+    let up = upstreams().await;
+    let doc = format!(
+        r#"{{"mcp_servers": {{"wiki": {{"url": "{}", "auth_type": "oauth2", "client_id": "id", "client_secret": "secret", "token_url": "{}", "scopes": ["read"]}}}},
+             "keys": [{{"key": "sk-a"}}, {{"key": "sk-b"}}]}}"#,
+        up.urls[1],
+        auth.url("/token")
+    );
+    let config = Config::from_json_str(&doc).unwrap();
+    let (gw, _) = gateway_with(&config, |b| b).await;
+    for key in ["sk-a", "sk-b"] {
+        let c = connect(&gw.url("/mcp"), &[("x-litellm-api-key", key)])
+            .await
+            .unwrap();
+        let h: Value =
+            serde_json::from_str(&call(&c, "wiki-headers", json!({})).await.unwrap()).unwrap();
+        assert_eq!(h["authorization"], "Bearer tok-0");
+    }
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "the token is cached across callers"
+    );
+}
