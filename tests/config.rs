@@ -201,3 +201,15 @@ fn yaml_loads_with_the_same_checks() {
     let e = Config::from_yaml_str("mcp_servers:\n  a: {url: u}\n  a: {url: v}\n").unwrap_err();
     assert!(e.to_string().contains("duplicate"), "{e}");
 }
+
+#[cfg(feature = "config-yaml")]
+#[test]
+fn the_worked_example_config_loads() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/configs/worked.yaml")).unwrap();
+    // Its secrets come from the environment; stand literal values in for them here.
+    let text = text.replace("os.environ/", "literal-");
+    let c = Config::from_yaml_str(&text).unwrap();
+    let p = c.policy().unwrap();
+    assert_eq!(p.catalog().servers().len(), 3);
+    assert_eq!(p.identities().len(), 3);
+}
