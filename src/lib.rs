@@ -70,6 +70,7 @@ pub mod future;
 pub mod gatekeeper;
 pub mod identity;
 pub mod namespace;
+pub mod openai;
 pub mod params;
 pub mod permission;
 pub mod protocol;

@@ -205,7 +205,11 @@ fn yaml_loads_with_the_same_checks() {
 #[cfg(feature = "config-yaml")]
 #[test]
 fn the_worked_example_config_loads() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/configs/worked.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/worked.yaml"
+    ))
+    .unwrap();
     // Its secrets come from the environment; stand literal values in for them here.
     let text = text.replace("os.environ/", "literal-");
     let c = Config::from_yaml_str(&text).unwrap();

@@ -688,3 +688,116 @@ fn the_stack_is_clone_send_sync_and_infallible_over_rmcp() {
         .route_service("/{servers}/mcp", stack.clone())
         .fallback_service(stack);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_drop_nothing_and_never_mix_policies() {
+    let (running, server, gk) = start(Mode::StatelessJson).await;
+    let url = running.url("/mcp");
+    // Both policies allow alice github-list_issues and forbid secret-launch; they differ on wiki.
+    let a = Config::from_json_str(POLICY).unwrap();
+    let b = Config::from_json_str(&POLICY.replace(
+        r#""mcp_servers": ["github", "wiki", "jira"], "mcp_tool"#,
+        r#""mcp_servers": ["github", "jira"], "mcp_tool"#,
+    ))
+    .unwrap();
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let alice = connect(&url, &[("x-litellm-api-key", "sk-alice")])
+                    .await
+                    .unwrap();
+                for _ in 0..20 {
+                    assert!(call(&alice, "github-list_issues", json!({})).await.is_ok());
+                    assert!(
+                        call(&alice, "secret-launch", json!({"target": "x"}))
+                            .await
+                            .is_err()
+                    );
+                }
+                alice.cancel().await.unwrap();
+            })
+        })
+        .collect();
+    let reloader = tokio::spawn(async move {
+        for i in 0..200 {
+            gk.reload(if i % 2 == 0 {
+                b.policy().unwrap()
+            } else {
+                a.policy().unwrap()
+            });
+            tokio::task::yield_now().await;
+        }
+    });
+    for w in workers {
+        w.await.unwrap();
+    }
+    reloader.await.unwrap();
+    assert!(
+        server
+            .executions
+            .names()
+            .iter()
+            .all(|n| n == "github-list_issues")
+    );
+    assert_eq!(server.executions.names().len(), 120);
+}
+
+#[tokio::test]
+async fn raw_http_fail_closed_rules_hold_over_the_wire() {
+    let (running, server, _gk) = start(Mode::StatelessJson).await;
+    let http = reqwest::Client::new();
+    let send = |body: &'static str, extra: Option<(&'static str, &'static str)>| {
+        let mut r = http
+            .post(running.url("/mcp"))
+            .header("x-litellm-api-key", "sk-carol")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some((k, v)) = extra {
+            r = r.header(k, v);
+        }
+        r.body(body).send()
+    };
+    for (body, header) in [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"public-ping","name":"secret-launch"}}"#,
+            None,
+        ),
+        (
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"secret-launch"}}]"#,
+            None,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github-delete_repo","arguments":["x"]}}"#,
+            None,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"public-ping"}}"#,
+            Some(("mcp-name", "github-delete_repo")),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"public-ping"}}"#,
+            Some(("mcp-method", "tools/list")),
+        ),
+    ] {
+        let r = send(body, header).await.unwrap();
+        assert_eq!(r.status(), 400, "{body} {header:?}");
+    }
+    assert!(server.executions.all().is_empty());
+    // Dot segments and encoded slashes in a scoped path are refused, never normalised.
+    for path in ["/secret/../mcp", "/mcp/secret%2F..", "/mcp/%2e%2e"] {
+        let r = http
+            .post(running.url(path))
+            .header("x-litellm-api-key", "sk-alice")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 400 || r.status() == 404,
+            "{path}: {}",
+            r.status()
+        );
+    }
+}
