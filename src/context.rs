@@ -6,9 +6,12 @@ use std::fmt::Display;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Extensions, Request};
+use http::{Extensions, Request, Response};
+use tower_service::Service;
 
+use crate::body::ReplyBody;
 use crate::engine::{Grant, Principal};
+use crate::future::{PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, Policy};
 use crate::namespace::Scope;
 use crate::protocol::{self, CollectError, McpRequest};
@@ -70,4 +73,55 @@ where
         .map_err(|e| Rejection::bad_request(e.to_string()).with_id(head.id.clone()))?;
     parts.extensions.insert(head);
     Ok(Request::from_parts(parts, B::from(bytes)))
+}
+
+/// The call path of the layers that read the body: parse it first if no outer layer did (in a
+/// boxed future), then `decide` on the request extensions, then either call the inner service
+/// with the decided post-processing or answer with the refusal.
+pub(crate) fn inspect_then<S, ReqBody, ResBody, P, D>(
+    inner: &mut S,
+    mut request: Request<ReqBody>,
+    gk: &Gatekeeper,
+    decide: D,
+) -> ResponseFuture<S::Future, ResBody, S::Error, P>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: http_body::Body + From<Bytes> + Send + 'static,
+    ReqBody::Error: Display,
+    ResBody: ReplyBody,
+    P: PostProcess<ResBody, S::Error>,
+    D: FnOnce(&mut Extensions) -> Result<P, Rejection> + Send + 'static,
+{
+    let style = policy(request.extensions_mut(), gk)
+        .catalog()
+        .settings()
+        .denial_style;
+    if !needs_inspection(&request) {
+        return match decide(request.extensions_mut()) {
+            Ok(post) => ResponseFuture::inner(inner.call(request), post),
+            Err(rejection) => ResponseFuture::ready(rejection.into_response(style)),
+        };
+    }
+    // The instance polled ready is the one that must be called: take it, leave a clone.
+    let clone = inner.clone();
+    let mut inner = std::mem::replace(inner, clone);
+    let gk = gk.clone();
+    ResponseFuture::boxed(Box::pin(async move {
+        let mut request = match inspect(request, &gk).await {
+            Ok(r) => r,
+            Err(rejection) => return Ok(rejection.into_response(style)),
+        };
+        match decide(request.extensions_mut()) {
+            Ok(post) => match inner.call(request).await {
+                Ok(response) => Ok(post.response(response)),
+                Err(e) => {
+                    post.error(&e);
+                    Err(e)
+                }
+            },
+            Err(rejection) => Ok(rejection.into_response(style)),
+        }
+    }))
 }

@@ -123,29 +123,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let gk = self.gatekeeper.clone();
-        let style = context::policy(request.extensions_mut(), &gk)
-            .catalog()
-            .settings()
-            .denial_style;
-        if context::needs_inspection(&request) {
-            let clone = self.inner.clone();
-            let mut inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture::boxed(Box::pin(async move {
-                let mut request = match context::inspect(request, &gk).await {
-                    Ok(r) => r,
-                    Err(rejection) => return Ok(rejection.into_response(style)),
-                };
-                match check(request.extensions_mut(), &gk) {
-                    Ok(()) => inner.call(request).await,
-                    Err(rejection) => Ok(rejection.into_response(style)),
-                }
-            }));
-        }
-        match check(request.extensions_mut(), &gk) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(request), NoPost),
-            Err(rejection) => ResponseFuture::ready(rejection.into_response(style)),
-        }
+        context::inspect_then(&mut self.inner, request, &self.gatekeeper, move |ext| {
+            check(ext, &gk).map(|()| NoPost)
+        })
     }
 }

@@ -479,30 +479,12 @@ where
             let id = SessionId(id.to_owned());
             request.extensions_mut().insert(id);
         }
-        if context::needs_inspection(&request) {
-            let clone = self.inner.clone();
-            let mut inner = std::mem::replace(&mut self.inner, clone);
-            let layer = self.layer.clone();
-            return ResponseFuture::boxed(Box::pin(async move {
-                let style = context::policy(request.extensions_mut(), &layer.gatekeeper)
-                    .catalog()
-                    .settings()
-                    .denial_style;
-                let mut request = match context::inspect(request, &layer.gatekeeper).await {
-                    Ok(r) => r,
-                    Err(rejection) => return Ok(rejection.into_response(style)),
-                };
-                let observe = start(request.extensions_mut(), &layer);
-                match inner.call(request).await {
-                    Ok(r) => Ok(PostProcess::<ResBody, S::Error>::response(observe, r)),
-                    Err(e) => {
-                        PostProcess::<ResBody, S::Error>::error(observe, &e);
-                        Err(e)
-                    }
-                }
-            }));
-        }
-        let observe = start(request.extensions_mut(), &self.layer);
-        ResponseFuture::inner(self.inner.call(request), observe)
+        let layer = self.layer.clone();
+        context::inspect_then(
+            &mut self.inner,
+            request,
+            &self.layer.gatekeeper,
+            move |ext| Ok(start(ext, &layer)),
+        )
     }
 }

@@ -270,33 +270,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let gk = self.gatekeeper.clone();
-        let style = context::policy(request.extensions_mut(), &gk)
-            .catalog()
-            .settings()
-            .denial_style;
         let is_post = request.method() == http::Method::POST;
-        if context::needs_inspection(&request) {
-            let clone = self.inner.clone();
-            let mut inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture::boxed(Box::pin(async move {
-                let mut request = match context::inspect(request, &gk).await {
-                    Ok(r) => r,
-                    Err(rejection) => return Ok(rejection.into_response(style)),
-                };
-                match decide(request.extensions_mut(), &gk, is_post) {
-                    Ok(post) => inner
-                        .call(request)
-                        .await
-                        .map(|r| PostProcess::<ResBody, S::Error>::response(post, r)),
-                    Err(rejection) => Ok(rejection.into_response(style)),
-                }
-            }));
-        }
-        match decide(request.extensions_mut(), &gk, is_post) {
-            Ok(post) => ResponseFuture::inner(self.inner.call(request), post),
-            Err(rejection) => ResponseFuture::ready(rejection.into_response(style)),
-        }
+        context::inspect_then(&mut self.inner, request, &self.gatekeeper, move |ext| {
+            decide(ext, &gk, is_post)
+        })
     }
 }
