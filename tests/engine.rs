@@ -532,7 +532,14 @@ fn arb_spec() -> impl Strategy<Value = Option<PermissionSpec>> {
             mcp_servers: servers.map(|v| v.into_iter().map(str::to_owned).collect()),
             mcp_access_groups: None,
             mcp_tool_permissions: tools.map(|v| {
+                // One entry per server: a server listed twice in one level is a config error.
+                let mut seen = Vec::new();
                 v.into_iter()
+                    .filter(|(s, _)| {
+                        let first = !seen.contains(s);
+                        seen.push(*s);
+                        first
+                    })
                     .map(|(s, t)| (s.to_owned(), t.into_iter().map(str::to_owned).collect()))
                     .collect()
             }),
@@ -570,7 +577,17 @@ proptest! {
                 },
                 mcp_access_groups: None,
                 mcp_tool_permissions: match (&s.mcp_tool_permissions, &e.mcp_tool_permissions) {
-                    (Some(a), Some(b)) => Some(a.iter().chain(b).cloned().collect()),
+                    // Per server: the intersection where both name it, else whichever names it.
+                    (Some(a), Some(b)) => {
+                        let mut merged: Vec<(String, Vec<String>)> = Vec::new();
+                        for (srv, tools) in a.iter().chain(b) {
+                            match merged.iter_mut().find(|(s, _)| s == srv) {
+                                Some((_, existing)) => existing.retain(|t| tools.contains(t)),
+                                None => merged.push((srv.clone(), tools.clone())),
+                            }
+                        }
+                        Some(merged)
+                    }
                     (a, b) => a.clone().or_else(|| b.clone()),
                 },
             }),

@@ -241,6 +241,8 @@ pub enum CatalogError {
     UnknownServer(String),
     /// Permissions name an access group no server belongs to.
     UnknownAccessGroup(String),
+    /// One level's `mcp_tool_permissions` names a server twice (by name and alias, say).
+    ServerListedTwice(String),
 }
 
 impl fmt::Display for CatalogError {
@@ -284,6 +286,10 @@ impl fmt::Display for CatalogError {
             Self::UnknownServer(n) => write!(
                 f,
                 "no MCP server is named {n:?}; use a name or alias from mcp_servers"
+            ),
+            Self::ServerListedTwice(n) => write!(
+                f,
+                "mcp_tool_permissions names server {n:?} twice (by name and alias?); merge the two lists into one"
             ),
             Self::UnknownAccessGroup(n) => write!(
                 f,
@@ -565,8 +571,9 @@ impl Catalog {
                 alias: s.alias(),
                 sep: &self.settings.separator,
             };
-            let set: &mut ToolSet = tools.entry(id).or_default();
-            set.extend(expand(list, &own));
+            if tools.insert(id, expand(list, &own)).is_some() {
+                return Err(CatalogError::ServerListedTwice(server.clone()));
+            }
         }
         Ok(Permissions {
             generation: self.generation,
