@@ -25,8 +25,8 @@ use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::engine::Mount;
 use mcp_gatekeeper::gateway::Gateway;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::{
@@ -58,7 +58,9 @@ impl Bench {
                 .expect("a valid tool")
             })
             .collect();
-        Self { tools: Arc::new(tools) }
+        Self {
+            tools: Arc::new(tools),
+        }
     }
 }
 
@@ -66,11 +68,24 @@ impl ServerHandler for Bench {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
     }
-    async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items((*self.tools).clone()))
     }
-    async fn call_tool(&self, request: CallToolRequestParams, _: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
-        let message = request.arguments.as_ref().and_then(|a| a.get("message")).and_then(|m| m.as_str()).unwrap_or("");
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let message = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("message"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("");
         Ok(CallToolResult::success(vec![ContentBlock::text(message.to_owned())]).into())
     }
 }
@@ -85,13 +100,19 @@ fn stateless() -> StreamableHttpServerConfig {
 
 fn bare_service() -> StreamableHttpService<Bench, LocalSessionManager> {
     let bench = Bench::new();
-    StreamableHttpService::new(move || Ok(bench.clone()), Arc::new(LocalSessionManager::default()), stateless())
+    StreamableHttpService::new(
+        move || Ok(bench.clone()),
+        Arc::new(LocalSessionManager::default()),
+        stateless(),
+    )
 }
 
 fn policy(server_url: &str) -> Config {
     // The key may use 40 of the 50 tools and only `message` on echo: filtering and the
     // allowed_params check do real work on every request.
-    let allowed: Vec<String> = std::iter::once("echo".to_owned()).chain((1..40).map(|i| format!("tool_{i}"))).collect();
+    let allowed: Vec<String> = std::iter::once("echo".to_owned())
+        .chain((1..40).map(|i| format!("tool_{i}")))
+        .collect();
     Config::from_json_str(
         &json!({
             "mcp_servers": {"bench": {"url": server_url, "allowed_params": {"echo": ["message"]},
@@ -107,7 +128,9 @@ fn policy(server_url: &str) -> Config {
 }
 
 async fn serve(router: axum::Router) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -120,15 +143,23 @@ async fn serve_role(role: &str, upstream: Option<String>) {
     match role {
         "bare" => serve(axum::Router::new().fallback_service(bare_service())).await,
         "stack" => {
-            let gk = Gatekeeper::new(policy("http://127.0.0.1/mcp").policy().expect("policy")).with_mount(Mount::Single("bench".into()));
+            let gk = Gatekeeper::new(policy("http://127.0.0.1/mcp").policy().expect("policy"))
+                .with_mount(Mount::Single("bench".into()));
             let stack = gk.layer().spend_sink(|_e| {}).layer(bare_service());
             serve(axum::Router::new().fallback_service(stack)).await;
         }
         "gateway" => {
             let config = policy(&upstream.expect("--upstream URL"));
             let gk = Gatekeeper::new(config.policy().expect("policy"));
-            let gateway = Gateway::from_config(&config, gk).expect("gateway").build().expect("gateway");
-            let stack = gateway.gatekeeper().layer().spend_sink(|_e| {}).layer(gateway.service(stateless()));
+            let gateway = Gateway::from_config(&config, gk)
+                .expect("gateway")
+                .build()
+                .expect("gateway");
+            let stack = gateway
+                .gatekeeper()
+                .layer()
+                .spend_sink(|_e| {})
+                .layer(gateway.service(stateless()));
             serve(axum::Router::new().fallback_service(stack)).await;
         }
         other => panic!("unknown role {other}"),
@@ -149,34 +180,54 @@ impl Drop for Server {
 
 fn spawn(role: &str, upstream: Option<&str>) -> Server {
     let mut cmd = Command::new(std::env::current_exe().expect("exe"));
-    cmd.args(["--serve", role]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.args(["--serve", role])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     if let Some(u) = upstream {
         cmd.args(["--upstream", u]);
     }
     let mut child = cmd.spawn().expect("spawn a server process");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("READY line");
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("READY line");
     let port = line.trim().strip_prefix("READY ").expect("READY <port>");
-    Server { child, url: format!("http://127.0.0.1:{port}/mcp") }
+    Server {
+        child,
+        url: format!("http://127.0.0.1:{port}/mcp"),
+    }
 }
 
 /// User + system CPU time of a process so far.
 fn cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     Duration::from_millis(ticks * 1000 / clock_ticks())
 }
 
 fn clock_ticks() -> u64 {
-    Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|s| s.trim().parse().ok()).unwrap_or(100)
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
 }
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -193,7 +244,14 @@ struct Outcome {
     failures: u64,
 }
 
-async fn drive(client: &reqwest::Client, url: &str, kind: Kind, concurrency: usize, requests: usize, prefixed: bool) -> Outcome {
+async fn drive(
+    client: &reqwest::Client,
+    url: &str,
+    kind: Kind,
+    concurrency: usize,
+    requests: usize,
+    prefixed: bool,
+) -> Outcome {
     let next = Arc::new(AtomicU64::new(1));
     let failures = Arc::new(AtomicU64::new(0));
     let tool = if prefixed { "bench-echo" } else { "echo" };
@@ -240,14 +298,22 @@ async fn drive(client: &reqwest::Client, url: &str, kind: Kind, concurrency: usi
     let elapsed = started.elapsed();
     all.sort_unstable();
     let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    Outcome { rps: all.len() as f64 / elapsed.as_secs_f64(), p50: pick(0.50), p99: pick(0.99), failures: failures.load(Ordering::Relaxed) }
+    Outcome {
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+        failures: failures.load(Ordering::Relaxed),
+    }
 }
 
 /// A JSON-RPC result that is not a tool error.
 fn is_success(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("result").map(|r| r.get("isError") != Some(&json!(true))))
+        .and_then(|v| {
+            v.get("result")
+                .map(|r| r.get("isError") != Some(&json!(true)))
+        })
         .unwrap_or(false)
 }
 
@@ -259,40 +325,75 @@ async fn run(quick: bool) {
     let bare = spawn("bare", None);
     let stack = spawn("stack", None);
     let gateway = spawn("gateway", Some(&bare.url));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).tcp_nodelay(true).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
     let requests = if quick { 2_000 } else { 20_000 };
     // Warm every path (connections, the gateway's upstream session).
-    for (url, prefixed) in [(&bare.url, false), (&stack.url, false), (&gateway.url, true)] {
+    for (url, prefixed) in [
+        (&bare.url, false),
+        (&stack.url, false),
+        (&gateway.url, true),
+    ] {
         let o = drive(&client, url, Kind::Call, 4, 400, prefixed).await;
         assert_eq!(o.failures, 0, "warm-up against {url} failed");
         drive(&client, url, Kind::List, 4, 100, prefixed).await;
     }
-    println!("{requests} requests per row; CPU is per request, in µs, of the server process(es) named");
+    println!(
+        "{requests} requests per row; CPU is per request, in µs, of the server process(es) named"
+    );
     println!(
         "{:<10} {:<10} {:>4} {:>10} {:>9} {:>9} {:>12} {:>14}",
         "target", "method", "conc", "req/s", "p50 µs", "p99 µs", "cpu/req µs", "upstream cpu µs"
     );
     for kind in [Kind::Call, Kind::List] {
-        let method = if kind == Kind::Call { "tools/call" } else { "tools/list" };
+        let method = if kind == Kind::Call {
+            "tools/call"
+        } else {
+            "tools/list"
+        };
         for conc in [1usize, 8, 32] {
             let mut rows = Vec::new();
-            for (name, server, prefixed) in [("a bare", &bare, false), ("b stack", &stack, false), ("c gateway", &gateway, true)] {
+            for (name, server, prefixed) in [
+                ("a bare", &bare, false),
+                ("b stack", &stack, false),
+                ("c gateway", &gateway, true),
+            ] {
                 let (cpu0, up0) = (cpu(server.child.id()), cpu(bare.child.id()));
                 let o = drive(&client, &server.url, kind, conc, requests, prefixed).await;
                 let (cpu1, up1) = (cpu(server.child.id()), cpu(bare.child.id()));
                 let n = requests as f64;
                 let own = us(cpu1 - cpu0) / n;
-                let upstream = if name.starts_with('c') { format!("{:.1}", us(up1 - up0) / n) } else { "-".into() };
+                let upstream = if name.starts_with('c') {
+                    format!("{:.1}", us(up1 - up0) / n)
+                } else {
+                    "-".into()
+                };
                 println!(
                     "{:<10} {:<10} {:>4} {:>10.0} {:>9.1} {:>9.1} {:>12.1} {:>14}{}",
-                    name, method, conc, o.rps, us(o.p50), us(o.p99), own, upstream,
-                    if o.failures > 0 { format!("  ({} failed)", o.failures) } else { String::new() }
+                    name,
+                    method,
+                    conc,
+                    o.rps,
+                    us(o.p50),
+                    us(o.p99),
+                    own,
+                    upstream,
+                    if o.failures > 0 {
+                        format!("  ({} failed)", o.failures)
+                    } else {
+                        String::new()
+                    }
                 );
                 rows.push(o);
             }
             println!(
                 "{:<10} {:<10} {:>4} b/a {:.2}  c/a {:.2}  p50 added: b {:+.1} µs, c {:+.1} µs",
-                "ratios", method, conc,
+                "ratios",
+                method,
+                conc,
                 rows[1].rps / rows[0].rps,
                 rows[2].rps / rows[0].rps,
                 us(rows[1].p50) - us(rows[0].p50),
@@ -304,7 +405,11 @@ async fn run(quick: bool) {
 
 async fn soak(n: usize) {
     let stack = spawn("stack", None);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(16).tcp_nodelay(true).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(16)
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
     let pid = stack.child.id();
     drive(&client, &stack.url, Kind::Call, 8, 1_000, false).await;
     let start = rss_kib(pid);
@@ -314,14 +419,29 @@ async fn soak(n: usize) {
     let o2 = drive(&client, &stack.url, Kind::Call, 8, n - half, false).await;
     let end = rss_kib(pid);
     println!("soak: {n} tools/call through the five layers at concurrency 8");
-    println!("resident memory of the stack process: start {start} KiB, middle {middle} KiB, end {end} KiB");
-    println!("failures: {}; req/s {:.0} then {:.0}", o1.failures + o2.failures, o1.rps, o2.rps);
+    println!(
+        "resident memory of the stack process: start {start} KiB, middle {middle} KiB, end {end} KiB"
+    );
+    println!(
+        "failures: {}; req/s {:.0} then {:.0}",
+        o1.failures + o2.failures,
+        o1.rps,
+        o2.rps
+    );
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     if let Some(role) = value("--serve") {
         rt.block_on(serve_role(&role, value("--upstream")));
     } else if let Some(n) = value("--soak") {

@@ -20,7 +20,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body the layers can build: from bytes (refusals, filtered lists) and by wrapping
 /// another body with the same error type (streamed rewrites).
-pub trait ReplyBody: http_body::Body<Data = Bytes> + Send + Sized + 'static {
+pub trait ReplyBody: http_body::Body<Data = Bytes> + Send + Unpin + Sized + 'static {
     /// A body holding exactly `bytes`.
     fn from_bytes(bytes: Bytes) -> Self;
     /// A body streaming `body`.
@@ -125,3 +125,61 @@ impl ReplyBody for Body {
         Self(BoxBody::new(body))
     }
 }
+
+pin_project_lite::pin_project! {
+    /// Bytes already read, then the rest of the body they came from.
+    pub(crate) struct Prefixed<B> {
+        head: Option<Bytes>,
+        #[pin]
+        rest: B,
+    }
+}
+
+impl<B> Prefixed<B> {
+    pub(crate) fn new(head: Bytes, rest: B) -> Self {
+        Self {
+            head: Some(head),
+            rest,
+        }
+    }
+}
+
+impl<B> http_body::Body for Prefixed<B>
+where
+    B: http_body::Body,
+    B::Data: bytes::Buf,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        use bytes::Buf as _;
+        let this = self.project();
+        if let Some(head) = this.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        this.rest
+            .poll_frame(cx)
+            .map(|f| f.map(|f| f.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))))
+    }
+}
+
+/// A body that fails at once with the error another body failed with.
+pub(crate) struct Failing<E>(pub(crate) Option<E>);
+
+impl<E> http_body::Body for Failing<E> {
+    type Data = Bytes;
+    type Error = E;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+        Poll::Ready(self.0.take().map(Err))
+    }
+}
+
+impl<E> Unpin for Failing<E> {}

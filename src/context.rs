@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use crate::body::ReplyBody;
 use crate::engine::{Grant, Principal};
-use crate::future::{PostProcess, ResponseFuture};
+use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, Policy};
 use crate::namespace::Scope;
 use crate::protocol::{self, CollectError, McpRequest};
@@ -115,7 +115,10 @@ where
         };
         match decide(request.extensions_mut()) {
             Ok(post) => match inner.call(request).await {
-                Ok(response) => Ok(post.response(response)),
+                Ok(response) => Ok(match post.response(response) {
+                    Post::Ready(r) => r,
+                    Post::Later(f) => f.await,
+                }),
                 Err(e) => {
                     post.error(&e);
                     Err(e)

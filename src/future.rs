@@ -13,10 +13,28 @@ use futures_util::future::BoxFuture;
 use http::Response;
 use pin_project_lite::pin_project;
 
+/// A post-processed response: at once, or after async work on its body (reading a small JSON
+/// reply whole keeps `content-length` exact, so nothing turns into a chunked reply).
+pub enum Post<B> {
+    /// Ready now.
+    Ready(Response<B>),
+    /// Ready when this future is.
+    Later(BoxFuture<'static, Response<B>>),
+}
+
+impl<B> std::fmt::Debug for Post<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ready(_) => "Post::Ready",
+            Self::Later(_) => "Post::Later",
+        })
+    }
+}
+
 /// What a layer does to the inner service's result before handing it out.
 pub trait PostProcess<B, E>: Send + 'static {
     /// Transforms a response.
-    fn response(self, response: Response<B>) -> Response<B>;
+    fn response(self, response: Response<B>) -> Post<B>;
     /// Sees an error of the inner service (the error itself is passed on unchanged).
     fn error(self, error: &E);
 }
@@ -26,8 +44,8 @@ pub trait PostProcess<B, E>: Send + 'static {
 pub struct NoPost;
 
 impl<B, E> PostProcess<B, E> for NoPost {
-    fn response(self, response: Response<B>) -> Response<B> {
-        response
+    fn response(self, response: Response<B>) -> Post<B> {
+        Post::Ready(response)
     }
     fn error(self, _: &E) {}
 }
@@ -46,6 +64,7 @@ pin_project! {
     enum State<F, B, E, P> {
         Boxed { fut: BoxFuture<'static, Result<Response<B>, E>> },
         Inner { #[pin] fut: F, post: Option<P> },
+        Finishing { fut: BoxFuture<'static, Response<B>> },
         Ready { response: Option<Response<B>> },
     }
 }
@@ -87,22 +106,30 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Boxed { fut } => fut.as_mut().poll(cx),
-            StateProj::Inner { fut, post } => {
-                let out = std::task::ready!(fut.poll(cx));
-                let post = post.take().expect("polled after completion");
-                Poll::Ready(match out {
-                    Ok(response) => Ok(post.response(response)),
-                    Err(e) => {
-                        post.error(&e);
-                        Err(e)
+        let mut state = self.project().state;
+        loop {
+            let later = match state.as_mut().project() {
+                StateProj::Boxed { fut } => return fut.as_mut().poll(cx),
+                StateProj::Finishing { fut } => return fut.as_mut().poll(cx).map(Ok),
+                StateProj::Ready { response } => {
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                }
+                StateProj::Inner { fut, post } => {
+                    let out = std::task::ready!(fut.poll(cx));
+                    let post = post.take().expect("polled after completion");
+                    match out {
+                        Ok(response) => match post.response(response) {
+                            Post::Ready(r) => return Poll::Ready(Ok(r)),
+                            Post::Later(f) => f,
+                        },
+                        Err(e) => {
+                            post.error(&e);
+                            return Poll::Ready(Err(e));
+                        }
                     }
-                })
-            }
-            StateProj::Ready { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
+                }
+            };
+            state.set(State::Finishing { fut: later });
         }
     }
 }

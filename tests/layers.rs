@@ -221,11 +221,50 @@ async fn json_list_replies_are_filtered_and_never_cached_as_public() {
         .oneshot(req(br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
         .await
         .unwrap();
-    assert!(
-        r.headers().get("content-length").is_none(),
-        "a stale length is dropped"
+    let length: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        length,
+        bytes.len(),
+        "the length of the filtered reply, not the stale one"
     );
-    assert_eq!(body_json(r).await, filtered_list());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap(),
+        filtered_list()
+    );
+}
+
+#[tokio::test]
+async fn json_tool_results_keep_an_exact_length() {
+    // A chunked reply costs a round of writes per call; a JSON reply must stay sized.
+    let gk = gatekeeper(POLICY);
+    let inner = Inner::default();
+    let reply = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(move |_| {
+            let mut r = Response::new(full(&reply[..]));
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            r.headers_mut().insert("content-length", reply.len().into());
+            r
+        }));
+    let r = svc
+        .oneshot(req(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github-create_issue","arguments":{"title":"t"}}}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-length"],
+        reply.len().to_string().as_str()
+    );
+    assert_eq!(
+        &r.into_body().collect().await.unwrap().to_bytes()[..],
+        &reply[..]
+    );
 }
 
 fn sse_stream() -> Vec<u8> {

@@ -1,28 +1,22 @@
-//! The body that watches a tool call's reply, runs the hook, and completes the event.
+//! The body that watches a streamed tool call reply (server-sent events, or an HTTP failure),
+//! runs the hook when the reply is seen, and completes the event.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::FutureExt;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde_json::Value;
 
-use super::{CostHook, HookDecision, Outcome, Pending};
-use crate::body::BoxError;
+use super::{CostHook, HookFuture, Outcome, Pending, decision, hook_future};
 use crate::protocol::{RequestId, sse};
 
 pub(crate) enum Mode {
     /// Not a readable reply (an HTTP error, or an unknown type): pass through, settle at the end.
     Status(u16),
-    Json {
-        buf: BytesMut,
-    },
     Sse {
         framer: sse::SseFramer,
     },
@@ -31,11 +25,6 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
-    pub(crate) fn json() -> Self {
-        Self::Json {
-            buf: BytesMut::new(),
-        }
-    }
     pub(crate) fn sse(limit: usize) -> Self {
         Self::Sse {
             framer: sse::SseFramer::new(limit),
@@ -43,18 +32,13 @@ impl Mode {
     }
 }
 
-/// How to send the reply once the hook has decided.
+/// The reply held back while the hook decides.
 enum Held {
-    /// Send these bytes as they are (nothing to replace).
+    /// Send these bytes as they are.
     Raw(Bytes),
-    /// A JSON reply; replaced if the hook says so.
-    Json(Value, Bytes),
-    /// An SSE event carrying the reply; replaced if the hook says so.
+    /// An event carrying the reply; replaced if the hook says so.
     Event(Value, Bytes),
 }
-
-type HookFuture =
-    Pin<Box<dyn Future<Output = std::thread::Result<Result<HookDecision, BoxError>>> + Send>>;
 
 pin_project! {
     pub(crate) struct CostBody<B, H> {
@@ -71,19 +55,11 @@ pin_project! {
         after: BytesMut,
         ready: VecDeque<Bytes>,
         done: bool,
-        limit: usize,
     }
 }
 
 impl<B, H: CostHook> CostBody<B, H> {
-    pub(crate) fn new(
-        inner: B,
-        mode: Mode,
-        pending: Pending,
-        id: RequestId,
-        hook: Arc<H>,
-        limit: usize,
-    ) -> Self {
+    pub(crate) fn new(inner: B, mode: Mode, pending: Pending, id: RequestId, hook: Arc<H>) -> Self {
         Self {
             inner,
             mode,
@@ -95,12 +71,11 @@ impl<B, H: CostHook> CostBody<B, H> {
             after: BytesMut::new(),
             ready: VecDeque::new(),
             done: false,
-            limit,
         }
     }
 }
 
-fn outcome_of(reply: &Value) -> Outcome {
+pub(crate) fn outcome_of(reply: &Value) -> Outcome {
     if let Some(error) = reply.get("error") {
         return Outcome::JsonRpcError {
             code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
@@ -113,7 +88,8 @@ fn outcome_of(reply: &Value) -> Outcome {
     }
 }
 
-fn replaced(mut reply: Value, result: Value) -> String {
+/// The reply with its result replaced (the id kept).
+pub(crate) fn replaced(mut reply: Value, result: Value) -> String {
     if let Some(obj) = reply.as_object_mut() {
         obj.remove("error");
         obj.insert("result".to_owned(), result);
@@ -121,29 +97,18 @@ fn replaced(mut reply: Value, result: Value) -> String {
     serde_json::to_string(&reply).expect("a Value always serialises")
 }
 
-impl<B, H> CostBody<B, H> {
-    fn start_hook(
-        pending: &mut Pending,
-        hook: &Arc<H>,
-        slot: &mut Mutex<Option<HookFuture>>,
-        outcome: Outcome,
-        reply: Option<&Value>,
-    ) where
-        H: CostHook,
-    {
-        let Some(event) = pending.settle(outcome) else {
-            return;
-        };
-        let hook = Arc::clone(hook);
-        // A panic while *building* the future counts like one while running it.
-        let fut: HookFuture =
-            match std::panic::catch_unwind(AssertUnwindSafe(|| hook.on_tool_call(event, reply))) {
-                Ok(f) => Box::pin(AssertUnwindSafe(f).catch_unwind()),
-                Err(panic) => Box::pin(std::future::ready(Err(panic))),
-            };
+fn start_hook<H: CostHook>(
+    pending: &mut Pending,
+    hook: &Arc<H>,
+    slot: &mut Mutex<Option<HookFuture>>,
+    outcome: Outcome,
+    reply: Option<&Value>,
+) {
+    if let Some(event) = pending.settle(outcome) {
         *slot
             .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fut);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(hook_future(hook, event, reply));
     }
 }
 
@@ -172,24 +137,13 @@ where
                 .get_mut()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(fut) = slot.as_mut() {
-                let decision = match std::task::ready!(fut.as_mut().poll(cx)) {
-                    Ok(Ok(d)) => d,
-                    Ok(Err(e)) => {
-                        crate::trace::backend_error(&*e);
-                        HookDecision::default()
-                    }
-                    Err(_) => {
-                        crate::trace::warn("the cost hook panicked; the call goes on");
-                        HookDecision::default()
-                    }
-                };
+                let decided = decision(std::task::ready!(fut.as_mut().poll(cx)));
                 *slot = None;
-                let bytes = match (this.held.take(), decision.replace_result) {
-                    (Some(Held::Json(v, _)), Some(r)) => Bytes::from(replaced(v, r)),
+                let bytes = match (this.held.take(), decided.replace_result) {
                     (Some(Held::Event(v, raw)), Some(r)) => {
                         sse::replace_data(&raw, &replaced(v, r))
                     }
-                    (Some(Held::Json(_, b) | Held::Event(_, b) | Held::Raw(b)), _) => b,
+                    (Some(Held::Event(_, b) | Held::Raw(b)), _) => b,
                     (None, _) => Bytes::new(),
                 };
                 if !bytes.is_empty() {
@@ -198,7 +152,7 @@ where
                 if !this.after.is_empty() {
                     this.ready.push_back(this.after.split().freeze());
                 }
-                this.pending.commit(decision.cost);
+                this.pending.commit(decided.cost);
                 continue;
             }
             if *this.done {
@@ -213,8 +167,7 @@ where
                 }
                 None => {
                     *this.done = true;
-                    let mode = std::mem::replace(this.mode, Mode::Through);
-                    match mode {
+                    match std::mem::replace(this.mode, Mode::Through) {
                         Mode::Status(status) => {
                             let outcome = if (200..300).contains(&status) {
                                 Outcome::Unknown
@@ -223,35 +176,10 @@ where
                                     status: Some(status),
                                 }
                             };
-                            Self::start_hook(this.pending, this.hook, this.hook_fut, outcome, None);
-                        }
-                        Mode::Json { buf } => {
-                            let bytes = buf.freeze();
-                            match serde_json::from_slice::<Value>(&bytes) {
-                                Ok(v) if v.get("id").is_some_and(|id| this.id.matches(id)) => {
-                                    Self::start_hook(
-                                        this.pending,
-                                        this.hook,
-                                        this.hook_fut,
-                                        outcome_of(&v),
-                                        Some(&v),
-                                    );
-                                    *this.held = Some(Held::Json(v, bytes));
-                                }
-                                _ => {
-                                    Self::start_hook(
-                                        this.pending,
-                                        this.hook,
-                                        this.hook_fut,
-                                        Outcome::Unknown,
-                                        None,
-                                    );
-                                    *this.held = Some(Held::Raw(bytes));
-                                }
-                            }
+                            start_hook(this.pending, this.hook, this.hook_fut, outcome, None);
                         }
                         Mode::Sse { mut framer } => {
-                            Self::start_hook(
+                            start_hook(
                                 this.pending,
                                 this.hook,
                                 this.hook_fut,
@@ -281,24 +209,6 @@ where
                     this.after.extend_from_slice(&chunk)
                 }
                 Mode::Status(_) | Mode::Through => this.ready.push_back(chunk),
-                Mode::Json { buf } => {
-                    if buf.len() + chunk.len() > *this.limit {
-                        // Too large to read: stop watching, pass everything on.
-                        let mut all = std::mem::take(buf);
-                        all.extend_from_slice(&chunk);
-                        *this.mode = Mode::Through;
-                        Self::start_hook(
-                            this.pending,
-                            this.hook,
-                            this.hook_fut,
-                            Outcome::Unknown,
-                            None,
-                        );
-                        *this.held = Some(Held::Raw(all.freeze()));
-                    } else {
-                        buf.extend_from_slice(&chunk);
-                    }
-                }
                 Mode::Sse { framer } => {
                     framer.push(&chunk);
                     let mut before = BytesMut::new();
@@ -315,7 +225,7 @@ where
                                     .filter(|v| v.get("id").is_some_and(|id| this.id.matches(id)));
                                 match reply {
                                     Some(v) => {
-                                        Self::start_hook(
+                                        start_hook(
                                             this.pending,
                                             this.hook,
                                             this.hook_fut,
@@ -338,7 +248,7 @@ where
                                     }
                                 }
                                 if this.held.is_none() {
-                                    Self::start_hook(
+                                    start_hook(
                                         this.pending,
                                         this.hook,
                                         this.hook_fut,

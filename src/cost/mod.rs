@@ -16,18 +16,23 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{Request, Response, header};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{BoxError, ReplyBody};
+use crate::body::{Failing, Prefixed};
 use crate::context;
 use crate::engine::{Attribution, NameKind, Principal};
-use crate::future::{PostProcess, ResponseFuture};
+use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
 use crate::permission::ToolTarget;
+use crate::protocol::{self, Collected};
 use crate::protocol::{McpRequest, Method, RequestId};
 
 use self::body::CostBody;
@@ -131,12 +136,21 @@ pub trait CostHook: Send + Sync + 'static {
     type Future: Future<Output = Result<HookDecision, BoxError>> + Send + 'static;
     /// Decides about one call.
     fn on_tool_call(&self, event: &ToolCallEvent, reply: Option<&Value>) -> Self::Future;
+
+    /// Whether the hook reads the reply. When `false`, replies are not parsed for it (the
+    /// outcome is still read with a lean parse), which saves a full JSON parse per call.
+    fn wants_reply(&self) -> bool {
+        true
+    }
 }
 
 impl CostHook for () {
     type Future = Ready<Result<HookDecision, BoxError>>;
     fn on_tool_call(&self, _: &ToolCallEvent, _: Option<&Value>) -> Self::Future {
         ready(Ok(HookDecision::default()))
+    }
+    fn wants_reply(&self) -> bool {
+        false
     }
 }
 
@@ -314,7 +328,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// Fills in how the call ended, for the hook to see.
-    fn settle(&mut self, outcome: Outcome) -> Option<&ToolCallEvent> {
+    pub(crate) fn settle(&mut self, outcome: Outcome) -> Option<&ToolCallEvent> {
         let event = self.event.as_mut()?;
         event.duration = self.started.elapsed();
         event.outcome = outcome;
@@ -322,7 +336,7 @@ impl Pending {
     }
 
     /// Sends the settled event to the sink, once.
-    fn commit(&mut self, cost: Option<f64>) {
+    pub(crate) fn commit(&mut self, cost: Option<f64>) {
         if let Some(mut event) = self.event.take() {
             if let Some(cost) = cost.filter(|c| c.is_finite()) {
                 event.cost = cost;
@@ -331,7 +345,7 @@ impl Pending {
         }
     }
 
-    fn record(&mut self, outcome: Outcome, cost: Option<f64>) {
+    pub(crate) fn record(&mut self, outcome: Outcome, cost: Option<f64>) {
         self.settle(outcome);
         self.commit(cost);
     }
@@ -360,9 +374,9 @@ where
     B::Error: Send + Sync,
     H: CostHook,
 {
-    fn response(self, response: Response<B>) -> Response<B> {
+    fn response(self, response: Response<B>) -> Post<B> {
         let Some((pending, id, hook, limit)) = self.call else {
-            return response;
+            return Post::Ready(response);
         };
         let status = response.status();
         let content_type = response
@@ -371,21 +385,20 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
+        if status.is_success() && content_type.starts_with("application/json") {
+            return Post::Later(Box::pin(json_reply(response, pending, id, hook, limit)));
+        }
         let (mut parts, body) = response.into_parts();
-        let mode = if !status.is_success() {
-            body::Mode::Status(status.as_u16())
-        } else if content_type.starts_with("application/json") {
+        let mode = if status.is_success() && content_type.starts_with("text/event-stream") {
             parts.headers.remove(header::CONTENT_LENGTH);
-            body::Mode::json()
-        } else if content_type.starts_with("text/event-stream") {
             body::Mode::sse(limit)
         } else {
             body::Mode::Status(status.as_u16())
         };
-        Response::from_parts(
+        Post::Ready(Response::from_parts(
             parts,
-            B::wrap(CostBody::new(body, mode, pending, id, hook, limit)),
-        )
+            B::wrap(CostBody::new(body, mode, pending, id, hook)),
+        ))
     }
 
     fn error(self, _: &E) {
@@ -393,6 +406,130 @@ where
             pending.record(Outcome::TransportError { status: None }, None);
         }
     }
+}
+
+/// A JSON reply to a tool call: read whole (bounded), its outcome noted, the hook run, and sent
+/// on with an exact `content-length` (never turned into a chunked reply).
+async fn json_reply<B, H>(
+    response: Response<B>,
+    mut pending: Pending,
+    id: RequestId,
+    hook: Arc<H>,
+    limit: usize,
+) -> Response<B>
+where
+    B: ReplyBody + Sync,
+    B::Error: Send + Sync,
+    H: CostHook,
+{
+    let (mut parts, body) = response.into_parts();
+    match protocol::collect_up_to(body, limit).await {
+        Collected::Whole(bytes) => {
+            let (outcome, reply) = read_reply(&bytes, &id, hook.wants_reply());
+            let decision = match pending.settle(outcome) {
+                Some(event) => run_hook(hook_future(&hook, event, reply.as_ref())).await,
+                None => HookDecision::default(),
+            };
+            let bytes = match decision.replace_result {
+                Some(result) => {
+                    let reply = reply
+                        .or_else(|| serde_json::from_slice(&bytes).ok())
+                        .unwrap_or_else(|| json!({"jsonrpc": "2.0", "id": id.to_value()}));
+                    Bytes::from(body::replaced(reply, result))
+                }
+                None => bytes,
+            };
+            pending.commit(decision.cost);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, bytes.len().into());
+            Response::from_parts(parts, B::from_bytes(bytes))
+        }
+        Collected::TooLarge { head, rest } => {
+            // Too large to read: pass it on unchanged (same bytes, same length), unobserved.
+            if let Some(event) = pending.settle(Outcome::Unknown) {
+                let decision = run_hook(hook_future(&hook, event, None)).await;
+                pending.commit(decision.cost);
+            }
+            Response::from_parts(parts, B::wrap(Prefixed::new(head, rest)))
+        }
+        Collected::Failed(e) => {
+            pending.record(Outcome::TransportError { status: None }, None);
+            Response::from_parts(parts, B::wrap(Failing(Some(e))))
+        }
+    }
+}
+
+/// How a reply ended, and (when the hook reads replies) the reply itself.
+fn read_reply(bytes: &[u8], id: &RequestId, full: bool) -> (Outcome, Option<Value>) {
+    if full {
+        return match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) if v.get("id").is_some_and(|i| id.matches(i)) => (body::outcome_of(&v), Some(v)),
+            _ => (Outcome::Unknown, None),
+        };
+    }
+    #[derive(serde::Deserialize)]
+    struct Lean {
+        error: Option<LeanError>,
+        result: Option<LeanResult>,
+    }
+    #[derive(serde::Deserialize)]
+    struct LeanError {
+        #[serde(default)]
+        code: i64,
+    }
+    #[derive(serde::Deserialize)]
+    struct LeanResult {
+        #[serde(rename = "isError", default)]
+        is_error: Option<bool>,
+    }
+    let outcome = match serde_json::from_slice::<Lean>(bytes) {
+        Ok(Lean { error: Some(e), .. }) => Outcome::JsonRpcError { code: e.code },
+        Ok(Lean {
+            result: Some(r), ..
+        }) if r.is_error == Some(true) => Outcome::ToolError,
+        Ok(Lean {
+            result: Some(_), ..
+        }) => Outcome::Success,
+        _ => Outcome::Unknown,
+    };
+    (outcome, None)
+}
+
+/// The hook's future, with a panic while building or running it caught.
+pub(crate) type HookFuture =
+    Pin<Box<dyn Future<Output = std::thread::Result<Result<HookDecision, BoxError>>> + Send>>;
+
+pub(crate) fn hook_future<H: CostHook>(
+    hook: &Arc<H>,
+    event: &ToolCallEvent,
+    reply: Option<&Value>,
+) -> HookFuture {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| hook.on_tool_call(event, reply))) {
+        Ok(f) => Box::pin(AssertUnwindSafe(f).catch_unwind()),
+        Err(panic) => Box::pin(std::future::ready(Err(panic))),
+    }
+}
+
+/// What the hook decided; a failing or panicking hook decides nothing and breaks nothing.
+pub(crate) fn decision(
+    outcome: std::thread::Result<Result<HookDecision, BoxError>>,
+) -> HookDecision {
+    match outcome {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            crate::trace::backend_error(&*e);
+            HookDecision::default()
+        }
+        Err(_) => {
+            crate::trace::warn("the cost hook panicked; the call goes on");
+            HookDecision::default()
+        }
+    }
+}
+
+async fn run_hook(fut: HookFuture) -> HookDecision {
+    decision(fut.await)
 }
 
 fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Observe<H> {

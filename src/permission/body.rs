@@ -1,4 +1,4 @@
-//! Response bodies that filter a list reply: whole JSON, or the one matching server-sent event.
+//! Filtering list replies: a whole JSON reply, or the one matching server-sent event.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -13,55 +13,25 @@ use super::filter::ListFilter;
 use crate::protocol::{jsonrpc, sse};
 
 pin_project! {
-    /// Filters the reply to one list request as it streams.
+    /// Filters the server-sent event that carries the reply to one list request, as it
+    /// streams; every other event passes through as it arrives.
     pub(crate) struct FilterBody<B> {
         #[pin]
         inner: B,
-        mode: Mode,
+        framer: sse::SseFramer,
+        matched: bool,
         filter: ListFilter,
         ready: VecDeque<Bytes>,
         done: bool,
     }
 }
 
-enum Mode {
-    Json {
-        buf: BytesMut,
-        limit: usize,
-    },
-    Sse {
-        framer: sse::SseFramer,
-        matched: bool,
-    },
-}
-
 impl<B> FilterBody<B> {
-    pub(crate) fn json(inner: B, filter: ListFilter, limit: usize) -> Self {
-        Self::new(
-            inner,
-            filter,
-            Mode::Json {
-                buf: BytesMut::new(),
-                limit,
-            },
-        )
-    }
-
     pub(crate) fn sse(inner: B, filter: ListFilter, max_event: usize) -> Self {
-        Self::new(
-            inner,
-            filter,
-            Mode::Sse {
-                framer: sse::SseFramer::new(max_event),
-                matched: false,
-            },
-        )
-    }
-
-    fn new(inner: B, filter: ListFilter, mode: Mode) -> Self {
         Self {
             inner,
-            mode,
+            framer: sse::SseFramer::new(max_event),
+            matched: false,
             filter,
             ready: VecDeque::new(),
             done: false,
@@ -69,7 +39,8 @@ impl<B> FilterBody<B> {
     }
 }
 
-fn too_large(filter: &ListFilter) -> Value {
+/// The reply that replaces one too large to filter (fail closed: never passed on unfiltered).
+pub(crate) fn too_large(filter: &ListFilter) -> Value {
     crate::trace::warn("a list reply was too large to filter; answered with an error");
     jsonrpc::error(
         Some(&filter.id),
@@ -79,7 +50,7 @@ fn too_large(filter: &ListFilter) -> Value {
 }
 
 /// Filters one whole JSON reply; anything unreadable becomes an error (fail closed).
-fn filter_json(bytes: &[u8], filter: &ListFilter) -> Bytes {
+pub(crate) fn filter_json(bytes: &[u8], filter: &ListFilter) -> Bytes {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(mut v) => {
             if filter.apply(&mut v) {
@@ -137,20 +108,13 @@ where
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => {
                     *this.done = true;
-                    match this.mode {
-                        Mode::Json { buf, .. } => {
-                            this.ready.push_back(filter_json(buf, this.filter))
-                        }
-                        Mode::Sse { framer, matched } => {
-                            if let Some(rest) = framer.finish() {
-                                let out = if *matched {
-                                    rest
-                                } else {
-                                    filter_event(rest, this.filter).0
-                                };
-                                this.ready.push_back(out);
-                            }
-                        }
+                    if let Some(rest) = this.framer.finish() {
+                        let out = if *this.matched {
+                            rest
+                        } else {
+                            filter_event(rest, this.filter).0
+                        };
+                        this.ready.push_back(out);
                     }
                     continue;
                 }
@@ -165,49 +129,36 @@ where
                 }
             };
             let chunk = data.copy_to_bytes(data.remaining());
-            match this.mode {
-                Mode::Json { buf, limit } => {
-                    if buf.len() + chunk.len() > *limit {
-                        *this.done = true;
-                        this.ready
-                            .push_back(jsonrpc::to_bytes(&too_large(this.filter)));
-                        continue;
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                Mode::Sse { framer, matched } => {
-                    if *matched && !framer.has_partial() {
-                        // Our reply went out already: the rest passes without framing.
-                        this.ready.push_back(chunk);
-                        continue;
-                    }
-                    framer.push(&chunk);
-                    let mut out = BytesMut::new();
-                    loop {
-                        match framer.next_event() {
-                            Ok(Some(event)) => {
-                                if *matched {
-                                    out.extend_from_slice(&event);
-                                } else {
-                                    let (bytes, hit) = filter_event(event, this.filter);
-                                    *matched = hit;
-                                    out.extend_from_slice(&bytes);
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(_) => {
-                                let err = serde_json::to_string(&too_large(this.filter))
-                                    .expect("serialises");
-                                out.extend_from_slice(&sse::message_event(&err));
-                                *this.done = true;
-                                break;
-                            }
+            if *this.matched && !this.framer.has_partial() {
+                // Our reply went out already: the rest passes without framing.
+                this.ready.push_back(chunk);
+                continue;
+            }
+            this.framer.push(&chunk);
+            let mut out = BytesMut::new();
+            loop {
+                match this.framer.next_event() {
+                    Ok(Some(event)) => {
+                        if *this.matched {
+                            out.extend_from_slice(&event);
+                        } else {
+                            let (bytes, hit) = filter_event(event, this.filter);
+                            *this.matched = hit;
+                            out.extend_from_slice(&bytes);
                         }
                     }
-                    if !out.is_empty() {
-                        this.ready.push_back(out.freeze());
+                    Ok(None) => break,
+                    Err(_) => {
+                        let err =
+                            serde_json::to_string(&too_large(this.filter)).expect("serialises");
+                        out.extend_from_slice(&sse::message_event(&err));
+                        *this.done = true;
+                        break;
                     }
                 }
+            }
+            if !out.is_empty() {
+                this.ready.push_back(out.freeze());
             }
         }
     }

@@ -22,8 +22,9 @@ use tower_service::Service;
 use crate::body::ReplyBody;
 use crate::context;
 use crate::engine::{Attribution, Denial, DeniedBy, Grant, NameKind, Principal, ServerId};
-use crate::future::{PostProcess, ResponseFuture};
+use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
+use crate::protocol::{self, CollectError, jsonrpc};
 use crate::protocol::{McpRequest, MessageKind, Method};
 use crate::rejection::Rejection;
 
@@ -165,12 +166,12 @@ where
     B::Error: Send + Sync,
     B: Sync,
 {
-    fn response(self, response: Response<B>) -> Response<B> {
+    fn response(self, response: Response<B>) -> Post<B> {
         let Some(filter) = self.filter else {
-            return response;
+            return Post::Ready(response);
         };
         if !response.status().is_success() {
-            return response;
+            return Post::Ready(response);
         }
         let content_type = response
             .headers()
@@ -178,19 +179,41 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let limits = self.gatekeeper.limits();
-        let (mut parts, body) = response.into_parts();
-        let body = if content_type.starts_with("application/json") {
-            B::wrap(FilterBody::json(body, filter, limits.max_list_response))
-        } else if content_type.starts_with("text/event-stream") {
-            B::wrap(FilterBody::sse(body, filter, limits.max_sse_event))
-        } else {
-            // A list reply we cannot read is not passed on unfiltered.
-            return Rejection::bad_request("unexpected content type in a list reply")
-                .into_response(crate::engine::DenialStyle::JsonRpcError);
-        };
-        parts.headers.remove(header::CONTENT_LENGTH);
-        Response::from_parts(parts, body)
+        let limits = *self.gatekeeper.limits();
+        if content_type.starts_with("application/json") {
+            // Read the (bounded) reply whole, filter it, and send it with its exact length.
+            return Post::Later(Box::pin(async move {
+                let (mut parts, body) = response.into_parts();
+                let bytes = match protocol::collect_limited(body, limits.max_list_response).await {
+                    Ok(bytes) => body::filter_json(&bytes, &filter),
+                    Err(CollectError::TooLarge { .. }) => {
+                        jsonrpc::to_bytes(&body::too_large(&filter))
+                    }
+                    Err(CollectError::Body(_)) => jsonrpc::to_bytes(&jsonrpc::error(
+                        Some(&filter.id),
+                        jsonrpc::code::INTERNAL_ERROR,
+                        "The server's reply could not be read",
+                    )),
+                };
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, bytes.len().into());
+                Response::from_parts(parts, B::from_bytes(bytes))
+            }));
+        }
+        if content_type.starts_with("text/event-stream") {
+            let (mut parts, body) = response.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            return Post::Ready(Response::from_parts(
+                parts,
+                B::wrap(FilterBody::sse(body, filter, limits.max_sse_event)),
+            ));
+        }
+        // A list reply we cannot read is not passed on unfiltered.
+        Post::Ready(
+            Rejection::bad_request("unexpected content type in a list reply")
+                .into_response(crate::engine::DenialStyle::JsonRpcError),
+        )
     }
     fn error(self, _: &E) {}
 }

@@ -80,6 +80,57 @@ where
     })
 }
 
+/// What [`collect_up_to`] got.
+#[derive(Debug)]
+pub enum Collected<B: Body> {
+    /// The whole body, within the limit.
+    Whole(Bytes),
+    /// The limit was passed: what was read so far, and the unread rest.
+    TooLarge {
+        /// The bytes read so far (more than the limit).
+        head: Bytes,
+        /// The rest of the body, unread.
+        rest: B,
+    },
+    /// The body failed.
+    Failed(B::Error),
+}
+
+/// Collects a body of at most `limit` bytes, but unlike [`collect_limited`] loses nothing when
+/// it is larger: the bytes read so far and the unread rest come back, so the caller can still
+/// pass the body on unchanged.
+pub async fn collect_up_to<B>(mut body: B, limit: usize) -> Collected<B>
+where
+    B: Body + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return Collected::Failed(e),
+        };
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let chunk = data.copy_to_bytes(data.remaining());
+        match first.take() {
+            None if buf.is_empty() => first = Some(chunk),
+            Some(f) => {
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&chunk);
+            }
+            None => buf.extend_from_slice(&chunk),
+        }
+        let len = first.as_ref().map_or(buf.len(), Bytes::len);
+        if len > limit {
+            let head = first.take().unwrap_or_else(|| buf.split().freeze());
+            return Collected::TooLarge { head, rest: body };
+        }
+    }
+    Collected::Whole(first.unwrap_or_else(|| buf.freeze()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +160,25 @@ mod tests {
                 .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c)))),
         );
         assert!(block_on(collect_limited(StreamBody::new(chunks), 5)).is_err());
+    }
+
+    #[test]
+    fn collect_up_to_loses_nothing() {
+        let stream = || {
+            StreamBody::new(futures_util::stream::iter(["ab", "cd", "ef"].map(|c| {
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c)))
+            })))
+        };
+        match block_on(collect_up_to(stream(), 6)) {
+            Collected::Whole(b) => assert_eq!(&b[..], b"abcdef"),
+            other => panic!("{other:?}"),
+        }
+        match block_on(collect_up_to(stream(), 3)) {
+            Collected::TooLarge { head, rest } => {
+                let rest = block_on(collect_limited(rest, 100)).unwrap();
+                assert_eq!([&head[..], &rest[..]].concat(), b"abcdef");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

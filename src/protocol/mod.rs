@@ -9,7 +9,7 @@ pub mod jsonrpc;
 mod request;
 pub mod sse;
 
-pub use body::{CollectError, collect_limited};
+pub use body::{CollectError, Collected, collect_limited, collect_up_to};
 pub use request::{
     McpRequest, MessageKind, Method, ParseError, RequestId, check_routing_headers,
     decode_header_value, parse_request,
