@@ -114,7 +114,11 @@ fn bench_filter(c: &mut Criterion) {
     for n in [10, 100, 1_000, 10_000] {
         let json = serde_json::to_vec(&tool_list(n)).unwrap();
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("json", n), &json, |b, json| {
+        let text = String::from_utf8(json.clone()).unwrap();
+        group.bench_with_input(BenchmarkId::new("json", n), &text, |b, text| {
+            b.iter(|| filter.apply_text(text).unwrap().unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("json-value-tree", n), &json, |b, json| {
             b.iter(|| {
                 let mut v: Value = serde_json::from_slice(json).unwrap();
                 filter.apply(&mut v);
@@ -131,9 +135,7 @@ fn bench_filter(c: &mut Criterion) {
                 framer.push(event.as_bytes());
                 let raw = framer.next_event().unwrap().unwrap();
                 let data = sse::event_data(&raw).unwrap();
-                let mut v: Value = serde_json::from_str(&data).unwrap();
-                filter.apply(&mut v);
-                sse::replace_data(&raw, &serde_json::to_string(&v).unwrap())
+                sse::replace_data(&raw, &filter.apply_text(&data).unwrap().unwrap())
             })
         });
     }

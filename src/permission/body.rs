@@ -50,22 +50,24 @@ pub(crate) fn too_large(filter: &ListFilter) -> Value {
 }
 
 /// Filters one whole JSON reply; anything unreadable becomes an error (fail closed).
-pub(crate) fn filter_json(bytes: &[u8], filter: &ListFilter) -> Bytes {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(mut v) => {
-            if filter.apply(&mut v) {
-                jsonrpc::to_bytes(&v)
-            } else {
-                // Not our reply (a JSON-RPC error with another id, say): nothing to filter.
-                Bytes::copy_from_slice(bytes)
-            }
-        }
-        Err(_) => jsonrpc::to_bytes(&jsonrpc::error(
-            Some(&filter.id),
-            jsonrpc::code::INTERNAL_ERROR,
-            "The server's reply could not be read",
-        )),
+pub(crate) fn filter_json(bytes: Bytes, filter: &ListFilter) -> Bytes {
+    let filtered = std::str::from_utf8(&bytes)
+        .map_err(|_| super::filter::Unreadable)
+        .and_then(|t| filter.apply_text(t));
+    match filtered {
+        Ok(Some(text)) => Bytes::from(text),
+        // Not our reply (a JSON-RPC error with another id, say): nothing to filter.
+        Ok(None) => bytes,
+        Err(_) => unreadable(filter),
     }
+}
+
+fn unreadable(filter: &ListFilter) -> Bytes {
+    jsonrpc::to_bytes(&jsonrpc::error(
+        Some(&filter.id),
+        jsonrpc::code::INTERNAL_ERROR,
+        "The server's reply could not be read",
+    ))
 }
 
 /// Filters one event if it carries our reply. Returns the bytes to send and whether it matched.
@@ -73,14 +75,22 @@ fn filter_event(raw: Bytes, filter: &ListFilter) -> (Bytes, bool) {
     let Some(data) = sse::event_data(&raw) else {
         return (raw, false);
     };
-    let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
-        return (raw, false);
-    };
-    if !filter.apply(&mut v) {
-        return (raw, false);
+    match filter.apply_text(&data) {
+        Ok(Some(json)) => (sse::replace_data(&raw, &json), true),
+        Ok(None) => (raw, false),
+        Err(_) => {
+            // Unreadable to the strict parser. If a lenient one sees our reply in it, it is
+            // replaced by an error (fail closed); anything else is another event, passed on.
+            let ours = serde_json::from_str::<Value>(&data)
+                .is_ok_and(|v| v.get("id").is_some_and(|id| filter.id.matches(id)));
+            if ours {
+                let err = String::from_utf8(unreadable(filter).to_vec()).expect("JSON is UTF-8");
+                (sse::replace_data(&raw, &err), true)
+            } else {
+                (raw, false)
+            }
+        }
     }
-    let json = serde_json::to_string(&v).expect("a Value always serialises");
-    (sse::replace_data(&raw, &json), true)
 }
 
 impl<B> Body for FilterBody<B>

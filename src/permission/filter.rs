@@ -129,3 +129,273 @@ pub(crate) fn prune_schema(tool: &mut Value, allowed: &[Box<str>]) {
     // Nothing outside the allowed names may be offered, not even through open schemas.
     schema.insert("additionalProperties".to_owned(), Value::Bool(false));
 }
+
+// ---- the byte-level fast path ---------------------------------------------------------------
+//
+// A list reply is mostly tool schemas the filter never needs to look at. The fast path parses
+// only the envelope and each item's name, copies kept items through as raw JSON, and re-encodes
+// only items whose schema it prunes. Anything unexpected takes the `Value` path above, so both
+// paths always agree (tested).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// The fields of one JSON object, in order, as raw JSON; duplicate keys are an error.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if out.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                    let value: &'de RawValue = map.next_value()?;
+                    out.push((key, value));
+                }
+                Ok(Fields(out))
+            }
+        }
+        de.deserialize_map(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct ItemHead<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "uriTemplate")]
+    uri_template: Option<Cow<'a, str>>,
+}
+
+/// A list reply that is not one JSON object without duplicate keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreadable;
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the list reply could not be read")
+    }
+}
+
+impl std::error::Error for Unreadable {}
+
+fn push_field(out: &mut String, key: &str, raw: &str) {
+    if out.len() > 1 {
+        out.push(',');
+    }
+    out.push_str(&serde_json::to_string(key).expect("a string serialises"));
+    out.push(':');
+    out.push_str(raw);
+}
+
+impl ListFilter {
+    /// Filters a serialised reply without building a tree of it: kept items are copied through
+    /// as they are; only pruned schemas are re-encoded. This is what the layer runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Unreadable`] when the reply is not one JSON object without duplicate keys.
+    ///
+    /// `Ok(None)` when it is not the reply to our request (pass it on as it is).
+    pub fn apply_text(&self, text: &str) -> Result<Option<String>, Unreadable> {
+        let Fields(top) = serde_json::from_str::<Fields<'_>>(text).map_err(|_| Unreadable)?;
+        let id_matches = top.iter().find(|(k, _)| k == "id").is_some_and(|(_, raw)| {
+            serde_json::from_str::<Value>(raw.get()).is_ok_and(|id| self.id.matches(&id))
+        });
+        if !id_matches {
+            return Ok(None);
+        }
+        let mut out = String::with_capacity(text.len());
+        out.push('{');
+        for (key, raw) in &top {
+            if key == "result" {
+                match serde_json::from_str::<Fields<'_>>(raw.get()) {
+                    Ok(Fields(result)) => {
+                        push_field(&mut out, key, &self.filter_result_raw(&result)?)
+                    }
+                    // Not an object: nothing listed (fail closed), as on the Value path.
+                    Err(_) => push_field(&mut out, key, raw.get()),
+                }
+            } else {
+                push_field(&mut out, key, raw.get());
+            }
+        }
+        out.push('}');
+        Ok(Some(out))
+    }
+
+    fn filter_result_raw(
+        &self,
+        result: &[(Cow<'_, str>, &RawValue)],
+    ) -> Result<String, Unreadable> {
+        let (key, field, kind) = match self.method {
+            Method::ToolsList => ("tools", "name", NameKind::Tool),
+            Method::PromptsList => ("prompts", "name", NameKind::Prompt),
+            Method::ResourcesList => ("resources", "uri", NameKind::Resource),
+            Method::ResourceTemplatesList => {
+                ("resourceTemplates", "uriTemplate", NameKind::Resource)
+            }
+            _ => return Err(Unreadable),
+        };
+        let catalog = self.grant.catalog();
+        let index = self.gatekeeper.name_index();
+        let mut out = String::from("{");
+        let mut saw_items = false;
+        for (k, raw) in result {
+            if k == key {
+                saw_items = true;
+                let items: Vec<&RawValue> = serde_json::from_str(raw.get()).unwrap_or_default();
+                let mut list = String::with_capacity(raw.get().len());
+                list.push('[');
+                for item in items {
+                    let Ok(head) = serde_json::from_str::<ItemHead<'_>>(item.get()) else {
+                        continue;
+                    };
+                    let name = match field {
+                        "name" => head.name,
+                        "uri" => head.uri,
+                        _ => head.uri_template,
+                    };
+                    let Some(name) = name else { continue };
+                    let Some(Attribution::Server(server, bare)) =
+                        catalog.attribute(self.gatekeeper.mount(), Some(&index), kind, &name)
+                    else {
+                        continue;
+                    };
+                    let allowed = match kind {
+                        NameKind::Tool => self.grant.check_tool(server, bare).is_ok(),
+                        _ => self.grant.check_server(server).is_ok(),
+                    };
+                    if !allowed {
+                        continue;
+                    }
+                    if list.len() > 1 {
+                        list.push(',');
+                    }
+                    match (kind, catalog.server(server).allowed_params(bare)) {
+                        (NameKind::Tool, Some(params)) => {
+                            let mut v: Value =
+                                serde_json::from_str(item.get()).map_err(|_| Unreadable)?;
+                            prune_schema(&mut v, params);
+                            list.push_str(&serde_json::to_string(&v).expect("a Value serialises"));
+                        }
+                        _ => list.push_str(item.get()),
+                    }
+                }
+                list.push(']');
+                push_field(&mut out, k, &list);
+            } else if k == "cacheScope" && raw.get() == "\"public\"" {
+                // A list cut for one caller must never be cached as shared.
+                push_field(&mut out, k, "\"private\"");
+            } else {
+                push_field(&mut out, k, raw.get());
+            }
+        }
+        if !saw_items {
+            push_field(&mut out, key, "[]");
+        }
+        out.push('}');
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::{Grant, Level};
+    use crate::identity::KeyDigest;
+    use crate::protocol::RequestId;
+    use serde_json::json;
+
+    fn filter(method: Method) -> ListFilter {
+        let config = Config::from_json_str(
+            r#"{"mcp_servers": {"a": {"url": "u", "allowed_params": {"t1": ["x"]}, "disallowed_tools": ["t3"]}, "b": {"url": "u"}},
+                "keys": [{"key": "k", "object_permission": {"mcp_servers": ["a"]}}]}"#,
+        )
+        .unwrap();
+        let gk = crate::Gatekeeper::new(config.policy().unwrap());
+        let p = gk
+            .policy()
+            .identities()
+            .principal(&KeyDigest::of("k"), None, None)
+            .unwrap();
+        assert!(p.level(Level::Key).is_some());
+        let grant = Grant::resolve(gk.policy().catalog(), &p);
+        ListFilter::new(grant, method, RequestId::Number(5), &gk)
+    }
+
+    /// The raw fast path and the `Value` path give the same reply, for every shape.
+    #[test]
+    fn both_paths_agree() {
+        let tools = json!([
+            {"name": "a-t1", "inputSchema": {"type": "object", "properties": {"x": {}, "y": {}}, "required": ["x", "y"]}},
+            {"name": "a-t2", "description": "kept as is", "inputSchema": {"type": "object", "properties": {"z": {}}}},
+            {"name": "a-t3"}, {"name": "b-t1"}, {"name": "zz-t"}, {"name": 7}, {"title": "no name"}, "not an object"
+        ]);
+        let replies = [
+            json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools, "cacheScope": "public", "nextCursor": "c"}}),
+            json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": "not a list"}}),
+            json!({"jsonrpc": "2.0", "id": 5, "result": {}}),
+            json!({"jsonrpc": "2.0", "id": 5, "result": 3}),
+            json!({"jsonrpc": "2.0", "id": 5, "error": {"code": 1, "message": "m"}}),
+            json!({"jsonrpc": "2.0", "id": 6, "result": {"tools": tools}}),
+            json!({"jsonrpc": "2.0", "id": "5", "result": {"tools": tools}}),
+        ];
+        let f = filter(Method::ToolsList);
+        for reply in replies {
+            let text = reply.to_string();
+            let mut v = reply.clone();
+            let ours = f.apply(&mut v);
+            match f.apply_text(&text).unwrap() {
+                Some(fast) => {
+                    assert!(ours);
+                    assert_eq!(serde_json::from_str::<Value>(&fast).unwrap(), v, "{text}");
+                }
+                None => assert!(!ours, "{text}"),
+            }
+        }
+        let mut kept = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools}});
+        f.apply(&mut kept);
+        let names: Vec<&str> = kept["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a-t1", "a-t2"]);
+        assert_eq!(
+            kept["result"]["tools"][0]["inputSchema"]["properties"],
+            json!({"x": {}})
+        );
+        assert!(
+            f.apply_text(r#"{"id":5,"id":6,"result":{}}"#).is_err(),
+            "duplicate keys are unreadable"
+        );
+        let prompts = filter(Method::PromptsList);
+        let fast = prompts
+            .apply_text(
+                r#"{"jsonrpc":"2.0","id":5,"result":{"prompts":[{"name":"a-p"},{"name":"b-p"}]}}"#,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&fast).unwrap()["result"]["prompts"],
+            json!([{"name": "a-p"}])
+        );
+    }
+}

@@ -29,7 +29,7 @@ use crate::protocol::{McpRequest, MessageKind, Method};
 use crate::rejection::Rejection;
 
 use self::body::FilterBody;
-pub use self::filter::ListFilter;
+pub use self::filter::{ListFilter, Unreadable};
 
 /// The server and bare name a permitted `tools/call` resolved to; later layers (allowed_params,
 /// cost) read it from the request extensions.
@@ -185,7 +185,7 @@ where
             return Post::Later(Box::pin(async move {
                 let (mut parts, body) = response.into_parts();
                 let bytes = match protocol::collect_limited(body, limits.max_list_response).await {
-                    Ok(bytes) => body::filter_json(&bytes, &filter),
+                    Ok(bytes) => body::filter_json(bytes, &filter),
                     Err(CollectError::TooLarge { .. }) => {
                         jsonrpc::to_bytes(&body::too_large(&filter))
                     }
