@@ -141,36 +141,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-/// The fields of one JSON object, in order, as raw JSON; duplicate keys are an error.
-struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Fields<'de>, A::Error> {
-                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if out.iter().any(|(k, _)| *k == key) {
-                        return Err(serde::de::Error::custom("duplicate key"));
-                    }
-                    let value: &'de RawValue = map.next_value()?;
-                    out.push((key, value));
-                }
-                Ok(Fields(out))
-            }
-        }
-        de.deserialize_map(V)
-    }
-}
-
 #[derive(Deserialize)]
 struct ItemHead<'a> {
     #[serde(borrow)]
@@ -203,8 +173,9 @@ fn push_field(out: &mut String, key: &str, raw: &str) {
 }
 
 impl ListFilter {
-    /// Filters a serialised reply without building a tree of it: kept items are copied through
-    /// as they are; only pruned schemas are re-encoded. This is what the layer runs.
+    /// Filters a serialised reply without building a tree of it, in one pass over the envelope:
+    /// kept items are copied through as they are; only pruned schemas are re-encoded. This is
+    /// what the layer runs.
     ///
     /// # Errors
     ///
@@ -212,104 +183,264 @@ impl ListFilter {
     ///
     /// `Ok(None)` when it is not the reply to our request (pass it on as it is).
     pub fn apply_text(&self, text: &str) -> Result<Option<String>, Unreadable> {
-        let Fields(top) = serde_json::from_str::<Fields<'_>>(text).map_err(|_| Unreadable)?;
-        let id_matches = top.iter().find(|(k, _)| k == "id").is_some_and(|(_, raw)| {
-            serde_json::from_str::<Value>(raw.get()).is_ok_and(|id| self.id.matches(&id))
-        });
-        if !id_matches {
-            return Ok(None);
-        }
-        let mut out = String::with_capacity(text.len());
-        out.push('{');
-        for (key, raw) in &top {
-            if key == "result" {
-                match serde_json::from_str::<Fields<'_>>(raw.get()) {
-                    Ok(Fields(result)) => {
-                        push_field(&mut out, key, &self.filter_result_raw(&result)?)
-                    }
-                    // Not an object: nothing listed (fail closed), as on the Value path.
-                    Err(_) => push_field(&mut out, key, raw.get()),
-                }
-            } else {
-                push_field(&mut out, key, raw.get());
-            }
-        }
-        out.push('}');
-        Ok(Some(out))
+        let mut de = serde_json::Deserializer::from_str(text);
+        let top = serde::de::DeserializeSeed::deserialize(
+            TopSeed {
+                filter: self,
+                len: text.len(),
+            },
+            &mut de,
+        )
+        .map_err(|_| Unreadable)?;
+        de.end().map_err(|_| Unreadable)?;
+        Ok(top.id_matches.then_some(top.out))
     }
 
-    fn filter_result_raw(
-        &self,
-        result: &[(Cow<'_, str>, &RawValue)],
-    ) -> Result<String, Unreadable> {
-        let (key, field, kind) = match self.method {
+    fn items_key(&self) -> Option<(&'static str, &'static str, NameKind)> {
+        Some(match self.method {
             Method::ToolsList => ("tools", "name", NameKind::Tool),
             Method::PromptsList => ("prompts", "name", NameKind::Prompt),
             Method::ResourcesList => ("resources", "uri", NameKind::Resource),
             Method::ResourceTemplatesList => {
                 ("resourceTemplates", "uriTemplate", NameKind::Resource)
             }
-            _ => return Err(Unreadable),
+            _ => return None,
+        })
+    }
+
+    /// Whether one raw item stays, and its text if so.
+    fn keep_raw(
+        &self,
+        item: &RawValue,
+        field: &str,
+        kind: NameKind,
+        index: &NameIndex,
+        out: &mut String,
+    ) -> Result<(), Unreadable> {
+        let Ok(head) = serde_json::from_str::<ItemHead<'_>>(item.get()) else {
+            return Ok(());
         };
+        let name = match field {
+            "name" => head.name,
+            "uri" => head.uri,
+            _ => head.uri_template,
+        };
+        let Some(name) = name else { return Ok(()) };
         let catalog = self.grant.catalog();
-        let index = self.gatekeeper.name_index();
-        let mut out = String::from("{");
-        let mut saw_items = false;
-        for (k, raw) in result {
-            if k == key {
-                saw_items = true;
-                let items: Vec<&RawValue> = serde_json::from_str(raw.get()).unwrap_or_default();
-                let mut list = String::with_capacity(raw.get().len());
-                list.push('[');
-                for item in items {
-                    let Ok(head) = serde_json::from_str::<ItemHead<'_>>(item.get()) else {
-                        continue;
-                    };
-                    let name = match field {
-                        "name" => head.name,
-                        "uri" => head.uri,
-                        _ => head.uri_template,
-                    };
-                    let Some(name) = name else { continue };
-                    let Some(Attribution::Server(server, bare)) =
-                        catalog.attribute(self.gatekeeper.mount(), Some(&index), kind, &name)
-                    else {
-                        continue;
-                    };
-                    let allowed = match kind {
-                        NameKind::Tool => self.grant.check_tool(server, bare).is_ok(),
-                        _ => self.grant.check_server(server).is_ok(),
-                    };
-                    if !allowed {
-                        continue;
-                    }
-                    if list.len() > 1 {
-                        list.push(',');
-                    }
-                    match (kind, catalog.server(server).allowed_params(bare)) {
-                        (NameKind::Tool, Some(params)) => {
-                            let mut v: Value =
-                                serde_json::from_str(item.get()).map_err(|_| Unreadable)?;
-                            prune_schema(&mut v, params);
-                            list.push_str(&serde_json::to_string(&v).expect("a Value serialises"));
-                        }
-                        _ => list.push_str(item.get()),
-                    }
-                }
-                list.push(']');
-                push_field(&mut out, k, &list);
-            } else if k == "cacheScope" && raw.get() == "\"public\"" {
-                // A list cut for one caller must never be cached as shared.
-                push_field(&mut out, k, "\"private\"");
-            } else {
-                push_field(&mut out, k, raw.get());
-            }
+        let Some(Attribution::Server(server, bare)) =
+            catalog.attribute(self.gatekeeper.mount(), Some(index), kind, &name)
+        else {
+            return Ok(());
+        };
+        let allowed = match kind {
+            NameKind::Tool => self.grant.check_tool(server, bare).is_ok(),
+            _ => self.grant.check_server(server).is_ok(),
+        };
+        if !allowed {
+            return Ok(());
         }
-        if !saw_items {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        match (kind, catalog.server(server).allowed_params(bare)) {
+            (NameKind::Tool, Some(params)) => {
+                let mut v: Value = serde_json::from_str(item.get()).map_err(|_| Unreadable)?;
+                prune_schema(&mut v, params);
+                out.push_str(&serde_json::to_string(&v).expect("a Value serialises"));
+            }
+            _ => out.push_str(item.get()),
+        }
+        Ok(())
+    }
+}
+
+struct TopSeed<'f> {
+    filter: &'f ListFilter,
+    len: usize,
+}
+
+struct Top {
+    out: String,
+    id_matches: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopSeed<'_> {
+    type Value = Top;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Top, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
+    type Value = Top;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON-RPC object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+        let mut out = String::with_capacity(self.len);
+        out.push('{');
+        let mut seen: Vec<Cow<'de, str>> = Vec::new();
+        let mut id_matches = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            if key == "result" {
+                // Filtered speculatively; thrown away if the id turns out not to be ours.
+                let result = map.next_value_seed(ResultSeed {
+                    filter: self.filter,
+                })?;
+                push_field(&mut out, &key, &result);
+            } else {
+                let raw: &'de RawValue = map.next_value()?;
+                if key == "id" {
+                    id_matches = serde_json::from_str::<Value>(raw.get())
+                        .is_ok_and(|id| self.filter.id.matches(&id));
+                }
+                push_field(&mut out, &key, raw.get());
+            }
+            seen.push(key);
+        }
+        out.push('}');
+        Ok(Top { out, id_matches })
+    }
+}
+
+struct ResultSeed<'f> {
+    filter: &'f ListFilter,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ResultSeed<'_> {
+    type Value = String;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<String, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ResultSeed<'_> {
+    type Value = String;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a result")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+        let Some((key, field, kind)) = self.filter.items_key() else {
+            return Err(serde::de::Error::custom("not a list method"));
+        };
+        let index = self.filter.gatekeeper.name_index();
+        let mut out = String::from("{");
+        let mut seen: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            if seen.contains(&k) {
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            if k == key {
+                let list = map.next_value_seed(ItemsSeed {
+                    filter: self.filter,
+                    field,
+                    kind,
+                    index: &index,
+                })?;
+                push_field(&mut out, &k, &list);
+            } else {
+                let raw: &'de RawValue = map.next_value()?;
+                if k == "cacheScope" && raw.get() == "\"public\"" {
+                    // A list cut for one caller must never be cached as shared.
+                    push_field(&mut out, &k, "\"private\"");
+                } else {
+                    push_field(&mut out, &k, raw.get());
+                }
+            }
+            seen.push(k);
+        }
+        if !seen.iter().any(|k| k == key) {
             push_field(&mut out, key, "[]");
         }
         out.push('}');
         Ok(out)
+    }
+    // A result that is not an object is passed on as it is (nothing in it is listed).
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(serde_json::to_string(&v).map_err(E::custom)?)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(serde_json::to_string(v).map_err(E::custom)?)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+        Ok("null".to_owned())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+        let mut items: Vec<&'de RawValue> = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        let texts: Vec<&str> = items.iter().map(|r| r.get()).collect();
+        Ok(format!("[{}]", texts.join(",")))
+    }
+}
+
+struct ItemsSeed<'f, 'i> {
+    filter: &'f ListFilter,
+    field: &'static str,
+    kind: NameKind,
+    index: &'i NameIndex,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_, '_> {
+    type Value = String;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<String, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_, '_> {
+    type Value = String;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+        let mut out = String::from("[");
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            self.filter
+                .keep_raw(item, self.field, self.kind, self.index, &mut out)
+                .map_err(serde::de::Error::custom)?;
+        }
+        out.push(']');
+        Ok(out)
+    }
+    // Anything but a list: nothing listed (fail closed), as on the `Value` path.
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok("[]".to_owned())
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<String, E> {
+        Ok("[]".to_owned())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<String, E> {
+        Ok("[]".to_owned())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<String, E> {
+        Ok("[]".to_owned())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<String, E> {
+        Ok("[]".to_owned())
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<String, E> {
+        Ok("[]".to_owned())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+        Ok("[]".to_owned())
     }
 }
 
