@@ -369,10 +369,10 @@ impl<'de> serde::de::Visitor<'de> for ResultSeed<'_> {
         Ok(v.to_string())
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(serde_json::to_string(&v).map_err(E::custom)?)
+        serde_json::to_string(&v).map_err(E::custom)
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(serde_json::to_string(v).map_err(E::custom)?)
+        serde_json::to_string(v).map_err(E::custom)
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
         Ok("null".to_owned())
