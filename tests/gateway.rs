@@ -40,6 +40,7 @@ async fn upstreams() -> Upstreams {
             tool("headers", &[]),
             tool("search", &["q"]),
             tool("slow", &[]),
+            tool("progress", &[]),
         ],
         &[],
         &["doc://home"],
@@ -116,6 +117,7 @@ async fn callers_see_and_call_exactly_their_tools_across_upstreams() {
             "github-headers",
             "github-list_issues",
             "wiki-headers",
+            "wiki-progress",
             "wiki-read_wiki_contents",
             "wiki-search",
             "wiki-slow"
@@ -152,6 +154,7 @@ async fn callers_see_and_call_exactly_their_tools_across_upstreams() {
         tool_names(&bob).await,
         [
             "wiki-headers",
+            "wiki-progress",
             "wiki-read_wiki_contents",
             "wiki-search",
             "wiki-slow"
@@ -489,7 +492,13 @@ async fn unprefixed_names_withhold_collisions() {
     // `search` and `headers` are offered by both servers: withheld, never last-writer-wins.
     assert_eq!(
         names,
-        ["create_issue", "list_issues", "read_wiki_contents", "slow"]
+        [
+            "create_issue",
+            "list_issues",
+            "progress",
+            "read_wiki_contents",
+            "slow"
+        ]
     );
     assert!(call(&carol, "search", json!({"q": "x"})).await.is_err());
     assert!(
@@ -528,6 +537,7 @@ async fn rest_registry_health_and_the_legacy_bridge_use_the_same_decisions() {
         names,
         [
             "wiki-headers",
+            "wiki-progress",
             "wiki-read_wiki_contents",
             "wiki-search",
             "wiki-slow"
@@ -723,4 +733,115 @@ async fn oauth2_client_credentials_are_fetched_cached_and_sent() {
         1,
         "the token is cached across callers"
     );
+}
+
+#[tokio::test]
+async fn progress_from_an_upstream_reaches_the_caller_under_its_own_token() {
+    // Raw HTTP, so the caller's progress token is exactly the one it chose (rmcp's client would
+    // pick its own); the gateway's upstream session uses yet another, which must be mapped back.
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let http = reqwest::Client::new();
+    let post = |session: Option<String>, body: Value| {
+        let mut r = http
+            .post(gw.url("/mcp"))
+            .header("x-litellm-api-key", "sk-bob")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some(s) = session {
+            r = r.header("mcp-session-id", s);
+        }
+        r.json(&body).send()
+    };
+    let init = post(None, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}})).await.unwrap();
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = init.text().await;
+    post(
+        Some(sid.clone()),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await
+    .unwrap();
+    // Make the gateway's upstream token counter run ahead of ours.
+    for id in 2..5 {
+        let _ = post(Some(sid.clone()), json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"wiki-search","arguments":{"q":"x"}}})).await.unwrap().text().await;
+    }
+    let reply = post(
+        Some(sid),
+        json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"wiki-progress","_meta":{"progressToken":"bob-token-1"}}}),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let progress: Vec<Value> = reply
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|v| v["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 2, "{reply}");
+    for p in &progress {
+        assert_eq!(p["params"]["progressToken"], "bob-token-1", "{reply}");
+    }
+    assert!(
+        reply.contains("\"id\":9") && reply.contains("ran progress"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn health_shows_upstream_failures_to_the_master_key_only() {
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let carol = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-carol")])
+        .await
+        .unwrap();
+    let _ = tool_names(&carol).await; // asks every upstream, `down` included
+    let http = reqwest::Client::new();
+    let public: Value = http
+        .get(gw.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(public, json!({"status": "ok"}));
+    let carols: Value = http
+        .get(gw.url("/health"))
+        .header("x-litellm-api-key", "sk-carol")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        carols,
+        json!({"status": "ok"}),
+        "only the master key sees upstream details"
+    );
+    let admin: Value = http
+        .get(gw.url("/health"))
+        .header("x-litellm-api-key", "sk-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin["upstreams"]["down"]["status"], "failing", "{admin}");
+    assert!(
+        admin["upstreams"]["down"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("unavailable")
+    );
+    assert_eq!(admin["upstreams"]["github"]["status"], "ok");
 }

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
+use rmcp::model::{CallToolRequest, ClientRequest, ServerResult};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
@@ -16,11 +17,12 @@ use rmcp::model::{
     ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
     UnsubscribeRequestParams,
 };
-use rmcp::service::{Peer, RequestContext, ServiceError};
+use rmcp::service::{Peer, PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{RoleClient, RoleServer, ServerHandler};
 
 use super::Shared;
 use super::pool::{Caller, Failure};
+use super::relay::Relay;
 use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ToolPrefix};
 
 /// One downstream session of the gateway (or one request, when stateless).
@@ -105,13 +107,20 @@ impl GatewayHandler {
     {
         let caller = Caller::from_context(ctx);
         let servers = self.servers(&caller);
+        let f = &f;
         let calls = servers.into_iter().map(|(id, name)| {
             let caller = &caller;
             let f = &f;
             async move {
-                let result = self.shared.with_session(caller, &name, &ctx.peer, f).await;
+                let result = self
+                    .shared
+                    .with_session(caller, &name, &ctx.peer, |peer, _| f(peer))
+                    .await;
                 match result {
-                    Ok(v) => Some((id, name, v)),
+                    Ok(v) => {
+                        self.shared.report_success(&name);
+                        Some((id, name, v))
+                    }
                     Err(e) => {
                         self.shared.report_failure(&name, &e);
                         None
@@ -152,20 +161,32 @@ impl GatewayHandler {
         f: F,
     ) -> Result<T, ErrorData>
     where
-        F: FnOnce(Peer<RoleClient>) -> Fut,
+        F: FnOnce(Peer<RoleClient>, Relay) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
         let caller = Caller::from_context(ctx);
         if !self.servers(&caller).iter().any(|(_, n)| n == server) {
             return Err(ErrorData::invalid_params("unknown name", None));
         }
-        self.shared
+        let result = self
+            .shared
             .with_session(&caller, server, &ctx.peer, f)
-            .await
-            .map_err(|e| {
+            .await;
+        match result {
+            Ok(v) => {
+                self.shared.report_success(server);
+                Ok(v)
+            }
+            // The upstream's own JSON-RPC error is an answer, not a failure of the upstream.
+            Err(Failure::Service(ServiceError::McpError(e))) => {
+                self.shared.report_success(server);
+                Err(e)
+            }
+            Err(e) => {
                 self.shared.report_failure(server, &e);
-                upstream_error(server, e)
-            })
+                Err(upstream_error(server, e))
+            }
+        }
     }
 
     fn name_out(&self, server: &str, name: &str) -> String {
@@ -258,8 +279,49 @@ impl ServerHandler for GatewayHandler {
         let mut params = request.clone();
         params.name = Cow::Owned(bare.to_owned());
         params.meta = forward_meta(request.meta.clone());
-        self.one(&ctx, &server, |peer| async move {
-            peer.call_tool_once(params).await
+        // rmcp sends its own progress token upstream: map it back to the caller's, and relay
+        // from this request's task so the notifications land on the caller's reply stream.
+        let wanted = ctx.meta.get_progress_token().or_else(|| {
+            request
+                .meta
+                .as_ref()
+                .and_then(RequestMetaObject::get_progress_token)
+        });
+        let downstream = ctx.peer.clone();
+        self.one(&ctx, &server, |peer, relay| async move {
+            let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+            let handle = peer
+                .send_request_with_option(call, PeerRequestOptions::default())
+                .await?;
+            let token = handle.progress_token.clone();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            if let Some(wanted) = wanted {
+                relay.map_progress(token.clone(), wanted, tx);
+            } else {
+                drop(tx);
+            }
+            let answer = handle.await_response();
+            tokio::pin!(answer);
+            let answer = loop {
+                tokio::select! {
+                    biased;
+                    Some(p) = rx.recv() => {
+                        let _ = downstream.notify_progress(p).await;
+                    }
+                    a = &mut answer => break a,
+                }
+            };
+            relay.unmap_progress(&token);
+            // Progress that raced the answer still goes out first.
+            while let Ok(p) = rx.try_recv() {
+                let _ = downstream.notify_progress(p).await;
+            }
+            match answer? {
+                ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+                ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+                ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+                _ => Err(ServiceError::UnexpectedResponse),
+            }
         })
         .await
     }
@@ -298,7 +360,7 @@ impl ServerHandler for GatewayHandler {
         let mut params = request.clone();
         params.name = bare.to_owned();
         params.meta = forward_meta(request.meta.clone());
-        self.one(&ctx, &server, |peer| async move {
+        self.one(&ctx, &server, |peer, _| async move {
             peer.get_prompt_once(params).await
         })
         .await
@@ -360,7 +422,7 @@ impl ServerHandler for GatewayHandler {
         params.meta = forward_meta(request.meta.clone());
         let prefix = self.name_out(&server, "");
         let mut response = self
-            .one(&ctx, &server, |peer| async move {
+            .one(&ctx, &server, |peer, _| async move {
                 peer.read_resource_once(params).await
             })
             .await?;
@@ -380,11 +442,9 @@ impl ServerHandler for GatewayHandler {
         let (server, bare) = self.route(NameKind::Resource, &request.uri)?;
         let mut params = request.clone();
         params.uri = bare.to_owned();
-        self.one(
-            &ctx,
-            &server,
-            |peer| async move { peer.subscribe(params).await },
-        )
+        self.one(&ctx, &server, |peer, _| async move {
+            peer.subscribe(params).await
+        })
         .await
     }
 
@@ -396,7 +456,7 @@ impl ServerHandler for GatewayHandler {
         let (server, bare) = self.route(NameKind::Resource, &request.uri)?;
         let mut params = request.clone();
         params.uri = bare.to_owned();
-        self.one(&ctx, &server, |peer| async move {
+        self.one(&ctx, &server, |peer, _| async move {
             peer.unsubscribe(params).await
         })
         .await
@@ -427,11 +487,9 @@ impl ServerHandler for GatewayHandler {
             }
         };
         params.meta = forward_meta(request.meta.clone());
-        self.one(
-            &ctx,
-            &server,
-            |peer| async move { peer.complete(params).await },
-        )
+        self.one(&ctx, &server, |peer, _| async move {
+            peer.complete(params).await
+        })
         .await
     }
 

@@ -45,11 +45,67 @@ pub(crate) struct Shared {
     client_auth_header: HeaderName,
     registry: bool,
     allowed_hosts: Option<Vec<String>>,
+    health: std::sync::Mutex<HashMap<String, Health>>,
+}
+
+/// The last thing an upstream did, for `/health`.
+#[derive(Clone, Debug)]
+struct Health {
+    ok: bool,
+    last_error: Option<String>,
+    at: std::time::SystemTime,
 }
 
 impl Shared {
     fn report_failure(&self, server: &str, failure: &pool::Failure) {
         crate::trace::warn(&format!("upstream {server} failed: {failure}"));
+        self.set_health(server, Some(failure.to_string()));
+    }
+
+    fn report_success(&self, server: &str) {
+        self.set_health(server, None);
+    }
+
+    fn set_health(&self, server: &str, error: Option<String>) {
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = health.entry(server.to_owned()).or_insert(Health {
+            ok: true,
+            last_error: None,
+            at: std::time::SystemTime::now(),
+        });
+        entry.ok = error.is_none();
+        entry.at = std::time::SystemTime::now();
+        if error.is_some() {
+            entry.last_error = error;
+        }
+    }
+
+    /// Per upstream: whether its last request succeeded, its last error, and when.
+    fn health_report(&self) -> serde_json::Value {
+        let health = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names: Vec<&String> = self.upstreams.keys().collect();
+        names.sort();
+        let report: serde_json::Map<String, serde_json::Value> = names
+            .into_iter()
+            .map(|n| {
+                let v = match health.get(n) {
+                    None => serde_json::json!({"status": "unused"}),
+                    Some(h) => serde_json::json!({
+                        "status": if h.ok { "ok" } else { "failing" },
+                        "last_error": h.last_error,
+                        "at_unix_ms": h.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                    }),
+                };
+                (n.clone(), v)
+            })
+            .collect();
+        serde_json::Value::Object(report)
     }
 }
 
@@ -145,6 +201,7 @@ impl GatewayBuilder {
                 client_auth_header: self.client_auth_header,
                 registry: self.registry,
                 allowed_hosts: self.allowed_hosts,
+                health: std::sync::Mutex::default(),
             }),
         })
     }

@@ -222,7 +222,7 @@ impl Shared {
         f: F,
     ) -> Result<T, Failure>
     where
-        F: FnOnce(Peer<RoleClient>) -> Fut,
+        F: FnOnce(Peer<RoleClient>, Relay) -> Fut,
         Fut: std::future::Future<Output = Result<T, ServiceError>>,
     {
         let spec = self
@@ -273,13 +273,14 @@ impl Shared {
             }
             let conn = slot.as_ref().expect("just set");
             conn.relay.attach(downstream.clone());
-            conn.service.peer().clone()
+            (conn.service.peer().clone(), conn.relay.clone())
         };
+        let (peer, relay) = peer;
         *entry
             .last_used
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-        match tokio::time::timeout(spec.timeout, f(peer)).await {
+        match tokio::time::timeout(spec.timeout, f(peer, relay)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if matches!(

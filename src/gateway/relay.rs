@@ -8,15 +8,23 @@ use std::sync::{Arc, Mutex};
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
     ElicitRequestParams, ElicitResult, ErrorData, Implementation, ListRootsResult,
-    LoggingMessageNotificationParam, ProgressNotificationParam, ResourceUpdatedNotificationParam,
+    LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
+    ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{ClientHandler, RoleClient, RoleServer};
+
+/// Where progress of one in-flight call goes.
+pub(crate) type ProgressSender = tokio::sync::mpsc::Sender<ProgressNotificationParam>;
 
 /// Relays one upstream session to its downstream caller.
 #[derive(Clone, Default)]
 pub(crate) struct Relay {
     downstream: Arc<Mutex<Option<Peer<RoleServer>>>>,
+    /// rmcp gives every upstream request a progress token of its own: upstream token → the
+    /// token the caller chose and the in-flight call that relays it (from the caller's request,
+    /// so it lands on that request's stream).
+    progress: Arc<Mutex<std::collections::HashMap<ProgressToken, (ProgressToken, ProgressSender)>>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -32,6 +40,27 @@ impl Relay {
             .downstream
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(peer);
+    }
+
+    /// Progress the upstream reports under `upstream` goes, as `downstream`, to `to`.
+    pub(crate) fn map_progress(
+        &self,
+        upstream: ProgressToken,
+        downstream: ProgressToken,
+        to: ProgressSender,
+    ) {
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(upstream, (downstream, to));
+    }
+
+    /// The call under `upstream` is over.
+    pub(crate) fn unmap_progress(&self, upstream: &ProgressToken) {
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(upstream);
     }
 
     fn peer(&self) -> Option<Peer<RoleServer>> {
@@ -82,11 +111,19 @@ impl ClientHandler for Relay {
 
     async fn on_progress(
         &self,
-        params: ProgressNotificationParam,
+        mut params: ProgressNotificationParam,
         _: NotificationContext<RoleClient>,
     ) {
-        if let Some(peer) = self.peer() {
-            let _ = peer.notify_progress(params).await;
+        // Only progress of a call whose caller asked for it, under the caller's own token.
+        let mapped = self
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&params.progress_token)
+            .cloned();
+        if let Some((token, to)) = mapped {
+            params.progress_token = token;
+            let _ = to.try_send(params);
         }
     }
 

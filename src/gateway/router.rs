@@ -278,8 +278,15 @@ async fn rest_call(
     }
 }
 
-async fn health() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// `{"status": "ok"}`; with the master key, each upstream's last outcome too (which names
+/// servers and errors, so nobody else sees it).
+async fn health(State(state): State<RouterState>, headers: HeaderMap) -> impl IntoResponse {
+    let admin = matches!((state.digest)(&headers), Ok(Some(d)) if state.gateway.gatekeeper().policy().identities().is_master(&d));
+    if admin {
+        Json(json!({"status": "ok", "upstreams": state.gateway.shared.health_report()}))
+    } else {
+        Json(json!({"status": "ok"}))
+    }
 }
 
 /// The registry of the servers the caller may use.

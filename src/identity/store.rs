@@ -328,6 +328,12 @@ impl IdentityStore {
         })
     }
 
+    /// Whether a digest is the master key's.
+    #[must_use]
+    pub fn is_master(&self, key: &KeyDigest) -> bool {
+        self.master.as_ref() == Some(key)
+    }
+
     /// Number of keys (the master key excluded).
     #[must_use]
     pub fn len(&self) -> usize {

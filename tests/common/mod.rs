@@ -139,6 +139,20 @@ impl ServerHandler for RecordingServer {
             )])
             .into());
         }
+        if request.name.ends_with("progress") {
+            // Reports progress against the caller's token, as long-running tools do.
+            if let Some(token) = ctx.meta.get_progress_token() {
+                for step in [1.0, 2.0] {
+                    let _ = ctx
+                        .peer
+                        .notify_progress(
+                            rmcp::model::ProgressNotificationParam::new(token.clone(), step)
+                                .with_total(2.0),
+                        )
+                        .await;
+                }
+            }
+        }
         if request.name.ends_with("slow") {
             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         }
