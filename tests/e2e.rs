@@ -801,3 +801,91 @@ async fn raw_http_fail_closed_rules_hold_over_the_wire() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_sessions_see_only_their_own_tools_and_results() {
+    let (running, server, _gk) = start(Mode::StatefulJson).await;
+    let url = running.url("/mcp");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    // Each key's expected view; carol may call secret-launch, alice and bob may not.
+    let keys = [
+        ("sk-alice", false),
+        ("sk-bob", false),
+        ("sk-carol", true),
+        ("sk-frank", false),
+    ];
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let (key, may_launch) = keys[i % keys.len()];
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let post = |session: Option<&str>, body: serde_json::Value| {
+                    let mut r = http
+                        .post(&url)
+                        .header("x-litellm-api-key", key)
+                        .header("content-type", "application/json")
+                        .header("accept", "application/json, text/event-stream")
+                        .header("mcp-protocol-version", "2025-06-18");
+                    if let Some(s) = session {
+                        r = r.header("mcp-session-id", s);
+                    }
+                    r.json(&body).send()
+                };
+                let init = post(None, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"0"}}})).await.unwrap();
+                assert_eq!(init.status(), 200);
+                let sid = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+                let _ = init.text().await;
+                post(Some(&sid), json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await.unwrap();
+                let list = rpc(post(Some(&sid), json!({"jsonrpc":"2.0","id":2,"method":"tools/list"})).await.unwrap()).await;
+                let names: Vec<String> = list["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
+                assert_eq!(names.contains(&"secret-launch".to_owned()), may_launch, "{key}: {names:?}");
+                let marker = format!("m-{i}");
+                let call = rpc(post(Some(&sid), json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"public-ping","arguments":{"marker": marker}}})).await.unwrap()).await;
+                let text = call["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+                assert!(text.contains(&format!("\"{marker}\"")), "no cross-talk: {text}");
+                let launch = rpc(post(Some(&sid), json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"secret-launch","arguments":{"target": marker}}})).await.unwrap()).await;
+                assert_eq!(launch["result"]["isError"].as_bool() == Some(true), !may_launch, "{key}: {launch}");
+                // Another key's session id is useless to this key.
+                sid
+            })
+        })
+        .collect();
+    let mut sessions = Vec::new();
+    for t in tasks {
+        sessions.push(t.await.unwrap());
+    }
+    let launched = server
+        .executions
+        .names()
+        .iter()
+        .filter(|n| *n == "secret-launch")
+        .count();
+    assert_eq!(launched, 250, "only carol's 250 sessions launched");
+    let foreign = http
+        .post(&url)
+        .header("x-litellm-api-key", "sk-alice")
+        .header("mcp-session-id", &sessions[2]) // a carol session
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
+}
+
+/// The JSON-RPC message of a reply, whether sent as JSON or as server-sent events.
+async fn rpc(r: reqwest::Response) -> serde_json::Value {
+    let text = r.text().await.unwrap();
+    if let Ok(v) = serde_json::from_str(&text) {
+        return v;
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find(|v| v.get("id").is_some())
+        .unwrap_or_else(|| panic!("no JSON-RPC reply in {text}"))
+}
