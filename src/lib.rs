@@ -67,6 +67,8 @@ mod context;
 pub mod cost;
 pub mod engine;
 pub mod future;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gatekeeper;
 pub mod identity;
 pub mod namespace;

@@ -1,0 +1,4 @@
+//! Fuzz target: see `mcp_gatekeeper::fuzzing::namespace`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mcp_gatekeeper::fuzzing::namespace(data));

@@ -1,0 +1,97 @@
+//! Fuzz harnesses, shared by the cargo-fuzz targets in `fuzz/` and the corpus replay test.
+//! Not part of the public API.
+//!
+//! Each harness never panics on any input unless an invariant is broken: a panic here is a bug.
+
+use serde_json::Value;
+
+use crate::protocol::{self, Method, MessageKind, sse};
+
+/// The request parser: never panics, and what it accepts is exactly what a JSON parser (the
+/// inner service's view) reads — method and tool name included.
+pub fn request(data: &[u8]) {
+    let Ok(head) = protocol::parse_request(data) else {
+        return;
+    };
+    let v: Value = serde_json::from_slice(data).expect("an accepted body is JSON");
+    assert_eq!(v.get("method").and_then(Value::as_str), head.method.as_ref().map(Method::as_str));
+    if head.kind == MessageKind::Request && head.method == Some(Method::ToolsCall) {
+        assert_eq!(v.pointer("/params/name").and_then(Value::as_str), head.target.as_deref());
+        let args = v.pointer("/params/arguments").and_then(Value::as_object);
+        let keys: Vec<&str> = args.map(|a| a.keys().map(String::as_str).collect()).unwrap_or_default();
+        let mut ours: Vec<&str> = head.argument_keys.iter().map(|k| &**k).collect();
+        let mut theirs = keys.clone();
+        ours.sort_unstable();
+        theirs.sort_unstable();
+        assert_eq!(ours, theirs, "argument keys as the server will see them");
+    }
+}
+
+/// The SSE framer: any chunking frames the same events as one chunk, and the events put back
+/// together are the input (when no event passes the cap).
+pub fn sse(data: &[u8]) {
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    let cap = 256;
+    let frame = |chunks: &mut dyn Iterator<Item = &[u8]>| {
+        let mut f = sse::SseFramer::new(cap);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c);
+            loop {
+                match f.next_event() {
+                    Ok(Some(e)) => out.push(e),
+                    Ok(None) => break,
+                    Err(_) => return Err(()),
+                }
+            }
+        }
+        out.extend(f.finish());
+        Ok(out)
+    };
+    let whole = frame(&mut std::iter::once(stream));
+    let size = usize::from(seed % 17) + 1;
+    let chunked = frame(&mut stream.chunks(size));
+    match (&whole, &chunked) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "chunking changed the events");
+            assert_eq!(a.concat(), stream, "events lost or added bytes");
+            for e in a {
+                let _ = sse::event_data(e);
+                let _ = sse::replace_data(e, "{}");
+            }
+        }
+        // The cap may trip at a different point, but it must trip either way.
+        (Err(()), Err(())) => {}
+        _ => panic!("the cap depends on chunking: whole {whole:?}, chunked {chunked:?}"),
+    }
+}
+
+/// The namespace parsers: never panic; a rewritten path is the inner service's `/mcp`; names
+/// are trimmed and never empty.
+pub fn namespace(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(Some(p)) = crate::namespace::parse_path(text) {
+        assert!(p.rewritten == "/mcp" || p.rewritten.starts_with("/mcp/"), "{p:?}");
+    }
+    for name in crate::namespace::split_names(text) {
+        assert!(!name.is_empty() && name.trim() == name);
+    }
+}
+
+/// The config loader: never panics, whatever the document.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(c) = crate::config::Config::from_json_str(text) {
+        let _ = c.policy();
+    }
+    #[cfg(feature = "config-yaml")]
+    if let Ok(c) = crate::config::Config::from_yaml_str(text) {
+        let _ = c.policy();
+    }
+}
