@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::protocol::{self, Method, MessageKind, sse};
+use crate::protocol::{self, MessageKind, Method, sse};
 
 /// The request parser: never panics, and what it accepts is exactly what a JSON parser (the
 /// inner service's view) reads — method and tool name included.
@@ -14,11 +14,19 @@ pub fn request(data: &[u8]) {
         return;
     };
     let v: Value = serde_json::from_slice(data).expect("an accepted body is JSON");
-    assert_eq!(v.get("method").and_then(Value::as_str), head.method.as_ref().map(Method::as_str));
+    assert_eq!(
+        v.get("method").and_then(Value::as_str),
+        head.method.as_ref().map(Method::as_str)
+    );
     if head.kind == MessageKind::Request && head.method == Some(Method::ToolsCall) {
-        assert_eq!(v.pointer("/params/name").and_then(Value::as_str), head.target.as_deref());
+        assert_eq!(
+            v.pointer("/params/name").and_then(Value::as_str),
+            head.target.as_deref()
+        );
         let args = v.pointer("/params/arguments").and_then(Value::as_object);
-        let keys: Vec<&str> = args.map(|a| a.keys().map(String::as_str).collect()).unwrap_or_default();
+        let keys: Vec<&str> = args
+            .map(|a| a.keys().map(String::as_str).collect())
+            .unwrap_or_default();
         let mut ours: Vec<&str> = head.argument_keys.iter().map(|k| &**k).collect();
         let mut theirs = keys.clone();
         ours.sort_unstable();
@@ -75,7 +83,10 @@ pub fn namespace(data: &[u8]) {
         return;
     };
     if let Ok(Some(p)) = crate::namespace::parse_path(text) {
-        assert!(p.rewritten == "/mcp" || p.rewritten.starts_with("/mcp/"), "{p:?}");
+        assert!(
+            p.rewritten == "/mcp" || p.rewritten.starts_with("/mcp/"),
+            "{p:?}"
+        );
     }
     for name in crate::namespace::split_names(text) {
         assert!(!name.is_empty() && name.trim() == name);

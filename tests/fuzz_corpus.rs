@@ -20,7 +20,28 @@ impl Rng {
     }
 }
 
-const INTERESTING: &[&[u8]] = &[b"\"", b"{", b"}", b"[", b"]", b",", b":", b"\\u0000", b"\\", b"\n", b"\r", b"\r\n", b"data: ", b"%2e", b"%2F", b"..", b"/", b"\xff", b"name", b"\"name\":\"x\","];
+const INTERESTING: &[&[u8]] = &[
+    b"\"",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"\\u0000",
+    b"\\",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b"data: ",
+    b"%2e",
+    b"%2F",
+    b"..",
+    b"/",
+    b"\xff",
+    b"name",
+    b"\"name\":\"x\",",
+];
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut v = seed.to_vec();
@@ -52,8 +73,13 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 }
 
 fn replay(target: &str, harness: fn(&[u8]), mutations: usize) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
-    let mut seeds: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     seeds.sort();
     assert!(!seeds.is_empty(), "no corpus for {target}");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// A JSON-RPC request id as MCP allows it: a string or an integer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -476,18 +476,66 @@ impl<'de> Visitor<'de> for MessageVisitor {
                 }
                 "result" => {
                     msg.has_result = true;
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<StrictAny>()?;
                 }
                 "error" => {
                     msg.has_error = true;
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<StrictAny>()?;
                 }
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<StrictAny>()?;
                 }
             }
         }
         Ok(msg)
+    }
+}
+
+/// Any JSON value, read (not skipped): numbers out of range, invalid escapes and the like are
+/// errors here exactly as they are for the inner service's JSON parser, so a body is never
+/// accepted by the layers and read differently (or rejected) by the service behind them.
+struct StrictAny;
+
+impl<'de> serde::Deserialize<'de> for StrictAny {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(StrictAny)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictAny {
+    type Value = StrictAny;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self, E> {
+        Ok(StrictAny)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self, E> {
+        Ok(StrictAny)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self, E> {
+        Ok(StrictAny)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self, E> {
+        if v.is_finite() {
+            Ok(StrictAny)
+        } else {
+            Err(E::custom("number out of range"))
+        }
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self, E> {
+        Ok(StrictAny)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self, E> {
+        Ok(StrictAny)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<StrictAny>()?.is_some() {}
+        Ok(StrictAny)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        while map.next_entry::<StrictAny, StrictAny>()?.is_some() {}
+        Ok(StrictAny)
     }
 }
 
@@ -565,7 +613,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
                 "uri" => params.uri = Some(map.next_value::<OptString>()?.0),
                 "arguments" => params.arguments = Some(map.next_value_seed(KeysSeed)?),
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<StrictAny>()?;
                 }
             }
         }
@@ -605,7 +653,7 @@ impl<'de> Visitor<'de> for KeysVisitor {
             if !keys.insert(&key) {
                 return Err(duplicate(&key));
             }
-            map.next_value::<IgnoredAny>()?;
+            map.next_value::<StrictAny>()?;
         }
         Ok(keys.0)
     }
@@ -691,6 +739,10 @@ mod tests {
             b"",
             br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{}}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":1}}"#,
+            // Found by fuzzing: values a JSON parser rejects must not pass our skip.
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1e99999}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{"x":"\ud800"}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","x":[1e400]}"#,
         ];
         for body in cases {
             assert!(
