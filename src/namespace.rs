@@ -161,20 +161,7 @@ impl<S: fmt::Debug> fmt::Debug for Namespace<S> {
     }
 }
 
-impl<S> Namespace<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// The inner service, by value.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_access!(impl<S> Namespace<S>);
 
 /// Where a path names servers: the names (percent-decoded) and the path rewritten to `/mcp`.
 #[derive(Debug, PartialEq, Eq)]

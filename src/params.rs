@@ -61,20 +61,7 @@ impl<S: fmt::Debug> fmt::Debug for AllowedParams<S> {
     }
 }
 
-impl<S> AllowedParams<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// The inner service, by value.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_access!(impl<S> AllowedParams<S>);
 
 fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
     let policy = context::policy(ext, gk);

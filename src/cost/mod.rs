@@ -304,20 +304,7 @@ impl<S: fmt::Debug, H> fmt::Debug for Cost<S, H> {
     }
 }
 
-impl<S, H> Cost<S, H> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// The inner service, by value.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_access!(impl<S, H> Cost<S, H>);
 
 /// Holds an unfinished event; records it as disconnected if dropped before the reply.
 pub(crate) struct Pending {

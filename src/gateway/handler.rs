@@ -189,6 +189,39 @@ impl GatewayHandler {
         }
     }
 
+    /// One list from every allowed upstream, merged: names indexed (for unprefixed names) and
+    /// prefixed with their server.
+    async fn merged<T, F, Fut>(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        kind: Option<NameKind>,
+        fetch: F,
+        name: impl Fn(&T) -> &str,
+        set_name: impl Fn(&mut T, String),
+    ) -> Vec<T>
+    where
+        F: Fn(Peer<RoleClient>) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, ServiceError>>,
+    {
+        let lists = self.fan_out(ctx, fetch).await;
+        if let Some(kind) = kind {
+            let names: Vec<(ServerId, Vec<String>)> = lists
+                .iter()
+                .map(|(id, _, items)| (*id, items.iter().map(|i| name(i).to_owned()).collect()))
+                .collect();
+            self.index_names(kind, &names);
+        }
+        let mut out = Vec::new();
+        for (_, server, list) in lists {
+            for mut item in list {
+                let renamed = self.name_out(&server, name(&item));
+                set_name(&mut item, renamed);
+                out.push(item);
+            }
+        }
+        out
+    }
+
     fn name_out(&self, server: &str, name: &str) -> String {
         if self.prefixed(server) {
             format!("{server}{}{name}", self.sep())
@@ -250,23 +283,16 @@ impl ServerHandler for GatewayHandler {
         _: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let lists = self
-            .fan_out(&ctx, |peer| async move { peer.list_all_tools().await })
+        let fetch = |peer: Peer<RoleClient>| async move { peer.list_all_tools().await };
+        let tools = self
+            .merged(
+                &ctx,
+                Some(NameKind::Tool),
+                fetch,
+                |t| &t.name,
+                |t, n| t.name = Cow::Owned(n),
+            )
             .await;
-        self.index_names(
-            NameKind::Tool,
-            &lists
-                .iter()
-                .map(|(id, _, t)| (*id, t.iter().map(|t| t.name.to_string()).collect()))
-                .collect::<Vec<_>>(),
-        );
-        let mut tools = Vec::new();
-        for (_, server, list) in lists {
-            for mut t in list {
-                t.name = Cow::Owned(self.name_out(&server, &t.name));
-                tools.push(t);
-            }
-        }
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -331,23 +357,16 @@ impl ServerHandler for GatewayHandler {
         _: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let lists = self
-            .fan_out(&ctx, |peer| async move { peer.list_all_prompts().await })
+        let fetch = |peer: Peer<RoleClient>| async move { peer.list_all_prompts().await };
+        let prompts = self
+            .merged(
+                &ctx,
+                Some(NameKind::Prompt),
+                fetch,
+                |p| &p.name,
+                |p, n| p.name = n,
+            )
             .await;
-        self.index_names(
-            NameKind::Prompt,
-            &lists
-                .iter()
-                .map(|(id, _, t)| (*id, t.iter().map(|p| p.name.clone()).collect()))
-                .collect::<Vec<_>>(),
-        );
-        let mut prompts = Vec::new();
-        for (_, server, list) in lists {
-            for mut p in list {
-                p.name = self.name_out(&server, &p.name);
-                prompts.push(p);
-            }
-        }
         Ok(ListPromptsResult::with_all_items(prompts))
     }
 
@@ -371,23 +390,16 @@ impl ServerHandler for GatewayHandler {
         _: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let lists = self
-            .fan_out(&ctx, |peer| async move { peer.list_all_resources().await })
+        let fetch = |peer: Peer<RoleClient>| async move { peer.list_all_resources().await };
+        let resources = self
+            .merged(
+                &ctx,
+                Some(NameKind::Resource),
+                fetch,
+                |r| &r.uri,
+                |r, n| r.uri = n,
+            )
             .await;
-        self.index_names(
-            NameKind::Resource,
-            &lists
-                .iter()
-                .map(|(id, _, t)| (*id, t.iter().map(|r| r.uri.clone()).collect()))
-                .collect::<Vec<_>>(),
-        );
-        let mut resources = Vec::new();
-        for (_, server, list) in lists {
-            for mut r in list {
-                r.uri = self.name_out(&server, &r.uri);
-                resources.push(r);
-            }
-        }
         Ok(ListResourcesResult::with_all_items(resources))
     }
 
@@ -396,18 +408,17 @@ impl ServerHandler for GatewayHandler {
         _: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let lists = self
-            .fan_out(&ctx, |peer| async move {
-                peer.list_all_resource_templates().await
-            })
+        let fetch =
+            |peer: Peer<RoleClient>| async move { peer.list_all_resource_templates().await };
+        let templates = self
+            .merged(
+                &ctx,
+                None,
+                fetch,
+                |t| &t.uri_template,
+                |t, n| t.uri_template = n,
+            )
             .await;
-        let mut templates = Vec::new();
-        for (_, server, list) in lists {
-            for mut t in list {
-                t.uri_template = self.name_out(&server, &t.uri_template);
-                templates.push(t);
-            }
-        }
         Ok(ListResourceTemplatesResult::with_all_items(templates))
     }
 

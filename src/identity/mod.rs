@@ -247,20 +247,7 @@ impl<S: fmt::Debug, R> fmt::Debug for Identity<S, R> {
     }
 }
 
-impl<S, R> Identity<S, R> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// The inner service, by value.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_access!(impl<S, R> Identity<S, R>);
 
 /// At most one value of a header, as UTF-8; several values or bytes that are not visible ASCII
 /// are an error (fail closed: which one would the next hop read?).

@@ -139,20 +139,7 @@ impl<S: fmt::Debug> fmt::Debug for Permission<S> {
     }
 }
 
-impl<S> Permission<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// The inner service, by value.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_access!(impl<S> Permission<S>);
 
 /// Wraps list replies in a filtering body.
 #[derive(Debug)]
