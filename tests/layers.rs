@@ -636,3 +636,25 @@ mod laws {
         }
     }
 }
+
+#[tokio::test]
+async fn deeply_nested_bodies_are_refused_without_exhausting_the_stack() {
+    let gk = gatekeeper(POLICY);
+    let inner = Inner::default();
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(|_| json_reply(json!({}))));
+    for depth in [200usize, 100_000] {
+        let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"github-create_issue","arguments":{{"title":{nested}}}}}}}"#
+        );
+        let r = svc
+            .clone()
+            .oneshot(post(Bytes::new()).body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "depth {depth}");
+    }
+    assert_eq!(inner.count(), 0);
+}
