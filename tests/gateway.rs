@@ -843,3 +843,117 @@ async fn health_shows_upstream_failures_to_the_master_key_only() {
     );
     assert_eq!(admin["upstreams"]["github"]["status"], "ok");
 }
+
+/// An upstream that answers everything with bytes that are not MCP.
+async fn garbage_upstream() -> Running {
+    let router = axum::Router::new().fallback(|| async {
+        (
+            [("content-type", "application/json")],
+            "this is not JSON-RPC {{{",
+        )
+    });
+    serve(router, CancellationToken::new()).await
+}
+
+/// A real upstream whose `reset` tool breaks the connection in the middle of its reply.
+async fn resetting_upstream() -> (Running, RecordingServer) {
+    use http_body_util::BodyExt;
+    let server = RecordingServer::new(vec![tool("reset", &[]), tool("fine", &[])], &[], &[]);
+    let ct = CancellationToken::new();
+    let mcp = mcp_service(server.clone(), Mode::StatefulSse, &ct);
+    let svc = tower::service_fn(move |req: http::Request<axum::body::Body>| {
+        let mcp = mcp.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            if bytes.windows(7).any(|w| w == b"\"reset\"") {
+                let chunks = futures_util::stream::iter(vec![
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                        b"event: message\ndata: {\"jsonrpc\":",
+                    )),
+                    Err(std::io::Error::other("connection reset mid-stream")),
+                ]);
+                let mut r = http::Response::new(axum::body::Body::from_stream(chunks));
+                r.headers_mut()
+                    .insert("content-type", "text/event-stream".parse().unwrap());
+                return Ok::<_, std::convert::Infallible>(r);
+            }
+            let req = http::Request::from_parts(parts, axum::body::Body::from(bytes));
+            let r = tower::ServiceExt::oneshot(mcp, req).await.unwrap();
+            Ok(r.map(axum::body::Body::new))
+        }
+    });
+    (
+        serve(axum::Router::new().fallback_service(svc), ct).await,
+        server,
+    )
+}
+
+#[tokio::test]
+async fn garbage_and_mid_stream_resets_fail_one_call_and_nothing_else() {
+    let up = upstreams().await;
+    let garbage = garbage_upstream().await;
+    let (resetting, reset_server) = resetting_upstream().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| {
+        b.upstream(
+            "down",
+            UpstreamSpec::new(UpstreamTransport::Http(garbage.url("/mcp"))),
+        )
+        .upstream(
+            "wiki",
+            UpstreamSpec::new(UpstreamTransport::Http(resetting.url("/mcp")))
+                .timeout(Duration::from_secs(5)),
+        )
+    })
+    .await;
+    let carol = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-carol")])
+        .await
+        .unwrap();
+    let names = tokio::time::timeout(Duration::from_secs(60), tool_names(&carol))
+        .await
+        .expect("no hang");
+    assert!(
+        names.contains(&"github-list_issues".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"wiki-reset".to_owned()) && !names.iter().any(|n| n.starts_with("down-")),
+        "{names:?}"
+    );
+    let reset = tokio::time::timeout(
+        Duration::from_secs(60),
+        call(&carol, "wiki-reset", json!({})),
+    )
+    .await
+    .expect("no hang");
+    assert!(
+        reset.is_err(),
+        "a reset mid-reply is an error for that call: {reset:?}"
+    );
+    // Everything else goes on: the same upstream (a new session), and the others.
+    assert!(call(&carol, "github-list_issues", json!({})).await.is_ok());
+    let mut fine = Err(String::new());
+    for _ in 0..20 {
+        fine = call(&carol, "wiki-fine", json!({})).await;
+        if fine.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fine.is_ok(), "{fine:?}");
+    assert_eq!(
+        reset_server.executions.names(),
+        ["fine"],
+        "only the fine call ran"
+    );
+    let admin: Value = reqwest::Client::new()
+        .get(gw.url("/health"))
+        .header("x-litellm-api-key", "sk-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin["upstreams"]["down"]["status"], "failing", "{admin}");
+}
