@@ -106,3 +106,73 @@ pub fn config(data: &[u8]) {
         let _ = c.policy();
     }
 }
+
+/// The list filter: on any reply, the one-pass raw filter and the `Value`-tree filter agree —
+/// the fast path never keeps an item the tree path drops, and both read the same replies.
+pub fn list_filter(data: &[u8]) {
+    use std::sync::OnceLock;
+    static FILTER: OnceLock<crate::permission::ListFilter> = OnceLock::new();
+    let filter = FILTER.get_or_init(|| {
+        let config = crate::config::Config::from_json_str(
+            r#"{"mcp_servers": {"a": {"url": "u", "allowed_params": {"t1": ["x"]}, "disallowed_tools": ["t3"]}, "b": {"url": "u"}},
+                "keys": [{"key": "k", "object_permission": {"mcp_servers": ["a"], "mcp_tool_permissions": {"a": ["t1", "t2", "t3"]}}}]}"#,
+        )
+        .expect("a valid config");
+        let gk = crate::Gatekeeper::new(config.policy().expect("a valid policy"));
+        let p = gk.policy().identities().principal(&crate::identity::KeyDigest::of("k"), None, None).expect("known key");
+        let grant = crate::engine::Grant::resolve(gk.policy().catalog(), &p);
+        crate::permission::ListFilter::new(grant, Method::ToolsList, protocol::RequestId::Number(5), &gk)
+    });
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let fast = filter.apply_text(text);
+    let tree = serde_json::from_str::<Value>(text);
+    match (fast, tree) {
+        (Ok(Some(out)), Ok(mut v)) => {
+            assert!(
+                filter.apply(&mut v),
+                "the fast path filtered a reply the tree path calls foreign"
+            );
+            let out: Value = serde_json::from_str(&out).expect("the fast path writes JSON");
+            if out != v {
+                // The fast path may drop more (an item with a duplicate `name` is ambiguous and
+                // dropped; the tree keeps its last one) but never keeps what the tree drops.
+                let items = |x: &Value| {
+                    x.pointer("/result/tools")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                let (fast_items, tree_items) = (items(&out), items(&v));
+                let mut rest = tree_items.iter();
+                for item in &fast_items {
+                    assert!(
+                        rest.any(|t| t == item),
+                        "the fast path kept {item} which the tree path drops: {text}"
+                    );
+                }
+                let strip = |mut x: Value| {
+                    if let Some(r) = x.get_mut("result").and_then(Value::as_object_mut) {
+                        r.remove("tools");
+                    }
+                    x
+                };
+                assert_eq!(
+                    strip(out),
+                    strip(v),
+                    "the two paths disagree outside the list: {text}"
+                );
+            }
+        }
+        (Ok(None), Ok(mut v)) => assert!(
+            !filter.apply(&mut v),
+            "the fast path passed our reply unfiltered: {text}"
+        ),
+        // Raw items are copied, not re-validated: a reply a JSON parser rejects (a number out of
+        // range deep inside an item) stays unreadable to the client too, so nothing leaks.
+        (Ok(_), Err(_)) => {}
+        // Stricter than the tree (duplicate keys): refused, which the layer turns into an error.
+        (Err(_), _) => {}
+    }
+}

@@ -111,3 +111,8 @@ fn namespace_parsers() {
 fn config_loader() {
     replay("config", fuzzing::config, 3_000);
 }
+
+#[test]
+fn list_filter_paths_agree() {
+    replay("list_filter", fuzzing::list_filter, 20_000);
+}
