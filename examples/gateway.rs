@@ -17,6 +17,7 @@ use axum::serve::ListenerExt;
 use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::cost::JsonlSink;
+use mcp_gatekeeper::engine::ToolPrefix;
 use mcp_gatekeeper::gateway::{Gateway, UpstreamSpec};
 
 const DEMO: &str = include_str!("support/demo.json");
@@ -137,6 +138,19 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if gateway
+        .gatekeeper()
+        .policy()
+        .catalog()
+        .settings()
+        .tool_prefix
+        == ToolPrefix::Never
+    {
+        // Bare names are placed by an index of what each upstream offers: fill it now, so
+        // clients with pinned tool names can call before anyone lists.
+        let gateway = gateway.clone();
+        tokio::spawn(async move { gateway.refresh_names().await });
     }
     let router = gateway.router(layer);
     let listener = match tokio::net::TcpListener::bind(args.bind).await {

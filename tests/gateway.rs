@@ -482,10 +482,19 @@ async fn a_legacy_sse_upstream_is_reached_with_our_own_client() {
 #[tokio::test]
 async fn unprefixed_names_withhold_collisions() {
     let up = upstreams().await;
-    let (gw, _) = gateway_with(&config(&up, r#", "tool_prefix": "never""#), |b| b).await;
+    let (gw, gateway) = gateway_with(&config(&up, r#", "tool_prefix": "never""#), |b| b).await;
     let carol = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-carol")])
         .await
         .unwrap();
+    // Before anyone listed, a bare name cannot be placed: refused, never guessed.
+    assert!(call(&carol, "list_issues", json!({})).await.is_err());
+    // Once the gateway indexed its upstreams, a client with pinned names can call at once.
+    gateway.refresh_names().await;
+    assert!(call(&carol, "list_issues", json!({})).await.is_ok());
+    assert!(
+        call(&carol, "search", json!({"q": "x"})).await.is_err(),
+        "a collision stays refused"
+    );
     let names = tool_names(&carol).await;
     // `search` and `headers` are offered by both servers: withheld, never last-writer-wins.
     assert_eq!(
@@ -505,7 +514,8 @@ async fn unprefixed_names_withhold_collisions() {
             .is_ok()
     );
     assert!(
-        up.wiki.executions.names().is_empty() && up.github.executions.names() == ["create_issue"]
+        up.wiki.executions.names().is_empty()
+            && up.github.executions.names() == ["list_issues", "create_issue"]
     );
 }
 

@@ -114,7 +114,7 @@ impl GatewayHandler {
             async move {
                 let result = self
                     .shared
-                    .with_session(caller, &name, &ctx.peer, |peer, _| f(peer))
+                    .with_session(caller, &name, Some(&ctx.peer), |peer, _| f(peer))
                     .await;
                 match result {
                     Ok(v) => {
@@ -170,7 +170,7 @@ impl GatewayHandler {
         }
         let result = self
             .shared
-            .with_session(&caller, server, &ctx.peer, f)
+            .with_session(&caller, server, Some(&ctx.peer), f)
             .await;
         match result {
             Ok(v) => {

@@ -279,6 +279,48 @@ impl Gateway {
         )
     }
 
+    /// Asks every upstream for its tools, prompts and resources with the gateway's own
+    /// credentials only, and indexes their bare names, so that with `tool_prefix: never` calls
+    /// work before any caller has listed. Upstreams that need a caller's credentials are skipped
+    /// (their names are indexed when a caller lists them).
+    pub async fn refresh_names(&self) {
+        use crate::engine::{NameIndex, NameKind};
+        let policy = self.shared.gatekeeper.policy();
+        let catalog = policy.catalog();
+        let anonymous = pool::Caller::default();
+        let mut index: NameIndex = (*self.shared.gatekeeper.name_index()).clone();
+        for name in self.shared.upstreams.keys() {
+            let Some(id) = catalog.lookup(name) else {
+                continue;
+            };
+            let listed = self
+                .shared
+                .with_session(&anonymous, name, None, |peer, _| async move {
+                    let tools = peer.list_all_tools().await?;
+                    let prompts = peer.list_all_prompts().await.unwrap_or_default();
+                    let resources = peer.list_all_resources().await.unwrap_or_default();
+                    Ok((tools, prompts, resources))
+                })
+                .await;
+            match listed {
+                Ok((tools, prompts, resources)) => {
+                    self.shared.report_success(name);
+                    for t in &tools {
+                        index.insert(NameKind::Tool, &t.name, id);
+                    }
+                    for p in &prompts {
+                        index.insert(NameKind::Prompt, &p.name, id);
+                    }
+                    for r in &resources {
+                        index.insert(NameKind::Resource, &r.uri, id);
+                    }
+                }
+                Err(e) => self.shared.report_failure(name, &e),
+            }
+        }
+        self.shared.gatekeeper.set_name_index(index);
+    }
+
     /// How many upstream sessions are open (across all callers).
     #[must_use]
     pub fn upstream_sessions(&self) -> usize {

@@ -218,7 +218,7 @@ impl Shared {
         &self,
         caller: &Caller,
         server: &str,
-        downstream: &Peer<RoleServer>,
+        downstream: Option<&Peer<RoleServer>>,
         f: F,
     ) -> Result<T, Failure>
     where
@@ -272,7 +272,9 @@ impl Shared {
                 });
             }
             let conn = slot.as_ref().expect("just set");
-            conn.relay.attach(downstream.clone());
+            if let Some(peer) = downstream {
+                conn.relay.attach(peer.clone());
+            }
             (conn.service.peer().clone(), conn.relay.clone())
         };
         let (peer, relay) = peer;
