@@ -137,18 +137,122 @@ pub(crate) fn prune_schema(tool: &mut Value, allowed: &[Box<str>]) {
 // only items whose schema it prunes. Anything unexpected takes the `Value` path above, so both
 // paths always agree (tested).
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-#[derive(Deserialize)]
-struct ItemHead<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    uri: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "uriTemplate")]
-    uri_template: Option<Cow<'a, str>>,
+/// The string value of one top-level key of a JSON object, read without parsing the rest:
+/// `Ok(None)` when the key is absent, `Err` when it is not a string, appears twice, or the text is
+/// not an object (the item is then dropped: fail closed). `text` is serde-validated JSON.
+fn top_level_string<'a>(text: &'a str, key: &str) -> Result<Option<Cow<'a, str>>, ()> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return Err(());
+    }
+    i = skip_ws(b, i + 1);
+    let mut found: Option<Cow<'a, str>> = None;
+    if b.get(i) == Some(&b'}') {
+        return Ok(None);
+    }
+    loop {
+        let (k_start, k_end) = string_span(b, i)?;
+        i = skip_ws(b, k_end);
+        if b.get(i) != Some(&b':') {
+            return Err(());
+        }
+        i = skip_ws(b, i + 1);
+        let key_matches = match &text[k_start + 1..k_end - 1] {
+            raw if !raw.contains('\\') => raw == key,
+            _ => serde_json::from_str::<String>(&text[k_start..k_end]).map_err(drop)? == key,
+        };
+        let v_end = if key_matches {
+            if found.is_some() {
+                return Err(()); // a duplicate key is ambiguous
+            }
+            if b.get(i) != Some(&b'"') {
+                return Err(());
+            }
+            let (s, e) = string_span(b, i)?;
+            let raw = &text[s + 1..e - 1];
+            found = Some(if raw.contains('\\') {
+                Cow::Owned(serde_json::from_str::<String>(&text[s..e]).map_err(drop)?)
+            } else {
+                Cow::Borrowed(raw)
+            });
+            e
+        } else {
+            skip_value(b, i)?
+        };
+        i = skip_ws(b, v_end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return Ok(found),
+            _ => return Err(()),
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// The span of a string starting at `i` (quotes included).
+fn string_span(b: &[u8], i: usize) -> Result<(usize, usize), ()> {
+    if b.get(i) != Some(&b'"') {
+        return Err(());
+    }
+    let mut j = i + 1;
+    loop {
+        match b.get(j) {
+            Some(b'"') => return Ok((i, j + 1)),
+            Some(b'\\') => j += 2,
+            Some(_) => j += 1,
+            None => return Err(()),
+        }
+    }
+}
+
+/// Where the value starting at `i` ends.
+fn skip_value(b: &[u8], i: usize) -> Result<usize, ()> {
+    match b.get(i) {
+        Some(b'"') => string_span(b, i).map(|(_, e)| e),
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match b.get(j) {
+                    Some(b'"') => j = string_span(b, j)?.1,
+                    Some(b'{' | b'[') => {
+                        depth += 1;
+                        j += 1;
+                    }
+                    Some(b'}' | b']') => {
+                        depth -= 1;
+                        j += 1;
+                        if depth == 0 {
+                            return Ok(j);
+                        }
+                    }
+                    Some(_) => j += 1,
+                    None => return Err(()),
+                }
+            }
+        }
+        Some(_) => {
+            let mut j = i;
+            while !matches!(
+                b.get(j),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+            ) {
+                j += 1;
+            }
+            if j == i { Err(()) } else { Ok(j) }
+        }
+        None => Err(()),
+    }
 }
 
 /// A list reply that is not one JSON object without duplicate keys.
@@ -217,15 +321,9 @@ impl ListFilter {
         index: &NameIndex,
         out: &mut String,
     ) -> Result<(), Unreadable> {
-        let Ok(head) = serde_json::from_str::<ItemHead<'_>>(item.get()) else {
+        let Ok(Some(name)) = top_level_string(item.get(), field) else {
             return Ok(());
         };
-        let name = match field {
-            "name" => head.name,
-            "uri" => head.uri,
-            _ => head.uri_template,
-        };
-        let Some(name) = name else { return Ok(()) };
         let catalog = self.grant.catalog();
         let Some(Attribution::Server(server, bare)) =
             catalog.attribute(self.gatekeeper.mount(), Some(index), kind, &name)
