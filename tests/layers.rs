@@ -658,3 +658,41 @@ async fn deeply_nested_bodies_are_refused_without_exhausting_the_stack() {
     }
     assert_eq!(inner.count(), 0);
 }
+
+#[tokio::test]
+async fn lists_replayed_on_a_get_stream_are_filtered_too() {
+    // After a reconnection with Last-Event-ID a server may replay a list reply on the GET
+    // stream, where no request id ties it to the caller's request: it is filtered all the same.
+    let gk = gatekeeper(POLICY);
+    let inner = Inner::default();
+    let svc = ServiceBuilder::new().layer(gk.layer()).service(inner.service(|_| {
+        let stream = format!(
+            "id: 0/1\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}}\n\nid: 0/2\ndata: {LIST}\n\n"
+        );
+        let mut r = Response::new(full(stream));
+        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        r
+    }));
+    let get = Request::get("/mcp")
+        .header("x-litellm-api-key", "sk-a")
+        .header("last-event-id", "0/0")
+        .body(Body::empty())
+        .unwrap();
+    let r = svc.oneshot(get).await.unwrap();
+    let out =
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(out.starts_with("id: 0/1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n"), "{out}");
+    assert!(
+        !out.contains("secret-launch") && !out.contains("delete_repo"),
+        "{out}"
+    );
+    let data = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .nth(1)
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(data).unwrap(),
+        filtered_list()
+    );
+}

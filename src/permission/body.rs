@@ -10,6 +10,8 @@ use pin_project_lite::pin_project;
 use serde_json::Value;
 
 use super::filter::ListFilter;
+use crate::Gatekeeper;
+use crate::engine::Grant;
 use crate::protocol::{jsonrpc, sse};
 
 pin_project! {
@@ -20,22 +22,62 @@ pin_project! {
         inner: B,
         framer: sse::SseFramer,
         matched: bool,
-        filter: ListFilter,
+        target: Target,
         ready: VecDeque<Bytes>,
         done: bool,
     }
 }
 
+/// Which events a [`FilterBody`] rewrites.
+pub(crate) enum Target {
+    /// The reply to one list request (POST streams).
+    Reply(ListFilter),
+    /// Any list result, whatever it answers (GET streams, which may replay earlier replies).
+    AnyList(Grant, Gatekeeper),
+}
+
 impl<B> FilterBody<B> {
-    pub(crate) fn sse(inner: B, filter: ListFilter, max_event: usize) -> Self {
+    pub(crate) fn sse(inner: B, target: Target, max_event: usize) -> Self {
         Self {
             inner,
             framer: sse::SseFramer::new(max_event),
             matched: false,
-            filter,
+            target,
             ready: VecDeque::new(),
             done: false,
         }
+    }
+}
+
+/// Rewrites one event if the target covers it. Returns the bytes to send and whether it was the
+/// one reply being waited for (after which a `Reply` stream passes through unframed).
+fn rewrite_event(raw: Bytes, target: &Target) -> (Bytes, bool) {
+    match target {
+        Target::Reply(filter) => filter_event(raw, filter),
+        Target::AnyList(grant, gk) => {
+            let Some(data) = sse::event_data(&raw) else {
+                return (raw, false);
+            };
+            let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+                return (raw, false);
+            };
+            if !super::filter::filter_any_list(grant, gk, &mut v) {
+                return (raw, false);
+            }
+            let json = serde_json::to_string(&v).expect("a Value always serialises");
+            (sse::replace_data(&raw, &json), false)
+        }
+    }
+}
+
+fn overflow(target: &Target) -> Value {
+    match target {
+        Target::Reply(filter) => too_large(filter),
+        Target::AnyList(..) => jsonrpc::error(
+            None,
+            jsonrpc::code::INTERNAL_ERROR,
+            "The server's reply was too large to filter",
+        ),
     }
 }
 
@@ -122,7 +164,7 @@ where
                         let out = if *this.matched {
                             rest
                         } else {
-                            filter_event(rest, this.filter).0
+                            rewrite_event(rest, this.target).0
                         };
                         this.ready.push_back(out);
                     }
@@ -152,7 +194,7 @@ where
                         if *this.matched {
                             out.extend_from_slice(&event);
                         } else {
-                            let (bytes, hit) = filter_event(event, this.filter);
+                            let (bytes, hit) = rewrite_event(event, this.target);
                             *this.matched = hit;
                             out.extend_from_slice(&bytes);
                         }
@@ -160,7 +202,7 @@ where
                     Ok(None) => break,
                     Err(_) => {
                         let err =
-                            serde_json::to_string(&too_large(this.filter)).expect("serialises");
+                            serde_json::to_string(&overflow(this.target)).expect("serialises");
                         out.extend_from_slice(&sse::message_event(&err));
                         *this.done = true;
                         break;

@@ -52,7 +52,7 @@ impl ListFilter {
         true
     }
 
-    fn filter_result(&self, result: &mut Map<String, Value>) {
+    pub(crate) fn filter_result(&self, result: &mut Map<String, Value>) {
         let (key, field, kind) = match self.method {
             Method::ToolsList => ("tools", "name", NameKind::Tool),
             Method::PromptsList => ("prompts", "name", NameKind::Prompt),
@@ -112,6 +112,28 @@ impl ListFilter {
         }
         allowed
     }
+}
+
+/// Filters a list result in any message, whatever request it answers: for streams the layers
+/// cannot tie to one request (a GET stream, where a server may replay earlier replies after a
+/// reconnection with `Last-Event-ID`). Returns whether the message carried a list.
+pub(crate) fn filter_any_list(grant: &Grant, gk: &crate::Gatekeeper, message: &mut Value) -> bool {
+    let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    let method = if result.contains_key("tools") {
+        Method::ToolsList
+    } else if result.contains_key("prompts") {
+        Method::PromptsList
+    } else if result.contains_key("resourceTemplates") {
+        Method::ResourceTemplatesList
+    } else if result.contains_key("resources") {
+        Method::ResourcesList
+    } else {
+        return false;
+    };
+    ListFilter::new(grant.clone(), method, RequestId::Number(0), gk).filter_result(result);
+    true
 }
 
 /// Removes from a tool's `inputSchema` every top-level property it may not be called with.

@@ -145,6 +145,8 @@ crate::inner_access!(impl<S> Permission<S>);
 #[derive(Debug)]
 pub struct FilterReply {
     filter: Option<ListFilter>,
+    /// On streams not tied to one request (GET), every list result is filtered.
+    replay: Option<Grant>,
     gatekeeper: Gatekeeper,
 }
 
@@ -154,6 +156,23 @@ where
     B: Sync,
 {
     fn response(self, response: Response<B>) -> Post<B> {
+        let limits = *self.gatekeeper.limits();
+        if let Some(grant) = self.replay {
+            let is_sse = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
+            if !is_sse {
+                return Post::Ready(response);
+            }
+            let (parts, body) = response.into_parts();
+            let target = body::Target::AnyList(grant, self.gatekeeper);
+            return Post::Ready(Response::from_parts(
+                parts,
+                B::wrap(FilterBody::sse(body, target, limits.max_sse_event)),
+            ));
+        }
         let Some(filter) = self.filter else {
             return Post::Ready(response);
         };
@@ -193,7 +212,11 @@ where
             parts.headers.remove(header::CONTENT_LENGTH);
             return Post::Ready(Response::from_parts(
                 parts,
-                B::wrap(FilterBody::sse(body, filter, limits.max_sse_event)),
+                B::wrap(FilterBody::sse(
+                    body,
+                    body::Target::Reply(filter),
+                    limits.max_sse_event,
+                )),
             ));
         }
         // A list reply we cannot read is not passed on unfiltered.
@@ -214,9 +237,13 @@ fn decide(
     context::ensure_grant(ext, gk)?;
     let mut reply = FilterReply {
         filter: None,
+        replay: None,
         gatekeeper: gk.clone(),
     };
     if !is_post {
+        // A GET stream may replay earlier replies (resumption with Last-Event-ID): any list in
+        // it is filtered for this caller too.
+        reply.replay = ext.get::<Grant>().cloned();
         return Ok(reply);
     }
     let head = ext.get::<McpRequest>().expect("inspected before deciding");
