@@ -9,6 +9,7 @@
 //! The path forms need the stack to see the full path: mount it at the root (for example
 //! `Router::fallback_service`), not under `nest_service("/mcp", …)`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::task::{Context, Poll};
 
@@ -175,8 +176,8 @@ pub(crate) fn parse_path(path: &str) -> Result<Option<PathScope>, Rejection> {
     let Some(rest) = path.strip_prefix('/') else {
         return Ok(None);
     };
-    let segments: Vec<&str> = rest.split('/').collect();
-    for s in &segments {
+    // Every segment is checked, not only the ones we read: `/a/../mcp` must never be served.
+    for s in rest.split('/') {
         let decoded = percent_decode(s)
             .ok_or_else(|| Rejection::bad_request("invalid percent-encoding in path"))?;
         if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {
@@ -185,23 +186,24 @@ pub(crate) fn parse_path(path: &str) -> Result<Option<PathScope>, Rejection> {
             ));
         }
     }
-    let (names, tail) = match segments.as_slice() {
-        ["mcp", names, tail @ ..] if !names.is_empty() => (*names, tail),
-        [names, "mcp", tail @ ..] if !names.is_empty() => (*names, tail),
+    let mut parts = rest.splitn(3, '/');
+    let (first, second, tail) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+    let names = match (first, second) {
+        ("mcp", Some(names)) if !names.is_empty() => names,
+        (names, Some("mcp")) if !names.is_empty() => names,
         _ => return Ok(None),
     };
-    let names = percent_decode(names).expect("checked above");
-    let mut rewritten = String::from("/mcp");
-    for t in tail {
-        rewritten.push('/');
-        rewritten.push_str(t);
-    }
+    let names = percent_decode(names).expect("checked above").into_owned();
+    let rewritten = match tail {
+        Some(t) => format!("/mcp/{t}"),
+        None => "/mcp".to_owned(),
+    };
     Ok(Some(PathScope { names, rewritten }))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') {
-        return Some(s.to_owned());
+        return Some(Cow::Borrowed(s));
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -216,7 +218,7 @@ fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Splits a comma list, trimming entries and dropping empty ones.
@@ -268,33 +270,36 @@ where
 }
 
 fn scope_request<B>(request: &mut Request<B>, layer: &NamespaceLayer) -> Result<(), Rejection> {
+    let policy = context::policy(request.extensions_mut(), &layer.gatekeeper);
     let from_path = parse_path(request.uri().path())?;
-    let header_list = {
-        let mut joined = String::new();
+    // The scope is resolved (into owned entries) while the header is borrowed; several header
+    // lines are one comma list, and the usual single line is not copied.
+    let scope = {
+        let mut header_list: Cow<'_, str> = Cow::Borrowed("");
         for v in request.headers().get_all(&layer.header) {
             let v = v.to_str().map_err(|_| {
                 Rejection::bad_request(format!("{} header is not visible ASCII", layer.header))
             })?;
-            if !joined.is_empty() {
-                joined.push(',');
-            }
-            joined.push_str(v);
+            header_list = if header_list.is_empty() {
+                Cow::Borrowed(v)
+            } else {
+                Cow::Owned(format!("{header_list},{v}"))
+            };
         }
-        joined
-    };
-    let list = match &from_path {
-        Some(p) => p.names.as_str(),
-        None => header_list.as_str(),
+        let list = match &from_path {
+            Some(p) => p.names.as_str(),
+            None => &*header_list,
+        };
+        (split_names(list).next().is_some())
+            .then(|| Scope::resolve(policy.catalog(), split_names(list)))
     };
     if let Some(p) = &from_path {
         let uri = rewrite_uri(request.uri(), &p.rewritten)?;
         *request.uri_mut() = uri;
     }
-    if split_names(list).next().is_none() {
+    let Some(scope) = scope else {
         return Ok(());
-    }
-    let policy = context::policy(request.extensions_mut(), &layer.gatekeeper);
-    let scope = Scope::resolve(policy.catalog(), split_names(list));
+    };
     let ext = request.extensions_mut();
     if let Some(grant) = ext.get_mut::<Grant>() {
         scope.apply(grant)?;

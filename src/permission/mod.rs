@@ -48,24 +48,19 @@ impl ToolTarget {
     }
 }
 
-/// Resolves the server and bare name of a `tools/call` and checks it against the grant.
-pub(crate) fn resolve_tool(
+/// Which server a name belongs to (and its name there), or why it belongs to none.
+fn attribute<'n>(
     gk: &Gatekeeper,
     grant: &Grant,
-    name: &str,
-) -> Result<ToolTarget, Denial> {
+    kind: NameKind,
+    name: &'n str,
+) -> Result<(ServerId, &'n str), Denial> {
     let index = gk.name_index();
     match grant
         .catalog()
-        .attribute(gk.mount(), Some(&index), NameKind::Tool, name)
+        .attribute(gk.mount(), Some(&index), kind, name)
     {
-        Some(Attribution::Server(server, bare)) => {
-            grant.check_tool(server, bare)?;
-            Ok(ToolTarget {
-                server,
-                bare_start: name.len() - bare.len(),
-            })
-        }
+        Some(Attribution::Server(server, bare)) => Ok((server, bare)),
         Some(Attribution::Ambiguous) => Err(Denial {
             server: None,
             by: DeniedBy::Ambiguous,
@@ -77,27 +72,29 @@ pub(crate) fn resolve_tool(
     }
 }
 
+/// Resolves the server and bare name of a `tools/call` and checks it against the grant.
+pub(crate) fn resolve_tool(
+    gk: &Gatekeeper,
+    grant: &Grant,
+    name: &str,
+) -> Result<ToolTarget, Denial> {
+    let (server, bare) = attribute(gk, grant, NameKind::Tool, name)?;
+    grant.check_tool(server, bare)?;
+    Ok(ToolTarget {
+        server,
+        bare_start: name.len() - bare.len(),
+    })
+}
+
+/// Checks a prompt or resource name against the grant (server level).
 fn check_named(
     gk: &Gatekeeper,
     grant: &Grant,
     kind: NameKind,
     name: &str,
 ) -> Result<ServerId, Denial> {
-    let index = gk.name_index();
-    match grant
-        .catalog()
-        .attribute(gk.mount(), Some(&index), kind, name)
-    {
-        Some(Attribution::Server(server, _)) => grant.check_server(server).map(|()| server),
-        Some(Attribution::Ambiguous) => Err(Denial {
-            server: None,
-            by: DeniedBy::Ambiguous,
-        }),
-        None => Err(Denial {
-            server: None,
-            by: DeniedBy::UnknownName,
-        }),
-    }
+    let (server, _) = attribute(gk, grant, kind, name)?;
+    grant.check_server(server).map(|()| server)
 }
 
 /// Adds [`Permission`] to a service. See the [module docs](self).
