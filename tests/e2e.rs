@@ -354,16 +354,9 @@ async fn a_session_belongs_to_the_key_that_opened_it() {
     let url = running.url("/mcp");
     let http = reqwest::Client::new();
     let post = |key: &'static str, session: Option<String>, body: &'static str| {
-        let mut r = http
-            .post(&url)
-            .header("x-litellm-api-key", key)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18");
-        if let Some(s) = session {
-            r = r.header("mcp-session-id", s);
-        }
-        r.body(body).send()
+        mcp_post(&http, &url, key, session.as_deref())
+            .body(body)
+            .send()
     };
     let init = post("sk-alice", None, r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#).await.unwrap();
     assert_eq!(init.status(), 200);
@@ -823,16 +816,7 @@ async fn a_thousand_concurrent_sessions_see_only_their_own_tools_and_results() {
             let (http, url) = (http.clone(), url.clone());
             tokio::spawn(async move {
                 let post = |session: Option<&str>, body: serde_json::Value| {
-                    let mut r = http
-                        .post(&url)
-                        .header("x-litellm-api-key", key)
-                        .header("content-type", "application/json")
-                        .header("accept", "application/json, text/event-stream")
-                        .header("mcp-protocol-version", "2025-06-18");
-                    if let Some(s) = session {
-                        r = r.header("mcp-session-id", s);
-                    }
-                    r.json(&body).send()
+                    mcp_post(&http, &url, key, session).json(&body).send()
                 };
                 let init = post(None, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"0"}}})).await.unwrap();
                 assert_eq!(init.status(), 200);

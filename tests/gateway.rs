@@ -751,16 +751,9 @@ async fn progress_from_an_upstream_reaches_the_caller_under_its_own_token() {
     let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
     let http = reqwest::Client::new();
     let post = |session: Option<String>, body: Value| {
-        let mut r = http
-            .post(gw.url("/mcp"))
-            .header("x-litellm-api-key", "sk-bob")
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18");
-        if let Some(s) = session {
-            r = r.header("mcp-session-id", s);
-        }
-        r.json(&body).send()
+        mcp_post(&http, &gw.url("/mcp"), "sk-bob", session.as_deref())
+            .json(&body)
+            .send()
     };
     let init = post(None, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}})).await.unwrap();
     let sid = init.headers()["mcp-session-id"]

@@ -379,3 +379,23 @@ pub async fn call(client: &Client, name: &str, arguments: Value) -> Result<Strin
         Err(e) => Err(format!("service error: {e}")),
     }
 }
+
+/// A raw streamable-HTTP POST as an MCP client sends it (protocol 2025-06-18), with a key and,
+/// once initialised, a session.
+pub fn mcp_post(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    session: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut r = http
+        .post(url)
+        .header("x-litellm-api-key", key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18");
+    if let Some(s) = session {
+        r = r.header("mcp-session-id", s);
+    }
+    r
+}
