@@ -595,10 +595,18 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // Only a tool call's event names its session; the body may not be parsed yet (this layer
+        // used alone), in which case the id is kept in case it is one.
+        let may_be_call = request.method() == http::Method::POST
+            && request
+                .extensions()
+                .get::<McpRequest>()
+                .is_none_or(|h| h.request_method() == Some(&Method::ToolsCall));
         if let Some(id) = request
             .headers()
             .get(crate::identity::SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
+            .filter(|_| may_be_call)
         {
             let id = SessionId(id.to_owned());
             request.extensions_mut().insert(id);
