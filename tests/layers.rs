@@ -696,3 +696,49 @@ async fn lists_replayed_on_a_get_stream_are_filtered_too() {
         filtered_list()
     );
 }
+
+#[tokio::test]
+async fn a_list_under_another_id_is_filtered_all_the_same() {
+    // Fail closed: a list reply is filtered even when its id is not the request's, in JSON and
+    // anywhere on an event stream (before or after the awaited reply).
+    let gk = gatekeeper(POLICY);
+    let other = LIST.replace("\"id\":7", "\"id\":99");
+    let json_other = other.clone();
+    let inner = Inner::default();
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(move |_| json_reply(serde_json::from_str(&json_other).unwrap())));
+    let r = svc
+        .oneshot(req(br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
+        .await
+        .unwrap();
+    let mut expected = filtered_list();
+    expected["id"] = json!(99);
+    assert_eq!(body_json(r).await, expected);
+
+    let stream = format!("data: {other}\n\ndata: {LIST}\n\ndata: {other}\n\n");
+    let inner = Inner::default();
+    let svc = ServiceBuilder::new()
+        .layer(gk.layer())
+        .service(inner.service(move |_| {
+            let mut r = Response::new(full(stream.clone()));
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            r
+        }));
+    let r = svc
+        .oneshot(req(br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#))
+        .await
+        .unwrap();
+    let out =
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let events: Vec<Value> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{out}");
+    assert_eq!(events[0], expected);
+    assert_eq!(events[1], filtered_list());
+    assert_eq!(events[2], expected);
+}

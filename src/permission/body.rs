@@ -21,7 +21,6 @@ pin_project! {
         #[pin]
         inner: B,
         framer: sse::SseFramer,
-        matched: bool,
         target: Target,
         ready: VecDeque<Bytes>,
         done: bool,
@@ -41,7 +40,6 @@ impl<B> FilterBody<B> {
         Self {
             inner,
             framer: sse::SseFramer::new(max_event),
-            matched: false,
             target,
             ready: VecDeque::new(),
             done: false,
@@ -49,25 +47,32 @@ impl<B> FilterBody<B> {
     }
 }
 
-/// Rewrites one event if the target covers it. Returns the bytes to send and whether it was the
-/// one reply being waited for (after which a `Reply` stream passes through unframed).
-fn rewrite_event(raw: Bytes, target: &Target) -> (Bytes, bool) {
+/// Rewrites one event if the target covers it. A `Reply` stream also filters any other list
+/// result it carries (whatever its id), so nothing list-shaped passes a stream unfiltered.
+fn rewrite_event(raw: Bytes, target: &Target) -> Bytes {
     match target {
-        Target::Reply(filter) => filter_event(raw, filter),
-        Target::AnyList(grant, gk) => {
-            let Some(data) = sse::event_data(&raw) else {
-                return (raw, false);
-            };
-            let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
-                return (raw, false);
-            };
-            if !super::filter::filter_any_list(grant, gk, &mut v) {
-                return (raw, false);
-            }
-            let json = serde_json::to_string(&v).expect("a Value always serialises");
-            (sse::replace_data(&raw, &json), false)
-        }
+        Target::Reply(filter) => match filter_event(raw, filter) {
+            (bytes, true) => bytes,
+            (bytes, false) => any_list_event(bytes, &filter.grant, &filter.gatekeeper),
+        },
+        Target::AnyList(grant, gk) => any_list_event(raw, grant, gk),
     }
+}
+
+fn any_list_event(raw: Bytes, grant: &Grant, gk: &Gatekeeper) -> Bytes {
+    let Some(data) = sse::event_data(&raw) else {
+        return raw;
+    };
+    let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+        return raw;
+    };
+    if !super::filter::filter_any_list(grant, gk, &mut v) {
+        return raw;
+    }
+    sse::replace_data(
+        &raw,
+        &serde_json::to_string(&v).expect("a Value always serialises"),
+    )
 }
 
 fn overflow(target: &Target) -> Value {
@@ -98,8 +103,17 @@ pub(crate) fn filter_json(bytes: Bytes, filter: &ListFilter) -> Bytes {
         .and_then(|t| filter.apply_text(t));
     match filtered {
         Ok(Some(text)) => Bytes::from(text),
-        // Not our reply (a JSON-RPC error with another id, say): nothing to filter.
-        Ok(None) => bytes,
+        // Not our reply by its id: still, a list in it is filtered (fail closed).
+        Ok(None) => {
+            let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
+                return bytes;
+            };
+            if super::filter::filter_any_list(&filter.grant, &filter.gatekeeper, &mut v) {
+                jsonrpc::to_bytes(&v)
+            } else {
+                bytes
+            }
+        }
         Err(_) => unreadable(filter),
     }
 }
@@ -161,12 +175,7 @@ where
                 None => {
                     *this.done = true;
                     if let Some(rest) = this.framer.finish() {
-                        let out = if *this.matched {
-                            rest
-                        } else {
-                            rewrite_event(rest, this.target).0
-                        };
-                        this.ready.push_back(out);
+                        this.ready.push_back(rewrite_event(rest, this.target));
                     }
                     continue;
                 }
@@ -181,24 +190,11 @@ where
                 }
             };
             let chunk = data.copy_to_bytes(data.remaining());
-            if *this.matched && !this.framer.has_partial() {
-                // Our reply went out already: the rest passes without framing.
-                this.ready.push_back(chunk);
-                continue;
-            }
             this.framer.push(&chunk);
             let mut out = BytesMut::new();
             loop {
                 match this.framer.next_event() {
-                    Ok(Some(event)) => {
-                        if *this.matched {
-                            out.extend_from_slice(&event);
-                        } else {
-                            let (bytes, hit) = rewrite_event(event, this.target);
-                            *this.matched = hit;
-                            out.extend_from_slice(&bytes);
-                        }
-                    }
+                    Ok(Some(event)) => out.extend_from_slice(&rewrite_event(event, this.target)),
                     Ok(None) => break,
                     Err(_) => {
                         let err =
