@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use mcp_gatekeeper::engine::{
     Attribution, Catalog, CatalogError, CostInfo, DeniedBy, Grant, Level, Mount, NameIndex,
-    NameKind, PermissionSpec, Principal, ServerSpec, Settings, ToolPrefix,
+    NameKind, Owner, PermissionSpec, Principal, ServerSet, ServerSpec, Settings, ToolPrefix,
 };
 use proptest::prelude::*;
 
@@ -354,6 +354,78 @@ fn unprefixed_names_with_collisions_are_withheld() {
     assert_eq!(
         c.attribute(&Mount::Single("zz".into()), None, NameKind::Tool, "x"),
         None
+    );
+}
+
+#[test]
+fn resource_uris_match_templates_of_one_server() {
+    let settings = Settings {
+        tool_prefix: ToolPrefix::Never,
+        ..Settings::default()
+    };
+    let c = Catalog::new(settings, vec![server("a"), server("b")]).unwrap();
+    let (a, b) = (c.lookup("a").unwrap(), c.lookup("b").unwrap());
+    let mut index = NameIndex::default();
+    index.insert(NameKind::Resource, "test://template/{id}/data", a);
+    index.insert(NameKind::Resource, "test://template/{id}/data", a); // listed twice: once
+    index.insert(NameKind::Resource, "file:///{+path}", b);
+    index.insert(NameKind::Resource, "shared://{x}", a);
+    index.insert(NameKind::Resource, "shared://{y}", b);
+    index.insert(NameKind::Resource, "test://template/listed/data", b);
+    let owner = |uri: &str| index.owner(NameKind::Resource, uri);
+    let table: &[(&str, Option<Owner>)] = &[
+        ("test://template/123/data", Some(Owner::One(a))),
+        ("test://template/listed/data", Some(Owner::One(b))), // a listed URI wins
+        ("test://template//data", None),                      // {id} is never empty
+        ("test://template/1/2/data", None),                   // nor more than one segment
+        ("test://template/123/datax", None),
+        ("test://template/123", None),
+        ("file:///etc/hosts", Some(Owner::One(b))), // {+path} crosses segments
+        ("file:///", Some(Owner::One(b))),
+        ("shared://z", Some(Owner::Collision)), // two servers' templates match
+        ("other://x", None),
+    ];
+    for (uri, want) in table {
+        assert_eq!(owner(uri), *want, "{uri}");
+    }
+    // Tools and prompts are never matched as templates.
+    index.insert(NameKind::Tool, "t{x}", a);
+    assert_eq!(index.owner(NameKind::Tool, "tz"), None);
+    // Only a caller with exactly one usable server gets an unknown URI sent there.
+    let only_a = || {
+        let mut s = ServerSet::new();
+        s.insert(a);
+        s
+    };
+    let both = || {
+        let mut s = only_a();
+        s.insert(b);
+        s
+    };
+    let at = |uri, usable: &dyn Fn() -> ServerSet| {
+        c.attribute_within(
+            &Mount::Aggregate,
+            Some(&index),
+            NameKind::Resource,
+            uri,
+            usable,
+        )
+    };
+    assert_eq!(
+        at("other://x", &only_a),
+        Some(Attribution::Server(a, "other://x"))
+    );
+    assert_eq!(at("other://x", &both), None);
+    assert_eq!(
+        c.attribute_within(
+            &Mount::Aggregate,
+            Some(&index),
+            NameKind::Tool,
+            "zz",
+            only_a
+        ),
+        None,
+        "tool names are never guessed"
     );
 }
 

@@ -147,6 +147,8 @@ pub struct NameIndex {
     tools: HashMap<Box<str>, Owner>,
     prompts: HashMap<Box<str>, Owner>,
     resources: HashMap<Box<str>, Owner>,
+    /// Resource URI templates (RFC 6570), matched when a URI is not listed as such.
+    templates: Vec<(Box<str>, ServerId)>,
 }
 
 /// Which namespace of a [`NameIndex`] a name belongs to.
@@ -162,7 +164,19 @@ pub enum NameKind {
 
 impl NameIndex {
     /// Records that `server` offers `name`; a second server offering it makes a collision.
+    ///
+    /// A resource name with a `{` is a URI template (`test://items/{id}`; a URI cannot hold a
+    /// bare `{`): URIs it expands to belong to `server` too, unless a listed URI says otherwise.
     pub fn insert(&mut self, kind: NameKind, name: &str, server: ServerId) {
+        if kind == NameKind::Resource
+            && name.contains('{')
+            && !self
+                .templates
+                .iter()
+                .any(|(t, s)| **t == *name && *s == server)
+        {
+            self.templates.push((name.into(), server));
+        }
         let map = self.map_mut(kind);
         match map.get_mut(name) {
             Some(owner) if *owner != Owner::One(server) => *owner = Owner::Collision,
@@ -173,10 +187,27 @@ impl NameIndex {
         }
     }
 
-    /// Who offers `name`.
+    /// Who offers `name`: a listed name, else (for resources) the servers whose URI templates
+    /// match it — one server, or a collision when templates of several match.
     #[must_use]
     pub fn owner(&self, kind: NameKind, name: &str) -> Option<Owner> {
-        self.map(kind).get(name).copied()
+        if let Some(owner) = self.map(kind).get(name) {
+            return Some(*owner);
+        }
+        if kind != NameKind::Resource {
+            return None;
+        }
+        let mut found = None;
+        for (template, server) in &self.templates {
+            if uri_template_matches(template, name) {
+                match found {
+                    None => found = Some(Owner::One(*server)),
+                    Some(Owner::One(s)) if s != *server => return Some(Owner::Collision),
+                    Some(_) => {}
+                }
+            }
+        }
+        found
     }
 
     /// Names offered by more than one server.
@@ -202,6 +233,53 @@ impl NameIndex {
             NameKind::Resource => &mut self.resources,
         }
     }
+}
+
+/// Whether `uri` is an expansion of the RFC 6570 template `template`. A simple expression
+/// (`{id}`) stands for one or more characters other than `/ ? #`; an expression with an operator
+/// (`{+path}`, `{/segments}`, `{?query}`, …) for any run of characters, possibly empty. Literal
+/// text must match exactly.
+fn uri_template_matches(template: &str, uri: &str) -> bool {
+    // Which positions of `uri` the template so far can end at: one pass per template part, so
+    // the cost stays polynomial whatever the template (no backtracking).
+    let u = uri.as_bytes();
+    let mut t = template.as_bytes();
+    let mut reach = vec![false; u.len() + 1];
+    reach[0] = true;
+    while !t.is_empty() {
+        let mut next = vec![false; u.len() + 1];
+        if t[0] == b'{' {
+            let Some(close) = t.iter().position(|&b| b == b'}') else {
+                return false;
+            };
+            let simple = t.get(1).is_some_and(u8::is_ascii_alphanumeric);
+            for start in (0..=u.len()).filter(|&i| reach[i]) {
+                if simple {
+                    for end in start + 1..=u.len() {
+                        if matches!(u[end - 1], b'/' | b'?' | b'#') {
+                            break;
+                        }
+                        next[end] = true;
+                    }
+                } else {
+                    next[start..].fill(true);
+                    break; // every later start is covered already
+                }
+            }
+            t = &t[close + 1..];
+        } else {
+            let len = t.iter().position(|&b| b == b'{').unwrap_or(t.len());
+            let literal = &t[..len];
+            for start in (0..=u.len()).filter(|&i| reach[i]) {
+                if u[start..].starts_with(literal) {
+                    next[start + len] = true;
+                }
+            }
+            t = &t[len..];
+        }
+        reach = next;
+    }
+    reach[u.len()]
 }
 
 /// A configuration mistake found while building a [`Catalog`] or compiling permissions.
@@ -530,6 +608,35 @@ impl Catalog {
                     Owner::Collision => Some(Attribution::Ambiguous),
                 },
             },
+        }
+    }
+
+    /// [`attribute`](Self::attribute) for one request. With unprefixed names, a resource URI
+    /// that no upstream has listed (one a template expands to, or one to subscribe to before it
+    /// exists) goes to the caller's only usable server when `usable` holds exactly one: the
+    /// server grant covers all of that server's resources, and the server answers for the URI. `usable` is asked only then.
+    #[must_use]
+    pub fn attribute_within<'n>(
+        &self,
+        mount: &Mount,
+        index: Option<&NameIndex>,
+        kind: NameKind,
+        name: &'n str,
+        usable: impl FnOnce() -> ServerSet,
+    ) -> Option<Attribution<'n>> {
+        let found = self.attribute(mount, index, kind, name);
+        if found.is_some()
+            || kind != NameKind::Resource
+            || *mount != Mount::Aggregate
+            || self.settings.tool_prefix != ToolPrefix::Never
+        {
+            return found;
+        }
+        let usable = usable();
+        let mut servers = usable.iter();
+        match (servers.next(), servers.next()) {
+            (Some(only), None) => Some(Attribution::Server(only, name)),
+            _ => None,
         }
     }
 

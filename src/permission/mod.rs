@@ -58,7 +58,7 @@ fn attribute<'n>(
     let index = gk.name_index();
     match grant
         .catalog()
-        .attribute(gk.mount(), Some(&index), kind, name)
+        .attribute_within(gk.mount(), Some(&index), kind, name, || grant.effective())
     {
         Some(Attribution::Server(server, bare)) => Ok((server, bare)),
         Some(Attribution::Ambiguous) => Err(Denial {
