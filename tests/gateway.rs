@@ -960,3 +960,119 @@ async fn garbage_and_mid_stream_resets_fail_one_call_and_nothing_else() {
         .unwrap();
     assert_eq!(admin["upstreams"]["down"]["status"], "failing", "{admin}");
 }
+
+#[tokio::test]
+async fn unlisted_resource_uris_go_by_template_or_to_the_only_server() {
+    let docs = RecordingServer::new(
+        vec![tool("a", &[])],
+        &[],
+        &["doc://home", "doc://items/{id}"],
+    );
+    let notes = RecordingServer::new(vec![tool("b", &[])], &[], &["note://{+path}"]);
+    let mut running = Vec::new();
+    let mut urls = Vec::new();
+    for s in [&docs, &notes] {
+        let ct = CancellationToken::new();
+        let r = serve(
+            axum::Router::new()
+                .nest_service("/mcp", mcp_service(s.clone(), Mode::StatefulSse, &ct)),
+            ct,
+        )
+        .await;
+        urls.push(r.url("/mcp"));
+        running.push(r);
+    }
+    let doc = format!(
+        r#"{{"general_settings": {{"master_key": "sk-admin", "tool_prefix": "never"}},
+            "mcp_servers": {{"docs": {{"url": "{}"}}, "notes": {{"url": "{}"}}}},
+            "keys": [{{"key": "sk-d", "object_permission": {{"mcp_servers": ["docs"]}}}}]}}"#,
+        urls[0], urls[1]
+    );
+    let (gw, gateway) = gateway_with(&Config::from_json_str(&doc).unwrap(), |b| b).await;
+    gateway.refresh_names().await;
+    let read = |client: &Client, uri: &str| {
+        let params = rmcp::model::ReadResourceRequestParams::new(uri);
+        let peer = client.peer().clone();
+        async move { peer.read_resource(params).await.map_err(|e| e.to_string()) }
+    };
+    let admin = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-admin")])
+        .await
+        .unwrap();
+    // Expansions of each server's templates reach that server; listed URIs as before.
+    read(&admin, "doc://items/42").await.unwrap();
+    read(&admin, "note://a/b/c").await.unwrap();
+    read(&admin, "doc://home").await.unwrap();
+    // Matching no template of two reachable servers: refused, never guessed.
+    assert!(read(&admin, "other://x").await.is_err());
+    assert!(
+        read(&admin, "doc://items/4/2").await.is_err(),
+        "{{id}} is one segment"
+    );
+    assert_eq!(
+        docs.executions.names(),
+        ["read:doc://items/42", "read:doc://home"]
+    );
+    assert_eq!(notes.executions.names(), ["read:note://a/b/c"]);
+    // A caller with one server: an URI no list or template names goes to that server, which
+    // answers for it; another server's template stays out of reach.
+    let d = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-d")])
+        .await
+        .unwrap();
+    read(&d, "doc://not-yet-created").await.unwrap();
+    assert!(read(&d, "note://a").await.is_err());
+    assert_eq!(notes.executions.names(), ["read:note://a/b/c"]);
+    assert_eq!(
+        docs.executions.names().last().map(String::as_str),
+        Some("read:doc://not-yet-created")
+    );
+}
+
+#[tokio::test]
+async fn modern_protocol_clients_get_complete_results_from_handshake_upstreams() {
+    use rmcp::model::{ProtocolVersion, ResultType};
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("x-litellm-api-key"),
+        http::HeaderValue::from_static("sk-alice"),
+    );
+    let transport = StreamableHttpClientTransport::with_client(
+        reqwest::Client::new(),
+        StreamableHttpClientTransportConfig::with_uri(gw.url("/mcp")).custom_headers(headers),
+    );
+    let client = ()
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .unwrap();
+    let names = tool_names(&client).await;
+    assert!(names.contains(&"github-list_issues".to_owned()));
+    assert!(!names.contains(&"github-delete_repo".to_owned()));
+    let result = client
+        .peer()
+        .call_tool(rmcp::model::CallToolRequestParams::new(
+            "github-list_issues",
+        ))
+        .await
+        .unwrap();
+    // The upstream spoke 2025-11-25 and sent no resultType; 2026-07-28 requires one.
+    assert_eq!(result.result_type, Some(ResultType::COMPLETE));
+    assert!(
+        client
+            .peer()
+            .call_tool(rmcp::model::CallToolRequestParams::new(
+                "github-delete_repo"
+            ))
+            .await
+            .map_or(true, |r| r.is_error == Some(true))
+    );
+    assert_eq!(up.github.executions.names(), ["list_issues"]);
+}

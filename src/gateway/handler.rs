@@ -23,7 +23,7 @@ use rmcp::{RoleClient, RoleServer, ServerHandler};
 use super::Shared;
 use super::pool::{Caller, Failure};
 use super::relay::Relay;
-use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ToolPrefix};
+use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix};
 
 /// One downstream session of the gateway (or one request, when stateless).
 #[derive(Clone)]
@@ -112,10 +112,24 @@ impl GatewayHandler {
             let caller = &caller;
             let f = &f;
             async move {
-                let result = self
+                let mut result = self
                     .shared
                     .with_session(caller, &name, Some(&ctx.peer), |peer, _| f(peer))
                     .await;
+                // A pooled session the upstream has dropped (it restarted, say) fails once and is
+                // discarded; lists are safe to ask again, on a fresh session. Calls are not
+                // retried: a tool may have run before the connection broke.
+                if matches!(
+                    result,
+                    Err(Failure::Service(
+                        ServiceError::TransportClosed | ServiceError::TransportSend(_)
+                    ))
+                ) {
+                    result = self
+                        .shared
+                        .with_session(caller, &name, Some(&ctx.peer), |peer, _| f(peer))
+                        .await;
+                }
                 match result {
                     Ok(v) => {
                         self.shared.report_success(&name);
@@ -132,11 +146,29 @@ impl GatewayHandler {
     }
 
     /// Where a prefixed (or, unprefixed, indexed) name goes.
-    fn route<'n>(&self, kind: NameKind, name: &'n str) -> Result<(String, &'n str), ErrorData> {
+    fn route<'n>(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        kind: NameKind,
+        name: &'n str,
+    ) -> Result<(String, &'n str), ErrorData> {
         let policy = self.shared.gatekeeper.policy();
         let catalog = policy.catalog();
         let index = self.shared.gatekeeper.name_index();
-        match catalog.attribute(self.shared.gatekeeper.mount(), Some(&index), kind, name) {
+        let usable = || {
+            let mut set = ServerSet::new();
+            for (id, _) in self.servers(&Caller::from_context(ctx)) {
+                set.insert(id);
+            }
+            set
+        };
+        match catalog.attribute_within(
+            self.shared.gatekeeper.mount(),
+            Some(&index),
+            kind,
+            name,
+            usable,
+        ) {
             Some(Attribution::Server(id, bare)) => {
                 let server = catalog.server(id).name().to_owned();
                 if self.shared.upstreams.contains_key(&server) {
@@ -301,7 +333,7 @@ impl ServerHandler for GatewayHandler {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let (server, bare) = self.route(NameKind::Tool, &request.name)?;
+        let (server, bare) = self.route(&ctx, NameKind::Tool, &request.name)?;
         let mut params = request.clone();
         params.name = Cow::Owned(bare.to_owned());
         params.meta = forward_meta(request.meta.clone());
@@ -321,6 +353,7 @@ impl ServerHandler for GatewayHandler {
                 .await?;
             let token = handle.progress_token.clone();
             let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let wanted_progress = wanted.is_some();
             if let Some(wanted) = wanted {
                 relay.map_progress(token.clone(), wanted, tx);
             } else {
@@ -337,13 +370,31 @@ impl ServerHandler for GatewayHandler {
                     a = &mut answer => break a,
                 }
             };
+            // rmcp hands each notification to a task of its own but the answer straight to us,
+            // so progress sent just before the answer may still be on its way: give it a moment
+            // (only when the caller asked for progress), then send it ahead of the answer.
+            if wanted_progress {
+                let grace = tokio::time::sleep(PROGRESS_GRACE);
+                tokio::pin!(grace);
+                loop {
+                    tokio::select! {
+                        biased;
+                        Some(p) = rx.recv() => {
+                            let _ = downstream.notify_progress(p).await;
+                        }
+                        () = &mut grace => break,
+                    }
+                }
+            }
             relay.unmap_progress(&token);
-            // Progress that raced the answer still goes out first.
             while let Ok(p) = rx.try_recv() {
                 let _ = downstream.notify_progress(p).await;
             }
             match answer? {
-                ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+                ServerResult::CallToolResult(mut r) => {
+                    complete(&mut r.result_type);
+                    Ok(CallToolResponse::Complete(r))
+                }
                 ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
                 ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
                 _ => Err(ServiceError::UnexpectedResponse),
@@ -375,14 +426,19 @@ impl ServerHandler for GatewayHandler {
         request: GetPromptRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let (server, bare) = self.route(NameKind::Prompt, &request.name)?;
+        let (server, bare) = self.route(&ctx, NameKind::Prompt, &request.name)?;
         let mut params = request.clone();
         params.name = bare.to_owned();
         params.meta = forward_meta(request.meta.clone());
-        self.one(&ctx, &server, |peer, _| async move {
-            peer.get_prompt_once(params).await
-        })
-        .await
+        let mut response = self
+            .one(&ctx, &server, |peer, _| async move {
+                peer.get_prompt_once(params).await
+            })
+            .await?;
+        if let GetPromptResponse::Complete(result) = &mut response {
+            complete(&mut result.result_type);
+        }
+        Ok(response)
     }
 
     async fn list_resources(
@@ -413,7 +469,7 @@ impl ServerHandler for GatewayHandler {
         let templates = self
             .merged(
                 &ctx,
-                None,
+                Some(NameKind::Resource),
                 fetch,
                 |t| &t.uri_template,
                 |t, n| t.uri_template = n,
@@ -427,7 +483,7 @@ impl ServerHandler for GatewayHandler {
         request: ReadResourceRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let (server, bare) = self.route(NameKind::Resource, &request.uri)?;
+        let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
         let mut params = request.clone();
         params.uri = bare.to_owned();
         params.meta = forward_meta(request.meta.clone());
@@ -438,6 +494,7 @@ impl ServerHandler for GatewayHandler {
             })
             .await?;
         if let ReadResourceResponse::Complete(result) = &mut response {
+            complete(&mut result.result_type);
             for c in &mut result.contents {
                 prefix_contents_uri(c, &prefix);
             }
@@ -450,7 +507,7 @@ impl ServerHandler for GatewayHandler {
         request: SubscribeRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let (server, bare) = self.route(NameKind::Resource, &request.uri)?;
+        let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
         let mut params = request.clone();
         params.uri = bare.to_owned();
         self.one(&ctx, &server, |peer, _| async move {
@@ -464,7 +521,7 @@ impl ServerHandler for GatewayHandler {
         request: UnsubscribeRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let (server, bare) = self.route(NameKind::Resource, &request.uri)?;
+        let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
         let mut params = request.clone();
         params.uri = bare.to_owned();
         self.one(&ctx, &server, |peer, _| async move {
@@ -481,12 +538,12 @@ impl ServerHandler for GatewayHandler {
         let mut params = request.clone();
         let server = match &mut params.r#ref {
             Reference::Prompt(p) => {
-                let (server, bare) = self.route(NameKind::Prompt, &p.name)?;
+                let (server, bare) = self.route(&ctx, NameKind::Prompt, &p.name)?;
                 p.name = bare.to_owned();
                 server
             }
             Reference::Resource(r) => {
-                let (server, bare) = self.route(NameKind::Resource, &r.uri)?;
+                let (server, bare) = self.route(&ctx, NameKind::Resource, &r.uri)?;
                 r.uri = bare.to_owned();
                 server
             }
@@ -502,6 +559,10 @@ impl ServerHandler for GatewayHandler {
             peer.complete(params).await
         })
         .await
+        .map(|mut result| {
+            complete(&mut result.result_type);
+            result
+        })
     }
 
     async fn set_level(
@@ -517,6 +578,16 @@ impl ServerHandler for GatewayHandler {
             .await;
         Ok(())
     }
+}
+
+/// How long a call that asked for progress waits, after its answer, for progress notifications
+/// the upstream sent before that answer.
+const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// An upstream on an older protocol sends results without `resultType`; protocol 2026-07-28
+/// requires it on every result the gateway returns. rmcp drops it again for older callers.
+fn complete(result_type: &mut Option<rmcp::model::ResultType>) {
+    result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
 }
 
 /// Resource contents name their URI: give it the same prefix the caller used.

@@ -299,11 +299,12 @@ impl Gateway {
                     let tools = peer.list_all_tools().await?;
                     let prompts = peer.list_all_prompts().await.unwrap_or_default();
                     let resources = peer.list_all_resources().await.unwrap_or_default();
-                    Ok((tools, prompts, resources))
+                    let templates = peer.list_all_resource_templates().await.unwrap_or_default();
+                    Ok((tools, prompts, resources, templates))
                 })
                 .await;
             match listed {
-                Ok((tools, prompts, resources)) => {
+                Ok((tools, prompts, resources, templates)) => {
                     self.shared.report_success(name);
                     for t in &tools {
                         index.insert(NameKind::Tool, &t.name, id);
@@ -313,6 +314,9 @@ impl Gateway {
                     }
                     for r in &resources {
                         index.insert(NameKind::Resource, &r.uri, id);
+                    }
+                    for t in &templates {
+                        index.insert(NameKind::Resource, &t.uri_template, id);
                     }
                 }
                 Err(e) => self.shared.report_failure(name, &e),

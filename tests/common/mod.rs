@@ -49,6 +49,8 @@ pub struct RecordingServer {
     pub tools: Arc<Vec<Value>>,
     pub prompts: Arc<Vec<Value>>,
     pub resources: Arc<Vec<Value>>,
+    /// Resource URI templates: the resources given with a `{` in them.
+    pub templates: Arc<Vec<Value>>,
     pub executions: Executions,
     /// How many handler instances (sessions, or requests when stateless) were created.
     pub sessions: Arc<std::sync::atomic::AtomicUsize>,
@@ -79,7 +81,15 @@ impl RecordingServer {
             resources: Arc::new(
                 resources
                     .iter()
+                    .filter(|r| !r.contains('{'))
                     .map(|r| json!({"uri": r, "name": r, "mimeType": "text/plain"}))
+                    .collect(),
+            ),
+            templates: Arc::new(
+                resources
+                    .iter()
+                    .filter(|r| r.contains('{'))
+                    .map(|r| json!({"uriTemplate": r, "name": r}))
                     .collect(),
             ),
             executions: Executions::default(),
@@ -221,7 +231,12 @@ impl ServerHandler for RecordingServer {
         _: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(vec![]))
+        let templates = self
+            .templates
+            .iter()
+            .map(|t| serde_json::from_value(t.clone()).unwrap())
+            .collect();
+        Ok(ListResourceTemplatesResult::with_all_items(templates))
     }
 
     async fn read_resource(
