@@ -12,6 +12,7 @@ mod demo_servers;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use mcp_gatekeeper::Gatekeeper;
@@ -169,16 +170,49 @@ async fn main() -> ExitCode {
     if args.config.is_none() {
         println!("{}", curl_lines(&format!("http://{addr}")));
     }
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+    // Ctrl-C or SIGTERM: stop accepting, give requests in flight a few seconds (event streams
+    // never end by themselves), then exit; stdio upstreams are killed as the gateway drops.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let served = axum::serve(listener, router).with_graceful_shutdown({
+        let stop = stop.clone();
+        async move { stop.notified().await }
+    });
+    let served = tokio::select! {
+        served = served => served,
+        () = async {
+            shutdown_signal().await;
+            stop.notify_one();
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        } => Ok(()),
+    };
+    drop(gateway);
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gateway: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
