@@ -1,0 +1,400 @@
+#!/usr/bin/env python3
+"""The interop suite's fixture upstream, on the official MCP Python SDK (mcp 2.x, low-level API).
+
+It offers the tools, resources and prompts that the MCP conformance server suite looks for
+(`test_simple_text`, `test_image_content`, `test://static-text`, `test_simple_prompt`, ...), so
+that the suite can pass every scenario against it directly, and then again through the gateway.
+Besides those it records who called what, so the interop checks can see exactly which calls
+reached it (`interop_calls`) and which HTTP headers arrived (`interop_headers`).
+
+    fixture_server.py --transport http|sse --port PORT [--name NAME]
+
+http serves streamable HTTP on http://127.0.0.1:PORT/mcp; sse serves the legacy transport on
+http://127.0.0.1:PORT/sse (messages posted to /messages/). Loopback only.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import warnings
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+import mcp.types as t
+from mcp.server.lowlevel import Server
+from mcp.server.sse import SseServerTransport
+from mcp.server.transport_security import TransportSecuritySettings
+
+warnings.simplefilter("ignore")  # the SDK marks logging/sampling/elicitation deprecated in 2026-07-28
+
+# A 1x1 red PNG and a 1-sample WAV, built here rather than shipped as files.
+PNG = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+        "0000000c4944415408d763f8cfc000000301010018dd8db00000000049454e44ae426082"
+    )
+).decode()
+WAV = base64.b64encode(
+    b"RIFF" + (38).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+    + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (8000).to_bytes(4, "little")
+    + (16000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    + b"data" + (2).to_bytes(4, "little") + b"\x00\x00"
+).decode()
+
+CALLS: list[dict[str, Any]] = []  # every tools/call that reached this server, in order
+
+NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def text(s: str) -> t.TextContent:
+    return t.TextContent(type="text", text=s)
+
+
+def tool(name: str, description: str, schema: dict[str, Any] | None = None) -> t.Tool:
+    return t.Tool(name=name, description=description, input_schema=schema or NO_ARGS)
+
+
+TOOLS = [
+    tool("test_simple_text", "Returns one text item"),
+    tool("test_image_content", "Returns a PNG image"),
+    tool("test_audio_content", "Returns a WAV clip"),
+    tool("test_embedded_resource", "Returns an embedded text resource"),
+    tool("test_multiple_content_types", "Returns text, image and resource together"),
+    tool("test_tool_with_logging", "Sends three log messages while it runs"),
+    tool("test_tool_with_progress", "Sends three progress notifications while it runs"),
+    tool("test_error_handling", "Always fails with isError"),
+    tool(
+        "test_sampling",
+        "Asks the client to sample an LLM",
+        {"type": "object", "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]},
+    ),
+    tool(
+        "test_elicitation",
+        "Asks the client for input",
+        {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]},
+    ),
+    tool("test_elicitation_sep1034_defaults", "Elicitation with defaults for every primitive"),
+    tool("test_elicitation_sep1330_enums", "Elicitation with every enum form"),
+    tool(
+        "json_schema_2020_12_tool",
+        "Tool with JSON Schema 2020-12 features",
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "$defs": {
+                "address": {
+                    "type": "object",
+                    "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+                }
+            },
+            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "additionalProperties": False,
+        },
+    ),
+    tool(
+        "interop_echo",
+        "Echoes its text (used by the interop checks)",
+        {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    ),
+    tool("interop_headers", "Returns the HTTP headers of the request that called it, as JSON"),
+    tool("interop_calls", "Returns the names of every tool called on this server so far, as JSON"),
+]
+
+DEFAULTS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "default": "John Doe"},
+        "age": {"type": "integer", "default": 30},
+        "score": {"type": "number", "default": 95.5},
+        "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
+        "verified": {"type": "boolean", "default": True},
+    },
+}
+
+ENUMS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        "titledSingle": {
+            "type": "string",
+            "oneOf": [
+                {"const": "value1", "title": "First Option"},
+                {"const": "value2", "title": "Second Option"},
+                {"const": "value3", "title": "Third Option"},
+            ],
+        },
+        "legacyEnum": {
+            "type": "string",
+            "enum": ["opt1", "opt2", "opt3"],
+            "enumNames": ["Option One", "Option Two", "Option Three"],
+        },
+        "untitledMulti": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        },
+        "titledMulti": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {"const": "value1", "title": "First Choice"},
+                    {"const": "value2", "title": "Second Choice"},
+                    {"const": "value3", "title": "Third Choice"},
+                ]
+            },
+        },
+    },
+}
+
+
+async def call_tool(ctx: Any, params: t.CallToolRequestParams) -> t.CallToolResult:
+    name, args = params.name, params.arguments or {}
+    if name != "interop_calls":  # reading the log is not an execution worth logging
+        CALLS.append({"name": name, "arguments": args})
+    session, rid = ctx.session, ctx.request_id
+    if name == "test_simple_text":
+        return t.CallToolResult(content=[text("This is a simple text response for testing.")])
+    if name == "test_image_content":
+        return t.CallToolResult(content=[t.ImageContent(type="image", data=PNG, mime_type="image/png")])
+    if name == "test_audio_content":
+        return t.CallToolResult(content=[t.AudioContent(type="audio", data=WAV, mime_type="audio/wav")])
+    if name == "test_embedded_resource":
+        res = t.TextResourceContents(
+            uri="test://embedded-resource", mime_type="text/plain", text="This is an embedded resource content."
+        )
+        return t.CallToolResult(content=[t.EmbeddedResource(type="resource", resource=res)])
+    if name == "test_multiple_content_types":
+        res = t.TextResourceContents(
+            uri="test://mixed-content-resource", mime_type="application/json", text='{"test":"data","value":123}'
+        )
+        return t.CallToolResult(
+            content=[
+                text("Multiple content types test:"),
+                t.ImageContent(type="image", data=PNG, mime_type="image/png"),
+                t.EmbeddedResource(type="resource", resource=res),
+            ]
+        )
+    if name == "test_tool_with_logging":
+        for i, msg in enumerate(["Tool execution started", "Tool processing data", "Tool execution completed"]):
+            if i:
+                await asyncio.sleep(0.05)
+            await session.send_log_message("info", msg, logger="fixture", related_request_id=rid)
+        return t.CallToolResult(content=[text("Tool with logging executed successfully")])
+    if name == "test_tool_with_progress":
+        for i, p in enumerate([0, 50, 100]):
+            if i:
+                await asyncio.sleep(0.05)
+            await session.report_progress(p, 100)  # a no-op when the request carried no token
+        return t.CallToolResult(content=[text("Tool with progress executed successfully")])
+    if name == "test_error_handling":
+        return t.CallToolResult(
+            content=[text("This tool intentionally returns an error for testing")], is_error=True
+        )
+    if name == "test_sampling":
+        reply = await session.create_message(
+            [t.SamplingMessage(role="user", content=text(str(args.get("prompt", ""))))],
+            max_tokens=100,
+            related_request_id=rid,
+        )
+        got = reply.content.text if isinstance(reply.content, t.TextContent) else json.dumps(reply.model_dump(mode="json"))
+        return t.CallToolResult(content=[text(f"LLM response: {got}")])
+    if name in ("test_elicitation", "test_elicitation_sep1034_defaults", "test_elicitation_sep1330_enums"):
+        if name == "test_elicitation":
+            message = str(args.get("message", ""))
+            schema = {
+                "type": "object",
+                "properties": {
+                    "username": {"type": "string", "description": "User's response"},
+                    "email": {"type": "string", "description": "User's email address"},
+                },
+                "required": ["username", "email"],
+            }
+        elif name == "test_elicitation_sep1034_defaults":
+            message, schema = "Please review your details", DEFAULTS_SCHEMA
+        else:
+            message, schema = "Please choose", ENUMS_SCHEMA
+        answer = await session.elicit_form(message, schema, related_request_id=rid)
+        content = json.dumps(answer.content, sort_keys=True)
+        prefix = "User response" if name == "test_elicitation" else "Elicitation completed"
+        return t.CallToolResult(content=[text(f"{prefix}: action={answer.action}, content={content}")])
+    if name == "json_schema_2020_12_tool":
+        return t.CallToolResult(content=[text(json.dumps(args, sort_keys=True))])
+    if name == "interop_echo":
+        return t.CallToolResult(content=[text(str(args.get("text", "")))])
+    if name == "interop_headers":
+        req = ctx.request
+        headers = {k.lower(): v for k, v in req.headers.items()} if req is not None else {}
+        return t.CallToolResult(content=[text(json.dumps(headers, sort_keys=True))])
+    if name == "interop_calls":
+        return t.CallToolResult(content=[text(json.dumps([c["name"] for c in CALLS]))])
+    return t.CallToolResult(content=[text(f"Unknown tool: {name}")], is_error=True)
+
+
+async def list_tools(ctx: Any, params: Any) -> t.ListToolsResult:
+    return t.ListToolsResult(tools=TOOLS)
+
+
+RESOURCES = [
+    t.Resource(uri="test://static-text", name="static-text", description="A static text resource", mime_type="text/plain"),
+    t.Resource(
+        uri="test://static-binary", name="static-binary", description="A static PNG resource", mime_type="image/png"
+    ),
+    t.Resource(
+        uri="test://watched-resource", name="watched-resource", description="A resource to subscribe to",
+        mime_type="text/plain",
+    ),
+]
+
+
+async def list_resources(ctx: Any, params: Any) -> t.ListResourcesResult:
+    return t.ListResourcesResult(resources=RESOURCES)
+
+
+async def list_templates(ctx: Any, params: Any) -> t.ListResourceTemplatesResult:
+    return t.ListResourceTemplatesResult(
+        resource_templates=[
+            t.ResourceTemplate(
+                uri_template="test://template/{id}/data", name="template-data",
+                description="Data for an id", mime_type="application/json",
+            )
+        ]
+    )
+
+
+async def read_resource(ctx: Any, params: t.ReadResourceRequestParams) -> t.ReadResourceResult:
+    uri = str(params.uri)
+    if uri == "test://static-text":
+        contents: list[Any] = [
+            t.TextResourceContents(uri=uri, mime_type="text/plain", text="This is the content of the static text resource.")
+        ]
+    elif uri == "test://static-binary":
+        contents = [t.BlobResourceContents(uri=uri, mime_type="image/png", blob=PNG)]
+    elif uri == "test://watched-resource":
+        contents = [t.TextResourceContents(uri=uri, mime_type="text/plain", text="Watched resource content")]
+    elif uri.startswith("test://template/") and uri.endswith("/data"):
+        rid = uri[len("test://template/") : -len("/data")]
+        body = json.dumps({"id": rid, "templateTest": True, "data": f"Data for ID: {rid}"})
+        contents = [t.TextResourceContents(uri=uri, mime_type="application/json", text=body)]
+    else:
+        raise ValueError(f"Unknown resource: {uri}")
+    return t.ReadResourceResult(contents=contents)
+
+
+async def subscribe(ctx: Any, params: Any) -> t.EmptyResult:
+    return t.EmptyResult()
+
+
+PROMPTS = [
+    t.Prompt(name="test_simple_prompt", description="A prompt without arguments"),
+    t.Prompt(
+        name="test_prompt_with_arguments",
+        description="A prompt with two arguments",
+        arguments=[
+            t.PromptArgument(name="arg1", description="First argument", required=True),
+            t.PromptArgument(name="arg2", description="Second argument", required=True),
+        ],
+    ),
+    t.Prompt(
+        name="test_prompt_with_embedded_resource",
+        description="A prompt that embeds a resource",
+        arguments=[t.PromptArgument(name="resourceUri", description="The resource to embed", required=True)],
+    ),
+    t.Prompt(name="test_prompt_with_image", description="A prompt with an image"),
+]
+
+
+async def list_prompts(ctx: Any, params: Any) -> t.ListPromptsResult:
+    return t.ListPromptsResult(prompts=PROMPTS)
+
+
+async def get_prompt(ctx: Any, params: t.GetPromptRequestParams) -> t.GetPromptResult:
+    args = params.arguments or {}
+    if params.name == "test_simple_prompt":
+        msgs = [t.PromptMessage(role="user", content=text("This is a simple prompt for testing."))]
+    elif params.name == "test_prompt_with_arguments":
+        msgs = [
+            t.PromptMessage(
+                role="user",
+                content=text(f"Prompt with arguments: arg1='{args.get('arg1', '')}', arg2='{args.get('arg2', '')}'"),
+            )
+        ]
+    elif params.name == "test_prompt_with_embedded_resource":
+        uri = args.get("resourceUri", "test://example-resource")
+        res = t.TextResourceContents(uri=uri, mime_type="text/plain", text="Embedded resource content for testing.")
+        msgs = [
+            t.PromptMessage(role="user", content=t.EmbeddedResource(type="resource", resource=res)),
+            t.PromptMessage(role="user", content=text("Please process the embedded resource above.")),
+        ]
+    elif params.name == "test_prompt_with_image":
+        msgs = [
+            t.PromptMessage(role="user", content=t.ImageContent(type="image", data=PNG, mime_type="image/png")),
+            t.PromptMessage(role="user", content=text("Please analyze the image above.")),
+        ]
+    else:
+        raise ValueError(f"Unknown prompt: {params.name}")
+    return t.GetPromptResult(messages=msgs)
+
+
+async def complete(ctx: Any, params: t.CompleteRequestParams) -> t.CompleteResult:
+    prefix = params.argument.value
+    values = [v for v in ("paris", "park", "party") if v.startswith(prefix)]
+    return t.CompleteResult(completion=t.Completion(values=values, total=len(values), has_more=False))
+
+
+async def set_level(ctx: Any, params: Any) -> t.EmptyResult:
+    return t.EmptyResult()
+
+
+def server(name: str) -> Server:
+    return Server(
+        name,
+        version="1.0.0",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_subscribe_resource=subscribe,
+        on_unsubscribe_resource=subscribe,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+        on_completion=complete,
+        on_set_logging_level=set_level,
+    )
+
+
+def sse_app(srv: Server) -> Starlette:
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*"],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*"],
+    )
+    sse = SseServerTransport("/messages/", security_settings=security)
+
+    async def handle(request: Request) -> Response:
+        async with sse.connect_sse(request.scope, request.receive, request._send) as (read, write):
+            await srv.run(read, write, srv.create_initialization_options())
+        return Response()
+
+    return Starlette(routes=[Route("/sse", handle, methods=["GET"]), Mount("/messages/", app=sse.handle_post_message)])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--transport", choices=["http", "sse"], default="http")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--name", default="interop-fixture")
+    a = p.parse_args()
+    srv = server(a.name)
+    app = srv.streamable_http_app(host="127.0.0.1") if a.transport == "http" else sse_app(srv)
+    uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
