@@ -399,7 +399,10 @@ impl<'a> RawMessage<'a> {
         };
         let kind = match (&self.method, &id) {
             (Some(_), Some(_)) => MessageKind::Request,
-            (Some(_), None) => MessageKind::Notification,
+            // MCP's client notifications are all `notifications/…`: a request method without
+            // an id is neither a request we can check nor a notification a server expects.
+            (Some(m), None) if m.starts_with("notifications/") => MessageKind::Notification,
+            (Some(_), None) => return invalid("a request needs an \"id\""),
             (None, Some(_)) if self.has_result != self.has_error => MessageKind::Response,
             _ => return invalid("not a request, notification or response"),
         };
@@ -462,8 +465,8 @@ impl<'de> Visitor<'de> for MessageVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut msg = RawMessage::default();
         let mut seen = SeenKeys::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if !seen.insert(&key) {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if !seen.insert(key.clone()) {
                 return Err(duplicate(&key));
             }
             match &*key {
@@ -534,22 +537,68 @@ impl<'de> Visitor<'de> for StrictAny {
         Ok(StrictAny)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
-        while map.next_entry::<StrictAny, StrictAny>()?.is_some() {}
+        // Duplicate keys at any depth: the service behind might read either value.
+        let mut seen = SeenKeys::default();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if !seen.insert(key.clone()) {
+                return Err(duplicate(&key));
+            }
+            map.next_value::<StrictAny>()?;
+        }
         Ok(StrictAny)
     }
 }
 
-/// Keys seen in one object; small objects stay on the stack-free fast path of a short `Vec`.
+/// Keys seen in one object, borrowed from the body where they have no escapes. A short list is
+/// searched in place; past 16 keys a hash set takes over, so an object with many keys costs
+/// linear time, never quadratic.
 #[derive(Default)]
-struct SeenKeys(Vec<Box<str>>);
+struct SeenKeys<'de> {
+    keys: Vec<Cow<'de, str>>,
+    index: Option<std::collections::HashSet<Cow<'de, str>>>,
+}
 
-impl SeenKeys {
-    fn insert(&mut self, key: &str) -> bool {
-        if self.0.iter().any(|k| **k == *key) {
+impl<'de> SeenKeys<'de> {
+    /// Records `key`; false if the object had it already.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        const SHORT: usize = 16;
+        if let Some(index) = &mut self.index {
+            if !index.insert(key.clone()) {
+                return false;
+            }
+        } else if self.keys.contains(&key) {
             return false;
+        } else if self.keys.len() == SHORT {
+            self.index = Some(self.keys.iter().cloned().chain([key.clone()]).collect());
         }
-        self.0.push(key.into());
+        self.keys.push(key);
         true
+    }
+
+    fn into_boxed(self) -> Vec<Box<str>> {
+        self.keys.into_iter().map(|k| k.as_ref().into()).collect()
+    }
+}
+
+/// An object key, borrowed from the body unless it had escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        de.deserialize_str(V)
     }
 }
 
@@ -604,8 +653,8 @@ impl<'de> Visitor<'de> for ParamsVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawParams, A::Error> {
         let mut params = RawParams::default();
         let mut seen = SeenKeys::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if !seen.insert(&key) {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if !seen.insert(key.clone()) {
                 return Err(duplicate(&key));
             }
             match &*key {
@@ -649,13 +698,13 @@ impl<'de> Visitor<'de> for KeysVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut keys = SeenKeys::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if !keys.insert(&key) {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if !keys.insert(key.clone()) {
                 return Err(duplicate(&key));
             }
             map.next_value::<StrictAny>()?;
         }
-        Ok(keys.0)
+        Ok(keys.into_boxed())
     }
 }
 
@@ -699,6 +748,23 @@ mod tests {
     }
 
     #[test]
+    fn many_keys_are_checked_in_linear_time_and_exactly() {
+        let keys: Vec<String> = (0..5000).map(|i| format!("\"k{i}\":{i}")).collect();
+        let body = |extra: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{{{}{extra}}},"_meta":{{{}{extra}}}}}}}"#,
+                keys.join(","),
+                keys.join(",")
+            )
+        };
+        let r = ok(&body(""));
+        assert_eq!(r.argument_keys.len(), 5000);
+        assert_eq!(&*r.argument_keys[4999], "k4999");
+        err(body(r#","k17":0"#).as_bytes());
+        err(body(r#","k\u0031":0"#).as_bytes());
+    }
+
+    #[test]
     fn escaped_names_are_unescaped_as_the_server_sees_them() {
         let r = ok(
             r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"del\u0065te","arguments":{"\u0061":1}}}"#,
@@ -737,6 +803,12 @@ mod tests {
             br#""tools/call""#,
             br#"null"#,
             b"",
+            // duplicates at any depth, and requests without an id
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":{"p":1,"p":2}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"q":[{"k":1,"k":2}]}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","x":{"y":{"z":1,"\u007a":2}}}"#,
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"}}"#,
+            br#"{"jsonrpc":"2.0","method":"ping"}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{}}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":1}}"#,
             // Found by fuzzing: values a JSON parser rejects must not pass our skip.
