@@ -269,6 +269,22 @@ pub(crate) fn one_header<'h>(
     Ok((!value.is_empty()).then_some(value))
 }
 
+/// The session id exactly as the service behind will read it: one header, not empty, no
+/// surrounding spaces (which this layer would trim and the service might not).
+fn session_header(headers: &http::HeaderMap) -> Result<Option<&str>, Rejection> {
+    let mut all = headers.get_all(&SESSION_HEADER).iter();
+    let Some(first) = all.next() else {
+        return Ok(None);
+    };
+    let value = first.to_str().unwrap_or_default();
+    if all.next().is_some() || value.is_empty() || value.trim() != value {
+        return Err(Rejection::bad_request(format!(
+            "malformed {SESSION_HEADER} header"
+        )));
+    }
+    Ok(Some(value))
+}
+
 fn strip_bearer(value: &str) -> Option<&str> {
     let (scheme, rest) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
@@ -326,7 +342,7 @@ where
                     return Ok(rejection.into_response(style));
                 }
             };
-            let session = match one_header(&parts.headers, &SESSION_HEADER) {
+            let session = match session_header(&parts.headers) {
                 Ok(s) => s.map(str::to_owned),
                 Err(rejection) => return Ok(rejection.into_response(style)),
             };
