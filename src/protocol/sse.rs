@@ -31,7 +31,15 @@ pub struct SseFramer {
     buf: BytesMut,
     /// Where the line being scanned starts.
     line_start: usize,
+    /// How far the current line has been searched for its end: a long line arriving in many
+    /// chunks is scanned once, not once per chunk.
+    scanned: usize,
     max_event: usize,
+}
+
+/// The first line end (`\n` or `\r`) in `bytes`.
+fn line_end(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr2(b'\n', b'\r', bytes)
 }
 
 impl SseFramer {
@@ -41,6 +49,7 @@ impl SseFramer {
         Self {
             buf: BytesMut::new(),
             line_start: 0,
+            scanned: 0,
             max_event,
         }
     }
@@ -63,17 +72,22 @@ impl SseFramer {
     /// [`EventTooLarge`] when the event being framed passes the cap.
     pub fn next_event(&mut self) -> Result<Option<Bytes>, EventTooLarge> {
         loop {
-            let rest = &self.buf[self.line_start..];
-            let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let from = self.scanned.max(self.line_start);
+            let Some(found) = line_end(&self.buf[from..]) else {
+                self.scanned = self.buf.len();
                 return self.check_cap().map(|()| None);
             };
-            let end = self.line_start + pos;
+            let end = from + found;
+            let pos = end - self.line_start;
             let term = if self.buf[end] == b'\r' {
                 match self.buf.get(end + 1) {
                     Some(b'\n') => 2,
                     Some(_) => 1,
                     // A lone `\r` at the end of what we have: wait to see if `\n` follows.
-                    None => return self.check_cap().map(|()| None),
+                    None => {
+                        self.scanned = end;
+                        return self.check_cap().map(|()| None);
+                    }
                 }
             } else {
                 1
@@ -87,6 +101,7 @@ impl SseFramer {
             if pos == 0 {
                 let event = self.buf.split_to(self.line_start).freeze();
                 self.line_start = 0;
+                self.scanned = 0;
                 return Ok(Some(event));
             }
         }
@@ -105,6 +120,7 @@ impl SseFramer {
     /// At the end of the stream: whatever unterminated event is left.
     pub fn finish(&mut self) -> Option<Bytes> {
         self.line_start = 0;
+        self.scanned = 0;
         (!self.buf.is_empty()).then(|| self.buf.split().freeze())
     }
 }
@@ -116,8 +132,7 @@ fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
         if rest.is_empty() {
             return None;
         }
-        let pos = rest.iter().position(|&b| b == b'\n' || b == b'\r');
-        let (line, next) = match pos {
+        let (line, next) = match line_end(rest) {
             None => (rest, &rest[rest.len()..]),
             Some(p) => {
                 let skip = if rest[p] == b'\r' && rest.get(p + 1) == Some(&b'\n') {
