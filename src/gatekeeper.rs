@@ -80,6 +80,7 @@ pub struct Gatekeeper {
     policy: Arc<ArcSwap<Policy>>,
     index: Arc<ArcSwap<NameIndex>>,
     options: Arc<Options>,
+    list_memo: Arc<crate::permission::memo::ListMemo>,
 }
 
 impl fmt::Debug for Gatekeeper {
@@ -104,6 +105,7 @@ impl Gatekeeper {
                 mount: Mount::Aggregate,
                 limits: Limits::default(),
             }),
+            list_memo: Arc::default(),
         }
     }
 
@@ -159,5 +161,9 @@ impl Gatekeeper {
     #[must_use]
     pub fn limits(&self) -> &Limits {
         &self.options.limits
+    }
+
+    pub(crate) fn list_memo(&self) -> &crate::permission::memo::ListMemo {
+        &self.list_memo
     }
 }

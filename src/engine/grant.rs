@@ -145,6 +145,27 @@ impl Grant {
             .and_then(Permissions::servers)
     }
 
+    /// Whether `other` decides every name exactly as this grant does, judged by identity: the
+    /// same catalog and the same permission sets (`Arc`s) at every level, the same servers and
+    /// scope. Grants resolved for the same principal under the same policy compare equal.
+    #[must_use]
+    pub fn same_decisions(&self, other: &Grant) -> bool {
+        let same_level = |a: &Option<Arc<Permissions>>, b: &Option<Arc<Permissions>>| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+            && self.stale == other.stale
+            && self.servers == other.servers
+            && self.scope == other.scope
+            && self
+                .levels
+                .iter()
+                .zip(&other.levels)
+                .all(|(a, b)| same_level(a, b))
+    }
+
     /// The catalog this grant was resolved against.
     #[must_use]
     pub fn catalog(&self) -> &Arc<Catalog> {

@@ -309,11 +309,41 @@ impl ListFilter {
     ///
     /// `Ok(None)` when it is not the reply to our request (pass it on as it is).
     pub fn apply_text(&self, text: &str) -> Result<Option<String>, Unreadable> {
+        let index = self.gatekeeper.name_index();
+        if text.len() < super::memo::MIN_LEN {
+            return self.filter_text(text, &index);
+        }
+        // Large lists come back unchanged again and again: see `memo`.
+        let key = super::memo::Key {
+            grant: &self.grant,
+            index: &index,
+            mount: self.gatekeeper.mount(),
+            method: &self.method,
+            id: &self.id,
+        };
+        let memo = self.gatekeeper.list_memo();
+        if let Some(out) = memo.get(&key, text) {
+            return Ok(out);
+        }
+        let out = self.filter_text(text, &index)?;
+        memo.put(&key, text, out.as_deref());
+        Ok(out)
+    }
+
+    /// [`apply_text`](Self::apply_text) without the memory of earlier replies: what the first
+    /// listing costs (benchmarks, fuzzing).
+    #[doc(hidden)]
+    pub fn apply_text_uncached(&self, text: &str) -> Result<Option<String>, Unreadable> {
+        self.filter_text(text, &self.gatekeeper.name_index())
+    }
+
+    fn filter_text(&self, text: &str, index: &NameIndex) -> Result<Option<String>, Unreadable> {
         let mut de = serde_json::Deserializer::from_str(text);
         let top = serde::de::DeserializeSeed::deserialize(
             TopSeed {
                 filter: self,
                 len: text.len(),
+                index,
             },
             &mut de,
         )
@@ -377,6 +407,7 @@ impl ListFilter {
 struct TopSeed<'f> {
     filter: &'f ListFilter,
     len: usize,
+    index: &'f NameIndex,
 }
 
 struct Top {
@@ -409,6 +440,7 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
                 // Filtered speculatively; thrown away if the id turns out not to be ours.
                 let result = map.next_value_seed(ResultSeed {
                     filter: self.filter,
+                    index: self.index,
                 })?;
                 push_field(&mut out, &key, &result);
             } else {
@@ -428,6 +460,7 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
 
 struct ResultSeed<'f> {
     filter: &'f ListFilter,
+    index: &'f NameIndex,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for ResultSeed<'_> {
@@ -446,7 +479,7 @@ impl<'de> serde::de::Visitor<'de> for ResultSeed<'_> {
         let Some((key, field, kind)) = self.filter.items_key() else {
             return Err(serde::de::Error::custom("not a list method"));
         };
-        let index = self.filter.gatekeeper.name_index();
+        let index = self.index;
         let mut out = String::from("{");
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
         while let Some(k) = map.next_key::<Cow<'de, str>>()? {
@@ -458,7 +491,7 @@ impl<'de> serde::de::Visitor<'de> for ResultSeed<'_> {
                     filter: self.filter,
                     field,
                     kind,
-                    index: &index,
+                    index,
                 })?;
                 push_field(&mut out, &k, &list);
             } else {
@@ -648,5 +681,83 @@ mod tests {
             serde_json::from_str::<Value>(&fast).unwrap()["result"]["prompts"],
             json!([{"name": "a-p"}])
         );
+    }
+
+    /// A large reply filtered once is reused only under the same grant, id, index and policy.
+    #[test]
+    fn remembered_lists_are_reused_only_for_the_same_decisions() {
+        let config = Config::from_json_str(
+            r#"{"mcp_servers": {"a": {"url": "u", "allowed_params": {"t1": ["x"]}}, "b": {"url": "u"}},
+                "keys": [{"key": "ka", "object_permission": {"mcp_servers": ["a"]}},
+                         {"key": "kb", "object_permission": {"mcp_servers": ["b"]}}]}"#,
+        )
+        .unwrap();
+        let gk = crate::Gatekeeper::new(config.policy().unwrap());
+        let tools: Vec<Value> = (0..400)
+            .map(|i| {
+                json!({"name": format!("{}-t{}", ["a", "b"][i % 2], i % 7),
+                            "inputSchema": {"type": "object", "properties": {"x": {}, "y": {}}}})
+            })
+            .collect();
+        let text = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools}}).to_string();
+        assert!(text.len() >= super::super::memo::MIN_LEN);
+        let for_key = |gk: &crate::Gatekeeper, key: &str, id: i64| {
+            let p = gk
+                .policy()
+                .identities()
+                .principal(&KeyDigest::of(key), None, None)
+                .unwrap();
+            let grant = Grant::resolve(gk.policy().catalog(), &p);
+            ListFilter::new(grant, Method::ToolsList, RequestId::Number(id), gk)
+        };
+        let fresh = |f: &ListFilter| f.filter_text(&text, &f.gatekeeper.name_index()).unwrap();
+        let names = |out: &Option<String>| -> Vec<String> {
+            let v: Value = serde_json::from_str(out.as_deref().unwrap()).unwrap();
+            let mut n: Vec<String> = v["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect();
+            n.dedup();
+            n.sort();
+            n.dedup();
+            n
+        };
+        let a = for_key(&gk, "ka", 5);
+        let first = a.apply_text(&text).unwrap();
+        assert_eq!(first, fresh(&a));
+        assert!(names(&first).iter().all(|n| n.starts_with("a-")));
+        // The same key again: served from memory, identical.
+        assert_eq!(for_key(&gk, "ka", 5).apply_text(&text).unwrap(), first);
+        // Another key, another id, a changed byte: filtered anew, never mixed up.
+        let b = for_key(&gk, "kb", 5).apply_text(&text).unwrap();
+        assert!(names(&b).iter().all(|n| n.starts_with("b-")));
+        assert_eq!(for_key(&gk, "ka", 6).apply_text(&text).unwrap(), None);
+        let changed = text.replacen("a-t1", "a-t2", 1);
+        let f = for_key(&gk, "ka", 5);
+        assert_eq!(
+            f.apply_text(&changed).unwrap(),
+            f.filter_text(&changed, &gk.name_index()).unwrap()
+        );
+        // A reload that takes server a away from ka: the remembered reply is not reused.
+        let reloaded = Config::from_json_str(
+            r#"{"mcp_servers": {"a": {"url": "u"}, "b": {"url": "u"}},
+                "keys": [{"key": "ka", "object_permission": {"mcp_servers": ["b"]}}]}"#,
+        )
+        .unwrap();
+        gk.reload(reloaded.policy().unwrap());
+        let after = for_key(&gk, "ka", 5).apply_text(&text).unwrap();
+        assert!(
+            names(&after).iter().all(|n| n.starts_with("b-")),
+            "{:?}",
+            names(&after)
+        );
+        // A clone with another mount shares the memory but not the decisions.
+        let single = gk
+            .clone()
+            .with_mount(crate::engine::Mount::Single("a".into()));
+        let s = for_key(&single, "ka", 5);
+        assert_eq!(s.apply_text(&text).unwrap(), fresh(&s));
     }
 }

@@ -10,6 +10,7 @@
 
 mod body;
 mod filter;
+pub(crate) mod memo;
 
 use std::fmt;
 use std::task::{Context, Poll};
