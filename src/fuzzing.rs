@@ -175,4 +175,20 @@ pub fn list_filter(data: &[u8]) {
         // Stricter than the tree (duplicate keys): refused, which the layer turns into an error.
         (Err(_), _) => {}
     }
+    // The memory of earlier replies (kept across runs, so earlier inputs are in it) answers
+    // exactly as filtering afresh; padded past the size from which replies are remembered.
+    if let Some(rest) = text.trim_start().strip_prefix('{') {
+        let pad = "x".repeat(crate::permission::memo::MIN_LEN);
+        let sep = if rest.trim_start().starts_with('}') {
+            ""
+        } else {
+            ","
+        };
+        let padded = format!("{{\"zz\":\"{pad}\"{sep}{rest}");
+        assert_eq!(
+            filter.apply_text(&padded),
+            filter.apply_text_uncached(&padded),
+            "remembered and fresh filtering disagree: {text}"
+        );
+    }
 }

@@ -311,45 +311,48 @@ impl ListFilter {
     pub fn apply_text(&self, text: &str) -> Result<Option<String>, Unreadable> {
         let index = self.gatekeeper.name_index();
         if text.len() < super::memo::MIN_LEN {
-            return self.filter_text(text, &index);
+            return Ok(self.filter_text(text, &index)?.into_reply());
         }
-        // Large lists come back unchanged again and again: see `memo`.
+        // Large lists come back unchanged again and again, under a new id each time: see `memo`.
         let key = super::memo::Key {
             grant: &self.grant,
             index: &index,
             mount: self.gatekeeper.mount(),
             method: &self.method,
-            id: &self.id,
         };
         let memo = self.gatekeeper.list_memo();
-        if let Some(out) = memo.get(&key, text) {
-            return Ok(out);
+        if let Some(out) = memo.get(&key, text, &self.id) {
+            return Ok(Some(out));
         }
-        let out = self.filter_text(text, &index)?;
-        memo.put(&key, text, out.as_deref());
-        Ok(out)
+        let top = self.filter_text(text, &index)?;
+        if let (true, Some((in_id, out_id))) = (top.id_matches, top.id_spans) {
+            memo.put(&key, text, in_id, &top.out, out_id);
+        }
+        Ok(top.into_reply())
     }
 
     /// [`apply_text`](Self::apply_text) without the memory of earlier replies: what the first
     /// listing costs (benchmarks, fuzzing).
     #[doc(hidden)]
     pub fn apply_text_uncached(&self, text: &str) -> Result<Option<String>, Unreadable> {
-        self.filter_text(text, &self.gatekeeper.name_index())
+        Ok(self
+            .filter_text(text, &self.gatekeeper.name_index())?
+            .into_reply())
     }
 
-    fn filter_text(&self, text: &str, index: &NameIndex) -> Result<Option<String>, Unreadable> {
+    fn filter_text(&self, text: &str, index: &NameIndex) -> Result<Top, Unreadable> {
         let mut de = serde_json::Deserializer::from_str(text);
         let top = serde::de::DeserializeSeed::deserialize(
             TopSeed {
                 filter: self,
-                len: text.len(),
+                text,
                 index,
             },
             &mut de,
         )
         .map_err(|_| Unreadable)?;
         de.end().map_err(|_| Unreadable)?;
-        Ok(top.id_matches.then_some(top.out))
+        Ok(top)
     }
 
     fn items_key(&self) -> Option<(&'static str, &'static str, NameKind)> {
@@ -406,13 +409,21 @@ impl ListFilter {
 
 struct TopSeed<'f> {
     filter: &'f ListFilter,
-    len: usize,
+    text: &'f str,
     index: &'f NameIndex,
 }
 
 struct Top {
     out: String,
     id_matches: bool,
+    /// Where the top-level id's value sits in the input and in `out` (for the memo).
+    id_spans: Option<((usize, usize), (usize, usize))>,
+}
+
+impl Top {
+    fn into_reply(self) -> Option<String> {
+        self.id_matches.then_some(self.out)
+    }
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for TopSeed<'_> {
@@ -428,10 +439,11 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
         f.write_str("a JSON-RPC object")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
-        let mut out = String::with_capacity(self.len);
+        let mut out = String::with_capacity(self.text.len());
         out.push('{');
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
         let mut id_matches = false;
+        let mut id_spans = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if seen.contains(&key) {
                 return Err(serde::de::Error::custom("duplicate key"));
@@ -448,13 +460,31 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
                 if key == "id" {
                     id_matches = serde_json::from_str::<Value>(raw.get())
                         .is_ok_and(|id| self.filter.id.matches(&id));
+                    let r = raw.get();
+                    let in_start = (r.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+                    push_field(&mut out, &key, r);
+                    // The value was borrowed from the input (no escapes in an id): note both spans.
+                    if in_start <= self.text.len()
+                        && self.text.get(in_start..in_start + r.len()) == Some(r)
+                    {
+                        id_spans = Some((
+                            (in_start, in_start + r.len()),
+                            (out.len() - r.len(), out.len()),
+                        ));
+                    }
+                    seen.push(key);
+                    continue;
                 }
                 push_field(&mut out, &key, raw.get());
             }
             seen.push(key);
         }
         out.push('}');
-        Ok(Top { out, id_matches })
+        Ok(Top {
+            out,
+            id_matches,
+            id_spans,
+        })
     }
 }
 
@@ -710,7 +740,7 @@ mod tests {
             let grant = Grant::resolve(gk.policy().catalog(), &p);
             ListFilter::new(grant, Method::ToolsList, RequestId::Number(id), gk)
         };
-        let fresh = |f: &ListFilter| f.filter_text(&text, &f.gatekeeper.name_index()).unwrap();
+        let fresh = |f: &ListFilter| f.apply_text_uncached(&text).unwrap();
         let names = |out: &Option<String>| -> Vec<String> {
             let v: Value = serde_json::from_str(out.as_deref().unwrap()).unwrap();
             let mut n: Vec<String> = v["result"]["tools"]
@@ -734,11 +764,38 @@ mod tests {
         let b = for_key(&gk, "kb", 5).apply_text(&text).unwrap();
         assert!(names(&b).iter().all(|n| n.starts_with("b-")));
         assert_eq!(for_key(&gk, "ka", 6).apply_text(&text).unwrap(), None);
+        // The same reply under other ids (each request has its own): the output follows the id.
+        for id in ["6", "123456", "\"s-1\"", " 7 "] {
+            let other = text.replacen("\"id\":5", &format!("\"id\":{id}"), 1);
+            let want: i64 = id.trim().parse().unwrap_or(0);
+            let f = if want == 0 {
+                let p = gk
+                    .policy()
+                    .identities()
+                    .principal(&KeyDigest::of("ka"), None, None)
+                    .unwrap();
+                let grant = Grant::resolve(gk.policy().catalog(), &p);
+                ListFilter::new(
+                    grant,
+                    Method::ToolsList,
+                    RequestId::String("s-1".into()),
+                    &gk,
+                )
+            } else {
+                for_key(&gk, "ka", want)
+            };
+            let got = f.apply_text(&other).unwrap();
+            assert!(got == f.apply_text_uncached(&other).unwrap(), "{id}");
+            assert!(got.is_some(), "{id}");
+            // An id that is not the request's, or not a scalar, is never taken from memory.
+            let wrong = other.replacen(&format!("\"id\":{id}"), "\"id\":[5]", 1);
+            assert_eq!(f.apply_text(&wrong).unwrap(), None);
+        }
         let changed = text.replacen("a-t1", "a-t2", 1);
         let f = for_key(&gk, "ka", 5);
         assert_eq!(
             f.apply_text(&changed).unwrap(),
-            f.filter_text(&changed, &gk.name_index()).unwrap()
+            f.apply_text_uncached(&changed).unwrap()
         );
         // A reload that takes server a away from ka: the remembered reply is not reused.
         let reloaded = Config::from_json_str(

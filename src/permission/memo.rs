@@ -3,9 +3,10 @@
 //! Clients list the same tools again and again, and a large list costs far more to filter than
 //! to compare: a reply of 1,000 tools takes about 700 µs to filter and 15 µs to compare byte for
 //! byte. An entry is used only when everything the filter's output depends on is the same: the
-//! reply's exact bytes, the request's method and id, the mount, the name index (the same `Arc`)
-//! and the grant's decisions (the same catalog and permission `Arc`s, the same server sets, see
-//! [`Grant::same_decisions`]). Entries hold those `Arc`s, so a pointer can never be reused by
+//! reply's exact bytes but for the value of its id (each request has its own id; the new value
+//! must be one JSON number or string, the id of the request being answered), the request's
+//! method, the mount, the name index (the same `Arc`) and the grant's decisions (the same catalog
+//! and permission `Arc`s, the same server sets, see [`Grant::same_decisions`]). Entries hold those `Arc`s, so a pointer can never be reused by
 //! another policy while its entry lives; a reload or a new index simply stops matching.
 
 use std::collections::VecDeque;
@@ -35,66 +36,117 @@ pub(crate) struct Entry {
     index: Arc<NameIndex>,
     mount: Mount,
     method: Method,
-    id: RequestId,
     input: Box<str>,
-    /// `None`: the reply answered another request.
-    output: Option<Box<str>>,
+    /// Where the top-level id's value is in `input` and in `output`.
+    input_id: (usize, usize),
+    output: Box<str>,
+    output_id: (usize, usize),
 }
 
-/// What one lookup compares.
+/// What one lookup compares besides the text.
 pub(crate) struct Key<'a> {
     pub(crate) grant: &'a Grant,
     pub(crate) index: &'a Arc<NameIndex>,
     pub(crate) mount: &'a Mount,
     pub(crate) method: &'a Method,
-    pub(crate) id: &'a RequestId,
 }
 
+/// Ids are short; a reply whose length differs by more than this is another reply.
+const MAX_ID_GROWTH: usize = 64;
+
 impl Entry {
-    fn matches(&self, key: &Key<'_>, input: &str) -> bool {
-        self.input.len() == input.len()
-            && self.method == *key.method
-            && self.id == *key.id
+    fn same_key(&self, key: &Key<'_>) -> bool {
+        self.method == *key.method
             && self.mount == *key.mount
             && Arc::ptr_eq(&self.index, key.index)
             && self.grant.same_decisions(key.grant)
     }
 
     fn bytes(&self) -> usize {
-        self.input.len() + self.output.as_ref().map_or(0, |o| o.len())
+        self.input.len() + self.output.len()
+    }
+
+    /// If `input` is this entry's input with only the id's value changed (to one JSON number or
+    /// string that `id` matches), the filtered output with that id.
+    fn reuse(&self, input: &str, id: &RequestId) -> Option<String> {
+        let (start, end) = self.input_id;
+        let new_end = (end + input.len()).checked_sub(self.input.len())?;
+        if new_end < start || input.len().abs_diff(self.input.len()) > MAX_ID_GROWTH {
+            return None;
+        }
+        // Everything but the id's value is byte for byte the same...
+        if input.as_bytes().get(..start)? != self.input.as_bytes().get(..start)?
+            || input.as_bytes().get(new_end..)? != self.input.as_bytes().get(end..)?
+        {
+            return None;
+        }
+        // ...and the new value is exactly one scalar, the id of the request being answered, so
+        // the reply has the same structure and filters to the same output.
+        let raw = input.get(start..new_end)?;
+        let value: serde_json::Value = serde_json::from_str(raw).ok()?;
+        // As the filter itself writes it: the value without the whitespace around it.
+        let raw = raw.trim_matches([' ', '\t', '\n', '\r']);
+        if !(value.is_number() || value.is_string()) || !id.matches(&value) {
+            return None;
+        }
+        let (out_start, out_end) = self.output_id;
+        let mut out = String::with_capacity(self.output.len() + raw.len());
+        out.push_str(self.output.get(..out_start)?);
+        out.push_str(raw);
+        out.push_str(self.output.get(out_end..)?);
+        Some(out)
     }
 }
 
 impl ListMemo {
-    /// The filtered output for `input`, if it was filtered before under the same key.
-    pub(crate) fn get(&self, key: &Key<'_>, input: &str) -> Option<Option<String>> {
-        let candidate = {
-            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            let at = entries.iter().position(|e| e.matches(key, input))?;
-            let entry = entries.remove(at)?;
-            entries.push_front(entry.clone()); // most recently used first
-            entry
+    /// The filtered reply for `input`, answering request `id`, if an equal reply (but for its
+    /// id) was filtered before under the same key.
+    pub(crate) fn get(&self, key: &Key<'_>, input: &str, id: &RequestId) -> Option<String> {
+        let candidates: Vec<Arc<Entry>> = {
+            let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            entries
+                .iter()
+                .filter(|e| e.input.len().abs_diff(input.len()) <= MAX_ID_GROWTH && e.same_key(key))
+                .cloned()
+                .collect()
         };
         // Outside the lock: a long comparison never holds up other requests.
-        (*candidate.input == *input).then(|| candidate.output.as_deref().map(str::to_owned))
+        let (hit, out) = candidates
+            .iter()
+            .find_map(|e| e.reuse(input, id).map(|out| (e, out)))?;
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = entries.iter().position(|e| Arc::ptr_eq(e, hit))
+            && let Some(e) = entries.remove(at)
+        {
+            entries.push_front(e); // most recently used first
+        }
+        Some(out)
     }
 
-    /// Remembers what `input` filtered to.
-    pub(crate) fn put(&self, key: &Key<'_>, input: &str, output: Option<&str>) {
+    /// Remembers that `input` (its id's value at `input_id`) filtered to `output` (the id's value
+    /// at `output_id`).
+    pub(crate) fn put(
+        &self,
+        key: &Key<'_>,
+        input: &str,
+        input_id: (usize, usize),
+        output: &str,
+        output_id: (usize, usize),
+    ) {
         let entry = Arc::new(Entry {
             grant: key.grant.clone(),
             index: key.index.clone(),
             mount: key.mount.clone(),
             method: key.method.clone(),
-            id: key.id.clone(),
             input: input.into(),
-            output: output.map(Into::into),
+            input_id,
+            output: output.into(),
+            output_id,
         });
         if entry.bytes() > MAX_BYTES / 2 {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.retain(|e| !(e.matches(key, input) && *e.input == *input));
         entries.push_front(entry);
         let mut total: usize = entries.iter().map(|e| e.bytes()).sum();
         while entries.len() > MAX_ENTRIES || total > MAX_BYTES {
