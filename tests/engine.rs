@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use mcp_gatekeeper::engine::{
     Attribution, Catalog, CatalogError, CostInfo, DeniedBy, Grant, Level, Mount, NameIndex,
-    NameKind, Owner, PermissionSpec, Principal, ServerSet, ServerSpec, Settings, ToolPrefix,
+    NameKind, Owner, PermissionSpec, Principal, ServerId, ServerSet, ServerSpec, Settings,
+    ToolPrefix,
 };
 use proptest::prelude::*;
 
@@ -313,14 +314,20 @@ fn names_split_by_the_longest_known_server() {
     );
 }
 
-#[test]
-fn unprefixed_names_with_collisions_are_withheld() {
+/// A catalog of servers `a` and `b` with unprefixed names, and their ids.
+fn unprefixed_pair() -> (Catalog, ServerId, ServerId) {
     let settings = Settings {
         tool_prefix: ToolPrefix::Never,
         ..Settings::default()
     };
     let c = Catalog::new(settings, vec![server("a"), server("b")]).unwrap();
     let (a, b) = (c.lookup("a").unwrap(), c.lookup("b").unwrap());
+    (c, a, b)
+}
+
+#[test]
+fn unprefixed_names_with_collisions_are_withheld() {
+    let (c, a, b) = unprefixed_pair();
     let mut index = NameIndex::default();
     index.insert(NameKind::Tool, "search", a);
     index.insert(NameKind::Tool, "search", b);
@@ -359,12 +366,7 @@ fn unprefixed_names_with_collisions_are_withheld() {
 
 #[test]
 fn resource_uris_match_templates_of_one_server() {
-    let settings = Settings {
-        tool_prefix: ToolPrefix::Never,
-        ..Settings::default()
-    };
-    let c = Catalog::new(settings, vec![server("a"), server("b")]).unwrap();
-    let (a, b) = (c.lookup("a").unwrap(), c.lookup("b").unwrap());
+    let (c, a, b) = unprefixed_pair();
     let mut index = NameIndex::default();
     index.insert(NameKind::Resource, "test://template/{id}/data", a);
     index.insert(NameKind::Resource, "test://template/{id}/data", a); // listed twice: once

@@ -45,25 +45,31 @@ async fn upstreams() -> Upstreams {
         &[],
         &["doc://home"],
     );
-    let mut running = Vec::new();
-    let mut urls = Vec::new();
-    for s in [&github, &wiki] {
-        let ct = CancellationToken::new();
-        let r = serve(
-            axum::Router::new()
-                .nest_service("/mcp", mcp_service(s.clone(), Mode::StatefulSse, &ct)),
-            ct,
-        )
-        .await;
-        urls.push(r.url("/mcp"));
-        running.push(r);
-    }
+    let (running, urls) = serve_each(&[&github, &wiki]).await;
     Upstreams {
         github,
         wiki,
         _running: running,
         urls,
     }
+}
+
+/// Serves each server on its own loopback port at `/mcp` (stateful, event-stream replies).
+async fn serve_each(servers: &[&RecordingServer]) -> (Vec<Running>, Vec<String>) {
+    let mut running = Vec::new();
+    let mut urls = Vec::new();
+    for s in servers {
+        let ct = CancellationToken::new();
+        let r = serve(
+            axum::Router::new()
+                .nest_service("/mcp", mcp_service((*s).clone(), Mode::StatefulSse, &ct)),
+            ct,
+        )
+        .await;
+        urls.push(r.url("/mcp"));
+        running.push(r);
+    }
+    (running, urls)
 }
 
 fn config(up: &Upstreams, extra: &str) -> Config {
@@ -969,19 +975,7 @@ async fn unlisted_resource_uris_go_by_template_or_to_the_only_server() {
         &["doc://home", "doc://items/{id}"],
     );
     let notes = RecordingServer::new(vec![tool("b", &[])], &[], &["note://{+path}"]);
-    let mut running = Vec::new();
-    let mut urls = Vec::new();
-    for s in [&docs, &notes] {
-        let ct = CancellationToken::new();
-        let r = serve(
-            axum::Router::new()
-                .nest_service("/mcp", mcp_service(s.clone(), Mode::StatefulSse, &ct)),
-            ct,
-        )
-        .await;
-        urls.push(r.url("/mcp"));
-        running.push(r);
-    }
+    let (_running, urls) = serve_each(&[&docs, &notes]).await;
     let doc = format!(
         r#"{{"general_settings": {{"master_key": "sk-admin", "tool_prefix": "never"}},
             "mcp_servers": {{"docs": {{"url": "{}"}}, "notes": {{"url": "{}"}}}},
