@@ -1,6 +1,7 @@
 //! The gateway end to end: real rmcp upstream servers over loopback (streamable HTTP), a stdio
 //! child process, a legacy HTTP+SSE upstream, the layers in front, rmcp's client driving it.
 #![cfg(feature = "gateway")]
+#![allow(deprecated)] // sampling is deprecated in the newest protocol; upstreams still use it
 
 mod common;
 
@@ -41,6 +42,7 @@ async fn upstreams() -> Upstreams {
             tool("search", &["q"]),
             tool("slow", &[]),
             tool("progress", &[]),
+            tool("sample", &[]),
         ],
         &[],
         &["doc://home"],
@@ -125,6 +127,7 @@ async fn callers_see_and_call_exactly_their_tools_across_upstreams() {
             "wiki-headers",
             "wiki-progress",
             "wiki-read_wiki_contents",
+            "wiki-sample",
             "wiki-search",
             "wiki-slow"
         ]
@@ -162,6 +165,7 @@ async fn callers_see_and_call_exactly_their_tools_across_upstreams() {
             "wiki-headers",
             "wiki-progress",
             "wiki-read_wiki_contents",
+            "wiki-sample",
             "wiki-search",
             "wiki-slow"
         ]
@@ -510,6 +514,7 @@ async fn unprefixed_names_withhold_collisions() {
             "list_issues",
             "progress",
             "read_wiki_contents",
+            "sample",
             "slow"
         ]
     );
@@ -553,6 +558,7 @@ async fn rest_registry_health_and_the_legacy_bridge_use_the_same_decisions() {
             "wiki-headers",
             "wiki-progress",
             "wiki-read_wiki_contents",
+            "wiki-sample",
             "wiki-search",
             "wiki-slow"
         ]
@@ -1069,4 +1075,151 @@ async fn modern_protocol_clients_get_complete_results_from_handshake_upstreams()
             .map_or(true, |r| r.is_error == Some(true))
     );
     assert_eq!(up.github.executions.names(), ["list_issues"]);
+}
+
+/// A client that answers sampling with a fixed text, on any protocol.
+#[derive(Clone)]
+struct Sampler(&'static str);
+
+impl rmcp::ClientHandler for Sampler {
+    async fn create_message(
+        &self,
+        _: rmcp::model::CreateMessageRequestParams,
+        _: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::model::ErrorData> {
+        Ok(rmcp::model::CreateMessageResult::new(
+            rmcp::model::SamplingMessage::assistant_text(self.0),
+            "m".into(),
+        ))
+    }
+
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut caps = rmcp::model::ClientCapabilities::default();
+        caps.sampling = Some(Default::default());
+        rmcp::model::ClientConfig::new(caps, rmcp::model::Implementation::new("sampler", "0"))
+    }
+}
+
+async fn modern_client<H: rmcp::ClientHandler>(
+    url: &str,
+    key: &'static str,
+    handler: H,
+) -> rmcp::service::RunningService<rmcp::RoleClient, H> {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("x-litellm-api-key"),
+        http::HeaderValue::from_static(key),
+    );
+    let transport = StreamableHttpClientTransport::with_client(
+        reqwest::Client::new(),
+        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
+    );
+    handler
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn upstream_sampling_reaches_modern_callers_in_rounds_bound_to_the_caller() {
+    use rmcp::model::{CallToolRequestParams, CallToolResponse, InputResponses};
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let url = gw.url("/mcp");
+    // rmcp's client runs the rounds itself: the upstream's question, asked of a caller on
+    // 2026-07-28, comes back in an InputRequiredResult and its answer reaches the upstream.
+    let alice = modern_client(&url, "sk-alice", Sampler("from alice")).await;
+    let bob = modern_client(&url, "sk-bob", Sampler("from bob")).await;
+    let (a, b) = tokio::join!(
+        alice.call_tool(CallToolRequestParams::new("wiki-sample")),
+        bob.call_tool(CallToolRequestParams::new("wiki-sample")),
+    );
+    let text = |r: rmcp::model::CallToolResult| r.content[0].as_text().unwrap().text.clone();
+    assert_eq!(text(a.unwrap()), "sampled: from alice");
+    assert_eq!(text(b.unwrap()), "sampled: from bob");
+    // By hand: the state is the caller's own. Another key, another tool, or a made-up state
+    // is refused, and the call still completes for its owner.
+    let first = alice
+        .peer()
+        .call_tool_once(CallToolRequestParams::new("wiki-sample"))
+        .await
+        .unwrap();
+    let CallToolResponse::InputRequired(asked) = first else {
+        panic!("expected input to be required, got {first:?}");
+    };
+    let state = asked.request_state.clone().unwrap();
+    let key = asked
+        .input_requests
+        .as_ref()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let mut answers = InputResponses::new();
+    answers.insert(
+        key,
+        serde_json::to_value(rmcp::model::CreateMessageResult::new(
+            rmcp::model::SamplingMessage::assistant_text("by hand"),
+            "m".into(),
+        ))
+        .unwrap(),
+    );
+    let retry = |name: &str, state: &str| {
+        CallToolRequestParams::new(name.to_owned())
+            .with_request_state(state)
+            .with_input_responses(answers.clone())
+    };
+    let stolen = bob
+        .peer()
+        .call_tool_once(retry("wiki-sample", &state))
+        .await;
+    assert!(stolen.is_err(), "bob used alice's state: {stolen:?}");
+    let made_up = alice
+        .peer()
+        .call_tool_once(retry("wiki-sample", "0123"))
+        .await;
+    assert!(made_up.is_err());
+    let other_tool = alice
+        .peer()
+        .call_tool_once(retry("wiki-progress", &state))
+        .await;
+    assert!(other_tool.is_err(), "a state belongs to one tool");
+    // None of that took the call from alice: her answer reaches the upstream; once used, the
+    // state is gone.
+    let done = alice
+        .peer()
+        .call_tool_once(retry("wiki-sample", &state))
+        .await
+        .unwrap();
+    let CallToolResponse::Complete(done) = done else {
+        panic!("expected the result, got {done:?}");
+    };
+    assert_eq!(text(done), "sampled: by hand");
+    let replayed = alice
+        .peer()
+        .call_tool_once(retry("wiki-sample", &state))
+        .await;
+    assert!(replayed.is_err(), "a state is used once");
+    // Forbidden tools are refused before any round starts.
+    assert!(
+        bob.call_tool(CallToolRequestParams::new("github-sample"))
+            .await
+            .map_or(true, |r| r.is_error == Some(true))
+    );
+    assert!(
+        !up.github
+            .executions
+            .names()
+            .contains(&"github-sample".to_owned())
+    );
 }

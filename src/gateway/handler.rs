@@ -49,7 +49,7 @@ fn upstream_error(server: &str, e: Failure) -> ErrorData {
 }
 
 /// Keeps progress tokens, drops the per-request protocol keys of the downstream session.
-fn forward_meta(meta: Option<RequestMetaObject>) -> Option<RequestMetaObject> {
+pub(crate) fn forward_meta(meta: Option<RequestMetaObject>) -> Option<RequestMetaObject> {
     let mut meta = meta?;
     meta.0
         .0
@@ -146,7 +146,7 @@ impl GatewayHandler {
     }
 
     /// Where a prefixed (or, unprefixed, indexed) name goes.
-    fn route<'n>(
+    pub(crate) fn route<'n>(
         &self,
         ctx: &RequestContext<RoleServer>,
         kind: NameKind,
@@ -196,13 +196,28 @@ impl GatewayHandler {
         F: FnOnce(Peer<RoleClient>, Relay) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        let caller = Caller::from_context(ctx);
-        if !self.servers(&caller).iter().any(|(_, n)| n == server) {
+        self.one_as(&Caller::from_context(ctx), Some(&ctx.peer), server, f)
+            .await
+    }
+
+    /// [`one`](Self::one) for `caller`, relaying to `downstream` if given.
+    pub(crate) async fn one_as<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        downstream: Option<&Peer<RoleServer>>,
+        server: &str,
+        f: F,
+    ) -> Result<T, ErrorData>
+    where
+        F: FnOnce(Peer<RoleClient>, Relay) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        if !self.servers(caller).iter().any(|(_, n)| n == server) {
             return Err(ErrorData::invalid_params("unknown name", None));
         }
         let result = self
             .shared
-            .with_session(&caller, server, Some(&ctx.peer), f)
+            .with_session(caller, server, downstream, f)
             .await;
         match result {
             Ok(v) => {
@@ -333,6 +348,11 @@ impl ServerHandler for GatewayHandler {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if super::rounds::is_modern(&ctx) {
+            // No requests to the caller on this protocol: the upstream's are returned in an
+            // `InputRequiredResult` and answered by calling again.
+            return self.call_tool_in_rounds(request, ctx).await;
+        }
         let (server, bare) = self.route(&ctx, NameKind::Tool, &request.name)?;
         let mut params = request.clone();
         params.name = Cow::Owned(bare.to_owned());
@@ -582,11 +602,11 @@ impl ServerHandler for GatewayHandler {
 
 /// How long a call that asked for progress waits, after its answer, for progress notifications
 /// the upstream sent before that answer.
-const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
+pub(crate) const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// An upstream on an older protocol sends results without `resultType`; protocol 2026-07-28
 /// requires it on every result the gateway returns. rmcp drops it again for older callers.
-fn complete(result_type: &mut Option<rmcp::model::ResultType>) {
+pub(crate) fn complete(result_type: &mut Option<rmcp::model::ResultType>) {
     result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
 }
 

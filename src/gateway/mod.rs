@@ -17,6 +17,7 @@ mod handler;
 mod legacy;
 mod pool;
 mod relay;
+mod rounds;
 mod router;
 mod sse_client;
 mod upstream;
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     registry: bool,
     allowed_hosts: Option<Vec<String>>,
     health: std::sync::Mutex<HashMap<String, Health>>,
+    /// Calls of 2026-07-28 callers waiting for their answers (see `rounds`).
+    parked: rounds::Parked,
 }
 
 /// The last thing an upstream did, for `/health`.
@@ -202,6 +205,7 @@ impl GatewayBuilder {
                 registry: self.registry,
                 allowed_hosts: self.allowed_hosts,
                 health: std::sync::Mutex::default(),
+                parked: rounds::Parked::default(),
             }),
         })
     }

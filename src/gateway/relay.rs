@@ -6,8 +6,9 @@
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
-    ElicitRequestParams, ElicitResult, ErrorData, Implementation, ListRootsResult,
+    ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams,
+    CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, ErrorData,
+    Implementation, InputRequest, ListRootsRequest, ListRootsResult,
     LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
     ResourceUpdatedNotificationParam,
 };
@@ -17,10 +18,23 @@ use rmcp::{ClientHandler, RoleClient, RoleServer};
 /// Where progress of one in-flight call goes.
 pub(crate) type ProgressSender = tokio::sync::mpsc::Sender<ProgressNotificationParam>;
 
+/// A request the upstream made of its client, held for a caller on protocol 2026-07-28 (which
+/// gets it inside an `InputRequiredResult` and answers it by calling again).
+pub(crate) struct Pending {
+    pub(crate) request: InputRequest,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, ErrorData>>,
+}
+
+/// Where requests for callers of the newest protocol are held.
+pub(crate) type PendingSender = tokio::sync::mpsc::UnboundedSender<Pending>;
+
 /// Relays one upstream session to its downstream caller.
 #[derive(Clone, Default)]
 pub(crate) struct Relay {
     downstream: Arc<Mutex<Option<Peer<RoleServer>>>>,
+    /// Calls of 2026-07-28 callers in flight on this session, newest last: the upstream's
+    /// requests go to the newest instead of to the caller's session (which cannot take them).
+    held: Arc<Mutex<Vec<PendingSender>>>,
     /// rmcp gives every upstream request a progress token of its own: upstream token → the
     /// token the caller chose and the in-flight call that relays it (from the caller's request,
     /// so it lands on that request's stream).
@@ -63,6 +77,48 @@ impl Relay {
             .remove(upstream);
     }
 
+    /// From now on the upstream's requests are held for `to` (a 2026-07-28 call in flight).
+    pub(crate) fn hold(&self, to: PendingSender) {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(to);
+    }
+
+    /// The call behind `to` is over.
+    pub(crate) fn release(&self, to: &PendingSender) {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|t| !t.same_channel(to));
+    }
+
+    /// Holds `request` for the newest 2026-07-28 call, if there is one, and waits for the answer.
+    async fn held<T: serde::de::DeserializeOwned>(
+        &self,
+        request: InputRequest,
+    ) -> Option<Result<T, ErrorData>> {
+        let to = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last()
+            .cloned()?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        to.send(Pending { request, reply }).ok()?;
+        let answer = answer.await.unwrap_or_else(|_| {
+            Err(ErrorData::internal_error(
+                "the client did not answer in time",
+                None,
+            ))
+        });
+        Some(answer.and_then(|v| {
+            serde_json::from_value(v).map_err(|e| {
+                ErrorData::invalid_params(format!("the client's answer is malformed: {e}"), None)
+            })
+        }))
+    }
+
     fn peer(&self) -> Option<Peer<RoleServer>> {
         self.downstream
             .lock()
@@ -88,6 +144,10 @@ impl ClientHandler for Relay {
         params: CreateMessageRequestParams,
         _: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
+        let held = InputRequest::CreateMessage(CreateMessageRequest::new(params.clone()));
+        if let Some(answer) = self.held(held).await {
+            return answer;
+        }
         let peer = self.peer().ok_or_else(Self::no_peer)?;
         peer.create_message(params).await.map_err(relay_error)
     }
@@ -97,6 +157,10 @@ impl ClientHandler for Relay {
         params: ElicitRequestParams,
         _: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
+        let held = InputRequest::Elicitation(ElicitRequest::new(params.clone()));
+        if let Some(answer) = self.held(held).await {
+            return answer;
+        }
         let peer = self.peer().ok_or_else(Self::no_peer)?;
         peer.create_elicitation(params).await.map_err(relay_error)
     }
@@ -105,6 +169,13 @@ impl ClientHandler for Relay {
         &self,
         _: RequestContext<RoleClient>,
     ) -> Result<ListRootsResult, ErrorData> {
+        let held = InputRequest::ListRoots(ListRootsRequest {
+            method: Default::default(),
+            extensions: Default::default(),
+        });
+        if let Some(answer) = self.held(held).await {
+            return answer;
+        }
         let peer = self.peer().ok_or_else(Self::no_peer)?;
         peer.list_roots().await.map_err(relay_error)
     }

@@ -1,6 +1,7 @@
 //! Shared test fixtures: a real rmcp server whose tools record every execution, the policy the
 //! suites share, and helpers to start servers on loopback and connect rmcp clients.
 #![allow(dead_code, unreachable_pub)]
+#![allow(deprecated)] // sampling is deprecated in the newest protocol; upstreams still use it
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -162,6 +163,31 @@ impl ServerHandler for RecordingServer {
                         .await;
                 }
             }
+        }
+        if request.name.ends_with("sample") && self.tools.iter().any(|t| t["name"] == *request.name)
+        {
+            // Asks its client to sample, in the middle of the call, and returns the answer.
+            let asked = rmcp::model::CreateMessageRequestParams::new(
+                vec![rmcp::model::SamplingMessage::user_text("what now?")],
+                16,
+            );
+            let answer =
+                ctx.peer.create_message(asked).await.map_err(|e| {
+                    ErrorData::internal_error(format!("sampling failed: {e}"), None)
+                })?;
+            let text = serde_json::to_value(&answer.message).unwrap()["content"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            self.executions
+                .0
+                .lock()
+                .unwrap()
+                .push((request.name.to_string(), args));
+            return Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+                "sampled: {text}"
+            ))])
+            .into());
         }
         if request.name.ends_with("slow") {
             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;

@@ -1,0 +1,264 @@
+//! Tool calls of callers on protocol 2026-07-28, which forbids requests from server to client.
+//!
+//! Upstreams on an older protocol still ask their client for sampling, elicitation or roots in
+//! the middle of a call. For a caller on the newest protocol the gateway keeps the upstream call
+//! running, answers the caller with an `InputRequiredResult` that carries the upstream's
+//! requests and an opaque `requestState`, and when the caller calls again with its
+//! `inputResponses` and that state, hands the answers to the upstream and goes on waiting. The
+//! state is random, names the caller's key, the server and the tool, and expires: it cannot be
+//! used by another key or for another call.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rmcp::RoleServer;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, ErrorData,
+    InputRequests, InputRequiredResult, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    RequestMetaObject, ServerResult,
+};
+use rmcp::service::{Peer, PeerRequestOptions, RequestContext, ServiceError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::handler::{GatewayHandler, PROGRESS_GRACE, complete, forward_meta};
+use super::pool::Caller;
+use super::relay::Pending;
+use crate::engine::NameKind;
+
+/// How long a call waits for its caller to come back with the answers.
+const PARKED_FOR: Duration = Duration::from_secs(300);
+
+/// Whether the request came on protocol 2026-07-28 or later.
+pub(crate) fn is_modern(ctx: &RequestContext<RoleServer>) -> bool {
+    ctx.protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
+/// An upstream call in flight, between rounds.
+pub(crate) struct InFlight {
+    owner: Option<[u8; 32]>,
+    server: String,
+    tool: String,
+    done: oneshot::Receiver<Result<CallToolResponse, ErrorData>>,
+    held: mpsc::UnboundedReceiver<Pending>,
+    progress: mpsc::Receiver<ProgressNotificationParam>,
+    waiting: HashMap<String, oneshot::Sender<Result<serde_json::Value, ErrorData>>>,
+    asked: u64,
+    parked_at: Instant,
+}
+
+/// Calls waiting for their callers, by `requestState`.
+#[derive(Default)]
+pub(crate) struct Parked(Mutex<HashMap<String, InFlight>>);
+
+impl Parked {
+    fn park(&self, state: String, call: InFlight) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Calls whose callers never came back: dropping them fails the upstream's requests,
+        // which ends the upstream call.
+        map.retain(|_, c| c.parked_at.elapsed() < PARKED_FOR);
+        map.insert(state, call);
+    }
+
+    fn take(&self, state: &str) -> Option<InFlight> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(state)
+    }
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked").finish_non_exhaustive()
+    }
+}
+
+fn progress_token(
+    request: &CallToolRequestParams,
+    ctx: &RequestContext<RoleServer>,
+) -> Option<ProgressToken> {
+    ctx.meta.get_progress_token().or_else(|| {
+        request
+            .meta
+            .as_ref()
+            .and_then(RequestMetaObject::get_progress_token)
+    })
+}
+
+fn stale() -> ErrorData {
+    ErrorData::invalid_params("unknown or expired requestState", None)
+}
+
+impl GatewayHandler {
+    pub(crate) async fn call_tool_in_rounds(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let (server, bare) = self.route(&ctx, NameKind::Tool, &request.name)?;
+        let (server, bare) = (server, bare.to_owned());
+        let caller = Caller::from_context(&ctx);
+        let owner = caller.digest.map(|d| d.0);
+        let token = progress_token(&request, &ctx);
+        let call = match &request.request_state {
+            Some(state) => {
+                let mut call = self.shared.parked.take(state).ok_or_else(stale)?;
+                if call.owner != owner || call.server != server || call.tool != bare {
+                    // Not this caller's, or not this call's: the owner keeps it; the asker
+                    // learns nothing it could not have guessed.
+                    self.shared.parked.park(state.clone(), call);
+                    return Err(stale());
+                }
+                let mut answers = request.input_responses.clone().unwrap_or_default();
+                for (key, reply) in call.waiting.drain() {
+                    let answer = answers.remove(&key).ok_or_else(|| {
+                        ErrorData::invalid_params(format!("no answer for input {key}"), None)
+                    });
+                    let _ = reply.send(answer);
+                }
+                call
+            }
+            None => {
+                let wants_progress = token.is_some();
+                self.start(
+                    caller,
+                    ctx.peer.clone(),
+                    server,
+                    bare,
+                    &request,
+                    wants_progress,
+                )
+            }
+        };
+        self.drive(call, &ctx.peer, token).await
+    }
+
+    /// Starts the upstream call in a task of its own, so that it outlives this request.
+    fn start(
+        &self,
+        caller: Caller,
+        downstream: Peer<RoleServer>,
+        server: String,
+        bare: String,
+        request: &CallToolRequestParams,
+        wants_progress: bool,
+    ) -> InFlight {
+        let owner = caller.digest.map(|d| d.0);
+        let mut params = request.clone();
+        params.name = bare.clone().into();
+        params.meta = forward_meta(request.meta.clone());
+        params.input_responses = None;
+        params.request_state = None;
+        let (held_tx, held) = mpsc::unbounded_channel();
+        let (progress_tx, progress) = mpsc::channel(64);
+        let (done_tx, done) = oneshot::channel();
+        let handler = self.clone();
+        let upstream = server.clone();
+        tokio::spawn(async move {
+            let result = handler
+                .one_as(
+                    &caller,
+                    Some(&downstream),
+                    &upstream,
+                    |peer, relay| async move {
+                        relay.hold(held_tx.clone());
+                        let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                        let sent = peer
+                            .send_request_with_option(call, PeerRequestOptions::default())
+                            .await;
+                        let answer = match sent {
+                            Ok(handle) => {
+                                let up = handle.progress_token.clone();
+                                relay.map_progress(up.clone(), up.clone(), progress_tx);
+                                let answer = handle.await_response().await;
+                                // rmcp relays notifications from tasks of their own: progress sent
+                                // just before the answer may still be on its way.
+                                if wants_progress {
+                                    tokio::time::sleep(PROGRESS_GRACE).await;
+                                }
+                                relay.unmap_progress(&up);
+                                answer
+                            }
+                            Err(e) => Err(e),
+                        };
+                        relay.release(&held_tx);
+                        match answer? {
+                            ServerResult::CallToolResult(mut r) => {
+                                complete(&mut r.result_type);
+                                Ok(CallToolResponse::Complete(r))
+                            }
+                            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+                            _ => Err(ServiceError::UnexpectedResponse),
+                        }
+                    },
+                )
+                .await;
+            let _ = done_tx.send(result);
+        });
+        InFlight {
+            owner,
+            server,
+            tool: bare,
+            done,
+            held,
+            progress,
+            waiting: HashMap::new(),
+            asked: 0,
+            parked_at: Instant::now(),
+        }
+    }
+
+    /// Waits for the upstream's answer, relaying progress; returns early with an
+    /// `InputRequiredResult` (and parks the call) when the upstream asks its client something.
+    async fn drive(
+        &self,
+        mut call: InFlight,
+        downstream: &Peer<RoleServer>,
+        token: Option<ProgressToken>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let relay = |mut p: ProgressNotificationParam| {
+            let to = token.clone();
+            async move {
+                if let Some(to) = to {
+                    p.progress_token = to;
+                    let _ = downstream.notify_progress(p).await;
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                biased;
+                Some(p) = call.progress.recv() => relay(p).await,
+                Some(first) = call.held.recv() => {
+                    let mut requests = InputRequests::new();
+                    let mut next = Some(first);
+                    while let Some(Pending { request, reply }) = next {
+                        call.asked += 1;
+                        let key = format!("upstream-{}", call.asked);
+                        requests.insert(key.clone(), request);
+                        call.waiting.insert(key, reply);
+                        next = call.held.try_recv().ok();
+                    }
+                    let state = uuid::Uuid::new_v4().simple().to_string();
+                    call.parked_at = Instant::now();
+                    self.shared.parked.park(state.clone(), call);
+                    return Ok(CallToolResponse::InputRequired(InputRequiredResult::new(
+                        Some(requests),
+                        Some(state),
+                    )));
+                }
+                done = &mut call.done => {
+                    // The upstream call waited for late progress before it ended.
+                    while let Ok(p) = call.progress.try_recv() {
+                        relay(p).await;
+                    }
+                    return done.unwrap_or_else(|_| {
+                        Err(ErrorData::internal_error("the upstream call was dropped", None))
+                    });
+                }
+            }
+        }
+    }
+}
