@@ -28,6 +28,9 @@ pub(crate) struct Caller {
     pub(crate) headers: HeaderMap,
     pub(crate) digest: Option<KeyDigest>,
     pub(crate) grant: Option<Grant>,
+    /// On protocol 2026-07-28 or later: the upstream's requests are held for the caller's next
+    /// round instead of being sent to it, so such callers get upstream sessions of their own.
+    pub(crate) modern: bool,
 }
 
 impl Caller {
@@ -37,6 +40,7 @@ impl Caller {
                 headers: parts.headers.clone(),
                 digest: parts.extensions.get::<KeyDigest>().copied(),
                 grant: parts.extensions.get::<Grant>().cloned(),
+                modern: super::rounds::is_modern(ctx),
             },
             None => Self::default(),
         }
@@ -48,6 +52,7 @@ struct PoolKey {
     caller: Option<[u8; 32]>,
     server: String,
     credentials: [u8; 32],
+    modern: bool,
 }
 
 pub(crate) struct Entry {
@@ -246,6 +251,7 @@ impl Shared {
             caller: caller.digest.map(|d| d.0),
             server: server.to_owned(),
             credentials: fingerprint.finalize().into(),
+            modern: caller.modern,
         };
         let entry = self.pool.entry(key);
         let peer = {

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::handler::{GatewayHandler, PROGRESS_GRACE, complete, forward_meta};
 use super::pool::Caller;
-use super::relay::Pending;
+use super::relay::{Pending, Relay};
 use crate::engine::NameKind;
 
 /// How long a call waits for its caller to come back with the answers.
@@ -46,6 +46,10 @@ pub(crate) struct InFlight {
     waiting: HashMap<String, oneshot::Sender<Result<serde_json::Value, ErrorData>>>,
     asked: u64,
     parked_at: Instant,
+    /// The upstream session's relay, once the call has one: each round points its
+    /// notifications (logging) at the caller's current request.
+    relay: Option<Relay>,
+    relay_rx: oneshot::Receiver<Relay>,
 }
 
 /// Calls waiting for their callers, by `requestState`.
@@ -118,6 +122,12 @@ impl GatewayHandler {
                     });
                     let _ = reply.send(answer);
                 }
+                if let Ok(relay) = call.relay_rx.try_recv() {
+                    call.relay = Some(relay);
+                }
+                if let Some(relay) = &call.relay {
+                    relay.attach(ctx.peer.clone());
+                }
                 call
             }
             None => {
@@ -154,6 +164,7 @@ impl GatewayHandler {
         let (held_tx, held) = mpsc::unbounded_channel();
         let (progress_tx, progress) = mpsc::channel(64);
         let (done_tx, done) = oneshot::channel();
+        let (relay_tx, relay_rx) = oneshot::channel();
         let handler = self.clone();
         let upstream = server.clone();
         tokio::spawn(async move {
@@ -164,6 +175,7 @@ impl GatewayHandler {
                     &upstream,
                     |peer, relay| async move {
                         relay.hold(held_tx.clone());
+                        let _ = relay_tx.send(relay.clone());
                         let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
                         let sent = peer
                             .send_request_with_option(call, PeerRequestOptions::default())
@@ -207,6 +219,8 @@ impl GatewayHandler {
             waiting: HashMap::new(),
             asked: 0,
             parked_at: Instant::now(),
+            relay: None,
+            relay_rx,
         }
     }
 
