@@ -400,6 +400,10 @@ async fn a_stdio_upstream_runs_and_restarts_after_a_crash() {
 
 /// A minimal legacy HTTP+SSE MCP server (protocol 2024-11-05): enough to test the client.
 async fn legacy_sse_upstream() -> (Running, Arc<AtomicUsize>) {
+    legacy_sse_upstream_on("127.0.0.1:0".parse().unwrap()).await
+}
+
+async fn legacy_sse_upstream_on(addr: std::net::SocketAddr) -> (Running, Arc<AtomicUsize>) {
     use axum::extract::{Query, State};
     use std::collections::HashMap;
     use tokio::sync::{Mutex, mpsc};
@@ -462,7 +466,10 @@ async fn legacy_sse_upstream() -> (Running, Arc<AtomicUsize>) {
         .route("/sse", axum::routing::get(open))
         .route("/messages", axum::routing::post(message))
         .with_state((sessions, Arc::clone(&calls)));
-    (serve(router, CancellationToken::new()).await, calls)
+    (
+        serve_on(addr, router, CancellationToken::new()).await,
+        calls,
+    )
 }
 
 #[tokio::test]
@@ -1222,4 +1229,34 @@ async fn upstream_sampling_reaches_modern_callers_in_rounds_bound_to_the_caller(
             .names()
             .contains(&"github-sample".to_owned())
     );
+}
+
+#[tokio::test]
+async fn a_restarted_upstream_is_listed_again_at_once() {
+    // A legacy SSE upstream restarts: the gateway's pooled session (its event stream still
+    // open to the old process) is unknown to the new one.
+    let (first, _) = legacy_sse_upstream().await;
+    let addr = first.addr;
+    let doc = format!(
+        r#"{{"general_settings": {{"master_key": "sk-admin"}},
+            "mcp_servers": {{"old": {{"url": "{}", "transport": "sse"}}}}}}"#,
+        first.url("/sse")
+    );
+    let (gw, _) = gateway_with(&Config::from_json_str(&doc).unwrap(), |b| b).await;
+    let admin = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-admin")])
+        .await
+        .unwrap();
+    assert_eq!(tool_names(&admin).await, ["old-legacy_echo"]);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_second, calls) = legacy_sse_upstream_on(addr).await;
+    // The first list after the restart still shows the upstream (one retry on a new session),
+    // and calls go through.
+    assert_eq!(tool_names(&admin).await, ["old-legacy_echo"]);
+    assert!(
+        call(&admin, "old-legacy_echo", json!({"message": "hi"}))
+            .await
+            .is_ok()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

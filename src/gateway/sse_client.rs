@@ -107,6 +107,7 @@ pub(crate) async fn connect(
     }
     let (to_server, mut outgoing) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let writer_http = http.clone();
+    let stop_reading = reader.abort_handle();
     tokio::spawn(async move {
         while let Some(message) = outgoing.next().await {
             let Ok(body) = serde_json::to_vec(&message) else {
@@ -121,7 +122,12 @@ pub(crate) async fn connect(
             }
             match post.send().await {
                 Ok(r) if r.status().is_success() => {}
-                _ => break, // the session is gone; dropping the sink ends the transport
+                _ => {
+                    // The session is gone (the server restarted, say): end the event stream
+                    // too, so requests waiting for an answer fail now instead of timing out.
+                    stop_reading.abort();
+                    break;
+                }
             }
         }
     });

@@ -342,8 +342,13 @@ impl Drop for Running {
 
 /// Serves an axum router on 127.0.0.1 with TCP_NODELAY.
 pub async fn serve(router: axum::Router, ct: CancellationToken) -> Running {
+    serve_on("127.0.0.1:0".parse().unwrap(), router, ct).await
+}
+
+/// [`serve`] on a given address (to restart a server where it was).
+pub async fn serve_on(addr: SocketAddr, router: axum::Router, ct: CancellationToken) -> Running {
     use axum::serve::ListenerExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     // rmcp's SSE replies stall ~40 ms without TCP_NODELAY.
     let listener = listener.tap_io(|tcp| {
