@@ -1260,3 +1260,41 @@ async fn a_restarted_upstream_is_listed_again_at_once() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn upstream_sampling_reaches_handshake_callers_on_the_direct_path() {
+    use rmcp::ServiceExt;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let client = |key: &'static str, answer: &'static str| {
+        let mut headers = std::collections::HashMap::new();
+        headers.insert(
+            http::HeaderName::from_static("x-litellm-api-key"),
+            http::HeaderValue::from_static(key),
+        );
+        let transport = StreamableHttpClientTransport::with_client(
+            reqwest::Client::new(),
+            StreamableHttpClientTransportConfig::with_uri(gw.url("/mcp")).custom_headers(headers),
+        );
+        Sampler(answer).serve(transport)
+    };
+    // Two callers at once on the same upstream: each sampling request, arriving on the reply
+    // stream of that caller's own call, is answered by that caller.
+    let (alice, bob) = tokio::join!(
+        client("sk-alice", "alice here"),
+        client("sk-bob", "bob here")
+    );
+    let (alice, bob) = (alice.unwrap(), bob.unwrap());
+    for _ in 0..3 {
+        let (a, b) = tokio::join!(
+            alice.call_tool(CallToolRequestParams::new("wiki-sample")),
+            bob.call_tool(CallToolRequestParams::new("wiki-sample")),
+        );
+        let text = |r: rmcp::model::CallToolResult| r.content[0].as_text().unwrap().text.clone();
+        assert_eq!(text(a.unwrap()), "sampled: alice here");
+        assert_eq!(text(b.unwrap()), "sampled: bob here");
+    }
+}

@@ -366,7 +366,34 @@ impl ServerHandler for GatewayHandler {
                 .and_then(RequestMetaObject::get_progress_token)
         });
         let downstream = ctx.peer.clone();
+        let http = self.shared.http.clone();
         self.one(&ctx, &server, |peer, relay| async move {
+            // A streamable HTTP upstream gets the call directly on the same session, and only
+            // the reply we expect is decoded (see `direct`).
+            if let Some((url, session)) = relay.direct() {
+                let mut direct = params.clone();
+                if let Some(token) = wanted.clone() {
+                    direct
+                        .meta
+                        .get_or_insert_with(RequestMetaObject::default)
+                        .set_progress_token(token);
+                }
+                let sent = super::direct::call_tool(
+                    &http,
+                    url,
+                    session,
+                    &direct,
+                    &downstream,
+                    wanted.is_some(),
+                )
+                .await;
+                if let Some(result) = sent {
+                    return result.map(|mut r| {
+                        complete(&mut r.result_type);
+                        CallToolResponse::Complete(r)
+                    });
+                }
+            }
             let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
             let handle = peer
                 .send_request_with_option(call, PeerRequestOptions::default())

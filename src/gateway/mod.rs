@@ -13,6 +13,7 @@
 //! `/mcp-rest/tools/list`, `/mcp-rest/tools/call` and `/health`. Every path goes through the
 //! same layered stack, so every decision is made in one place.
 
+mod direct;
 mod handler;
 mod legacy;
 mod pool;

@@ -35,6 +35,9 @@ pub(crate) struct Relay {
     /// Calls of 2026-07-28 callers in flight on this session, newest last: the upstream's
     /// requests go to the newest instead of to the caller's session (which cannot take them).
     held: Arc<Mutex<Vec<PendingSender>>>,
+    /// For a streamable HTTP upstream: its URL and what rmcp's client sends with, so that
+    /// `tools/call` can be posted directly (see `direct`).
+    direct: Arc<std::sync::OnceLock<(String, super::direct::Session)>>,
     /// rmcp gives every upstream request a progress token of its own: upstream token → the
     /// token the caller chose and the in-flight call that relays it (from the caller's request,
     /// so it lands on that request's stream).
@@ -75,6 +78,17 @@ impl Relay {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(upstream);
+    }
+
+    /// The upstream is streamable HTTP at `url`, and rmcp's client records its session in
+    /// `session`.
+    pub(crate) fn set_direct(&self, url: String, session: super::direct::Session) {
+        let _ = self.direct.set((url, session));
+    }
+
+    /// The upstream's URL and session, for posting directly.
+    pub(crate) fn direct(&self) -> Option<&(String, super::direct::Session)> {
+        self.direct.get()
     }
 
     /// From now on the upstream's requests are held for `to` (a 2026-07-28 call in flight).

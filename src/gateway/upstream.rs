@@ -345,8 +345,11 @@ pub(crate) fn connect(
             UpstreamTransport::Http(url) => {
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(headers);
+                let session = super::direct::Session::default();
+                relay.set_direct(url.clone(), session.clone());
+                let client = super::direct::Recorder { http, session };
                 relay
-                    .serve(StreamableHttpClientTransport::with_client(http, config))
+                    .serve(StreamableHttpClientTransport::with_client(client, config))
                     .await
                     .map_err(|e| e.to_string())
             }

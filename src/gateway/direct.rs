@@ -1,0 +1,317 @@
+//! `tools/call` sent to a streamable HTTP upstream directly, on the session rmcp's client opened.
+//!
+//! rmcp's client decodes every reply through `ServerResult`, an untagged enum: serde buffers the
+//! reply, clones it and tries each variant, which was 40% of the gateway's CPU per call. For a
+//! `tools/call` the gateway knows which reply it expects, so it posts the request itself on the
+//! caller's pooled upstream session (the session id and headers rmcp uses, read by
+//! [`Recorder`]), with an id of its own that cannot meet rmcp's, and decodes only a
+//! `CallToolResult`. What else can arrive on the reply stream is handled as rmcp would:
+//! progress and log messages go to the caller; requests (sampling, elicitation, roots, ping) go
+//! to the caller's session and their answers back to the upstream.
+#![allow(deprecated)] // sampling, roots and logging are deprecated in the newest protocol, still used
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::StreamExt;
+use http::{HeaderName, HeaderValue};
+use rmcp::RoleServer;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ErrorData, ServerRequest,
+};
+use rmcp::service::{Peer, ServiceError};
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
+    StreamableHttpResponseLimits,
+};
+use serde_json::{Value, json};
+
+use crate::protocol::sse;
+
+/// What rmcp's client last sent with: the session and the headers (credentials, protocol
+/// version). Filled by [`Recorder`] as rmcp talks to the upstream.
+/// A stateless upstream has no session id: after the handshake rmcp posts without one.
+type Seen = (Option<Arc<str>>, HashMap<HeaderName, HeaderValue>);
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Session {
+    seen: Arc<Mutex<Option<Seen>>>,
+}
+
+impl Session {
+    fn get(&self) -> Option<Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Notes what rmcp sends a message with, once the handshake is over.
+    fn note(
+        &self,
+        message: &ClientJsonRpcMessage,
+        session: Option<&Arc<str>>,
+        headers: &HashMap<HeaderName, HeaderValue>,
+    ) {
+        if let rmcp::model::JsonRpcMessage::Request(r) = message
+            && matches!(r.request, rmcp::model::ClientRequest::InitializeRequest(_))
+        {
+            return;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen
+            .as_ref()
+            .is_none_or(|(s, h)| s.as_ref() != session || h != headers)
+        {
+            *seen = Some((session.cloned(), headers.clone()));
+        }
+    }
+}
+
+/// rmcp's HTTP client for one upstream session, noting what it sends with.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    pub(crate) http: reqwest::Client,
+    pub(crate) session: Session,
+}
+
+type Post = Result<StreamableHttpPostResponse, StreamableHttpError<reqwest::Error>>;
+
+impl StreamableHttpClient for Recorder {
+    type Error = reqwest::Error;
+
+    async fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth: Option<String>,
+        headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Post {
+        self.session.note(&message, session_id.as_ref(), &headers);
+        self.http
+            .post_message(uri, message, session_id, auth, headers)
+            .await
+    }
+
+    async fn post_message_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth: Option<String>,
+        headers: HashMap<HeaderName, HeaderValue>,
+        max: usize,
+    ) -> Post {
+        self.session.note(&message, session_id.as_ref(), &headers);
+        self.http
+            .post_message_with_max_sse_event_size(uri, message, session_id, auth, headers, max)
+            .await
+    }
+
+    async fn post_message_with_response_limits(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth: Option<String>,
+        headers: HashMap<HeaderName, HeaderValue>,
+        limits: StreamableHttpResponseLimits,
+    ) -> Post {
+        self.session.note(&message, session_id.as_ref(), &headers);
+        self.http
+            .post_message_with_response_limits(uri, message, session_id, auth, headers, limits)
+            .await
+    }
+
+    async fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        auth: Option<String>,
+        headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<(), StreamableHttpError<reqwest::Error>> {
+        self.http
+            .delete_session(uri, session_id, auth, headers)
+            .await
+    }
+
+    async fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth: Option<String>,
+        headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, Result<sse_stream::Sse, sse_stream::Error>>,
+        StreamableHttpError<reqwest::Error>,
+    > {
+        self.http
+            .get_stream(uri, session_id, last_event_id, auth, headers)
+            .await
+    }
+}
+
+/// The largest reply (or single event) read from an upstream.
+const MAX_REPLY: usize = 16 << 20;
+
+/// Ids of our own requests on a session rmcp also uses (rmcp numbers its own).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The upstream said the session is gone: the pool opens a new one next time.
+fn gone() -> ServiceError {
+    ServiceError::TransportClosed
+}
+
+fn unreadable(what: &str) -> ServiceError {
+    ServiceError::McpError(ErrorData::internal_error(
+        format!("the upstream's reply could not be read: {what}"),
+        None,
+    ))
+}
+
+/// Sends `params` as a `tools/call` on the session `session` describes, relaying to
+/// `downstream` what arrives with the reply. `None` when rmcp has not opened the session yet.
+pub(crate) async fn call_tool(
+    http: &reqwest::Client,
+    url: &str,
+    session: &Session,
+    params: &CallToolRequestParams,
+    downstream: &Peer<RoleServer>,
+    relay_progress: bool,
+) -> Option<Result<CallToolResult, ServiceError>> {
+    let (session_id, headers) = session.get()?;
+    let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+    let post = |body: Vec<u8>| {
+        let mut request = http
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, text/event-stream");
+        if let Some(session_id) = &session_id {
+            request = request.header("mcp-session-id", session_id.as_ref());
+        }
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        request.body(body).send()
+    };
+    let body = serde_json::to_vec(&body).ok()?;
+    Some(
+        async {
+            let response = post(body).await.map_err(|_| gone())?;
+            if response.status() == reqwest::StatusCode::NOT_FOUND {
+                return Err(gone());
+            }
+            if !response.status().is_success() {
+                return Err(unreadable(&format!("HTTP {}", response.status())));
+            }
+            let is_json = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            let mut body = response.bytes_stream();
+            if is_json {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = body.next().await {
+                    bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
+                    if bytes.len() > MAX_REPLY {
+                        return Err(unreadable("larger than 16 MiB"));
+                    }
+                }
+                let message: Value =
+                    serde_json::from_slice(&bytes).map_err(|_| unreadable("not JSON"))?;
+                return answer(&id, message).ok_or_else(|| unreadable("not the reply"))?;
+            }
+            let mut framer = sse::SseFramer::new(MAX_REPLY);
+            while let Some(chunk) = body.next().await {
+                framer.push(&chunk.map_err(|_| gone())?);
+                while let Some(event) = framer
+                    .next_event()
+                    .map_err(|_| unreadable("event too large"))?
+                {
+                    let Some(data) = sse::event_data(&event) else {
+                        continue;
+                    };
+                    let Ok(message) = serde_json::from_str::<Value>(&data) else {
+                        continue;
+                    };
+                    if let Some(done) = answer(&id, message.clone()) {
+                        return done;
+                    }
+                    relay(message, downstream, relay_progress, |reply| {
+                        post(serde_json::to_vec(&reply).unwrap_or_default())
+                    })
+                    .await;
+                }
+            }
+            Err(gone())
+        }
+        .await,
+    )
+}
+
+/// The result or error, if `message` is the reply to our request `id`.
+fn answer(id: &str, message: Value) -> Option<Result<CallToolResult, ServiceError>> {
+    if message.get("id").and_then(Value::as_str) != Some(id) || message.get("method").is_some() {
+        return None;
+    }
+    Some(if let Some(error) = message.get("error") {
+        serde_json::from_value::<ErrorData>(error.clone())
+            .map_err(|_| unreadable("a malformed error"))
+            .and_then(|e| Err(ServiceError::McpError(e)))
+    } else {
+        let result = message.get("result").cloned().unwrap_or(Value::Null);
+        serde_json::from_value::<CallToolResult>(result)
+            .map_err(|_| unreadable("not a tool result"))
+    })
+}
+
+/// What the upstream sent on the reply stream besides the reply: progress and log messages go
+/// to the caller; a request goes to the caller's session and its answer back upstream.
+async fn relay<F, Fut>(message: Value, downstream: &Peer<RoleServer>, progress: bool, reply: F)
+where
+    F: Fn(Value) -> Fut,
+    Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+{
+    let method = message
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let params = message.get("params").cloned().unwrap_or(Value::Null);
+    match (method, message.get("id")) {
+        ("notifications/progress", None) if progress => {
+            if let Ok(p) = serde_json::from_value(params) {
+                let _ = downstream.notify_progress(p).await;
+            }
+        }
+        ("notifications/message", None) => {
+            if let Ok(p) = serde_json::from_value(params) {
+                let _ = downstream.notify_logging_message(p).await;
+            }
+        }
+        (_, Some(id)) if !method.is_empty() => {
+            let answer = match serde_json::from_value::<ServerRequest>(json!({
+                "method": method, "params": params
+            })) {
+                Ok(request) => downstream.send_request(request).await.map_err(|e| match e {
+                    ServiceError::McpError(e) => e,
+                    other => ErrorData::internal_error(
+                        format!("the client did not answer: {other}"),
+                        None,
+                    ),
+                }),
+                Err(_) => Err(ErrorData::method_not_found::<rmcp::model::PingRequestMethod>()),
+            };
+            let reply_message = match answer {
+                Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
+            };
+            let _ = reply(reply_message).await;
+        }
+        _ => {}
+    }
+}
