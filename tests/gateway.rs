@@ -1038,19 +1038,9 @@ async fn unlisted_resource_uris_go_by_template_or_to_the_only_server() {
 async fn modern_protocol_clients_get_complete_results_from_handshake_upstreams() {
     use rmcp::model::{ProtocolVersion, ResultType};
     use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
-    use rmcp::transport::StreamableHttpClientTransport;
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
     let up = upstreams().await;
     let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
-    let mut headers = std::collections::HashMap::new();
-    headers.insert(
-        http::HeaderName::from_static("x-litellm-api-key"),
-        http::HeaderValue::from_static("sk-alice"),
-    );
-    let transport = StreamableHttpClientTransport::with_client(
-        reqwest::Client::new(),
-        StreamableHttpClientTransportConfig::with_uri(gw.url("/mcp")).custom_headers(headers),
-    );
+    let transport = keyed_transport(&gw.url("/mcp"), "sk-alice");
     let client = ()
         .serve_with_lifecycle(
             transport,
@@ -1107,13 +1097,11 @@ impl rmcp::ClientHandler for Sampler {
     }
 }
 
-async fn modern_client<H: rmcp::ClientHandler>(
+/// rmcp's streamable HTTP transport to `url`, sending `key` as the gateway key.
+fn keyed_transport(
     url: &str,
     key: &'static str,
-    handler: H,
-) -> rmcp::service::RunningService<rmcp::RoleClient, H> {
-    use rmcp::model::ProtocolVersion;
-    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+) -> rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
     let mut headers = std::collections::HashMap::new();
@@ -1121,10 +1109,20 @@ async fn modern_client<H: rmcp::ClientHandler>(
         http::HeaderName::from_static("x-litellm-api-key"),
         http::HeaderValue::from_static(key),
     );
-    let transport = StreamableHttpClientTransport::with_client(
+    StreamableHttpClientTransport::with_client(
         reqwest::Client::new(),
         StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
-    );
+    )
+}
+
+async fn modern_client<H: rmcp::ClientHandler>(
+    url: &str,
+    key: &'static str,
+    handler: H,
+) -> rmcp::service::RunningService<rmcp::RoleClient, H> {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let transport = keyed_transport(url, key);
     handler
         .serve_with_lifecycle(
             transport,
@@ -1265,22 +1263,11 @@ async fn a_restarted_upstream_is_listed_again_at_once() {
 async fn upstream_sampling_reaches_handshake_callers_on_the_direct_path() {
     use rmcp::ServiceExt;
     use rmcp::model::CallToolRequestParams;
-    use rmcp::transport::StreamableHttpClientTransport;
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
     let up = upstreams().await;
     let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
-    let client = |key: &'static str, answer: &'static str| {
-        let mut headers = std::collections::HashMap::new();
-        headers.insert(
-            http::HeaderName::from_static("x-litellm-api-key"),
-            http::HeaderValue::from_static(key),
-        );
-        let transport = StreamableHttpClientTransport::with_client(
-            reqwest::Client::new(),
-            StreamableHttpClientTransportConfig::with_uri(gw.url("/mcp")).custom_headers(headers),
-        );
-        Sampler(answer).serve(transport)
-    };
+    let url = gw.url("/mcp");
+    let client =
+        |key: &'static str, answer: &'static str| Sampler(answer).serve(keyed_transport(&url, key));
     // Two callers at once on the same upstream: each sampling request, arriving on the reply
     // stream of that caller's own call, is answered by that caller.
     let (alice, bob) = tokio::join!(
