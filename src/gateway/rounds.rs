@@ -91,6 +91,16 @@ fn progress_token(
     })
 }
 
+/// Whether the request opts in to log messages (protocol 2026-07-28: a log level in `_meta`).
+fn asks_for_logs(request: &CallToolRequestParams, ctx: &RequestContext<RoleServer>) -> bool {
+    const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+    ctx.meta.0.0.contains_key(LOG_LEVEL)
+        || request
+            .meta
+            .as_ref()
+            .is_some_and(|m| m.0.0.contains_key(LOG_LEVEL))
+}
+
 fn stale() -> ErrorData {
     ErrorData::invalid_params("unknown or expired requestState", None)
 }
@@ -131,7 +141,9 @@ impl GatewayHandler {
                 call
             }
             None => {
-                let wants_progress = token.is_some();
+                // Progress or log messages the caller asked for may still be on their way when
+                // the answer arrives: the call lingers a moment for them.
+                let wants_progress = token.is_some() || asks_for_logs(&request, &ctx);
                 self.start(
                     caller,
                     ctx.peer.clone(),
@@ -185,8 +197,9 @@ impl GatewayHandler {
                                 let up = handle.progress_token.clone();
                                 relay.map_progress(up.clone(), up.clone(), progress_tx);
                                 let answer = handle.await_response().await;
-                                // rmcp relays notifications from tasks of their own: progress sent
-                                // just before the answer may still be on its way.
+                                // rmcp relays notifications from tasks of their own: progress
+                                // and log messages sent just before the answer may still be on
+                                // their way.
                                 if wants_progress {
                                     tokio::time::sleep(PROGRESS_GRACE).await;
                                 }
