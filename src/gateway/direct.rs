@@ -184,7 +184,14 @@ pub(crate) async fn call_tool(
 ) -> Option<Result<CallToolResult, ServiceError>> {
     let (session_id, headers) = session.get()?;
     let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+    /// The request as sent, serialised straight from the parameters (no `Value` in between).
+    #[derive(serde::Serialize)]
+    struct Call<'a> {
+        jsonrpc: &'static str,
+        id: &'a str,
+        method: &'static str,
+        params: &'a CallToolRequestParams,
+    }
     let post = |body: Vec<u8>| {
         let mut request = http
             .post(url)
@@ -198,7 +205,13 @@ pub(crate) async fn call_tool(
         }
         request.body(body).send()
     };
-    let body = serde_json::to_vec(&body).ok()?;
+    let body = serde_json::to_vec(&Call {
+        jsonrpc: "2.0",
+        id: &id,
+        method: "tools/call",
+        params,
+    })
+    .ok()?;
     Some(
         async {
             let response = post(body).await.map_err(|_| gone())?;
@@ -224,7 +237,7 @@ pub(crate) async fn call_tool(
                 }
                 let message: Value =
                     serde_json::from_slice(&bytes).map_err(|_| unreadable("not JSON"))?;
-                return answer(&id, message).ok_or_else(|| unreadable("not the reply"))?;
+                return answer(&id, &message).ok_or_else(|| unreadable("not the reply"))?;
             }
             let mut framer = sse::SseFramer::new(MAX_REPLY);
             while let Some(chunk) = body.next().await {
@@ -239,7 +252,7 @@ pub(crate) async fn call_tool(
                     let Ok(message) = serde_json::from_str::<Value>(&data) else {
                         continue;
                     };
-                    if let Some(done) = answer(&id, message.clone()) {
+                    if let Some(done) = answer(&id, &message) {
                         return done;
                     }
                     relay(message, downstream, relay_progress, |reply| {
@@ -255,17 +268,17 @@ pub(crate) async fn call_tool(
 }
 
 /// The result or error, if `message` is the reply to our request `id`.
-fn answer(id: &str, message: Value) -> Option<Result<CallToolResult, ServiceError>> {
+fn answer(id: &str, message: &Value) -> Option<Result<CallToolResult, ServiceError>> {
     if message.get("id").and_then(Value::as_str) != Some(id) || message.get("method").is_some() {
         return None;
     }
+    use serde::Deserialize as _;
     Some(if let Some(error) = message.get("error") {
-        serde_json::from_value::<ErrorData>(error.clone())
+        ErrorData::deserialize(error)
             .map_err(|_| unreadable("a malformed error"))
             .and_then(|e| Err(ServiceError::McpError(e)))
     } else {
-        let result = message.get("result").cloned().unwrap_or(Value::Null);
-        serde_json::from_value::<CallToolResult>(result)
+        CallToolResult::deserialize(message.get("result").unwrap_or(&Value::Null))
             .map_err(|_| unreadable("not a tool result"))
     })
 }

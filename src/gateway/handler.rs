@@ -354,9 +354,7 @@ impl ServerHandler for GatewayHandler {
             return self.call_tool_in_rounds(request, ctx).await;
         }
         let (server, bare) = self.route(&ctx, NameKind::Tool, &request.name)?;
-        let mut params = request.clone();
-        params.name = Cow::Owned(bare.to_owned());
-        params.meta = forward_meta(request.meta.clone());
+        let bare = bare.to_owned();
         // rmcp sends its own progress token upstream: map it back to the caller's, and relay
         // from this request's task so the notifications land on the caller's reply stream.
         let wanted = ctx.meta.get_progress_token().or_else(|| {
@@ -365,24 +363,27 @@ impl ServerHandler for GatewayHandler {
                 .as_ref()
                 .and_then(RequestMetaObject::get_progress_token)
         });
+        let mut params = request;
+        params.name = Cow::Owned(bare);
+        params.meta = forward_meta(params.meta.take());
+        if let Some(token) = wanted.clone() {
+            // Sent as is on the direct path; rmcp's client puts its own token in its place.
+            params
+                .meta
+                .get_or_insert_with(RequestMetaObject::default)
+                .set_progress_token(token);
+        }
         let downstream = ctx.peer.clone();
         let http = self.shared.http.clone();
         self.one(&ctx, &server, |peer, relay| async move {
             // A streamable HTTP upstream gets the call directly on the same session, and only
             // the reply we expect is decoded (see `direct`).
             if let Some((url, session)) = relay.direct() {
-                let mut direct = params.clone();
-                if let Some(token) = wanted.clone() {
-                    direct
-                        .meta
-                        .get_or_insert_with(RequestMetaObject::default)
-                        .set_progress_token(token);
-                }
                 let sent = super::direct::call_tool(
                     &http,
                     url,
                     session,
-                    &direct,
+                    &params,
                     &downstream,
                     wanted.is_some(),
                 )
