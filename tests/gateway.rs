@@ -74,6 +74,19 @@ async fn serve_each(servers: &[&RecordingServer]) -> (Vec<Running>, Vec<String>)
     (running, urls)
 }
 
+/// Calls `name` (no arguments) until it succeeds, for up to two seconds; the last outcome.
+async fn call_until_ok(client: &Client, name: &str) -> Result<String, String> {
+    let mut last = Err(String::new());
+    for _ in 0..20 {
+        last = call(client, name, json!({})).await;
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
 fn config(up: &Upstreams, extra: &str) -> Config {
     let doc = format!(
         r#"{{
@@ -386,15 +399,7 @@ async fn a_stdio_upstream_runs_and_restarts_after_a_crash() {
     let pid = call(&carol, "github-pid", json!({})).await.unwrap();
     assert!(call(&carol, "github-crash", json!({})).await.is_err());
     // The crashed child is replaced on the next use.
-    let mut again = Err(String::new());
-    for _ in 0..20 {
-        again = call(&carol, "github-pid", json!({})).await;
-        if again.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let new_pid = again.unwrap();
+    let new_pid = call_until_ok(&carol, "github-pid").await.unwrap();
     assert_ne!(pid, new_pid, "a new process answers");
 }
 
@@ -954,14 +959,7 @@ async fn garbage_and_mid_stream_resets_fail_one_call_and_nothing_else() {
     );
     // Everything else goes on: the same upstream (a new session), and the others.
     assert!(call(&carol, "github-list_issues", json!({})).await.is_ok());
-    let mut fine = Err(String::new());
-    for _ in 0..20 {
-        fine = call(&carol, "wiki-fine", json!({})).await;
-        if fine.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let fine = call_until_ok(&carol, "wiki-fine").await;
     assert!(fine.is_ok(), "{fine:?}");
     assert_eq!(
         reset_server.executions.names(),
