@@ -372,6 +372,7 @@ fn resource_uris_match_templates_of_one_server() {
     index.insert(NameKind::Resource, "test://template/{id}/data", a); // listed twice: once
     index.insert(NameKind::Resource, "file:///{+path}", b);
     index.insert(NameKind::Resource, "shared://{x}", a);
+    index.insert(NameKind::Resource, "under://{_id}/v", b);
     index.insert(NameKind::Resource, "shared://{y}", b);
     index.insert(NameKind::Resource, "test://template/listed/data", b);
     let owner = |uri: &str| index.owner(NameKind::Resource, uri);
@@ -386,6 +387,8 @@ fn resource_uris_match_templates_of_one_server() {
         ("file:///", Some(Owner::One(b))),
         ("shared://z", Some(Owner::Collision)), // two servers' templates match
         ("other://x", None),
+        ("under://7/v", Some(Owner::One(b))),
+        ("under://7/8/v", None), // `{_id}` is a simple variable: one segment
     ];
     for (uri, want) in table {
         assert_eq!(owner(uri), *want, "{uri}");

@@ -252,7 +252,10 @@ fn uri_template_matches(template: &str, uri: &str) -> bool {
             let Some(close) = t.iter().position(|&b| b == b'}') else {
                 return false;
             };
-            let simple = t.get(1).is_some_and(u8::is_ascii_alphanumeric);
+            // A variable name starts with a letter, digit, `_` or `%`; anything else is an operator.
+            let simple = t
+                .get(1)
+                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'%');
             for start in (0..=u.len()).filter(|&i| reach[i]) {
                 if simple {
                     for end in start + 1..=u.len() {
