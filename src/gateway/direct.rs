@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
 use rmcp::RoleServer;
 use rmcp::model::{
@@ -172,62 +173,139 @@ fn unreadable(what: &str) -> ServiceError {
     ))
 }
 
-/// Sends `params` as a `tools/call` on the session `session` describes, relaying to
-/// `downstream` what arrives with the reply. `None` when rmcp has not opened the session yet.
-pub(crate) async fn call_tool(
-    http: &reqwest::Client,
-    url: &str,
-    session: &Session,
-    params: &CallToolRequestParams,
-    downstream: &Peer<RoleServer>,
-    relay_progress: bool,
-) -> Option<Result<CallToolResult, ServiceError>> {
-    let (session_id, headers) = session.get()?;
-    let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    /// The request as sent, serialised straight from the parameters (no `Value` in between).
-    #[derive(serde::Serialize)]
-    struct Call<'a> {
-        jsonrpc: &'static str,
-        id: &'a str,
-        method: &'static str,
-        params: &'a CallToolRequestParams,
-    }
-    let post = |body: Vec<u8>| {
-        let mut request = http
-            .post(url)
+/// A `tools/call` posted on an upstream session: its reply is read an event at a time.
+pub(crate) struct Exchange {
+    id: String,
+    to: Poster,
+    reply: Reply,
+}
+
+/// Posts on one upstream session.
+#[derive(Clone)]
+pub(crate) struct Poster {
+    http: reqwest::Client,
+    url: String,
+    session_id: Option<Arc<str>>,
+    headers: HashMap<HeaderName, HeaderValue>,
+}
+
+impl Poster {
+    fn post(
+        &self,
+        body: Vec<u8>,
+    ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+        let mut request = self
+            .http
+            .post(&self.url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream");
-        if let Some(session_id) = &session_id {
+        if let Some(session_id) = &self.session_id {
             request = request.header("mcp-session-id", session_id.as_ref());
         }
-        for (k, v) in &headers {
+        for (k, v) in &self.headers {
             request = request.header(k, v);
         }
         request.body(body).send()
-    };
-    let body = serde_json::to_vec(&Call {
-        jsonrpc: "2.0",
-        id: &id,
-        method: "tools/call",
-        params,
-    })
-    .ok()?;
-    Some(
-        async {
-            let response = post(body).await.map_err(|_| gone())?;
-            if response.status() == reqwest::StatusCode::NOT_FOUND {
-                return Err(gone());
+    }
+
+    /// Answers a request the upstream made on a call's stream.
+    pub(crate) async fn reply(&self, message: &Value) {
+        let _ = self
+            .post(serde_json::to_vec(message).unwrap_or_default())
+            .await;
+    }
+}
+
+enum Reply {
+    /// A JSON reply, not read yet.
+    Json(Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>),
+    /// An event stream.
+    Sse(
+        sse::SseFramer,
+        BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    ),
+}
+
+/// What the upstream sent next on a call's reply stream.
+pub(crate) enum Event {
+    /// The reply to the call.
+    Answer(Result<CallToolResult, ServiceError>),
+    /// Anything else: a notification or a request of the upstream, parsed and as sent.
+    Message(Value, String),
+}
+
+impl Exchange {
+    /// Posts `params` as a `tools/call` on the session `session` describes. `None` when rmcp
+    /// has not opened the session yet.
+    pub(crate) async fn start(
+        http: &reqwest::Client,
+        url: &str,
+        session: &Session,
+        params: &CallToolRequestParams,
+    ) -> Option<Result<Self, ServiceError>> {
+        let (session_id, headers) = session.get()?;
+        let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        /// The request as sent, serialised straight from the parameters (no `Value` in between).
+        #[derive(serde::Serialize)]
+        struct Call<'a> {
+            jsonrpc: &'static str,
+            id: &'a str,
+            method: &'static str,
+            params: &'a CallToolRequestParams,
+        }
+        let body = serde_json::to_vec(&Call {
+            jsonrpc: "2.0",
+            id: &id,
+            method: "tools/call",
+            params,
+        })
+        .ok()?;
+        let mut exchange = Self {
+            id,
+            to: Poster {
+                http: http.clone(),
+                url: url.to_owned(),
+                session_id,
+                headers,
+            },
+            reply: Reply::Json(None),
+        };
+        Some(
+            async {
+                let response = exchange.to.post(body).await.map_err(|_| gone())?;
+                if response.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Err(gone());
+                }
+                if !response.status().is_success() {
+                    return Err(unreadable(&format!("HTTP {}", response.status())));
+                }
+                let is_json = response
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/json"));
+                let body = response.bytes_stream().boxed();
+                exchange.reply = if is_json {
+                    Reply::Json(Some(body))
+                } else {
+                    Reply::Sse(sse::SseFramer::new(MAX_REPLY), body)
+                };
+                Ok(exchange)
             }
-            if !response.status().is_success() {
-                return Err(unreadable(&format!("HTTP {}", response.status())));
-            }
-            let is_json = response
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/json"));
-            let mut body = response.bytes_stream();
-            if is_json {
+            .await,
+        )
+    }
+
+    /// Where answers to the upstream's requests go.
+    pub(crate) fn poster(&self) -> &Poster {
+        &self.to
+    }
+
+    /// The next thing the upstream sent; after the answer, nothing more is read.
+    pub(crate) async fn next(&mut self) -> Result<Event, ServiceError> {
+        match &mut self.reply {
+            Reply::Json(body) => {
+                let mut body = body.take().ok_or_else(gone)?;
                 let mut bytes = Vec::new();
                 while let Some(chunk) = body.next().await {
                     bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
@@ -237,11 +315,11 @@ pub(crate) async fn call_tool(
                 }
                 let message: Value =
                     serde_json::from_slice(&bytes).map_err(|_| unreadable("not JSON"))?;
-                return answer(&id, &message).ok_or_else(|| unreadable("not the reply"))?;
+                answer(&self.id, &message)
+                    .map(Event::Answer)
+                    .ok_or_else(|| unreadable("not the reply"))
             }
-            let mut framer = sse::SseFramer::new(MAX_REPLY);
-            while let Some(chunk) = body.next().await {
-                framer.push(&chunk.map_err(|_| gone())?);
+            Reply::Sse(framer, body) => loop {
                 while let Some(event) = framer
                     .next_event()
                     .map_err(|_| unreadable("event too large"))?
@@ -252,19 +330,43 @@ pub(crate) async fn call_tool(
                     let Ok(message) = serde_json::from_str::<Value>(&data) else {
                         continue;
                     };
-                    if let Some(done) = answer(&id, &message) {
-                        return done;
+                    if let Some(done) = answer(&self.id, &message) {
+                        return Ok(Event::Answer(done));
                     }
-                    relay(message, downstream, relay_progress, |reply| {
-                        post(serde_json::to_vec(&reply).unwrap_or_default())
-                    })
-                    .await;
+                    return Ok(Event::Message(message, data.into_owned()));
                 }
-            }
-            Err(gone())
+                match body.next().await {
+                    Some(chunk) => framer.push(&chunk.map_err(|_| gone())?),
+                    None => return Err(gone()),
+                }
+            },
         }
-        .await,
-    )
+    }
+}
+
+/// Sends `params` as a `tools/call` on the session `session` describes, relaying to
+/// `downstream` what arrives with the reply. `None` when rmcp has not opened the session yet.
+pub(crate) async fn call_tool(
+    http: &reqwest::Client,
+    url: &str,
+    session: &Session,
+    params: &CallToolRequestParams,
+    downstream: &Peer<RoleServer>,
+    relay_progress: bool,
+) -> Option<Result<CallToolResult, ServiceError>> {
+    let mut exchange = match Exchange::start(http, url, session, params).await? {
+        Ok(exchange) => exchange,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(loop {
+        match exchange.next().await {
+            Ok(Event::Answer(done)) => break done,
+            Ok(Event::Message(message, _)) => {
+                relay(message, downstream, relay_progress, exchange.poster()).await;
+            }
+            Err(e) => break Err(e),
+        }
+    })
 }
 
 /// The result or error, if `message` is the reply to our request `id`.
@@ -285,11 +387,7 @@ fn answer(id: &str, message: &Value) -> Option<Result<CallToolResult, ServiceErr
 
 /// What the upstream sent on the reply stream besides the reply: progress and log messages go
 /// to the caller; a request goes to the caller's session and its answer back upstream.
-async fn relay<F, Fut>(message: Value, downstream: &Peer<RoleServer>, progress: bool, reply: F)
-where
-    F: Fn(Value) -> Fut,
-    Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
-{
+async fn relay(message: Value, downstream: &Peer<RoleServer>, progress: bool, to: &Poster) {
     let method = message
         .get("method")
         .and_then(Value::as_str)
@@ -323,7 +421,7 @@ where
                 Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
                 Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
             };
-            let _ = reply(reply_message).await;
+            to.reply(&reply_message).await;
         }
         _ => {}
     }
