@@ -1283,3 +1283,178 @@ async fn upstream_sampling_reaches_handshake_callers_on_the_direct_path() {
         assert_eq!(text(b.unwrap()), "sampled: bob here");
     }
 }
+
+/// Every JSON-RPC message of a reply, JSON or event stream.
+fn messages(content_type: &str, body: &str) -> Vec<Value> {
+    if content_type.starts_with("application/json") {
+        return vec![serde_json::from_str(body).unwrap()];
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stateless_endpoint_answers_calls_on_the_express_path_as_rmcp_would() {
+    use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+    use tower::Layer;
+    let up = upstreams().await;
+    let config = config(&up, "");
+    let gk = Gatekeeper::new(config.policy().unwrap());
+    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+    let http = reqwest::Client::new();
+    // (key, tool, params beyond the name)
+    let cases = [
+        (
+            "sk-alice",
+            "github-create_issue",
+            json!({"arguments": {"title": "t"}}),
+        ),
+        ("sk-alice", "github-list_issues", json!({})),
+        ("sk-bob", "wiki-search", json!({"arguments": {"q": "x"}})),
+        (
+            "sk-bob",
+            "wiki-progress",
+            json!({"_meta": {"progressToken": "bob-1"}}),
+        ),
+        ("sk-bob", "wiki-progress", json!({})),
+        ("sk-alice", "github-headers", json!({"arguments": {}})),
+    ];
+    for json_response in [true, false] {
+        let mut c = StreamableHttpServerConfig::default();
+        c.legacy_session_mode = false;
+        c.json_response = json_response;
+        c.sse_keep_alive = None;
+        let service = gateway.gatekeeper().layer().layer(gateway.service(c));
+        let gw = serve(
+            axum::Router::new().fallback_service(service),
+            CancellationToken::new(),
+        )
+        .await;
+        for (i, (key, name, extra)) in cases.iter().enumerate() {
+            let mut params = extra.clone();
+            params["name"] = json!(name);
+            let body =
+                json!({"jsonrpc": "2.0", "id": i + 7, "method": "tools/call", "params": params});
+            let mut seen = Vec::new();
+            // rmcp judges any request with an `Origin`: the same call on both paths.
+            for origin in [None, Some("http://localhost")] {
+                let mut request = mcp_post(&http, &gw.url("/mcp"), key, None).json(&body);
+                if let Some(o) = origin {
+                    request = request.header("origin", o);
+                }
+                let reply = request.send().await.unwrap();
+                assert_eq!(reply.status(), 200, "{name}");
+                let ct = reply.headers()["content-type"].to_str().unwrap().to_owned();
+                let text = reply.text().await.unwrap();
+                let mut got = messages(&ct, &text);
+                // The upstream's headers differ per request in their ids only.
+                for m in &mut got {
+                    if let Some(t) = m.pointer_mut("/result/content/0/text")
+                        && *name == "github-headers"
+                    {
+                        let mut h: Value = serde_json::from_str(t.as_str().unwrap()).unwrap();
+                        h.as_object_mut().unwrap().retain(|k, _| {
+                            !["content-length", "mcp-session-id"].contains(&k.as_str())
+                        });
+                        assert!(h.get("x-litellm-api-key").is_none(), "the key leaked: {h}");
+                        assert_eq!(h["authorization"], "Bearer gh-secret-token");
+                        *t = json!(h.to_string());
+                    }
+                }
+                seen.push((json_response && !ct.starts_with("text/event-stream"), got));
+            }
+            assert_eq!(seen[0], seen[1], "{name} (json_response {json_response})");
+            let (_, got) = &seen[0];
+            let last = got.last().unwrap();
+            assert_eq!(last["id"], json!(i + 7), "{name}: {got:?}");
+            assert!(last["result"]["content"].is_array(), "{name}: {got:?}");
+            assert!(last["result"].get("resultType").is_none(), "{got:?}");
+            let progress = got
+                .iter()
+                .filter(|m| m["method"] == "notifications/progress")
+                .count();
+            let asked = extra.pointer("/_meta/progressToken").is_some();
+            assert_eq!(progress, if asked { 2 } else { 0 }, "{name}: {got:?}");
+        }
+        // The upstream ran each call once per path, with its bare name and allowed arguments.
+        let ran = up.github.executions.names();
+        assert_eq!(
+            ran.iter().filter(|n| *n == "create_issue").count(),
+            2,
+            "{ran:?}"
+        );
+        assert!(
+            up.github
+                .executions
+                .all()
+                .iter()
+                .all(|(_, args)| args.get("labels").is_none())
+        );
+        // Refusals come from the layers, before either path: nothing runs.
+        up.github.executions.clear();
+        for (key, name) in [
+            ("sk-alice", "github-delete_repo"),
+            ("sk-bob", "github-list_issues"),
+            ("sk-alice", "github-create_issue"),
+        ] {
+            let refused = mcp_post(&http, &gw.url("/mcp"), key, None)
+                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": {"title": "t", "labels": "x"}}}))
+                .send()
+                .await
+                .unwrap();
+            let status = refused.status();
+            let text = refused.text().await.unwrap();
+            // A 403, a JSON-RPC error or LiteLLM's in-band tool error; never a run.
+            assert!(
+                status == 403
+                    || (status == 200
+                        && (text.contains("\"error\"") || text.contains("\"isError\":true"))
+                        && !text.contains("ran ")),
+                "{key} {name}: {status} {text}"
+            );
+        }
+        assert!(up.github.executions.names().is_empty());
+        up.github.executions.clear();
+        up.wiki.executions.clear();
+    }
+}
+
+#[tokio::test]
+async fn a_stateless_endpoint_refuses_upstream_requests_at_once() {
+    // A stateless caller has no session to answer on: the express path refuses the upstream's
+    // sampling request at once, and the upstream's own answer reaches the caller (rmcp's
+    // stateless server would leave the upstream waiting until the upstream's timeout).
+    use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+    use tower::Layer;
+    let up = upstreams().await;
+    let config = config(&up, "");
+    let gk = Gatekeeper::new(config.policy().unwrap());
+    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+    let mut c = StreamableHttpServerConfig::default();
+    c.legacy_session_mode = false;
+    c.json_response = true;
+    let service = gateway.gatekeeper().layer().layer(gateway.service(c));
+    let gw = serve(
+        axum::Router::new().fallback_service(service),
+        CancellationToken::new(),
+    )
+    .await;
+    let reply: Value = mcp_post(&reqwest::Client::new(), &gw.url("/mcp"), "sk-bob", None)
+        .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "wiki-sample"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["id"], 3, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("sampling failed") && message.contains("stateless endpoint"),
+        "{reply}"
+    );
+    assert!(!message.contains("timed out"), "{reply}");
+    assert!(up.wiki.executions.names().is_empty());
+}

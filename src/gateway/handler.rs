@@ -37,7 +37,7 @@ impl std::fmt::Debug for GatewayHandler {
     }
 }
 
-fn upstream_error(server: &str, e: Failure) -> ErrorData {
+pub(crate) fn upstream_error(server: &str, e: Failure) -> ErrorData {
     match e {
         // The upstream's own JSON-RPC error passes through verbatim (code 0 included).
         Failure::Service(ServiceError::McpError(e)) => e,
@@ -152,12 +152,22 @@ impl GatewayHandler {
         kind: NameKind,
         name: &'n str,
     ) -> Result<(String, &'n str), ErrorData> {
+        self.route_for(&Caller::from_context(ctx), kind, name)
+    }
+
+    /// [`route`](Self::route) for `caller`.
+    pub(crate) fn route_for<'n>(
+        &self,
+        caller: &Caller,
+        kind: NameKind,
+        name: &'n str,
+    ) -> Result<(String, &'n str), ErrorData> {
         let policy = self.shared.gatekeeper.policy();
         let catalog = policy.catalog();
         let index = self.shared.gatekeeper.name_index();
         let usable = || {
             let mut set = ServerSet::new();
-            for (id, _) in self.servers(&Caller::from_context(ctx)) {
+            for (id, _) in self.servers(caller) {
                 set.insert(id);
             }
             set

@@ -14,6 +14,7 @@
 //! same layered stack, so every decision is made in one place.
 
 mod direct;
+mod express;
 mod handler;
 mod legacy;
 mod pool;
@@ -110,6 +111,65 @@ impl Shared {
             })
             .collect();
         serde_json::Value::Object(report)
+    }
+}
+
+/// The gateway's MCP endpoint: rmcp's streamable HTTP service, and on a stateless endpoint an
+/// express path for `tools/call`.
+///
+/// On a stateless endpoint (`legacy_session_mode: false`), a `tools/call` of a caller on a
+/// protocol with the initialize handshake, for a streamable HTTP upstream, is posted on the
+/// caller's pooled upstream session and answered without rmcp's server side, which decodes
+/// every request through an untagged enum and runs a one-shot service for it. Every other
+/// request, and any call the express path is not sure of (before anything is sent upstream),
+/// goes to rmcp unchanged. Answers are the same either way; the upstream's requests of its
+/// client, which a stateless caller cannot answer, are refused at once instead of waiting.
+#[derive(Clone)]
+pub struct GatewayService {
+    gateway: Gateway,
+    express: Option<Arc<express::Express>>,
+    rmcp: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+}
+
+impl fmt::Debug for GatewayService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayService")
+            .field("express", &self.express.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> tower_service::Service<http::Request<B>> for GatewayService
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: fmt::Display,
+{
+    type Response = express::McpResponse;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let rmcp = Arc::clone(&self.rmcp);
+        match &self.express {
+            Some(express) if express.takes(&request) => {
+                let (express, gateway) = (Arc::clone(express), self.gateway.clone());
+                Box::pin(async move {
+                    let (parts, body) = request.into_parts();
+                    Ok(match gateway.express(&express, parts, body).await {
+                        Ok(response) => response,
+                        Err(request) => rmcp.handle(request).await,
+                    })
+                })
+            }
+            _ => Box::pin(async move { Ok(rmcp.handle(request).await) }),
+        }
     }
 }
 
@@ -267,21 +327,24 @@ impl Gateway {
         }
     }
 
-    /// The gateway as rmcp's streamable HTTP service, with `config`.
+    /// The gateway as a streamable HTTP service with `config`: rmcp's, with an express path
+    /// for `tools/call` when the endpoint is stateless (see [`GatewayService`]).
     #[must_use]
-    pub fn service(
-        &self,
-        mut config: StreamableHttpServerConfig,
-    ) -> StreamableHttpService<GatewayHandler, LocalSessionManager> {
+    pub fn service(&self, mut config: StreamableHttpServerConfig) -> GatewayService {
         if let Some(hosts) = &self.shared.allowed_hosts {
             config.allowed_hosts.clone_from(hosts);
         }
+        let express = express::Express::for_config(&config).map(Arc::new);
         let this = self.clone();
-        StreamableHttpService::new(
-            move || Ok(this.handler()),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        )
+        GatewayService {
+            gateway: self.clone(),
+            express,
+            rmcp: Arc::new(StreamableHttpService::new(
+                move || Ok(this.handler()),
+                Arc::new(LocalSessionManager::default()),
+                config,
+            )),
+        }
     }
 
     /// Asks every upstream for its tools, prompts and resources with the gateway's own

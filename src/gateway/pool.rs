@@ -36,13 +36,18 @@ pub(crate) struct Caller {
 impl Caller {
     pub(crate) fn from_context(ctx: &rmcp::service::RequestContext<RoleServer>) -> Self {
         match ctx.extensions.get::<http::request::Parts>() {
-            Some(parts) => Self {
-                headers: parts.headers.clone(),
-                digest: parts.extensions.get::<KeyDigest>().copied(),
-                grant: parts.extensions.get::<Grant>().cloned(),
-                modern: super::rounds::is_modern(ctx),
-            },
+            Some(parts) => Self::from_parts(parts, super::rounds::is_modern(ctx)),
             None => Self::default(),
+        }
+    }
+
+    /// The caller of the HTTP request `parts`.
+    pub(crate) fn from_parts(parts: &http::request::Parts, modern: bool) -> Self {
+        Self {
+            headers: parts.headers.clone(),
+            digest: parts.extensions.get::<KeyDigest>().copied(),
+            grant: parts.extensions.get::<Grant>().cloned(),
+            modern,
         }
     }
 }
