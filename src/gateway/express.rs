@@ -216,6 +216,14 @@ struct Envelope {
     params: CallToolRequestParams,
 }
 
+/// What the express path did with a request.
+pub(crate) enum Taken {
+    /// Answered it.
+    Answered(McpResponse),
+    /// Gave it back untouched, for rmcp.
+    Back(Request<Full<Bytes>>),
+}
+
 /// How a call started: answered at once, or streaming from this event on.
 enum Started {
     Answer(CallToolResult),
@@ -300,7 +308,7 @@ impl Gateway {
         express: &Express,
         parts: http::request::Parts,
         body: B,
-    ) -> Result<McpResponse, Request<Full<Bytes>>>
+    ) -> Taken
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
     {
@@ -311,10 +319,10 @@ impl Gateway {
                     b"Bad Request: the request body could not be read",
                 ))));
                 *r.status_mut() = StatusCode::BAD_REQUEST;
-                return Ok(r);
+                return Taken::Answered(r);
             }
         };
-        let back = |parts, bytes| Err(Request::from_parts(parts, Full::new(bytes)));
+        let back = |parts, bytes| Taken::Back(Request::from_parts(parts, Full::new(bytes)));
         let Ok(Envelope { id, params }) = serde_json::from_slice::<Envelope>(&bytes) else {
             return back(parts, bytes);
         };
@@ -371,7 +379,7 @@ impl Gateway {
                 }
             })
             .await;
-        Ok(match started {
+        Taken::Answered(match started {
             Ok(None) => return back(parts, bytes),
             Ok(Some(Started::Answer(mut result))) => {
                 // Callers before 2026-07-28 know no `resultType` (rmcp strips it too).

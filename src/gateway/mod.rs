@@ -163,8 +163,8 @@ where
                 Box::pin(async move {
                     let (parts, body) = request.into_parts();
                     Ok(match gateway.express(&express, parts, body).await {
-                        Ok(response) => response,
-                        Err(request) => rmcp.handle(request).await,
+                        express::Taken::Answered(response) => response,
+                        express::Taken::Back(request) => rmcp.handle(request).await,
                     })
                 })
             }
