@@ -230,8 +230,8 @@ enum Reply {
 pub(crate) enum Event {
     /// The reply to the call.
     Answer(Result<CallToolResult, ServiceError>),
-    /// Anything else: a notification or a request of the upstream, parsed and as sent.
-    Message(Value, String),
+    /// Anything else: a notification or a request of the upstream.
+    Message(Value),
 }
 
 impl Exchange {
@@ -333,7 +333,7 @@ impl Exchange {
                     if let Some(done) = answer(&self.id, &message) {
                         return Ok(Event::Answer(done));
                     }
-                    return Ok(Event::Message(message, data.into_owned()));
+                    return Ok(Event::Message(message));
                 }
                 match body.next().await {
                     Some(chunk) => framer.push(&chunk.map_err(|_| gone())?),
@@ -361,7 +361,7 @@ pub(crate) async fn call_tool(
     Some(loop {
         match exchange.next().await {
             Ok(Event::Answer(done)) => break done,
-            Ok(Event::Message(message, _)) => {
+            Ok(Event::Message(message)) => {
                 relay(message, downstream, relay_progress, exchange.poster()).await;
             }
             Err(e) => break Err(e),

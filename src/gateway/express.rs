@@ -177,8 +177,9 @@ fn media_types_fit(headers: &HeaderMap) -> bool {
             .is_some_and(|v| essence(v) == "application/json")
 }
 
-/// The whole body, if it is readable and at most `max` bytes (the layers have read it already).
-async fn collect<B>(body: B, max: usize) -> Option<Bytes>
+/// The whole body, if it is readable (else 400) and at most `max` bytes (else 413); the layers
+/// have read it already, so in practice this takes over their buffer without a copy.
+async fn collect<B>(body: B, max: usize) -> Result<Bytes, StatusCode>
 where
     B: http_body::Body<Data = Bytes>,
 {
@@ -186,7 +187,7 @@ where
     let mut first: Option<Bytes> = None;
     let mut more: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.ok()?.into_data() else {
+        let Ok(data) = frame.map_err(|_| StatusCode::BAD_REQUEST)?.into_data() else {
             continue;
         };
         match &first {
@@ -199,10 +200,10 @@ where
             }
         }
         if first.as_ref().map_or(0, Bytes::len).max(more.len()) > max {
-            return None;
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
         }
     }
-    Some(if more.is_empty() {
+    Ok(if more.is_empty() {
         first.unwrap_or_default()
     } else {
         Bytes::from(more)
@@ -239,13 +240,13 @@ enum Pass {
     Drop,
 }
 
-fn pass(message: &Value, raw: &str, progress: bool) -> Pass {
+fn pass(message: &Value, progress: bool) -> Pass {
     let method = message.get("method").and_then(Value::as_str);
+    // Passed on as parsed, not as sent: what the caller reads is what the gateway read.
+    let event = || sse::message_event(&message.to_string());
     match (method, message.get("id")) {
-        (Some("notifications/progress"), None) if progress => {
-            Pass::Forward(sse::message_event(raw))
-        }
-        (Some("notifications/message"), None) => Pass::Forward(sse::message_event(raw)),
+        (Some("notifications/progress"), None) if progress => Pass::Forward(event()),
+        (Some("notifications/message"), None) => Pass::Forward(event()),
         (Some("ping"), Some(id)) => Pass::Answer(json!({"jsonrpc": "2.0", "id": id, "result": {}})),
         (Some(_), Some(id)) => Pass::Answer(json!({"jsonrpc": "2.0", "id": id, "error": {
             "code": -32601,
@@ -313,12 +314,16 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send + 'static,
     {
         let bytes = match collect(body, express.max_body).await {
-            Some(b) => b,
-            None => {
+            Ok(b) => b,
+            Err(status) => {
                 let mut r = Response::new(BoxBody::new(Full::new(Bytes::from_static(
-                    b"Bad Request: the request body could not be read",
+                    if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        b"Payload Too Large: the request body is over the limit"
+                    } else {
+                        b"Bad Request: the request body could not be read"
+                    },
                 ))));
-                *r.status_mut() = StatusCode::BAD_REQUEST;
+                *r.status_mut() = status;
                 return Taken::Answered(r);
             }
         };
@@ -368,7 +373,7 @@ impl Gateway {
                 loop {
                     match exchange.next().await? {
                         Event::Answer(answer) => return Ok(Some(Started::Answer(answer?))),
-                        Event::Message(message, raw) => match pass(&message, &raw, progress) {
+                        Event::Message(message) => match pass(&message, progress) {
                             Pass::Forward(event) => {
                                 return Ok(Some(Started::Stream(exchange, event)));
                             }
@@ -420,7 +425,7 @@ fn stream(
                             r
                         }));
                     }
-                    Ok(Event::Message(message, raw)) => match pass(&message, &raw, progress) {
+                    Ok(Event::Message(message)) => match pass(&message, progress) {
                         Pass::Forward(event) => {
                             if tx.send(event).await.is_err() {
                                 return None;
