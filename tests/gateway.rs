@@ -1295,14 +1295,29 @@ fn messages(content_type: &str, body: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_stateless_endpoint_answers_calls_on_the_express_path_as_rmcp_would() {
+/// The gateway over `up` on a stateless endpoint (where the express path runs), behind the
+/// layers.
+async fn stateless_gateway(up: &Upstreams, json_response: bool) -> Running {
     use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
     use tower::Layer;
-    let up = upstreams().await;
-    let config = config(&up, "");
+    let config = config(up, "");
     let gk = Gatekeeper::new(config.policy().unwrap());
     let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+    let mut c = StreamableHttpServerConfig::default();
+    c.legacy_session_mode = false;
+    c.json_response = json_response;
+    c.sse_keep_alive = None;
+    let service = gateway.gatekeeper().layer().layer(gateway.service(c));
+    serve(
+        axum::Router::new().fallback_service(service),
+        CancellationToken::new(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_stateless_endpoint_answers_calls_on_the_express_path_as_rmcp_would() {
+    let up = upstreams().await;
     let http = reqwest::Client::new();
     // (key, tool, params beyond the name)
     let cases = [
@@ -1322,16 +1337,7 @@ async fn a_stateless_endpoint_answers_calls_on_the_express_path_as_rmcp_would() 
         ("sk-alice", "github-headers", json!({"arguments": {}})),
     ];
     for json_response in [true, false] {
-        let mut c = StreamableHttpServerConfig::default();
-        c.legacy_session_mode = false;
-        c.json_response = json_response;
-        c.sse_keep_alive = None;
-        let service = gateway.gatekeeper().layer().layer(gateway.service(c));
-        let gw = serve(
-            axum::Router::new().fallback_service(service),
-            CancellationToken::new(),
-        )
-        .await;
+        let gw = stateless_gateway(&up, json_response).await;
         for (i, (key, name, extra)) in cases.iter().enumerate() {
             let mut params = extra.clone();
             params["name"] = json!(name);
@@ -1426,21 +1432,8 @@ async fn a_stateless_endpoint_refuses_upstream_requests_at_once() {
     // A stateless caller has no session to answer on: the express path refuses the upstream's
     // sampling request at once, and the upstream's own answer reaches the caller (rmcp's
     // stateless server would leave the upstream waiting until the upstream's timeout).
-    use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
-    use tower::Layer;
     let up = upstreams().await;
-    let config = config(&up, "");
-    let gk = Gatekeeper::new(config.policy().unwrap());
-    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
-    let mut c = StreamableHttpServerConfig::default();
-    c.legacy_session_mode = false;
-    c.json_response = true;
-    let service = gateway.gatekeeper().layer().layer(gateway.service(c));
-    let gw = serve(
-        axum::Router::new().fallback_service(service),
-        CancellationToken::new(),
-    )
-    .await;
+    let gw = stateless_gateway(&up, true).await;
     let reply: Value = mcp_post(&reqwest::Client::new(), &gw.url("/mcp"), "sk-bob", None)
         .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "wiki-sample"}}))
         .send()
