@@ -1451,3 +1451,186 @@ async fn a_stateless_endpoint_refuses_upstream_requests_at_once() {
     assert!(!message.contains("timed out"), "{reply}");
     assert!(up.wiki.executions.names().is_empty());
 }
+
+/// Opens a session on the gateway's stateful endpoint with raw HTTP, as `key`.
+async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String {
+    let init = mcp_post(http, url, key, None)
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"sampling":{}},"clientInfo":{"name":"t","version":"0"}}}))
+        .send()
+        .await
+        .unwrap();
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = init.text().await;
+    let r = mcp_post(http, url, key, Some(&sid))
+        .json(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    sid
+}
+
+/// Calls `name` on session `sid` until it answers: the key's upstream session is open and
+/// recorded, so the next calls can take the express path (the first may not).
+async fn warm(http: &reqwest::Client, url: &str, key: &str, sid: &str, name: &str) {
+    for _ in 0..20 {
+        let r = mcp_post(http, url, key, Some(sid))
+            .json(&json!({"jsonrpc":"2.0","id":0,"method":"tools/call","params":{"name":name,"arguments":{"q":"warm"}}}))
+            .send()
+            .await
+            .unwrap();
+        if r.text().await.unwrap().contains("ran ") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never answered");
+}
+
+/// Reads JSON-RPC messages from an event stream until `until` holds for one; all read so far.
+async fn read_until(
+    reply: &mut reqwest::Response,
+    buf: &mut String,
+    until: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            for line in event.lines() {
+                if let Some(v) = line
+                    .strip_prefix("data:")
+                    .and_then(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                {
+                    let done = until(&v);
+                    seen.push(v);
+                    if done {
+                        return seen;
+                    }
+                }
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(10), reply.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn upstream_requests_reach_session_callers_on_the_express_path_and_only_their_answers_return()
+{
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let http = reqwest::Client::new();
+    let url = gw.url("/mcp");
+    let bob = raw_session(&http, &url, "sk-bob").await;
+    let bob2 = raw_session(&http, &url, "sk-bob").await;
+    let carol = raw_session(&http, &url, "sk-carol").await;
+    warm(&http, &url, "sk-bob", &bob, "wiki-search").await;
+    let mut reply = mcp_post(&http, &url, "sk-bob", Some(&bob))
+        .json(
+            &json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"wiki-sample"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let mut buf = String::new();
+    let seen = read_until(&mut reply, &mut buf, |v| {
+        v["method"] == "sampling/createMessage"
+    })
+    .await;
+    let asked = seen
+        .last()
+        .expect("the upstream's request on the call's stream");
+    assert_eq!(asked["method"], "sampling/createMessage", "{seen:?}");
+    let ours = asked["id"].as_str().expect("a string id").to_owned();
+    assert!(ours.starts_with("gkx-"), "the gateway's own id: {asked}");
+    let answer = |id: &str| json!({"jsonrpc":"2.0","id":id,"result":{"role":"assistant","content":{"type":"text","text":"from bob"},"model":"m"}});
+    // The same id from another session of the same key, or from another key, reaches no one.
+    for (key, sid) in [("sk-bob", &bob2), ("sk-carol", &carol)] {
+        let r = mcp_post(&http, &url, key, Some(sid))
+            .json(&answer(&ours))
+            .send()
+            .await
+            .unwrap();
+        let _ = r.text().await;
+    }
+    // The session's own answer does, and the call completes with it.
+    let r = mcp_post(&http, &url, "sk-bob", Some(&bob))
+        .json(&answer(&ours))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let rest = read_until(&mut reply, &mut buf, |v| v["id"] == 5).await;
+    let done = rest.last().expect("the answer");
+    assert_eq!(done["id"], 5, "{rest:?}");
+    assert_eq!(
+        done["result"]["content"][0]["text"], "sampled: from bob",
+        "{done}"
+    );
+    // Answered once: a replay goes to rmcp, which knows no such request.
+    let r = mcp_post(&http, &url, "sk-bob", Some(&bob))
+        .json(&answer(&ours))
+        .send()
+        .await
+        .unwrap();
+    let _ = r.text().await;
+    assert_eq!(
+        up.wiki.executions.names(),
+        vec!["search".to_owned(), "sample".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_express_call_ends_and_a_closed_session_is_not_served() {
+    let up = upstreams().await;
+    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let http = reqwest::Client::new();
+    let url = gw.url("/mcp");
+    let bob = raw_session(&http, &url, "sk-bob").await;
+    warm(&http, &url, "sk-bob", &bob, "wiki-search").await;
+    up.wiki.executions.clear();
+    // `slow` never answers; the caller cancels. With the wiki's 1 s timeout, a call that was
+    // not cancelled would end in "timed out" instead of no answer at all.
+    let mut reply = mcp_post(&http, &url, "sk-bob", Some(&bob))
+        .json(&json!({"jsonrpc":"2.0","id":"s-1","method":"tools/call","params":{"name":"wiki-slow"}}))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = mcp_post(&http, &url, "sk-bob", Some(&bob))
+        .json(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"s-1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut buf = String::new();
+    let seen = read_until(&mut reply, &mut buf, |v| v.get("id").is_some()).await;
+    assert!(
+        seen.iter().all(|v| v.get("id").is_none()),
+        "a cancelled call gets no answer: {seen:?}"
+    );
+    // A closed session is rmcp's to refuse, on either path.
+    let r = http
+        .delete(&url)
+        .header("x-litellm-api-key", "sk-bob")
+        .header("mcp-session-id", &bob)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = mcp_post(&http, &url, "sk-bob", Some(&bob))
+        .json(&json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"wiki-search","arguments":{"q":"x"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(up.wiki.executions.names().is_empty());
+}

@@ -1,22 +1,26 @@
-//! The express path: a `tools/call` on a stateless endpoint, from a caller of a protocol with
-//! the initialize handshake, to a streamable HTTP upstream, without rmcp's server side.
+//! The express path: a `tools/call` from a caller of a protocol with the initialize handshake,
+//! to a streamable HTTP upstream, without rmcp's server side.
 //!
 //! rmcp's server decodes every request through `ClientRequest` (an untagged enum: serde buffers
-//! the message and tries each variant), starts a one-shot service with a task of its own for
-//! it, and encodes the reply through `ServerJsonRpcMessage`; with the reply decoding of its
-//! client, that was most of what the gateway spent on a call. A `tools/call` needs none of it:
-//! the layers have parsed and allowed the request, so the express path decodes only its
-//! parameters, posts them on the caller's pooled upstream session (see `direct`) and writes
-//! the answer itself. Whatever it is not sure of goes to rmcp unchanged, before anything was
-//! sent upstream: another method, a session, a protocol or `Host` rmcp would judge, a name
-//! that does not route, an upstream of another transport, a session not recorded yet.
+//! the message and tries each variant), runs it through a service (a one-shot service and task
+//! of its own when stateless, the session's worker and channels when stateful), and encodes
+//! the reply through `ServerJsonRpcMessage`; with the reply decoding of its client, that was
+//! most of what the gateway spent on a call. A `tools/call` needs none of it: the layers have
+//! parsed and allowed the request, so the express path decodes only its parameters, posts them
+//! on the caller's pooled upstream session (see `direct`) and writes the answer itself.
+//! Whatever it is not sure of goes to rmcp unchanged, before anything was sent upstream:
+//! another method, a protocol or `Host` rmcp would judge, a session rmcp does not have open or
+//! has not seen lately (see `express_sessions`), a name that does not route, an upstream of
+//! another transport, an upstream session not recorded yet.
 //!
-//! Like rmcp in stateless mode, it answers in JSON when the answer comes first (with
-//! `json_response`) and otherwise streams: the upstream's progress (when asked for) and log
-//! messages are passed on as they come, then the answer. The upstream's requests of its client
-//! cannot reach a stateless caller, whose answer would have no session to come back on: a
-//! `ping` is answered, anything else refused at once, where rmcp's stateless server would let
-//! the upstream wait for its timeout.
+//! Like rmcp, it answers in JSON when the answer comes first (with `json_response`) and
+//! otherwise streams: the upstream's progress (when asked for) and log messages are passed on
+//! as they come, then the answer. The upstream's requests of its client (sampling, elicitation,
+//! roots) go to the caller on the same stream under an id of the gateway's, and the caller's
+//! answer, posted on its session, goes back to the upstream. A stateless caller cannot answer
+//! (its answer would have no session to come back on): there a `ping` is answered and anything
+//! else refused at once, where rmcp's stateless server would let the upstream wait for its
+//! timeout.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,14 +31,19 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ErrorData, ProtocolVersion};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorData,
+    ProtocolVersion, ServerResult,
+};
 use rmcp::service::ServiceError;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::direct::{Event, Exchange};
+use super::direct::{Event, Exchange, Poster};
+use super::express_sessions::{Running, Sessions};
 use super::handler::{forward_meta, upstream_error};
 use super::pool::{Caller, Failure};
 use super::upstream::UpstreamTransport;
@@ -54,15 +63,45 @@ pub(crate) struct Express {
     checks_origin: bool,
     json_response: bool,
     max_body: usize,
+    /// On a stateful endpoint.
+    pub(crate) sessions: Option<Arc<Sessions>>,
+}
+
+/// Where a request goes.
+pub(crate) enum Route {
+    /// A `tools/call` for the express path (with the caller's session on a stateful endpoint).
+    Call(Option<Arc<str>>),
+    /// A caller's answer on its session, perhaps to an upstream request passed on.
+    Answer(Arc<str>),
+    /// A caller's `notifications/cancelled` on its session: perhaps for a call in flight here.
+    Cancel(Arc<str>),
+    /// rmcp's.
+    Rmcp,
+}
+
+/// The one value of `name`, if there is exactly one and it is text.
+fn one_header(headers: &HeaderMap, name: &str) -> Option<Arc<str>> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().ok().map(Arc::from),
+        _ => None,
+    }
 }
 
 impl Express {
-    /// The express path for an endpoint with `config`, if the endpoint is stateless.
-    pub(crate) fn for_config(config: &StreamableHttpServerConfig) -> Option<Self> {
-        if config.legacy_session_mode || config.stateless_protocol_metadata_required {
+    /// The express path for an endpoint with `config`, whose sessions (if stateful) `manager`
+    /// keeps.
+    pub(crate) fn for_config(
+        config: &StreamableHttpServerConfig,
+        manager: &Arc<LocalSessionManager>,
+    ) -> Option<Self> {
+        if !config.legacy_session_mode && config.stateless_protocol_metadata_required {
             return None;
         }
         Some(Self {
+            sessions: config
+                .legacy_session_mode
+                .then(|| Arc::new(Sessions::new(Arc::clone(manager)))),
             allowed_hosts: config
                 .allowed_hosts
                 .iter()
@@ -75,17 +114,40 @@ impl Express {
         })
     }
 
-    /// Whether `parts` (already through the layers) is a request the express path can take;
-    /// the body is judged after.
-    pub(crate) fn takes<B>(&self, request: &Request<B>) -> bool {
-        let head = request.extensions().get::<McpRequest>();
+    /// Where `request` (already through the layers) goes; the body is judged after.
+    pub(crate) fn route<B>(&self, request: &Request<B>) -> Route {
+        let Some(head) = request.extensions().get::<McpRequest>() else {
+            return Route::Rmcp;
+        };
+        if request.method() != http::Method::POST {
+            return Route::Rmcp;
+        }
+        let session = one_header(request.headers(), "mcp-session-id");
+        match (&self.sessions, session) {
+            (Some(_), Some(session)) => match head.kind {
+                MessageKind::Response => Route::Answer(session),
+                MessageKind::Notification
+                    if head
+                        .method
+                        .as_ref()
+                        .is_some_and(|m| m.as_str() == "notifications/cancelled") =>
+                {
+                    Route::Cancel(session)
+                }
+                _ if self.takes(request, head) => Route::Call(Some(session)),
+                _ => Route::Rmcp,
+            },
+            (None, None) if self.takes(request, head) => Route::Call(None),
+            // A stateful endpoint's call without a session, or a stateless one's with.
+            _ => Route::Rmcp,
+        }
+    }
+
+    fn takes<B>(&self, request: &Request<B>, head: &McpRequest) -> bool {
         let headers = request.headers();
-        request.method() == http::Method::POST
-            && head.is_some_and(|h| {
-                h.kind == MessageKind::Request
-                    && h.method == Some(Method::ToolsCall)
-                    && h.id.is_some()
-            })
+        head.kind == MessageKind::Request
+            && head.method == Some(Method::ToolsCall)
+            && head.id.is_some()
             && handshake_protocol(headers)
             && !headers.contains_key("mcp-method")
             && !headers.contains_key("mcp-name")
@@ -225,34 +287,72 @@ pub(crate) enum Taken {
     Back(Request<Full<Bytes>>),
 }
 
-/// How a call started: answered at once, or streaming from this event on.
+/// How a call started: answered at once, streaming from this event on, or cancelled.
 enum Started {
     Answer(CallToolResult),
-    Stream(Exchange, Bytes),
+    Stream(Exchange, Bytes, Passing),
+    Cancelled,
 }
 
-/// What to do with something the upstream sent on a call's stream besides the answer.
-enum Pass {
-    /// Pass it to the caller, as this event.
-    Forward(Bytes),
-    /// Answer the upstream with this.
-    Answer(Value),
-    Drop,
+/// What the upstream sends on a call's stream besides the answer, handled for one caller.
+struct Passing {
+    /// Whether the caller asked for progress.
+    progress: bool,
+    /// The caller's session on a stateful endpoint.
+    session: Option<(Arc<Sessions>, Arc<str>)>,
+    /// Upstream requests passed to the caller, by the ids it sees: forgotten when the call ends.
+    asked: Vec<String>,
 }
 
-fn pass(message: &Value, progress: bool) -> Pass {
-    let method = message.get("method").and_then(Value::as_str);
-    // Passed on as parsed, not as sent: what the caller reads is what the gateway read.
-    let event = || sse::message_event(&message.to_string());
-    match (method, message.get("id")) {
-        (Some("notifications/progress"), None) if progress => Pass::Forward(event()),
-        (Some("notifications/message"), None) => Pass::Forward(event()),
-        (Some("ping"), Some(id)) => Pass::Answer(json!({"jsonrpc": "2.0", "id": id, "result": {}})),
-        (Some(_), Some(id)) => Pass::Answer(json!({"jsonrpc": "2.0", "id": id, "error": {
-            "code": -32601,
-            "message": "the gateway cannot pass this request to its caller on a stateless endpoint"
-        }})),
-        _ => Pass::Drop,
+impl Drop for Passing {
+    fn drop(&mut self) {
+        if let Some((sessions, session)) = &self.session {
+            sessions.forget(session, &self.asked);
+        }
+    }
+}
+
+impl Passing {
+    /// The event to pass to the caller for `message`, if any; the upstream's requests that
+    /// cannot go to the caller are answered here.
+    async fn take(&mut self, mut message: Value, to: &Poster) -> Option<Bytes> {
+        // Passed on as parsed, not as sent: what the caller reads is what the gateway read.
+        let event = |m: &Value| sse::message_event(&m.to_string());
+        let method = message.get("method").and_then(Value::as_str);
+        match (method, message.get("id")) {
+            (Some("notifications/progress"), None) if self.progress => Some(event(&message)),
+            (Some("notifications/message"), None) => Some(event(&message)),
+            (Some("ping"), Some(id)) => {
+                to.reply(&json!({"jsonrpc": "2.0", "id": id, "result": {}}))
+                    .await;
+                None
+            }
+            (Some(_), Some(id)) => match &self.session {
+                Some((sessions, session)) => {
+                    let ours = sessions.ask(session, to.clone(), id.clone());
+                    message["id"] = json!(ours);
+                    self.asked.push(ours);
+                    Some(event(&message))
+                }
+                None => {
+                    to.reply(&json!({"jsonrpc": "2.0", "id": id, "error": {
+                        "code": -32601,
+                        "message": "the gateway cannot pass this request to its caller on a stateless endpoint"
+                    }}))
+                    .await;
+                    None
+                }
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Until `running` is cancelled (never, without one).
+async fn cancelled(running: Option<&Running>) {
+    match running {
+        Some(r) => r.token.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -276,18 +376,14 @@ fn reply_bytes(id: &RawValue, answer: Result<&CallToolResult, &ErrorData>) -> Ve
     .unwrap_or_default()
 }
 
-fn respond(json_response: bool, body: Vec<u8>) -> McpResponse {
-    if json_response {
-        let mut r = Response::new(BoxBody::new(Full::new(Bytes::from(body))));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        r
-    } else {
-        let text = String::from_utf8(body).unwrap_or_default();
-        stream_response(BoxBody::new(Full::new(sse::message_event(&text))))
-    }
+/// A JSON reply with its exact length.
+fn json_reply(body: Vec<u8>) -> McpResponse {
+    let mut r = Response::new(BoxBody::new(Full::new(Bytes::from(body))));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn stream_response(body: BoxBody<Bytes, Infallible>) -> McpResponse {
@@ -307,6 +403,7 @@ impl Gateway {
     pub(crate) async fn express<B>(
         &self,
         express: &Express,
+        session: Option<Arc<str>>,
         parts: http::request::Parts,
         body: B,
     ) -> Taken
@@ -315,17 +412,7 @@ impl Gateway {
     {
         let bytes = match collect(body, express.max_body).await {
             Ok(b) => b,
-            Err(status) => {
-                let mut r = Response::new(BoxBody::new(Full::new(Bytes::from_static(
-                    if status == StatusCode::PAYLOAD_TOO_LARGE {
-                        b"Payload Too Large: the request body is over the limit"
-                    } else {
-                        b"Bad Request: the request body could not be read"
-                    },
-                ))));
-                *r.status_mut() = status;
-                return Taken::Answered(r);
-            }
+            Err(status) => return Taken::Answered(refused_body(status)),
         };
         let back = |parts, bytes| Taken::Back(Request::from_parts(parts, Full::new(bytes)));
         let Ok(Envelope { id, params }) = serde_json::from_slice::<Envelope>(&bytes) else {
@@ -352,124 +439,284 @@ impl Gateway {
         if !matches!(spec.transport, UpstreamTransport::Http(_)) {
             return back(parts, bytes);
         }
+        let session = match (&express.sessions, session) {
+            (Some(sessions), Some(session)) => {
+                if !sessions.usable(&session).await {
+                    return back(parts, bytes);
+                }
+                Some((Arc::clone(sessions), session))
+            }
+            _ => None,
+        };
+        let running = session.as_ref().map(|(sessions, session)| {
+            let key = serde_json::from_str::<Value>(id.get())
+                .map_or_else(|_| id.get().to_owned(), |v| v.to_string());
+            sessions.run(session, key)
+        });
         let deadline = Instant::now() + spec.timeout;
-        let progress = params
-            .meta
-            .as_ref()
-            .is_some_and(|m| m.get_progress_token().is_some());
+        let passing = Passing {
+            progress: params
+                .meta
+                .as_ref()
+                .is_some_and(|m| m.get_progress_token().is_some()),
+            session,
+            asked: Vec::new(),
+        };
         let mut params = params;
         params.name = bare.into();
         params.meta = forward_meta(params.meta.take());
         let http = self.shared.http.clone();
-        let started = handler
-            .one_as(&caller, None, &server, |_, relay| async move {
-                let Some((url, session)) = relay.direct() else {
-                    return Ok(None);
-                };
-                let Some(exchange) = Exchange::start(&http, url, session, &params).await else {
-                    return Ok(None);
-                };
-                let mut exchange = exchange?;
-                loop {
-                    match exchange.next().await? {
-                        Event::Answer(answer) => return Ok(Some(Started::Answer(answer?))),
-                        Event::Message(message) => match pass(&message, progress) {
-                            Pass::Forward(event) => {
-                                return Ok(Some(Started::Stream(exchange, event)));
-                            }
-                            Pass::Answer(reply) => exchange.poster().reply(&reply).await,
-                            Pass::Drop => {}
-                        },
-                    }
-                }
-            })
-            .await;
+        let call = Streamed {
+            shared: Arc::clone(&self.shared),
+            server,
+            id,
+            deadline,
+            running,
+        };
+        if !express.json_response {
+            // An event stream from the start, as rmcp's: the caller has its headers (and can
+            // cancel) however long the upstream takes before its first word.
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+            tokio::spawn(async move {
+                let started = begin(&handler, &caller, &call, http, params, passing, true).await;
+                drive(call, started, &tx).await;
+            });
+            return Taken::Answered(sse_response(rx));
+        }
+        let started = begin(&handler, &caller, &call, http, params, passing, false).await;
         Taken::Answered(match started {
             Ok(None) => return back(parts, bytes),
             Ok(Some(Started::Answer(mut result))) => {
                 // Callers before 2026-07-28 know no `resultType` (rmcp strips it too).
                 result.result_type = None;
-                respond(express.json_response, reply_bytes(&id, Ok(&result)))
+                json_reply(reply_bytes(&call.id, Ok(&result)))
             }
-            Err(error) => respond(express.json_response, reply_bytes(&id, Err(&error))),
-            Ok(Some(Started::Stream(exchange, first))) => {
-                let shared = Arc::clone(&self.shared);
-                stream(shared, server, exchange, first, id, progress, deadline)
+            Ok(Some(Started::Cancelled)) => stream_response(BoxBody::new(Full::new(Bytes::new()))),
+            Err(error) => json_reply(reply_bytes(&call.id, Err(&error))),
+            Ok(Some(started)) => {
+                let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+                tokio::spawn(async move { drive(call, Ok(Some(started)), &tx).await });
+                sse_response(rx)
             }
         })
     }
 }
 
-/// Streams the rest of a call: what the upstream sends is passed on as it comes, then the
-/// answer. A caller that goes away ends the upstream request with it.
-fn stream(
-    shared: Arc<Shared>,
-    server: String,
-    mut exchange: Exchange,
-    first: Bytes,
-    id: Box<RawValue>,
-    progress: bool,
-    deadline: Instant,
-) -> McpResponse {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    tokio::spawn(async move {
-        if tx.send(first).await.is_err() {
-            return;
-        }
-        let run = async {
-            loop {
-                match exchange.next().await {
-                    Ok(Event::Answer(answer)) => {
-                        break Some(answer.map(|mut r| {
-                            r.result_type = None;
-                            r
-                        }));
+/// Runs a call up to the first thing for its caller: the answer, or an event to stream. An
+/// upstream session rmcp's client has not recorded yet gives the call back (`Ok(None)`), or
+/// with `in_place` is called through rmcp's client (the caller then gets no progress).
+async fn begin(
+    handler: &super::GatewayHandler,
+    caller: &Caller,
+    call: &Streamed,
+    http: reqwest::Client,
+    params: CallToolRequestParams,
+    mut passing: Passing,
+    in_place: bool,
+) -> Result<Option<Started>, ErrorData> {
+    handler
+        .one_as(caller, None, &call.server, |peer, relay| async move {
+            let work = async {
+                let started = match relay.direct() {
+                    Some((url, session)) => Exchange::start(&http, url, session, &params).await,
+                    None => None,
+                };
+                let mut exchange = match started {
+                    Some(exchange) => exchange?,
+                    None if in_place => {
+                        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                        return match peer.send_request(request).await? {
+                            ServerResult::CallToolResult(r) => Ok(Some(Started::Answer(r))),
+                            _ => Err(ServiceError::UnexpectedResponse),
+                        };
                     }
-                    Ok(Event::Message(message)) => match pass(&message, progress) {
-                        Pass::Forward(event) => {
-                            if tx.send(event).await.is_err() {
-                                return None;
+                    None => return Ok(None),
+                };
+                loop {
+                    match exchange.next().await? {
+                        Event::Answer(answer) => return Ok(Some(Started::Answer(answer?))),
+                        Event::Message(message) => {
+                            if let Some(event) = passing.take(message, exchange.poster()).await {
+                                return Ok(Some(Started::Stream(exchange, event, passing)));
                             }
                         }
-                        Pass::Answer(reply) => exchange.poster().reply(&reply).await,
-                        Pass::Drop => {}
-                    },
-                    Err(e) => break Some(Err(e)),
+                    }
                 }
+            };
+            tokio::select! {
+                started = work => started,
+                () = cancelled(call.running.as_ref()) => Ok(Some(Started::Cancelled)),
             }
-        };
-        let outcome = tokio::select! {
-            o = tokio::time::timeout_at(deadline.into(), run) => match o {
-                Ok(Some(o)) => o.map_err(Failure::Service),
-                Ok(None) => return,
-                Err(_) => Err(Failure::Timeout),
-            },
-            () = tx.closed() => return,
-        };
-        let bytes = match outcome {
-            Ok(result) => {
-                shared.report_success(&server);
-                reply_bytes(&id, Ok(&result))
-            }
-            Err(Failure::Service(ServiceError::McpError(e))) => {
-                shared.report_success(&server);
-                reply_bytes(&id, Err(&e))
-            }
-            Err(failure) => {
-                shared.report_failure(&server, &failure);
-                reply_bytes(&id, Err(&upstream_error(&server, failure)))
-            }
-        };
-        let _ = tx
-            .send(sse::message_event(
-                &String::from_utf8(bytes).unwrap_or_default(),
-            ))
-            .await;
-    });
+        })
+        .await
+}
+
+/// An event stream of what arrives on `rx`.
+fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> McpResponse {
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|event| (Ok::<_, Infallible>(Frame::data(event)), rx))
     });
     stream_response(BoxBody::new(StreamBody::new(events)))
+}
+
+fn refused_body(status: StatusCode) -> McpResponse {
+    let mut r = Response::new(BoxBody::new(Full::new(Bytes::from_static(
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            b"Payload Too Large: the request body is over the limit"
+        } else {
+            b"Bad Request: the request body could not be read"
+        },
+    ))));
+    *r.status_mut() = status;
+    r
+}
+
+impl Express {
+    /// A caller's answer on `session`: to the upstream that asked, under its own id, if the
+    /// request was passed on here; otherwise rmcp's.
+    pub(crate) async fn answer<B>(
+        &self,
+        session: Arc<str>,
+        parts: http::request::Parts,
+        body: B,
+    ) -> Taken
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+    {
+        let bytes = match collect(body, self.max_body).await {
+            Ok(b) => b,
+            Err(status) => return Taken::Answered(refused_body(status)),
+        };
+        let (Some(sessions), Ok(mut message)) =
+            (&self.sessions, serde_json::from_slice::<Value>(&bytes))
+        else {
+            return Taken::Back(Request::from_parts(parts, Full::new(bytes)));
+        };
+        let found = message
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|ours| sessions.answer(&session, ours));
+        let Some((to, theirs)) = found else {
+            return Taken::Back(Request::from_parts(parts, Full::new(bytes)));
+        };
+        message["id"] = theirs;
+        to.reply(&message).await;
+        let mut r = Response::new(BoxBody::new(Full::new(Bytes::new())));
+        *r.status_mut() = StatusCode::ACCEPTED;
+        Taken::Answered(r)
+    }
+
+    /// A caller's `notifications/cancelled` on `session`: ends the call it names if it runs
+    /// here, and goes on to rmcp either way.
+    pub(crate) async fn cancel<B>(
+        &self,
+        session: Arc<str>,
+        parts: http::request::Parts,
+        body: B,
+    ) -> Taken
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+    {
+        let bytes = match collect(body, self.max_body).await {
+            Ok(b) => b,
+            Err(status) => return Taken::Answered(refused_body(status)),
+        };
+        if let (Some(sessions), Ok(message)) =
+            (&self.sessions, serde_json::from_slice::<Value>(&bytes))
+            && let Some(id) = message.pointer("/params/requestId")
+        {
+            sessions.cancel(&session, id.to_string());
+        }
+        Taken::Back(Request::from_parts(parts, Full::new(bytes)))
+    }
+}
+
+/// A call whose answer comes on a stream.
+struct Streamed {
+    shared: Arc<Shared>,
+    server: String,
+    id: Box<RawValue>,
+    deadline: Instant,
+    running: Option<Running>,
+}
+
+/// Writes a started call to `tx`: its answer, or what the upstream sends as it comes and then
+/// the answer. A caller that goes away (or cancels) ends the upstream request with it.
+async fn drive(
+    call: Streamed,
+    started: Result<Option<Started>, ErrorData>,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let Streamed {
+        shared,
+        server,
+        id,
+        deadline,
+        running,
+    } = call;
+    let send = |bytes: Vec<u8>| async move {
+        let _ = tx
+            .send(sse::message_event(
+                &String::from_utf8(bytes).unwrap_or_default(),
+            ))
+            .await;
+    };
+    let (mut exchange, first, mut passing) = match started {
+        Ok(None | Some(Started::Cancelled)) => return,
+        Err(error) => return send(reply_bytes(&id, Err(&error))).await,
+        Ok(Some(Started::Answer(mut result))) => {
+            result.result_type = None;
+            return send(reply_bytes(&id, Ok(&result))).await;
+        }
+        Ok(Some(Started::Stream(exchange, first, passing))) => (exchange, first, passing),
+    };
+    if tx.send(first).await.is_err() {
+        return;
+    }
+    let run = async {
+        loop {
+            match exchange.next().await {
+                Ok(Event::Answer(answer)) => {
+                    break Some(answer.map(|mut r| {
+                        r.result_type = None;
+                        r
+                    }));
+                }
+                Ok(Event::Message(message)) => {
+                    if let Some(event) = passing.take(message, exchange.poster()).await
+                        && tx.send(event).await.is_err()
+                    {
+                        return None;
+                    }
+                }
+                Err(e) => break Some(Err(e)),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        o = tokio::time::timeout_at(deadline.into(), run) => match o {
+            Ok(Some(o)) => o.map_err(Failure::Service),
+            Ok(None) => return,
+            Err(_) => Err(Failure::Timeout),
+        },
+        () = tx.closed() => return,
+        () = cancelled(running.as_ref()) => return,
+    };
+    let bytes = match outcome {
+        Ok(result) => {
+            shared.report_success(&server);
+            reply_bytes(&id, Ok(&result))
+        }
+        Err(Failure::Service(ServiceError::McpError(e))) => {
+            shared.report_success(&server);
+            reply_bytes(&id, Err(&e))
+        }
+        Err(failure) => {
+            shared.report_failure(&server, &failure);
+            reply_bytes(&id, Err(&upstream_error(&server, failure)))
+        }
+    };
+    send(bytes).await;
 }

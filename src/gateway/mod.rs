@@ -15,6 +15,7 @@
 
 mod direct;
 mod express;
+mod express_sessions;
 mod handler;
 mod legacy;
 mod pool;
@@ -114,16 +115,19 @@ impl Shared {
     }
 }
 
-/// The gateway's MCP endpoint: rmcp's streamable HTTP service, and on a stateless endpoint an
-/// express path for `tools/call`.
+/// The gateway's MCP endpoint: rmcp's streamable HTTP service, with an express path for
+/// `tools/call`.
 ///
-/// On a stateless endpoint (`legacy_session_mode: false`), a `tools/call` of a caller on a
-/// protocol with the initialize handshake, for a streamable HTTP upstream, is posted on the
-/// caller's pooled upstream session and answered without rmcp's server side, which decodes
-/// every request through an untagged enum and runs a one-shot service for it. Every other
-/// request, and any call the express path is not sure of (before anything is sent upstream),
-/// goes to rmcp unchanged. Answers are the same either way; the upstream's requests of its
-/// client, which a stateless caller cannot answer, are refused at once instead of waiting.
+/// A `tools/call` of a caller on a protocol with the initialize handshake, for a streamable
+/// HTTP upstream, is posted on the caller's pooled upstream session and answered by the
+/// gateway itself, without rmcp's server side (which decodes every request through an untagged
+/// enum and runs it through a service of its own). Every other request, and any call the
+/// express path is not sure of (before anything is sent upstream), goes to rmcp unchanged;
+/// answers are the same either way. On a stateful endpoint the upstream's requests of its
+/// client reach the caller on the call's stream and the caller's answers (on the same session
+/// only) go back to the upstream; the caller's `notifications/cancelled` ends the call. On a
+/// stateless endpoint, where a caller cannot answer, they are refused at once instead of
+/// waiting for the upstream's timeout.
 #[derive(Clone)]
 pub struct GatewayService {
     gateway: Gateway,
@@ -156,21 +160,53 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use express::{Route, Taken};
         let rmcp = Arc::clone(&self.rmcp);
-        match &self.express {
-            Some(express) if express.takes(&request) => {
-                let (express, gateway) = (Arc::clone(express), self.gateway.clone());
-                Box::pin(async move {
-                    let (parts, body) = request.into_parts();
-                    Ok(match gateway.express(&express, parts, body).await {
-                        express::Taken::Answered(response) => response,
-                        express::Taken::Back(request) => rmcp.handle(request).await,
-                    })
-                })
-            }
-            _ => Box::pin(async move { Ok(rmcp.handle(request).await) }),
-        }
+        let Some(express) = self.express.clone() else {
+            return Box::pin(async move { Ok(rmcp.handle(request).await) });
+        };
+        let route = express.route(&request);
+        let gateway = self.gateway.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let taken = match route {
+                Route::Call(session) => gateway.express(&express, session, parts, body).await,
+                Route::Answer(session) => express.answer(session, parts, body).await,
+                Route::Cancel(session) => express.cancel(session, parts, body).await,
+                Route::Rmcp => {
+                    // A new session's id is in the response to its `initialize`.
+                    let asked = parts.headers.get("mcp-session-id").cloned();
+                    let response = rmcp.handle(http::Request::from_parts(parts, body)).await;
+                    let session =
+                        asked.or_else(|| response.headers().get("mcp-session-id").cloned());
+                    return Ok(rmcp_saw(&express, session.as_ref(), response));
+                }
+            };
+            Ok(match taken {
+                Taken::Answered(response) => response,
+                Taken::Back(request) => {
+                    let session = request.headers().get("mcp-session-id").cloned();
+                    let response = rmcp.handle(request).await;
+                    rmcp_saw(&express, session.as_ref(), response)
+                }
+            })
+        })
     }
+}
+
+/// Notes that rmcp handled a request of `session` (see `express_sessions`).
+fn rmcp_saw(
+    express: &express::Express,
+    session: Option<&http::HeaderValue>,
+    response: express::McpResponse,
+) -> express::McpResponse {
+    if let (Some(sessions), Some(session)) = (&express.sessions, session)
+        && response.status().is_success()
+        && let Ok(session) = session.to_str()
+    {
+        sessions.saw(session);
+    }
+    response
 }
 
 /// The aggregating gateway. Cheap to clone.
@@ -328,20 +364,21 @@ impl Gateway {
     }
 
     /// The gateway as a streamable HTTP service with `config`: rmcp's, with an express path
-    /// for `tools/call` when the endpoint is stateless (see [`GatewayService`]).
+    /// for `tools/call` (see [`GatewayService`]).
     #[must_use]
     pub fn service(&self, mut config: StreamableHttpServerConfig) -> GatewayService {
         if let Some(hosts) = &self.shared.allowed_hosts {
             config.allowed_hosts.clone_from(hosts);
         }
-        let express = express::Express::for_config(&config).map(Arc::new);
+        let manager = Arc::new(LocalSessionManager::default());
+        let express = express::Express::for_config(&config, &manager).map(Arc::new);
         let this = self.clone();
         GatewayService {
             gateway: self.clone(),
             express,
             rmcp: Arc::new(StreamableHttpService::new(
                 move || Ok(this.handler()),
-                Arc::new(LocalSessionManager::default()),
+                manager,
                 config,
             )),
         }
