@@ -7,12 +7,13 @@
 //! cargo run --release --features gateway --example loadbench -- --serve bare   # prints READY <port>
 //! cargo run --release --features gateway --example loadbench -- --drive URL [--prefixed]
 //! ```
-//! It starts three server processes on loopback (TCP_NODELAY on every socket): (a) a bare rmcp
+//! It starts four server processes on loopback (TCP_NODELAY on every socket): (a) a bare rmcp
 //! `StreamableHttpService`, (b) the same service behind the five layers, (c) the gateway (with
-//! the layers) in front of process (a) as its upstream. It drives `tools/call` and `tools/list`
-//! at concurrency 1, 8 and 32 with a fixed number of requests (unique JSON-RPC ids) and prints
-//! requests/s, p50, p99, the ratios b/a and c/a, and the CPU time per request of each server
-//! process (from /proc). `--soak N` sends N requests through (b) and reports its resident memory
+//! the layers) in front of process (a) as its upstream, all three stateless, and (d) the same
+//! gateway on a stateful endpoint, where each client worker opens a session first. It drives
+//! `tools/call` and `tools/list` at concurrency 1, 8 and 32 with a fixed number of requests
+//! (unique JSON-RPC ids) and prints requests/s, p50, p99, the ratios b/a, c/a and d/a, and the
+//! CPU time per request of each server process (from /proc). `--soak N` sends N requests through (b) and reports its resident memory
 //! at the start, middle and end.
 
 use std::io::{BufRead, BufReader};
@@ -150,7 +151,8 @@ async fn serve_role(role: &str, upstream: Option<String>) {
             let stack = gk.layer().spend_sink(|_e| {}).layer(bare_service());
             serve(axum::Router::new().fallback_service(stack)).await;
         }
-        "gateway" => {
+        "gateway" | "gateway-sessions" => {
+            let sessions = role == "gateway-sessions";
             let config = policy(&upstream.expect("--upstream URL"));
             let gk = Gatekeeper::new(config.policy().expect("policy"));
             let gateway = Gateway::from_config(&config, gk)
@@ -161,7 +163,11 @@ async fn serve_role(role: &str, upstream: Option<String>) {
                 .gatekeeper()
                 .layer()
                 .spend_sink(|_e| {})
-                .layer(gateway.service(stateless()));
+                .layer(gateway.service(if sessions {
+                    StreamableHttpServerConfig::default()
+                } else {
+                    stateless()
+                }));
             serve(axum::Router::new().fallback_service(stack)).await;
         }
         other => panic!("unknown role {other}"),
@@ -253,6 +259,7 @@ async fn drive(
     concurrency: usize,
     requests: usize,
     prefixed: bool,
+    sessions: bool,
 ) -> Outcome {
     let next = Arc::new(AtomicU64::new(1));
     let failures = Arc::new(AtomicU64::new(0));
@@ -264,6 +271,8 @@ async fn drive(
             let (client, url, next, failures) = (client.clone(), url.to_owned(), Arc::clone(&next), Arc::clone(&failures));
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per);
+                // Each worker is one client: with sessions, it opens its own first.
+                let session = if sessions { Some(open_session(&client, &url).await) } else { None };
                 for _ in 0..per {
                     let id = next.fetch_add(1, Ordering::Relaxed);
                     let body = match kind {
@@ -271,15 +280,11 @@ async fn drive(
                         Kind::List => json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}),
                     };
                     let t = Instant::now();
-                    let r = client
-                        .post(&url)
-                        .header("x-litellm-api-key", KEY)
-                        .header("content-type", "application/json")
-                        .header("accept", "application/json, text/event-stream")
-                        .header("mcp-protocol-version", "2025-06-18")
-                        .body(body.to_string())
-                        .send()
-                        .await;
+                    let mut r = post(&client, &url);
+                    if let Some(s) = &session {
+                        r = r.header("mcp-session-id", s);
+                    }
+                    let r = r.body(body.to_string()).send().await;
                     let ok = match r {
                         Ok(r) if r.status().is_success() => r.bytes().await.map(|b| is_success(&b)).unwrap_or(false),
                         _ => false,
@@ -308,10 +313,51 @@ async fn drive(
     }
 }
 
-/// A JSON-RPC result that is not a tool error.
+fn post(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("x-litellm-api-key", KEY)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+}
+
+/// Opens a session (initialize, then initialized); its id.
+async fn open_session(client: &reqwest::Client, url: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "loadbench", "version": "0"}}});
+    let r = post(client, url)
+        .body(init.to_string())
+        .send()
+        .await
+        .expect("initialize");
+    let id = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("a session id")
+        .to_owned();
+    let _ = r.bytes().await;
+    let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    post(client, url)
+        .header("mcp-session-id", &id)
+        .body(done.to_string())
+        .send()
+        .await
+        .expect("initialized");
+    id
+}
+
+/// A JSON-RPC result that is not a tool error, as JSON or in an event stream.
 fn is_success(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
+    let text = String::from_utf8_lossy(body);
+    let message = if text.trim_start().starts_with('{') {
+        serde_json::from_str::<serde_json::Value>(&text).ok()
+    } else {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
+            .find(|v| v.get("id").is_some())
+    };
+    message
         .and_then(|v| {
             v.get("result")
                 .map(|r| r.get("isError") != Some(&json!(true)))
@@ -327,6 +373,7 @@ async fn run(quick: bool) {
     let bare = spawn("bare", None);
     let stack = spawn("stack", None);
     let gateway = spawn("gateway", Some(&bare.url));
+    let sessions = spawn("gateway-sessions", Some(&bare.url));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
@@ -334,14 +381,15 @@ async fn run(quick: bool) {
         .expect("client");
     let requests = if quick { 2_000 } else { 20_000 };
     // Warm every path (connections, the gateway's upstream session).
-    for (url, prefixed) in [
-        (&bare.url, false),
-        (&stack.url, false),
-        (&gateway.url, true),
+    for (url, prefixed, s) in [
+        (&bare.url, false, false),
+        (&stack.url, false, false),
+        (&gateway.url, true, false),
+        (&sessions.url, true, true),
     ] {
-        let o = drive(&client, url, Kind::Call, 4, 400, prefixed).await;
+        let o = drive(&client, url, Kind::Call, 4, 400, prefixed, s).await;
         assert_eq!(o.failures, 0, "warm-up against {url} failed");
-        drive(&client, url, Kind::List, 4, 100, prefixed).await;
+        drive(&client, url, Kind::List, 4, 100, prefixed, s).await;
     }
     println!(
         "{requests} requests per row; CPU is per request, in µs, of the server process(es) named"
@@ -358,17 +406,18 @@ async fn run(quick: bool) {
         };
         for conc in [1usize, 8, 32] {
             let mut rows = Vec::new();
-            for (name, server, prefixed) in [
-                ("a bare", &bare, false),
-                ("b stack", &stack, false),
-                ("c gateway", &gateway, true),
+            for (name, server, prefixed, s) in [
+                ("a bare", &bare, false, false),
+                ("b stack", &stack, false, false),
+                ("c gateway", &gateway, true, false),
+                ("d sessions", &sessions, true, true),
             ] {
                 let (cpu0, up0) = (cpu(server.child.id()), cpu(bare.child.id()));
-                let o = drive(&client, &server.url, kind, conc, requests, prefixed).await;
+                let o = drive(&client, &server.url, kind, conc, requests, prefixed, s).await;
                 let (cpu1, up1) = (cpu(server.child.id()), cpu(bare.child.id()));
                 let n = requests as f64;
                 let own = us(cpu1 - cpu0) / n;
-                let upstream = if name.starts_with('c') {
+                let upstream = if name.starts_with('c') || name.starts_with('d') {
                     format!("{:.1}", us(up1 - up0) / n)
                 } else {
                     "-".into()
@@ -392,12 +441,13 @@ async fn run(quick: bool) {
                 rows.push(o);
             }
             println!(
-                "{:<10} {:<10} {:>4} b/a {:.2}  c/a {:.2}  p50 added: b {:+.1} µs, c {:+.1} µs",
+                "{:<10} {:<10} {:>4} b/a {:.2}  c/a {:.2}  d/a {:.2}  p50 added: b {:+.1} µs, c {:+.1} µs",
                 "ratios",
                 method,
                 conc,
                 rows[1].rps / rows[0].rps,
                 rows[2].rps / rows[0].rps,
+                rows[3].rps / rows[0].rps,
                 us(rows[1].p50) - us(rows[0].p50),
                 us(rows[2].p50) - us(rows[0].p50)
             );
@@ -413,12 +463,12 @@ async fn soak(n: usize) {
         .build()
         .expect("client");
     let pid = stack.child.id();
-    drive(&client, &stack.url, Kind::Call, 8, 1_000, false).await;
+    drive(&client, &stack.url, Kind::Call, 8, 1_000, false, false).await;
     let start = rss_kib(pid);
     let half = n / 2;
-    let o1 = drive(&client, &stack.url, Kind::Call, 8, half, false).await;
+    let o1 = drive(&client, &stack.url, Kind::Call, 8, half, false, false).await;
     let middle = rss_kib(pid);
-    let o2 = drive(&client, &stack.url, Kind::Call, 8, n - half, false).await;
+    let o2 = drive(&client, &stack.url, Kind::Call, 8, n - half, false, false).await;
     let end = rss_kib(pid);
     println!("soak: {n} tools/call through the five layers at concurrency 8");
     println!(
@@ -457,7 +507,7 @@ fn main() {
                 .build()
                 .expect("client");
             loop {
-                let o = drive(&client, &url, Kind::Call, 32, 20_000, prefixed).await;
+                let o = drive(&client, &url, Kind::Call, 32, 20_000, prefixed, false).await;
                 println!(
                     "{:.0} req/s, p50 {:.1} µs, {} failed",
                     o.rps,
