@@ -1634,3 +1634,60 @@ async fn a_cancelled_express_call_ends_and_a_closed_session_is_not_served() {
     assert_eq!(r.status(), 404);
     assert!(up.wiki.executions.names().is_empty());
 }
+
+#[tokio::test]
+async fn lists_on_the_express_path_match_rmcp_on_both_kinds_of_endpoint() {
+    let up = upstreams().await;
+    let (stateful, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let stateless = stateless_gateway(&up, true).await;
+    let http = reqwest::Client::new();
+    for (key, expect_some, expect_none) in [
+        ("sk-alice", "github-create_issue", "github-delete_repo"),
+        ("sk-bob", "wiki-search", "github-list_issues"),
+        ("sk-carol", "wiki-search", "github-delete_repo"),
+    ] {
+        for (gw, sessions) in [(&stateful, true), (&stateless, false)] {
+            let url = gw.url("/mcp");
+            let sid = if sessions {
+                let sid = raw_session(&http, &url, key).await;
+                // The key's upstream sessions open (and are recorded) on a first list.
+                let _ = mcp_post(&http, &url, key, Some(&sid))
+                    .json(&json!({"jsonrpc":"2.0","id":0,"method":"tools/list"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await;
+                Some(sid)
+            } else {
+                None
+            };
+            let mut seen = Vec::new();
+            // rmcp judges any request with an `Origin`: the same list on both paths.
+            for origin in [None, Some("http://localhost")] {
+                let mut request = mcp_post(&http, &url, key, sid.as_deref())
+                    .json(&json!({"jsonrpc":"2.0","id":"l-1","method":"tools/list"}));
+                if let Some(o) = origin {
+                    request = request.header("origin", o);
+                }
+                let reply = request.send().await.unwrap();
+                assert_eq!(reply.status(), 200);
+                let ct = reply.headers()["content-type"].to_str().unwrap().to_owned();
+                let text = reply.text().await.unwrap();
+                seen.push(messages(&ct, &text));
+            }
+            assert_eq!(seen[0], seen[1], "{key} (sessions {sessions})");
+            let reply = seen[0].last().unwrap();
+            assert_eq!(reply["id"], "l-1", "{reply}");
+            let names: Vec<&str> = reply["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap())
+                .collect();
+            assert!(names.contains(&expect_some), "{key}: {names:?}");
+            assert!(!names.contains(&expect_none), "{key}: {names:?}");
+            assert!(reply["result"].get("resultType").is_none(), "{reply}");
+        }
+    }
+}

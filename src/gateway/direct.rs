@@ -426,3 +426,186 @@ async fn relay(message: Value, downstream: &Peer<RoleServer>, progress: bool, to
         _ => {}
     }
 }
+
+/// A reply to our request, decoded as `R` straight from its text.
+#[derive(serde::Deserialize)]
+#[serde(bound = "R: serde::de::DeserializeOwned")]
+struct Typed<R> {
+    id: Value,
+    #[serde(default)]
+    result: Option<R>,
+    #[serde(default)]
+    error: Option<ErrorData>,
+}
+
+/// Just enough of a message to tell what it is.
+#[derive(serde::Deserialize)]
+struct Head {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<String>,
+}
+
+/// Sends one request with `params` on the session `session` describes and decodes its result as
+/// `R`, straight from the reply (no untagged enum, no `Value` tree). Requests the upstream makes
+/// meanwhile are answered (`ping`) or refused; notifications are dropped. `None` when rmcp has
+/// not opened the session yet.
+pub(crate) async fn request<P, R>(
+    http: &reqwest::Client,
+    url: &str,
+    session: &Session,
+    method: &'static str,
+    params: &P,
+) -> Option<Result<R, ServiceError>>
+where
+    P: serde::Serialize + Sync,
+    R: serde::de::DeserializeOwned,
+{
+    let (session_id, headers) = session.get()?;
+    let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    #[derive(serde::Serialize)]
+    struct Request<'a, P> {
+        jsonrpc: &'static str,
+        id: &'a str,
+        method: &'static str,
+        params: &'a P,
+    }
+    let body = serde_json::to_vec(&Request {
+        jsonrpc: "2.0",
+        id: &id,
+        method,
+        params,
+    })
+    .ok()?;
+    let to = Poster {
+        http: http.clone(),
+        url: url.to_owned(),
+        session_id,
+        headers,
+    };
+    let decode = |text: &str| -> Option<Result<R, ServiceError>> {
+        let reply: Typed<R> = match serde_json::from_str(text) {
+            Ok(r) => r,
+            // Ours but unreadable fails the request; anyone else's is not ours to read.
+            Err(_) => {
+                let ours = serde_json::from_str::<Head>(text)
+                    .is_ok_and(|h| h.id.as_ref().and_then(Value::as_str) == Some(id.as_str()));
+                return ours.then(|| Err(unreadable("not the expected result")));
+            }
+        };
+        if reply.id.as_str() != Some(&id) {
+            return None;
+        }
+        Some(match (reply.result, reply.error) {
+            (_, Some(e)) => Err(ServiceError::McpError(e)),
+            (Some(r), None) => Ok(r),
+            (None, None) => Err(unreadable("neither a result nor an error")),
+        })
+    };
+    Some(
+        async {
+            let response = to.post(body).await.map_err(|_| gone())?;
+            if response.status() == reqwest::StatusCode::NOT_FOUND {
+                return Err(gone());
+            }
+            if !response.status().is_success() {
+                return Err(unreadable(&format!("HTTP {}", response.status())));
+            }
+            let is_json = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            let mut body = response.bytes_stream();
+            if is_json {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = body.next().await {
+                    bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
+                    if bytes.len() > MAX_REPLY {
+                        return Err(unreadable("larger than 16 MiB"));
+                    }
+                }
+                let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8"))?;
+                return decode(text).unwrap_or_else(|| Err(unreadable("not the reply")));
+            }
+            let mut framer = sse::SseFramer::new(MAX_REPLY);
+            loop {
+                while let Some(event) = framer
+                    .next_event()
+                    .map_err(|_| unreadable("event too large"))?
+                {
+                    let Some(data) = sse::event_data(&event) else {
+                        continue;
+                    };
+                    let Ok(head) = serde_json::from_str::<Head>(&data) else {
+                        continue;
+                    };
+                    match (head.method, head.id) {
+                        (None, Some(_)) => {
+                            if let Some(done) = decode(&data) {
+                                return done;
+                            }
+                        }
+                        (Some(m), Some(their)) => {
+                            let reply = if m == "ping" {
+                                json!({"jsonrpc": "2.0", "id": their, "result": {}})
+                            } else {
+                                json!({"jsonrpc": "2.0", "id": their, "error": {
+                                    "code": -32601,
+                                    "message": "the gateway does not pass requests on while it lists"
+                                }})
+                            };
+                            to.reply(&reply).await;
+                        }
+                        _ => {}
+                    }
+                }
+                match body.next().await {
+                    Some(chunk) => framer.push(&chunk.map_err(|_| gone())?),
+                    None => return Err(gone()),
+                }
+            }
+        }
+        .await,
+    )
+}
+
+/// Every tool of the upstream, page after page. `None` when rmcp has not opened the session yet.
+pub(crate) async fn list_tools(
+    http: &reqwest::Client,
+    url: &str,
+    session: &Session,
+) -> Option<Result<Vec<rmcp::model::Tool>, ServiceError>> {
+    /// At most this many pages: an upstream that keeps handing out cursors is cut off.
+    const MAX_PAGES: usize = 1_000;
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cursor: Option<&'a str>,
+    }
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let page: rmcp::model::ListToolsResult = match request(
+            http,
+            url,
+            session,
+            "tools/list",
+            &Page {
+                cursor: cursor.as_deref(),
+            },
+        )
+        .await?
+        {
+            Ok(page) => page,
+            Err(e) => return Some(Err(e)),
+        };
+        tools.extend(page.tools);
+        match page.next_cursor {
+            Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+            _ => return Some(Ok(tools)),
+        }
+    }
+    Some(Err(unreadable("more than 1,000 pages")))
+}

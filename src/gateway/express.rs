@@ -71,12 +71,24 @@ pub(crate) struct Express {
 pub(crate) enum Route {
     /// A `tools/call` for the express path (with the caller's session on a stateful endpoint).
     Call(Option<Arc<str>>),
+    /// A `tools/list` for the express path.
+    List(Option<Arc<str>>),
     /// A caller's answer on its session, perhaps to an upstream request passed on.
     Answer(Arc<str>),
     /// A caller's `notifications/cancelled` on its session: perhaps for a call in flight here.
     Cancel(Arc<str>),
     /// rmcp's.
     Rmcp,
+}
+
+impl Route {
+    fn call(head: &McpRequest, session: Option<Arc<str>>) -> Self {
+        if head.method == Some(Method::ToolsList) {
+            Self::List(session)
+        } else {
+            Self::Call(session)
+        }
+    }
 }
 
 /// The one value of `name`, if there is exactly one and it is text.
@@ -134,10 +146,10 @@ impl Express {
                 {
                     Route::Cancel(session)
                 }
-                _ if self.takes(request, head) => Route::Call(Some(session)),
+                _ if self.takes(request, head) => Route::call(head, Some(session)),
                 _ => Route::Rmcp,
             },
-            (None, None) if self.takes(request, head) => Route::Call(None),
+            (None, None) if self.takes(request, head) => Route::call(head, None),
             // A stateful endpoint's call without a session, or a stateless one's with.
             _ => Route::Rmcp,
         }
@@ -146,7 +158,7 @@ impl Express {
     fn takes<B>(&self, request: &Request<B>, head: &McpRequest) -> bool {
         let headers = request.headers();
         head.kind == MessageKind::Request
-            && head.method == Some(Method::ToolsCall)
+            && matches!(head.method, Some(Method::ToolsCall | Method::ToolsList))
             && head.id.is_some()
             && handshake_protocol(headers)
             && !headers.contains_key("mcp-method")
@@ -357,13 +369,13 @@ async fn cancelled(running: Option<&Running>) {
 }
 
 /// A JSON-RPC reply to the caller's request `id`.
-fn reply_bytes(id: &RawValue, answer: Result<&CallToolResult, &ErrorData>) -> Vec<u8> {
+fn reply_bytes(id: &RawValue, answer: Result<&ServerResult, &ErrorData>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Reply<'a> {
         jsonrpc: &'static str,
         id: &'a RawValue,
         #[serde(skip_serializing_if = "Option::is_none")]
-        result: Option<&'a CallToolResult>,
+        result: Option<&'a ServerResult>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a ErrorData>,
     }
@@ -374,6 +386,14 @@ fn reply_bytes(id: &RawValue, answer: Result<&CallToolResult, &ErrorData>) -> Ve
         error: answer.err(),
     })
     .unwrap_or_default()
+}
+
+/// `result` as rmcp's server gives it to a caller on a protocol before 2026-07-28: without
+/// `resultType: "complete"`, and without tool output that is not an object (SEP-2106).
+fn legacy(mut result: ServerResult) -> ServerResult {
+    result.strip_result_type_for_legacy_peer();
+    result.strip_non_object_output_for_legacy_peer();
+    result
 }
 
 /// A JSON reply with its exact length.
@@ -486,11 +506,10 @@ impl Gateway {
         let started = begin(&handler, &caller, &call, http, params, passing, false).await;
         Taken::Answered(match started {
             Ok(None) => return back(parts, bytes),
-            Ok(Some(Started::Answer(mut result))) => {
-                // Callers before 2026-07-28 know no `resultType` (rmcp strips it too).
-                result.result_type = None;
-                json_reply(reply_bytes(&call.id, Ok(&result)))
-            }
+            Ok(Some(Started::Answer(result))) => json_reply(reply_bytes(
+                &call.id,
+                Ok(&legacy(ServerResult::CallToolResult(result))),
+            )),
             Ok(Some(Started::Cancelled)) => stream_response(BoxBody::new(Full::new(Bytes::new()))),
             Err(error) => json_reply(reply_bytes(&call.id, Err(&error))),
             Ok(Some(started)) => {
@@ -514,40 +533,51 @@ async fn begin(
     mut passing: Passing,
     in_place: bool,
 ) -> Result<Option<Started>, ErrorData> {
+    let downstream = passing
+        .session
+        .as_ref()
+        .and_then(|(_, session)| handler.shared.downstream(session));
     handler
-        .one_as(caller, None, &call.server, |peer, relay| async move {
-            let work = async {
-                let started = match relay.direct() {
-                    Some((url, session)) => Exchange::start(&http, url, session, &params).await,
-                    None => None,
-                };
-                let mut exchange = match started {
-                    Some(exchange) => exchange?,
-                    None if in_place => {
-                        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-                        return match peer.send_request(request).await? {
-                            ServerResult::CallToolResult(r) => Ok(Some(Started::Answer(r))),
-                            _ => Err(ServiceError::UnexpectedResponse),
-                        };
-                    }
-                    None => return Ok(None),
-                };
-                loop {
-                    match exchange.next().await? {
-                        Event::Answer(answer) => return Ok(Some(Started::Answer(answer?))),
-                        Event::Message(message) => {
-                            if let Some(event) = passing.take(message, exchange.poster()).await {
-                                return Ok(Some(Started::Stream(exchange, event, passing)));
+        .one_as(
+            caller,
+            downstream.as_ref(),
+            &call.server,
+            |peer, relay| async move {
+                let work = async {
+                    let started = match relay.direct() {
+                        Some((url, session)) => Exchange::start(&http, url, session, &params).await,
+                        None => None,
+                    };
+                    let mut exchange = match started {
+                        Some(exchange) => exchange?,
+                        None if in_place => {
+                            let request =
+                                ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                            return match peer.send_request(request).await? {
+                                ServerResult::CallToolResult(r) => Ok(Some(Started::Answer(r))),
+                                _ => Err(ServiceError::UnexpectedResponse),
+                            };
+                        }
+                        None => return Ok(None),
+                    };
+                    loop {
+                        match exchange.next().await? {
+                            Event::Answer(answer) => return Ok(Some(Started::Answer(answer?))),
+                            Event::Message(message) => {
+                                if let Some(event) = passing.take(message, exchange.poster()).await
+                                {
+                                    return Ok(Some(Started::Stream(exchange, event, passing)));
+                                }
                             }
                         }
                     }
+                };
+                tokio::select! {
+                    started = work => started,
+                    () = cancelled(call.running.as_ref()) => Ok(Some(Started::Cancelled)),
                 }
-            };
-            tokio::select! {
-                started = work => started,
-                () = cancelled(call.running.as_ref()) => Ok(Some(Started::Cancelled)),
-            }
-        })
+            },
+        )
         .await
 }
 
@@ -559,6 +589,114 @@ fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> McpResponse {
             .map(|event| (Ok::<_, Infallible>(Frame::data(event)), rx))
     });
     stream_response(BoxBody::new(StreamBody::new(events)))
+}
+
+impl Gateway {
+    /// Takes the `tools/list` of `parts` and `body` on the express path, or gives them back
+    /// untouched for rmcp: every upstream the caller may use is asked on its pooled session
+    /// directly, each reply decoded as a `ListToolsResult` straight from its text, and the lists
+    /// merged as the handler merges them.
+    pub(crate) async fn express_list<B>(
+        &self,
+        express: &Express,
+        session: Option<Arc<str>>,
+        parts: http::request::Parts,
+        body: B,
+    ) -> Taken
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+    {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: Box<RawValue>,
+        }
+        let bytes = match collect(body, express.max_body).await {
+            Ok(b) => b,
+            Err(status) => return Taken::Answered(refused_body(status)),
+        };
+        let back = |parts, bytes| Taken::Back(Request::from_parts(parts, Full::new(bytes)));
+        let Ok(Id { id }) = serde_json::from_slice::<Id>(&bytes) else {
+            return back(parts, bytes);
+        };
+        let caller = Caller::from_parts(&parts, false);
+        let handler = self.handler();
+        let servers = handler.servers(&caller);
+        let all_http = servers.iter().all(|(_, name)| {
+            self.shared
+                .upstreams
+                .get(name)
+                .is_some_and(|s| matches!(s.transport, UpstreamTransport::Http(_)))
+        });
+        if !all_http {
+            return back(parts, bytes);
+        }
+        if let (Some(sessions), Some(session)) = (&express.sessions, &session)
+            && !sessions.usable(session).await
+        {
+            return back(parts, bytes);
+        }
+        let http = &self.shared.http;
+        let caller = &caller;
+        let downstream = session.as_ref().and_then(|s| self.shared.downstream(s));
+        let downstream = downstream.as_ref();
+        let lists = servers.into_iter().map(|(id, name)| async move {
+            let list = || {
+                self.shared
+                    .with_session(caller, &name, downstream, |_, relay| async move {
+                        match relay.direct() {
+                            Some((url, session)) => {
+                                match super::direct::list_tools(http, url, session).await {
+                                    Some(tools) => tools.map(Some),
+                                    None => Ok(None),
+                                }
+                            }
+                            None => Ok(None),
+                        }
+                    })
+            };
+            let mut listed = list().await;
+            // A pooled session the upstream has dropped fails once and is discarded; a list
+            // is safe to ask again, on a fresh session (as the handler does).
+            if matches!(
+                listed,
+                Err(Failure::Service(
+                    ServiceError::TransportClosed | ServiceError::TransportSend(_)
+                ))
+            ) {
+                listed = list().await;
+            }
+            (id, name, listed)
+        });
+        let mut merged = Vec::new();
+        for (id, name, listed) in futures_util::future::join_all(lists).await {
+            match listed {
+                // A session not recorded yet: rmcp's, whole (a list is safe to ask again).
+                Ok(None) => return back(parts, bytes),
+                Ok(Some(tools)) => {
+                    self.shared.report_success(&name);
+                    merged.push((id, name, tools));
+                }
+                Err(e) => self.shared.report_failure(&name, &e),
+            }
+        }
+        let tools = handler.merge(
+            Some(NameKind::Tool),
+            merged,
+            |t| &t.name,
+            |t, n| t.name = std::borrow::Cow::Owned(n),
+        );
+        let result = legacy(ServerResult::ListToolsResult(
+            rmcp::model::ListToolsResult::with_all_items(tools),
+        ));
+        let reply = reply_bytes(&id, Ok(&result));
+        Taken::Answered(if express.json_response {
+            json_reply(reply)
+        } else {
+            stream_response(BoxBody::new(Full::new(sse::message_event(
+                &String::from_utf8(reply).unwrap_or_default(),
+            ))))
+        })
+    }
 }
 
 fn refused_body(status: StatusCode) -> McpResponse {
@@ -574,10 +712,13 @@ fn refused_body(status: StatusCode) -> McpResponse {
 }
 
 impl Express {
-    /// A caller's answer on `session`: to the upstream that asked, under its own id, if the
-    /// request was passed on here; otherwise rmcp's.
-    pub(crate) async fn answer<B>(
+    /// A caller's answer (`cancel` false) or `notifications/cancelled` (`cancel` true) on
+    /// `session`. An answer to an upstream request passed on here goes to that upstream under
+    /// its own id, once; a cancellation ends the call it names if it runs here. Everything
+    /// else, cancellations included, goes on to rmcp.
+    pub(crate) async fn on_session<B>(
         &self,
+        cancel: bool,
         session: Arc<str>,
         parts: http::request::Parts,
         body: B,
@@ -589,45 +730,24 @@ impl Express {
             Ok(b) => b,
             Err(status) => return Taken::Answered(refused_body(status)),
         };
-        let (Some(sessions), Ok(mut message)) =
+        if let (Some(sessions), Ok(mut message)) =
             (&self.sessions, serde_json::from_slice::<Value>(&bytes))
-        else {
-            return Taken::Back(Request::from_parts(parts, Full::new(bytes)));
-        };
-        let found = message
-            .get("id")
-            .and_then(Value::as_str)
-            .and_then(|ours| sessions.answer(&session, ours));
-        let Some((to, theirs)) = found else {
-            return Taken::Back(Request::from_parts(parts, Full::new(bytes)));
-        };
-        message["id"] = theirs;
-        to.reply(&message).await;
-        let mut r = Response::new(BoxBody::new(Full::new(Bytes::new())));
-        *r.status_mut() = StatusCode::ACCEPTED;
-        Taken::Answered(r)
-    }
-
-    /// A caller's `notifications/cancelled` on `session`: ends the call it names if it runs
-    /// here, and goes on to rmcp either way.
-    pub(crate) async fn cancel<B>(
-        &self,
-        session: Arc<str>,
-        parts: http::request::Parts,
-        body: B,
-    ) -> Taken
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-    {
-        let bytes = match collect(body, self.max_body).await {
-            Ok(b) => b,
-            Err(status) => return Taken::Answered(refused_body(status)),
-        };
-        if let (Some(sessions), Ok(message)) =
-            (&self.sessions, serde_json::from_slice::<Value>(&bytes))
-            && let Some(id) = message.pointer("/params/requestId")
         {
-            sessions.cancel(&session, id.to_string());
+            if cancel {
+                if let Some(id) = message.pointer("/params/requestId") {
+                    sessions.cancel(&session, id.to_string());
+                }
+            } else if let Some((to, theirs)) = message
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|ours| sessions.answer(&session, ours))
+            {
+                message["id"] = theirs;
+                to.reply(&message).await;
+                let mut r = Response::new(BoxBody::new(Full::new(Bytes::new())));
+                *r.status_mut() = StatusCode::ACCEPTED;
+                return Taken::Answered(r);
+            }
         }
         Taken::Back(Request::from_parts(parts, Full::new(bytes)))
     }
@@ -666,8 +786,8 @@ async fn drive(
     let (mut exchange, first, mut passing) = match started {
         Ok(None | Some(Started::Cancelled)) => return,
         Err(error) => return send(reply_bytes(&id, Err(&error))).await,
-        Ok(Some(Started::Answer(mut result))) => {
-            result.result_type = None;
+        Ok(Some(Started::Answer(result))) => {
+            let result = legacy(ServerResult::CallToolResult(result));
             return send(reply_bytes(&id, Ok(&result))).await;
         }
         Ok(Some(Started::Stream(exchange, first, passing))) => (exchange, first, passing),
@@ -679,10 +799,7 @@ async fn drive(
         loop {
             match exchange.next().await {
                 Ok(Event::Answer(answer)) => {
-                    break Some(answer.map(|mut r| {
-                        r.result_type = None;
-                        r
-                    }));
+                    break Some(answer.map(|r| legacy(ServerResult::CallToolResult(r))));
                 }
                 Ok(Event::Message(message)) => {
                     if let Some(event) = passing.take(message, exchange.poster()).await

@@ -80,7 +80,7 @@ impl GatewayHandler {
     }
 
     /// The upstreams this caller may use, by name.
-    fn servers(&self, caller: &Caller) -> Vec<(ServerId, String)> {
+    pub(crate) fn servers(&self, caller: &Caller) -> Vec<(ServerId, String)> {
         let policy = self.shared.gatekeeper.policy();
         let catalog = policy.catalog();
         let allowed = match &caller.grant {
@@ -261,6 +261,18 @@ impl GatewayHandler {
         Fut: Future<Output = Result<Vec<T>, ServiceError>>,
     {
         let lists = self.fan_out(ctx, fetch).await;
+        self.merge(kind, lists, name, set_name)
+    }
+
+    /// Lists of several upstreams merged: names indexed (for unprefixed names) and prefixed
+    /// with their server.
+    pub(crate) fn merge<T>(
+        &self,
+        kind: Option<NameKind>,
+        lists: Vec<(ServerId, String, Vec<T>)>,
+        name: impl Fn(&T) -> &str,
+        set_name: impl Fn(&mut T, String),
+    ) -> Vec<T> {
         if let Some(kind) = kind {
             let names: Vec<(ServerId, Vec<String>)> = lists
                 .iter()
@@ -315,6 +327,18 @@ impl GatewayHandler {
 }
 
 impl ServerHandler for GatewayHandler {
+    async fn on_initialized(&self, ctx: rmcp::service::NotificationContext<RoleServer>) {
+        // Remembered for the express path, which takes this session's calls without us.
+        let session = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok());
+        if let Some(session) = session {
+            self.shared.note_downstream(session, ctx.peer.clone());
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()

@@ -52,6 +52,10 @@ pub(crate) struct Shared {
     health: std::sync::Mutex<HashMap<String, Health>>,
     /// Calls of 2026-07-28 callers waiting for their answers (see `rounds`).
     parked: rounds::Parked,
+    /// The caller behind each session of a stateful endpoint, from its `initialized`: the
+    /// express path, which rmcp's handler does not see, attaches it to the upstream sessions
+    /// it uses, so that what upstreams announce outside a call still reaches the caller.
+    downstream: std::sync::Mutex<HashMap<Arc<str>, rmcp::service::Peer<rmcp::RoleServer>>>,
 }
 
 /// The last thing an upstream did, for `/health`.
@@ -63,6 +67,33 @@ struct Health {
 }
 
 impl Shared {
+    /// The caller of `session` opened it and is still connected.
+    fn note_downstream(&self, session: &str, peer: rmcp::service::Peer<rmcp::RoleServer>) {
+        let mut peers = self
+            .downstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if peers.len() >= 4_096 {
+            peers.retain(|_, p| !p.is_transport_closed());
+        }
+        peers.insert(Arc::from(session), peer);
+    }
+
+    /// The caller behind `session`, if it is still connected.
+    fn downstream(&self, session: &str) -> Option<rmcp::service::Peer<rmcp::RoleServer>> {
+        let mut peers = self
+            .downstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match peers.get(session) {
+            Some(p) if p.is_transport_closed() => {
+                peers.remove(session);
+                None
+            }
+            other => other.cloned(),
+        }
+    }
+
     fn report_failure(&self, server: &str, failure: &pool::Failure) {
         crate::trace::warn(&format!("upstream {server} failed: {failure}"));
         self.set_health(server, Some(failure.to_string()));
@@ -171,8 +202,9 @@ where
             let (parts, body) = request.into_parts();
             let taken = match route {
                 Route::Call(session) => gateway.express(&express, session, parts, body).await,
-                Route::Answer(session) => express.answer(session, parts, body).await,
-                Route::Cancel(session) => express.cancel(session, parts, body).await,
+                Route::List(session) => gateway.express_list(&express, session, parts, body).await,
+                Route::Answer(session) => express.on_session(false, session, parts, body).await,
+                Route::Cancel(session) => express.on_session(true, session, parts, body).await,
                 Route::Rmcp => {
                     // A new session's id is in the response to its `initialize`.
                     let asked = parts.headers.get("mcp-session-id").cloned();
@@ -303,6 +335,7 @@ impl GatewayBuilder {
                 allowed_hosts: self.allowed_hosts,
                 health: std::sync::Mutex::default(),
                 parked: rounds::Parked::default(),
+                downstream: std::sync::Mutex::default(),
             }),
         })
     }
