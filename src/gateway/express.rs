@@ -1,5 +1,7 @@
-//! The express path: a `tools/call` from a caller of a protocol with the initialize handshake,
-//! to a streamable HTTP upstream, without rmcp's server side.
+//! The express path: `tools/call` and `tools/list` from a caller of a protocol with the
+//! initialize handshake, to streamable HTTP upstreams, without rmcp's server side (and, for
+//! lists, without its client's untagged decode: each upstream's reply is decoded as the
+//! `ListToolsResult` it must be, and the lists merged as the handler merges them).
 //!
 //! rmcp's server decodes every request through `ClientRequest` (an untagged enum: serde buffers
 //! the message and tries each variant), runs it through a service (a one-shot service and task

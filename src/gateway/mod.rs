@@ -147,12 +147,13 @@ impl Shared {
 }
 
 /// The gateway's MCP endpoint: rmcp's streamable HTTP service, with an express path for
-/// `tools/call`.
+/// `tools/call` and `tools/list`.
 ///
 /// A `tools/call` of a caller on a protocol with the initialize handshake, for a streamable
 /// HTTP upstream, is posted on the caller's pooled upstream session and answered by the
 /// gateway itself, without rmcp's server side (which decodes every request through an untagged
-/// enum and runs it through a service of its own). Every other request, and any call the
+/// enum and runs it through a service of its own); a `tools/list` over streamable HTTP
+/// upstreams asks each of them the same way and merges the lists. Every other request, and any call the
 /// express path is not sure of (before anything is sent upstream), goes to rmcp unchanged;
 /// answers are the same either way. On a stateful endpoint the upstream's requests of its
 /// client reach the caller on the call's stream and the caller's answers (on the same session
@@ -397,7 +398,7 @@ impl Gateway {
     }
 
     /// The gateway as a streamable HTTP service with `config`: rmcp's, with an express path
-    /// for `tools/call` (see [`GatewayService`]).
+    /// for `tools/call` and `tools/list` (see [`GatewayService`]).
     #[must_use]
     pub fn service(&self, mut config: StreamableHttpServerConfig) -> GatewayService {
         if let Some(hosts) = &self.shared.allowed_hosts {
