@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{CostHook, HookFuture, Outcome, Pending, decision, hook_future};
 use crate::protocol::{RequestId, sse};
@@ -36,8 +36,9 @@ impl Mode {
 enum Held {
     /// Send these bytes as they are.
     Raw(Bytes),
-    /// An event carrying the reply; replaced if the hook says so.
-    Event(Value, Bytes),
+    /// An event carrying the reply (read whole if the hook reads replies); replaced if the
+    /// hook says so.
+    Event(Option<Value>, Bytes),
 }
 
 pin_project! {
@@ -81,10 +82,11 @@ pub(crate) fn outcome_of(reply: &Value) -> Outcome {
             code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
         };
     }
-    if reply.pointer("/result/isError").and_then(Value::as_bool) == Some(true) {
-        Outcome::ToolError
-    } else {
-        Outcome::Success
+    match reply.get("result") {
+        Some(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => Outcome::ToolError,
+        Some(_) => Outcome::Success,
+        // Neither a result nor an error: not a reply anyone can count as done.
+        None => Outcome::Unknown,
     }
 }
 
@@ -141,7 +143,12 @@ where
                 *slot = None;
                 let bytes = match (this.held.take(), decided.replace_result) {
                     (Some(Held::Event(v, raw)), Some(r)) => {
-                        sse::replace_data(&raw, &replaced(v, r))
+                        let reply = v
+                            .or_else(|| {
+                                sse::event_data(&raw).and_then(|d| serde_json::from_str(&d).ok())
+                            })
+                            .unwrap_or_else(|| json!({"jsonrpc": "2.0", "id": this.id.to_value()}));
+                        sse::replace_data(&raw, &replaced(reply, r))
                     }
                     (Some(Held::Event(_, b) | Held::Raw(b)), _) => b,
                     (None, _) => Bytes::new(),
@@ -220,17 +227,17 @@ where
                                     this.after.extend_from_slice(&event);
                                     continue;
                                 }
-                                let reply = sse::event_data(&event)
-                                    .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-                                    .filter(|v| v.get("id").is_some_and(|id| this.id.matches(id)));
+                                let reply = sse::event_data(&event).and_then(|d| {
+                                    super::reply_to(d.as_bytes(), this.id, this.hook.wants_reply())
+                                });
                                 match reply {
-                                    Some(v) => {
+                                    Some((outcome, v)) => {
                                         start_hook(
                                             this.pending,
                                             this.hook,
                                             this.hook_fut,
-                                            outcome_of(&v),
-                                            Some(&v),
+                                            outcome,
+                                            v.as_ref(),
                                         );
                                         *this.held = Some(Held::Event(v, event));
                                     }

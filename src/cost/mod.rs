@@ -449,14 +449,28 @@ where
 
 /// How a reply ended, and (when the hook reads replies) the reply itself.
 fn read_reply(bytes: &[u8], id: &RequestId, full: bool) -> (Outcome, Option<Value>) {
+    reply_to(bytes, id, full).unwrap_or((Outcome::Unknown, None))
+}
+
+/// How `bytes`, if it is the JSON-RPC reply to `id`, ended; the whole reply too when `full`
+/// (only hooks that read replies need the tree: the rest is a lean read of `error.code` and
+/// `result.isError`).
+pub(crate) fn reply_to(
+    bytes: &[u8],
+    id: &RequestId,
+    full: bool,
+) -> Option<(Outcome, Option<Value>)> {
     if full {
         return match serde_json::from_slice::<Value>(bytes) {
-            Ok(v) if v.get("id").is_some_and(|i| id.matches(i)) => (body::outcome_of(&v), Some(v)),
-            _ => (Outcome::Unknown, None),
+            Ok(v) if v.get("id").is_some_and(|i| id.matches(i)) => {
+                Some((body::outcome_of(&v), Some(v)))
+            }
+            _ => None,
         };
     }
     #[derive(serde::Deserialize)]
     struct Lean {
+        id: Option<Value>,
         error: Option<LeanError>,
         result: Option<LeanResult>,
     }
@@ -470,17 +484,21 @@ fn read_reply(bytes: &[u8], id: &RequestId, full: bool) -> (Outcome, Option<Valu
         #[serde(rename = "isError", default)]
         is_error: Option<bool>,
     }
-    let outcome = match serde_json::from_slice::<Lean>(bytes) {
-        Ok(Lean { error: Some(e), .. }) => Outcome::JsonRpcError { code: e.code },
-        Ok(Lean {
+    let lean = serde_json::from_slice::<Lean>(bytes).ok()?;
+    if !lean.id.as_ref().is_some_and(|i| id.matches(i)) {
+        return None;
+    }
+    let outcome = match lean {
+        Lean { error: Some(e), .. } => Outcome::JsonRpcError { code: e.code },
+        Lean {
             result: Some(r), ..
-        }) if r.is_error == Some(true) => Outcome::ToolError,
-        Ok(Lean {
+        } if r.is_error == Some(true) => Outcome::ToolError,
+        Lean {
             result: Some(_), ..
-        }) => Outcome::Success,
+        } => Outcome::Success,
         _ => Outcome::Unknown,
     };
-    (outcome, None)
+    Some((outcome, None))
 }
 
 /// The hook's future, with a panic while building or running it caught.
@@ -618,5 +636,38 @@ where
             &self.layer.gatekeeper,
             move |ext| Ok(start(ext, &layer)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lean_read_of_a_reply_agrees_with_the_whole_read() {
+        let id = RequestId::Number(7);
+        let replies = [
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"isError":true}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"isError":false}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32602,"message":"no"}}"#,
+            r#"{"jsonrpc":"2.0","id":7}"#,
+        ];
+        for reply in replies {
+            let lean = reply_to(reply.as_bytes(), &id, false).expect("the reply to 7");
+            let whole = reply_to(reply.as_bytes(), &id, true).expect("the reply to 7");
+            assert_eq!(lean.0, whole.0, "{reply}");
+            assert!(lean.1.is_none() && whole.1.is_some());
+        }
+        // Not the reply to 7: another id, a notification, not JSON.
+        for other in [
+            r#"{"jsonrpc":"2.0","id":8,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":"7","result":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#,
+            "not json",
+        ] {
+            assert!(reply_to(other.as_bytes(), &id, false).is_none(), "{other}");
+            assert!(reply_to(other.as_bytes(), &id, true).is_none(), "{other}");
+        }
     }
 }
