@@ -5,7 +5,7 @@
 //! cargo run --release --features gateway --example loadbench -- --quick   # under a minute
 //! cargo run --release --features gateway --example loadbench -- --soak 1000000
 //! cargo run --release --features gateway --example loadbench -- --serve bare   # prints READY <port>
-//! cargo run --release --features gateway --example loadbench -- --drive URL [--prefixed]
+//! cargo run --release --features gateway --example loadbench -- --drive URL [--prefixed] [--sessions]
 //! ```
 //! It starts four server processes on loopback (TCP_NODELAY on every socket): (a) a bare rmcp
 //! `StreamableHttpService`, (b) the same service behind the five layers, (c) the gateway (with
@@ -497,9 +497,10 @@ fn main() {
     if let Some(role) = value("--serve") {
         rt.block_on(serve_role(&role, value("--upstream")));
     } else if let Some(url) = value("--drive") {
-        // For profiling one server process: `--drive URL [--prefixed]` sends `tools/call` at
-        // concurrency 32 until killed, printing requests/s every 20,000.
+        // For profiling one server process: `--drive URL [--prefixed] [--sessions]` sends
+        // `tools/call` at concurrency 32 until killed, printing requests/s every 20,000.
         let prefixed = args.iter().any(|a| a == "--prefixed");
+        let sessions = args.iter().any(|a| a == "--sessions");
         rt.block_on(async {
             let client = reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
@@ -507,7 +508,7 @@ fn main() {
                 .build()
                 .expect("client");
             loop {
-                let o = drive(&client, &url, Kind::Call, 32, 20_000, prefixed, false).await;
+                let o = drive(&client, &url, Kind::Call, 32, 20_000, prefixed, sessions).await;
                 println!(
                     "{:.0} req/s, p50 {:.1} µs, {} failed",
                     o.rps,
