@@ -499,11 +499,11 @@ impl Gateway {
             // An event stream from the start, as rmcp's: the caller has its headers (and can
             // cancel) however long the upstream takes before its first word.
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-            tokio::spawn(async move {
+            let driver = async move {
                 let started = begin(&handler, &caller, &call, http, params, passing, true).await;
                 drive(call, started, &tx).await;
-            });
-            return Taken::Answered(sse_response(rx));
+            };
+            return Taken::Answered(sse_response(driver, rx));
         }
         let started = begin(&handler, &caller, &call, http, params, passing, false).await;
         Taken::Answered(match started {
@@ -516,8 +516,7 @@ impl Gateway {
             Err(error) => json_reply(reply_bytes(&call.id, Err(&error))),
             Ok(Some(started)) => {
                 let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-                tokio::spawn(async move { drive(call, Ok(Some(started)), &tx).await });
-                sse_response(rx)
+                sse_response(async move { drive(call, Ok(Some(started)), &tx).await }, rx)
             }
         })
     }
@@ -584,13 +583,49 @@ async fn begin(
 }
 
 /// An event stream of what arrives on `rx`.
-fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> McpResponse {
+/// An event stream of what `driver` sends to `rx`. The driver runs as the body is read, in
+/// the connection's own task (no task of its own to spawn and wake): a caller that goes away
+/// drops it, and with it the upstream request.
+fn sse_response<D>(driver: D, rx: tokio::sync::mpsc::Receiver<Bytes>) -> McpResponse
+where
+    D: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures_util::StreamExt as _;
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|event| (Ok::<_, Infallible>(Frame::data(event)), rx))
     });
-    stream_response(BoxBody::new(StreamBody::new(events)))
+    let driver = futures_util::stream::once(driver)
+        .filter_map(|()| std::future::ready(None::<Result<Frame<Bytes>, Infallible>>));
+    let body = futures_util::stream::select(driver, events);
+    stream_response(BoxBody::new(StreamBody::new(Unshared::new(body))))
+}
+
+/// A stream made `Sync` (boxed bodies must be) by a lock that is only ever taken through
+/// `&mut`, so never contended.
+struct Unshared<S>(std::sync::Mutex<std::pin::Pin<Box<S>>>);
+
+impl<S> Unshared<S> {
+    fn new(stream: S) -> Self {
+        Self(std::sync::Mutex::new(Box::pin(stream)))
+    }
+}
+
+impl<S: futures_util::Stream> futures_util::Stream for Unshared<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        self.get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+            .poll_next(cx)
+    }
 }
 
 impl Gateway {
