@@ -61,8 +61,6 @@ pub(crate) type McpResponse = Response<BoxBody<Bytes, Infallible>>;
 pub(crate) struct Express {
     /// Normalised `(host, port)` pairs; empty allows every host, as with rmcp.
     allowed_hosts: Vec<(String, Option<u16>)>,
-    /// Whether an `Origin` header needs rmcp's judgement.
-    checks_origin: bool,
     json_response: bool,
     max_body: usize,
     /// On a stateful endpoint.
@@ -84,7 +82,8 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    fn call(head: &McpRequest, session: Option<Arc<str>>) -> Self {
+    /// The express route for `head`, a request [`Express::takes`].
+    fn express(head: &McpRequest, session: Option<Arc<str>>) -> Self {
         if head.method == Some(Method::ToolsList) {
             Self::List(session)
         } else {
@@ -121,8 +120,6 @@ impl Express {
                 .iter()
                 .filter_map(|h| allowed_authority(h))
                 .collect(),
-            // rmcp keeps whether it checks an empty allow-list to itself: any `Origin` is its.
-            checks_origin: true,
             json_response: config.json_response,
             max_body: config.max_request_body_bytes,
         })
@@ -148,10 +145,10 @@ impl Express {
                 {
                     Route::Cancel(session)
                 }
-                _ if self.takes(request, head) => Route::call(head, Some(session)),
+                _ if self.takes(request, head) => Route::express(head, Some(session)),
                 _ => Route::Rmcp,
             },
-            (None, None) if self.takes(request, head) => Route::call(head, None),
+            (None, None) if self.takes(request, head) => Route::express(head, None),
             // A stateful endpoint's call without a session, or a stateless one's with.
             _ => Route::Rmcp,
         }
@@ -165,7 +162,9 @@ impl Express {
             && handshake_protocol(headers)
             && !headers.contains_key("mcp-method")
             && !headers.contains_key("mcp-name")
-            && !(self.checks_origin && headers.contains_key(header::ORIGIN))
+            // rmcp keeps to itself whether it checks an empty origin allow-list: any request
+            // with an `Origin` is its to judge.
+            && !headers.contains_key(header::ORIGIN)
             && self.host_allowed(headers, request.uri())
             && media_types_fit(headers)
     }
@@ -873,4 +872,98 @@ async fn drive(
         }
     };
     send(bytes).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn express(allowed: &[&str]) -> Express {
+        let mut config = StreamableHttpServerConfig::default();
+        config.legacy_session_mode = false;
+        config.allowed_hosts = allowed.iter().map(|h| (*h).to_owned()).collect();
+        Express::for_config(&config, &Arc::new(LocalSessionManager::default())).unwrap()
+    }
+
+    fn with_host(host: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(host) = host {
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hosts_are_judged_as_rmcp_judges_them_and_anything_unclear_goes_to_rmcp() {
+        let x = express(&["localhost", "127.0.0.1", "::1", "api.example.com:8443"]);
+        let uri = http::Uri::from_static("/mcp");
+        for (host, allowed) in [
+            (Some("127.0.0.1:4000"), true),
+            (Some("LOCALHOST:80"), true),
+            (Some("[::1]:4000"), true),
+            (Some("api.example.com:8443"), true),
+            (Some("api.example.com:443"), false),
+            (Some("api.example.com"), false),
+            (Some("127.0.0.1.evil.example"), false),
+            (Some("evil.example"), false),
+            (Some("localhost.:80"), false),
+            (Some("a b"), false),
+            (None, false),
+        ] {
+            assert_eq!(x.host_allowed(&with_host(host), &uri), allowed, "{host:?}");
+        }
+        // An empty list allows every host, as rmcp's does.
+        assert!(express(&[]).host_allowed(&with_host(Some("anything.example")), &uri));
+    }
+
+    #[test]
+    fn only_known_handshake_versions_and_full_media_types_take_the_express_path() {
+        for (version, ok) in [
+            (Some("2025-06-18"), true),
+            (Some("2025-03-26"), true),
+            (Some("2026-07-28"), false),
+            (Some("2099-01-01"), false),
+            (Some("2025-06-18 "), false),
+            (None, false),
+        ] {
+            let mut h = HeaderMap::new();
+            if let Some(v) = version {
+                h.insert("mcp-protocol-version", HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(handshake_protocol(&h), ok, "{version:?}");
+        }
+        let mut twice = HeaderMap::new();
+        twice.append(
+            "mcp-protocol-version",
+            HeaderValue::from_static("2025-06-18"),
+        );
+        twice.append(
+            "mcp-protocol-version",
+            HeaderValue::from_static("2025-06-18"),
+        );
+        assert!(!handshake_protocol(&twice));
+        for (accept, content_type, ok) in [
+            (
+                "application/json, text/event-stream",
+                "application/json",
+                true,
+            ),
+            (
+                "text/event-stream;q=0.9, Application/JSON",
+                "application/json; charset=utf-8",
+                true,
+            ),
+            ("application/json", "application/json", false),
+            ("*/*", "application/json", false),
+            ("application/json, text/event-stream", "text/plain", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(content_type).unwrap(),
+            );
+            assert_eq!(media_types_fit(&h), ok, "{accept} / {content_type}");
+        }
+    }
 }
