@@ -206,8 +206,13 @@ impl GatewayHandler {
         F: FnOnce(Peer<RoleClient>, Relay) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        self.one_as(&Caller::from_context(ctx), Some(&ctx.peer), server, f)
-            .await
+        // A caller's `notifications/cancelled` (or, stateless, its going away) ends the upstream
+        // request too; rmcp still sends an answer, which the caller ignores.
+        let caller = Caller::from_context(ctx);
+        tokio::select! {
+            done = self.one_as(&caller, Some(&ctx.peer), server, f) => done,
+            () = ctx.ct.cancelled() => Err(ErrorData::internal_error("the request was cancelled", None)),
+        }
     }
 
     /// [`one`](Self::one) for `caller`, relaying to `downstream` if given.
