@@ -155,6 +155,20 @@ impl StreamableHttpClient for Recorder {
     }
 }
 
+/// A whole JSON reply, at most [`MAX_REPLY`] bytes.
+async fn read_all(
+    body: &mut BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+) -> Result<Vec<u8>, ServiceError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
+        if bytes.len() > MAX_REPLY {
+            return Err(unreadable("larger than 16 MiB"));
+        }
+    }
+    Ok(bytes)
+}
+
 /// The largest reply (or single event) read from an upstream.
 const MAX_REPLY: usize = 16 << 20;
 
@@ -206,6 +220,24 @@ impl Poster {
             request = request.header(k, v);
         }
         request.body(body).send()
+    }
+
+    /// Posts `body`: the reply, and whether it is JSON (else an event stream). A 404 means the
+    /// session is gone.
+    async fn send(&self, body: Vec<u8>) -> Result<(reqwest::Response, bool), ServiceError> {
+        let response = self.post(body).await.map_err(|_| gone())?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(gone());
+        }
+        if !response.status().is_success() {
+            return Err(unreadable(&format!("HTTP {}", response.status())));
+        }
+        let is_json = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        Ok((response, is_json))
     }
 
     /// Answers a request the upstream made on a call's stream.
@@ -272,18 +304,7 @@ impl Exchange {
         };
         Some(
             async {
-                let response = exchange.to.post(body).await.map_err(|_| gone())?;
-                if response.status() == reqwest::StatusCode::NOT_FOUND {
-                    return Err(gone());
-                }
-                if !response.status().is_success() {
-                    return Err(unreadable(&format!("HTTP {}", response.status())));
-                }
-                let is_json = response
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with("application/json"));
+                let (response, is_json) = exchange.to.send(body).await?;
                 let body = response.bytes_stream().boxed();
                 exchange.reply = if is_json {
                     Reply::Json(Some(body))
@@ -306,13 +327,7 @@ impl Exchange {
         match &mut self.reply {
             Reply::Json(body) => {
                 let mut body = body.take().ok_or_else(gone)?;
-                let mut bytes = Vec::new();
-                while let Some(chunk) = body.next().await {
-                    bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
-                    if bytes.len() > MAX_REPLY {
-                        return Err(unreadable("larger than 16 MiB"));
-                    }
-                }
+                let bytes = read_all(&mut body).await?;
                 let message: Value =
                     serde_json::from_slice(&bytes).map_err(|_| unreadable("not JSON"))?;
                 answer(&self.id, &message)
@@ -505,27 +520,10 @@ where
     };
     Some(
         async {
-            let response = to.post(body).await.map_err(|_| gone())?;
-            if response.status() == reqwest::StatusCode::NOT_FOUND {
-                return Err(gone());
-            }
-            if !response.status().is_success() {
-                return Err(unreadable(&format!("HTTP {}", response.status())));
-            }
-            let is_json = response
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/json"));
-            let mut body = response.bytes_stream();
+            let (response, is_json) = to.send(body).await?;
+            let mut body = response.bytes_stream().boxed();
             if is_json {
-                let mut bytes = Vec::new();
-                while let Some(chunk) = body.next().await {
-                    bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
-                    if bytes.len() > MAX_REPLY {
-                        return Err(unreadable("larger than 16 MiB"));
-                    }
-                }
+                let bytes = read_all(&mut body).await?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8"))?;
                 return decode(text).unwrap_or_else(|| Err(unreadable("not the reply")));
             }
