@@ -1672,20 +1672,38 @@ async fn lists_on_the_express_path_match_rmcp_on_both_kinds_of_endpoint() {
             } else {
                 None
             };
-            let mut seen = Vec::new();
-            // rmcp judges any request with an `Origin`: the same list on both paths.
-            for origin in [None, Some("http://localhost")] {
+            let list = |method: &'static str, origin: Option<&'static str>| {
                 let mut request = mcp_post(&http, &url, key, sid.as_deref())
-                    .json(&json!({"jsonrpc":"2.0","id":"l-1","method":"tools/list"}));
+                    .json(&json!({"jsonrpc":"2.0","id":"l-1","method":method}));
                 if let Some(o) = origin {
                     request = request.header("origin", o);
                 }
-                let reply = request.send().await.unwrap();
-                assert_eq!(reply.status(), 200);
-                let ct = reply.headers()["content-type"].to_str().unwrap().to_owned();
-                let text = reply.text().await.unwrap();
-                seen.push(messages(&ct, &text));
+                async move {
+                    let reply = request.send().await.unwrap();
+                    assert_eq!(reply.status(), 200, "{method}");
+                    let ct = reply.headers()["content-type"].to_str().unwrap().to_owned();
+                    messages(&ct, &reply.text().await.unwrap())
+                }
+            };
+            // rmcp judges any request with an `Origin`: the same list on both paths.
+            for (method, items) in [
+                ("prompts/list", "prompts"),
+                ("resources/list", "resources"),
+                ("resources/templates/list", "resourceTemplates"),
+            ] {
+                let express = list(method, None).await;
+                assert_eq!(
+                    express,
+                    list(method, Some("http://localhost")).await,
+                    "{method}"
+                );
+                let reply = express.last().unwrap();
+                assert!(reply["result"][items].is_array(), "{method}: {reply}");
             }
+            let seen = [
+                list("tools/list", None).await,
+                list("tools/list", Some("http://localhost")).await,
+            ];
             assert_eq!(seen[0], seen[1], "{key} (sessions {sessions})");
             let reply = seen[0].last().unwrap();
             assert_eq!(reply["id"], "l-1", "{reply}");

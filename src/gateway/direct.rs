@@ -569,12 +569,87 @@ where
     )
 }
 
-/// Every tool of the upstream, page after page. `None` when rmcp has not opened the session yet.
-pub(crate) async fn list_tools(
+/// A list method's result: its items, the cursor of the next page, and how the gateway names
+/// and merges the items.
+pub(crate) trait Listing: serde::de::DeserializeOwned {
+    /// The listed item.
+    type Item: Send;
+    /// The method that lists them.
+    const METHOD: &'static str;
+    /// The names the items are listed and called by.
+    const KIND: crate::engine::NameKind;
+    /// This page's items and the next page's cursor.
+    fn into_page(self) -> (Vec<Self::Item>, Option<String>);
+    /// The one result of all items.
+    fn with_all(items: Vec<Self::Item>) -> rmcp::model::ServerResult;
+    /// An item's name (or URI).
+    fn name(item: &Self::Item) -> &str;
+    /// Renames an item.
+    fn rename(item: &mut Self::Item, name: String);
+}
+
+macro_rules! listing {
+    ($t:ident, $item:ty, $method:literal, $kind:ident, $field:ident, $name:ident) => {
+        impl Listing for rmcp::model::$t {
+            type Item = $item;
+            const METHOD: &'static str = $method;
+            const KIND: crate::engine::NameKind = crate::engine::NameKind::$kind;
+            fn into_page(self) -> (Vec<$item>, Option<String>) {
+                (self.$field, self.next_cursor)
+            }
+            fn with_all(items: Vec<$item>) -> rmcp::model::ServerResult {
+                rmcp::model::ServerResult::$t(rmcp::model::$t::with_all_items(items))
+            }
+            fn name(item: &$item) -> &str {
+                &item.$name
+            }
+            fn rename(item: &mut $item, name: String) {
+                item.$name = name.into();
+            }
+        }
+    };
+}
+
+listing!(
+    ListToolsResult,
+    rmcp::model::Tool,
+    "tools/list",
+    Tool,
+    tools,
+    name
+);
+listing!(
+    ListPromptsResult,
+    rmcp::model::Prompt,
+    "prompts/list",
+    Prompt,
+    prompts,
+    name
+);
+listing!(
+    ListResourcesResult,
+    rmcp::model::Resource,
+    "resources/list",
+    Resource,
+    resources,
+    uri
+);
+listing!(
+    ListResourceTemplatesResult,
+    rmcp::model::ResourceTemplate,
+    "resources/templates/list",
+    Resource,
+    resource_templates,
+    uri_template
+);
+
+/// Every item the upstream lists with `L`, page after page. `None` when rmcp has not opened the
+/// session yet.
+pub(crate) async fn list_all<L: Listing>(
     http: &reqwest::Client,
     url: &str,
     session: &Session,
-) -> Option<Result<Vec<rmcp::model::Tool>, ServiceError>> {
+) -> Option<Result<Vec<L::Item>, ServiceError>> {
     /// At most this many pages: an upstream that keeps handing out cursors is cut off.
     const MAX_PAGES: usize = 1_000;
     #[derive(serde::Serialize)]
@@ -582,14 +657,14 @@ pub(crate) async fn list_tools(
         #[serde(skip_serializing_if = "Option::is_none")]
         cursor: Option<&'a str>,
     }
-    let mut tools = Vec::new();
+    let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let page: rmcp::model::ListToolsResult = match request(
+        let page: L = match request(
             http,
             url,
             session,
-            "tools/list",
+            L::METHOD,
             &Page {
                 cursor: cursor.as_deref(),
             },
@@ -599,10 +674,11 @@ pub(crate) async fn list_tools(
             Ok(page) => page,
             Err(e) => return Some(Err(e)),
         };
-        tools.extend(page.tools);
-        match page.next_cursor {
+        let (page, next) = page.into_page();
+        items.extend(page);
+        match next {
             Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
-            _ => return Some(Ok(tools)),
+            _ => return Some(Ok(items)),
         }
     }
     Some(Err(unreadable("more than 1,000 pages")))

@@ -1,7 +1,8 @@
-//! The express path: `tools/call` and `tools/list` from a caller of a protocol with the
-//! initialize handshake, to streamable HTTP upstreams, without rmcp's server side (and, for
-//! lists, without its client's untagged decode: each upstream's reply is decoded as the
-//! `ListToolsResult` it must be, and the lists merged as the handler merges them).
+//! The express path: `tools/call` and the four list methods (tools, prompts, resources,
+//! resource templates) from a caller of a protocol with the initialize handshake, to streamable
+//! HTTP upstreams, without rmcp's server side (and, for lists, without its client's untagged
+//! decode: each upstream's reply is decoded as the list result it must be, and the lists merged
+//! as the handler merges them).
 //!
 //! rmcp's server decodes every request through `ClientRequest` (an untagged enum: serde buffers
 //! the message and tries each variant), runs it through a service (a one-shot service and task
@@ -71,8 +72,9 @@ pub(crate) struct Express {
 pub(crate) enum Route {
     /// A `tools/call` for the express path (with the caller's session on a stateful endpoint).
     Call(Option<Arc<str>>),
-    /// A `tools/list` for the express path.
-    List(Option<Arc<str>>),
+    /// A `tools/list`, `prompts/list`, `resources/list` or `resources/templates/list` for the
+    /// express path.
+    List(Method, Option<Arc<str>>),
     /// A caller's answer on its session, perhaps to an upstream request passed on.
     Answer(Arc<str>),
     /// A caller's `notifications/cancelled` on its session: perhaps for a call in flight here.
@@ -84,10 +86,9 @@ pub(crate) enum Route {
 impl Route {
     /// The express route for `head`, a request [`Express::takes`].
     fn express(head: &McpRequest, session: Option<Arc<str>>) -> Self {
-        if head.method == Some(Method::ToolsList) {
-            Self::List(session)
-        } else {
-            Self::Call(session)
+        match &head.method {
+            Some(Method::ToolsCall) | None => Self::Call(session),
+            Some(list) => Self::List(list.clone(), session),
         }
     }
 }
@@ -157,7 +158,16 @@ impl Express {
     fn takes<B>(&self, request: &Request<B>, head: &McpRequest) -> bool {
         let headers = request.headers();
         head.kind == MessageKind::Request
-            && matches!(head.method, Some(Method::ToolsCall | Method::ToolsList))
+            && matches!(
+                head.method,
+                Some(
+                    Method::ToolsCall
+                        | Method::ToolsList
+                        | Method::PromptsList
+                        | Method::ResourcesList
+                        | Method::ResourceTemplatesList
+                )
+            )
             && head.id.is_some()
             && handshake_protocol(headers)
             && !headers.contains_key("mcp-method")
@@ -628,11 +638,11 @@ impl<S: futures_util::Stream> futures_util::Stream for Unshared<S> {
 }
 
 impl Gateway {
-    /// Takes the `tools/list` of `parts` and `body` on the express path, or gives them back
-    /// untouched for rmcp: every upstream the caller may use is asked on its pooled session
-    /// directly, each reply decoded as a `ListToolsResult` straight from its text, and the lists
-    /// merged as the handler merges them.
-    pub(crate) async fn express_list<B>(
+    /// Takes the list request (of `L`) of `parts` and `body` on the express path, or gives them
+    /// back untouched for rmcp: every upstream the caller may use is asked on its pooled session
+    /// directly, each reply decoded as `L` straight from its text, and the lists merged as the
+    /// handler merges them.
+    pub(crate) async fn express_list<L, B>(
         &self,
         express: &Express,
         session: Option<Arc<str>>,
@@ -640,6 +650,7 @@ impl Gateway {
         body: B,
     ) -> Taken
     where
+        L: super::direct::Listing,
         B: http_body::Body<Data = Bytes> + Send + 'static,
     {
         #[derive(serde::Deserialize)]
@@ -681,7 +692,7 @@ impl Gateway {
                     .with_session(caller, &name, downstream, |_, relay| async move {
                         match relay.direct() {
                             Some((url, session)) => {
-                                match super::direct::list_tools(http, url, session).await {
+                                match super::direct::list_all::<L>(http, url, session).await {
                                     Some(tools) => tools.map(Some),
                                     None => Ok(None),
                                 }
@@ -715,15 +726,8 @@ impl Gateway {
                 Err(e) => self.shared.report_failure(&name, &e),
             }
         }
-        let tools = handler.merge(
-            Some(NameKind::Tool),
-            merged,
-            |t| &t.name,
-            |t, n| t.name = std::borrow::Cow::Owned(n),
-        );
-        let result = legacy(ServerResult::ListToolsResult(
-            rmcp::model::ListToolsResult::with_all_items(tools),
-        ));
+        let items = handler.merge(Some(L::KIND), merged, L::name, L::rename);
+        let result = legacy(L::with_all(items));
         let reply = reply_bytes(&id, Ok(&result));
         Taken::Answered(if express.json_response {
             json_reply(reply)

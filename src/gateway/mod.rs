@@ -147,13 +147,14 @@ impl Shared {
 }
 
 /// The gateway's MCP endpoint: rmcp's streamable HTTP service, with an express path for
-/// `tools/call` and `tools/list`.
+/// `tools/call` and the list methods.
 ///
 /// A `tools/call` of a caller on a protocol with the initialize handshake, for a streamable
 /// HTTP upstream, is posted on the caller's pooled upstream session and answered by the
 /// gateway itself, without rmcp's server side (which decodes every request through an untagged
-/// enum and runs it through a service of its own); a `tools/list` over streamable HTTP
-/// upstreams asks each of them the same way and merges the lists. Every other request, and any call the
+/// enum and runs it through a service of its own); a list of tools, prompts, resources or
+/// resource templates over streamable HTTP upstreams asks each of them the same way and merges
+/// the lists. Every other request, and any call the
 /// express path is not sure of (before anything is sent upstream), goes to rmcp unchanged;
 /// answers are the same either way. On a stateful endpoint the upstream's requests of its
 /// client reach the caller on the call's stream and the caller's answers (on the same session
@@ -203,7 +204,36 @@ where
             let (parts, body) = request.into_parts();
             let taken = match route {
                 Route::Call(session) => gateway.express(&express, session, parts, body).await,
-                Route::List(session) => gateway.express_list(&express, session, parts, body).await,
+                Route::List(method, session) => {
+                    use crate::protocol::Method;
+                    use rmcp::model::{
+                        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+                        ListToolsResult,
+                    };
+                    let (x, s) = (&express, session);
+                    match method {
+                        Method::PromptsList => {
+                            gateway
+                                .express_list::<ListPromptsResult, _>(x, s, parts, body)
+                                .await
+                        }
+                        Method::ResourcesList => {
+                            gateway
+                                .express_list::<ListResourcesResult, _>(x, s, parts, body)
+                                .await
+                        }
+                        Method::ResourceTemplatesList => {
+                            gateway
+                                .express_list::<ListResourceTemplatesResult, _>(x, s, parts, body)
+                                .await
+                        }
+                        _ => {
+                            gateway
+                                .express_list::<ListToolsResult, _>(x, s, parts, body)
+                                .await
+                        }
+                    }
+                }
                 Route::Answer(session) => express.on_session(false, session, parts, body).await,
                 Route::Cancel(session) => express.on_session(true, session, parts, body).await,
                 Route::Rmcp => {
@@ -398,7 +428,7 @@ impl Gateway {
     }
 
     /// The gateway as a streamable HTTP service with `config`: rmcp's, with an express path
-    /// for `tools/call` and `tools/list` (see [`GatewayService`]).
+    /// for `tools/call` and the list methods (see [`GatewayService`]).
     #[must_use]
     pub fn service(&self, mut config: StreamableHttpServerConfig) -> GatewayService {
         if let Some(hosts) = &self.shared.allowed_hosts {
