@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --features gateway --example loadbench             # full run
 //! cargo run --release --features gateway --example loadbench -- --quick   # under a minute
+//! cargo run --release --features gateway --example loadbench -- --pin     # client on CPU 0, servers on CPU 1
 //! cargo run --release --features gateway --example loadbench -- --soak 1000000
 //! cargo run --release --features gateway --example loadbench -- --serve bare   # prints READY <port>
 //! cargo run --release --features gateway --example loadbench -- --drive URL [--prefixed] [--sessions]
@@ -186,8 +187,19 @@ impl Drop for Server {
     }
 }
 
+/// With `--pin`: the load generator on CPU 0, every server on CPU 1 (`taskset`), so the
+/// client no longer competes with the servers and ratios compare server CPU alone.
+static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn spawn(role: &str, upstream: Option<&str>) -> Server {
-    let mut cmd = Command::new(std::env::current_exe().expect("exe"));
+    let exe = std::env::current_exe().expect("exe");
+    let mut cmd = if PIN.load(Ordering::Relaxed) {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
     cmd.args(["--serve", role])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -490,6 +502,19 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    if args.iter().any(|a| a == "--pin") {
+        // Before the runtime starts: its threads inherit the main thread's CPU.
+        let pinned = Command::new("taskset")
+            .args(["-p", "-c", "0", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            pinned,
+            "--pin needs `taskset` (util-linux) and at least two CPUs"
+        );
+        PIN.store(true, Ordering::Relaxed);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
