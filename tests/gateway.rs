@@ -1550,11 +1550,15 @@ async fn upstream_requests_reach_session_callers_on_the_express_path_and_only_th
     assert_eq!(asked["method"], "sampling/createMessage", "{seen:?}");
     let ours = asked["id"].as_str().expect("a string id").to_owned();
     assert!(ours.starts_with("gkx-"), "the gateway's own id: {asked}");
-    let answer = |id: &str| json!({"jsonrpc":"2.0","id":id,"result":{"role":"assistant","content":{"type":"text","text":"from bob"},"model":"m"}});
-    // The same id from another session of the same key, or from another key, reaches no one.
-    for (key, sid) in [("sk-bob", &bob2), ("sk-carol", &carol)] {
+    let answer = |id: &str, from: &str| json!({"jsonrpc":"2.0","id":id,"result":{"role":"assistant","content":{"type":"text","text":from},"model":"m"}});
+    // The same id from another session of the same key, or from another key, reaches no one:
+    // had either reached the upstream, the call would complete with its text.
+    for (key, sid, from) in [
+        ("sk-bob", &bob2, "from bob's other session"),
+        ("sk-carol", &carol, "from carol"),
+    ] {
         let r = mcp_post(&http, &url, key, Some(sid))
-            .json(&answer(&ours))
+            .json(&answer(&ours, from))
             .send()
             .await
             .unwrap();
@@ -1562,7 +1566,7 @@ async fn upstream_requests_reach_session_callers_on_the_express_path_and_only_th
     }
     // The session's own answer does, and the call completes with it.
     let r = mcp_post(&http, &url, "sk-bob", Some(&bob))
-        .json(&answer(&ours))
+        .json(&answer(&ours, "from bob"))
         .send()
         .await
         .unwrap();
@@ -1576,7 +1580,7 @@ async fn upstream_requests_reach_session_callers_on_the_express_path_and_only_th
     );
     // Answered once: a replay goes to rmcp, which knows no such request.
     let r = mcp_post(&http, &url, "sk-bob", Some(&bob))
-        .json(&answer(&ours))
+        .json(&answer(&ours, "from bob, again"))
         .send()
         .await
         .unwrap();
