@@ -329,7 +329,7 @@ struct Passing {
 
 impl Drop for Passing {
     fn drop(&mut self) {
-        if let Some((sessions, session)) = &self.session {
+        if let (Some((sessions, session)), false) = (&self.session, self.asked.is_empty()) {
             sessions.forget(session, &self.asked);
         }
     }

@@ -64,7 +64,11 @@ impl Sessions {
     /// rmcp has just handled a request of `session`.
     pub(crate) fn saw(&self, session: &str) {
         let mut seen = lock(&self.seen);
-        if seen.len() >= PRUNE_AT && !seen.contains_key(session) {
+        if let Some(at) = seen.get_mut(session) {
+            *at = Instant::now();
+            return;
+        }
+        if seen.len() >= PRUNE_AT {
             seen.retain(|_, at| at.elapsed() < FRESH);
         }
         seen.insert(Arc::from(session), Instant::now());
