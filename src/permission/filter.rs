@@ -159,123 +159,9 @@ pub(crate) fn prune_schema(tool: &mut Value, allowed: &[Box<str>]) {
 // only items whose schema it prunes. Anything unexpected takes the `Value` path above, so both
 // paths always agree (tested).
 
+use super::raw::{prune_tool, top_level_string};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-
-/// The string value of one top-level key of a JSON object, read without parsing the rest:
-/// `Ok(None)` when the key is absent, `Err` when it is not a string, appears twice, or the text is
-/// not an object (the item is then dropped: fail closed). `text` is serde-validated JSON.
-fn top_level_string<'a>(text: &'a str, key: &str) -> Result<Option<Cow<'a, str>>, ()> {
-    let b = text.as_bytes();
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return Err(());
-    }
-    i = skip_ws(b, i + 1);
-    let mut found: Option<Cow<'a, str>> = None;
-    if b.get(i) == Some(&b'}') {
-        return Ok(None);
-    }
-    loop {
-        let (k_start, k_end) = string_span(b, i)?;
-        i = skip_ws(b, k_end);
-        if b.get(i) != Some(&b':') {
-            return Err(());
-        }
-        i = skip_ws(b, i + 1);
-        let key_matches = match &text[k_start + 1..k_end - 1] {
-            raw if !raw.contains('\\') => raw == key,
-            _ => serde_json::from_str::<String>(&text[k_start..k_end]).map_err(drop)? == key,
-        };
-        let v_end = if key_matches {
-            if found.is_some() {
-                return Err(()); // a duplicate key is ambiguous
-            }
-            if b.get(i) != Some(&b'"') {
-                return Err(());
-            }
-            let (s, e) = string_span(b, i)?;
-            let raw = &text[s + 1..e - 1];
-            found = Some(if raw.contains('\\') {
-                Cow::Owned(serde_json::from_str::<String>(&text[s..e]).map_err(drop)?)
-            } else {
-                Cow::Borrowed(raw)
-            });
-            e
-        } else {
-            skip_value(b, i)?
-        };
-        i = skip_ws(b, v_end);
-        match b.get(i) {
-            Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return Ok(found),
-            _ => return Err(()),
-        }
-    }
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
-        i += 1;
-    }
-    i
-}
-
-/// The span of a string starting at `i` (quotes included).
-fn string_span(b: &[u8], i: usize) -> Result<(usize, usize), ()> {
-    if b.get(i) != Some(&b'"') {
-        return Err(());
-    }
-    let mut j = i + 1;
-    loop {
-        match b.get(j) {
-            Some(b'"') => return Ok((i, j + 1)),
-            Some(b'\\') => j += 2,
-            Some(_) => j += 1,
-            None => return Err(()),
-        }
-    }
-}
-
-/// Where the value starting at `i` ends.
-fn skip_value(b: &[u8], i: usize) -> Result<usize, ()> {
-    match b.get(i) {
-        Some(b'"') => string_span(b, i).map(|(_, e)| e),
-        Some(b'{' | b'[') => {
-            let mut depth = 0usize;
-            let mut j = i;
-            loop {
-                match b.get(j) {
-                    Some(b'"') => j = string_span(b, j)?.1,
-                    Some(b'{' | b'[') => {
-                        depth += 1;
-                        j += 1;
-                    }
-                    Some(b'}' | b']') => {
-                        depth -= 1;
-                        j += 1;
-                        if depth == 0 {
-                            return Ok(j);
-                        }
-                    }
-                    Some(_) => j += 1,
-                    None => return Err(()),
-                }
-            }
-        }
-        Some(_) => {
-            let mut j = i;
-            while !matches!(
-                b.get(j),
-                None | Some(b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
-            ) {
-                j += 1;
-            }
-            if j == i { Err(()) } else { Ok(j) }
-        }
-        None => Err(()),
-    }
-}
 
 /// A list reply that is not one JSON object without duplicate keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,12 +175,17 @@ impl std::fmt::Display for Unreadable {
 
 impl std::error::Error for Unreadable {}
 
-fn push_field(out: &mut String, key: &str, raw: &str) {
-    if out.len() > 1 {
+/// Opens a member `key` of the object being written to `out`.
+fn push_key(out: &mut String, first: &mut bool, key: &str) {
+    if !std::mem::take(first) {
         out.push(',');
     }
     out.push_str(&serde_json::to_string(key).expect("a string serialises"));
     out.push(':');
+}
+
+fn push_field(out: &mut String, first: &mut bool, key: &str, raw: &str) {
+    push_key(out, first, key);
     out.push_str(raw);
 }
 
@@ -375,6 +266,7 @@ impl ListFilter {
         kind: NameKind,
         index: &NameIndex,
         out: &mut String,
+        first: &mut bool,
     ) -> Result<(), Unreadable> {
         let Ok(Some(name)) = top_level_string(item.get(), field) else {
             return Ok(());
@@ -392,14 +284,18 @@ impl ListFilter {
         if !allowed {
             return Ok(());
         }
-        if out.len() > 1 {
+        if !std::mem::take(first) {
             out.push(',');
         }
         match (kind, catalog.server(server).allowed_params(bare)) {
             (NameKind::Tool, Some(params)) => {
-                let mut v: Value = serde_json::from_str(item.get()).map_err(|_| Unreadable)?;
-                prune_schema(&mut v, params);
-                out.push_str(&serde_json::to_string(&v).expect("a Value serialises"));
+                // The schema's text is pruned in place; a tool the text pruner is unsure of
+                // (duplicate keys) goes through the tree, which is the reference.
+                if prune_tool(item.get(), params, out).is_err() {
+                    let mut v: Value = serde_json::from_str(item.get()).map_err(|_| Unreadable)?;
+                    prune_schema(&mut v, params);
+                    out.push_str(&serde_json::to_string(&v).expect("a Value serialises"));
+                }
             }
             _ => out.push_str(item.get()),
         }
@@ -439,8 +335,10 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
         f.write_str("a JSON-RPC object")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
-        let mut out = String::with_capacity(self.text.len());
+        // One buffer for the whole reply: the result and its list are written straight into it.
+        let mut out = String::with_capacity(self.text.len() + 16);
         out.push('{');
+        let mut first = true;
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
         let mut id_matches = false;
         let mut id_spans = None;
@@ -450,11 +348,12 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
             }
             if key == "result" {
                 // Filtered speculatively; thrown away if the id turns out not to be ours.
-                let result = map.next_value_seed(ResultSeed {
+                push_key(&mut out, &mut first, &key);
+                map.next_value_seed(ResultSeed {
                     filter: self.filter,
                     index: self.index,
+                    out: &mut out,
                 })?;
-                push_field(&mut out, &key, &result);
             } else {
                 let raw: &'de RawValue = map.next_value()?;
                 if key == "id" {
@@ -462,7 +361,7 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
                         .is_ok_and(|id| self.filter.id.matches(&id));
                     let r = raw.get();
                     let in_start = (r.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
-                    push_field(&mut out, &key, r);
+                    push_field(&mut out, &mut first, &key, r);
                     // The value was borrowed from the input (no escapes in an id): note both spans.
                     if in_start <= self.text.len()
                         && self.text.get(in_start..in_start + r.len()) == Some(r)
@@ -475,7 +374,7 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
                     seen.push(key);
                     continue;
                 }
-                push_field(&mut out, &key, raw.get());
+                push_field(&mut out, &mut first, &key, raw.get());
             }
             seen.push(key);
         }
@@ -488,142 +387,170 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
     }
 }
 
-struct ResultSeed<'f> {
+/// Writes the filtered `result` of a list reply to `out`.
+struct ResultSeed<'f, 'o> {
     filter: &'f ListFilter,
     index: &'f NameIndex,
+    out: &'o mut String,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for ResultSeed<'_> {
-    type Value = String;
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<String, D::Error> {
+impl<'de> serde::de::DeserializeSeed<'de> for ResultSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
         de.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for ResultSeed<'_> {
-    type Value = String;
+impl<'de> serde::de::Visitor<'de> for ResultSeed<'_, '_> {
+    type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a result")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let Some((key, field, kind)) = self.filter.items_key() else {
             return Err(serde::de::Error::custom("not a list method"));
         };
-        let index = self.index;
-        let mut out = String::from("{");
+        let (index, out) = (self.index, self.out);
+        out.push('{');
+        let mut first = true;
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
         while let Some(k) = map.next_key::<Cow<'de, str>>()? {
             if seen.contains(&k) {
                 return Err(serde::de::Error::custom("duplicate key"));
             }
             if k == key {
-                let list = map.next_value_seed(ItemsSeed {
+                push_key(out, &mut first, &k);
+                map.next_value_seed(ItemsSeed {
                     filter: self.filter,
                     field,
                     kind,
                     index,
+                    out: &mut *out,
                 })?;
-                push_field(&mut out, &k, &list);
             } else {
                 let raw: &'de RawValue = map.next_value()?;
                 if k == "cacheScope" && raw.get() == "\"public\"" {
                     // A list cut for one caller must never be cached as shared.
-                    push_field(&mut out, &k, "\"private\"");
+                    push_field(out, &mut first, &k, "\"private\"");
                 } else {
-                    push_field(&mut out, &k, raw.get());
+                    push_field(out, &mut first, &k, raw.get());
                 }
             }
             seen.push(k);
         }
         if !seen.iter().any(|k| k == key) {
-            push_field(&mut out, key, "[]");
+            push_field(out, &mut first, key, "[]");
         }
         out.push('}');
-        Ok(out)
+        Ok(())
     }
     // A result that is not an object is passed on as it is (nothing in it is listed).
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.out.push_str(if v { "true" } else { "false" });
+        Ok(())
     }
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.out.push_str(&v.to_string());
+        Ok(())
     }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.out.push_str(&v.to_string());
+        Ok(())
     }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
-        serde_json::to_string(&v).map_err(E::custom)
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.out
+            .push_str(&serde_json::to_string(&v).map_err(E::custom)?);
+        Ok(())
     }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-        serde_json::to_string(v).map_err(E::custom)
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.out
+            .push_str(&serde_json::to_string(v).map_err(E::custom)?);
+        Ok(())
     }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
-        Ok("null".to_owned())
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.out.push_str("null");
+        Ok(())
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
-        let mut items: Vec<&'de RawValue> = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut first = true;
+        self.out.push('[');
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if !std::mem::take(&mut first) {
+                self.out.push(',');
+            }
+            self.out.push_str(item.get());
         }
-        let texts: Vec<&str> = items.iter().map(|r| r.get()).collect();
-        Ok(format!("[{}]", texts.join(",")))
+        self.out.push(']');
+        Ok(())
     }
 }
 
-struct ItemsSeed<'f, 'i> {
+/// Writes the kept items of a list to `out`.
+struct ItemsSeed<'f, 'i, 'o> {
     filter: &'f ListFilter,
     field: &'static str,
     kind: NameKind,
     index: &'i NameIndex,
+    out: &'o mut String,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_, '_> {
-    type Value = String;
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<String, D::Error> {
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
         de.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_, '_> {
-    type Value = String;
+impl ItemsSeed<'_, '_, '_> {
+    // Anything but a list: nothing listed (fail closed), as on the `Value` path.
+    fn nothing<E>(self) -> Result<(), E> {
+        self.out.push_str("[]");
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_, '_, '_> {
+    type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a list")
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
-        let mut out = String::from("[");
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut first = true;
+        self.out.push('[');
         while let Some(item) = seq.next_element::<&'de RawValue>()? {
             self.filter
-                .keep_raw(item, self.field, self.kind, self.index, &mut out)
+                .keep_raw(
+                    item, self.field, self.kind, self.index, self.out, &mut first,
+                )
                 .map_err(serde::de::Error::custom)?;
         }
-        out.push(']');
-        Ok(out)
+        self.out.push(']');
+        Ok(())
     }
-    // Anything but a list: nothing listed (fail closed), as on the `Value` path.
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while map
             .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
             .is_some()
         {}
-        Ok("[]".to_owned())
+        self.nothing()
     }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<String, E> {
-        Ok("[]".to_owned())
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.nothing()
     }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<String, E> {
-        Ok("[]".to_owned())
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.nothing()
     }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<String, E> {
-        Ok("[]".to_owned())
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.nothing()
     }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<String, E> {
-        Ok("[]".to_owned())
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.nothing()
     }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<String, E> {
-        Ok("[]".to_owned())
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.nothing()
     }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
-        Ok("[]".to_owned())
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.nothing()
     }
 }
 

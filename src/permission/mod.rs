@@ -11,6 +11,7 @@
 mod body;
 mod filter;
 pub(crate) mod memo;
+mod raw;
 
 use std::fmt;
 use std::task::{Context, Poll};
