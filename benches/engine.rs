@@ -186,5 +186,92 @@ fn bench_keys(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_parse, bench_grant, bench_filter, bench_keys);
+/// One `tools/call` through all five layers around a service that answers at once, against
+/// the same service alone: the layers' whole cost per request, framework included (the
+/// request and response bodies, extensions, futures, the cost event), on one thread.
+fn bench_stack(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, combinators::BoxBody};
+    use mcp_gatekeeper::engine::Mount;
+    use tower::{Layer, Service, ServiceExt};
+
+    const REPLY: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}"#;
+    let answer = || {
+        tower::service_fn(|req: http::Request<Full<Bytes>>| async move {
+            // Read the body as any server must, then answer.
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            black_box(body);
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(BoxBody::new(Full::new(Bytes::from_static(REPLY))))
+                    .unwrap(),
+            )
+        })
+    };
+    let allowed: Vec<String> = std::iter::once("echo".to_owned())
+        .chain((1..40).map(|i| format!("tool_{i}")))
+        .collect();
+    let config = Config::from_json_str(
+        &json!({
+            "mcp_servers": {"bench": {"url": "http://127.0.0.1/mcp", "allowed_params": {"echo": ["message"]},
+                                      "mcp_info": {"mcp_server_cost_info": {"default_cost_per_query": 0.001}}}},
+            "keys": [{"key": "sk-bench", "team_id": "t",
+                      "object_permission": {"mcp_servers": ["bench"], "mcp_tool_permissions": {"bench": allowed}}}],
+            "teams": [{"team_id": "t", "organization_id": "o", "object_permission": {"mcp_servers": ["bench"]}}],
+            "organizations": [{"organization_id": "o", "object_permission": {"mcp_servers": ["bench"]}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let gk = Gatekeeper::new(config.policy().unwrap()).with_mount(Mount::Single("bench".into()));
+    let request = || {
+        http::Request::post("http://127.0.0.1/mcp")
+            .header("x-litellm-api-key", "sk-bench")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(Full::new(Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}"#,
+            )))
+            .unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("tools/call round trip");
+    let mut bare = answer();
+    group.bench_function("bare service", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let r = bare.ready().await.unwrap().call(request()).await.unwrap();
+                assert!(r.status().is_success());
+                r.into_body().collect().await.unwrap().to_bytes()
+            })
+        })
+    });
+    let mut stack = gk
+        .layer()
+        .spend_sink(|e| drop(black_box(e)))
+        .layer(answer());
+    group.bench_function("five layers", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let r = stack.ready().await.unwrap().call(request()).await.unwrap();
+                assert!(r.status().is_success());
+                r.into_body().collect().await.unwrap().to_bytes()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_parse,
+    bench_grant,
+    bench_filter,
+    bench_keys,
+    bench_stack
+);
 criterion_main!(benches);
