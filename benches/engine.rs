@@ -195,7 +195,7 @@ fn bench_stack(c: &mut Criterion) {
     use mcp_gatekeeper::engine::Mount;
     use tower::{Layer, Service, ServiceExt};
 
-    const REPLY: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}"#;
+    const REPLY: &[u8] = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}"#;
     let answer = || {
         tower::service_fn(|req: http::Request<Full<Bytes>>| async move {
             // Read the body as any server must, then answer.

@@ -366,17 +366,14 @@ where
             return Post::Ready(response);
         };
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if status.is_success() && content_type.starts_with("application/json") {
+        let content_type = response.headers().get(header::CONTENT_TYPE);
+        let json = protocol::media_is(content_type, "application/json");
+        let sse = protocol::media_is(content_type, "text/event-stream");
+        if status.is_success() && json {
             return Post::Later(Box::pin(json_reply(response, pending, id, hook, limit)));
         }
         let (mut parts, body) = response.into_parts();
-        let mode = if status.is_success() && content_type.starts_with("text/event-stream") {
+        let mode = if status.is_success() && sse {
             parts.headers.remove(header::CONTENT_LENGTH);
             body::Mode::sse(limit)
         } else {
@@ -414,7 +411,7 @@ where
         Collected::Whole(bytes) => {
             let (outcome, reply) = read_reply(&bytes, &id, hook.wants_reply());
             let decision = match pending.settle(outcome) {
-                Some(event) => run_hook(hook_future(&hook, event, reply.as_ref())).await,
+                Some(event) => run_hook(&*hook, event, reply.as_ref()).await,
                 None => HookDecision::default(),
             };
             let bytes = match decision.replace_result {
@@ -427,15 +424,22 @@ where
                 None => bytes,
             };
             pending.commit(decision.cost);
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, bytes.len().into());
+            // The body has an exact size, from which the server frames it; a length the inner
+            // service gave is kept when it is still right and corrected when it is not.
+            let stated = parts.headers.get(header::CONTENT_LENGTH);
+            if stated
+                .is_some_and(|v| v.to_str().ok().and_then(|v| v.parse().ok()) != Some(bytes.len()))
+            {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, bytes.len().into());
+            }
             Response::from_parts(parts, B::from_bytes(bytes))
         }
         Collected::TooLarge { head, rest } => {
             // Too large to read: pass it on unchanged (same bytes, same length), unobserved.
             if let Some(event) = pending.settle(Outcome::Unknown) {
-                let decision = run_hook(hook_future(&hook, event, None)).await;
+                let decision = run_hook(&*hook, event, None).await;
                 pending.commit(decision.cost);
             }
             Response::from_parts(parts, B::wrap(Prefixed::new(head, rest)))
@@ -533,8 +537,19 @@ pub(crate) fn decision(
     }
 }
 
-async fn run_hook(fut: HookFuture) -> HookDecision {
-    decision(fut.await)
+/// The hook's decision, its future run in place (inside a future that is already boxed), a
+/// panic while building or running it caught.
+async fn run_hook<H: CostHook>(
+    hook: &H,
+    event: &ToolCallEvent,
+    reply: Option<&Value>,
+) -> HookDecision {
+    decision(
+        match std::panic::catch_unwind(AssertUnwindSafe(|| hook.on_tool_call(event, reply))) {
+            Ok(f) => AssertUnwindSafe(f).catch_unwind().await,
+            Err(panic) => Err(panic),
+        },
+    )
 }
 
 fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Observe<H> {

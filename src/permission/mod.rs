@@ -157,11 +157,10 @@ where
     fn response(self, response: Response<B>) -> Post<B> {
         let limits = *self.gatekeeper.limits();
         if let Some(grant) = self.replay {
-            let is_sse = response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"));
+            let is_sse = protocol::media_is(
+                response.headers().get(header::CONTENT_TYPE),
+                "text/event-stream",
+            );
             if !is_sse {
                 return Post::Ready(response);
             }
@@ -178,14 +177,11 @@ where
         if !response.status().is_success() {
             return Post::Ready(response);
         }
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let content_type = response.headers().get(header::CONTENT_TYPE);
+        let json = protocol::media_is(content_type, "application/json");
+        let sse = protocol::media_is(content_type, "text/event-stream");
         let limits = *self.gatekeeper.limits();
-        if content_type.starts_with("application/json") {
+        if json {
             // Read the (bounded) reply whole, filter it, and send it with its exact length.
             return Post::Later(Box::pin(async move {
                 let (mut parts, body) = response.into_parts();
@@ -206,7 +202,7 @@ where
                 Response::from_parts(parts, B::from_bytes(bytes))
             }));
         }
-        if content_type.starts_with("text/event-stream") {
+        if sse {
             let (mut parts, body) = response.into_parts();
             parts.headers.remove(header::CONTENT_LENGTH);
             return Post::Ready(Response::from_parts(

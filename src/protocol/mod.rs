@@ -14,3 +14,11 @@ pub use request::{
     McpRequest, MessageKind, Method, ParseError, RequestId, check_routing_headers,
     decode_header_value, parse_request,
 };
+
+/// Whether a `content-type` value names `media` (given in lower case), in any letter case and
+/// whatever parameters follow: without allocating, as every reply is asked this.
+pub(crate) fn media_is(content_type: Option<&http::HeaderValue>, media: &str) -> bool {
+    content_type
+        .and_then(|v| v.as_bytes().get(..media.len()))
+        .is_some_and(|head| head.eq_ignore_ascii_case(media.as_bytes()))
+}

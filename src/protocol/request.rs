@@ -549,34 +549,52 @@ impl<'de> Visitor<'de> for StrictAny {
     }
 }
 
-/// Keys seen in one object, borrowed from the body where they have no escapes. A short list is
-/// searched in place; past 16 keys a hash set takes over, so an object with many keys costs
-/// linear time, never quadratic.
+/// Keys seen in one object, borrowed from the body where they have no escapes. The first few
+/// are kept in place (no allocation for the objects requests are made of) and searched in
+/// place; past them a hash set takes over, so an object with many keys costs linear time, never
+/// quadratic.
 #[derive(Default)]
 struct SeenKeys<'de> {
-    keys: Vec<Cow<'de, str>>,
+    first: [Cow<'de, str>; INLINE_KEYS],
+    len: usize,
+    /// Keys after the first few, in order.
+    more: Vec<Cow<'de, str>>,
     index: Option<std::collections::HashSet<Cow<'de, str>>>,
 }
+
+const INLINE_KEYS: usize = 8;
 
 impl<'de> SeenKeys<'de> {
     /// Records `key`; false if the object had it already.
     fn insert(&mut self, key: Cow<'de, str>) -> bool {
-        const SHORT: usize = 16;
         if let Some(index) = &mut self.index {
             if !index.insert(key.clone()) {
                 return false;
             }
-        } else if self.keys.contains(&key) {
-            return false;
-        } else if self.keys.len() == SHORT {
-            self.index = Some(self.keys.iter().cloned().chain([key.clone()]).collect());
+            self.more.push(key);
+            return true;
         }
-        self.keys.push(key);
+        if self.first[..self.len].contains(&key) {
+            return false;
+        }
+        if self.len < INLINE_KEYS {
+            self.first[self.len] = key;
+            self.len += 1;
+            return true;
+        }
+        let mut index: std::collections::HashSet<_> = self.first.iter().cloned().collect();
+        index.insert(key.clone());
+        self.index = Some(index);
+        self.more.push(key);
         true
     }
 
     fn into_boxed(self) -> Vec<Box<str>> {
-        self.keys.into_iter().map(|k| k.as_ref().into()).collect()
+        self.first[..self.len]
+            .iter()
+            .chain(&self.more)
+            .map(|k| k.as_ref().into())
+            .collect()
     }
 }
 
@@ -760,7 +778,15 @@ mod tests {
         let r = ok(&body(""));
         assert_eq!(r.argument_keys.len(), 5000);
         assert_eq!(&*r.argument_keys[4999], "k4999");
+        // In order across the keys kept in place and those after them.
+        assert!(
+            r.argument_keys[..10]
+                .iter()
+                .enumerate()
+                .all(|(i, k)| **k == format!("k{i}"))
+        );
         err(body(r#","k17":0"#).as_bytes());
+        err(body(r#","k7":0"#).as_bytes());
         err(body(r#","k\u0031":0"#).as_bytes());
     }
 
