@@ -470,9 +470,9 @@ impl<'de> Visitor<'de> for MessageVisitor {
                 return Err(duplicate(&key));
             }
             match &*key {
-                "jsonrpc" => msg.jsonrpc = Some(map.next_value()?),
+                "jsonrpc" => msg.jsonrpc = Some(map.next_value::<Key<'de>>()?.0),
                 "id" => msg.id = Some(map.next_value_seed(IdSeed)?),
-                "method" => msg.method = Some(map.next_value()?),
+                "method" => msg.method = Some(map.next_value::<Key<'de>>()?.0),
                 "params" => {
                     msg.has_params = true;
                     msg.params = Some(map.next_value_seed(ParamsSeed)?);
@@ -598,7 +598,8 @@ impl<'de> SeenKeys<'de> {
     }
 }
 
-/// An object key, borrowed from the body unless it had escapes.
+/// A string (an object key, or a value that must be a string), borrowed from the body unless
+/// it had escapes. (`Cow<str>`'s own `Deserialize` always copies.)
 struct Key<'de>(Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
@@ -607,7 +608,7 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
         impl<'de> Visitor<'de> for V {
             type Value = Key<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
+                f.write_str("a string")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
                 Ok(Key(Cow::Borrowed(v)))
@@ -693,8 +694,7 @@ struct OptString(Box<str>);
 
 impl<'de> serde::Deserialize<'de> for OptString {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        let s: Cow<'de, str> = Cow::deserialize(de)?;
-        Ok(Self(s.into()))
+        Ok(Self(Key::deserialize(de)?.0.into()))
     }
 }
 
