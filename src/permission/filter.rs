@@ -154,12 +154,15 @@ pub(crate) fn prune_schema(tool: &mut Value, allowed: &[Box<str>]) {
 
 // ---- the byte-level fast path ---------------------------------------------------------------
 //
-// A list reply is mostly tool schemas the filter never needs to look at. The fast path parses
-// only the envelope and each item's name, copies kept items through as raw JSON, and re-encodes
-// only items whose schema it prunes. Anything unexpected takes the `Value` path above, so both
-// paths always agree (tested).
+// A list reply is mostly tool schemas the filter never needs to look at. The fast path reads
+// it once, validating it as it goes: the envelope, and each item as its members (each value's
+// text captured, not parsed). Kept items are written back from their members (values as they
+// were, keys re-encoded); a schema pruned to `allowed_params` is rewritten as text, and through
+// a tree only when the text has duplicate keys the tree would resolve. Both paths give the same
+// lists (tested, and fuzzed).
 
-use super::raw::{prune_tool, top_level_string};
+use super::raw::{Member, prune_members, text_of, write_members};
+use crate::protocol::Key;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -190,9 +193,9 @@ fn push_field(out: &mut String, first: &mut bool, key: &str, raw: &str) {
 }
 
 impl ListFilter {
-    /// Filters a serialised reply without building a tree of it, in one pass over the envelope:
-    /// kept items are copied through as they are; only pruned schemas are re-encoded. This is
-    /// what the layer runs.
+    /// Filters a serialised reply without building a tree of it, in one pass: kept items are
+    /// copied through (their values as they are), pruned schemas rewritten as text. This is what
+    /// the layer runs.
     ///
     /// # Errors
     ///
@@ -258,17 +261,22 @@ impl ListFilter {
         })
     }
 
-    /// Whether one raw item stays, and its text if so.
-    fn keep_raw(
+    /// Writes the item made of `members` to `out` if it stays (pruned if it must be).
+    fn keep_members(
         &self,
-        item: &RawValue,
+        members: &[Member<'_>],
         field: &str,
         kind: NameKind,
         index: &NameIndex,
         out: &mut String,
         first: &mut bool,
     ) -> Result<(), Unreadable> {
-        let Ok(Some(name)) = top_level_string(item.get(), field) else {
+        // Exactly one name, and a string: anything else is ambiguous or unnamed, and dropped.
+        let mut names = members.iter().filter(|(k, _)| k == field);
+        let (Some((_, name)), None) = (names.next(), names.next()) else {
+            return Ok(());
+        };
+        let Ok(name) = text_of(name) else {
             return Ok(());
         };
         let catalog = self.grant.catalog();
@@ -291,13 +299,15 @@ impl ListFilter {
             (NameKind::Tool, Some(params)) => {
                 // The schema's text is pruned in place; a tool the text pruner is unsure of
                 // (duplicate keys) goes through the tree, which is the reference.
-                if prune_tool(item.get(), params, out).is_err() {
-                    let mut v: Value = serde_json::from_str(item.get()).map_err(|_| Unreadable)?;
+                if prune_members(members, params, out).is_err() {
+                    let mut text = String::new();
+                    write_members(members, &mut text);
+                    let mut v: Value = serde_json::from_str(&text).map_err(|_| Unreadable)?;
                     prune_schema(&mut v, params);
                     out.push_str(&serde_json::to_string(&v).expect("a Value serialises"));
                 }
             }
-            _ => out.push_str(item.get()),
+            _ => write_members(members, out),
         }
         Ok(())
     }
@@ -342,7 +352,7 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
         let mut id_matches = false;
         let mut id_spans = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if seen.contains(&key) {
                 return Err(serde::de::Error::custom("duplicate key"));
             }
@@ -414,7 +424,7 @@ impl<'de> serde::de::Visitor<'de> for ResultSeed<'_, '_> {
         out.push('{');
         let mut first = true;
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
-        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
             if seen.contains(&k) {
                 return Err(serde::de::Error::custom("duplicate key"));
             }
@@ -485,6 +495,55 @@ impl<'de> serde::de::Visitor<'de> for ResultSeed<'_, '_> {
     }
 }
 
+/// Reads one item of a list into its members; `false` when it is not an object (dropped).
+struct ItemSeed<'m, 'de> {
+    members: &'m mut Vec<Member<'de>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemSeed<'_, 'de> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemSeed<'_, 'de> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list item")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        self.members.clear();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            self.members.push((key, value.get()));
+        }
+        Ok(true)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<&'de RawValue>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
 /// Writes the kept items of a list to `out`.
 struct ItemsSeed<'f, 'i, 'o> {
     filter: &'f ListFilter,
@@ -517,12 +576,19 @@ impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_, '_, '_> {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut first = true;
         self.out.push('[');
-        while let Some(item) = seq.next_element::<&'de RawValue>()? {
-            self.filter
-                .keep_raw(
-                    item, self.field, self.kind, self.index, self.out, &mut first,
-                )
-                .map_err(serde::de::Error::custom)?;
+        // Each item is read member by member in the pass that validates it (no second scan
+        // of its text); one list of members serves every item.
+        let mut members = Vec::new();
+        while let Some(object) = seq.next_element_seed(ItemSeed {
+            members: &mut members,
+        })? {
+            if object {
+                self.filter
+                    .keep_members(
+                        &members, self.field, self.kind, self.index, self.out, &mut first,
+                    )
+                    .map_err(serde::de::Error::custom)?;
+            }
         }
         self.out.push(']');
         Ok(())

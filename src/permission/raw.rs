@@ -175,50 +175,85 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
-/// The string value of one top-level key of the object `text`: `Ok(None)` when the key is
-/// absent, `Err` when it is not a string, appears twice (ambiguous), or `text` is not an object.
-pub(super) fn top_level_string<'a>(text: &'a str, key: &str) -> Result<Option<Cow<'a, str>>, ()> {
-    let mut found = None;
-    for entry in Entries::object(text)? {
-        let (k, v) = entry?;
-        if text_of(k)? == key {
-            if found.is_some() || !v.starts_with('"') {
-                return Err(());
-            }
-            found = Some(text_of(v)?);
-        }
-    }
-    Ok(found)
-}
-
 fn separate(out: &mut String, first: &mut bool) {
     if !std::mem::take(first) {
         out.push(',');
     }
 }
 
-/// Writes `tool` to `out` with its `inputSchema` pruned to `allowed`, as `prune_schema` does on
-/// a tree: top-level properties and `required` names outside `allowed` removed,
-/// `additionalProperties` set to `false` (in place, or appended). Everything else is copied as
-/// it is. `Err` (with `out` as it was) on a duplicate key the tree would resolve silently.
-pub(super) fn prune_tool(tool: &str, allowed: &[Box<str>], out: &mut String) -> Result<(), ()> {
+/// One member of an object as the filter reads it: its key (unescaped) and its value's text.
+pub(super) type Member<'a> = (Cow<'a, str>, &'a str);
+
+/// Writes the key `key` (unescaped) as JSON.
+pub(super) fn push_key(out: &mut String, key: &str) {
+    // A key read without escapes has none to restore; the common case is a plain copy.
+    if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(key);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(key).expect("a string serialises"));
+    }
+}
+
+/// Writes an object of `members` to `out`.
+pub(super) fn write_members(members: &[Member<'_>], out: &mut String) {
+    out.push('{');
+    let mut first = true;
+    for (k, v) in members {
+        separate(out, &mut first);
+        push_key(out, k);
+        out.push(':');
+        out.push_str(v);
+    }
+    out.push('}');
+}
+
+/// The members of the object `text`.
+#[cfg(test)]
+fn members_of(text: &str) -> Result<Vec<Member<'_>>, ()> {
+    Entries::object(text)?
+        .map(|entry| entry.and_then(|(k, v)| Ok((text_of(k)?, v))))
+        .collect()
+}
+
+/// Writes the tool `text` to `out` with its `inputSchema` pruned to `allowed`: see
+/// [`prune_members`].
+#[cfg(test)]
+fn prune_tool(text: &str, allowed: &[Box<str>], out: &mut String) -> Result<(), ()> {
+    prune_members(&members_of(text)?, allowed, out)
+}
+
+/// Writes the tool made of `members` to `out` with its `inputSchema` pruned to `allowed`, as
+/// `prune_schema` does on a tree: top-level properties and `required` names outside `allowed`
+/// removed, `additionalProperties` set to `false` (in place, or appended). Everything else is
+/// copied as it is. `Err` (with `out` as it was) on a duplicate key the tree would resolve
+/// silently.
+pub(super) fn prune_members(
+    members: &[Member<'_>],
+    allowed: &[Box<str>],
+    out: &mut String,
+) -> Result<(), ()> {
     let start = out.len();
-    let written = write_pruned_tool(tool, allowed, out);
+    let written = write_pruned_members(members, allowed, out);
     if written.is_err() {
         out.truncate(start);
     }
     written
 }
 
-fn write_pruned_tool(tool: &str, allowed: &[Box<str>], out: &mut String) -> Result<(), ()> {
+fn write_pruned_members(
+    members: &[Member<'_>],
+    allowed: &[Box<str>],
+    out: &mut String,
+) -> Result<(), ()> {
     out.push('{');
     let (mut first, mut schema_seen) = (true, false);
-    for entry in Entries::object(tool)? {
-        let (k, v) = entry?;
+    for (k, v) in members {
         separate(out, &mut first);
-        out.push_str(k);
+        push_key(out, k);
         out.push(':');
-        if text_of(k)? == "inputSchema" {
+        if k == "inputSchema" {
             if std::mem::replace(&mut schema_seen, true) {
                 return Err(());
             }
@@ -373,22 +408,5 @@ mod tests {
             assert_eq!(prune_tool(unsure, &allowed, &mut out), Err(()), "{unsure}");
             assert_eq!(out, "kept");
         }
-    }
-
-    #[test]
-    fn top_level_strings() {
-        fn t(s: &str) -> Result<Option<Cow<'_, str>>, ()> {
-            top_level_string(s, "name")
-        }
-        assert_eq!(
-            t(r#"{"a":{"name":"no"},"name":"yes"}"#),
-            Ok(Some("yes".into()))
-        );
-        assert_eq!(t(r#" { "n\u0061me" : "a\"b" } "#), Ok(Some("a\"b".into())));
-        assert_eq!(t(r#"{"a":[1,"]"]}"#), Ok(None));
-        assert_eq!(t("{}"), Ok(None));
-        assert_eq!(t(r#"{"name":"a","name":"b"}"#), Err(()));
-        assert_eq!(t(r#"{"name":7}"#), Err(()));
-        assert_eq!(t(r#"["name"]"#), Err(()));
     }
 }

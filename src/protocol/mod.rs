@@ -10,6 +10,7 @@ mod request;
 pub mod sse;
 
 pub use body::{CollectError, Collected, collect_limited, collect_up_to};
+pub(crate) use request::Key;
 pub use request::{
     McpRequest, MessageKind, Method, ParseError, RequestId, check_routing_headers,
     decode_header_value, parse_request,

@@ -600,7 +600,7 @@ impl<'de> SeenKeys<'de> {
 
 /// A string (an object key, or a value that must be a string), borrowed from the body unless
 /// it had escapes. (`Cow<str>`'s own `Deserialize` always copies.)
-struct Key<'de>(Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
