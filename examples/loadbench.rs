@@ -264,27 +264,74 @@ struct Outcome {
     failures: u64,
 }
 
+/// What a stretch of load measured: every latency, the wall time, the failures. Stretches of
+/// one target add up (rounds interleaved with other targets).
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    failures: u64,
+}
+
+impl Sample {
+    fn absorb(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.elapsed += other.elapsed;
+        self.failures += other.failures;
+    }
+
+    fn outcome(mut self) -> Outcome {
+        self.latencies.sort_unstable();
+        let all = &self.latencies;
+        let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+        Outcome {
+            rps: all.len() as f64 / self.elapsed.as_secs_f64(),
+            p50: pick(0.50),
+            p99: pick(0.99),
+            failures: self.failures,
+        }
+    }
+}
+
+/// One client per worker: with sessions, each opens its own first (as real clients do), once,
+/// outside any measurement.
+async fn clients(
+    client: &reqwest::Client,
+    url: &str,
+    workers: usize,
+    sessions: bool,
+) -> Vec<Option<String>> {
+    let mut out = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        out.push(if sessions {
+            Some(open_session(client, url).await)
+        } else {
+            None
+        });
+    }
+    out
+}
+
+/// Sends `requests` requests, one worker per entry of `sessions`.
 async fn drive(
     client: &reqwest::Client,
     url: &str,
     kind: Kind,
-    concurrency: usize,
+    sessions: &[Option<String>],
     requests: usize,
     prefixed: bool,
-    sessions: bool,
-) -> Outcome {
+) -> Sample {
     let next = Arc::new(AtomicU64::new(1));
     let failures = Arc::new(AtomicU64::new(0));
     let tool = if prefixed { "bench-echo" } else { "echo" };
     let started = Instant::now();
-    let per = requests / concurrency;
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, url, next, failures) = (client.clone(), url.to_owned(), Arc::clone(&next), Arc::clone(&failures));
+    let per = requests / sessions.len();
+    let workers: Vec<_> = sessions
+        .iter()
+        .map(|session| {
+            let (client, url, next, failures, session) = (client.clone(), url.to_owned(), Arc::clone(&next), Arc::clone(&failures), session.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per);
-                // Each worker is one client: with sessions, it opens its own first.
-                let session = if sessions { Some(open_session(&client, &url).await) } else { None };
                 for _ in 0..per {
                     let id = next.fetch_add(1, Ordering::Relaxed);
                     let body = match kind {
@@ -310,17 +357,13 @@ async fn drive(
             })
         })
         .collect();
-    let mut all = Vec::with_capacity(requests);
+    let mut latencies = Vec::with_capacity(requests);
     for w in workers {
-        all.extend(w.await.expect("worker"));
+        latencies.extend(w.await.expect("worker"));
     }
-    let elapsed = started.elapsed();
-    all.sort_unstable();
-    let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-    Outcome {
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: pick(0.50),
-        p99: pick(0.99),
+    Sample {
+        latencies,
+        elapsed: started.elapsed(),
         failures: failures.load(Ordering::Relaxed),
     }
 }
@@ -392,6 +435,7 @@ async fn run(quick: bool) {
         .build()
         .expect("client");
     let requests = if quick { 2_000 } else { 20_000 };
+    let rounds = if quick { 2 } else { 5 };
     // Warm every path (connections, the gateway's upstream session).
     for (url, prefixed, s) in [
         (&bare.url, false, false),
@@ -399,12 +443,13 @@ async fn run(quick: bool) {
         (&gateway.url, true, false),
         (&sessions.url, true, true),
     ] {
-        let o = drive(&client, url, Kind::Call, 4, 400, prefixed, s).await;
+        let workers = clients(&client, url, 4, s).await;
+        let o = drive(&client, url, Kind::Call, &workers, 400, prefixed).await;
         assert_eq!(o.failures, 0, "warm-up against {url} failed");
-        drive(&client, url, Kind::List, 4, 100, prefixed, s).await;
+        drive(&client, url, Kind::List, &workers, 100, prefixed).await;
     }
     println!(
-        "{requests} requests per row; CPU is per request, in µs, of the server process(es) named"
+        "{requests} requests per row, in {rounds} rounds taken in turn by the four targets; CPU is per request, in µs, of the server process(es) named"
     );
     println!(
         "{:<10} {:<10} {:>4} {:>10} {:>9} {:>9} {:>12} {:>14}",
@@ -417,20 +462,47 @@ async fn run(quick: bool) {
             "tools/list"
         };
         for conc in [1usize, 8, 32] {
-            let mut rows = Vec::new();
-            for (name, server, prefixed, s) in [
+            let targets = [
                 ("a bare", &bare, false, false),
                 ("b stack", &stack, false, false),
                 ("c gateway", &gateway, true, false),
                 ("d sessions", &sessions, true, true),
-            ] {
-                let (cpu0, up0) = (cpu(server.child.id()), cpu(bare.child.id()));
-                let o = drive(&client, &server.url, kind, conc, requests, prefixed, s).await;
-                let (cpu1, up1) = (cpu(server.child.id()), cpu(bare.child.id()));
-                let n = requests as f64;
-                let own = us(cpu1 - cpu0) / n;
+            ];
+            let mut workers = Vec::new();
+            for (_, server, _, s) in targets {
+                workers.push(clients(&client, &server.url, conc, s).await);
+            }
+            // The targets take turns, a slice of the requests each, in an order that rotates
+            // every round: a change in the machine's background load during the run falls on
+            // all of them alike instead of on whichever row ran then.
+            let mut samples: Vec<Sample> = targets.iter().map(|_| Sample::default()).collect();
+            let (mut own, mut upstream) = ([Duration::ZERO; 4], [Duration::ZERO; 4]);
+            for round in 0..rounds {
+                for i in (0..targets.len()).map(|i| (i + round) % targets.len()) {
+                    let (_, server, prefixed, _) = targets[i];
+                    let (cpu0, up0) = (cpu(server.child.id()), cpu(bare.child.id()));
+                    let sample = drive(
+                        &client,
+                        &server.url,
+                        kind,
+                        &workers[i],
+                        requests / rounds,
+                        prefixed,
+                    )
+                    .await;
+                    let (cpu1, up1) = (cpu(server.child.id()), cpu(bare.child.id()));
+                    own[i] += cpu1 - cpu0;
+                    upstream[i] += up1 - up0;
+                    samples[i].absorb(sample);
+                }
+            }
+            let mut rows = Vec::new();
+            for (i, sample) in samples.into_iter().enumerate() {
+                let name = targets[i].0;
+                let n = sample.latencies.len() as f64;
+                let o = sample.outcome();
                 let upstream = if name.starts_with('c') || name.starts_with('d') {
-                    format!("{:.1}", us(up1 - up0) / n)
+                    format!("{:.1}", us(upstream[i]) / n)
                 } else {
                     "-".into()
                 };
@@ -442,7 +514,7 @@ async fn run(quick: bool) {
                     o.rps,
                     us(o.p50),
                     us(o.p99),
-                    own,
+                    us(own[i]) / n,
                     upstream,
                     if o.failures > 0 {
                         format!("  ({} failed)", o.failures)
@@ -475,12 +547,17 @@ async fn soak(n: usize) {
         .build()
         .expect("client");
     let pid = stack.child.id();
-    drive(&client, &stack.url, Kind::Call, 8, 1_000, false, false).await;
+    let workers = clients(&client, &stack.url, 8, false).await;
+    drive(&client, &stack.url, Kind::Call, &workers, 1_000, false).await;
     let start = rss_kib(pid);
     let half = n / 2;
-    let o1 = drive(&client, &stack.url, Kind::Call, 8, half, false, false).await;
+    let o1 = drive(&client, &stack.url, Kind::Call, &workers, half, false)
+        .await
+        .outcome();
     let middle = rss_kib(pid);
-    let o2 = drive(&client, &stack.url, Kind::Call, 8, n - half, false, false).await;
+    let o2 = drive(&client, &stack.url, Kind::Call, &workers, n - half, false)
+        .await
+        .outcome();
     let end = rss_kib(pid);
     println!("soak: {n} tools/call through the five layers at concurrency 8");
     println!(
@@ -532,8 +609,11 @@ fn main() {
                 .tcp_nodelay(true)
                 .build()
                 .expect("client");
+            let workers = clients(&client, &url, 32, sessions).await;
             loop {
-                let o = drive(&client, &url, Kind::Call, 32, 20_000, prefixed, sessions).await;
+                let o = drive(&client, &url, Kind::Call, &workers, 20_000, prefixed)
+                    .await
+                    .outcome();
                 println!(
                     "{:.0} req/s, p50 {:.1} µs, {} failed",
                     o.rps,
