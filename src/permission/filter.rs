@@ -183,7 +183,7 @@ fn push_key(out: &mut String, first: &mut bool, key: &str) {
     if !std::mem::take(first) {
         out.push(',');
     }
-    out.push_str(&serde_json::to_string(key).expect("a string serialises"));
+    super::raw::push_key(out, key);
     out.push(':');
 }
 
