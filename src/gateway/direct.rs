@@ -156,9 +156,7 @@ impl StreamableHttpClient for Recorder {
 }
 
 /// A whole JSON reply, at most [`MAX_REPLY`] bytes.
-async fn read_all(
-    body: &mut BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-) -> Result<Vec<u8>, ServiceError> {
+async fn read_all(body: &mut Stream) -> Result<Vec<u8>, ServiceError> {
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
         bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
@@ -169,11 +167,54 @@ async fn read_all(
     Ok(bytes)
 }
 
+/// A reply body as it arrives.
+type Stream = BoxStream<'static, reqwest::Result<bytes::Bytes>>;
+
 /// The largest reply (or single event) read from an upstream.
 const MAX_REPLY: usize = 16 << 20;
 
 /// Ids of our own requests on a session rmcp also uses (rmcp numbers its own).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A request of ours, serialised straight from its parameters (no `Value` in between), and
+/// its id.
+fn encode<P: serde::Serialize>(method: &'static str, params: &P) -> Option<(String, Vec<u8>)> {
+    #[derive(serde::Serialize)]
+    struct Request<'a, P> {
+        jsonrpc: &'static str,
+        id: &'a str,
+        method: &'static str,
+        params: &'a P,
+    }
+    let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let body = serde_json::to_vec(&Request {
+        jsonrpc: "2.0",
+        id: &id,
+        method,
+        params,
+    })
+    .ok()?;
+    Some((id, body))
+}
+
+/// The next event on an event stream, read further as needed.
+async fn next_event(
+    framer: &mut sse::SseFramer,
+    body: &mut Stream,
+) -> Result<bytes::Bytes, ServiceError> {
+    loop {
+        if let Some(event) = framer
+            .next_event()
+            .map_err(|_| unreadable("event too large"))?
+        {
+            return Ok(event);
+        }
+        match body.next().await {
+            Some(chunk) => framer.push(&chunk.map_err(|_| gone())?),
+            None => return Err(gone()),
+        }
+    }
+}
 
 /// The upstream said the session is gone: the pool opens a new one next time.
 fn gone() -> ServiceError {
@@ -204,6 +245,17 @@ pub(crate) struct Poster {
 }
 
 impl Poster {
+    /// Posts on the session `session` describes; `None` when rmcp has not opened it yet.
+    fn on(http: &reqwest::Client, url: &str, session: &Session) -> Option<Self> {
+        let (session_id, headers) = session.get()?;
+        Some(Self {
+            http: http.clone(),
+            url: url.to_owned(),
+            session_id,
+            headers,
+        })
+    }
+
     fn post(
         &self,
         body: Vec<u8>,
@@ -275,31 +327,11 @@ impl Exchange {
         session: &Session,
         params: &CallToolRequestParams,
     ) -> Option<Result<Self, ServiceError>> {
-        let (session_id, headers) = session.get()?;
-        let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        /// The request as sent, serialised straight from the parameters (no `Value` in between).
-        #[derive(serde::Serialize)]
-        struct Call<'a> {
-            jsonrpc: &'static str,
-            id: &'a str,
-            method: &'static str,
-            params: &'a CallToolRequestParams,
-        }
-        let body = serde_json::to_vec(&Call {
-            jsonrpc: "2.0",
-            id: &id,
-            method: "tools/call",
-            params,
-        })
-        .ok()?;
+        let to = Poster::on(http, url, session)?;
+        let (id, body) = encode("tools/call", params)?;
         let mut exchange = Self {
             id,
-            to: Poster {
-                http: http.clone(),
-                url: url.to_owned(),
-                session_id,
-                headers,
-            },
+            to,
             reply: Reply::Json(None),
         };
         Some(
@@ -335,25 +367,17 @@ impl Exchange {
                     .ok_or_else(|| unreadable("not the reply"))
             }
             Reply::Sse(framer, body) => loop {
-                while let Some(event) = framer
-                    .next_event()
-                    .map_err(|_| unreadable("event too large"))?
-                {
-                    let Some(data) = sse::event_data(&event) else {
-                        continue;
-                    };
-                    let Ok(message) = serde_json::from_str::<Value>(&data) else {
-                        continue;
-                    };
-                    if let Some(done) = answer(&self.id, &message) {
-                        return Ok(Event::Answer(done));
-                    }
-                    return Ok(Event::Message(message));
+                let event = next_event(framer, body).await?;
+                let Some(data) = sse::event_data(&event) else {
+                    continue;
+                };
+                let Ok(message) = serde_json::from_str::<Value>(&data) else {
+                    continue;
+                };
+                if let Some(done) = answer(&self.id, &message) {
+                    return Ok(Event::Answer(done));
                 }
-                match body.next().await {
-                    Some(chunk) => framer.push(&chunk.map_err(|_| gone())?),
-                    None => return Err(gone()),
-                }
+                return Ok(Event::Message(message));
             },
         }
     }
@@ -477,28 +501,8 @@ where
     P: serde::Serialize + Sync,
     R: serde::de::DeserializeOwned,
 {
-    let (session_id, headers) = session.get()?;
-    let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    #[derive(serde::Serialize)]
-    struct Request<'a, P> {
-        jsonrpc: &'static str,
-        id: &'a str,
-        method: &'static str,
-        params: &'a P,
-    }
-    let body = serde_json::to_vec(&Request {
-        jsonrpc: "2.0",
-        id: &id,
-        method,
-        params,
-    })
-    .ok()?;
-    let to = Poster {
-        http: http.clone(),
-        url: url.to_owned(),
-        session_id,
-        headers,
-    };
+    let to = Poster::on(http, url, session)?;
+    let (id, body) = encode(method, params)?;
     let decode = |text: &str| -> Option<Result<R, ServiceError>> {
         let reply: Typed<R> = match serde_json::from_str(text) {
             Ok(r) => r,
@@ -529,39 +533,31 @@ where
             }
             let mut framer = sse::SseFramer::new(MAX_REPLY);
             loop {
-                while let Some(event) = framer
-                    .next_event()
-                    .map_err(|_| unreadable("event too large"))?
-                {
-                    let Some(data) = sse::event_data(&event) else {
-                        continue;
-                    };
-                    let Ok(head) = serde_json::from_str::<Head>(&data) else {
-                        continue;
-                    };
-                    match (head.method, head.id) {
-                        (None, Some(_)) => {
-                            if let Some(done) = decode(&data) {
-                                return done;
-                            }
+                let event = next_event(&mut framer, &mut body).await?;
+                let Some(data) = sse::event_data(&event) else {
+                    continue;
+                };
+                let Ok(head) = serde_json::from_str::<Head>(&data) else {
+                    continue;
+                };
+                match (head.method, head.id) {
+                    (None, Some(_)) => {
+                        if let Some(done) = decode(&data) {
+                            return done;
                         }
-                        (Some(m), Some(their)) => {
-                            let reply = if m == "ping" {
-                                json!({"jsonrpc": "2.0", "id": their, "result": {}})
-                            } else {
-                                json!({"jsonrpc": "2.0", "id": their, "error": {
-                                    "code": -32601,
-                                    "message": "the gateway does not pass requests on while it lists"
-                                }})
-                            };
-                            to.reply(&reply).await;
-                        }
-                        _ => {}
                     }
-                }
-                match body.next().await {
-                    Some(chunk) => framer.push(&chunk.map_err(|_| gone())?),
-                    None => return Err(gone()),
+                    (Some(m), Some(their)) => {
+                        let reply = if m == "ping" {
+                            json!({"jsonrpc": "2.0", "id": their, "result": {}})
+                        } else {
+                            json!({"jsonrpc": "2.0", "id": their, "error": {
+                                "code": -32601,
+                                "message": "the gateway does not pass requests on while it lists"
+                            }})
+                        };
+                        to.reply(&reply).await;
+                    }
+                    _ => {}
                 }
             }
         }
