@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{Full, StreamBody};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorData,
     ProtocolVersion, ServerResult,
@@ -53,7 +53,7 @@ use super::upstream::UpstreamTransport;
 use super::{Gateway, Shared};
 use crate::engine::NameKind;
 use crate::protocol::sse;
-use crate::protocol::{McpRequest, MessageKind, Method};
+use crate::protocol::{CollectError, McpRequest, MessageKind, Method};
 
 pub(crate) type McpResponse = Response<BoxBody<Bytes, Infallible>>;
 
@@ -262,37 +262,17 @@ fn media_types_fit(headers: &HeaderMap) -> bool {
             .is_some_and(|v| essence(v) == "application/json")
 }
 
-/// The whole body, if it is readable (else 400) and at most `max` bytes (else 413); the layers
-/// have read it already, so in practice this takes over their buffer without a copy.
-async fn collect<B>(body: B, max: usize) -> Result<Bytes, StatusCode>
-where
-    B: http_body::Body<Data = Bytes>,
-{
-    let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut more: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| StatusCode::BAD_REQUEST)?.into_data() else {
-            continue;
-        };
-        match &first {
-            None => first = Some(data),
-            Some(f) => {
-                if more.is_empty() {
-                    more.extend_from_slice(f);
-                }
-                more.extend_from_slice(&data);
-            }
-        }
-        if first.as_ref().map_or(0, Bytes::len).max(more.len()) > max {
-            return Err(StatusCode::PAYLOAD_TOO_LARGE);
-        }
-    }
-    Ok(if more.is_empty() {
-        first.unwrap_or_default()
-    } else {
-        Bytes::from(more)
-    })
+/// The whole body, or rmcp's refusal of it: 413 past `max` bytes, 400 when it cannot be read.
+/// The layers have read it already, so this takes over their buffer without a copy.
+async fn collect<B: http_body::Body>(body: B, max: usize) -> Result<Bytes, McpResponse> {
+    crate::protocol::collect_limited(body, max)
+        .await
+        .map_err(|e| {
+            refused_body(match e {
+                CollectError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                CollectError::Body(_) => StatusCode::BAD_REQUEST,
+            })
+        })
 }
 
 /// The parts of the posted message the express path reads.
@@ -443,7 +423,7 @@ impl Gateway {
     {
         let bytes = match collect(body, express.max_body).await {
             Ok(b) => b,
-            Err(status) => return Taken::Answered(refused_body(status)),
+            Err(refused) => return Taken::Answered(refused),
         };
         let back = |parts, bytes| Taken::Back(Request::from_parts(parts, Full::new(bytes)));
         let Ok(Envelope { id, params }) = serde_json::from_slice::<Envelope>(&bytes) else {
@@ -591,7 +571,6 @@ async fn begin(
         .await
 }
 
-/// An event stream of what arrives on `rx`.
 /// An event stream of what `driver` sends to `rx`. The driver runs as the body is read, in
 /// the connection's own task (no task of its own to spawn and wake): a caller that goes away
 /// drops it, and with it the upstream request.
@@ -659,7 +638,7 @@ impl Gateway {
         }
         let bytes = match collect(body, express.max_body).await {
             Ok(b) => b,
-            Err(status) => return Taken::Answered(refused_body(status)),
+            Err(refused) => return Taken::Answered(refused),
         };
         let back = |parts, bytes| Taken::Back(Request::from_parts(parts, Full::new(bytes)));
         let Ok(Id { id }) = serde_json::from_slice::<Id>(&bytes) else {
@@ -667,8 +646,7 @@ impl Gateway {
         };
         let caller = Caller::from_parts(&parts, false);
         let handler = self.handler();
-        let servers = handler.servers(&caller);
-        let all_http = servers.iter().all(|(_, name)| {
+        let all_http = handler.servers(&caller).iter().all(|(_, name)| {
             self.shared
                 .upstreams
                 .get(name)
@@ -683,48 +661,27 @@ impl Gateway {
             return back(parts, bytes);
         }
         let http = &self.shared.http;
-        let caller = &caller;
         let downstream = session.as_ref().and_then(|s| self.shared.downstream(s));
-        let downstream = downstream.as_ref();
-        let lists = servers.into_iter().map(|(id, name)| async move {
-            let list = || {
-                self.shared
-                    .with_session(caller, &name, downstream, |_, relay| async move {
-                        match relay.direct() {
-                            Some((url, session)) => {
-                                match super::direct::list_all::<L>(http, url, session).await {
-                                    Some(tools) => tools.map(Some),
-                                    None => Ok(None),
-                                }
-                            }
+        let listed = handler
+            .fan_out_as(&caller, downstream.as_ref(), |_, relay| async move {
+                match relay.direct() {
+                    Some((url, session)) => {
+                        match super::direct::list_all::<L>(http, url, session).await {
+                            Some(items) => items.map(Some),
                             None => Ok(None),
                         }
-                    })
-            };
-            let mut listed = list().await;
-            // A pooled session the upstream has dropped fails once and is discarded; a list
-            // is safe to ask again, on a fresh session (as the handler does).
-            if matches!(
-                listed,
-                Err(Failure::Service(
-                    ServiceError::TransportClosed | ServiceError::TransportSend(_)
-                ))
-            ) {
-                listed = list().await;
-            }
-            (id, name, listed)
-        });
-        let mut merged = Vec::new();
-        for (id, name, listed) in futures_util::future::join_all(lists).await {
-            match listed {
-                // A session not recorded yet: rmcp's, whole (a list is safe to ask again).
-                Ok(None) => return back(parts, bytes),
-                Ok(Some(tools)) => {
-                    self.shared.report_success(&name);
-                    merged.push((id, name, tools));
+                    }
+                    None => Ok(None),
                 }
-                Err(e) => self.shared.report_failure(&name, &e),
-            }
+            })
+            .await;
+        let mut merged = Vec::with_capacity(listed.len());
+        for (id, name, items) in listed {
+            // A session not recorded yet: rmcp's, whole (a list is safe to ask again).
+            let Some(items) = items else {
+                return back(parts, bytes);
+            };
+            merged.push((id, name, items));
         }
         let items = handler.merge(Some(L::KIND), merged, L::name, L::rename);
         let result = legacy(L::with_all(items));
@@ -768,7 +725,7 @@ impl Express {
     {
         let bytes = match collect(body, self.max_body).await {
             Ok(b) => b,
-            Err(status) => return Taken::Answered(refused_body(status)),
+            Err(refused) => return Taken::Answered(refused),
         };
         if let (Some(sessions), Ok(mut message)) =
             (&self.sessions, serde_json::from_slice::<Value>(&bytes))

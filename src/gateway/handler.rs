@@ -105,40 +105,47 @@ impl GatewayHandler {
         F: Fn(Peer<RoleClient>) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        let caller = Caller::from_context(ctx);
-        let servers = self.servers(&caller);
+        self.fan_out_as(&Caller::from_context(ctx), Some(&ctx.peer), |peer, _| {
+            f(peer)
+        })
+        .await
+    }
+
+    /// Asks every upstream `caller` may use with `f` on its pooled session (relaying to
+    /// `downstream`), each upstream's health reported; what those that answered gave.
+    pub(crate) async fn fan_out_as<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        downstream: Option<&Peer<RoleServer>>,
+        f: F,
+    ) -> Vec<(ServerId, String, T)>
+    where
+        F: Fn(Peer<RoleClient>, Relay) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        let servers = self.servers(caller);
         let f = &f;
-        let calls = servers.into_iter().map(|(id, name)| {
-            let caller = &caller;
-            let f = &f;
-            async move {
-                let mut result = self
-                    .shared
-                    .with_session(caller, &name, Some(&ctx.peer), |peer, _| f(peer))
-                    .await;
-                // A pooled session the upstream has dropped (it restarted, say) fails once and is
-                // discarded; lists are safe to ask again, on a fresh session. Calls are not
-                // retried: a tool may have run before the connection broke.
-                if matches!(
-                    result,
-                    Err(Failure::Service(
-                        ServiceError::TransportClosed | ServiceError::TransportSend(_)
-                    ))
-                ) {
-                    result = self
-                        .shared
-                        .with_session(caller, &name, Some(&ctx.peer), |peer, _| f(peer))
-                        .await;
+        let calls = servers.into_iter().map(|(id, name)| async move {
+            let mut result = self.shared.with_session(caller, &name, downstream, f).await;
+            // A pooled session the upstream has dropped (it restarted, say) fails once and is
+            // discarded; lists are safe to ask again, on a fresh session. Calls are not
+            // retried: a tool may have run before the connection broke.
+            if matches!(
+                result,
+                Err(Failure::Service(
+                    ServiceError::TransportClosed | ServiceError::TransportSend(_)
+                ))
+            ) {
+                result = self.shared.with_session(caller, &name, downstream, f).await;
+            }
+            match result {
+                Ok(v) => {
+                    self.shared.report_success(&name);
+                    Some((id, name, v))
                 }
-                match result {
-                    Ok(v) => {
-                        self.shared.report_success(&name);
-                        Some((id, name, v))
-                    }
-                    Err(e) => {
-                        self.shared.report_failure(&name, &e);
-                        None
-                    }
+                Err(e) => {
+                    self.shared.report_failure(&name, &e);
+                    None
                 }
             }
         });
