@@ -90,8 +90,12 @@ pub(crate) fn outcome_of(reply: &Value) -> Outcome {
     }
 }
 
-/// The reply with its result replaced (the id kept).
-pub(crate) fn replaced(mut reply: Value, result: Value) -> String {
+/// The reply to `id` with its result replaced (the id kept): `read` if the reply was read
+/// whole already, else read from `text`, else a bare reply to `id`.
+pub(crate) fn replaced(read: Option<Value>, text: &[u8], id: &RequestId, result: Value) -> String {
+    let mut reply = read
+        .or_else(|| serde_json::from_slice(text).ok())
+        .unwrap_or_else(|| json!({"jsonrpc": "2.0", "id": id.to_value()}));
     if let Some(obj) = reply.as_object_mut() {
         obj.remove("error");
         obj.insert("result".to_owned(), result);
@@ -143,12 +147,8 @@ where
                 *slot = None;
                 let bytes = match (this.held.take(), decided.replace_result) {
                     (Some(Held::Event(v, raw)), Some(r)) => {
-                        let reply = v
-                            .or_else(|| {
-                                sse::event_data(&raw).and_then(|d| serde_json::from_str(&d).ok())
-                            })
-                            .unwrap_or_else(|| json!({"jsonrpc": "2.0", "id": this.id.to_value()}));
-                        sse::replace_data(&raw, &replaced(reply, r))
+                        let data = sse::event_data(&raw).unwrap_or_default();
+                        sse::replace_data(&raw, &replaced(v, data.as_bytes(), this.id, r))
                     }
                     (Some(Held::Event(_, b) | Held::Raw(b)), _) => b,
                     (None, _) => Bytes::new(),

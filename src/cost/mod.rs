@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response, header};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use tower_layer::Layer;
@@ -415,12 +415,7 @@ where
                 None => HookDecision::default(),
             };
             let bytes = match decision.replace_result {
-                Some(result) => {
-                    let reply = reply
-                        .or_else(|| serde_json::from_slice(&bytes).ok())
-                        .unwrap_or_else(|| json!({"jsonrpc": "2.0", "id": id.to_value()}));
-                    Bytes::from(body::replaced(reply, result))
-                }
+                Some(result) => Bytes::from(body::replaced(reply, &bytes, &id, result)),
                 None => bytes,
             };
             pending.commit(decision.cost);
