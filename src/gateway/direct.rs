@@ -284,11 +284,10 @@ impl Poster {
         if !response.status().is_success() {
             return Err(unreadable(&format!("HTTP {}", response.status())));
         }
-        let is_json = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+        let is_json = crate::protocol::media_is(
+            response.headers().get(http::header::CONTENT_TYPE),
+            "application/json",
+        );
         Ok((response, is_json))
     }
 
