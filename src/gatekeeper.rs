@@ -63,32 +63,43 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Debug)]
-struct Options {
+/// What a handle carries: the state shared by every handle of one gatekeeper, and this
+/// handle's own options. One allocation, so cloning a handle (which every layer of a stack does
+/// per request, see `tower`'s clone-then-call idiom) is one reference count, not four.
+#[derive(Clone)]
+struct Handle {
+    shared: Arc<Shared>,
     mount: Mount,
     limits: Limits,
+}
+
+/// Shared by every handle cloned from one [`Gatekeeper::new`], whatever their options.
+struct Shared {
+    policy: ArcSwap<Policy>,
+    index: ArcSwap<NameIndex>,
+    list_memo: crate::permission::memo::ListMemo,
 }
 
 /// The handle the layers share: a swappable [`Policy`], how the inner service names its tools
 /// ([`Mount`]), the bare-name index for unprefixed aggregation, and the [`Limits`].
 ///
-/// Cloning only bumps reference counts. [`Gatekeeper::reload`] swaps the policy atomically:
+/// Cloning bumps one reference count. [`Gatekeeper::reload`] swaps the policy atomically:
 /// requests already past identity keep the snapshot they started with; new requests see the
 /// new one.
 #[derive(Clone)]
 pub struct Gatekeeper {
-    policy: Arc<ArcSwap<Policy>>,
-    index: Arc<ArcSwap<NameIndex>>,
-    options: Arc<Options>,
-    list_memo: Arc<crate::permission::memo::ListMemo>,
+    handle: Arc<Handle>,
 }
 
 impl fmt::Debug for Gatekeeper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gatekeeper")
-            .field("mount", &self.options.mount)
-            .field("limits", &self.options.limits)
-            .field("servers", &self.policy.load().catalog.servers().len())
+            .field("mount", &self.handle.mount)
+            .field("limits", &self.handle.limits)
+            .field(
+                "servers",
+                &self.handle.shared.policy.load().catalog.servers().len(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -99,13 +110,15 @@ impl Gatekeeper {
     #[must_use]
     pub fn new(policy: Policy) -> Self {
         Self {
-            policy: Arc::new(ArcSwap::from_pointee(policy)),
-            index: Arc::new(ArcSwap::from_pointee(NameIndex::default())),
-            options: Arc::new(Options {
+            handle: Arc::new(Handle {
+                shared: Arc::new(Shared {
+                    policy: ArcSwap::from_pointee(policy),
+                    index: ArcSwap::from_pointee(NameIndex::default()),
+                    list_memo: crate::permission::memo::ListMemo::default(),
+                }),
                 mount: Mount::Aggregate,
                 limits: Limits::default(),
             }),
-            list_memo: Arc::default(),
         }
     }
 
@@ -118,52 +131,52 @@ impl Gatekeeper {
     /// Sets how the inner service names its tools.
     #[must_use]
     pub fn with_mount(mut self, mount: Mount) -> Self {
-        Arc::make_mut(&mut self.options).mount = mount;
+        Arc::make_mut(&mut self.handle).mount = mount;
         self
     }
 
     /// Sets the size limits.
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        Arc::make_mut(&mut self.options).limits = limits;
+        Arc::make_mut(&mut self.handle).limits = limits;
         self
     }
 
     /// Swaps in a new policy for every request that starts from now on.
     pub fn reload(&self, policy: Policy) {
-        self.policy.store(Arc::new(policy));
+        self.handle.shared.policy.store(Arc::new(policy));
     }
 
     /// The current policy.
     #[must_use]
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.load_full()
+        self.handle.shared.policy.load_full()
     }
 
     /// Replaces the index of bare names used with `tool_prefix: never`.
     pub fn set_name_index(&self, index: NameIndex) {
-        self.index.store(Arc::new(index));
+        self.handle.shared.index.store(Arc::new(index));
     }
 
     /// The index of bare names.
     #[must_use]
     pub fn name_index(&self) -> Arc<NameIndex> {
-        self.index.load_full()
+        self.handle.shared.index.load_full()
     }
 
     /// How the inner service names its tools.
     #[must_use]
     pub fn mount(&self) -> &Mount {
-        &self.options.mount
+        &self.handle.mount
     }
 
     /// The size limits.
     #[must_use]
     pub fn limits(&self) -> &Limits {
-        &self.options.limits
+        &self.handle.limits
     }
 
     pub(crate) fn list_memo(&self) -> &crate::permission::memo::ListMemo {
-        &self.list_memo
+        &self.handle.shared.list_memo
     }
 }
