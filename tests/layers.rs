@@ -742,3 +742,109 @@ async fn a_list_under_another_id_is_filtered_all_the_same() {
     assert_eq!(events[1], filtered_list());
     assert_eq!(events[2], expected);
 }
+
+/// The identity layer answers the built-in store's lookups in its own `call` and awaits any
+/// other resolver in a future of its own: both paths must admit, refuse and bind sessions
+/// alike. The same requests go through the stack with the store and with a resolver that
+/// gives the store's answer only after yielding (and fails for one key).
+#[tokio::test]
+async fn immediate_and_awaited_identity_resolution_agree() {
+    use mcp_gatekeeper::identity::{IdentityError, IdentityLayer, IdentityRequest};
+    use tower::Layer;
+
+    let gk = gatekeeper(
+        r#"{
+          "mcp_servers": {"github": {"url": "http://up/gh"}, "secret": {"url": "http://up/secret"}},
+          "keys": [
+            {"key": "sk-a", "object_permission": {"mcp_servers": ["github"]}},
+            {"key": "sk-b", "object_permission": {"mcp_servers": ["github"]}}
+          ]
+        }"#,
+    );
+    let later = |request: &IdentityRequest<'_>| {
+        let answer = match request.key {
+            Some("sk-down") => Err(IdentityError::Unavailable("backend down".into())),
+            _ => request
+                .key_digest
+                .and_then(|d| {
+                    request.policy.identities().principal(
+                        &d,
+                        request.end_user_id,
+                        request.agent_id,
+                    )
+                })
+                .ok_or(IdentityError::Unauthenticated),
+        };
+        async move {
+            tokio::task::yield_now().await;
+            answer
+        }
+    };
+    // The inner service opens a session on `initialize` and names it in its reply.
+    let opening = |body: &[u8]| {
+        let mut r = json_reply(json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
+        if body.windows(10).any(|w| w == b"initialize") {
+            r.headers_mut()
+                .insert("mcp-session-id", "s-1".parse().unwrap());
+        }
+        r
+    };
+    let call = |key: Option<&str>, session: Option<&str>, method: &str| {
+        let body = match method {
+            "initialize" => json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}),
+            _ => json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github-x","arguments":{}}}),
+        };
+        let mut b = Request::post("/mcp").header("content-type", "application/json");
+        if let Some(k) = key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        if let Some(s) = session {
+            b = b.header("mcp-session-id", s);
+        }
+        b.body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    };
+    let mut seen = Vec::new();
+    for awaited in [false, true] {
+        let inner = Inner::default();
+        let layer = gk.layer();
+        let mut svc = if awaited {
+            layer
+                .identity(IdentityLayer::with_resolver(gk.clone(), later))
+                .layer(inner.service(opening))
+                .boxed_clone()
+        } else {
+            layer.layer(inner.service(opening)).boxed_clone()
+        };
+        let mut statuses = Vec::new();
+        for (key, session, method) in [
+            (None, None, "tools/call"),
+            (Some("sk-nobody"), None, "tools/call"),
+            (Some("sk-down"), None, "tools/call"),
+            (Some("sk-a"), None, "tools/call"),
+            (Some("sk-a"), None, "initialize"),
+            (Some("sk-b"), Some("s-1"), "tools/call"),
+            (Some("sk-a"), Some("s-1"), "tools/call"),
+        ] {
+            let r = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(call(key, session, method))
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        // Only the three admitted requests reached the service.
+        assert_eq!(inner.count(), 3, "awaited: {awaited}");
+        seen.push(statuses);
+    }
+    let store = &seen[0];
+    assert_eq!(&seen[1][..2], &store[..2]);
+    assert_eq!(store[..2], [401, 401]);
+    // The store has no backend to fail: the awaited resolver's failure is a 503, fail closed.
+    assert_eq!((store[2], seen[1][2]), (401, 503));
+    assert_eq!(&seen[1][3..], &store[3..]);
+    // Admitted, admitted (the session opened by sk-a), refused for sk-b, admitted for sk-a.
+    assert_eq!(store[3..], [200, 200, 404, 200]);
+}

@@ -17,7 +17,6 @@ use std::future::{Future, Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
 use http::{HeaderName, Request, Response, header};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -30,6 +29,7 @@ pub use store::{
 
 use crate::body::{BoxError, ReplyBody};
 use crate::engine::Principal;
+use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, Policy};
 use crate::rejection::Rejection;
 
@@ -83,6 +83,18 @@ pub trait ResolveIdentity: Send + Sync + 'static {
     type Future: Future<Output = Result<Principal, IdentityError>> + Send + 'static;
     /// Resolves one request.
     fn resolve(&self, request: &IdentityRequest<'_>) -> Self::Future;
+
+    /// Resolves one request without waiting, when the answer is at hand (a lookup in memory, a
+    /// cache hit); `None` means "ask [`resolve`](Self::resolve)". Both must agree. When this
+    /// answers, [`Identity`] calls the inner service straight from its own `call`, without
+    /// boxing a future or cloning the inner service. The default never answers.
+    fn resolve_now(
+        &self,
+        request: &IdentityRequest<'_>,
+    ) -> Option<Result<Principal, IdentityError>> {
+        let _ = request;
+        None
+    }
 }
 
 impl<F, Fut> ResolveIdentity for F
@@ -103,13 +115,25 @@ pub struct StoreResolver;
 impl ResolveIdentity for StoreResolver {
     type Future = Ready<Result<Principal, IdentityError>>;
     fn resolve(&self, request: &IdentityRequest<'_>) -> Self::Future {
+        ready(Self::lookup(request))
+    }
+    fn resolve_now(
+        &self,
+        request: &IdentityRequest<'_>,
+    ) -> Option<Result<Principal, IdentityError>> {
+        Some(Self::lookup(request))
+    }
+}
+
+impl StoreResolver {
+    fn lookup(request: &IdentityRequest<'_>) -> Result<Principal, IdentityError> {
         let principal = request.key_digest.as_ref().and_then(|d| {
             request
                 .policy
                 .identities()
                 .principal(d, request.end_user_id, request.agent_id)
         });
-        ready(principal.ok_or(IdentityError::Unauthenticated))
+        principal.ok_or(IdentityError::Unauthenticated)
     }
 }
 
@@ -320,90 +344,195 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<ResBody>, S::Error>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, BindSession>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let policy = self.layer.gatekeeper.policy();
+        let style = policy.catalog().settings().denial_style;
+        let (parts, body) = request.into_parts();
+        let (seen, answer, pending) = {
+            let presented = match presented(&self.layer.headers, &parts) {
+                Ok(p) => p,
+                Err(rejection) => {
+                    crate::trace::refused(None, None, &rejection);
+                    return ResponseFuture::ready(rejection.into_response(style));
+                }
+            };
+            let asked = IdentityRequest {
+                parts: &parts,
+                key: presented.key,
+                key_digest: presented.key.map(KeyDigest::of),
+                end_user_id: presented.end_user,
+                agent_id: presented.agent,
+                policy: &policy,
+            };
+            let seen = Seen {
+                key_present: asked.key.is_some(),
+                key_digest: asked.key_digest,
+            };
+            // The usual case (the built-in store) is answered at once; otherwise the
+            // resolver's future is awaited.
+            match self.layer.resolver.resolve_now(&asked) {
+                Some(answer) => (seen, Some(answer), None),
+                None => (seen, None, Some(self.layer.resolver.resolve(&asked))),
+            }
+        };
+        if let Some(answer) = answer {
+            // Called from here: no boxed future, no clone of the inner service.
+            return match admit(&self.layer, parts, seen.outcome(answer), policy) {
+                Ok((parts, post)) => {
+                    ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)), post)
+                }
+                Err(rejection) => ResponseFuture::ready(rejection.into_response(style)),
+            };
+        }
+        let pending = pending.expect("asked when not answered at once");
+        // The instance polled ready is the one that must be called: take it, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        Box::pin(async move {
-            let policy = layer.gatekeeper.policy();
-            let style = policy.catalog().settings().denial_style;
-            let (mut parts, body) = request.into_parts();
-            let resolved = resolve(&layer, &parts, &policy).await;
-            let (principal, digest) = match resolved {
-                Ok(found) => found,
-                Err(rejection) => {
-                    crate::trace::refused(None, None, &rejection);
-                    return Ok(rejection.into_response(style));
+        ResponseFuture::boxed(Box::pin(async move {
+            match admit(&layer, parts, seen.outcome(pending.await), policy) {
+                Ok((parts, post)) => {
+                    let response = inner.call(Request::from_parts(parts, body)).await?;
+                    Ok(post.bind(response))
                 }
-            };
-            let session = match session_header(&parts.headers) {
-                Ok(s) => s.map(str::to_owned),
-                Err(rejection) => return Ok(rejection.into_response(style)),
-            };
-            if let (Some(bindings), Some(id)) = (&layer.sessions, &session)
+                Err(rejection) => Ok(rejection.into_response(style)),
+            }
+        }))
+    }
+}
+
+/// The credential and names a request presents, each header read and checked once.
+struct Presented<'h> {
+    key: Option<&'h str>,
+    end_user: Option<&'h str>,
+    agent: Option<&'h str>,
+}
+
+fn presented<'h>(
+    names: &HeaderNames,
+    parts: &'h http::request::Parts,
+) -> Result<Presented<'h>, Rejection> {
+    let headers = &parts.headers;
+    Ok(Presented {
+        key: credential(headers, names)?,
+        end_user: one_header(headers, &names.end_user)?,
+        agent: one_header(headers, &names.agent)?,
+    })
+}
+
+/// What the outcome of a resolution depends on besides the resolver's answer.
+#[derive(Clone, Copy)]
+struct Seen {
+    key_present: bool,
+    key_digest: Option<KeyDigest>,
+}
+
+impl Seen {
+    fn outcome(
+        self,
+        answer: Result<Principal, IdentityError>,
+    ) -> Result<(Principal, Option<KeyDigest>), Rejection> {
+        let refusal = match answer {
+            Ok(principal) => return Ok((principal, self.key_digest)),
+            Err(IdentityError::Unauthenticated) if !self.key_present => {
+                Rejection::missing_credential()
+            }
+            Err(IdentityError::Unauthenticated) => Rejection::invalid_credential(),
+            Err(IdentityError::Unavailable(_e)) => {
+                crate::trace::backend_error(&*_e);
+                Rejection::identity_unavailable()
+            }
+        };
+        crate::trace::refused(None, None, &refusal);
+        Err(refusal)
+    }
+}
+
+/// Lets a resolved caller in: checks its session binding and records who it is in the
+/// request extensions (the policy snapshot, the principal, the key digest).
+fn admit<R>(
+    layer: &IdentityLayer<R>,
+    mut parts: http::request::Parts,
+    found: Result<(Principal, Option<KeyDigest>), Rejection>,
+    policy: Arc<Policy>,
+) -> Result<(http::request::Parts, BindSession), Rejection> {
+    let (principal, digest) = found?;
+    let session = session_header(&parts.headers)?;
+    let binding = match &layer.sessions {
+        None => None,
+        Some(bindings) => {
+            if let Some(id) = session
                 && !bindings.is_bound_to(id, digest.as_ref())
             {
                 let rejection = Rejection::session_not_found();
                 crate::trace::refused(Some(&principal), None, &rejection);
-                return Ok(rejection.into_response(style));
+                return Err(rejection);
             }
-            let deleting = parts.method == http::Method::DELETE;
-            parts.extensions.insert(policy);
-            parts.extensions.insert(principal);
-            if let Some(d) = digest {
-                // Lets an aggregating service keep upstream sessions per caller.
-                parts.extensions.insert(d);
-            }
-            let response = inner.call(Request::from_parts(parts, body)).await?;
-            if let Some(bindings) = &layer.sessions {
-                match &session {
-                    None => {
-                        if let Ok(Some(new)) = one_header(response.headers(), &SESSION_HEADER) {
-                            bindings.bind(new, digest);
-                        }
-                    }
-                    Some(id) if deleting && response.status().is_success() => bindings.unbind(id),
-                    Some(_) => {}
-                }
-            }
-            Ok(response)
-        })
+            Some(Binding {
+                bindings: Arc::clone(bindings),
+                session: session.map(str::to_owned),
+                digest,
+                deleting: parts.method == http::Method::DELETE,
+            })
+        }
+    };
+    parts.extensions.insert(policy);
+    parts.extensions.insert(principal);
+    if let Some(d) = digest {
+        // Lets an aggregating service keep upstream sessions per caller.
+        parts.extensions.insert(d);
+    }
+    Ok((parts, BindSession { binding }))
+}
+
+/// The post-processing of [`Identity`]: binds a session the inner service opens to the key
+/// that opened it, and forgets a session deleted.
+pub struct BindSession {
+    binding: Option<Binding>,
+}
+
+struct Binding {
+    bindings: Arc<SessionBindings>,
+    session: Option<String>,
+    digest: Option<KeyDigest>,
+    deleting: bool,
+}
+
+impl fmt::Debug for BindSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BindSession")
+            .field("binding", &self.binding.is_some())
+            .finish()
     }
 }
 
-async fn resolve<R: ResolveIdentity>(
-    layer: &IdentityLayer<R>,
-    parts: &http::request::Parts,
-    policy: &Arc<Policy>,
-) -> Result<(Principal, Option<KeyDigest>), Rejection> {
-    let headers = &parts.headers;
-    let key = credential(headers, &layer.headers)?;
-    let end_user_id = one_header(headers, &layer.headers.end_user)?;
-    let agent_id = one_header(headers, &layer.headers.agent)?;
-    let key_digest = key.map(KeyDigest::of);
-    let request = IdentityRequest {
-        parts,
-        key,
-        key_digest,
-        end_user_id,
-        agent_id,
-        policy,
-    };
-    match layer.resolver.resolve(&request).await {
-        Ok(principal) => Ok((principal, key_digest)),
-        Err(IdentityError::Unauthenticated) if key.is_none() => {
-            Err(Rejection::missing_credential())
+impl BindSession {
+    fn bind<B>(self, response: Response<B>) -> Response<B> {
+        let Some(b) = self.binding else {
+            return response;
+        };
+        match &b.session {
+            None => {
+                if let Ok(Some(new)) = one_header(response.headers(), &SESSION_HEADER) {
+                    b.bindings.bind(new, b.digest);
+                }
+            }
+            Some(id) if b.deleting && response.status().is_success() => b.bindings.unbind(id),
+            Some(_) => {}
         }
-        Err(IdentityError::Unauthenticated) => Err(Rejection::invalid_credential()),
-        Err(IdentityError::Unavailable(_e)) => {
-            crate::trace::backend_error(&*_e);
-            Err(Rejection::identity_unavailable())
-        }
+        response
     }
+}
+
+impl<B, E> PostProcess<B, E> for BindSession {
+    fn response(self, response: Response<B>) -> Post<B> {
+        Post::Ready(self.bind(response))
+    }
+    fn error(self, _: &E) {}
 }
