@@ -10,21 +10,32 @@ use http::{Extensions, Request, Response};
 use tower_service::Service;
 
 use crate::body::ReplyBody;
-use crate::engine::{Grant, Principal};
+use crate::engine::{DenialStyle, Grant, Principal};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, Policy};
 use crate::namespace::Scope;
 use crate::protocol::{self, CollectError, McpRequest};
 use crate::rejection::Rejection;
 
-/// The policy snapshot of this request.
-pub(crate) fn policy(ext: &mut Extensions, gk: &Gatekeeper) -> Arc<Policy> {
-    if let Some(p) = ext.get::<Arc<Policy>>() {
-        return Arc::clone(p);
+/// Takes the policy snapshot of this request, unless a layer before did (the identity layer
+/// does). Read it with [`policy`]: borrowed, so the layers do not each count a reference to
+/// the one `Arc` every request shares.
+pub(crate) fn take_policy(ext: &mut Extensions, gk: &Gatekeeper) {
+    if ext.get::<Arc<Policy>>().is_none() {
+        ext.insert(gk.policy());
     }
-    let p = gk.policy();
-    ext.insert(Arc::clone(&p));
-    p
+}
+
+/// The snapshot taken by [`take_policy`].
+pub(crate) fn policy(ext: &Extensions) -> &Policy {
+    ext.get::<Arc<Policy>>()
+        .expect("take_policy runs before the policy is read")
+}
+
+/// How this request's refusals are rendered.
+pub(crate) fn denial_style(ext: &mut Extensions, gk: &Gatekeeper) -> DenialStyle {
+    take_policy(ext, gk);
+    policy(ext).catalog().settings().denial_style
 }
 
 /// Resolves the grant once (hierarchy, then scope) and stores it.
@@ -32,7 +43,8 @@ pub(crate) fn ensure_grant(ext: &mut Extensions, gk: &Gatekeeper) -> Result<(), 
     if ext.get::<Grant>().is_some() {
         return Ok(());
     }
-    let policy = policy(ext, gk);
+    take_policy(ext, gk);
+    let policy = policy(ext);
     let principal = ext
         .get::<Principal>()
         .ok_or_else(Rejection::missing_credential)?;
@@ -94,10 +106,7 @@ where
     P: PostProcess<ResBody, S::Error>,
     D: FnOnce(&mut Extensions) -> Result<P, Rejection> + Send + 'static,
 {
-    let style = policy(request.extensions_mut(), gk)
-        .catalog()
-        .settings()
-        .denial_style;
+    let style = denial_style(request.extensions_mut(), gk);
     if !needs_inspection(&request) {
         return match decide(request.extensions_mut()) {
             Ok(post) => ResponseFuture::inner(inner.call(request), post),

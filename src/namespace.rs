@@ -255,10 +255,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let gk = &self.layer.gatekeeper;
-        let style = context::policy(request.extensions_mut(), gk)
-            .catalog()
-            .settings()
-            .denial_style;
+        let style = context::denial_style(request.extensions_mut(), gk);
         match scope_request(&mut request, &self.layer) {
             Ok(()) => ResponseFuture::inner(self.inner.call(request), NoPost),
             Err(rejection) => {
@@ -270,7 +267,8 @@ where
 }
 
 fn scope_request<B>(request: &mut Request<B>, layer: &NamespaceLayer) -> Result<(), Rejection> {
-    let policy = context::policy(request.extensions_mut(), &layer.gatekeeper);
+    context::take_policy(request.extensions_mut(), &layer.gatekeeper);
+    let policy = context::policy(request.extensions());
     let from_path = parse_path(request.uri().path())?;
     // The scope is resolved (into owned entries) while the header is borrowed; several header
     // lines are one comma list, and the usual single line is not copied.

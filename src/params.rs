@@ -64,7 +64,8 @@ impl<S: fmt::Debug> fmt::Debug for AllowedParams<S> {
 crate::inner_access!(impl<S> AllowedParams<S>);
 
 fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
-    let policy = context::policy(ext, gk);
+    context::take_policy(ext, gk);
+    let policy = context::policy(ext);
     let Some(head) = ext.get::<McpRequest>() else {
         return Ok(());
     };

@@ -549,7 +549,8 @@ async fn run_hook<H: CostHook>(
 
 fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Observe<H> {
     let gk = &layer.gatekeeper;
-    let policy = context::policy(ext, gk);
+    context::take_policy(ext, gk);
+    let policy = context::policy(ext);
     let Some(head) = ext.get::<McpRequest>() else {
         return Observe { call: None };
     };
@@ -565,18 +566,20 @@ fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Obser
             _ => None,
         },
     };
-    let p = ext.get::<Principal>().cloned().unwrap_or_default();
+    // The names only: the principal's permission sets are not the event's.
+    let p = ext.get::<Principal>();
+    let name_of = |f: fn(&Principal) -> &Option<Arc<str>>| p.and_then(|p| f(p).clone());
     let event = ToolCallEvent {
         server: target.map(|(s, _)| catalog.server(s).name().to_owned()),
         tool: target.map_or(name, |(_, bare)| bare).to_owned(),
         qualified_tool: name.to_owned(),
         argument_keys: head.argument_keys.iter().map(|k| k.to_string()).collect(),
-        key_id: p.key_id,
-        key_alias: p.key_alias,
-        team_id: p.team_id,
-        organization_id: p.organization_id,
-        end_user_id: p.end_user_id,
-        agent_id: p.agent_id,
+        key_id: name_of(|p| &p.key_id),
+        key_alias: name_of(|p| &p.key_alias),
+        team_id: name_of(|p| &p.team_id),
+        organization_id: name_of(|p| &p.organization_id),
+        end_user_id: name_of(|p| &p.end_user_id),
+        agent_id: name_of(|p| &p.agent_id),
         session_id: ext.get::<SessionId>().map(|s| s.0.clone()),
         started_at: SystemTime::now(),
         duration: Duration::ZERO,
