@@ -1,5 +1,7 @@
 //! Criterion benchmarks of the per-request work: parsing, grant resolution, the tool
-//! predicate, list filtering (JSON and SSE, with schema pruning), allowed_params, key lookup.
+//! predicate, list filtering (JSON and SSE, with schema pruning), allowed_params, key lookup;
+//! and one `tools/call` through the five layers against the service alone: an instant service,
+//! the same with caches cold, and a real rmcp server in process.
 
 #![allow(missing_docs)]
 
@@ -264,6 +266,154 @@ fn bench_stack(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // The same call answered by a real rmcp server (stateless, JSON replies), in process: what
+    // the layers cost next to the service they usually wrap, without sockets or a load
+    // generator sharing the cores.
+    let rmcp_service = || {
+        use rmcp::transport::streamable_http_server::{
+            StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+        };
+        let mut config = StreamableHttpServerConfig::default();
+        config.legacy_session_mode = false;
+        config.json_response = true;
+        config.sse_keep_alive = None;
+        StreamableHttpService::new(
+            || Ok(Echo),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        )
+    };
+    let host_request = || {
+        let mut r = request();
+        r.headers_mut().insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("127.0.0.1"),
+        );
+        r
+    };
+    // rmcp's server times its handling out: it needs the runtime's timer.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("tools/call round trip, rmcp server");
+    let mut bare = rmcp_service();
+    group.bench_function("rmcp alone", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let r = ServiceExt::<http::Request<Full<Bytes>>>::ready(&mut bare)
+                    .await
+                    .unwrap()
+                    .call(host_request())
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+                r.into_body().collect().await.unwrap().to_bytes()
+            })
+        })
+    });
+    let mut stack = gk
+        .layer()
+        .spend_sink(|e| drop(black_box(e)))
+        .layer(rmcp_service());
+    group.bench_function("five layers", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let r = ServiceExt::<http::Request<Full<Bytes>>>::ready(&mut stack)
+                    .await
+                    .unwrap()
+                    .call(host_request())
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+                r.into_body().collect().await.unwrap().to_bytes()
+            })
+        })
+    });
+    group.finish();
+
+    // The first group again, with a service whose own work sweeps `kib` KiB of its memory per
+    // call, as a real server's work does: the layers' code and data are then evicted from the
+    // caches between calls, as in a server under load, and cost what they cost cold.
+    let mut group = c.benchmark_group("tools/call round trip, service sweeping its memory");
+    for kib in [1024usize, 4096] {
+        let sweeping = move || {
+            let memory = Arc::new(std::sync::Mutex::new(vec![0u8; kib * 1024]));
+            tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+                let memory = Arc::clone(&memory);
+                async move {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    black_box(body);
+                    for line in memory.lock().unwrap().iter_mut().step_by(64) {
+                        *line = line.wrapping_add(1);
+                    }
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(BoxBody::new(Full::new(Bytes::from_static(REPLY))))
+                            .unwrap(),
+                    )
+                }
+            })
+        };
+        let mut bare = sweeping();
+        group.bench_function(BenchmarkId::new("bare service", kib), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let r = bare.ready().await.unwrap().call(request()).await.unwrap();
+                    assert!(r.status().is_success());
+                    r.into_body().collect().await.unwrap().to_bytes()
+                })
+            })
+        });
+        let mut stack = gk
+            .layer()
+            .spend_sink(|e| drop(black_box(e)))
+            .layer(sweeping());
+        group.bench_function(BenchmarkId::new("five layers", kib), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let r = stack.ready().await.unwrap().call(request()).await.unwrap();
+                    assert!(r.status().is_success());
+                    r.into_body().collect().await.unwrap().to_bytes()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// An rmcp server with one tool, `echo`, that returns its `message`.
+#[derive(Clone)]
+struct Echo;
+
+impl rmcp::ServerHandler for Echo {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(
+            rmcp::model::ServerCapabilities::builder()
+                .enable_tools()
+                .build(),
+        )
+    }
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        _: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let message = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("message"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("");
+        Ok(
+            rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(
+                message.to_owned(),
+            )])
+            .into(),
+        )
+    }
 }
 
 criterion_group!(

@@ -767,11 +767,10 @@ async fn immediate_and_awaited_identity_resolution_agree() {
             _ => request
                 .key_digest
                 .and_then(|d| {
-                    request.policy.identities().principal(
-                        &d,
-                        request.end_user_id,
-                        request.agent_id,
-                    )
+                    request
+                        .policy
+                        .identities()
+                        .principal(&d, request.end_user_id, request.agent_id)
                 })
                 .ok_or(IdentityError::Unauthenticated),
         };
@@ -792,7 +791,9 @@ async fn immediate_and_awaited_identity_resolution_agree() {
     let call = |key: Option<&str>, session: Option<&str>, method: &str| {
         let body = match method {
             "initialize" => json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}),
-            _ => json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github-x","arguments":{}}}),
+            _ => {
+                json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"github-x","arguments":{}}})
+            }
         };
         let mut b = Request::post("/mcp").header("content-type", "application/json");
         if let Some(k) = key {
