@@ -195,7 +195,7 @@ fn bench_stack(c: &mut Criterion) {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full, combinators::BoxBody};
     use mcp_gatekeeper::engine::Mount;
-    use tower::{Layer, Service, ServiceExt};
+    use tower::Layer;
 
     const REPLY: &[u8] = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}"#;
     let answer = || {
@@ -244,26 +244,14 @@ fn bench_stack(c: &mut Criterion) {
     let mut group = c.benchmark_group("tools/call round trip");
     let mut bare = answer();
     group.bench_function("bare service", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let r = bare.ready().await.unwrap().call(request()).await.unwrap();
-                assert!(r.status().is_success());
-                r.into_body().collect().await.unwrap().to_bytes()
-            })
-        })
+        b.iter(|| round_trip(&rt, &mut bare, request()))
     });
     let mut stack = gk
         .layer()
         .spend_sink(|e| drop(black_box(e)))
         .layer(answer());
     group.bench_function("five layers", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let r = stack.ready().await.unwrap().call(request()).await.unwrap();
-                assert!(r.status().is_success());
-                r.into_body().collect().await.unwrap().to_bytes()
-            })
-        })
+        b.iter(|| round_trip(&rt, &mut stack, request()))
     });
     group.finish();
 
@@ -300,36 +288,14 @@ fn bench_stack(c: &mut Criterion) {
     let mut group = c.benchmark_group("tools/call round trip, rmcp server");
     let mut bare = rmcp_service();
     group.bench_function("rmcp alone", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let r = ServiceExt::<http::Request<Full<Bytes>>>::ready(&mut bare)
-                    .await
-                    .unwrap()
-                    .call(host_request())
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success());
-                r.into_body().collect().await.unwrap().to_bytes()
-            })
-        })
+        b.iter(|| round_trip(&rt, &mut bare, host_request()))
     });
     let mut stack = gk
         .layer()
         .spend_sink(|e| drop(black_box(e)))
         .layer(rmcp_service());
     group.bench_function("five layers", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let r = ServiceExt::<http::Request<Full<Bytes>>>::ready(&mut stack)
-                    .await
-                    .unwrap()
-                    .call(host_request())
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success());
-                r.into_body().collect().await.unwrap().to_bytes()
-            })
-        })
+        b.iter(|| round_trip(&rt, &mut stack, host_request()))
     });
     group.finish();
 
@@ -359,29 +325,41 @@ fn bench_stack(c: &mut Criterion) {
         };
         let mut bare = sweeping();
         group.bench_function(BenchmarkId::new("bare service", kib), |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let r = bare.ready().await.unwrap().call(request()).await.unwrap();
-                    assert!(r.status().is_success());
-                    r.into_body().collect().await.unwrap().to_bytes()
-                })
-            })
+            b.iter(|| round_trip(&rt, &mut bare, request()))
         });
         let mut stack = gk
             .layer()
             .spend_sink(|e| drop(black_box(e)))
             .layer(sweeping());
         group.bench_function(BenchmarkId::new("five layers", kib), |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let r = stack.ready().await.unwrap().call(request()).await.unwrap();
-                    assert!(r.status().is_success());
-                    r.into_body().collect().await.unwrap().to_bytes()
-                })
-            })
+            b.iter(|| round_trip(&rt, &mut stack, request()))
         });
     }
     group.finish();
+}
+
+/// One call of `service` on `rt`, its reply read whole.
+fn round_trip<S, B>(
+    rt: &tokio::runtime::Runtime,
+    service: &mut S,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> bytes::Bytes
+where
+    S: tower::Service<
+            http::Request<http_body_util::Full<bytes::Bytes>>,
+            Response = http::Response<B>,
+        >,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    rt.block_on(async {
+        let r = service.ready().await.unwrap().call(request).await.unwrap();
+        assert!(r.status().is_success());
+        r.into_body().collect().await.unwrap().to_bytes()
+    })
 }
 
 /// An rmcp server with one tool, `echo`, that returns its `message`.

@@ -354,7 +354,7 @@ where
         let policy = self.layer.gatekeeper.policy();
         let style = policy.catalog().settings().denial_style;
         let (parts, body) = request.into_parts();
-        let (seen, answer, pending) = {
+        let (seen, resolution) = {
             let presented = match presented(&self.layer.headers, &parts) {
                 Ok(p) => p,
                 Err(rejection) => {
@@ -377,20 +377,23 @@ where
             // The usual case (the built-in store) is answered at once; otherwise the
             // resolver's future is awaited.
             match self.layer.resolver.resolve_now(&asked) {
-                Some(answer) => (seen, Some(answer), None),
-                None => (seen, None, Some(self.layer.resolver.resolve(&asked))),
+                Some(answer) => (seen, Resolution::Now(answer)),
+                None => (seen, Resolution::Later(self.layer.resolver.resolve(&asked))),
             }
         };
-        if let Some(answer) = answer {
-            // Called from here: no boxed future, no clone of the inner service.
-            return match admit(&self.layer, parts, seen.outcome(answer), policy) {
-                Ok((parts, post)) => {
-                    ResponseFuture::inner(self.inner.call(Request::from_parts(parts, body)), post)
-                }
-                Err(rejection) => ResponseFuture::ready(rejection.into_response(style)),
-            };
-        }
-        let pending = pending.expect("asked when not answered at once");
+        let pending = match resolution {
+            Resolution::Now(answer) => {
+                // Called from here: no boxed future, no clone of the inner service.
+                return match admit(&self.layer, parts, seen.outcome(answer), policy) {
+                    Ok((parts, post)) => ResponseFuture::inner(
+                        self.inner.call(Request::from_parts(parts, body)),
+                        post,
+                    ),
+                    Err(rejection) => ResponseFuture::ready(rejection.into_response(style)),
+                };
+            }
+            Resolution::Later(pending) => pending,
+        };
         // The instance polled ready is the one that must be called: take it, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -405,6 +408,12 @@ where
             }
         }))
     }
+}
+
+/// A resolver's answer, at once or to be awaited.
+enum Resolution<F> {
+    Now(Result<Principal, IdentityError>),
+    Later(F),
 }
 
 /// The credential and names a request presents, each header read and checked once.
