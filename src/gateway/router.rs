@@ -119,11 +119,10 @@ pub(crate) async fn internal_call(
     {
         return Err(r.clone().into_rest_response());
     }
-    let is_sse = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = crate::protocol::media_is(
+        response.headers().get(header::CONTENT_TYPE),
+        "text/event-stream",
+    );
     let status = response.status();
     let refusal = response.extensions().get::<Rejection>().cloned();
     let bytes = response
