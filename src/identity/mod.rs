@@ -78,6 +78,54 @@ impl std::error::Error for IdentityError {}
 /// IdentityError>>`; the future must own what it needs (`'static`). Permissions must be compiled
 /// against `request.policy.catalog()`; permissions compiled against another catalog grant
 /// nothing.
+///
+/// # Example
+///
+/// A resolver that asks a backend once per key and answers from memory afterwards; the answers
+/// it has at hand come through [`resolve_now`](Self::resolve_now), so those requests cost the
+/// identity layer no boxed future:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::future::Future;
+/// use std::pin::Pin;
+/// use std::sync::{Arc, RwLock};
+///
+/// use mcp_gatekeeper::engine::Principal;
+/// use mcp_gatekeeper::identity::{IdentityError, IdentityRequest, KeyDigest, ResolveIdentity};
+///
+/// #[derive(Default)]
+/// struct Remembering {
+///     known: Arc<RwLock<HashMap<KeyDigest, Principal>>>,
+/// }
+///
+/// impl ResolveIdentity for Remembering {
+///     type Future = Pin<Box<dyn Future<Output = Result<Principal, IdentityError>> + Send>>;
+///
+///     fn resolve(&self, request: &IdentityRequest<'_>) -> Self::Future {
+///         let digest = request.key_digest;
+///         let known = Arc::clone(&self.known);
+///         Box::pin(async move {
+///             let digest = digest.ok_or(IdentityError::Unauthenticated)?;
+///             // Ask the backend here; build the principal against `request.policy.catalog()`.
+///             let principal = Principal {
+///                 key_id: Some("from-the-backend".into()),
+///                 ..Principal::default()
+///             };
+///             known.write().unwrap().insert(digest, principal.clone());
+///             Ok(principal)
+///         })
+///     }
+///
+///     fn resolve_now(
+///         &self,
+///         request: &IdentityRequest<'_>,
+///     ) -> Option<Result<Principal, IdentityError>> {
+///         let digest = request.key_digest?;
+///         self.known.read().unwrap().get(&digest).cloned().map(Ok)
+///     }
+/// }
+/// ```
 pub trait ResolveIdentity: Send + Sync + 'static {
     /// The future.
     type Future: Future<Output = Result<Principal, IdentityError>> + Send + 'static;
