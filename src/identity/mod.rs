@@ -402,7 +402,7 @@ where
         let policy = self.layer.gatekeeper.policy();
         let style = policy.catalog().settings().denial_style;
         let (parts, body) = request.into_parts();
-        let (seen, resolution) = {
+        let (digest, resolution) = {
             let presented = match presented(&self.layer.headers, &parts) {
                 Ok(p) => p,
                 Err(rejection) => {
@@ -418,21 +418,20 @@ where
                 agent_id: presented.agent,
                 policy: &policy,
             };
-            let seen = Seen {
-                key_present: asked.key.is_some(),
-                key_digest: asked.key_digest,
-            };
             // The usual case (the built-in store) is answered at once; otherwise the
             // resolver's future is awaited.
             match self.layer.resolver.resolve_now(&asked) {
-                Some(answer) => (seen, Resolution::Now(answer)),
-                None => (seen, Resolution::Later(self.layer.resolver.resolve(&asked))),
+                Some(answer) => (asked.key_digest, Resolution::Now(answer)),
+                None => (
+                    asked.key_digest,
+                    Resolution::Later(self.layer.resolver.resolve(&asked)),
+                ),
             }
         };
         let pending = match resolution {
             Resolution::Now(answer) => {
                 // Called from here: no boxed future, no clone of the inner service.
-                return match admit(&self.layer, parts, seen.outcome(answer), policy) {
+                return match admit(&self.layer, parts, outcome(digest, answer), policy) {
                     Ok((parts, post)) => ResponseFuture::inner(
                         self.inner.call(Request::from_parts(parts, body)),
                         post,
@@ -447,7 +446,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         ResponseFuture::boxed(Box::pin(async move {
-            match admit(&layer, parts, seen.outcome(pending.await), policy) {
+            match admit(&layer, parts, outcome(digest, pending.await), policy) {
                 Ok((parts, post)) => {
                     let response = inner.call(Request::from_parts(parts, body)).await?;
                     Ok(post.bind(response))
@@ -483,32 +482,22 @@ fn presented<'h>(
     })
 }
 
-/// What the outcome of a resolution depends on besides the resolver's answer.
-#[derive(Clone, Copy)]
-struct Seen {
-    key_present: bool,
-    key_digest: Option<KeyDigest>,
-}
-
-impl Seen {
-    fn outcome(
-        self,
-        answer: Result<Principal, IdentityError>,
-    ) -> Result<(Principal, Option<KeyDigest>), Rejection> {
-        let refusal = match answer {
-            Ok(principal) => return Ok((principal, self.key_digest)),
-            Err(IdentityError::Unauthenticated) if !self.key_present => {
-                Rejection::missing_credential()
-            }
-            Err(IdentityError::Unauthenticated) => Rejection::invalid_credential(),
-            Err(IdentityError::Unavailable(_e)) => {
-                crate::trace::backend_error(&*_e);
-                Rejection::identity_unavailable()
-            }
-        };
-        crate::trace::refused(None, None, &refusal);
-        Err(refusal)
-    }
+/// The resolver's answer for a request that presented the key of `digest` (none: no key).
+fn outcome(
+    digest: Option<KeyDigest>,
+    answer: Result<Principal, IdentityError>,
+) -> Result<(Principal, Option<KeyDigest>), Rejection> {
+    let refusal = match answer {
+        Ok(principal) => return Ok((principal, digest)),
+        Err(IdentityError::Unauthenticated) if digest.is_none() => Rejection::missing_credential(),
+        Err(IdentityError::Unauthenticated) => Rejection::invalid_credential(),
+        Err(IdentityError::Unavailable(_e)) => {
+            crate::trace::backend_error(&*_e);
+            Rejection::identity_unavailable()
+        }
+    };
+    crate::trace::refused(None, None, &refusal);
+    Err(refusal)
 }
 
 /// Lets a resolved caller in: checks its session binding and records who it is in the
