@@ -535,7 +535,7 @@ async fn every_call_that_reaches_the_server_is_costed_once() {
         let hook = |event: &ToolCallEvent, _reply: Option<&serde_json::Value>| {
             let tool = event.tool.clone();
             async move {
-                match tool.as_str() {
+                match &*tool {
                     "priced" => Ok(HookDecision {
                         cost: Some(1.5),
                         replace_result: Some(
@@ -600,7 +600,14 @@ async fn every_call_that_reaches_the_server_is_costed_once() {
         let events = events.lock().unwrap().clone();
         let summary: Vec<(String, Option<String>, Outcome, f64)> = events
             .iter()
-            .map(|e| (e.tool.clone(), e.server.clone(), e.outcome, e.cost))
+            .map(|e| {
+                (
+                    e.tool.to_string(),
+                    e.server.as_deref().map(str::to_owned),
+                    e.outcome,
+                    e.cost,
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -645,8 +652,11 @@ async fn every_call_that_reaches_the_server_is_costed_once() {
             "{mode:?}"
         );
         let first = &events[0];
-        assert_eq!(first.qualified_tool, "github-create_issue");
-        assert_eq!(first.argument_keys, ["title", "body"]);
+        assert_eq!(&*first.qualified_tool, "github-create_issue");
+        assert_eq!(
+            *first.argument_keys,
+            ["title", "body"].map(Box::<str>::from)
+        );
         assert_eq!(first.key_alias.as_deref(), Some("carol"));
         assert_eq!(first.end_user_id.as_deref(), Some("u-1"));
         assert_eq!(

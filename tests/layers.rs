@@ -511,7 +511,7 @@ async fn a_call_whose_client_goes_away_is_recorded_once() {
     let got = events.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].outcome, Outcome::Disconnected);
-    assert_eq!(got[0].tool, "create_issue");
+    assert_eq!(&*got[0].tool, "create_issue");
 
     // And when it goes away while the reply streams.
     events.lock().unwrap().clear();

@@ -66,13 +66,13 @@ pub enum Outcome {
 #[derive(Clone, Debug, Serialize)]
 pub struct ToolCallEvent {
     /// The catalog server, when the name could be attributed.
-    pub server: Option<String>,
+    pub server: Option<Arc<str>>,
     /// The bare tool name (as the upstream knows it).
-    pub tool: String,
+    pub tool: Arc<str>,
     /// The name as the caller sent it.
-    pub qualified_tool: String,
+    pub qualified_tool: Arc<str>,
     /// Top-level argument names, in request order.
-    pub argument_keys: Vec<String>,
+    pub argument_keys: Arc<[Box<str>]>,
     /// The key's printable id (alias or digest prefix).
     pub key_id: Option<Arc<str>>,
     /// The key's alias.
@@ -557,7 +557,8 @@ fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Obser
     if head.request_method() != Some(&Method::ToolsCall) {
         return Observe { call: None };
     }
-    let name = head.target.as_deref().unwrap_or_default();
+    let qualified = head.target.clone().unwrap_or_default();
+    let name = &*qualified;
     let catalog = policy.catalog();
     let target = match ext.get::<ToolTarget>() {
         Some(t) => Some((t.server, t.bare(name))),
@@ -569,11 +570,17 @@ fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Obser
     // The names only: the principal's permission sets are not the event's.
     let p = ext.get::<Principal>();
     let name_of = |f: fn(&Principal) -> &Option<Arc<str>>| p.and_then(|p| f(p).clone());
+    // The strings are the catalog's and the parsed head's, shared; only a bare name that
+    // differs from the name sent (a prefixed one) is a string of its own.
+    let tool = match target {
+        Some((_, bare)) if bare != name => Arc::from(bare),
+        _ => Arc::clone(&qualified),
+    };
     let event = ToolCallEvent {
-        server: target.map(|(s, _)| catalog.server(s).name().to_owned()),
-        tool: target.map_or(name, |(_, bare)| bare).to_owned(),
-        qualified_tool: name.to_owned(),
-        argument_keys: head.argument_keys.iter().map(|k| k.to_string()).collect(),
+        server: target.map(|(s, _)| Arc::clone(catalog.server(s).shared_name())),
+        tool,
+        qualified_tool: Arc::clone(&qualified),
+        argument_keys: Arc::clone(&head.argument_keys),
         key_id: name_of(|p| &p.key_id),
         key_alias: name_of(|p| &p.key_alias),
         team_id: name_of(|p| &p.team_id),

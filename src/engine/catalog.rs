@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{DenialStyle, Mount, PermissionSpec, Permissions, ServerId, ServerSet, ToolPrefix};
@@ -66,7 +67,7 @@ pub struct ServerSpec {
 /// A validated server of a [`Catalog`].
 #[derive(Clone, Debug)]
 pub struct Server {
-    name: Box<str>,
+    name: Arc<str>,
     alias: Option<Box<str>>,
     description: Option<Box<str>>,
     access_groups: Box<[Box<str>]>,
@@ -82,6 +83,10 @@ impl Server {
     /// The server's name.
     #[must_use]
     pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The server's name, shared (a cost event names its server without a copy).
+    pub(crate) fn shared_name(&self) -> &Arc<str> {
         &self.name
     }
     /// The server's alias, if it has one.

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -177,9 +178,10 @@ pub struct McpRequest {
     pub method: Option<Method>,
     /// `params.name` for `tools/call` and `prompts/get`, `params.uri` for resource reads and
     /// subscriptions.
-    pub target: Option<Box<str>>,
-    /// The top-level keys of `params.arguments` of a `tools/call`, in body order.
-    pub argument_keys: Vec<Box<str>>,
+    pub target: Option<Arc<str>>,
+    /// The top-level keys of `params.arguments` of a `tools/call`, in body order (shared: the
+    /// cost event lists them without a copy).
+    pub argument_keys: Arc<[Box<str>]>,
     /// Whether a `tools/call` carried `params.arguments` at all.
     pub has_arguments: bool,
 }
@@ -377,9 +379,9 @@ enum RawId {
 
 #[derive(Default)]
 struct RawParams {
-    name: Option<Box<str>>,
-    uri: Option<Box<str>>,
-    arguments: Option<Vec<Box<str>>>,
+    name: Option<Arc<str>>,
+    uri: Option<Arc<str>>,
+    arguments: Option<Arc<[Box<str>]>>,
 }
 
 impl<'a> RawMessage<'a> {
@@ -442,7 +444,7 @@ impl<'a> RawMessage<'a> {
             argument_keys: if calls_tool {
                 params.arguments.unwrap_or_default()
             } else {
-                Vec::new()
+                Arc::default()
             },
             has_arguments: calls_tool && has_arguments,
         })
@@ -589,7 +591,11 @@ impl<'de> SeenKeys<'de> {
         true
     }
 
-    fn into_boxed(self) -> Vec<Box<str>> {
+    /// The keys in order, in one allocation for the list (none when there are no keys).
+    fn into_shared(self) -> Arc<[Box<str>]> {
+        if self.len == 0 {
+            return Arc::default();
+        }
         self.first[..self.len]
             .iter()
             .chain(&self.more)
@@ -690,7 +696,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
 }
 
 /// A string field that must be a string (never a number, null or object).
-struct OptString(Box<str>);
+struct OptString(Arc<str>);
 
 impl<'de> serde::Deserialize<'de> for OptString {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
@@ -701,7 +707,7 @@ impl<'de> serde::Deserialize<'de> for OptString {
 struct KeysSeed;
 
 impl<'de> DeserializeSeed<'de> for KeysSeed {
-    type Value = Vec<Box<str>>;
+    type Value = Arc<[Box<str>]>;
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
         de.deserialize_map(KeysVisitor)
     }
@@ -710,7 +716,7 @@ impl<'de> DeserializeSeed<'de> for KeysSeed {
 struct KeysVisitor;
 
 impl<'de> Visitor<'de> for KeysVisitor {
-    type Value = Vec<Box<str>>;
+    type Value = Arc<[Box<str>]>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"arguments\" as an object")
     }
@@ -722,7 +728,7 @@ impl<'de> Visitor<'de> for KeysVisitor {
             }
             map.next_value::<StrictAny>()?;
         }
-        Ok(keys.into_boxed())
+        Ok(keys.into_shared())
     }
 }
 
@@ -747,10 +753,7 @@ mod tests {
         assert_eq!(r.id, Some(RequestId::Number(7)));
         assert_eq!(r.method, Some(Method::ToolsCall));
         assert_eq!(r.tool_name(), Some("gh-create_issue"));
-        assert_eq!(
-            r.argument_keys,
-            vec!["title".into(), "body".into()] as Vec<Box<str>>
-        );
+        assert_eq!(*r.argument_keys, ["title", "body"].map(Box::<str>::from));
         assert!(r.has_arguments);
     }
 
@@ -796,7 +799,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"del\u0065te","arguments":{"\u0061":1}}}"#,
         );
         assert_eq!(r.tool_name(), Some("delete"));
-        assert_eq!(r.argument_keys, vec!["a".into()] as Vec<Box<str>>);
+        assert_eq!(*r.argument_keys, [Box::<str>::from("a")]);
     }
 
     #[test]
