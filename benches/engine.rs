@@ -336,6 +336,47 @@ fn bench_stack(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The same call with tool results of growing size: the cost layer reads a JSON reply whole
+    // (to note how the call ended and keep an exact length), so this is how the layers' cost
+    // moves with what a tool returns.
+    let mut group = c.benchmark_group("tools/call round trip, tool result size");
+    for size in [1usize << 10, 64 << 10, 1 << 20] {
+        let reply = Bytes::from(
+            serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 7, "result": {
+                "content": [{"type": "text", "text": "x".repeat(size)}], "isError": false}}))
+            .unwrap(),
+        );
+        let answering = move || {
+            let reply = reply.clone();
+            tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+                let reply = reply.clone();
+                async move {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    black_box(body);
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(BoxBody::new(Full::new(reply)))
+                            .unwrap(),
+                    )
+                }
+            })
+        };
+        group.throughput(Throughput::Bytes(size as u64));
+        let mut bare = answering();
+        group.bench_function(BenchmarkId::new("bare service", size), |b| {
+            b.iter(|| round_trip(&rt, &mut bare, request()))
+        });
+        let mut stack = gk
+            .layer()
+            .spend_sink(|e| drop(black_box(e)))
+            .layer(answering());
+        group.bench_function(BenchmarkId::new("five layers", size), |b| {
+            b.iter(|| round_trip(&rt, &mut stack, request()))
+        });
+    }
+    group.finish();
 }
 
 /// One call of `service` on `rt`, its reply read whole.
