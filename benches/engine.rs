@@ -193,24 +193,12 @@ fn bench_keys(c: &mut Criterion) {
 /// request and response bodies, extensions, futures, the cost event), on one thread.
 fn bench_stack(c: &mut Criterion) {
     use bytes::Bytes;
-    use http_body_util::{BodyExt, Full, combinators::BoxBody};
+    use http_body_util::Full;
     use mcp_gatekeeper::engine::Mount;
     use tower::Layer;
 
     const REPLY: &[u8] = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}"#;
-    let answer = || {
-        tower::service_fn(|req: http::Request<Full<Bytes>>| async move {
-            // Read the body as any server must, then answer.
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            black_box(body);
-            Ok::<_, std::convert::Infallible>(
-                http::Response::builder()
-                    .header("content-type", "application/json")
-                    .body(BoxBody::new(Full::new(Bytes::from_static(REPLY))))
-                    .unwrap(),
-            )
-        })
-    };
+    let answer = || replying(Bytes::from_static(REPLY), || ());
     let allowed: Vec<String> = std::iter::once("echo".to_owned())
         .chain((1..40).map(|i| format!("tool_{i}")))
         .collect();
@@ -306,34 +294,13 @@ fn bench_stack(c: &mut Criterion) {
     for kib in [1024usize, 4096] {
         let sweeping = move || {
             let memory = Arc::new(std::sync::Mutex::new(vec![0u8; kib * 1024]));
-            tower::service_fn(move |req: http::Request<Full<Bytes>>| {
-                let memory = Arc::clone(&memory);
-                async move {
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    black_box(body);
-                    for line in memory.lock().unwrap().iter_mut().step_by(64) {
-                        *line = line.wrapping_add(1);
-                    }
-                    Ok::<_, std::convert::Infallible>(
-                        http::Response::builder()
-                            .header("content-type", "application/json")
-                            .body(BoxBody::new(Full::new(Bytes::from_static(REPLY))))
-                            .unwrap(),
-                    )
+            replying(Bytes::from_static(REPLY), move || {
+                for line in memory.lock().unwrap().iter_mut().step_by(64) {
+                    *line = line.wrapping_add(1);
                 }
             })
         };
-        let mut bare = sweeping();
-        group.bench_function(BenchmarkId::new("bare service", kib), |b| {
-            b.iter(|| round_trip(&rt, &mut bare, request()))
-        });
-        let mut stack = gk
-            .layer()
-            .spend_sink(|e| drop(black_box(e)))
-            .layer(sweeping());
-        group.bench_function(BenchmarkId::new("five layers", kib), |b| {
-            b.iter(|| round_trip(&rt, &mut stack, request()))
-        });
+        alone_and_layered(&mut group, &rt, &gk, kib, sweeping, request);
     }
     group.finish();
 
@@ -347,36 +314,74 @@ fn bench_stack(c: &mut Criterion) {
                 "content": [{"type": "text", "text": "x".repeat(size)}], "isError": false}}))
             .unwrap(),
         );
-        let answering = move || {
-            let reply = reply.clone();
-            tower::service_fn(move |req: http::Request<Full<Bytes>>| {
-                let reply = reply.clone();
-                async move {
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    black_box(body);
-                    Ok::<_, std::convert::Infallible>(
-                        http::Response::builder()
-                            .header("content-type", "application/json")
-                            .body(BoxBody::new(Full::new(reply)))
-                            .unwrap(),
-                    )
-                }
-            })
-        };
         group.throughput(Throughput::Bytes(size as u64));
-        let mut bare = answering();
-        group.bench_function(BenchmarkId::new("bare service", size), |b| {
-            b.iter(|| round_trip(&rt, &mut bare, request()))
-        });
-        let mut stack = gk
-            .layer()
-            .spend_sink(|e| drop(black_box(e)))
-            .layer(answering());
-        group.bench_function(BenchmarkId::new("five layers", size), |b| {
-            b.iter(|| round_trip(&rt, &mut stack, request()))
-        });
+        let answering = move || replying(reply.clone(), || ());
+        alone_and_layered(&mut group, &rt, &gk, size, answering, request);
     }
     group.finish();
+}
+
+/// One call of the service `make` builds, alone ("bare service/`param`") and behind the five
+/// layers ("five layers/`param`").
+fn alone_and_layered<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    gk: &Gatekeeper,
+    param: usize,
+    make: impl Fn() -> S,
+    request: impl Fn() -> TestRequest,
+) where
+    S: tower::Service<TestRequest, Response = TestReply, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use tower::Layer;
+    let mut bare = make();
+    group.bench_function(BenchmarkId::new("bare service", param), |b| {
+        b.iter(|| round_trip(rt, &mut bare, request()))
+    });
+    let mut stack = gk.layer().spend_sink(|e| drop(black_box(e))).layer(make());
+    group.bench_function(BenchmarkId::new("five layers", param), |b| {
+        b.iter(|| round_trip(rt, &mut stack, request()))
+    });
+}
+
+type TestRequest = http::Request<http_body_util::Full<bytes::Bytes>>;
+type TestReply =
+    http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>>;
+
+/// A service that reads the request body whole (as any server must), does `work`, and answers
+/// with `reply` as JSON.
+fn replying<W>(
+    reply: bytes::Bytes,
+    work: W,
+) -> impl tower::Service<
+    TestRequest,
+    Response = TestReply,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<TestReply, std::convert::Infallible>> + Send,
+> + Clone
++ Send
++ 'static
+where
+    W: Fn() + Clone + Send + Sync + 'static,
+{
+    use http_body_util::{BodyExt, Full, combinators::BoxBody};
+    tower::service_fn(move |req: http::Request<Full<bytes::Bytes>>| {
+        let reply = reply.clone();
+        let work = work.clone();
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            black_box(body);
+            work();
+            Ok(http::Response::builder()
+                .header("content-type", "application/json")
+                .body(BoxBody::new(Full::new(reply)))
+                .unwrap())
+        }
+    })
 }
 
 /// One call of `service` on `rt`, its reply read whole.
