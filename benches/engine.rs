@@ -195,7 +195,6 @@ fn bench_stack(c: &mut Criterion) {
     use bytes::Bytes;
     use http_body_util::Full;
     use mcp_gatekeeper::engine::Mount;
-    use tower::Layer;
 
     const REPLY: &[u8] = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}"#;
     let answer = || replying(Bytes::from_static(REPLY), || ());
@@ -230,17 +229,8 @@ fn bench_stack(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("tools/call round trip");
-    let mut bare = answer();
-    group.bench_function("bare service", |b| {
-        b.iter(|| round_trip(&rt, &mut bare, request()))
-    });
-    let mut stack = gk
-        .layer()
-        .spend_sink(|e| drop(black_box(e)))
-        .layer(answer());
-    group.bench_function("five layers", |b| {
-        b.iter(|| round_trip(&rt, &mut stack, request()))
-    });
+    let ids = ["bare service", "five layers"].map(BenchmarkId::from_parameter);
+    alone_and_layered(&mut group, &rt, &gk, ids, answer, request);
     group.finish();
 
     // The same call answered by a real rmcp server (stateless, JSON replies), in process: what
@@ -274,17 +264,8 @@ fn bench_stack(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("tools/call round trip, rmcp server");
-    let mut bare = rmcp_service();
-    group.bench_function("rmcp alone", |b| {
-        b.iter(|| round_trip(&rt, &mut bare, host_request()))
-    });
-    let mut stack = gk
-        .layer()
-        .spend_sink(|e| drop(black_box(e)))
-        .layer(rmcp_service());
-    group.bench_function("five layers", |b| {
-        b.iter(|| round_trip(&rt, &mut stack, host_request()))
-    });
+    let ids = ["rmcp alone", "five layers"].map(BenchmarkId::from_parameter);
+    alone_and_layered(&mut group, &rt, &gk, ids, rmcp_service, host_request);
     group.finish();
 
     // The first group again, with a service whose own work sweeps `kib` KiB of its memory per
@@ -300,7 +281,8 @@ fn bench_stack(c: &mut Criterion) {
                 }
             })
         };
-        alone_and_layered(&mut group, &rt, &gk, kib, sweeping, request);
+        let ids = ["bare service", "five layers"].map(|name| BenchmarkId::new(name, kib));
+        alone_and_layered(&mut group, &rt, &gk, ids, sweeping, request);
     }
     group.finish();
 
@@ -316,18 +298,18 @@ fn bench_stack(c: &mut Criterion) {
         );
         group.throughput(Throughput::Bytes(size as u64));
         let answering = move || replying(reply.clone(), || ());
-        alone_and_layered(&mut group, &rt, &gk, size, answering, request);
+        let ids = ["bare service", "five layers"].map(|name| BenchmarkId::new(name, size));
+        alone_and_layered(&mut group, &rt, &gk, ids, answering, request);
     }
     group.finish();
 }
 
-/// One call of the service `make` builds, alone ("bare service/`param`") and behind the five
-/// layers ("five layers/`param`").
+/// One call of the service `make` builds, alone and behind the five layers, under the two ids.
 fn alone_and_layered<S>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     rt: &tokio::runtime::Runtime,
     gk: &Gatekeeper,
-    param: usize,
+    [alone, layered]: [BenchmarkId; 2],
     make: impl Fn() -> S,
     request: impl Fn() -> TestRequest,
 ) where
@@ -339,11 +321,9 @@ fn alone_and_layered<S>(
 {
     use tower::Layer;
     let mut bare = make();
-    group.bench_function(BenchmarkId::new("bare service", param), |b| {
-        b.iter(|| round_trip(rt, &mut bare, request()))
-    });
+    group.bench_function(alone, |b| b.iter(|| round_trip(rt, &mut bare, request())));
     let mut stack = gk.layer().spend_sink(|e| drop(black_box(e))).layer(make());
-    group.bench_function(BenchmarkId::new("five layers", param), |b| {
+    group.bench_function(layered, |b| {
         b.iter(|| round_trip(rt, &mut stack, request()))
     });
 }
