@@ -576,10 +576,11 @@ fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Obser
         Some((_, bare)) if bare != name => Arc::from(bare),
         _ => Arc::clone(&qualified),
     };
+    let cost = target.map_or(0.0, |(s, bare)| catalog.server(s).price(bare));
     let event = ToolCallEvent {
         server: target.map(|(s, _)| Arc::clone(catalog.server(s).shared_name())),
         tool,
-        qualified_tool: Arc::clone(&qualified),
+        qualified_tool: qualified,
         argument_keys: Arc::clone(&head.argument_keys),
         key_id: name_of(|p| &p.key_id),
         key_alias: name_of(|p| &p.key_alias),
@@ -591,7 +592,7 @@ fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Obser
         started_at: SystemTime::now(),
         duration: Duration::ZERO,
         outcome: Outcome::Unknown,
-        cost: target.map_or(0.0, |(s, bare)| catalog.server(s).price(bare)),
+        cost,
     };
     let id = head.id.clone().expect("requests have an id");
     let pending = Pending {

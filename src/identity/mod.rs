@@ -420,13 +420,11 @@ where
             };
             // The usual case (the built-in store) is answered at once; otherwise the
             // resolver's future is awaited.
-            match self.layer.resolver.resolve_now(&asked) {
-                Some(answer) => (asked.key_digest, Resolution::Now(answer)),
-                None => (
-                    asked.key_digest,
-                    Resolution::Later(self.layer.resolver.resolve(&asked)),
-                ),
-            }
+            let resolution = match self.layer.resolver.resolve_now(&asked) {
+                Some(answer) => Resolution::Now(answer),
+                None => Resolution::Later(self.layer.resolver.resolve(&asked)),
+            };
+            (asked.key_digest, resolution)
         };
         let pending = match resolution {
             Resolution::Now(answer) => {
