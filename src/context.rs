@@ -14,7 +14,7 @@ use crate::engine::{DenialStyle, Grant, Principal};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, Policy};
 use crate::namespace::Scope;
-use crate::protocol::{self, CollectError, McpRequest};
+use crate::protocol::{self, CollectError, McpRequest, ParseError};
 use crate::rejection::Rejection;
 
 /// Takes the policy snapshot of this request, unless a layer before did (the identity layer
@@ -79,10 +79,16 @@ where
             CollectError::TooLarge { limit } => Rejection::payload_too_large(limit),
             CollectError::Body(_) => Rejection::bad_request("the request body could not be read"),
         })?;
-    let head =
+    let mut head =
         protocol::parse_request(&bytes).map_err(|e| Rejection::bad_request(e.to_string()))?;
-    protocol::check_routing_headers(&parts.headers, &head)
-        .map_err(|e| Rejection::bad_request(e.to_string()).with_id(head.id.clone()))?;
+    head.resolve_era(&parts.headers);
+    protocol::check_routing_headers(&parts.headers, &head).map_err(|e| {
+        let rejection = match e {
+            ParseError::HeaderMismatch(why) => Rejection::header_mismatch(why),
+            other => Rejection::bad_request(other.to_string()),
+        };
+        rejection.answering(&head)
+    })?;
     parts.extensions.insert(head);
     Ok(Request::from_parts(parts, B::from(bytes)))
 }

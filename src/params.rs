@@ -88,7 +88,7 @@ fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
     catalog
         .check_params(server, bare, &head.argument_keys)
         .map_err(|d| {
-            let r = Rejection::params_denied(&d).with_id(head.id.clone());
+            let r = Rejection::params_denied(&d).answering(head);
             crate::trace::refused(ext.get(), Some(head), &r);
             r
         })

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::body::ReplyBody;
 use crate::engine::{DenialStyle, DeniedBy, ParamsDenial};
-use crate::protocol::{RequestId, jsonrpc};
+use crate::protocol::{Era, McpRequest, RequestId, jsonrpc};
 
 /// What was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,9 @@ pub enum RejectionKind {
     IdentityUnavailable,
     /// The request is malformed or ambiguous (400).
     BadRequest,
+    /// The `Mcp-Method`, `Mcp-Name` or `MCP-Protocol-Version` header disagrees with the body
+    /// (400, JSON-RPC error -32020 as protocol 2026-07-28 defines it).
+    HeaderMismatch,
     /// The body is larger than the limit (413).
     PayloadTooLarge,
     /// The request named servers that are unknown or not allowed (403).
@@ -57,12 +60,14 @@ pub enum RejectionKind {
     },
 }
 
-/// A refusal: why, the text the caller sees, and the JSON-RPC id to answer when in-band.
+/// A refusal: why, the text the caller sees, and the JSON-RPC id and protocol era of the
+/// request it answers when in-band.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     kind: RejectionKind,
     message: Cow<'static, str>,
     id: Option<RequestId>,
+    era: Era,
 }
 
 impl Rejection {
@@ -71,6 +76,7 @@ impl Rejection {
             kind,
             message: message.into(),
             id: None,
+            era: Era::default(),
         }
     }
 
@@ -101,6 +107,11 @@ impl Rejection {
     /// A malformed or ambiguous request.
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(RejectionKind::BadRequest, message)
+    }
+
+    /// A routing or version header that disagrees with the body.
+    pub fn header_mismatch(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(RejectionKind::HeaderMismatch, message)
     }
 
     /// A body above the limit.
@@ -171,6 +182,25 @@ impl Rejection {
         self
     }
 
+    /// Sets the protocol era the refusal is shaped for (see [`Era::shape_result`]).
+    #[must_use]
+    pub fn with_era(mut self, era: Era) -> Self {
+        self.era = era;
+        self
+    }
+
+    /// Answers `request`: its JSON-RPC id and its protocol era.
+    #[must_use]
+    pub fn answering(self, request: &McpRequest) -> Self {
+        self.with_id(request.id.clone()).with_era(request.era)
+    }
+
+    /// The protocol era the refusal is shaped for.
+    #[must_use]
+    pub fn era(&self) -> Era {
+        self.era
+    }
+
     /// What was refused.
     #[must_use]
     pub fn kind(&self) -> &RejectionKind {
@@ -191,7 +221,7 @@ impl Rejection {
                 StatusCode::UNAUTHORIZED
             }
             RejectionKind::IdentityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            RejectionKind::BadRequest => StatusCode::BAD_REQUEST,
+            RejectionKind::BadRequest | RejectionKind::HeaderMismatch => StatusCode::BAD_REQUEST,
             RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RejectionKind::SessionNotFound => StatusCode::NOT_FOUND,
             RejectionKind::ScopeForbidden
@@ -222,7 +252,7 @@ impl Rejection {
             (RejectionKind::ToolDenied { .. } | RejectionKind::ParamsDenied, Some(id))
                 if style == DenialStyle::ToolResult =>
             {
-                jsonrpc::tool_error_result(id, &format!("Error: {}", self.message))
+                jsonrpc::tool_error_result(id, &format!("Error: {}", self.message), self.era)
             }
             (
                 RejectionKind::ToolDenied { .. }
@@ -233,6 +263,9 @@ impl Rejection {
             ) => jsonrpc::error(Some(id), jsonrpc::code::INVALID_PARAMS, &self.message),
             (RejectionKind::BadRequest, _) => {
                 jsonrpc::error(id, jsonrpc::code::INVALID_REQUEST, &self.message)
+            }
+            (RejectionKind::HeaderMismatch, _) => {
+                jsonrpc::error(id, jsonrpc::code::HEADER_MISMATCH, &self.message)
             }
             (RejectionKind::PayloadTooLarge, _) => {
                 jsonrpc::error(id, jsonrpc::code::TOO_LARGE, &self.message)

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use serde_json::{Value, json};
 
 use super::{CostHook, HookFuture, Outcome, Pending, decision, hook_future};
-use crate::protocol::{RequestId, sse};
+use crate::protocol::{Era, RequestId, sse};
 
 pub(crate) enum Mode {
     /// Not a readable reply (an HTTP error, or an unknown type): pass through, settle at the end.
@@ -48,6 +48,7 @@ pin_project! {
         mode: Mode,
         pending: Pending,
         id: RequestId,
+        era: Era,
         hook: Arc<H>,
         // A Mutex only to make the body Sync (boxed bodies must be); it is reached through
         // `&mut` and never contended.
@@ -60,12 +61,19 @@ pin_project! {
 }
 
 impl<B, H: CostHook> CostBody<B, H> {
-    pub(crate) fn new(inner: B, mode: Mode, pending: Pending, id: RequestId, hook: Arc<H>) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        mode: Mode,
+        pending: Pending,
+        (id, era): (RequestId, Era),
+        hook: Arc<H>,
+    ) -> Self {
         Self {
             inner,
             mode,
             pending,
             id,
+            era,
             hook,
             hook_fut: Mutex::new(None),
             held: None,
@@ -90,9 +98,19 @@ pub(crate) fn outcome_of(reply: &Value) -> Outcome {
     }
 }
 
-/// The reply to `id` with its result replaced (the id kept): `read` if the reply was read
-/// whole already, else read from `text`, else a bare reply to `id`.
-pub(crate) fn replaced(read: Option<Value>, text: &[u8], id: &RequestId, result: Value) -> String {
+/// The reply to `id` with its result replaced (the id kept) and shaped for the caller's `era`:
+/// `read` if the reply was read whole already, else read from `text`, else a bare reply to
+/// `id`.
+pub(crate) fn replaced(
+    read: Option<Value>,
+    text: &[u8],
+    id: &RequestId,
+    era: Era,
+    mut result: Value,
+) -> String {
+    if let Some(fields) = result.as_object_mut() {
+        era.shape_result(fields);
+    }
     let mut reply = read
         .or_else(|| serde_json::from_slice(text).ok())
         .unwrap_or_else(|| json!({"jsonrpc": "2.0", "id": id.to_value()}));
@@ -148,7 +166,10 @@ where
                 let bytes = match (this.held.take(), decided.replace_result) {
                     (Some(Held::Event(v, raw)), Some(r)) => {
                         let data = sse::event_data(&raw).unwrap_or_default();
-                        sse::replace_data(&raw, &replaced(v, data.as_bytes(), this.id, r))
+                        sse::replace_data(
+                            &raw,
+                            &replaced(v, data.as_bytes(), this.id, *this.era, r),
+                        )
                     }
                     (Some(Held::Event(_, b) | Held::Raw(b)), _) => b,
                     (None, _) => Bytes::new(),

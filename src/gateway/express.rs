@@ -35,8 +35,7 @@ use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{Full, StreamBody};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorData,
-    ProtocolVersion, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorData, ServerResult,
 };
 use rmcp::service::ServiceError;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
@@ -52,7 +51,7 @@ use super::pool::{Caller, Failure};
 use super::upstream::UpstreamTransport;
 use super::{Gateway, Shared};
 use crate::engine::NameKind;
-use crate::protocol::sse;
+use crate::protocol::{self, Era, sse};
 use crate::protocol::{CollectError, McpRequest, MessageKind, Method};
 
 pub(crate) type McpResponse = Response<BoxBody<Bytes, Infallible>>;
@@ -225,16 +224,9 @@ fn allowed_authority(allowed: &str) -> Option<(String, Option<u16>)> {
 
 /// A known protocol version from before 2026-07-28 in `MCP-Protocol-Version`.
 fn handshake_protocol(headers: &HeaderMap) -> bool {
-    let mut values = headers.get_all("mcp-protocol-version").iter();
-    let (Some(v), None) = (values.next(), values.next()) else {
-        return false;
-    };
-    v.to_str().is_ok_and(|v| {
-        v < ProtocolVersion::V_2026_07_28.as_str()
-            && ProtocolVersion::KNOWN_VERSIONS
-                .iter()
-                .any(|k| k.as_str() == v)
-    })
+    protocol::header_version(headers)
+        .and_then(Era::from_version)
+        .is_some_and(|era| !era.is_stateless())
 }
 
 /// Accepts JSON and event streams, and sends JSON (rmcp answers anything else with 406/415).

@@ -249,7 +249,7 @@ fn decide(
     let method = head.method.as_ref().expect("requests have a method");
     let target = head.target.as_deref().unwrap_or_default();
     let refused = |r: Rejection| {
-        let r = r.with_id(head.id.clone());
+        let r = r.answering(head);
         crate::trace::refused(ext.get::<Principal>(), Some(head), &r);
         Err(r)
     };

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::RequestId;
+use super::{Era, RequestId};
 
 /// JSON-RPC error codes the layers use.
 pub mod code {
@@ -21,6 +21,9 @@ pub mod code {
     pub const TOO_LARGE: i64 = -32002;
     /// The caller is not authenticated (server-defined range).
     pub const UNAUTHORIZED: i64 = -32003;
+    /// A routing header (`Mcp-Method`, `Mcp-Name`, `MCP-Protocol-Version`) disagrees with the
+    /// body (protocol 2026-07-28, SEP-2243).
+    pub const HEADER_MISMATCH: i64 = -32020;
 }
 
 /// A JSON-RPC error object with an optional id (`null` when the request had none).
@@ -33,14 +36,18 @@ pub fn error(id: Option<&RequestId>, code: i64, message: &str) -> Value {
     })
 }
 
-/// A `tools/call` result that reports an error to the model: `isError: true` with the text.
+/// A `tools/call` result that reports an error to the model: `isError: true` with the text,
+/// shaped for the caller's protocol era.
 #[must_use]
-pub fn tool_error_result(id: &RequestId, text: &str) -> Value {
-    json!({
-        "jsonrpc": "2.0",
-        "id": id.to_value(),
-        "result": {"content": [{"type": "text", "text": text}], "isError": true},
-    })
+pub fn tool_error_result(id: &RequestId, text: &str, era: Era) -> Value {
+    let mut result = serde_json::Map::with_capacity(3);
+    result.insert(
+        "content".to_owned(),
+        json!([{"type": "text", "text": text}]),
+    );
+    result.insert("isError".to_owned(), Value::Bool(true));
+    era.shape_result(&mut result);
+    json!({"jsonrpc": "2.0", "id": id.to_value(), "result": result})
 }
 
 /// Serialises a JSON value.

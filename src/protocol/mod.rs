@@ -5,11 +5,14 @@
 //! facts the layers decide on, and fails closed on anything it cannot read unambiguously.
 
 mod body;
+mod era;
 pub mod jsonrpc;
 mod request;
 pub mod sse;
 
 pub use body::{CollectError, Collected, collect_limited, collect_up_to};
+pub(crate) use era::header_version;
+pub use era::{Era, META_PROTOCOL_VERSION};
 pub(crate) use request::Key;
 pub use request::{
     McpRequest, MessageKind, Method, ParseError, RequestId, check_routing_headers,

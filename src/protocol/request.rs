@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use super::era::{Era, META_PROTOCOL_VERSION};
+
 /// A JSON-RPC request id as MCP allows it: a string or an integer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RequestId {
@@ -184,6 +186,13 @@ pub struct McpRequest {
     pub argument_keys: Arc<[Box<str>]>,
     /// Whether a `tools/call` carried `params.arguments` at all.
     pub has_arguments: bool,
+    /// The protocol version the body states in `params._meta` (protocol 2026-07-28 and later),
+    /// exactly as sent.
+    pub protocol_version: Option<Box<str>>,
+    /// The protocol era this message speaks: what the body states, else (once
+    /// [`McpRequest::resolve_era`] has seen the headers) the `MCP-Protocol-Version` header.
+    /// Every answer the layers build for it is shaped for this era.
+    pub era: Era,
 }
 
 impl McpRequest {
@@ -194,6 +203,12 @@ impl McpRequest {
             MessageKind::Request => self.method.as_ref(),
             _ => None,
         }
+    }
+
+    /// Settles [`McpRequest::era`] from the body's stated version and the request headers.
+    pub fn resolve_era(&mut self, headers: &http::HeaderMap) {
+        let stated = self.protocol_version.as_deref().and_then(Era::from_version);
+        self.era = Era::of(stated, headers);
     }
 
     /// The tool name of a `tools/call` request.
@@ -280,6 +295,22 @@ pub fn check_routing_headers(
             return Err(ParseError::HeaderMismatch(
                 "Mcp-Name header does not match the request body".into(),
             ));
+        }
+    }
+    if let Some(stated) = request.protocol_version.as_deref() {
+        match single_header(headers, "mcp-protocol-version")? {
+            Some(header) if header == stated => {}
+            Some(_) => {
+                return Err(ParseError::HeaderMismatch(
+                    "MCP-Protocol-Version header does not match the protocol version in _meta"
+                        .into(),
+                ));
+            }
+            None => {
+                return Err(ParseError::HeaderMismatch(
+                    "a protocol version in _meta needs the MCP-Protocol-Version header".into(),
+                ));
+            }
         }
     }
     Ok(())
@@ -382,6 +413,7 @@ struct RawParams {
     name: Option<Arc<str>>,
     uri: Option<Arc<str>>,
     arguments: Option<Arc<[Box<str>]>>,
+    protocol_version: Option<Box<str>>,
 }
 
 impl<'a> RawMessage<'a> {
@@ -436,6 +468,11 @@ impl<'a> RawMessage<'a> {
         }
         let _ = self.has_params;
         let has_arguments = params.arguments.is_some();
+        let era = params
+            .protocol_version
+            .as_deref()
+            .and_then(Era::from_version)
+            .unwrap_or_default();
         Ok(McpRequest {
             kind,
             id,
@@ -447,6 +484,8 @@ impl<'a> RawMessage<'a> {
                 Arc::default()
             },
             has_arguments: calls_tool && has_arguments,
+            protocol_version: params.protocol_version,
+            era,
         })
     }
 }
@@ -686,6 +725,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
                 "name" => params.name = Some(map.next_value::<OptString>()?.0),
                 "uri" => params.uri = Some(map.next_value::<OptString>()?.0),
                 "arguments" => params.arguments = Some(map.next_value_seed(KeysSeed)?),
+                "_meta" => params.protocol_version = map.next_value_seed(MetaSeed)?,
                 _ => {
                     map.next_value::<StrictAny>()?;
                 }
@@ -701,6 +741,41 @@ struct OptString(Arc<str>);
 impl<'de> serde::Deserialize<'de> for OptString {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         Ok(Self(Key::deserialize(de)?.0.into()))
+    }
+}
+
+/// `params._meta`: an object, of which only the stated protocol version is kept. The version,
+/// when present, must be a string.
+struct MetaSeed;
+
+impl<'de> DeserializeSeed<'de> for MetaSeed {
+    type Value = Option<Box<str>>;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(MetaVisitor)
+    }
+}
+
+struct MetaVisitor;
+
+impl<'de> Visitor<'de> for MetaVisitor {
+    type Value = Option<Box<str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"_meta\" as an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut version = None;
+        let mut seen = SeenKeys::default();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if !seen.insert(key.clone()) {
+                return Err(duplicate(&key));
+            }
+            if key == META_PROTOCOL_VERSION {
+                version = Some(map.next_value::<Key<'de>>()?.0.into());
+            } else {
+                map.next_value::<StrictAny>()?;
+            }
+        }
+        Ok(version)
     }
 }
 
