@@ -176,13 +176,27 @@ pub(crate) fn parse_path(path: &str) -> Result<Option<PathScope>, Rejection> {
     let Some(rest) = path.strip_prefix('/') else {
         return Ok(None);
     };
-    // Every segment is checked, not only the ones we read: `/a/../mcp` must never be served.
-    for s in rest.split('/') {
+    // Every segment is checked, not only the ones we read: `/a/../mcp` must never be served,
+    // and a path that a proxy in front would normalise into another one (nginx merges slashes;
+    // RFC 3986 decodes encoded unreserved characters) is refused rather than read one way here
+    // and another way there.
+    let segments = rest.split('/').count();
+    for (i, s) in rest.split('/').enumerate() {
+        if s.is_empty() && i + 1 < segments {
+            return Err(Rejection::bad_request(
+                "path is not in canonical form: empty segment (doubled slash)",
+            ));
+        }
         let decoded = percent_decode(s)
             .ok_or_else(|| Rejection::bad_request("invalid percent-encoding in path"))?;
         if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {
             return Err(Rejection::bad_request(
                 "path segments may not be '.', '..' or contain slashes",
+            ));
+        }
+        if encodes_unreserved(s) {
+            return Err(Rejection::bad_request(
+                "path is not in canonical form: percent-encoded unreserved character",
             ));
         }
     }
@@ -199,6 +213,21 @@ pub(crate) fn parse_path(path: &str) -> Result<Option<PathScope>, Rejection> {
         None => "/mcp".to_owned(),
     };
     Ok(Some(PathScope { names, rewritten }))
+}
+
+/// Whether a path segment percent-encodes a character that needs no encoding (letters, digits,
+/// `-`, `.`, `_`, `~`): RFC 3986 makes such a path equal to its decoded form, so normalisers
+/// decode it.
+fn encodes_unreserved(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && s.get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|d| {
+                    d.is_ascii_alphanumeric() || matches!(d, b'-' | b'.' | b'_' | b'~')
+                })
+    })
 }
 
 fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
@@ -338,6 +367,29 @@ mod tests {
         assert_eq!(parse_path("/health").unwrap(), None);
         assert!(parse_path("/a/../mcp").is_err());
         assert!(parse_path("/mcp/%2e%2e").is_err());
+        for doubled in [
+            "//github/mcp",
+            "/mcp//github",
+            "/github//mcp",
+            "/github/mcp//x",
+            "//mcp",
+            "/mcp//",
+        ] {
+            assert!(parse_path(doubled).is_err(), "{doubled}");
+        }
+        for encoded in [
+            "/github/%6Dcp",
+            "/%67ithub/mcp",
+            "/mcp/git%2Dhub",
+            "/mcp/a%7Eb",
+        ] {
+            assert!(parse_path(encoded).is_err(), "{encoded}");
+        }
+        assert!(
+            parse_path("/github/mcp/").is_ok(),
+            "one trailing slash is canonical"
+        );
+        assert!(parse_path("/").unwrap().is_none());
         assert!(parse_path("/mcp/a%2Fb").is_err());
         assert!(parse_path("/mcp/%zz").is_err());
         assert!(parse_path("/mcp/%ff").is_err());

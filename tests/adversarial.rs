@@ -403,6 +403,41 @@ async fn encoded_and_dot_segment_paths() {
     t.assert_nothing_ran("encoded and dot-segment paths", sent);
 }
 
+/// A scoping path that a normalising proxy in front would read as another path (nginx merges
+/// slashes, RFC 3986 decodes encoded unreserved characters) is refused with 400 before any MCP
+/// work: one row per form, for a call and for a list.
+#[tokio::test]
+async fn non_canonical_scoping_paths_get_400() {
+    let t = target(Mode::StatelessJson).await;
+    let rows = [
+        "//public/mcp",
+        "/mcp//public",
+        "/public//mcp",
+        "//mcp",
+        "/mcp//",
+        "/mcp/public//x",
+        "///mcp",
+        "/public/%6Dcp",
+        "/%70ublic/mcp",
+        "/mcp/%70ublic",
+    ];
+    let bodies = [
+        call("public-ping"),
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_owned(),
+    ];
+    let mut sent = 0;
+    for path in rows {
+        for body in &bodies {
+            let reply = t.raw(&raw_post(path, "", body)).await;
+            assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
+            assert!(reply.contains("not in canonical form"), "{path}: {reply}");
+            assert!(!reply.contains("\"tools\""), "{path} listed: {reply}");
+            sent += 1;
+        }
+    }
+    t.assert_nothing_ran("non-canonical scoping paths", sent);
+}
+
 #[tokio::test]
 async fn scope_end_user_and_agent_headers_never_widen() {
     let t = target(Mode::StatelessJson).await;

@@ -664,6 +664,54 @@ async fn every_call_that_reaches_the_server_is_costed_once() {
             matches!(mode, Mode::StatefulSse | Mode::StatefulJson),
             "{mode:?}"
         );
+        // The spend line: `outcome` a plain string, the detail in its own field.
+        let lines: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        let outcomes: Vec<(&str, Option<i64>)> = lines
+            .iter()
+            .map(|l| (l["outcome"].as_str().unwrap(), l["error_code"].as_i64()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("success", None),
+                ("success", None),
+                ("tool_error", None),
+                ("success", None),
+                ("jsonrpc_error", Some(-32602)),
+                ("success", None),
+            ],
+            "{mode:?}"
+        );
+        assert!(lines.iter().all(|l| l.get("http_status").is_none()));
+        assert_eq!(lines[0]["key_alias"], "carol");
+        assert_eq!(lines[0]["server"], "github");
+        assert_eq!(lines[0]["cost"], 0.05);
+    }
+}
+
+#[test]
+fn spend_lines_name_upstream_errors_and_disconnects_flatly() {
+    use mcp_gatekeeper::cost::Outcome;
+    for (outcome, want) in [
+        (
+            Outcome::TransportError { status: Some(502) },
+            json!({"outcome": "upstream_error", "http_status": 502}),
+        ),
+        (
+            Outcome::TransportError { status: None },
+            json!({"outcome": "upstream_error"}),
+        ),
+        (Outcome::Disconnected, json!({"outcome": "disconnected"})),
+        (Outcome::Unknown, json!({"outcome": "unknown"})),
+        (
+            Outcome::JsonRpcError { code: -32001 },
+            json!({"outcome": "jsonrpc_error", "error_code": -32001}),
+        ),
+    ] {
+        assert_eq!(serde_json::to_value(outcome).unwrap(), want);
     }
 }
 
@@ -814,6 +862,24 @@ async fn raw_http_fail_closed_rules_hold_over_the_wire() {
             reply.contains("path segments may not be"),
             "{path}: {reply}"
         );
+    }
+    // Doubled slashes: nginx (merge_slashes, on by default) would send `//github/mcp` on as
+    // `/github/mcp`; served here without the scope, the two would disagree about what was
+    // asked. Refused before any MCP work instead.
+    for path in ["//github/mcp", "/mcp//github", "/github//mcp"] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-litellm-api-key: sk-alice\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2025-06-18\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        tcp.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
+        assert!(reply.contains("not in canonical form"), "{path}: {reply}");
+        assert!(!reply.contains("wiki-"), "{path} listed: {reply}");
     }
 }
 
