@@ -33,13 +33,16 @@ use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
 use crate::permission::ToolTarget;
 use crate::protocol::{self, Collected};
-use crate::protocol::{McpRequest, Method, RequestId};
+use crate::protocol::{Era, McpRequest, Method, RequestId};
 
 use self::body::CostBody;
 
 /// How a tool call ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+///
+/// In a spend line (the `Serialize` form, flattened into [`ToolCallEvent`]) it is a plain
+/// string in `outcome` ([`Outcome::as_str`]), with its detail in fields of their own:
+/// `error_code` for a JSON-RPC error, `http_status` for an upstream error with a status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
     /// A result without `isError`.
@@ -60,6 +63,47 @@ pub enum Outcome {
     Unknown,
     /// The client went away before the reply.
     Disconnected,
+}
+
+impl Outcome {
+    /// The outcome's name in a spend line: `success`, `tool_error`, `jsonrpc_error`,
+    /// `upstream_error`, `unknown` or `disconnected`.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::ToolError => "tool_error",
+            Self::JsonRpcError { .. } => "jsonrpc_error",
+            Self::TransportError { .. } => "upstream_error",
+            Self::Unknown => "unknown",
+            Self::Disconnected => "disconnected",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Flat fields: `outcome` as a string, and the detail (if any) beside it.
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("outcome", self.as_str())?;
+        match self {
+            Self::JsonRpcError { code } => map.serialize_entry("error_code", code)?,
+            Self::TransportError {
+                status: Some(status),
+            } => {
+                map.serialize_entry("http_status", status)?;
+            }
+            _ => {}
+        }
+        map.end()
+    }
 }
 
 /// One tool call, as the cost hook and spend sink see it.
@@ -93,7 +137,9 @@ pub struct ToolCallEvent {
     /// How long until the reply was seen.
     #[serde(rename = "duration_ms", with = "millis")]
     pub duration: Duration,
-    /// How it ended.
+    /// How it ended (in a spend line: `outcome` as a string, and `error_code` or
+    /// `http_status` beside it when there is one).
+    #[serde(flatten)]
     pub outcome: Outcome,
     /// The price: the catalog's, unless the hook set another.
     pub cost: f64,
@@ -346,7 +392,7 @@ impl Drop for Pending {
 
 /// Wraps the reply of a tool call so the event is completed when it is seen.
 pub struct Observe<H: CostHook> {
-    call: Option<(Pending, RequestId, Arc<H>, usize)>,
+    call: Option<(Pending, RequestId, Era, Arc<H>, usize)>,
 }
 
 impl<H: CostHook> fmt::Debug for Observe<H> {
@@ -362,7 +408,7 @@ where
     H: CostHook,
 {
     fn response(self, response: Response<B>) -> Post<B> {
-        let Some((pending, id, hook, limit)) = self.call else {
+        let Some((pending, id, era, hook, limit)) = self.call else {
             return Post::Ready(response);
         };
         let status = response.status();
@@ -370,7 +416,9 @@ where
         let json = protocol::media_is(content_type, "application/json");
         let sse = protocol::media_is(content_type, "text/event-stream");
         if status.is_success() && json {
-            return Post::Later(Box::pin(json_reply(response, pending, id, hook, limit)));
+            return Post::Later(Box::pin(json_reply(
+                response, pending, id, era, hook, limit,
+            )));
         }
         let (mut parts, body) = response.into_parts();
         let mode = if status.is_success() && sse {
@@ -381,7 +429,7 @@ where
         };
         Post::Ready(Response::from_parts(
             parts,
-            B::wrap(CostBody::new(body, mode, pending, id, hook)),
+            B::wrap(CostBody::new(body, mode, pending, (id, era), hook)),
         ))
     }
 
@@ -398,6 +446,7 @@ async fn json_reply<B, H>(
     response: Response<B>,
     mut pending: Pending,
     id: RequestId,
+    era: Era,
     hook: Arc<H>,
     limit: usize,
 ) -> Response<B>
@@ -415,7 +464,7 @@ where
                 None => HookDecision::default(),
             };
             let bytes = match decision.replace_result {
-                Some(result) => Bytes::from(body::replaced(reply, &bytes, &id, result)),
+                Some(result) => Bytes::from(body::replaced(reply, &bytes, &id, era, result)),
                 None => bytes,
             };
             pending.commit(decision.cost);
@@ -604,6 +653,7 @@ fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Obser
         call: Some((
             pending,
             id,
+            head.era,
             Arc::clone(&layer.hook),
             gk.limits().max_list_response,
         )),
