@@ -7,8 +7,9 @@ Run by scripts/interop/run, which starts the upstreams and the gateway and passe
 
 Works under mcp 2.x (default 2026-07-28 mode and the classic handshake) and mcp 1.x (handshake
 only). Prints one line per check and exits 1 if any failed. The gateway's config is the one the
-run script writes: keys sk-alice (fx with eight tools, evhttp), sk-bob (fxsse, evstdio) and the
-master key sk-interop-master.
+run script writes: keys sk-alice (fx with eight tools, evhttp), sk-bob (fxsse, evstdio), sk-carol
+(fx, where test_error_handling is deny-listed and interop_echo takes only `text`) and the master
+key sk-interop-master.
 """
 from __future__ import annotations
 
@@ -41,6 +42,29 @@ FIXTURE_TOOLS = {
 }
 
 FAILED: list[str] = []
+
+if MAJOR >= 2:
+    from mcp.shared.exceptions import MCPError as RpcError
+else:
+    from mcp.shared.exceptions import McpError as RpcError
+
+
+async def refusal(call: Any) -> str:
+    """Awaits a call that must be refused, and says how it was.
+
+    A refusal is a tool result with isError, or a JSON-RPC error object (the SDK raises it as its
+    MCP error type with the code and message the gateway sent). Anything else, a crashed
+    client, a validation error or a broken connection included, is not a refusal and fails.
+    """
+    try:
+        r = await call
+    except RpcError as e:
+        code = e.error.code
+        expect(isinstance(code, int), f"a JSON-RPC error without an integer code: {e!r}")
+        return f"jsonrpc {code}"
+    expect(is_error(r), f"not refused: {dump(r)}")
+    expect(any(x.startswith("Error: ") for x in texts(r)), f"a refusal without its reason: {dump(r)}")
+    return "isError"
 
 
 def dump(obj: Any) -> Any:
@@ -185,16 +209,37 @@ async def forbidden_tools_never_run(a: argparse.Namespace, mode: str) -> str:
         for name in ["fx-test_error_handling", "fx-interop_calls", "fxsse-interop_echo", "evstdio-echo",
                      "fx-INTEROP_ECHO", "fx-interop_echo ", "interop_echo", "fx--interop_echo"]:
             try:
-                r = await s.call(name, {"text": "x", "message": "x"})
-                expect(is_error(r), f"{name} was not refused: {dump(r)}")
-            except AssertionError:
-                raise
-            except Exception:  # a JSON-RPC error is a refusal too
-                pass
+                await refusal(s.call(name, {"text": "x", "message": "x"}))
+            except AssertionError as e:
+                raise AssertionError(f"{name}: {e}") from None
             refused += 1
     after = await fixture_calls(a)
     expect(after == before, f"forbidden calls reached the fixture: {after[len(before):]}")
     return f"{refused} attempts refused, fixture log unchanged"
+
+
+async def every_kind_of_refusal_reads_as_one(a: argparse.Namespace, mode: str) -> str:
+    """carol may use fx only: a deny-listed tool, arguments outside allowed_params, and a server
+    she may not use are each refused in the SDK's own terms, on the protocol the mode negotiates."""
+    before = await fixture_calls(a)
+    seen = []
+    async with connect(a.gateway, key("sk-carol"), mode) as s:
+        if mode == "auto":
+            expect(s.protocol == "2026-07-28", f"default mode negotiated {s.protocol}")
+        for what, name, args in [
+            ("deny-listed", "fx-test_error_handling", {}),
+            ("allowed_params", "fx-interop_echo", {"text": "x", "loud": True}),
+            ("other server", "evhttp-echo", {"message": "x"}),
+        ]:
+            try:
+                seen.append(f"{what}: {await refusal(s.call(name, args))}")
+            except AssertionError as e:
+                raise AssertionError(f"{what} ({name}): {e}") from None
+        r = await s.call("fx-interop_echo", {"text": "allowed"})
+        expect(texts(r) == ["allowed"], f"the allowed call gave {dump(r)}")
+    after = await fixture_calls(a)
+    expect(after[len(before):] == ["interop_echo"], f"the fixture ran {after[len(before):]}")
+    return f"protocol {s.protocol}; " + ", ".join(seen)
 
 
 async def scope_header_narrows(a: argparse.Namespace, mode: str) -> str:
@@ -382,6 +427,7 @@ async def main() -> int:
         label = {"legacy": "initialize handshake", "auto": "default mode"}[mode]
         await check(f"[{label}] lists exactly what the key allows and calls it", lists_exactly_what_the_key_allows(a, mode))
         await check(f"[{label}] forbidden tools are refused and never run", forbidden_tools_never_run(a, mode))
+        await check(f"[{label}] every kind of refusal reads as a refusal", every_kind_of_refusal_reads_as_one(a, mode))
         await check(f"[{label}] x-mcp-servers and /<servers>/mcp only narrow", scope_header_narrows(a, mode))
         await check(f"[{label}] x-mcp-<alias>-authorization reaches only its server", credentials_reach_only_their_server(a, mode))
         await check(f"[{label}] images and audio arrive intact", content_arrives_intact(a, mode))

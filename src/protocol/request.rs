@@ -726,6 +726,12 @@ impl<'de> Visitor<'de> for ParamsVisitor {
                 "uri" => params.uri = Some(map.next_value::<OptString>()?.0),
                 "arguments" => params.arguments = Some(map.next_value_seed(KeysSeed)?),
                 "_meta" => params.protocol_version = map.next_value_seed(MetaSeed)?,
+                // The answers to an input-required round (2026-07-28): an object of answers
+                // and an opaque string. Anything else is refused here, never passed on.
+                "inputResponses" => map.next_value_seed(AnswersSeed)?,
+                "requestState" => {
+                    map.next_value::<Key<'de>>()?;
+                }
                 _ => {
                     map.next_value::<StrictAny>()?;
                 }
@@ -741,6 +747,53 @@ struct OptString(Arc<str>);
 impl<'de> serde::Deserialize<'de> for OptString {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         Ok(Self(Key::deserialize(de)?.0.into()))
+    }
+}
+
+/// A field that must be a JSON object (read strictly, nothing kept).
+struct ObjectSeed(&'static str);
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectSeed {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\" as an object", self.0)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        StrictAny.visit_map(map).map(drop)
+    }
+}
+
+/// `params.inputResponses`: an object whose every answer is an object.
+struct AnswersSeed;
+
+impl<'de> DeserializeSeed<'de> for AnswersSeed {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AnswersSeed {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"inputResponses\" as an object of answers")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = SeenKeys::default();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if !seen.insert(key.clone()) {
+                return Err(duplicate(&key));
+            }
+            map.next_value_seed(ObjectSeed("an answer in inputResponses"))?;
+        }
+        Ok(())
     }
 }
 
@@ -817,6 +870,31 @@ mod tests {
 
     fn err(body: &[u8]) -> ParseError {
         parse_request(body).expect_err(&String::from_utf8_lossy(body))
+    }
+
+    #[test]
+    fn input_required_answers_must_have_their_types() {
+        let call = |extra: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t"{extra}}}}}"#
+            )
+        };
+        ok(&call(
+            r#","inputResponses":{"a":{"action":"accept"}},"requestState":"s""#,
+        ));
+        for bad in [
+            r#","inputResponses":3"#,
+            r#","inputResponses":null"#,
+            r#","inputResponses":[]"#,
+            r#","requestState":{}"#,
+            r#","inputResponses":{"a":{},"a":{}}"#,
+            r#","inputResponses":{"a":5}"#,
+        ] {
+            assert!(
+                matches!(err(call(bad).as_bytes()), ParseError::Invalid(_)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
