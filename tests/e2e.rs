@@ -840,13 +840,7 @@ async fn raw_http_fail_closed_rules_hold_over_the_wire() {
     // Sent byte for byte over a raw socket: URL parsers normalise dot segments (even encoded
     // ones) before sending, which would hide what an attacker can put on the wire. The body is
     // a valid list request, so only the path can be what is refused.
-    for path in [
-        "/secret/../mcp",
-        "/mcp/%2e%2e",
-        "/%2E%2e/mcp",
-        "/mcp/secret%2F..",
-        "/mcp/wiki%2F%2E%2E%2Fsecret",
-    ] {
+    let list_over_raw_socket = |path: &'static str| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
         let request = format!(
@@ -857,6 +851,16 @@ async fn raw_http_fail_closed_rules_hold_over_the_wire() {
         tcp.write_all(request.as_bytes()).await.unwrap();
         let mut reply = String::new();
         tcp.read_to_string(&mut reply).await.unwrap();
+        reply
+    };
+    for path in [
+        "/secret/../mcp",
+        "/mcp/%2e%2e",
+        "/%2E%2e/mcp",
+        "/mcp/secret%2F..",
+        "/mcp/wiki%2F%2E%2E%2Fsecret",
+    ] {
+        let reply = list_over_raw_socket(path).await;
         assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
         assert!(
             reply.contains("path segments may not be"),
@@ -867,16 +871,7 @@ async fn raw_http_fail_closed_rules_hold_over_the_wire() {
     // `/github/mcp`; served here without the scope, the two would disagree about what was
     // asked. Refused before any MCP work instead.
     for path in ["//github/mcp", "/mcp//github", "/github//mcp"] {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-litellm-api-key: sk-alice\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2025-06-18\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let mut tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut reply = String::new();
-        tcp.read_to_string(&mut reply).await.unwrap();
+        let reply = list_over_raw_socket(path).await;
         assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
         assert!(reply.contains("not in canonical form"), "{path}: {reply}");
         assert!(!reply.contains("wiki-"), "{path} listed: {reply}");

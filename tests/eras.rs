@@ -250,17 +250,6 @@ fn request_body(refusal: &Refusal, era: Era, id: i64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": refusal.method, "params": params})
 }
 
-/// The JSON-RPC messages of a reply, JSON or event stream.
-fn messages(content_type: &str, body: &str) -> Vec<Value> {
-    if content_type.starts_with("application/json") {
-        return vec![serde_json::from_str(body).unwrap()];
-    }
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .collect()
-}
-
 /// Holds the reply to request `id` against what the schema of `era` requires of it.
 fn assert_valid(era: Era, id: i64, reply: &Value, context: &str) {
     let obj = reply

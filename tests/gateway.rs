@@ -1284,17 +1284,6 @@ async fn upstream_sampling_reaches_handshake_callers_on_the_direct_path() {
     }
 }
 
-/// Every JSON-RPC message of a reply, JSON or event stream.
-fn messages(content_type: &str, body: &str) -> Vec<Value> {
-    if content_type.starts_with("application/json") {
-        return vec![serde_json::from_str(body).unwrap()];
-    }
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .collect()
-}
-
 /// The gateway over `up` on a stateless endpoint (where the express path runs), behind the
 /// layers.
 async fn stateless_gateway(up: &Upstreams, json_response: bool) -> Running {
