@@ -180,13 +180,12 @@ pub(crate) fn parse_path(path: &str) -> Result<Option<PathScope>, Rejection> {
     // and a path that a proxy in front would normalise into another one (nginx merges slashes;
     // RFC 3986 decodes encoded unreserved characters) is refused rather than read one way here
     // and another way there.
-    let segments = rest.split('/').count();
-    for (i, s) in rest.split('/').enumerate() {
-        if s.is_empty() && i + 1 < segments {
-            return Err(Rejection::bad_request(
-                "path is not in canonical form: empty segment (doubled slash)",
-            ));
-        }
+    if rest.starts_with('/') || rest.contains("//") {
+        return Err(Rejection::bad_request(
+            "path is not in canonical form: empty segment (doubled slash)",
+        ));
+    }
+    for s in rest.split('/') {
         let decoded = percent_decode(s)
             .ok_or_else(|| Rejection::bad_request("invalid percent-encoding in path"))?;
         if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {

@@ -51,8 +51,8 @@ use super::pool::{Caller, Failure};
 use super::upstream::UpstreamTransport;
 use super::{Gateway, Shared};
 use crate::engine::NameKind;
-use crate::protocol::{self, Era, sse};
 use crate::protocol::{CollectError, McpRequest, MessageKind, Method};
+use crate::protocol::{Era, sse};
 
 pub(crate) type McpResponse = Response<BoxBody<Bytes, Infallible>>;
 
@@ -224,9 +224,7 @@ fn allowed_authority(allowed: &str) -> Option<(String, Option<u16>)> {
 
 /// A known protocol version from before 2026-07-28 in `MCP-Protocol-Version`.
 fn handshake_protocol(headers: &HeaderMap) -> bool {
-    protocol::header_version(headers)
-        .and_then(Era::from_version)
-        .is_some_and(|era| !era.is_stateless())
+    Era::from_header(headers).is_some_and(|era| !era.is_stateless())
 }
 
 /// Accepts JSON and event streams, and sends JSON (rmcp answers anything else with 406/415).

@@ -77,13 +77,15 @@ impl Era {
         self >= Self::V2026_07_28
     }
 
-    /// The era a request speaks: the version its body states (2026-07-28 `_meta`), else the
-    /// one its `MCP-Protocol-Version` header states, else the oldest handshake revision.
+    /// The era its `MCP-Protocol-Version` header states, when the request has exactly one
+    /// such header and it names a version this crate can place.
     #[must_use]
-    pub fn of(stated: Option<Era>, headers: &http::HeaderMap) -> Self {
-        stated
-            .or_else(|| header_version(headers).and_then(Self::from_version))
-            .unwrap_or_default()
+    pub fn from_header(headers: &http::HeaderMap) -> Option<Self> {
+        let mut values = headers.get_all("mcp-protocol-version").iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().and_then(Self::from_version),
+            _ => None,
+        }
     }
 
     /// Shapes a result the layers or the gateway built themselves (a refusal, a result a cost
@@ -103,15 +105,6 @@ impl Era {
 impl fmt::Display for Era {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// The one `MCP-Protocol-Version` header of a request, if it has exactly one readable value.
-pub(crate) fn header_version(headers: &http::HeaderMap) -> Option<&str> {
-    let mut values = headers.get_all("mcp-protocol-version").iter();
-    match (values.next(), values.next()) {
-        (Some(v), None) => v.to_str().ok(),
-        _ => None,
     }
 }
 
@@ -143,18 +136,15 @@ mod tests {
     }
 
     #[test]
-    fn the_body_wins_over_the_header_and_nothing_stated_is_the_oldest() {
+    fn one_readable_header_states_an_era() {
         let mut h = http::HeaderMap::new();
-        assert_eq!(Era::of(None, &h), Era::V2024_11_05);
+        assert_eq!(Era::from_header(&h), None);
         h.insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
-        assert_eq!(Era::of(None, &h), Era::V2025_06_18);
-        assert_eq!(Era::of(Some(Era::V2026_07_28), &h), Era::V2026_07_28);
+        assert_eq!(Era::from_header(&h), Some(Era::V2025_06_18));
         h.append("mcp-protocol-version", "2025-11-25".parse().unwrap());
-        assert_eq!(
-            Era::of(None, &h),
-            Era::V2024_11_05,
-            "two headers state nothing"
-        );
+        assert_eq!(Era::from_header(&h), None, "two headers state nothing");
+        h.insert("mcp-protocol-version", "2025-06-18 ".parse().unwrap());
+        assert_eq!(Era::from_header(&h), None, "not a version as sent");
     }
 
     #[test]

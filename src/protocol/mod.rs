@@ -11,8 +11,6 @@ mod request;
 pub mod sse;
 
 pub use body::{CollectError, Collected, collect_limited, collect_up_to};
-#[cfg(feature = "gateway")]
-pub(crate) use era::header_version;
 pub use era::{Era, META_PROTOCOL_VERSION};
 pub(crate) use request::Key;
 pub use request::{

@@ -190,7 +190,8 @@ pub struct McpRequest {
     /// exactly as sent.
     pub protocol_version: Option<Box<str>>,
     /// The protocol era this message speaks: what the body states, else (once
-    /// [`McpRequest::resolve_era`] has seen the headers) the `MCP-Protocol-Version` header.
+    /// [`McpRequest::resolve_era`] has seen the headers) what the `MCP-Protocol-Version`
+    /// header states, else the oldest handshake revision.
     /// Every answer the layers build for it is shaped for this era.
     pub era: Era,
 }
@@ -205,10 +206,12 @@ impl McpRequest {
         }
     }
 
-    /// Settles [`McpRequest::era`] from the body's stated version and the request headers.
+    /// Settles [`McpRequest::era`] for a message that states no version in its body: the
+    /// era of its `MCP-Protocol-Version` header, if it has one.
     pub fn resolve_era(&mut self, headers: &http::HeaderMap) {
-        let stated = self.protocol_version.as_deref().and_then(Era::from_version);
-        self.era = Era::of(stated, headers);
+        if self.protocol_version.is_none() {
+            self.era = Era::from_header(headers).unwrap_or_default();
+        }
     }
 
     /// The tool name of a `tools/call` request.
@@ -577,17 +580,26 @@ impl<'de> Visitor<'de> for StrictAny {
         while seq.next_element::<StrictAny>()?.is_some() {}
         Ok(StrictAny)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self, A::Error> {
         // Duplicate keys at any depth: the service behind might read either value.
-        let mut seen = SeenKeys::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if !seen.insert(key.clone()) {
-                return Err(duplicate(&key));
-            }
-            map.next_value::<StrictAny>()?;
-        }
+        each_entry(map, |_, map| map.next_value::<StrictAny>().map(drop))?;
         Ok(StrictAny)
     }
+}
+
+/// Reads an object's entries in order, refusing a duplicate key, each value with `value`.
+fn each_entry<'de, A: MapAccess<'de>>(
+    mut map: A,
+    mut value: impl FnMut(&str, &mut A) -> Result<(), A::Error>,
+) -> Result<(), A::Error> {
+    let mut seen = SeenKeys::default();
+    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        if !seen.insert(key.clone()) {
+            return Err(duplicate(&key));
+        }
+        value(&key, &mut map)?;
+    }
+    Ok(())
 }
 
 /// Keys seen in one object, borrowed from the body where they have no escapes. The first few
@@ -785,15 +797,10 @@ impl<'de> Visitor<'de> for AnswersSeed {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"inputResponses\" as an object of answers")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = SeenKeys::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if !seen.insert(key.clone()) {
-                return Err(duplicate(&key));
-            }
-            map.next_value_seed(ObjectSeed("an answer in inputResponses"))?;
-        }
-        Ok(())
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        each_entry(map, |_, map| {
+            map.next_value_seed(ObjectSeed("an answer in inputResponses"))
+        })
     }
 }
 
@@ -815,19 +822,16 @@ impl<'de> Visitor<'de> for MetaVisitor {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"_meta\" as an object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         let mut version = None;
-        let mut seen = SeenKeys::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if !seen.insert(key.clone()) {
-                return Err(duplicate(&key));
-            }
+        each_entry(map, |key, map| {
             if key == META_PROTOCOL_VERSION {
                 version = Some(map.next_value::<Key<'de>>()?.0.into());
+                Ok(())
             } else {
-                map.next_value::<StrictAny>()?;
+                map.next_value::<StrictAny>().map(drop)
             }
-        }
+        })?;
         Ok(version)
     }
 }
