@@ -399,15 +399,7 @@ async fn refusals_on_the_legacy_sse_bridge_are_valid_for_its_era() {
             .send()
             .await
             .unwrap();
-        let mut buf = String::new();
-        let endpoint = loop {
-            buf.push_str(&String::from_utf8_lossy(
-                &stream.chunk().await.unwrap().unwrap(),
-            ));
-            if let Some(line) = buf.lines().find(|l| l.starts_with("data: /message")) {
-                break line.trim_start_matches("data: ").to_owned();
-            }
-        };
+        let endpoint = legacy_endpoint(&mut stream).await;
         let send = |body: Value| {
             http.post(gw.url(&endpoint))
                 .header("x-litellm-api-key", "sk-bob")

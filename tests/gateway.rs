@@ -649,15 +649,7 @@ async fn rest_registry_health_and_the_legacy_bridge_use_the_same_decisions() {
     // Legacy SSE: the stream announces an endpoint; posts are answered on the stream.
     let mut stream = get("/sse", Some("sk-bob")).await.unwrap();
     assert_eq!(stream.status(), 200);
-    let mut buf = String::new();
-    let endpoint = loop {
-        buf.push_str(&String::from_utf8_lossy(
-            &stream.chunk().await.unwrap().unwrap(),
-        ));
-        if let Some(line) = buf.lines().find(|l| l.starts_with("data: /message")) {
-            break line.trim_start_matches("data: ").to_owned();
-        }
-    };
+    let endpoint = legacy_endpoint(&mut stream).await;
     let send = |key: &str, body: Value| {
         http.post(gw.url(&endpoint))
             .header("x-litellm-api-key", key)

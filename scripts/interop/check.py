@@ -67,6 +67,39 @@ async def refusal(call: Any) -> str:
     return "isError"
 
 
+def refused_with_403(e: BaseException) -> bool:
+    """Whether every error inside `e` (the SDK wraps them in exception groups) is the HTTP 403
+    refusal of a connection: mcp 2.x raises it as its MCP error type, mcp 1.x as httpx's status
+    error. A crash, a timeout or a validation error is not a refusal."""
+    import httpx
+
+    inner = getattr(e, "exceptions", None)
+    if inner:
+        return all(refused_with_403(x) for x in inner)
+    if isinstance(e, httpx.HTTPStatusError):
+        return e.response.status_code == 403
+    return isinstance(e, RpcError)
+
+
+# What sk-carol (server fx only) must be refused, each kind once: (what, tool, arguments).
+CAROL_REFUSALS = [
+    ("deny-listed", "fx-test_error_handling", {}),
+    ("allowed_params", "fx-interop_echo", {"text": "x", "loud": True}),
+    ("other server", "evhttp-echo", {"message": "x"}),
+]
+
+
+async def refuses_each(call_tool: Any) -> list[str]:
+    """Each of CAROL_REFUSALS through call_tool(name, args), each read as a refusal."""
+    seen = []
+    for what, name, args in CAROL_REFUSALS:
+        try:
+            seen.append(f"{what}: {await refusal(call_tool(name, args))}")
+        except AssertionError as e:
+            raise AssertionError(f"{what} ({name}): {e}") from None
+    return seen
+
+
 def dump(obj: Any) -> Any:
     return obj.model_dump(mode="json", by_alias=True, exclude_none=True) if hasattr(obj, "model_dump") else obj
 
@@ -222,19 +255,10 @@ async def every_kind_of_refusal_reads_as_one(a: argparse.Namespace, mode: str) -
     """carol may use fx only: a deny-listed tool, arguments outside allowed_params, and a server
     she may not use are each refused in the SDK's own terms, on the protocol the mode negotiates."""
     before = await fixture_calls(a)
-    seen = []
     async with connect(a.gateway, key("sk-carol"), mode) as s:
         if mode == "auto":
             expect(s.protocol == "2026-07-28", f"default mode negotiated {s.protocol}")
-        for what, name, args in [
-            ("deny-listed", "fx-test_error_handling", {}),
-            ("allowed_params", "fx-interop_echo", {"text": "x", "loud": True}),
-            ("other server", "evhttp-echo", {"message": "x"}),
-        ]:
-            try:
-                seen.append(f"{what}: {await refusal(s.call(name, args))}")
-            except AssertionError as e:
-                raise AssertionError(f"{what} ({name}): {e}") from None
+        seen = await refuses_each(s.call)
         r = await s.call("fx-interop_echo", {"text": "allowed"})
         expect(texts(r) == ["allowed"], f"the allowed call gave {dump(r)}")
     after = await fixture_calls(a)
@@ -255,8 +279,8 @@ async def scope_header_narrows(a: argparse.Namespace, mode: str) -> str:
         raise AssertionError("a scope naming another key's server was accepted")
     except AssertionError:
         raise
-    except Exception:  # the SDK reports the refusal as a failed connection
-        pass
+    except Exception as e:  # noqa: BLE001 - judged below: only the 403 refusal itself may pass
+        expect(refused_with_403(e), f"not a refusal: {type(e).__name__}: {e}")
     # What the SDK saw, on the wire: 403 with the same text for unknown and forbidden names.
     for scope in ["fxsse", "no-such-server"]:
         status, body = raw_post(a.gateway, key("sk-alice", **{"x-mcp-servers": scope}))

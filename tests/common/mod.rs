@@ -456,3 +456,16 @@ pub fn messages(content_type: &str, body: &str) -> Vec<Value> {
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
         .collect()
 }
+
+/// Reads a legacy `/sse` stream until it announces its message endpoint; the endpoint's path.
+pub async fn legacy_endpoint(stream: &mut reqwest::Response) -> String {
+    let mut buf = String::new();
+    loop {
+        buf.push_str(&String::from_utf8_lossy(
+            &stream.chunk().await.unwrap().unwrap(),
+        ));
+        if let Some(line) = buf.lines().find(|l| l.starts_with("data: /message")) {
+            return line.trim_start_matches("data: ").to_owned();
+        }
+    }
+}
