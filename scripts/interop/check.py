@@ -71,13 +71,14 @@ def refused_with_403(e: BaseException) -> bool:
     """Whether every error inside `e` (the SDK wraps them in exception groups) is the HTTP 403
     refusal of a connection: mcp 2.x raises it as its MCP error type, mcp 1.x as httpx's status
     error. A crash, a timeout or a validation error is not a refusal."""
-    import httpx
-
     inner = getattr(e, "exceptions", None)
     if inner:
         return all(refused_with_403(x) for x in inner)
-    if isinstance(e, httpx.HTTPStatusError):
-        return e.response.status_code == 403
+    if MAJOR < 2:
+        import httpx  # mcp 1.x's HTTP client
+
+        if isinstance(e, httpx.HTTPStatusError):
+            return e.response.status_code == 403
     return isinstance(e, RpcError)
 
 
