@@ -275,6 +275,15 @@ fn decide(
                 return refused(Rejection::resource_denied(target, d.by));
             }
         }
+        // A listen stream tells of changes to the resources it names: only to those this
+        // caller may read, so one it may not read refuses the stream as a read would be.
+        Method::SubscriptionsListen => {
+            for uri in head.subscriptions.iter() {
+                if let Err(d) = check_named(gk, grant, NameKind::Resource, uri) {
+                    return refused(Rejection::resource_denied(uri, d.by));
+                }
+            }
+        }
         m if m.is_list() => {
             let id = head.id.clone().expect("requests have an id");
             reply.filter = Some(ListFilter::new(grant.clone(), m.clone(), id, gk));

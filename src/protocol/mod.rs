@@ -6,13 +6,15 @@
 
 mod body;
 mod era;
+mod fields;
 pub mod jsonrpc;
 mod request;
 pub mod sse;
+mod strict;
 
 pub use body::{CollectError, Collected, collect_limited, collect_up_to};
 pub use era::{Era, META_PROTOCOL_VERSION};
-pub(crate) use request::Key;
+pub(crate) use strict::Key;
 pub use request::{
     McpRequest, MessageKind, Method, ParseError, RequestId, check_routing_headers,
     decode_header_value, parse_request,

@@ -10,9 +10,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::era::{Era, META_PROTOCOL_VERSION};
+use super::era::Era;
+use super::fields::{AnswersSeed, Filter, FilterSeed, KeysSeed, MetaSeed, OptString};
+use super::strict::{Key, SeenKeys, StrictAny, duplicate};
 
 /// A JSON-RPC request id as MCP allows it: a string or an integer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -83,6 +85,9 @@ pub enum Method {
     ResourcesUnsubscribe,
     /// `completion/complete`
     CompletionComplete,
+    /// `subscriptions/listen` (protocol 2026-07-28): a stream of the notifications a caller
+    /// asks for; the resources it names are in [`McpRequest::subscriptions`].
+    SubscriptionsListen,
     /// Any other method, notifications included.
     Other(Box<str>),
 }
@@ -105,6 +110,7 @@ impl Method {
             "resources/subscribe" => Self::ResourcesSubscribe,
             "resources/unsubscribe" => Self::ResourcesUnsubscribe,
             "completion/complete" => Self::CompletionComplete,
+            "subscriptions/listen" => Self::SubscriptionsListen,
             other => Self::Other(other.into()),
         }
     }
@@ -126,6 +132,7 @@ impl Method {
             Self::ResourcesSubscribe => "resources/subscribe",
             Self::ResourcesUnsubscribe => "resources/unsubscribe",
             Self::CompletionComplete => "completion/complete",
+            Self::SubscriptionsListen => "subscriptions/listen",
             Self::Other(name) => name,
         }
     }
@@ -186,6 +193,9 @@ pub struct McpRequest {
     pub argument_keys: Arc<[Box<str>]>,
     /// Whether a `tools/call` carried `params.arguments` at all.
     pub has_arguments: bool,
+    /// The resource URIs a `subscriptions/listen` asks to be told about
+    /// (`params.notifications.resourceSubscriptions`), in body order; empty otherwise.
+    pub subscriptions: Arc<[Arc<str>]>,
     /// The protocol version the body states in `params._meta` (protocol 2026-07-28 and later),
     /// exactly as sent.
     pub protocol_version: Option<Box<str>>,
@@ -416,6 +426,7 @@ struct RawParams {
     name: Option<Arc<str>>,
     uri: Option<Arc<str>>,
     arguments: Option<Arc<[Box<str>]>>,
+    subscriptions: Option<Filter>,
     protocol_version: Option<Box<str>>,
 }
 
@@ -470,6 +481,21 @@ impl<'a> RawMessage<'a> {
             return invalid("resources/read needs a string \"params.uri\"");
         }
         let _ = self.has_params;
+        let subscriptions = match (kind, &method, params.subscriptions) {
+            (MessageKind::Request, Some(Method::SubscriptionsListen), filter) => match filter {
+                Some(Filter::Uris(uris)) => uris.unwrap_or_default().into(),
+                Some(Filter::Malformed) => {
+                    return invalid(
+                        "subscriptions/listen needs \"params.notifications\" as an object whose \
+                         \"resourceSubscriptions\" is an array of strings",
+                    );
+                }
+                None => {
+                    return invalid("subscriptions/listen needs \"params.notifications\"");
+                }
+            },
+            _ => Arc::default(),
+        };
         let has_arguments = params.arguments.is_some();
         let era = params
             .protocol_version
@@ -487,14 +513,11 @@ impl<'a> RawMessage<'a> {
                 Arc::default()
             },
             has_arguments: calls_tool && has_arguments,
+            subscriptions,
             protocol_version: params.protocol_version,
             era,
         })
     }
-}
-
-fn duplicate<E: de::Error>(key: &str) -> E {
-    E::custom(format_args!("duplicate key \"{key}\""))
 }
 
 struct MessageVisitor;
@@ -535,146 +558,6 @@ impl<'de> Visitor<'de> for MessageVisitor {
             }
         }
         Ok(msg)
-    }
-}
-
-/// Any JSON value, read (not skipped): numbers out of range, invalid escapes and the like are
-/// errors here exactly as they are for the inner service's JSON parser, so a body is never
-/// accepted by the layers and read differently (or rejected) by the service behind them.
-struct StrictAny;
-
-impl<'de> serde::Deserialize<'de> for StrictAny {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        de.deserialize_any(StrictAny)
-    }
-}
-
-impl<'de> Visitor<'de> for StrictAny {
-    type Value = StrictAny;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self, E> {
-        Ok(StrictAny)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self, E> {
-        Ok(StrictAny)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self, E> {
-        Ok(StrictAny)
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self, E> {
-        if v.is_finite() {
-            Ok(StrictAny)
-        } else {
-            Err(E::custom("number out of range"))
-        }
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self, E> {
-        Ok(StrictAny)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self, E> {
-        Ok(StrictAny)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<StrictAny>()?.is_some() {}
-        Ok(StrictAny)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self, A::Error> {
-        // Duplicate keys at any depth: the service behind might read either value.
-        each_entry(map, |_, map| map.next_value::<StrictAny>().map(drop))?;
-        Ok(StrictAny)
-    }
-}
-
-/// Reads an object's entries in order, refusing a duplicate key, each value with `value`.
-fn each_entry<'de, A: MapAccess<'de>>(
-    mut map: A,
-    mut value: impl FnMut(&str, &mut A) -> Result<(), A::Error>,
-) -> Result<(), A::Error> {
-    let mut seen = SeenKeys::default();
-    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-        if !seen.insert(key.clone()) {
-            return Err(duplicate(&key));
-        }
-        value(&key, &mut map)?;
-    }
-    Ok(())
-}
-
-/// Keys seen in one object, borrowed from the body where they have no escapes. The first few
-/// are kept in place (no allocation for the objects requests are made of) and searched in
-/// place; past them a hash set takes over, so an object with many keys costs linear time, never
-/// quadratic.
-#[derive(Default)]
-struct SeenKeys<'de> {
-    first: [Cow<'de, str>; INLINE_KEYS],
-    len: usize,
-    /// Keys after the first few, in order.
-    more: Vec<Cow<'de, str>>,
-    index: Option<std::collections::HashSet<Cow<'de, str>>>,
-}
-
-const INLINE_KEYS: usize = 8;
-
-impl<'de> SeenKeys<'de> {
-    /// Records `key`; false if the object had it already.
-    fn insert(&mut self, key: Cow<'de, str>) -> bool {
-        if let Some(index) = &mut self.index {
-            if !index.insert(key.clone()) {
-                return false;
-            }
-            self.more.push(key);
-            return true;
-        }
-        if self.first[..self.len].contains(&key) {
-            return false;
-        }
-        if self.len < INLINE_KEYS {
-            self.first[self.len] = key;
-            self.len += 1;
-            return true;
-        }
-        let mut index: std::collections::HashSet<_> = self.first.iter().cloned().collect();
-        index.insert(key.clone());
-        self.index = Some(index);
-        self.more.push(key);
-        true
-    }
-
-    /// The keys in order, in one allocation for the list (none when there are no keys).
-    fn into_shared(self) -> Arc<[Box<str>]> {
-        if self.len == 0 {
-            return Arc::default();
-        }
-        self.first[..self.len]
-            .iter()
-            .chain(&self.more)
-            .map(|k| k.as_ref().into())
-            .collect()
-    }
-}
-
-/// A string (an object key, or a value that must be a string), borrowed from the body unless
-/// it had escapes. (`Cow<str>`'s own `Deserialize` always copies.)
-pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        de.deserialize_str(V)
     }
 }
 
@@ -738,6 +621,8 @@ impl<'de> Visitor<'de> for ParamsVisitor {
                 "uri" => params.uri = Some(map.next_value::<OptString>()?.0),
                 "arguments" => params.arguments = Some(map.next_value_seed(KeysSeed)?),
                 "_meta" => params.protocol_version = map.next_value_seed(MetaSeed)?,
+                // What a `subscriptions/listen` asks for: the URIs are checked like reads.
+                "notifications" => params.subscriptions = Some(map.next_value_seed(FilterSeed)?),
                 // The answers to an input-required round (2026-07-28): an object of answers
                 // and an opaque string. Anything else is refused here, never passed on.
                 "inputResponses" => map.next_value_seed(AnswersSeed)?,
@@ -750,117 +635,6 @@ impl<'de> Visitor<'de> for ParamsVisitor {
             }
         }
         Ok(params)
-    }
-}
-
-/// A string field that must be a string (never a number, null or object).
-struct OptString(Arc<str>);
-
-impl<'de> serde::Deserialize<'de> for OptString {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        Ok(Self(Key::deserialize(de)?.0.into()))
-    }
-}
-
-/// A field that must be a JSON object (read strictly, nothing kept).
-struct ObjectSeed(&'static str);
-
-impl<'de> DeserializeSeed<'de> for ObjectSeed {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ObjectSeed {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{}\" as an object", self.0)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        StrictAny.visit_map(map).map(drop)
-    }
-}
-
-/// `params.inputResponses`: an object whose every answer is an object.
-struct AnswersSeed;
-
-impl<'de> DeserializeSeed<'de> for AnswersSeed {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for AnswersSeed {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"inputResponses\" as an object of answers")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        each_entry(map, |_, map| {
-            map.next_value_seed(ObjectSeed("an answer in inputResponses"))
-        })
-    }
-}
-
-/// `params._meta`: an object, of which only the stated protocol version is kept. The version,
-/// when present, must be a string.
-struct MetaSeed;
-
-impl<'de> DeserializeSeed<'de> for MetaSeed {
-    type Value = Option<Box<str>>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_map(MetaVisitor)
-    }
-}
-
-struct MetaVisitor;
-
-impl<'de> Visitor<'de> for MetaVisitor {
-    type Value = Option<Box<str>>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"_meta\" as an object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let mut version = None;
-        each_entry(map, |key, map| {
-            if key == META_PROTOCOL_VERSION {
-                version = Some(map.next_value::<Key<'de>>()?.0.into());
-                Ok(())
-            } else {
-                map.next_value::<StrictAny>().map(drop)
-            }
-        })?;
-        Ok(version)
-    }
-}
-
-struct KeysSeed;
-
-impl<'de> DeserializeSeed<'de> for KeysSeed {
-    type Value = Arc<[Box<str>]>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_map(KeysVisitor)
-    }
-}
-
-struct KeysVisitor;
-
-impl<'de> Visitor<'de> for KeysVisitor {
-    type Value = Arc<[Box<str>]>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"arguments\" as an object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut keys = SeenKeys::default();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if !keys.insert(key.clone()) {
-                return Err(duplicate(&key));
-            }
-            map.next_value::<StrictAny>()?;
-        }
-        Ok(keys.into_shared())
     }
 }
 
@@ -899,6 +673,50 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_listen_names_its_resources_and_nothing_else_is_guessed() {
+        let listen = |notifications: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{{"notifications":{notifications}}}}}"#
+            )
+        };
+        let head = ok(&listen(
+            r#"{"toolsListChanged":true,"resourceSubscriptions":["a://1","b://2"]}"#,
+        ));
+        assert_eq!(head.method, Some(Method::SubscriptionsListen));
+        let uris: Vec<&str> = head.subscriptions.iter().map(|u| &**u).collect();
+        assert_eq!(uris, ["a://1", "b://2"]);
+        assert!(ok(&listen(r#"{"promptsListChanged":true}"#)).subscriptions.is_empty());
+        for bad in [
+            "3",
+            "[]",
+            "null",
+            r#"{"resourceSubscriptions":"a://1"}"#,
+            r#"{"resourceSubscriptions":["a://1",2]}"#,
+            r#"{"resourceSubscriptions":[{"uri":"a://1"}]}"#,
+            r#"{"resourceSubscriptions":[],"resourceSubscriptions":["a://1"]}"#,
+        ] {
+            assert!(
+                matches!(err(listen(bad).as_bytes()), ParseError::Invalid(_)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            err(br#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}"#),
+            ParseError::Invalid(_)
+        ));
+        // Another method's `params.notifications` is not read as a filter.
+        let other = ok(
+            r#"{"jsonrpc":"2.0","id":1,"method":"x/y","params":{"notifications":[1,2]}}"#,
+        );
+        assert!(other.subscriptions.is_empty());
+        // Duplicate keys stay errors at any depth, whatever the method.
+        assert!(matches!(
+            err(br#"{"jsonrpc":"2.0","id":1,"method":"x/y","params":{"notifications":{"a":1,"a":2}}}"#),
+            ParseError::Invalid(_)
+        ));
     }
 
     #[test]
