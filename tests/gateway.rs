@@ -1471,36 +1471,6 @@ async fn warm(http: &reqwest::Client, url: &str, key: &str, sid: &str, name: &st
     panic!("{name} never answered");
 }
 
-/// Reads JSON-RPC messages from an event stream until `until` holds for one; all read so far.
-async fn read_until(
-    reply: &mut reqwest::Response,
-    buf: &mut String,
-    until: impl Fn(&Value) -> bool,
-) -> Vec<Value> {
-    let mut seen = Vec::new();
-    loop {
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            for line in event.lines() {
-                if let Some(v) = line
-                    .strip_prefix("data:")
-                    .and_then(|d| serde_json::from_str::<Value>(d.trim()).ok())
-                {
-                    let done = until(&v);
-                    seen.push(v);
-                    if done {
-                        return seen;
-                    }
-                }
-            }
-        }
-        match tokio::time::timeout(Duration::from_secs(10), reply.chunk()).await {
-            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
-            _ => return seen,
-        }
-    }
-}
-
 #[tokio::test]
 async fn upstream_requests_reach_session_callers_on_the_express_path_and_only_their_answers_return()
 {

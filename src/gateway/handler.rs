@@ -15,9 +15,9 @@ use rmcp::model::{
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, Reference, RequestMetaObject,
     ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
-    UnsubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequestParams,
 };
-use rmcp::service::{Peer, PeerRequestOptions, RequestContext, ServiceError};
+use rmcp::service::{Peer, PeerRequestOptions, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{RoleClient, RoleServer, ServerHandler};
 
 use super::Shared;
@@ -58,27 +58,6 @@ pub(crate) fn forward_meta(meta: Option<RequestMetaObject>) -> Option<RequestMet
 }
 
 impl GatewayHandler {
-    fn sep(&self) -> String {
-        self.shared
-            .gatekeeper
-            .policy()
-            .catalog()
-            .settings()
-            .separator
-            .clone()
-    }
-
-    fn prefixed(&self, server: &str) -> bool {
-        let _ = server;
-        self.shared
-            .gatekeeper
-            .policy()
-            .catalog()
-            .settings()
-            .tool_prefix
-            == ToolPrefix::Always
-    }
-
     /// The upstreams this caller may use, by name.
     pub(crate) fn servers(&self, caller: &Caller) -> Vec<(ServerId, String)> {
         let policy = self.shared.gatekeeper.policy();
@@ -304,11 +283,9 @@ impl GatewayHandler {
     }
 
     fn name_out(&self, server: &str, name: &str) -> String {
-        if self.prefixed(server) {
-            format!("{server}{}{name}", self.sep())
-        } else {
-            name.to_owned()
-        }
+        let mut out = self.shared.name_prefix(server);
+        out.push_str(name);
+        out
     }
 
     fn index_names(&self, kind: NameKind, listed: &[(ServerId, Vec<String>)]) {
@@ -369,6 +346,18 @@ impl ServerHandler for GatewayHandler {
             "mcp-gatekeeper",
             env!("CARGO_PKG_VERSION"),
         ))
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // Every kind, narrowed per caller by what it may see (see `listeners`).
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        super::listeners::serve(self, context).await
     }
 
     async fn list_tools(

@@ -18,6 +18,7 @@ mod express;
 mod express_sessions;
 mod handler;
 mod legacy;
+mod listeners;
 mod pool;
 mod relay;
 mod rounds;
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     health: std::sync::Mutex<HashMap<String, Health>>,
     /// Calls of 2026-07-28 callers waiting for their answers (see `rounds`).
     parked: rounds::Parked,
+    /// The open `subscriptions/listen` streams (see `listeners`).
+    listeners: Arc<listeners::Listeners>,
     /// The caller behind each session of a stateful endpoint, from its `initialized`: the
     /// express path, which rmcp's handler does not see, attaches it to the upstream sessions
     /// it uses, so that what upstreams announce outside a call still reaches the caller.
@@ -91,6 +94,18 @@ impl Shared {
                 None
             }
             other => other.cloned(),
+        }
+    }
+
+    /// What goes before the names of `server`'s tools, prompts and resources as callers see
+    /// them: `{server}{separator}` when names are prefixed, nothing otherwise.
+    fn name_prefix(&self, server: &str) -> String {
+        let policy = self.gatekeeper.policy();
+        let settings = policy.catalog().settings();
+        if settings.tool_prefix == crate::engine::ToolPrefix::Always {
+            format!("{server}{}", settings.separator)
+        } else {
+            String::new()
         }
     }
 
@@ -366,6 +381,7 @@ impl GatewayBuilder {
                 allowed_hosts: self.allowed_hosts,
                 health: std::sync::Mutex::default(),
                 parked: rounds::Parked::default(),
+                listeners: Arc::default(),
                 downstream: std::sync::Mutex::default(),
             }),
         })

@@ -12,7 +12,7 @@ use rmcp::{RoleClient, RoleServer};
 use sha2::{Digest as _, Sha256};
 
 use super::Shared;
-use super::relay::Relay;
+use super::relay::{Announce, Relay};
 use super::upstream::{Connection, connect};
 use crate::engine::Grant;
 use crate::identity::KeyDigest;
@@ -268,7 +268,12 @@ impl Shared {
                         let _ = old.service.cancel().await;
                     });
                 }
-                let relay = Relay::default();
+                let announce = caller.modern.then(|| Announce {
+                    listeners: Arc::clone(&self.listeners),
+                    caller: caller.digest.map(|d| d.0),
+                    server: Arc::from(server),
+                });
+                let relay = Relay::new(self.name_prefix(server), announce);
                 let service = tokio::time::timeout(
                     spec.timeout,
                     connect(spec, headers, self.http.clone(), relay.clone()),

@@ -15,6 +15,8 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{ClientHandler, RoleClient, RoleServer};
 
+use super::listeners::{CallerKey, Change, Listeners};
+
 /// Where progress of one in-flight call goes.
 pub(crate) type ProgressSender = tokio::sync::mpsc::Sender<ProgressNotificationParam>;
 
@@ -28,9 +30,22 @@ pub(crate) struct Pending {
 /// Where requests for callers of the newest protocol are held.
 pub(crate) type PendingSender = tokio::sync::mpsc::UnboundedSender<Pending>;
 
+/// Where what a caller's upstream session announces goes when that caller speaks 2026-07-28:
+/// to its `subscriptions/listen` streams, never onto the response stream of some request.
+#[derive(Clone)]
+pub(crate) struct Announce {
+    pub(crate) listeners: Arc<Listeners>,
+    pub(crate) caller: CallerKey,
+    pub(crate) server: Arc<str>,
+}
+
 /// Relays one upstream session to its downstream caller.
 #[derive(Clone, Default)]
 pub(crate) struct Relay {
+    /// What the caller calls this upstream's resources: the upstream URI behind this prefix.
+    resource_prefix: Arc<str>,
+    /// Set for the sessions of callers of protocol 2026-07-28.
+    announce: Option<Announce>,
     downstream: Arc<Mutex<Option<Peer<RoleServer>>>>,
     /// Calls of 2026-07-28 callers in flight on this session, newest last: the upstream's
     /// requests go to the newest instead of to the caller's session (which cannot take them).
@@ -51,6 +66,40 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
+    /// The relay of a new upstream session, whose resources the caller names with `resource_prefix`.
+    pub(crate) fn new(resource_prefix: String, announce: Option<Announce>) -> Self {
+        Self {
+            resource_prefix: resource_prefix.into(),
+            announce,
+            ..Self::default()
+        }
+    }
+
+    /// Whether `other` relays the same upstream session.
+    pub(crate) fn same_session(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.downstream, &other.downstream)
+    }
+
+    /// Tells the caller that the upstream announced `change`: on its listen streams (protocol
+    /// 2026-07-28) or its session.
+    async fn announce(&self, change: Change<'_>) {
+        if let Some(a) = &self.announce {
+            a.listeners.announce(&a.caller, &a.server, change).await;
+            return;
+        }
+        let Some(peer) = self.peer() else { return };
+        let _ = match change {
+            Change::Tools => peer.notify_tool_list_changed().await,
+            Change::Prompts => peer.notify_prompt_list_changed().await,
+            Change::Resources => peer.notify_resource_list_changed().await,
+            Change::Updated(uri) => {
+                let uri = format!("{}{uri}", self.resource_prefix);
+                peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                    .await
+            }
+        };
+    }
+
     /// The caller's session that requests and notifications go to from now on.
     pub(crate) fn attach(&self, peer: Peer<RoleServer>) {
         *self
@@ -227,27 +276,19 @@ impl ClientHandler for Relay {
         params: ResourceUpdatedNotificationParam,
         _: NotificationContext<RoleClient>,
     ) {
-        if let Some(peer) = self.peer() {
-            let _ = peer.notify_resource_updated(params).await;
-        }
+        self.announce(Change::Updated(&params.uri)).await;
     }
 
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
-        if let Some(peer) = self.peer() {
-            let _ = peer.notify_tool_list_changed().await;
-        }
+        self.announce(Change::Tools).await;
     }
 
     async fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) {
-        if let Some(peer) = self.peer() {
-            let _ = peer.notify_prompt_list_changed().await;
-        }
+        self.announce(Change::Prompts).await;
     }
 
     async fn on_resource_list_changed(&self, _: NotificationContext<RoleClient>) {
-        if let Some(peer) = self.peer() {
-            let _ = peer.notify_resource_list_changed().await;
-        }
+        self.announce(Change::Resources).await;
     }
 
     fn get_info(&self) -> ClientConfig {

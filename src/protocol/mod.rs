@@ -14,11 +14,11 @@ mod strict;
 
 pub use body::{CollectError, Collected, collect_limited, collect_up_to};
 pub use era::{Era, META_PROTOCOL_VERSION};
-pub(crate) use strict::Key;
 pub use request::{
     McpRequest, MessageKind, Method, ParseError, RequestId, check_routing_headers,
     decode_header_value, parse_request,
 };
+pub(crate) use strict::Key;
 
 /// Whether a `content-type` value names `media` (given in lower case), in any letter case and
 /// whatever parameters follow: without allocating, as every reply is asked this.

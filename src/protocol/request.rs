@@ -688,7 +688,11 @@ mod tests {
         assert_eq!(head.method, Some(Method::SubscriptionsListen));
         let uris: Vec<&str> = head.subscriptions.iter().map(|u| &**u).collect();
         assert_eq!(uris, ["a://1", "b://2"]);
-        assert!(ok(&listen(r#"{"promptsListChanged":true}"#)).subscriptions.is_empty());
+        assert!(
+            ok(&listen(r#"{"promptsListChanged":true}"#))
+                .subscriptions
+                .is_empty()
+        );
         for bad in [
             "3",
             "[]",
@@ -708,9 +712,8 @@ mod tests {
             ParseError::Invalid(_)
         ));
         // Another method's `params.notifications` is not read as a filter.
-        let other = ok(
-            r#"{"jsonrpc":"2.0","id":1,"method":"x/y","params":{"notifications":[1,2]}}"#,
-        );
+        let other =
+            ok(r#"{"jsonrpc":"2.0","id":1,"method":"x/y","params":{"notifications":[1,2]}}"#);
         assert!(other.subscriptions.is_empty());
         // Duplicate keys stay errors at any depth, whatever the method.
         assert!(matches!(

@@ -55,6 +55,9 @@ pub struct RecordingServer {
     pub executions: Executions,
     /// How many handler instances (sessions, or requests when stateless) were created.
     pub sessions: Arc<std::sync::atomic::AtomicUsize>,
+    /// Every initialized session: a tool named `…announce` tells them all that its lists and
+    /// resources changed, as a server whose catalogue changes does.
+    pub peers: Arc<Mutex<Vec<rmcp::service::Peer<RoleServer>>>>,
 }
 
 pub fn tool(name: &str, props: &[&str]) -> Value {
@@ -95,6 +98,7 @@ impl RecordingServer {
             ),
             executions: Executions::default(),
             sessions: Arc::default(),
+            peers: Arc::default(),
         }
     }
 }
@@ -123,12 +127,57 @@ impl ServerHandler for RecordingServer {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
+    async fn on_initialized(&self, ctx: rmcp::service::NotificationContext<RoleServer>) {
+        self.peers.lock().unwrap().push(ctx.peer);
+    }
+
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.executions
+            .0
+            .lock()
+            .unwrap()
+            .push((format!("subscribe:{}", request.uri), Value::Null));
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.executions
+            .0
+            .lock()
+            .unwrap()
+            .push((format!("unsubscribe:{}", request.uri), Value::Null));
+        Ok(())
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        if request.name.ends_with("announce") {
+            let peers: Vec<_> = self.peers.lock().unwrap().clone();
+            for peer in peers.iter().filter(|p| !p.is_transport_closed()) {
+                let _ = peer.notify_tool_list_changed().await;
+                let _ = peer.notify_prompt_list_changed().await;
+                for r in self.resources.iter() {
+                    let uri = r["uri"].as_str().unwrap_or_default().to_owned();
+                    let _ = peer
+                        .notify_resource_updated(
+                            rmcp::model::ResourceUpdatedNotificationParam::new(uri),
+                        )
+                        .await;
+                }
+            }
+        }
         if request.name.ends_with("headers") {
             // Reports the HTTP headers this server received: what a gateway forwarded.
             let parts = ctx.extensions.get::<http::request::Parts>();
@@ -466,6 +515,36 @@ pub async fn legacy_endpoint(stream: &mut reqwest::Response) -> String {
         ));
         if let Some(line) = buf.lines().find(|l| l.starts_with("data: /message")) {
             return line.trim_start_matches("data: ").to_owned();
+        }
+    }
+}
+
+/// Reads JSON-RPC messages from an event stream until `until` holds for one; all read so far.
+pub async fn read_until(
+    reply: &mut reqwest::Response,
+    buf: &mut String,
+    until: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            for line in event.lines() {
+                if let Some(v) = line
+                    .strip_prefix("data:")
+                    .and_then(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                {
+                    let done = until(&v);
+                    seen.push(v);
+                    if done {
+                        return seen;
+                    }
+                }
+            }
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), reply.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return seen,
         }
     }
 }
