@@ -6,7 +6,8 @@
 //! requests and an opaque `requestState`, and when the caller calls again with its
 //! `inputResponses` and that state, hands the answers to the upstream and goes on waiting. The
 //! state is random, names the caller's key, the server and the tool, and expires: it cannot be
-//! used by another key or for another call.
+//! used by another key or for another call. A request the caller did not declare the
+//! capability for (in its request's `_meta`) fails the call with -32021 instead.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -14,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use rmcp::RoleServer;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, ErrorData,
-    InputRequests, InputRequiredResult, ProgressNotificationParam, ProgressToken, ProtocolVersion,
-    RequestMetaObject, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientRequest,
+    ErrorData, InputRequest, InputRequests, InputRequiredResult, ProgressNotificationParam,
+    ProgressToken, ProtocolVersion, RequestMetaObject, ServerResult,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RequestContext, ServiceError};
 use tokio::sync::{mpsc, oneshot};
@@ -101,6 +102,27 @@ fn asks_for_logs(request: &CallToolRequestParams, ctx: &RequestContext<RoleServe
             .is_some_and(|m| m.0.0.contains_key(LOG_LEVEL))
 }
 
+/// The capability `request` needs of the caller, if `declared` lacks it.
+fn undeclared(
+    request: &InputRequest,
+    declared: Option<&ClientCapabilities>,
+) -> Option<ClientCapabilities> {
+    let mut missing = ClientCapabilities::default();
+    match request {
+        InputRequest::CreateMessage(_) if declared.is_none_or(|c| c.sampling.is_none()) => {
+            missing.sampling = Some(Default::default());
+        }
+        InputRequest::Elicitation(_) if declared.is_none_or(|c| c.elicitation.is_none()) => {
+            missing.elicitation = Some(Default::default());
+        }
+        InputRequest::ListRoots(_) if declared.is_none_or(|c| c.roots.is_none()) => {
+            missing.roots = Some(Default::default());
+        }
+        _ => return None,
+    }
+    Some(missing)
+}
+
 fn stale() -> ErrorData {
     ErrorData::invalid_params("unknown or expired requestState", None)
 }
@@ -154,7 +176,8 @@ impl GatewayHandler {
                 )
             }
         };
-        self.drive(call, &ctx.peer, token).await
+        self.drive(call, &ctx.peer, token, ctx.client_capabilities())
+            .await
     }
 
     /// Starts the upstream call in a task of its own, so that it outlives this request.
@@ -244,6 +267,7 @@ impl GatewayHandler {
         mut call: InFlight,
         downstream: &Peer<RoleServer>,
         token: Option<ProgressToken>,
+        declared: Option<ClientCapabilities>,
     ) -> Result<CallToolResponse, ErrorData> {
         let relay = |mut p: ProgressNotificationParam| {
             let to = token.clone();
@@ -262,6 +286,13 @@ impl GatewayHandler {
                     let mut requests = InputRequests::new();
                     let mut next = Some(first);
                     while let Some(Pending { request, reply }) = next {
+                        // The caller cannot be asked what it did not declare it can answer:
+                        // the call fails at once, and so does the upstream's request.
+                        if let Some(missing) = undeclared(&request, declared.as_ref()) {
+                            let refusal = ErrorData::missing_required_client_capability(missing);
+                            let _ = reply.send(Err(refusal.clone()));
+                            return Err(refusal);
+                        }
                         call.asked += 1;
                         let key = format!("upstream-{}", call.asked);
                         requests.insert(key.clone(), request);

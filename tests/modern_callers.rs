@@ -1,7 +1,8 @@
-//! `subscriptions/listen` (protocol 2026-07-28) through the gateway: each caller's streams are
-//! told only about servers in its grant and scope, and about the resources it named, which it
-//! must be allowed to read; upstream announcements reach handshake callers under the names
-//! they know.
+//! Callers of protocol 2026-07-28 through the gateway. `subscriptions/listen`: each caller's
+//! streams are told only about servers in its grant and scope, and about the resources it
+//! named, which it must be allowed to read; upstream announcements reach handshake callers
+//! under the names they know. Capabilities: an upstream's request the caller did not declare
+//! it can answer fails the call with -32021.
 #![cfg(feature = "gateway")]
 
 mod common;
@@ -30,7 +31,11 @@ async fn setup() -> Setup {
         &[],
         &["gh://readme", "gh://secret"],
     );
-    let wiki = RecordingServer::new(vec![tool("announce", &[])], &[], &["doc://home"]);
+    let wiki = RecordingServer::new(
+        vec![tool("announce", &[]), tool("sample", &[])],
+        &[],
+        &["doc://home"],
+    );
     let mut upstreams = Vec::new();
     let mut urls = Vec::new();
     for s in [&github, &wiki] {
@@ -77,11 +82,24 @@ fn modern(
     key: &str,
     id: u64,
     method: &str,
+    params: Value,
+) -> reqwest::RequestBuilder {
+    modern_with(http, url, key, id, method, params, json!({}))
+}
+
+/// [`modern`], declaring `capabilities`.
+fn modern_with(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    id: u64,
+    method: &str,
     mut params: Value,
+    capabilities: Value,
 ) -> reqwest::RequestBuilder {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
         "io.modelcontextprotocol/clientInfo": {"name": "listen-test", "version": "0"},
     });
     let mut r = http
@@ -363,4 +381,43 @@ async fn handshake_callers_hear_of_resource_updates_by_the_uri_they_subscribed_t
         .unwrap()
         .unwrap();
     assert_eq!(uri, "wiki-doc://home");
+}
+
+#[tokio::test]
+async fn an_upstream_request_the_caller_did_not_declare_fails_the_call_with_32021() {
+    let s = setup().await;
+    let http = reqwest::Client::new();
+    let url = s.gateway.url("/mcp");
+    let call = json!({"name": "wiki-sample", "arguments": {}});
+    let reply = modern(&http, &url, "sk-bob", 5, "tools/call", call.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    let kind = reply.headers()["content-type"].to_str().unwrap().to_owned();
+    let answer = messages(&kind, &reply.text().await.unwrap()).pop().unwrap();
+    assert_eq!(answer["id"], 5, "{answer}");
+    assert_eq!(answer["error"]["code"], -32021, "{answer}");
+    assert!(
+        answer["error"]["data"]["requiredCapabilities"]["sampling"].is_object(),
+        "{answer}"
+    );
+    // Declared, the same call gets the upstream's request to answer.
+    let reply = modern_with(
+        &http,
+        &url,
+        "sk-bob",
+        6,
+        "tools/call",
+        call,
+        json!({"sampling": {}}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(reply.status(), 200);
+    let kind = reply.headers()["content-type"].to_str().unwrap().to_owned();
+    let answer = messages(&kind, &reply.text().await.unwrap()).pop().unwrap();
+    assert_eq!(answer["result"]["resultType"], "input_required", "{answer}");
+    assert!(s.wiki.executions.names().is_empty());
 }
