@@ -30,6 +30,8 @@ from starlette.routing import Mount, Route
 import mcp.types as t
 from mcp.server.lowlevel import Server
 from mcp.server.sse import SseServerTransport
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, PromptsListChanged, ToolsListChanged
+from mcp.shared.exceptions import MCPError
 from mcp.server.transport_security import TransportSecuritySettings
 
 warnings.simplefilter("ignore")  # the SDK marks logging/sampling/elicitation deprecated in 2026-07-28
@@ -47,6 +49,10 @@ WAV = base64.b64encode(
     + (16000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
     + b"data" + (2).to_bytes(4, "little") + b"\x00\x00"
 ).decode()
+
+# Where list changes go to the subscriptions/listen streams of 2026-07-28 callers.
+BUS = InMemorySubscriptionBus()
+MODERN = {"2026-07-28"}
 
 CALLS: list[dict[str, Any]] = []  # every tools/call that reached this server, in order
 
@@ -105,6 +111,9 @@ TOOLS = [
     ),
     tool("interop_headers", "Returns the HTTP headers of the request that called it, as JSON"),
     tool("interop_calls", "Returns the names of every tool called on this server so far, as JSON"),
+    tool("test_trigger_tool_change", "Announces that the tool list changed"),
+    tool("test_trigger_prompt_change", "Announces that the prompt list changed"),
+    tool("test_missing_capability", "Asks the client to sample: refused when it did not declare sampling"),
 ]
 
 DEFAULTS_SCHEMA = {
@@ -233,6 +242,24 @@ async def call_tool(ctx: Any, params: t.CallToolRequestParams) -> t.CallToolResu
         return t.CallToolResult(content=[text(json.dumps(headers, sort_keys=True))])
     if name == "interop_calls":
         return t.CallToolResult(content=[text(json.dumps([c["name"] for c in CALLS]))])
+    if name in ("test_trigger_tool_change", "test_trigger_prompt_change"):
+        # 2026-07-28 callers hear of it on their subscriptions/listen streams; a handshake
+        # session (the gateway's, say) on this call's stream.
+        tools = name == "test_trigger_tool_change"
+        await BUS.publish(ToolsListChanged() if tools else PromptsListChanged())
+        if ctx.protocol_version not in MODERN:
+            await (session.send_tool_list_changed() if tools else session.send_prompt_list_changed())
+        return t.CallToolResult(content=[text("announced")])
+    if name == "test_missing_capability":
+        caps = session.client_capabilities
+        if caps is None or caps.sampling is None:
+            raise MCPError(-32021, "Missing required client capability", {"requiredCapabilities": {"sampling": {}}})
+        if ctx.protocol_version in MODERN:
+            return t.CallToolResult(content=[text("sampling is declared")])
+        reply = await session.create_message(
+            [t.SamplingMessage(role="user", content=text("ping"))], max_tokens=10, related_request_id=rid
+        )
+        return t.CallToolResult(content=[text(f"sampled: {reply.model_dump(mode='json')}")])
     return t.CallToolResult(content=[text(f"Unknown tool: {name}")], is_error=True)
 
 
@@ -366,6 +393,7 @@ def server(name: str) -> Server:
         on_get_prompt=get_prompt,
         on_completion=complete,
         on_set_logging_level=set_level,
+        on_subscriptions_listen=ListenHandler(BUS),
     )
 
 
