@@ -222,7 +222,7 @@ pub(crate) async fn serve(
     }
     // Upstream subscriptions no other open stream of this caller still needs are ended.
     drop(open);
-    for (resource @ (server, uri), _) in &listener.resources {
+    for resource @ (server, uri) in listener.resources.keys() {
         if listeners.named_elsewhere(&listener, resource) {
             continue;
         }
