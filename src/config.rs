@@ -326,6 +326,10 @@ pub struct ServerConfig {
     pub allow_all_keys: bool,
     /// Per-request timeout for this upstream, in seconds.
     pub timeout: Option<f64>,
+    /// The protocol the gateway speaks to this server: `"2025-11-25"` (the default) opens every
+    /// session with the initialize handshake; `"2026-07-28"` asks `server/discover` first and
+    /// speaks 2026-07-28 when the server does, the handshake when it does not.
+    pub protocol_version: Option<String>,
     /// Descriptive info and prices.
     pub mcp_info: Option<McpInfo>,
     /// LiteLLM's OpenAPI-to-MCP conversion: not implemented.
@@ -592,6 +596,15 @@ impl Config {
                 return Err(ConfigError::at(
                     at("timeout"),
                     "the timeout must be a positive number of seconds",
+                ));
+            }
+            if let Some(v) = &s.protocol_version
+                && !matches!(v.as_str(), "2025-11-25" | "2026-07-28")
+            {
+                return Err(ConfigError::at(
+                    at("protocol_version"),
+                    "the protocol version must be \"2025-11-25\" (the handshake) or \"2026-07-28\" \
+                     (2026-07-28 where the server speaks it)",
                 ));
             }
             let cost = s

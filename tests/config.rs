@@ -65,6 +65,10 @@ fn mistakes_name_the_path_and_the_fix() {
             "at mcp_servers.a.url: an http or sse server needs a url",
         ),
         (
+            r#"{"mcp_servers": {"a": {"url": "u", "protocol_version": "2025-06-18"}}}"#,
+            "at mcp_servers.a.protocol_version: the protocol version must be \"2025-11-25\"",
+        ),
+        (
             r#"{"mcp_servers": {"a": {"url": "u"}}, "keys": [{"key": "k", "object_permission": {"mcp_servers": ["b"]}}]}"#,
             "at keys[0].object_permission: no MCP server is named \"b\"",
         ),

@@ -4,6 +4,7 @@
 //! under the names they know. Capabilities: an upstream's request the caller did not declare
 //! it can answer fails the call with -32021.
 #![cfg(feature = "gateway")]
+#![allow(deprecated)] // sampling is deprecated in the newest protocol; upstreams still ask for it
 
 mod common;
 
@@ -420,4 +421,262 @@ async fn an_upstream_request_the_caller_did_not_declare_fails_the_call_with_3202
     let answer = messages(&kind, &reply.text().await.unwrap()).pop().unwrap();
     assert_eq!(answer["result"]["resultType"], "input_required", "{answer}");
     assert!(s.wiki.executions.names().is_empty());
+}
+
+/// An upstream of protocol 2026-07-28 whose tool `ask` needs a sampling answer first: it
+/// answers with an input-required result carrying its own state, and completes when called
+/// again with the answer and that state.
+#[derive(Clone, Default)]
+struct Asker {
+    /// The `requestState` of every call that reached it.
+    states: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    /// The `MCP-Protocol-Version` of every call that reached it.
+    versions: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl rmcp::ServerHandler for Asker {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(
+            rmcp::model::ServerCapabilities::builder()
+                .enable_tools()
+                .build(),
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<rmcp::model::PaginatedRequestParams>,
+        _: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        Ok(rmcp::model::ListToolsResult::with_all_items(vec![
+            serde_json::from_value(tool("ask", &[])).unwrap(),
+        ]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        ctx: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock, InputRequest};
+        let version = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-protocol-version"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        self.versions.lock().unwrap().push(version);
+        self.states
+            .lock()
+            .unwrap()
+            .push(request.request_state.clone());
+        let answer = request
+            .input_responses
+            .as_ref()
+            .and_then(|r| r.get("colour"));
+        match (answer, request.request_state.as_deref()) {
+            (Some(answer), Some("asker-state")) => {
+                let said = answer["content"]["text"].as_str().unwrap_or_default();
+                Ok(
+                    CallToolResult::success(vec![ContentBlock::text(format!("answered: {said}"))])
+                        .into(),
+                )
+            }
+            _ => {
+                let asked = rmcp::model::CreateMessageRequestParams::new(
+                    vec![rmcp::model::SamplingMessage::user_text("which colour?")],
+                    16,
+                );
+                let mut requests = rmcp::model::InputRequests::new();
+                requests.insert(
+                    "colour".to_owned(),
+                    InputRequest::CreateMessage(rmcp::model::CreateMessageRequest::new(asked)),
+                );
+                Ok(CallToolResponse::InputRequired(
+                    rmcp::model::InputRequiredResult::new(
+                        Some(requests),
+                        Some("asker-state".to_owned()),
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// A client that answers sampling with "blue".
+#[derive(Clone)]
+struct Blue;
+
+impl rmcp::ClientHandler for Blue {
+    async fn create_message(
+        &self,
+        _: rmcp::model::CreateMessageRequestParams,
+        _: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        Ok(rmcp::model::CreateMessageResult::new(
+            rmcp::model::SamplingMessage::assistant_text("blue"),
+            "m".into(),
+        ))
+    }
+
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut caps = rmcp::model::ClientCapabilities::default();
+        caps.sampling = Some(Default::default());
+        rmcp::model::ClientConfig::new(caps, rmcp::model::Implementation::new("blue", "0"))
+    }
+}
+
+#[tokio::test]
+async fn input_required_results_of_a_2026_upstream_reach_callers_of_every_era() {
+    use rmcp::ServiceExt;
+    let asker = Asker::default();
+    let ct = CancellationToken::new();
+    let factory = asker.clone();
+    let upstream = serve(
+        axum::Router::new().nest_service(
+            "/mcp",
+            rmcp::transport::streamable_http_server::StreamableHttpService::new(
+                move || Ok(factory.clone()),
+                std::sync::Arc::new(
+                    rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
+                ),
+                Mode::StatefulSse.config(&ct),
+            ),
+        ),
+        ct,
+    )
+    .await;
+    let doc = format!(
+        r#"{{
+      "general_settings": {{"master_key": "sk-admin"}},
+      "mcp_servers": {{"asker": {{"url": "{}", "protocol_version": "2026-07-28"}}}},
+      "keys": [{{"key": "sk-alice", "object_permission": {{"mcp_servers": ["asker"]}}}},
+               {{"key": "sk-bob", "object_permission": {{"mcp_servers": ["asker"]}}}}]
+    }}"#,
+        upstream.url("/mcp")
+    );
+    let config = Config::from_json_str(&doc).unwrap();
+    let gateway = Gateway::from_config(&config, Gatekeeper::new(config.policy().unwrap()))
+        .unwrap()
+        .build()
+        .unwrap();
+    let gw = serve(
+        gateway.router(gateway.gatekeeper().layer()),
+        CancellationToken::new(),
+    )
+    .await;
+    let url = gw.url("/mcp");
+
+    // A handshake caller is asked as a request of its own, and gets the final result.
+    let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
+        reqwest::Client::new(),
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            url.clone(),
+        )
+        .custom_headers(
+            [(
+                http::HeaderName::from_static("x-litellm-api-key"),
+                http::HeaderValue::from_static("sk-alice"),
+            )]
+            .into(),
+        ),
+    );
+    let client = Blue.serve(transport).await.unwrap();
+    let result = client
+        .peer()
+        .call_tool(rmcp::model::CallToolRequestParams::new("asker-ask"))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&result.content).unwrap()[0]["text"],
+        "answered: blue"
+    );
+    assert_eq!(
+        *asker.states.lock().unwrap(),
+        [None, Some("asker-state".to_owned())]
+    );
+    asker.states.lock().unwrap().clear();
+
+    // A 2026-07-28 caller gets the upstream's requests in an input-required result of the
+    // gateway's, under a state of the gateway's, bound to it.
+    let http = reqwest::Client::new();
+    let sampling = json!({"sampling": {}});
+    let first = modern_with(
+        &http,
+        &url,
+        "sk-alice",
+        1,
+        "tools/call",
+        json!({"name": "asker-ask", "arguments": {}}),
+        sampling.clone(),
+    )
+    .send()
+    .await
+    .unwrap();
+    let kind = first.headers()["content-type"].to_str().unwrap().to_owned();
+    let first = messages(&kind, &first.text().await.unwrap()).pop().unwrap();
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    let (key, request) = result["inputRequests"]
+        .as_object()
+        .and_then(|r| r.iter().next())
+        .expect("one request");
+    assert_eq!(request["method"], "sampling/createMessage", "{first}");
+    let state = result["requestState"].as_str().unwrap().to_owned();
+    assert!(
+        !state.contains("asker-state"),
+        "the upstream's state stays in the gateway"
+    );
+    let answers = json!({key.clone(): {"role": "assistant", "content": {"type": "text", "text": "green"}, "model": "m"}});
+    let again = |who: &'static str, id: u64| {
+        modern_with(
+            &http,
+            &url,
+            who,
+            id,
+            "tools/call",
+            json!({"name": "asker-ask", "arguments": {}, "inputResponses": answers, "requestState": state}),
+            sampling.clone(),
+        )
+        .send()
+    };
+    // Another key presenting the state learns nothing and moves nothing.
+    let foreign = again("sk-bob", 2).await.unwrap();
+    let kind = foreign.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let foreign = messages(&kind, &foreign.text().await.unwrap())
+        .pop()
+        .unwrap();
+    assert!(
+        foreign["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("requestState")),
+        "{foreign}"
+    );
+    let done = again("sk-alice", 3).await.unwrap();
+    let kind = done.headers()["content-type"].to_str().unwrap().to_owned();
+    let done = messages(&kind, &done.text().await.unwrap()).pop().unwrap();
+    assert_eq!(
+        done["result"]["content"][0]["text"], "answered: green",
+        "{done}"
+    );
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(
+        *asker.states.lock().unwrap(),
+        [None, Some("asker-state".to_owned())]
+    );
+    // The gateway spoke 2026-07-28 to it, as configured.
+    assert!(
+        asker
+            .versions
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|v| v == "2026-07-28"),
+        "{:?}",
+        asker.versions.lock().unwrap()
+    );
 }

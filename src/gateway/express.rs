@@ -531,9 +531,13 @@ async fn begin(
                     let mut exchange = match started {
                         Some(exchange) => exchange?,
                         None if in_place => {
+                            let again = params.clone();
                             let request =
                                 ClientRequest::CallToolRequest(CallToolRequest::new(params));
-                            return match peer.send_request(request).await? {
+                            let first = peer.send_request(request).await?;
+                            return match super::relay::settle(&peer, &relay, again, first, None)
+                                .await?
+                            {
                                 ServerResult::CallToolResult(r) => Ok(Some(Started::Answer(r))),
                                 _ => Err(ServiceError::UnexpectedResponse),
                             };

@@ -430,6 +430,7 @@ impl ServerHandler for GatewayHandler {
                     });
                 }
             }
+            let again = params.clone();
             let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
             let handle = peer
                 .send_request_with_option(call, PeerRequestOptions::default())
@@ -473,12 +474,12 @@ impl ServerHandler for GatewayHandler {
             while let Ok(p) = rx.try_recv() {
                 let _ = downstream.notify_progress(p).await;
             }
-            match answer? {
+            // A 2026-07-28 upstream's input-required results become requests of this caller.
+            match super::relay::settle(&peer, &relay, again, answer?, None).await? {
                 ServerResult::CallToolResult(mut r) => {
                     complete(&mut r.result_type);
                     Ok(CallToolResponse::Complete(r))
                 }
-                ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
                 ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
                 _ => Err(ServiceError::UnexpectedResponse),
             }

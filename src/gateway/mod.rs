@@ -36,7 +36,7 @@ use rmcp::transport::streamable_http_server::{
 };
 
 pub use handler::GatewayHandler;
-pub use upstream::{InProcessFactory, OAuth2, UpstreamSpec, UpstreamTransport};
+pub use upstream::{InProcessFactory, OAuth2, UpstreamProtocol, UpstreamSpec, UpstreamTransport};
 
 use crate::config::{Config, ConfigError};
 use crate::gatekeeper::Gatekeeper;

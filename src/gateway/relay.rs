@@ -6,12 +6,16 @@
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, ClientRequest, InputResponses, ServerResult,
+};
+use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams,
     CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, ErrorData,
     Implementation, InputRequest, ListRootsRequest, ListRootsResult,
     LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
     ResourceUpdatedNotificationParam,
 };
+use rmcp::service::ServiceError;
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{ClientHandler, RoleClient, RoleServer};
 
@@ -20,11 +24,14 @@ use super::listeners::{CallerKey, Change, Listeners};
 /// Where progress of one in-flight call goes.
 pub(crate) type ProgressSender = tokio::sync::mpsc::Sender<ProgressNotificationParam>;
 
-/// A request the upstream made of its client, held for a caller on protocol 2026-07-28 (which
-/// gets it inside an `InputRequiredResult` and answers it by calling again).
+/// Where the caller's answer to one request goes.
+pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<serde_json::Value, ErrorData>>;
+
+/// Requests the upstream made of its client at once (one, or the several of one input-required
+/// result), held for a caller on protocol 2026-07-28 (which gets them inside one
+/// `InputRequiredResult` and answers them by calling again).
 pub(crate) struct Pending {
-    pub(crate) request: InputRequest,
-    pub(crate) reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, ErrorData>>,
+    pub(crate) asked: Vec<(InputRequest, Reply)>,
 }
 
 /// Where requests for callers of the newest protocol are held.
@@ -156,30 +163,78 @@ impl Relay {
             .retain(|t| !t.same_channel(to));
     }
 
-    /// Holds `request` for the newest 2026-07-28 call, if there is one, and waits for the answer.
-    async fn held<T: serde::de::DeserializeOwned>(
+    /// Holds `requests` for the newest 2026-07-28 call, if there is one, and waits for the
+    /// answers.
+    async fn held_all(
         &self,
-        request: InputRequest,
-    ) -> Option<Result<T, ErrorData>> {
+        requests: Vec<InputRequest>,
+    ) -> Option<Vec<Result<serde_json::Value, ErrorData>>> {
         let to = self
             .held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .last()
             .cloned()?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        to.send(Pending { request, reply }).ok()?;
-        let answer = answer.await.unwrap_or_else(|_| {
-            Err(ErrorData::internal_error(
-                "the client did not answer in time",
-                None,
-            ))
-        });
+        hold(&to, requests).await
+    }
+
+    /// Holds `request` for the newest 2026-07-28 call, if there is one, and waits for the answer.
+    async fn held<T: serde::de::DeserializeOwned>(
+        &self,
+        request: InputRequest,
+    ) -> Option<Result<T, ErrorData>> {
+        let answer = self.held_all(vec![request]).await?.pop()?;
         Some(answer.and_then(|v| {
             serde_json::from_value(v).map_err(|e| {
                 ErrorData::invalid_params(format!("the client's answer is malformed: {e}"), None)
             })
         }))
+    }
+
+    /// The caller's answers to what an upstream's input-required result asks, in order: held
+    /// together for the 2026-07-28 call behind `to` (one round for its caller), else asked of
+    /// the caller's session.
+    pub(crate) async fn answer_all(
+        &self,
+        requests: Vec<InputRequest>,
+        to: Option<&PendingSender>,
+    ) -> Vec<Result<serde_json::Value, ErrorData>> {
+        if let Some(to) = to {
+            return hold(to, requests)
+                .await
+                .unwrap_or_else(|| vec![Err(ErrorData::internal_error("the call is over", None))]);
+        }
+        let Some(peer) = self.peer() else {
+            return requests.iter().map(|_| Err(Self::no_peer())).collect();
+        };
+        let asks = requests.into_iter().map(|request| {
+            let peer = peer.clone();
+            async move {
+                let value = match request {
+                    InputRequest::CreateMessage(r) => peer
+                        .create_message(r.params)
+                        .await
+                        .map(|a| serde_json::to_value(a)),
+                    InputRequest::Elicitation(r) => peer
+                        .create_elicitation(r.params)
+                        .await
+                        .map(|a| serde_json::to_value(a)),
+                    InputRequest::ListRoots(_) => {
+                        peer.list_roots().await.map(|a| serde_json::to_value(a))
+                    }
+                    _ => {
+                        return Err(ErrorData::invalid_params(
+                            "the upstream asked for input of a kind the gateway does not know",
+                            None,
+                        ));
+                    }
+                };
+                value
+                    .map_err(relay_error)?
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))
+            }
+        });
+        futures_util::future::join_all(asks).await
     }
 
     fn peer(&self) -> Option<Peer<RoleServer>> {
@@ -192,6 +247,68 @@ impl Relay {
     fn no_peer() -> ErrorData {
         ErrorData::internal_error("no client session to relay this request to", None)
     }
+}
+
+/// Holds `requests` for the 2026-07-28 call behind `to` and waits for the answers (`None`
+/// when that call is over).
+async fn hold(
+    to: &PendingSender,
+    requests: Vec<InputRequest>,
+) -> Option<Vec<Result<serde_json::Value, ErrorData>>> {
+    let (asked, answers): (Vec<_>, Vec<_>) = requests
+        .into_iter()
+        .map(|request| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            ((request, reply), answer)
+        })
+        .unzip();
+    to.send(Pending { asked }).ok()?;
+    let mut out = Vec::with_capacity(answers.len());
+    for answer in answers {
+        out.push(answer.await.unwrap_or_else(|_| {
+            Err(ErrorData::internal_error(
+                "the client did not answer in time",
+                None,
+            ))
+        }));
+    }
+    Some(out)
+}
+
+/// At most this many input-required rounds of one upstream call.
+const MAX_ROUNDS: usize = 16;
+
+/// Follows an upstream's input-required results (protocol 2026-07-28) for the call `params`
+/// whose first result is `result`: each round's requests are answered by the caller (see
+/// [`Relay::answer_all`], held for the 2026-07-28 call behind `to` if given) and the call is
+/// made again with those answers and the upstream's state, until the upstream gives another
+/// kind of result. The upstream's state never leaves the gateway.
+pub(crate) async fn settle(
+    peer: &Peer<RoleClient>,
+    relay: &Relay,
+    mut params: CallToolRequestParams,
+    mut result: ServerResult,
+    to: Option<&PendingSender>,
+) -> Result<ServerResult, ServiceError> {
+    for _ in 0..MAX_ROUNDS {
+        let ServerResult::InputRequiredResult(round) = result else {
+            return Ok(result);
+        };
+        let (keys, requests): (Vec<String>, Vec<InputRequest>) =
+            round.input_requests.unwrap_or_default().into_iter().unzip();
+        let answers = relay.answer_all(requests, to).await;
+        let mut responses = InputResponses::new();
+        for (key, answer) in keys.into_iter().zip(answers) {
+            responses.insert(key, answer.map_err(ServiceError::McpError)?);
+        }
+        params.input_responses = (!responses.is_empty()).then_some(responses);
+        params.request_state = round.request_state;
+        let again = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
+        result = peer.send_request(again).await?;
+    }
+    Err(ServiceError::InputRequiredRoundsExceeded {
+        max_rounds: MAX_ROUNDS,
+    })
 }
 
 fn relay_error(e: rmcp::service::ServiceError) -> ErrorData {

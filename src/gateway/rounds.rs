@@ -211,6 +211,7 @@ impl GatewayHandler {
                     |peer, relay| async move {
                         relay.hold(held_tx.clone());
                         let _ = relay_tx.send(relay.clone());
+                        let again = params.clone();
                         let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
                         let sent = peer
                             .send_request_with_option(call, PeerRequestOptions::default())
@@ -228,6 +229,15 @@ impl GatewayHandler {
                                 }
                                 relay.unmap_progress(&up);
                                 answer
+                            }
+                            Err(e) => Err(e),
+                        };
+                        // A 2026-07-28 upstream's input-required results are held for this
+                        // caller's rounds like any request of its client.
+                        let answer = match answer {
+                            Ok(first) => {
+                                super::relay::settle(&peer, &relay, again, first, Some(&held_tx))
+                                    .await
                             }
                             Err(e) => Err(e),
                         };
@@ -285,18 +295,21 @@ impl GatewayHandler {
                 Some(first) = call.held.recv() => {
                     let mut requests = InputRequests::new();
                     let mut next = Some(first);
-                    while let Some(Pending { request, reply }) = next {
-                        // The caller cannot be asked what it did not declare it can answer:
-                        // the call fails at once, and so does the upstream's request.
-                        if let Some(missing) = undeclared(&request, declared.as_ref()) {
-                            let refusal = ErrorData::missing_required_client_capability(missing);
-                            let _ = reply.send(Err(refusal.clone()));
-                            return Err(refusal);
+                    while let Some(Pending { asked }) = next {
+                        for (request, reply) in asked {
+                            // The caller cannot be asked what it did not declare it can
+                            // answer: the call fails at once, and so does the upstream's request.
+                            if let Some(missing) = undeclared(&request, declared.as_ref()) {
+                                let refusal =
+                                    ErrorData::missing_required_client_capability(missing);
+                                let _ = reply.send(Err(refusal.clone()));
+                                return Err(refusal);
+                            }
+                            call.asked += 1;
+                            let key = format!("upstream-{}", call.asked);
+                            requests.insert(key.clone(), request);
+                            call.waiting.insert(key, reply);
                         }
-                        call.asked += 1;
-                        let key = format!("upstream-{}", call.asked);
-                        requests.insert(key.clone(), request);
-                        call.waiting.insert(key, reply);
                         next = call.held.try_recv().ok();
                     }
                     let state = uuid::Uuid::new_v4().simple().to_string();

@@ -82,6 +82,21 @@ pub struct UpstreamSpec {
     pub static_headers: Vec<(HeaderName, HeaderValue)>,
     /// How long one request to it may take.
     pub timeout: Duration,
+    /// Which protocol its sessions are opened with.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The protocol the gateway speaks to an upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamProtocol {
+    /// The initialize handshake, at 2025-11-25 (or what the server answers with).
+    #[default]
+    Handshake,
+    /// 2026-07-28 where the server speaks it (asked with `server/discover`), else the handshake.
+    /// The server's input-required results then reach callers as the requests they carry (see
+    /// the gateway's rounds), and its requests of its client are gone.
+    Latest,
 }
 
 impl fmt::Debug for UpstreamSpec {
@@ -116,6 +131,7 @@ impl UpstreamSpec {
             extra_headers: Vec::new(),
             static_headers: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            protocol: UpstreamProtocol::Handshake,
         }
     }
 
@@ -134,6 +150,13 @@ impl UpstreamSpec {
             });
         });
         Self::new(UpstreamTransport::InProcess(factory))
+    }
+
+    /// Sets the protocol its sessions are opened with.
+    #[must_use]
+    pub fn protocol(mut self, protocol: UpstreamProtocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Sets the per-request timeout.
@@ -254,6 +277,10 @@ impl UpstreamSpec {
             extra_headers,
             static_headers,
             timeout: c.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64),
+            protocol: match c.protocol_version.as_deref() {
+                Some("2026-07-28") => UpstreamProtocol::Latest,
+                _ => UpstreamProtocol::Handshake,
+            },
         })
     }
 }
@@ -341,21 +368,36 @@ pub(crate) fn connect(
 ) -> BoxFuture<'static, Result<RunningService<RoleClient, Relay>, String>> {
     let spec = spec.clone();
     Box::pin(async move {
+        let protocol = spec.protocol;
         match &spec.transport {
             UpstreamTransport::Http(url) => {
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(headers);
                 let session = super::direct::Session::default();
-                relay.set_direct(url.clone(), session.clone());
-                let client = super::direct::Recorder { http, session };
-                relay
-                    .serve(StreamableHttpClientTransport::with_client(client, config))
-                    .await
-                    .map_err(|e| e.to_string())
+                let client = super::direct::Recorder {
+                    http,
+                    session: session.clone(),
+                };
+                let service = open(
+                    relay.clone(),
+                    StreamableHttpClientTransport::with_client(client, config),
+                    protocol,
+                )
+                .await?;
+                // A handshake session can take calls posted directly on it (see `direct`); a
+                // 2026-07-28 one has no session to post on, and every request states its own.
+                let handshake = service
+                    .peer()
+                    .peer_info()
+                    .is_none_or(|info| info.protocol_version.has_initialize());
+                if handshake {
+                    relay.set_direct(url.clone(), session);
+                }
+                Ok(service)
             }
             UpstreamTransport::Sse(url) => {
                 let transport = sse_client::connect(http, url.clone(), headers).await?;
-                relay.serve(transport).await.map_err(|e| e.to_string())
+                open(relay, transport, protocol).await
             }
             UpstreamTransport::Stdio { command, args, env } => {
                 let mut cmd = tokio::process::Command::new(command);
@@ -365,13 +407,38 @@ pub(crate) fn connect(
                     .kill_on_drop(true);
                 let child = TokioChildProcess::new(cmd)
                     .map_err(|e| format!("cannot start {command}: {e}"))?;
-                relay.serve(child).await.map_err(|e| e.to_string())
+                open(relay, child, protocol).await
             }
             UpstreamTransport::InProcess(factory) => {
                 let (client_end, server_end) = tokio::io::duplex(1 << 16);
                 factory(server_end);
-                relay.serve(client_end).await.map_err(|e| e.to_string())
+                open(relay, client_end, protocol).await
             }
         }
     })
+}
+
+/// Opens the MCP session over `transport` with the lifecycle `protocol` asks for.
+async fn open<T, E, A>(
+    relay: Relay,
+    transport: T,
+    protocol: UpstreamProtocol,
+) -> Result<RunningService<RoleClient, Relay>, String>
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use rmcp::model::ProtocolVersion;
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _};
+    let lifecycle = match protocol {
+        UpstreamProtocol::Handshake => ClientLifecycleMode::Initialize,
+        UpstreamProtocol::Latest => ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: None,
+        },
+    };
+    relay
+        .serve_with_lifecycle(transport, lifecycle)
+        .await
+        .map_err(|e| e.to_string())
 }
