@@ -623,6 +623,7 @@ async fn input_required_results_of_a_2026_upstream_reach_callers_of_every_era() 
         .and_then(|r| r.iter().next())
         .expect("one request");
     assert_eq!(request["method"], "sampling/createMessage", "{first}");
+    assert_eq!(key, "colour", "the upstream's key is kept: {first}");
     let state = result["requestState"].as_str().unwrap().to_owned();
     assert!(
         !state.contains("asker-state"),

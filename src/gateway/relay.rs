@@ -31,7 +31,8 @@ pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<serde_json::Value, E
 /// result), held for a caller on protocol 2026-07-28 (which gets them inside one
 /// `InputRequiredResult` and answers them by calling again).
 pub(crate) struct Pending {
-    pub(crate) asked: Vec<(InputRequest, Reply)>,
+    /// Each request, under the key the upstream gave it if it gave one.
+    pub(crate) asked: Vec<(Option<String>, InputRequest, Reply)>,
 }
 
 /// Where requests for callers of the newest protocol are held.
@@ -167,7 +168,7 @@ impl Relay {
     /// answers.
     async fn held_all(
         &self,
-        requests: Vec<InputRequest>,
+        requests: Vec<(Option<String>, InputRequest)>,
     ) -> Option<Vec<Result<serde_json::Value, ErrorData>>> {
         let to = self
             .held
@@ -183,7 +184,7 @@ impl Relay {
         &self,
         request: InputRequest,
     ) -> Option<Result<T, ErrorData>> {
-        let answer = self.held_all(vec![request]).await?.pop()?;
+        let answer = self.held_all(vec![(None, request)]).await?.pop()?;
         Some(answer.and_then(|v| {
             serde_json::from_value(v).map_err(|e| {
                 ErrorData::invalid_params(format!("the client's answer is malformed: {e}"), None)
@@ -196,7 +197,7 @@ impl Relay {
     /// the caller's session.
     pub(crate) async fn answer_all(
         &self,
-        requests: Vec<InputRequest>,
+        requests: Vec<(Option<String>, InputRequest)>,
         to: Option<&PendingSender>,
     ) -> Vec<Result<serde_json::Value, ErrorData>> {
         if let Some(to) = to {
@@ -207,7 +208,7 @@ impl Relay {
         let Some(peer) = self.peer() else {
             return requests.iter().map(|_| Err(Self::no_peer())).collect();
         };
-        let asks = requests.into_iter().map(|request| {
+        let asks = requests.into_iter().map(|(_, request)| {
             let peer = peer.clone();
             async move {
                 let value = match request {
@@ -253,13 +254,13 @@ impl Relay {
 /// when that call is over).
 async fn hold(
     to: &PendingSender,
-    requests: Vec<InputRequest>,
+    requests: Vec<(Option<String>, InputRequest)>,
 ) -> Option<Vec<Result<serde_json::Value, ErrorData>>> {
     let (asked, answers): (Vec<_>, Vec<_>) = requests
         .into_iter()
-        .map(|request| {
+        .map(|(key, request)| {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            ((request, reply), answer)
+            ((key, request, reply), answer)
         })
         .unzip();
     to.send(Pending { asked }).ok()?;
@@ -294,8 +295,12 @@ pub(crate) async fn settle(
         let ServerResult::InputRequiredResult(round) = result else {
             return Ok(result);
         };
-        let (keys, requests): (Vec<String>, Vec<InputRequest>) =
-            round.input_requests.unwrap_or_default().into_iter().unzip();
+        let (keys, requests): (Vec<String>, Vec<(Option<String>, InputRequest)>) = round
+            .input_requests
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, request)| (key.clone(), (Some(key), request)))
+            .unzip();
         let answers = relay.answer_all(requests, to).await;
         let mut responses = InputResponses::new();
         for (key, answer) in keys.into_iter().zip(answers) {

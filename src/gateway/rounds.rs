@@ -296,7 +296,7 @@ impl GatewayHandler {
                     let mut requests = InputRequests::new();
                     let mut next = Some(first);
                     while let Some(Pending { asked }) = next {
-                        for (request, reply) in asked {
+                        for (key, request, reply) in asked {
                             // The caller cannot be asked what it did not declare it can
                             // answer: the call fails at once, and so does the upstream's request.
                             if let Some(missing) = undeclared(&request, declared.as_ref()) {
@@ -305,8 +305,21 @@ impl GatewayHandler {
                                 let _ = reply.send(Err(refusal.clone()));
                                 return Err(refusal);
                             }
-                            call.asked += 1;
-                            let key = format!("upstream-{}", call.asked);
+                            // The upstream's own key where it gave one (a 2026-07-28 upstream's
+                            // input-required result) and it is free, else one of ours.
+                            let free = |k: &String| {
+                                !requests.contains_key(k) && !call.waiting.contains_key(k)
+                            };
+                            let key = match key.filter(free) {
+                                Some(key) => key,
+                                None => loop {
+                                    call.asked += 1;
+                                    let key = format!("upstream-{}", call.asked);
+                                    if free(&key) {
+                                        break key;
+                                    }
+                                },
+                            };
                             requests.insert(key.clone(), request);
                             call.waiting.insert(key, reply);
                         }
