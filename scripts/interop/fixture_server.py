@@ -114,6 +114,13 @@ TOOLS = [
     tool("test_trigger_tool_change", "Announces that the tool list changed"),
     tool("test_trigger_prompt_change", "Announces that the prompt list changed"),
     tool("test_missing_capability", "Asks the client to sample: refused when it did not declare sampling"),
+    tool("test_input_required_result_elicitation", "Asks the caller's name, then greets it"),
+    tool("test_input_required_result_sampling", "Asks the caller's model a question, then reports the answer"),
+    tool("test_input_required_result_list_roots", "Asks the caller's roots, then lists them"),
+    tool("test_input_required_result_request_state", "Asks for a confirmation under a state it checks"),
+    tool("test_input_required_result_multiple_inputs", "Asks three things in one round"),
+    tool("test_input_required_result_multi_round", "Asks two things, one round after the other"),
+    tool("test_input_required_result_tampered_state", "Asks for a confirmation under a sealed state"),
 ]
 
 DEFAULTS_SCHEMA = {
@@ -167,6 +174,7 @@ async def call_tool(ctx: Any, params: t.CallToolRequestParams) -> t.CallToolResu
     if name != "interop_calls":  # reading the log is not an execution worth logging
         CALLS.append({"name": name, "arguments": args})
     session, rid = ctx.session, ctx.request_id
+    modern = ctx.protocol_version in MODERN
     if name == "test_simple_text":
         return t.CallToolResult(content=[text("This is a simple text response for testing.")])
     if name == "test_image_content":
@@ -205,6 +213,12 @@ async def call_tool(ctx: Any, params: t.CallToolRequestParams) -> t.CallToolResu
         return t.CallToolResult(
             content=[text("This tool intentionally returns an error for testing")], is_error=True
         )
+    if name == "test_sampling" and modern:
+        # 2026-07-28 has no requests of the client: the question goes back in the result.
+        answer, ask = one_round(params, "sample", sample(str(args.get("prompt", "")), 100))
+        if ask is not None:
+            return ask
+        return t.CallToolResult(content=[text(f"LLM response: {answer.get('content', {}).get('text', '')}")])
     if name == "test_sampling":
         reply = await session.create_message(
             [t.SamplingMessage(role="user", content=text(str(args.get("prompt", ""))))],
@@ -228,9 +242,16 @@ async def call_tool(ctx: Any, params: t.CallToolRequestParams) -> t.CallToolResu
             message, schema = "Please review your details", DEFAULTS_SCHEMA
         else:
             message, schema = "Please choose", ENUMS_SCHEMA
+        prefix = "User response" if name == "test_elicitation" else "Elicitation completed"
+        if modern:
+            request = {"method": "elicitation/create", "params": {"message": message, "requestedSchema": schema}}
+            got, ask = one_round(params, "answer", request)
+            if ask is not None:
+                return ask
+            content = json.dumps(got.get("content"), sort_keys=True)
+            return t.CallToolResult(content=[text(f"{prefix}: action={got.get('action')}, content={content}")])
         answer = await session.elicit_form(message, schema, related_request_id=rid)
         content = json.dumps(answer.content, sort_keys=True)
-        prefix = "User response" if name == "test_elicitation" else "Elicitation completed"
         return t.CallToolResult(content=[text(f"{prefix}: action={answer.action}, content={content}")])
     if name == "json_schema_2020_12_tool":
         return t.CallToolResult(content=[text(json.dumps(args, sort_keys=True))])
@@ -247,20 +268,109 @@ async def call_tool(ctx: Any, params: t.CallToolRequestParams) -> t.CallToolResu
         # session (the gateway's, say) on this call's stream.
         tools = name == "test_trigger_tool_change"
         await BUS.publish(ToolsListChanged() if tools else PromptsListChanged())
-        if ctx.protocol_version not in MODERN:
+        if not modern:
             await (session.send_tool_list_changed() if tools else session.send_prompt_list_changed())
         return t.CallToolResult(content=[text("announced")])
+    if name in INPUT_REQUIRED:
+        return input_required(name, params, modern)
     if name == "test_missing_capability":
         caps = session.client_capabilities
         if caps is None or caps.sampling is None:
             raise MCPError(-32021, "Missing required client capability", {"requiredCapabilities": {"sampling": {}}})
-        if ctx.protocol_version in MODERN:
-            return t.CallToolResult(content=[text("sampling is declared")])
+        if modern:
+            answer, ask = one_round(params, "ping", sample("ping", 10))
+            return ask if ask is not None else t.CallToolResult(content=[text(f"sampled: {answer}")])
         reply = await session.create_message(
             [t.SamplingMessage(role="user", content=text("ping"))], max_tokens=10, related_request_id=rid
         )
         return t.CallToolResult(content=[text(f"sampled: {reply.model_dump(mode='json')}")])
     return t.CallToolResult(content=[text(f"Unknown tool: {name}")], is_error=True)
+
+
+def dump(answer: Any) -> Any:
+    """An answer in inputResponses as its JSON."""
+    return answer.model_dump(mode="json", by_alias=True, exclude_none=True) if hasattr(answer, "model_dump") else answer
+
+
+def one_round(params: t.CallToolRequestParams, key: str, request: dict[str, Any]) -> tuple[Any, Any]:
+    """For a 2026-07-28 caller: (its answer to `request`, None) once given, else (None, the
+    input-required result that asks it)."""
+    answer = (params.input_responses or {}).get(key)
+    if answer is not None:
+        return dump(answer), None
+    return None, t.InputRequiredResult.model_validate({"resultType": "input_required", "inputRequests": {key: request}})
+
+
+def elicit(message: str, field: str, kind: str = "string") -> dict[str, Any]:
+    schema = {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
+    return {"method": "elicitation/create", "params": {"message": message, "requestedSchema": schema}}
+
+
+def sample(question: str, max_tokens: int) -> dict[str, Any]:
+    message = {"role": "user", "content": {"type": "text", "text": question}}
+    return {"method": "sampling/createMessage", "params": {"messages": [message], "maxTokens": max_tokens}}
+
+
+ROOTS = {"method": "roots/list", "params": {}}
+
+# The input-required tools of 2026-07-28 (SEP-2322): each round is (the requests, the state it
+# carries); the tool completes when every request of its last round has an answer.
+INPUT_REQUIRED: dict[str, list[tuple[dict[str, Any], str | None]]] = {
+    "test_input_required_result_elicitation": [({"user_name": elicit("What is your name?", "name")}, None)],
+    "test_input_required_result_sampling": [({"capital_question": sample("What is the capital of France?", 100)}, None)],
+    "test_input_required_result_list_roots": [({"client_roots": ROOTS}, None)],
+    "test_input_required_result_request_state": [({"confirm": elicit("Please confirm", "ok", "boolean")}, "confirm-1")],
+    "test_input_required_result_multiple_inputs": [
+        (
+            {
+                "user_name": elicit("What is your name?", "name"),
+                "greeting": sample("Generate a greeting", 50),
+                "client_roots": ROOTS,
+            },
+            "many-1",
+        )
+    ],
+    "test_input_required_result_multi_round": [
+        ({"step1": elicit("Step 1: What is your name?", "name")}, "round-1"),
+        ({"step2": elicit("Step 2: What is your favorite color?", "color")}, "round-2"),
+    ],
+    "test_input_required_result_tampered_state": [({"confirm": elicit("Please confirm", "ok", "boolean")}, "sealed-1")],
+}
+
+
+def input_required(name: str, params: t.CallToolRequestParams, modern: bool) -> Any:
+    """The next round a 2026-07-28 caller must answer, or the result once it has answered all.
+
+    The SDK seals every requestState it sends and refuses one that was tampered with, so the
+    states here are plain.
+    """
+    if not modern:
+        return t.CallToolResult(content=[text(f"{name} needs protocol 2026-07-28")], is_error=True)
+    rounds = INPUT_REQUIRED[name]
+    answers = params.input_responses or {}
+    state = params.request_state
+    # The round the caller is answering: the one whose state it echoes, or the first.
+    if state is None:
+        current = 0 if answers else None
+    else:
+        current = next((i for i, (_, s) in enumerate(rounds) if s == state), None)
+        if current is None:
+            raise MCPError(-32602, "unknown requestState")
+    ask = 0
+    if current is not None:
+        if not all(k in answers for k in rounds[current][0]):
+            ask = current  # asked again for what is missing
+        elif current + 1 == len(rounds):
+            words = ", ".join(f"{k}={json.dumps(dump(answers[k]), sort_keys=True)}" for k in sorted(rounds[current][0]))
+            tag = " (state-ok)" if state is not None else ""
+            return t.CallToolResult(content=[text(f"Hello from {name}{tag}: {words}")])
+        else:
+            ask = current + 1
+    requests, next_state = rounds[ask]
+    wire: dict[str, Any] = {"resultType": "input_required", "inputRequests": requests}
+    if next_state is not None:
+        wire["requestState"] = next_state
+    return t.InputRequiredResult.model_validate(wire)
 
 
 async def list_tools(ctx: Any, params: Any) -> t.ListToolsResult:

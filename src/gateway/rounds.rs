@@ -194,7 +194,7 @@ impl GatewayHandler {
         let mut params = request.clone();
         params.name = bare.clone().into();
         params.meta = forward_meta(request.meta.clone());
-        params.input_responses = None;
+        // Answers given unasked (no state of ours) are the caller's to give the upstream.
         params.request_state = None;
         let (held_tx, held) = mpsc::unbounded_channel();
         let (progress_tx, progress) = mpsc::channel(64);
