@@ -215,14 +215,12 @@ impl Relay {
                     InputRequest::CreateMessage(r) => peer
                         .create_message(r.params)
                         .await
-                        .map(|a| serde_json::to_value(a)),
+                        .map(serde_json::to_value),
                     InputRequest::Elicitation(r) => peer
                         .create_elicitation(r.params)
                         .await
-                        .map(|a| serde_json::to_value(a)),
-                    InputRequest::ListRoots(_) => {
-                        peer.list_roots().await.map(|a| serde_json::to_value(a))
-                    }
+                        .map(serde_json::to_value),
+                    InputRequest::ListRoots(_) => peer.list_roots().await.map(serde_json::to_value),
                     _ => {
                         return Err(ErrorData::invalid_params(
                             "the upstream asked for input of a kind the gateway does not know",

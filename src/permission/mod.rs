@@ -1,7 +1,8 @@
 //! [`PermissionLayer`]: what the caller may list and call.
 //!
 //! Resolves the [`Grant`] once per request (the five-level hierarchy, then the scope), refuses
-//! `tools/call`, `prompts/get` and `resources/read`/`subscribe` outside it, and filters the
+//! `tools/call`, `prompts/get`, `resources/read`/`subscribe` and a `subscriptions/listen` naming
+//! a resource outside it, and filters the
 //! replies of `tools/list`, `prompts/list`, `resources/list` and `resources/templates/list`, in
 //! `application/json` and `text/event-stream` alike. Listing and calling use one predicate
 //! ([`Grant::check_tool`]), so a caller can call exactly what it can list. Tool schemas in
