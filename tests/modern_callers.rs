@@ -151,6 +151,18 @@ impl Stream {
         stream
     }
 
+    /// What the stream hears (method and URI) up to and including `last`.
+    async fn hear_until(
+        &mut self,
+        last: (String, Option<String>),
+    ) -> Vec<(String, Option<String>)> {
+        let mut heard = Vec::new();
+        while heard.last() != Some(&last) {
+            heard.push(what(&self.next().await));
+        }
+        heard
+    }
+
     /// The next message; every notification on the stream names it by its request id.
     async fn next(&mut self) -> Value {
         let got = read_until(&mut self.reply, &mut self.buf, |_| true).await;
@@ -286,10 +298,7 @@ async fn listen_streams_hear_only_what_their_caller_may_see() {
 
     // Alice, unscoped: both servers' tool changes, and only the resource she named (not
     // gh://secret, not wiki's, and no prompt changes: she did not ask for them).
-    let mut heard = Vec::new();
-    while heard.last() != Some(&updated("github-gh://readme")) {
-        heard.push(what(&all.next().await));
-    }
+    let heard = all.hear_until(updated("github-gh://readme")).await;
     assert_eq!(
         heard,
         [
@@ -299,19 +308,13 @@ async fn listen_streams_hear_only_what_their_caller_may_see() {
         ]
     );
     // Alice on /github/mcp: nothing of wiki's.
-    let mut heard = Vec::new();
-    while heard.last() != Some(&updated("github-gh://readme")) {
-        heard.push(what(&github_only.next().await));
-    }
+    let heard = github_only.hear_until(updated("github-gh://readme")).await;
     assert_eq!(
         heard,
         [changed("tools/list_changed"), updated("github-gh://readme")]
     );
     // Bob: wiki's changes only, under the name he knows.
-    let mut heard = Vec::new();
-    while heard.last() != Some(&updated("wiki-doc://home")) {
-        heard.push(what(&bob.next().await));
-    }
+    let heard = bob.hear_until(updated("wiki-doc://home")).await;
     assert_eq!(
         heard,
         [changed("tools/list_changed"), updated("wiki-doc://home")]
