@@ -357,7 +357,7 @@ impl ServerHandler for GatewayHandler {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
-        super::listeners::serve(self, context).await
+        self.serve_listen(context).await
     }
 
     async fn list_tools(

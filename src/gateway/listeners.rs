@@ -1,4 +1,5 @@
-//! `subscriptions/listen` (protocol 2026-07-28) through the gateway, per caller.
+//! The open `subscriptions/listen` streams (protocol 2026-07-28) of the gateway, and where
+//! upstream announcements go among them (`listen` serves each stream).
 //!
 //! A listen stream is told what the upstreams announce on that caller's own upstream sessions,
 //! and only what the caller may see: list changes of servers in its grant (within the path or
@@ -8,24 +9,10 @@
 //! gateway asks them with `resources/subscribe` for the resources a stream names, and
 //! unsubscribes when no open stream of that caller names them any more.
 
-#![allow(deprecated)] // the upstreams speak the handshake protocol, whose resources/subscribe this uses
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use rmcp::model::{ErrorData, SubscribeRequestParams, UnsubscribeRequestParams};
-use rmcp::service::SubscriptionContext;
 use rmcp::service::SubscriptionSink;
-
-use super::handler::GatewayHandler;
-use super::pool::Caller;
-use super::relay::Relay;
-use crate::engine::NameKind;
-
-/// How often an open stream makes sure its upstream sessions are still there (they would
-/// otherwise be closed as idle), reopening and subscribing again where one was lost.
-const KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 /// Who a pooled upstream session belongs to: its announcements go to that caller's streams.
 pub(crate) type CallerKey = Option<[u8; 32]>;
@@ -40,17 +27,20 @@ pub(crate) enum Change<'a> {
     Updated(&'a str),
 }
 
+/// One upstream session, as its relay names it (see `Relay::session`).
+pub(crate) type Session = Arc<()>;
+
 /// One open listen stream.
-struct Listener {
-    caller: CallerKey,
-    servers: HashSet<String>,
+pub(crate) struct Listener {
+    pub(crate) caller: CallerKey,
+    pub(crate) servers: HashSet<String>,
     /// (server, upstream URI) → the URI the caller named.
-    resources: HashMap<(String, String), String>,
-    sink: SubscriptionSink,
+    pub(crate) resources: HashMap<(String, String), String>,
+    pub(crate) sink: SubscriptionSink,
 }
 
 /// A resource of one server, by its upstream URI, for one caller.
-type Subscription = (CallerKey, String, String);
+pub(crate) type Subscription = (CallerKey, String, String);
 
 /// Every open listen stream of the gateway.
 #[derive(Default)]
@@ -58,7 +48,7 @@ pub(crate) struct Listeners {
     open: Mutex<Vec<Arc<Listener>>>,
     /// The upstream subscriptions made for callers' streams, each with the upstream session it
     /// was made on.
-    subscribed: Mutex<HashMap<Subscription, Relay>>,
+    subscribed: Mutex<HashMap<Subscription, Session>>,
 }
 
 impl std::fmt::Debug for Listeners {
@@ -68,7 +58,7 @@ impl std::fmt::Debug for Listeners {
 }
 
 impl Listeners {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Listener>>> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Listener>>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -97,23 +87,23 @@ impl Listeners {
         }
     }
 
-    /// Whether `subscription` is yet to be made on the session of `relay` (and from now on
-    /// counts as made there).
-    fn claim(&self, subscription: Subscription, relay: &Relay) -> bool {
+    /// Whether `subscription` is yet to be made on upstream `session` (and from now on counts
+    /// as made there).
+    pub(crate) fn claim(&self, subscription: Subscription, session: &Session) -> bool {
         let mut made = self
             .subscribed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match made.get(&subscription) {
-            Some(on) if on.same_session(relay) => false,
+            Some(on) if Arc::ptr_eq(on, session) => false,
             _ => {
-                made.insert(subscription, relay.clone());
+                made.insert(subscription, Arc::clone(session));
                 true
             }
         }
     }
 
-    fn unclaim(&self, subscription: &Subscription) {
+    pub(crate) fn unclaim(&self, subscription: &Subscription) {
         self.subscribed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -121,7 +111,7 @@ impl Listeners {
     }
 
     /// Whether an open stream of `caller` other than `but` names `resource` of `server`.
-    fn named_elsewhere(&self, but: &Arc<Listener>, resource: &(String, String)) -> bool {
+    pub(crate) fn named_elsewhere(&self, but: &Arc<Listener>, resource: &(String, String)) -> bool {
         self.lock().iter().any(|l| {
             !Arc::ptr_eq(l, but) && l.caller == but.caller && l.resources.contains_key(resource)
         })
@@ -129,110 +119,10 @@ impl Listeners {
 }
 
 /// Removes a stream from [`Listeners`] when it ends, however it ends.
-struct Open<'a>(&'a Listeners, Arc<Listener>);
+pub(crate) struct Open<'a>(pub(crate) &'a Listeners, pub(crate) Arc<Listener>);
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.lock().retain(|l| !Arc::ptr_eq(l, &self.1));
     }
-}
-
-/// Serves one listen stream until the caller cancels it or goes away.
-pub(crate) async fn serve(
-    gateway: &GatewayHandler,
-    context: SubscriptionContext,
-) -> Result<(), ErrorData> {
-    let shared = &gateway.shared;
-    let caller = Caller::from_context(context.request_context());
-    let accepted = context.accepted().clone();
-    let servers: HashSet<String> = gateway
-        .servers(&caller)
-        .into_iter()
-        .map(|(_, name)| name)
-        .collect();
-    let mut resources = HashMap::new();
-    for uri in accepted.resource_subscriptions.iter().flatten() {
-        if let Ok((server, bare)) = gateway.route_for(&caller, NameKind::Resource, uri) {
-            resources.insert((server, bare.to_owned()), uri.clone());
-        }
-    }
-    let lists = [
-        accepted.tools_list_changed,
-        accepted.prompts_list_changed,
-        accepted.resources_list_changed,
-    ]
-    .contains(&Some(true));
-    // The upstream sessions whose announcements this stream wants.
-    let mut wanted: Vec<String> = if lists {
-        servers.iter().cloned().collect()
-    } else {
-        resources.keys().map(|(s, _)| s.clone()).collect()
-    };
-    wanted.sort();
-    wanted.dedup();
-    let listener = Arc::new(Listener {
-        caller: caller.digest.map(|d| d.0),
-        servers,
-        resources,
-        sink: context.sink().clone(),
-    });
-    shared.listeners.lock().push(Arc::clone(&listener));
-    let open = Open(&shared.listeners, Arc::clone(&listener));
-    let listeners = &*shared.listeners;
-    loop {
-        for server in &wanted {
-            let names: Vec<String> = listener
-                .resources
-                .keys()
-                .filter(|(s, _)| s == server)
-                .map(|(_, uri)| uri.clone())
-                .collect();
-            let key = listener.caller;
-            let opened = shared
-                .with_session(&caller, server, None, |peer, relay| async move {
-                    // Made once per upstream session (a new session has none of the old one's).
-                    for uri in names {
-                        let subscription = (key, server.clone(), uri.clone());
-                        if !listeners.claim(subscription.clone(), &relay) {
-                            continue;
-                        }
-                        let asked = peer.subscribe(SubscribeRequestParams::new(uri)).await;
-                        if let Err(e) = asked {
-                            listeners.unclaim(&subscription);
-                            crate::trace::warn(&format!(
-                                "upstream {server} refused a resource subscription: {e}"
-                            ));
-                        }
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = opened {
-                shared.report_failure(server, &e);
-            }
-        }
-        tokio::select! {
-            () = context.cancelled() => break,
-            () = tokio::time::sleep(KEEP_ALIVE) => {
-                if context.request_context().peer.is_transport_closed() {
-                    break;
-                }
-            }
-        }
-    }
-    // Upstream subscriptions no other open stream of this caller still needs are ended.
-    drop(open);
-    for resource @ (server, uri) in listener.resources.keys() {
-        if listeners.named_elsewhere(&listener, resource) {
-            continue;
-        }
-        listeners.unclaim(&(listener.caller, server.clone(), uri.clone()));
-        let uri = uri.clone();
-        let _ = shared
-            .with_session(&caller, server, None, |peer, _| async move {
-                peer.unsubscribe(UnsubscribeRequestParams::new(uri)).await
-            })
-            .await;
-    }
-    Ok(())
 }

@@ -18,6 +18,7 @@ mod express;
 mod express_sessions;
 mod handler;
 mod legacy;
+mod listen;
 mod listeners;
 mod pool;
 mod relay;

@@ -19,7 +19,7 @@ use rmcp::service::ServiceError;
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{ClientHandler, RoleClient, RoleServer};
 
-use super::listeners::{CallerKey, Change, Listeners};
+use super::listeners::{CallerKey, Change, Listeners, Session};
 
 /// Where progress of one in-flight call goes.
 pub(crate) type ProgressSender = tokio::sync::mpsc::Sender<ProgressNotificationParam>;
@@ -54,6 +54,8 @@ pub(crate) struct Relay {
     resource_prefix: Arc<str>,
     /// Set for the sessions of callers of protocol 2026-07-28.
     announce: Option<Announce>,
+    /// Names this upstream session (every clone of the relay shares it).
+    session: Session,
     downstream: Arc<Mutex<Option<Peer<RoleServer>>>>,
     /// Calls of 2026-07-28 callers in flight on this session, newest last: the upstream's
     /// requests go to the newest instead of to the caller's session (which cannot take them).
@@ -83,9 +85,9 @@ impl Relay {
         }
     }
 
-    /// Whether `other` relays the same upstream session.
-    pub(crate) fn same_session(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.downstream, &other.downstream)
+    /// The upstream session this relays, as listen streams name it.
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
     }
 
     /// Tells the caller that the upstream announced `change`: on its listen streams (protocol
