@@ -144,6 +144,12 @@ impl Method {
             Self::ResourcesRead | Self::ResourcesSubscribe | Self::ResourcesUnsubscribe => {
                 Some("uri")
             }
+            // The tasks extension (SEP-2663) names a task by its id.
+            Self::Other(name)
+                if matches!(&**name, "tasks/get" | "tasks/update" | "tasks/cancel") =>
+            {
+                Some("taskId")
+            }
             _ => None,
         }
     }
@@ -186,7 +192,7 @@ pub struct McpRequest {
     /// The method, for requests and notifications.
     pub method: Option<Method>,
     /// `params.name` for `tools/call` and `prompts/get`, `params.uri` for resource reads and
-    /// subscriptions.
+    /// subscriptions, `params.taskId` for `tasks/get`, `tasks/update` and `tasks/cancel`.
     pub target: Option<Arc<str>>,
     /// The top-level keys of `params.arguments` of a `tools/call`, in body order (shared: the
     /// cost event lists them without a copy).
@@ -425,6 +431,7 @@ enum RawId {
 struct RawParams {
     name: Option<Arc<str>>,
     uri: Option<Arc<str>>,
+    task_id: Option<Arc<str>>,
     arguments: Option<Arc<[Box<str>]>>,
     subscriptions: Option<Filter>,
     protocol_version: Option<Box<str>>,
@@ -461,6 +468,7 @@ impl<'a> RawMessage<'a> {
         let params = self.params.unwrap_or_default();
         let target = match method.as_ref().and_then(Method::target_field) {
             Some("name") => params.name,
+            Some("taskId") => params.task_id,
             Some(_) => params.uri,
             None => None,
         };
@@ -619,6 +627,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
             match &*key {
                 "name" => params.name = Some(map.next_value::<OptString>()?.0),
                 "uri" => params.uri = Some(map.next_value::<OptString>()?.0),
+                "taskId" => params.task_id = Some(map.next_value::<OptString>()?.0),
                 "arguments" => params.arguments = Some(map.next_value_seed(KeysSeed)?),
                 "_meta" => params.protocol_version = map.next_value_seed(MetaSeed)?,
                 // What a `subscriptions/listen` asks for: the URIs are checked like reads.
@@ -866,6 +875,23 @@ mod tests {
         assert!(
             check_routing_headers(&h, &list).is_err(),
             "a name where the method has none"
+        );
+        // The tasks extension names a task by its id.
+        for method in ["tasks/get", "tasks/update", "tasks/cancel"] {
+            let task = ok(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"taskId":"t-1"}}}}"#
+            ));
+            assert_eq!(task.target.as_deref(), Some("t-1"));
+            let mut h = http::HeaderMap::new();
+            h.insert("mcp-name", "t-1".parse().unwrap());
+            assert!(check_routing_headers(&h, &task).is_ok(), "{method}");
+            h.insert("mcp-name", "t-2".parse().unwrap());
+            assert!(check_routing_headers(&h, &task).is_err(), "{method}");
+        }
+        let other = ok(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"taskId":"t-1"}}"#);
+        assert_eq!(
+            other.target, None,
+            "a taskId counts only for the task methods"
         );
     }
 
