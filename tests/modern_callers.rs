@@ -75,47 +75,6 @@ async fn setup() -> Setup {
     }
 }
 
-/// A 2026-07-28 request: the version in `_meta` and in its header, the method (and name) in
-/// theirs.
-fn modern(
-    http: &reqwest::Client,
-    url: &str,
-    key: &str,
-    id: u64,
-    method: &str,
-    params: Value,
-) -> reqwest::RequestBuilder {
-    modern_with(http, url, key, id, method, params, json!({}))
-}
-
-/// [`modern`], declaring `capabilities`.
-fn modern_with(
-    http: &reqwest::Client,
-    url: &str,
-    key: &str,
-    id: u64,
-    method: &str,
-    mut params: Value,
-    capabilities: Value,
-) -> reqwest::RequestBuilder {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": capabilities,
-        "io.modelcontextprotocol/clientInfo": {"name": "listen-test", "version": "0"},
-    });
-    let mut r = http
-        .post(url)
-        .header("x-litellm-api-key", key)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method);
-    if let Some(name) = params["name"].as_str() {
-        r = r.header("mcp-name", name);
-    }
-    r.json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-}
-
 /// An open listen stream, read past its acknowledgment.
 struct Stream {
     reply: reqwest::Response,

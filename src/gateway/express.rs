@@ -535,8 +535,10 @@ async fn begin(
                             let request =
                                 ClientRequest::CallToolRequest(CallToolRequest::new(params));
                             let first = peer.send_request(request).await?;
-                            return match super::relay::settle(&peer, &relay, again, first, None)
-                                .await?
+                            return match super::relay::settle(
+                                &peer, &relay, again, first, None, false,
+                            )
+                            .await?
                             {
                                 ServerResult::CallToolResult(r) => Ok(Some(Started::Answer(r))),
                                 _ => Err(ServiceError::UnexpectedResponse),

@@ -17,7 +17,10 @@ use rmcp::model::{
     ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
     SubscriptionFilter, UnsubscribeRequestParams,
 };
-use rmcp::service::{Peer, PeerRequestOptions, RequestContext, ServiceError, SubscriptionContext};
+use rmcp::model::{
+    CancelTaskParams, GetTaskParams, GetTaskResult, TASKS_EXTENSION_ID, UpdateTaskParams,
+};
+use rmcp::service::{Peer, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{RoleClient, RoleServer, ServerHandler};
 
 use super::Shared;
@@ -182,7 +185,7 @@ impl GatewayHandler {
         }
     }
 
-    async fn one<T, F, Fut>(
+    pub(crate) async fn one<T, F, Fut>(
         &self,
         ctx: &RequestContext<RoleServer>,
         server: &str,
@@ -329,20 +332,30 @@ impl ServerHandler for GatewayHandler {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .enable_prompts()
-                .enable_prompts_list_changed()
-                .enable_resources()
-                .enable_resources_subscribe()
-                .enable_resources_list_changed()
-                .enable_logging()
-                .enable_completions()
-                .build(),
-        )
-        .with_server_info(Implementation::new(
+        let mut capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_resources_list_changed()
+            .enable_logging()
+            .enable_completions()
+            .build();
+        // Tasks come only from upstreams spoken to in 2026-07-28; the gateway routes them.
+        if self
+            .shared
+            .upstreams
+            .values()
+            .any(|u| u.protocol == super::UpstreamProtocol::Latest)
+        {
+            capabilities
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert(TASKS_EXTENSION_ID.to_owned(), Default::default());
+        }
+        ServerConfig::new(capabilities).with_server_info(Implementation::new(
             "mcp-gatekeeper",
             env!("CARGO_PKG_VERSION"),
         ))
@@ -410,6 +423,9 @@ impl ServerHandler for GatewayHandler {
         }
         let downstream = ctx.peer.clone();
         let http = self.shared.http.clone();
+        let tasks = declares_tasks(&ctx);
+        let caller = Caller::from_context(&ctx);
+        let at = server.clone();
         self.one(&ctx, &server, |peer, relay| async move {
             // A streamable HTTP upstream gets the call directly on the same session, and only
             // the reply we expect is decoded (see `direct`).
@@ -433,7 +449,7 @@ impl ServerHandler for GatewayHandler {
             let again = params.clone();
             let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
             let handle = peer
-                .send_request_with_option(call, PeerRequestOptions::default())
+                .send_request_with_option(call, super::relay::options(&peer, tasks))
                 .await?;
             let token = handle.progress_token.clone();
             let (tx, mut rx) = tokio::sync::mpsc::channel(64);
@@ -475,16 +491,42 @@ impl ServerHandler for GatewayHandler {
                 let _ = downstream.notify_progress(p).await;
             }
             // A 2026-07-28 upstream's input-required results become requests of this caller.
-            match super::relay::settle(&peer, &relay, again, answer?, None).await? {
+            match super::relay::settle(&peer, &relay, again, answer?, None, tasks).await? {
                 ServerResult::CallToolResult(mut r) => {
                     complete(&mut r.result_type);
                     Ok(CallToolResponse::Complete(r))
                 }
-                ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+                ServerResult::CreateTaskResult(r) => {
+                    Ok(CallToolResponse::Task(self.adopt_task(&caller, &at, r)))
+                }
                 _ => Err(ServiceError::UnexpectedResponse),
             }
         })
         .await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.serve_get_task(request, ctx).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.serve_update_task(request, ctx).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.serve_cancel_task(request, ctx).await
     }
 
     async fn list_prompts(
@@ -670,6 +712,12 @@ pub(crate) const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from
 
 /// An upstream on an older protocol sends results without `resultType`; protocol 2026-07-28
 /// requires it on every result the gateway returns. rmcp drops it again for older callers.
+/// Whether the caller declared the tasks extension (for this request, or its session).
+pub(crate) fn declares_tasks(ctx: &RequestContext<RoleServer>) -> bool {
+    ctx.client_capabilities()
+        .is_some_and(|c| c.supports_tasks())
+}
+
 pub(crate) fn complete(result_type: &mut Option<rmcp::model::ResultType>) {
     result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
 }

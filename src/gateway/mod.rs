@@ -25,6 +25,8 @@ mod relay;
 mod rounds;
 mod router;
 mod sse_client;
+mod task_ids;
+mod tasks;
 mod upstream;
 
 use std::collections::HashMap;
@@ -56,6 +58,8 @@ pub(crate) struct Shared {
     parked: rounds::Parked,
     /// The open `subscriptions/listen` streams (see `listeners`).
     listeners: Arc<listeners::Listeners>,
+    /// The tasks upstreams created for callers (see `tasks`).
+    tasks: task_ids::TaskIds,
     /// The caller behind each session of a stateful endpoint, from its `initialized`: the
     /// express path, which rmcp's handler does not see, attaches it to the upstream sessions
     /// it uses, so that what upstreams announce outside a call still reaches the caller.
@@ -383,6 +387,7 @@ impl GatewayBuilder {
                 health: std::sync::Mutex::default(),
                 parked: rounds::Parked::default(),
                 listeners: Arc::default(),
+                tasks: task_ids::TaskIds::default(),
                 downstream: std::sync::Mutex::default(),
             }),
         })

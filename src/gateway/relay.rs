@@ -15,8 +15,9 @@ use rmcp::model::{
     LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
     ResourceUpdatedNotificationParam,
 };
+use rmcp::model::{RequestMetaObject, TASKS_EXTENSION_ID};
 use rmcp::service::ServiceError;
-use rmcp::service::{NotificationContext, Peer, RequestContext};
+use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RequestContext};
 use rmcp::{ClientHandler, RoleClient, RoleServer};
 
 use super::listeners::{CallerKey, Change, Listeners, Session};
@@ -276,6 +277,36 @@ async fn hold(
     Some(out)
 }
 
+/// What the gateway can answer for its callers as an upstream's client.
+fn capabilities() -> ClientCapabilities {
+    let mut caps = ClientCapabilities::default();
+    caps.sampling = Some(Default::default());
+    caps.elicitation = Some(Default::default());
+    caps.roots = Some(Default::default());
+    caps
+}
+
+/// How a request goes to an upstream for a caller that declared the tasks extension
+/// (`tasks`) or not: a 2026-07-28 upstream is told, in the request's `_meta`, that its client
+/// takes tasks only when the caller does, so that a caller which cannot follow a task is
+/// answered in full instead.
+pub(crate) fn options(peer: &Peer<RoleClient>, tasks: bool) -> PeerRequestOptions {
+    let mut options = PeerRequestOptions::default();
+    let per_request = peer
+        .peer_info()
+        .is_some_and(|info| !info.protocol_version.has_initialize());
+    if tasks && per_request {
+        let mut caps = capabilities();
+        caps.extensions
+            .get_or_insert_with(Default::default)
+            .insert(TASKS_EXTENSION_ID.to_owned(), Default::default());
+        let mut meta = RequestMetaObject::default();
+        meta.set_client_capabilities(caps);
+        options.meta = Some(meta);
+    }
+    options
+}
+
 /// At most this many input-required rounds of one upstream call.
 const MAX_ROUNDS: usize = 16;
 
@@ -290,6 +321,7 @@ pub(crate) async fn settle(
     mut params: CallToolRequestParams,
     mut result: ServerResult,
     to: Option<&PendingSender>,
+    tasks: bool,
 ) -> Result<ServerResult, ServiceError> {
     for _ in 0..MAX_ROUNDS {
         let ServerResult::InputRequiredResult(round) = result else {
@@ -309,7 +341,11 @@ pub(crate) async fn settle(
         params.input_responses = (!responses.is_empty()).then_some(responses);
         params.request_state = round.request_state;
         let again = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
-        result = peer.send_request(again).await?;
+        result = peer
+            .send_request_with_option(again, options(peer, tasks))
+            .await?
+            .await_response()
+            .await?;
     }
     Err(ServiceError::InputRequiredRoundsExceeded {
         max_rounds: MAX_ROUNDS,
@@ -414,12 +450,8 @@ impl ClientHandler for Relay {
     }
 
     fn get_info(&self) -> ClientConfig {
-        let mut caps = ClientCapabilities::default();
-        caps.sampling = Some(Default::default());
-        caps.elicitation = Some(Default::default());
-        caps.roots = Some(Default::default());
         ClientConfig::new(
-            caps,
+            capabilities(),
             Implementation::new("mcp-gatekeeper", env!("CARGO_PKG_VERSION")),
         )
     }

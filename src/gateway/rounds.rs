@@ -19,10 +19,10 @@ use rmcp::model::{
     ErrorData, InputRequest, InputRequests, InputRequiredResult, ProgressNotificationParam,
     ProgressToken, ProtocolVersion, RequestMetaObject, ServerResult,
 };
-use rmcp::service::{Peer, PeerRequestOptions, RequestContext, ServiceError};
+use rmcp::service::{Peer, RequestContext, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
-use super::handler::{GatewayHandler, PROGRESS_GRACE, complete, forward_meta};
+use super::handler::{GatewayHandler, PROGRESS_GRACE, complete, declares_tasks, forward_meta};
 use super::pool::Caller;
 use super::relay::{Pending, Relay};
 use crate::engine::NameKind;
@@ -162,19 +162,7 @@ impl GatewayHandler {
                 }
                 call
             }
-            None => {
-                // Progress or log messages the caller asked for may still be on their way when
-                // the answer arrives: the call lingers a moment for them.
-                let wants_progress = token.is_some() || asks_for_logs(&request, &ctx);
-                self.start(
-                    caller,
-                    ctx.peer.clone(),
-                    server,
-                    bare,
-                    &request,
-                    wants_progress,
-                )
-            }
+            None => self.start(caller, &ctx, server, bare, &request),
         };
         self.drive(call, &ctx.peer, token, ctx.client_capabilities())
             .await
@@ -184,12 +172,16 @@ impl GatewayHandler {
     fn start(
         &self,
         caller: Caller,
-        downstream: Peer<RoleServer>,
+        ctx: &RequestContext<RoleServer>,
         server: String,
         bare: String,
         request: &CallToolRequestParams,
-        wants_progress: bool,
     ) -> InFlight {
+        let downstream = ctx.peer.clone();
+        // Progress or log messages the caller asked for may still be on their way when the
+        // answer arrives: the call lingers a moment for them.
+        let wants_progress = progress_token(request, ctx).is_some() || asks_for_logs(request, ctx);
+        let tasks = declares_tasks(ctx);
         let owner = caller.digest.map(|d| d.0);
         let mut params = request.clone();
         params.name = bare.clone().into();
@@ -202,7 +194,9 @@ impl GatewayHandler {
         let (relay_tx, relay_rx) = oneshot::channel();
         let handler = self.clone();
         let upstream = server.clone();
+        let (adopter, adopted_at) = (caller.clone(), upstream.clone());
         tokio::spawn(async move {
+            let (adopter, adopted_at, adopting) = (&adopter, &adopted_at, &handler);
             let result = handler
                 .one_as(
                     &caller,
@@ -214,7 +208,7 @@ impl GatewayHandler {
                         let again = params.clone();
                         let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
                         let sent = peer
-                            .send_request_with_option(call, PeerRequestOptions::default())
+                            .send_request_with_option(call, super::relay::options(&peer, tasks))
                             .await;
                         let answer = match sent {
                             Ok(handle) => {
@@ -236,8 +230,15 @@ impl GatewayHandler {
                         // caller's rounds like any request of its client.
                         let answer = match answer {
                             Ok(first) => {
-                                super::relay::settle(&peer, &relay, again, first, Some(&held_tx))
-                                    .await
+                                super::relay::settle(
+                                    &peer,
+                                    &relay,
+                                    again,
+                                    first,
+                                    Some(&held_tx),
+                                    tasks,
+                                )
+                                .await
                             }
                             Err(e) => Err(e),
                         };
@@ -247,7 +248,9 @@ impl GatewayHandler {
                                 complete(&mut r.result_type);
                                 Ok(CallToolResponse::Complete(r))
                             }
-                            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+                            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(
+                                adopting.adopt_task(adopter, adopted_at, r),
+                            )),
                             _ => Err(ServiceError::UnexpectedResponse),
                         }
                     },
