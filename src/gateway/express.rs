@@ -437,7 +437,11 @@ impl Gateway {
         let Some(spec) = self.shared.upstreams.get(&server) else {
             return back(parts, bytes);
         };
-        if !matches!(spec.transport, UpstreamTransport::Http(_)) {
+        // Only an upstream spoken to with the handshake takes a call posted directly; the
+        // progress and log messages of a 2026-07-28 upstream come through rmcp's client.
+        if !matches!(spec.transport, UpstreamTransport::Http(_))
+            || spec.protocol != super::UpstreamProtocol::Handshake
+        {
             return back(parts, bytes);
         }
         let session = match (&express.sessions, session) {
@@ -536,7 +540,12 @@ async fn begin(
                                 ClientRequest::CallToolRequest(CallToolRequest::new(params));
                             let first = peer.send_request(request).await?;
                             return match super::relay::settle(
-                                &peer, &relay, again, first, None, false,
+                                &peer,
+                                &relay,
+                                again,
+                                first,
+                                None,
+                                Default::default(),
                             )
                             .await?
                             {

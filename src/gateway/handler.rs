@@ -12,10 +12,10 @@ use rmcp::model::{CallToolRequest, ClientRequest, ServerResult};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, Reference, RequestMetaObject,
-    ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
-    SubscriptionFilter, UnsubscribeRequestParams,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference,
+    RequestMetaObject, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
 use rmcp::model::{
     CancelTaskParams, GetTaskParams, GetTaskResult, TASKS_EXTENSION_ID, UpdateTaskParams,
@@ -447,9 +447,16 @@ impl ServerHandler for GatewayHandler {
                 }
             }
             let again = params.clone();
+            // A handshake caller hears the log messages of an upstream that takes a level per
+            // request at the level it set, or at every level (as a handshake server that was
+            // never given a level may send them all).
+            let asking = super::relay::Asking {
+                tasks,
+                log_level: Some(relay.log_level().unwrap_or(LoggingLevel::Debug)),
+            };
             let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
             let handle = peer
-                .send_request_with_option(call, super::relay::options(&peer, tasks))
+                .send_request_with_option(call, super::relay::options(&peer, asking))
                 .await?;
             let token = handle.progress_token.clone();
             let (tx, mut rx) = tokio::sync::mpsc::channel(64);
@@ -491,7 +498,7 @@ impl ServerHandler for GatewayHandler {
                 let _ = downstream.notify_progress(p).await;
             }
             // A 2026-07-28 upstream's input-required results become requests of this caller.
-            match super::relay::settle(&peer, &relay, again, answer?, None, tasks).await? {
+            match super::relay::settle(&peer, &relay, again, answer?, None, asking).await? {
                 ServerResult::CallToolResult(mut r) => {
                     complete(&mut r.result_type);
                     Ok(CallToolResponse::Complete(r))
@@ -696,10 +703,18 @@ impl ServerHandler for GatewayHandler {
         request: SetLevelRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        let caller = Caller::from_context(&ctx);
         let _ = self
-            .fan_out(&ctx, |peer| {
+            .fan_out_as(&caller, Some(&ctx.peer), |peer, relay| {
                 let params = request.clone();
-                async move { peer.set_level(params).await }
+                async move {
+                    // An upstream without the handshake takes the level with each request.
+                    if super::relay::per_request(&peer) {
+                        relay.set_log_level(params.level);
+                        return Ok(());
+                    }
+                    peer.set_level(params).await
+                }
             })
             .await;
         Ok(())
@@ -710,14 +725,14 @@ impl ServerHandler for GatewayHandler {
 /// the upstream sent before that answer.
 pub(crate) const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// An upstream on an older protocol sends results without `resultType`; protocol 2026-07-28
-/// requires it on every result the gateway returns. rmcp drops it again for older callers.
 /// Whether the caller declared the tasks extension (for this request, or its session).
 pub(crate) fn declares_tasks(ctx: &RequestContext<RoleServer>) -> bool {
     ctx.client_capabilities()
         .is_some_and(|c| c.supports_tasks())
 }
 
+/// An upstream on an older protocol sends results without `resultType`; protocol 2026-07-28
+/// requires it on every result the gateway returns. rmcp drops it again for older callers.
 pub(crate) fn complete(result_type: &mut Option<rmcp::model::ResultType>) {
     result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
 }

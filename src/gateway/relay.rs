@@ -15,7 +15,7 @@ use rmcp::model::{
     LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
     ResourceUpdatedNotificationParam,
 };
-use rmcp::model::{RequestMetaObject, TASKS_EXTENSION_ID};
+use rmcp::model::{LoggingLevel, RequestMetaObject, TASKS_EXTENSION_ID};
 use rmcp::service::ServiceError;
 use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RequestContext};
 use rmcp::{ClientHandler, RoleClient, RoleServer};
@@ -68,6 +68,9 @@ pub(crate) struct Relay {
     /// token the caller chose and the in-flight call that relays it (from the caller's request,
     /// so it lands on that request's stream).
     progress: Arc<Mutex<std::collections::HashMap<ProgressToken, (ProgressToken, ProgressSender)>>>,
+    /// The log level a handshake caller set (`logging/setLevel`), for an upstream that takes it
+    /// per request instead (protocol 2026-07-28).
+    log_level: Arc<Mutex<Option<LoggingLevel>>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -84,6 +87,22 @@ impl Relay {
             announce,
             ..Self::default()
         }
+    }
+
+    /// Keeps the level a handshake caller set, for an upstream that takes it per request.
+    pub(crate) fn set_log_level(&self, level: LoggingLevel) {
+        *self
+            .log_level
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(level);
+    }
+
+    /// The level a handshake caller set, if it set one.
+    pub(crate) fn log_level(&self) -> Option<LoggingLevel> {
+        *self
+            .log_level
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The upstream session this relays, as listen streams name it.
@@ -286,22 +305,42 @@ fn capabilities() -> ClientCapabilities {
     caps
 }
 
-/// How a request goes to an upstream for a caller that declared the tasks extension
-/// (`tasks`) or not: a 2026-07-28 upstream is told, in the request's `_meta`, that its client
-/// takes tasks only when the caller does, so that a caller which cannot follow a task is
-/// answered in full instead.
-pub(crate) fn options(peer: &Peer<RoleClient>, tasks: bool) -> PeerRequestOptions {
+/// Whether the upstream session speaks a protocol without the handshake (2026-07-28), whose
+/// client states its capabilities and log level in each request's `_meta`.
+pub(crate) fn per_request(peer: &Peer<RoleClient>) -> bool {
+    peer.peer_info()
+        .is_some_and(|info| !info.protocol_version.has_initialize())
+}
+
+/// What an upstream call asks for on its caller's behalf, where the upstream takes it per
+/// request (protocol 2026-07-28).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Asking {
+    /// The caller declared the tasks extension: the upstream is told its client takes tasks
+    /// (only then, so that a caller which cannot follow a task is answered in full).
+    pub(crate) tasks: bool,
+    /// The log messages the caller wants, at this level and above.
+    pub(crate) log_level: Option<LoggingLevel>,
+}
+
+/// How a request goes to an upstream for a caller that asks for `asking`.
+pub(crate) fn options(peer: &Peer<RoleClient>, asking: Asking) -> PeerRequestOptions {
     let mut options = PeerRequestOptions::default();
-    let per_request = peer
-        .peer_info()
-        .is_some_and(|info| !info.protocol_version.has_initialize());
-    if tasks && per_request {
+    if !per_request(peer) {
+        return options;
+    }
+    let mut meta = RequestMetaObject::default();
+    if asking.tasks {
         let mut caps = capabilities();
         caps.extensions
             .get_or_insert_with(Default::default)
             .insert(TASKS_EXTENSION_ID.to_owned(), Default::default());
-        let mut meta = RequestMetaObject::default();
         meta.set_client_capabilities(caps);
+    }
+    if let Some(level) = asking.log_level {
+        meta.set_log_level(level);
+    }
+    if !meta.0.0.is_empty() {
         options.meta = Some(meta);
     }
     options
@@ -321,7 +360,7 @@ pub(crate) async fn settle(
     mut params: CallToolRequestParams,
     mut result: ServerResult,
     to: Option<&PendingSender>,
-    tasks: bool,
+    asking: Asking,
 ) -> Result<ServerResult, ServiceError> {
     for _ in 0..MAX_ROUNDS {
         let ServerResult::InputRequiredResult(round) = result else {
@@ -342,7 +381,7 @@ pub(crate) async fn settle(
         params.request_state = round.request_state;
         let again = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
         result = peer
-            .send_request_with_option(again, options(peer, tasks))
+            .send_request_with_option(again, options(peer, asking))
             .await?
             .await_response()
             .await?;

@@ -8,6 +8,7 @@
 //! state is random, names the caller's key, the server and the tool, and expires: it cannot be
 //! used by another key or for another call. A request the caller did not declare the
 //! capability for (in its request's `_meta`) fails the call with -32021 instead.
+#![allow(deprecated)] // a caller's log level (deprecated by SEP-2577) still travels in `_meta`
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -16,15 +17,15 @@ use std::time::{Duration, Instant};
 use rmcp::RoleServer;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientRequest,
-    ErrorData, InputRequest, InputRequests, InputRequiredResult, ProgressNotificationParam,
-    ProgressToken, ProtocolVersion, RequestMetaObject, ServerResult,
+    ErrorData, InputRequest, InputRequests, InputRequiredResult, LoggingLevel,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, RequestMetaObject, ServerResult,
 };
 use rmcp::service::{Peer, RequestContext, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::handler::{GatewayHandler, PROGRESS_GRACE, complete, declares_tasks, forward_meta};
 use super::pool::Caller;
-use super::relay::{Pending, Relay};
+use super::relay::{Asking, Pending, Relay};
 use crate::engine::NameKind;
 
 /// How long a call waits for its caller to come back with the answers.
@@ -92,14 +93,14 @@ fn progress_token(
     })
 }
 
-/// Whether the request opts in to log messages (protocol 2026-07-28: a log level in `_meta`).
-fn asks_for_logs(request: &CallToolRequestParams, ctx: &RequestContext<RoleServer>) -> bool {
-    const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
-    ctx.meta.0.0.contains_key(LOG_LEVEL)
-        || request
-            .meta
-            .as_ref()
-            .is_some_and(|m| m.0.0.contains_key(LOG_LEVEL))
+/// The log level the request opts in to log messages at (protocol 2026-07-28: in `_meta`).
+fn asks_for_logs(
+    request: &CallToolRequestParams,
+    ctx: &RequestContext<RoleServer>,
+) -> Option<LoggingLevel> {
+    ctx.meta
+        .log_level()
+        .or_else(|| request.meta.as_ref().and_then(RequestMetaObject::log_level))
 }
 
 /// The capability `request` needs of the caller, if `declared` lacks it.
@@ -180,8 +181,12 @@ impl GatewayHandler {
         let downstream = ctx.peer.clone();
         // Progress or log messages the caller asked for may still be on their way when the
         // answer arrives: the call lingers a moment for them.
-        let wants_progress = progress_token(request, ctx).is_some() || asks_for_logs(request, ctx);
-        let tasks = declares_tasks(ctx);
+        let log_level = asks_for_logs(request, ctx);
+        let wants_progress = progress_token(request, ctx).is_some() || log_level.is_some();
+        let asking = Asking {
+            tasks: declares_tasks(ctx),
+            log_level,
+        };
         let owner = caller.digest.map(|d| d.0);
         let mut params = request.clone();
         params.name = bare.clone().into();
@@ -208,7 +213,7 @@ impl GatewayHandler {
                         let again = params.clone();
                         let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
                         let sent = peer
-                            .send_request_with_option(call, super::relay::options(&peer, tasks))
+                            .send_request_with_option(call, super::relay::options(&peer, asking))
                             .await;
                         let answer = match sent {
                             Ok(handle) => {
@@ -236,7 +241,7 @@ impl GatewayHandler {
                                     again,
                                     first,
                                     Some(&held_tx),
-                                    tasks,
+                                    asking,
                                 )
                                 .await
                             }

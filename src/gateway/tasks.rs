@@ -16,7 +16,7 @@ use rmcp::service::{RequestContext, ServiceError};
 
 use super::handler::{GatewayHandler, forward_meta};
 use super::pool::Caller;
-use super::relay::options;
+use super::relay::{Asking, options};
 use super::task_ids::Bound;
 
 fn unknown() -> ErrorData {
@@ -64,7 +64,11 @@ impl GatewayHandler {
         request: ClientRequest,
     ) -> Result<ServerResult, ErrorData> {
         self.one(ctx, &bound.server, |peer, _| async move {
-            peer.send_request_with_option(request, options(&peer, true))
+            let asking = Asking {
+                tasks: true,
+                log_level: None,
+            };
+            peer.send_request_with_option(request, options(&peer, asking))
                 .await?
                 .await_response()
                 .await

@@ -572,11 +572,18 @@ pub fn modern_with(
     mut params: Value,
     capabilities: Value,
 ) -> reqwest::RequestBuilder {
-    params["_meta"] = json!({
+    let mut meta = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": capabilities,
         "io.modelcontextprotocol/clientInfo": {"name": "modern-test", "version": "0"},
     });
+    // Keys the caller put in `_meta` itself (a log level, say) go in beside these.
+    if let Some(own) = params["_meta"].as_object() {
+        for (k, v) in own {
+            meta[k] = v.clone();
+        }
+    }
+    params["_meta"] = meta;
     let mut r = http
         .post(url)
         .header("x-litellm-api-key", key)
