@@ -6,9 +6,9 @@
 //!
 //! Each reply is held against what the MCP JSON schema of its era requires of a JSON-RPC
 //! response, an error object and a `CallToolResult` (`resultType` is required from 2026-07-28
-//! on and unknown before it). The interop suite validates the same paths against the
-//! published schemas themselves, through the conformance suite's `wire-schema-valid` check
-//! and the official SDKs' strict clients.
+//! on and unknown before it). With `MCP_ERA_REPLIES=FILE` set, every reply is also appended to
+//! FILE as a JSON line; the interop suite (`scripts/interop/run`) validates those against the
+//! published schema of each era with `scripts/interop/era_schemas.mjs`.
 #![cfg(feature = "gateway")]
 
 mod common;
@@ -250,6 +250,30 @@ fn request_body(refusal: &Refusal, era: Era, id: i64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": refusal.method, "params": params})
 }
 
+/// Appends `reply` to the file `MCP_ERA_REPLIES` names, for validation against the published
+/// schemas. 2024-11-05 is left out: the schemas the interop suite reads begin at 2025-03-26.
+fn record(era: Era, method: &str, context: &str, reply: &Value) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("MCP_ERA_REPLIES") else {
+        return;
+    };
+    if era < Era::V2025_03_26 {
+        return;
+    }
+    let mut line = serde_json::to_vec(&json!({
+        "era": era.as_str(), "method": method, "context": context, "reply": reply,
+    }))
+    .unwrap();
+    line.push(b'\n');
+    // One write per line on an append-mode file: lines from concurrent tests never interleave.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(&line))
+        .expect("MCP_ERA_REPLIES is writable");
+}
+
 /// Holds the reply to request `id` against what the schema of `era` requires of it.
 fn assert_valid(era: Era, id: i64, reply: &Value, context: &str) {
     let obj = reply
@@ -359,6 +383,7 @@ async fn every_refusal_is_valid_for_every_era_style_and_endpoint() {
                     assert_eq!(replies.len(), 1, "{context}: {body}");
                     let reply = &replies[0];
                     assert_valid(era, id, reply, &context);
+                    record(era, refusal.method, &context, reply);
                     if refusal.header.is_some() {
                         assert_eq!(status, 400, "{context}");
                         assert_eq!(reply["error"]["code"], refusal.code, "{context}: {body}");
@@ -386,63 +411,81 @@ async fn every_refusal_is_valid_for_every_era_style_and_endpoint() {
 }
 
 /// The legacy `/sse` bridge speaks the handshake protocol its clients negotiate: refusals on
-/// its stream carry no `resultType`.
+/// its stream carry no `resultType`, on every handshake era a legacy client may ask for.
 #[tokio::test]
 async fn refusals_on_the_legacy_sse_bridge_are_valid_for_its_era() {
     let (up, github) = upstream().await;
     let http = reqwest::Client::new();
     for style in ["tool_result", "jsonrpc_error"] {
         let gw = gateway(&config(&up.url("/mcp"), style), Endpoint::Router).await;
-        let mut stream = http
-            .get(gw.url("/sse"))
-            .header("x-litellm-api-key", "sk-bob")
-            .send()
-            .await
-            .unwrap();
-        let endpoint = legacy_endpoint(&mut stream).await;
-        let send = |body: Value| {
-            http.post(gw.url(&endpoint))
-                .header("x-litellm-api-key", "sk-bob")
-                .json(&body)
-                .send()
-        };
-        let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"0"}}});
-        assert_eq!(send(init).await.unwrap().status(), 202);
-        let refusals: Vec<Refusal> = refusals()
-            .into_iter()
-            .filter(|r| r.header.is_none())
-            .collect();
-        for (n, refusal) in refusals.iter().enumerate() {
-            let r = send(request_body(refusal, Era::V2024_11_05, n as i64 + 1))
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202, "{style}: {}", refusal.what);
-        }
-        let last = format!("\"id\":{}", refusals.len());
-        let mut events = String::new();
-        while !events.contains(&last) {
-            let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            events.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        let replies = messages("text/event-stream", &events);
-        for (n, refusal) in refusals.iter().enumerate() {
-            let id = n as i64 + 1;
-            let reply = replies
-                .iter()
-                .find(|m| m["id"] == id)
-                .unwrap_or_else(|| panic!("{style}: no reply to {}: {events}", refusal.what));
-            let context = format!("/sse {style}: {}", refusal.what);
-            assert_valid(Era::V2024_11_05, id, reply, &context);
-            if refusal.is_tool && style == "tool_result" {
-                assert_eq!(reply["result"]["isError"], true, "{context}");
-            } else {
-                assert_eq!(reply["error"]["code"], refusal.code, "{context}");
-            }
+        for era in [
+            Era::V2024_11_05,
+            Era::V2025_03_26,
+            Era::V2025_06_18,
+            Era::V2025_11_25,
+        ] {
+            bridge_refusals(&http, &gw, style, era).await;
         }
     }
     assert_eq!(github.executions.all(), Vec::<(String, Value)>::new());
+}
+
+async fn bridge_refusals(http: &reqwest::Client, gw: &Running, style: &str, era: Era) {
+    let mut stream = http
+        .get(gw.url("/sse"))
+        .header("x-litellm-api-key", "sk-bob")
+        .send()
+        .await
+        .unwrap();
+    let endpoint = legacy_endpoint(&mut stream).await;
+    let send = |body: Value| {
+        http.post(gw.url(&endpoint))
+            .header("x-litellm-api-key", "sk-bob")
+            .json(&body)
+            .send()
+    };
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion": era.as_str(),"capabilities":{},"clientInfo":{"name":"t","version":"0"}}});
+    assert_eq!(send(init).await.unwrap().status(), 202);
+    let refusals: Vec<Refusal> = refusals()
+        .into_iter()
+        .filter(|r| r.header.is_none())
+        .collect();
+    for (n, refusal) in refusals.iter().enumerate() {
+        let r = send(request_body(refusal, era, n as i64 + 1))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{style} {era}: {}", refusal.what);
+    }
+    let last = format!("\"id\":{}", refusals.len());
+    let mut events = String::new();
+    while !events.contains(&last) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        events.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let replies = messages("text/event-stream", &events);
+    let init = replies
+        .iter()
+        .find(|m| m["id"] == 0)
+        .expect("initialize answered");
+    assert_eq!(init["result"]["protocolVersion"], era.as_str(), "{events}");
+    for (n, refusal) in refusals.iter().enumerate() {
+        let id = n as i64 + 1;
+        let reply = replies
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("{style} {era}: no reply to {}: {events}", refusal.what));
+        let context = format!("/sse {style} {era}: {}", refusal.what);
+        assert_valid(era, id, reply, &context);
+        record(era, refusal.method, &context, reply);
+        if refusal.is_tool && style == "tool_result" {
+            assert_eq!(reply["result"]["isError"], true, "{context}");
+        } else {
+            assert_eq!(reply["error"]["code"], refusal.code, "{context}");
+        }
+    }
 }
