@@ -20,6 +20,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+mod ssl;
+
+pub use ssl::{SslVerify, SslVerifySetting};
+
 use crate::engine::{
     Catalog, CatalogError, CostInfo, DenialStyle, PermissionSpec, ServerSpec, Settings, ToolPrefix,
 };
@@ -177,6 +181,9 @@ pub struct GeneralSettings {
     pub tool_prefix: Option<ToolPrefixConfig>,
     /// `tool_result` (default) or `jsonrpc_error`.
     pub denial_style: Option<DenialStyleConfig>,
+    /// How upstream certificates are verified, unless a server says otherwise: `true` (the
+    /// default), `false`, or the path of a PEM CA bundle used instead of the default roots.
+    pub ssl_verify: Option<SslVerify>,
 }
 
 /// `general_settings.tool_prefix`.
@@ -330,6 +337,12 @@ pub struct ServerConfig {
     /// session with the initialize handshake; `"2026-07-28"` asks `server/discover` first and
     /// speaks 2026-07-28 when the server does, the handshake when it does not.
     pub protocol_version: Option<String>,
+    /// How this server's certificate is verified; overrides `general_settings.ssl_verify`.
+    pub ssl_verify: Option<SslVerify>,
+    /// Mutual TLS: the PEM certificate chain shown to this server (with `ssl_client_key`).
+    pub ssl_client_certificate: Option<Secret>,
+    /// Mutual TLS: the PEM private key of `ssl_client_certificate`.
+    pub ssl_client_key: Option<Secret>,
     /// Descriptive info and prices.
     pub mcp_info: Option<McpInfo>,
     /// LiteLLM's OpenAPI-to-MCP conversion: not implemented.
