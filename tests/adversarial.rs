@@ -79,7 +79,7 @@ async fn target(mode: Mode) -> Target {
     Target {
         running,
         server,
-        http: reqwest::Client::new(),
+        http: http_client(),
     }
 }
 

@@ -232,7 +232,7 @@ async fn scope_only_narrows_and_never_enumerates() {
         ["github-create_issue", "github-list_issues"]
     );
 
-    let http = reqwest::Client::new();
+    let http = http_client();
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
     let attempt = |servers: &'static str| {
         let http = http.clone();
@@ -352,7 +352,7 @@ async fn tool_schemas_offer_only_allowed_params() {
 async fn a_session_belongs_to_the_key_that_opened_it() {
     let (running, _server, _gk) = start(Mode::StatefulJson).await;
     let url = running.url("/mcp");
-    let http = reqwest::Client::new();
+    let http = http_client();
     let post = |key: &'static str, session: Option<String>, body: &'static str| {
         mcp_post(&http, &url, key, session.as_deref())
             .body(body)
@@ -423,7 +423,7 @@ async fn unauthenticated_requests_never_reach_the_server() {
             .await
             .is_err()
     );
-    let http = reqwest::Client::new();
+    let http = http_client();
     let r = http
         .post(&url)
         .header("content-type", "application/json")
@@ -797,7 +797,7 @@ async fn reloads_under_load_drop_nothing_and_never_mix_policies() {
 #[tokio::test]
 async fn raw_http_fail_closed_rules_hold_over_the_wire() {
     let (running, server, _gk) = start(Mode::StatelessJson).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let send = |body: &'static str, extra: Option<(&'static str, &'static str)>| {
         let mut r = http
             .post(running.url("/mcp"))

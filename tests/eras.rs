@@ -335,7 +335,7 @@ fn assert_valid(era: Era, id: i64, reply: &Value, context: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_is_valid_for_every_era_style_and_endpoint() {
     let (up, github) = upstream().await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let mut checked = 0;
     for style in ["tool_result", "jsonrpc_error"] {
         let config = config(&up.url("/mcp"), style);
@@ -415,7 +415,7 @@ async fn every_refusal_is_valid_for_every_era_style_and_endpoint() {
 #[tokio::test]
 async fn refusals_on_the_legacy_sse_bridge_are_valid_for_its_era() {
     let (up, github) = upstream().await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     for style in ["tool_result", "jsonrpc_error"] {
         let gw = gateway(&config(&up.url("/mcp"), style), Endpoint::Router).await;
         for era in [

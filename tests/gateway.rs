@@ -409,68 +409,7 @@ async fn legacy_sse_upstream() -> (Running, Arc<AtomicUsize>) {
 }
 
 async fn legacy_sse_upstream_on(addr: std::net::SocketAddr) -> (Running, Arc<AtomicUsize>) {
-    use axum::extract::{Query, State};
-    use std::collections::HashMap;
-    use tokio::sync::{Mutex, mpsc};
-    type Sessions = Arc<Mutex<HashMap<String, mpsc::Sender<String>>>>;
-    let sessions: Sessions = Arc::default();
-    let calls = Arc::new(AtomicUsize::new(0));
-    async fn open(
-        State((sessions, _)): State<(Sessions, Arc<AtomicUsize>)>,
-    ) -> axum::response::Response {
-        let (tx, rx) = mpsc::channel::<String>(16);
-        let id = format!("s{}", sessions.lock().await.len());
-        sessions.lock().await.insert(id.clone(), tx);
-        let first = futures_util::stream::once(async move {
-            format!("event: endpoint\ndata: /messages?sessionId={id}\n\n")
-        });
-        let rest = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|m| (format!("event: message\ndata: {m}\n\n"), rx))
-        });
-        use futures_util::StreamExt;
-        let body =
-            axum::body::Body::from_stream(first.chain(rest).map(Ok::<_, std::convert::Infallible>));
-        axum::response::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body)
-            .unwrap()
-    }
-    async fn message(
-        State((sessions, calls)): State<(Sessions, Arc<AtomicUsize>)>,
-        Query(q): Query<HashMap<String, String>>,
-        body: axum::body::Bytes,
-    ) -> axum::http::StatusCode {
-        let msg: Value = serde_json::from_slice(&body).unwrap();
-        let Some(tx) = sessions.lock().await.get(&q["sessionId"]).cloned() else {
-            return axum::http::StatusCode::NOT_FOUND;
-        };
-        let id = msg.get("id").cloned();
-        let result = match msg["method"].as_str() {
-            Some("initialize") => {
-                json!({"protocolVersion": "2024-11-05", "capabilities": {"tools": {}}, "serverInfo": {"name": "legacy", "version": "0"}})
-            }
-            Some("tools/list") => {
-                json!({"tools": [{"name": "legacy_echo", "inputSchema": {"type": "object"}}]})
-            }
-            Some("tools/call") => {
-                calls.fetch_add(1, Ordering::SeqCst);
-                json!({"content": [{"type": "text", "text": format!("legacy says {}", msg["params"]["arguments"]["message"])}]})
-            }
-            _ => return axum::http::StatusCode::ACCEPTED,
-        };
-        if let Some(id) = id {
-            tx.send(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())
-                .await
-                .unwrap();
-        }
-        axum::http::StatusCode::ACCEPTED
-    }
-    let router = axum::Router::new()
-        .route("/sse", axum::routing::get(open))
-        .route("/messages", axum::routing::post(message))
-        .with_state((sessions, Arc::clone(&calls)));
+    let (router, calls) = legacy_sse_router();
     (
         serve_on(addr, router, CancellationToken::new()).await,
         calls,
@@ -546,7 +485,7 @@ async fn unprefixed_names_withhold_collisions() {
 async fn rest_registry_health_and_the_legacy_bridge_use_the_same_decisions() {
     let up = upstreams().await;
     let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let get = |path: &str, key: Option<&str>| {
         let mut r = http.get(gw.url(path));
         if let Some(k) = key {
@@ -765,7 +704,7 @@ async fn progress_from_an_upstream_reaches_the_caller_under_its_own_token() {
     // pick its own); the gateway's upstream session uses yet another, which must be mapped back.
     let up = upstreams().await;
     let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let post = |session: Option<String>, body: Value| {
         mcp_post(&http, &gw.url("/mcp"), "sk-bob", session.as_deref())
             .json(&body)
@@ -820,7 +759,7 @@ async fn health_shows_upstream_failures_to_the_master_key_only() {
         .await
         .unwrap();
     let _ = tool_names(&carol).await; // asks every upstream, `down` included
-    let http = reqwest::Client::new();
+    let http = http_client();
     let public: Value = http
         .get(gw.url("/health"))
         .send()
@@ -958,7 +897,7 @@ async fn garbage_and_mid_stream_resets_fail_one_call_and_nothing_else() {
         ["fine"],
         "only the fine call ran"
     );
-    let admin: Value = reqwest::Client::new()
+    let admin: Value = http_client()
         .get(gw.url("/health"))
         .header("x-litellm-api-key", "sk-admin")
         .send()
@@ -1100,7 +1039,7 @@ fn keyed_transport(
         http::HeaderValue::from_static(key),
     );
     StreamableHttpClientTransport::with_client(
-        reqwest::Client::new(),
+        http_client(),
         StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
     )
 }
@@ -1299,7 +1238,7 @@ async fn stateless_gateway(up: &Upstreams, json_response: bool) -> Running {
 #[tokio::test]
 async fn a_stateless_endpoint_answers_calls_on_the_express_path_as_rmcp_would() {
     let up = upstreams().await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     // (key, tool, params beyond the name)
     let cases = [
         (
@@ -1415,7 +1354,7 @@ async fn a_stateless_endpoint_refuses_upstream_requests_at_once() {
     // stateless server would leave the upstream waiting until the upstream's timeout).
     let up = upstreams().await;
     let gw = stateless_gateway(&up, true).await;
-    let reply: Value = mcp_post(&reqwest::Client::new(), &gw.url("/mcp"), "sk-bob", None)
+    let reply: Value = mcp_post(&http_client(), &gw.url("/mcp"), "sk-bob", None)
         .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "wiki-sample"}}))
         .send()
         .await
@@ -1476,7 +1415,7 @@ async fn upstream_requests_reach_session_callers_on_the_express_path_and_only_th
 {
     let up = upstreams().await;
     let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let url = gw.url("/mcp");
     let bob = raw_session(&http, &url, "sk-bob").await;
     let bob2 = raw_session(&http, &url, "sk-bob").await;
@@ -1546,7 +1485,7 @@ async fn upstream_requests_reach_session_callers_on_the_express_path_and_only_th
 async fn a_cancelled_express_call_ends_and_a_closed_session_is_not_served() {
     let up = upstreams().await;
     let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let url = gw.url("/mcp");
     let bob = raw_session(&http, &url, "sk-bob").await;
     warm(&http, &url, "sk-bob", &bob, "wiki-search").await;
@@ -1605,7 +1544,7 @@ async fn lists_on_the_express_path_match_rmcp_on_both_kinds_of_endpoint() {
     let up = upstreams().await;
     let (stateful, _) = gateway_with(&config(&up, ""), |b| b).await;
     let stateless = stateless_gateway(&up, true).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     for (key, expect_some, expect_none) in [
         ("sk-alice", "github-create_issue", "github-delete_repo"),
         ("sk-bob", "wiki-search", "github-list_issues"),

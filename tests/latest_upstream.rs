@@ -142,7 +142,7 @@ async fn progress_and_log_messages_of_a_2026_upstream_reach_callers_of_every_era
     // after `logging/setLevel` the upstream is asked at that level.
     let ears = Ears::default();
     let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-        reqwest::Client::new(),
+        http_client(),
         rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
             url.clone(),
         )
@@ -192,7 +192,7 @@ async fn progress_and_log_messages_of_a_2026_upstream_reach_callers_of_every_era
     worker.levels.lock().unwrap().clear();
 
     // A 2026-07-28 caller gets log messages when its request names a level, and only then.
-    let http = reqwest::Client::new();
+    let http = http_client();
     let mut heard = Vec::new();
     for level in [Some("info"), None] {
         let mut params = json!({"name": "worker-work", "arguments": {}});

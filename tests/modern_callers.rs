@@ -180,7 +180,7 @@ fn updated(uri: &str) -> (String, Option<String>) {
 #[tokio::test]
 async fn listen_streams_hear_only_what_their_caller_may_see() {
     let s = setup().await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let url = s.gateway.url("/mcp");
     let scoped = s.gateway.url("/github/mcp");
 
@@ -315,7 +315,7 @@ async fn handshake_callers_hear_of_resource_updates_by_the_uri_they_subscribed_t
     let s = setup().await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-        reqwest::Client::new(),
+        http_client(),
         rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
             s.gateway.url("/mcp"),
         )
@@ -349,7 +349,7 @@ async fn handshake_callers_hear_of_resource_updates_by_the_uri_they_subscribed_t
 #[tokio::test]
 async fn an_upstream_request_the_caller_did_not_declare_fails_the_call_with_32021() {
     let s = setup().await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let url = s.gateway.url("/mcp");
     let call = json!({"name": "wiki-sample", "arguments": {}});
     let reply = modern(&http, &url, "sk-bob", 5, "tools/call", call.clone())
@@ -532,7 +532,7 @@ async fn input_required_results_of_a_2026_upstream_reach_callers_of_every_era() 
 
     // A handshake caller is asked as a request of its own, and gets the final result.
     let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-        reqwest::Client::new(),
+        http_client(),
         rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
             url.clone(),
         )
@@ -562,7 +562,7 @@ async fn input_required_results_of_a_2026_upstream_reach_callers_of_every_era() 
 
     // A 2026-07-28 caller gets the upstream's requests in an input-required result of the
     // gateway's, under a state of the gateway's, bound to it.
-    let http = reqwest::Client::new();
+    let http = http_client();
     let sampling = json!({"sampling": {}});
     let first = modern_with(
         &http,

@@ -191,7 +191,7 @@ async fn setup() -> Setup {
         jobs,
         _upstreams: vec![jobs_up, other_up],
         gateway: serve(router, CancellationToken::new()).await,
-        http: reqwest::Client::new(),
+        http: http_client(),
     }
 }
 

@@ -70,11 +70,38 @@ impl Session {
     }
 }
 
+/// Where calls of one upstream session are posted directly: its URL, the session rmcp's client
+/// recorded, and the upstream's HTTP client.
+pub(crate) struct Route {
+    pub(crate) http: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) session: Session,
+}
+
 /// rmcp's HTTP client for one upstream session, noting what it sends with.
 #[derive(Clone)]
 pub(crate) struct Recorder {
     pub(crate) http: reqwest::Client,
     pub(crate) session: Session,
+    /// What went wrong with TLS on the last request that failed for it, said for a person.
+    pub(crate) tls_failure: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Recorder {
+    fn noting<T>(
+        &self,
+        outcome: Result<T, StreamableHttpError<reqwest::Error>>,
+    ) -> Result<T, StreamableHttpError<reqwest::Error>> {
+        if let Err(StreamableHttpError::Client(e)) = &outcome
+            && let Some(reason) = super::tls::failure(e)
+        {
+            *self
+                .tls_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        }
+        outcome
+    }
 }
 
 type Post = Result<StreamableHttpPostResponse, StreamableHttpError<reqwest::Error>>;
@@ -91,9 +118,11 @@ impl StreamableHttpClient for Recorder {
         headers: HashMap<HeaderName, HeaderValue>,
     ) -> Post {
         self.session.note(&message, session_id.as_ref(), &headers);
-        self.http
+        let sent = self
+            .http
             .post_message(uri, message, session_id, auth, headers)
-            .await
+            .await;
+        self.noting(sent)
     }
 
     async fn post_message_with_max_sse_event_size(
@@ -106,9 +135,11 @@ impl StreamableHttpClient for Recorder {
         max: usize,
     ) -> Post {
         self.session.note(&message, session_id.as_ref(), &headers);
-        self.http
+        let sent = self
+            .http
             .post_message_with_max_sse_event_size(uri, message, session_id, auth, headers, max)
-            .await
+            .await;
+        self.noting(sent)
     }
 
     async fn post_message_with_response_limits(
@@ -121,9 +152,11 @@ impl StreamableHttpClient for Recorder {
         limits: StreamableHttpResponseLimits,
     ) -> Post {
         self.session.note(&message, session_id.as_ref(), &headers);
-        self.http
+        let sent = self
+            .http
             .post_message_with_response_limits(uri, message, session_id, auth, headers, limits)
-            .await
+            .await;
+        self.noting(sent)
     }
 
     async fn delete_session(
@@ -149,9 +182,11 @@ impl StreamableHttpClient for Recorder {
         futures_util::stream::BoxStream<'static, Result<sse_stream::Sse, sse_stream::Error>>,
         StreamableHttpError<reqwest::Error>,
     > {
-        self.http
+        let opened = self
+            .http
             .get_stream(uri, session_id, last_event_id, auth, headers)
-            .await
+            .await;
+        self.noting(opened)
     }
 }
 
@@ -169,6 +204,25 @@ async fn read_all(body: &mut Stream) -> Result<Vec<u8>, ServiceError> {
 
 /// A reply body as it arrives.
 type Stream = BoxStream<'static, reqwest::Result<bytes::Bytes>>;
+
+/// Reads what is left of a reply stream after its answer, in the background, so that its
+/// connection goes back to the pool: a body dropped before its end closes the connection, and
+/// the next request pays for a new one (a TLS handshake, over https). An upstream that keeps
+/// the stream open longer than a few seconds after its answer loses the connection instead.
+fn finish(mut body: Stream) {
+    tokio::spawn(async move {
+        let drained = async {
+            let mut read = 0;
+            while let Some(Ok(chunk)) = body.next().await {
+                read += chunk.len();
+                if read > MAX_REPLY {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drained).await;
+    });
+}
 
 /// The largest reply (or single event) read from an upstream.
 const MAX_REPLY: usize = 16 << 20;
@@ -374,6 +428,11 @@ impl Exchange {
                     continue;
                 };
                 if let Some(done) = answer(&self.id, &message) {
+                    if let Reply::Sse(_, body) =
+                        std::mem::replace(&mut self.reply, Reply::Json(None))
+                    {
+                        finish(body);
+                    }
                     return Ok(Event::Answer(done));
                 }
                 return Ok(Event::Message(message));
@@ -542,6 +601,7 @@ where
                 match (head.method, head.id) {
                     (None, Some(_)) => {
                         if let Some(done) = decode(&data) {
+                            finish(body);
                             return done;
                         }
                     }

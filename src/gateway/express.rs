@@ -470,7 +470,6 @@ impl Gateway {
         let mut params = params;
         params.name = bare.into();
         params.meta = forward_meta(params.meta.take());
-        let http = self.shared.http.clone();
         let call = Streamed {
             shared: Arc::clone(&self.shared),
             server,
@@ -483,12 +482,12 @@ impl Gateway {
             // cancel) however long the upstream takes before its first word.
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
             let driver = async move {
-                let started = begin(&handler, &caller, &call, http, params, passing, true).await;
+                let started = begin(&handler, &caller, &call, params, passing, true).await;
                 drive(call, started, &tx).await;
             };
             return Taken::Answered(sse_response(driver, rx));
         }
-        let started = begin(&handler, &caller, &call, http, params, passing, false).await;
+        let started = begin(&handler, &caller, &call, params, passing, false).await;
         Taken::Answered(match started {
             Ok(None) => return back(parts, bytes),
             Ok(Some(Started::Answer(result))) => json_reply(reply_bytes(
@@ -512,7 +511,6 @@ async fn begin(
     handler: &super::GatewayHandler,
     caller: &Caller,
     call: &Streamed,
-    http: reqwest::Client,
     params: CallToolRequestParams,
     mut passing: Passing,
     in_place: bool,
@@ -529,7 +527,9 @@ async fn begin(
             |peer, relay| async move {
                 let work = async {
                     let started = match relay.direct() {
-                        Some((url, session)) => Exchange::start(&http, url, session, &params).await,
+                        Some(route) => {
+                            Exchange::start(&route.http, &route.url, &route.session, &params).await
+                        }
                         None => None,
                     };
                     let mut exchange = match started {
@@ -665,13 +665,14 @@ impl Gateway {
         {
             return back(parts, bytes);
         }
-        let http = &self.shared.http;
         let downstream = session.as_ref().and_then(|s| self.shared.downstream(s));
         let listed = handler
             .fan_out_as(&caller, downstream.as_ref(), |_, relay| async move {
                 match relay.direct() {
-                    Some((url, session)) => {
-                        match super::direct::list_all::<L>(http, url, session).await {
+                    Some(route) => {
+                        match super::direct::list_all::<L>(&route.http, &route.url, &route.session)
+                            .await
+                        {
                             Some(items) => items.map(Some),
                             None => Ok(None),
                         }

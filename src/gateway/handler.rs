@@ -422,18 +422,17 @@ impl ServerHandler for GatewayHandler {
                 .set_progress_token(token);
         }
         let downstream = ctx.peer.clone();
-        let http = self.shared.http.clone();
         let tasks = declares_tasks(&ctx);
         let caller = Caller::from_context(&ctx);
         let at = server.clone();
         self.one(&ctx, &server, |peer, relay| async move {
             // A streamable HTTP upstream gets the call directly on the same session, and only
             // the reply we expect is decoded (see `direct`).
-            if let Some((url, session)) = relay.direct() {
+            if let Some(route) = relay.direct() {
                 let sent = super::direct::call_tool(
-                    &http,
-                    url,
-                    session,
+                    &route.http,
+                    &route.url,
+                    &route.session,
                     &params,
                     &downstream,
                     wanted.is_some(),

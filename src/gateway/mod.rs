@@ -27,6 +27,7 @@ mod router;
 mod sse_client;
 mod task_ids;
 mod tasks;
+mod tls;
 mod upstream;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ use rmcp::transport::streamable_http_server::{
 };
 
 pub use handler::GatewayHandler;
+pub use tls::{CertificateDer, ClientIdentity, PrivateKeyDer, UpstreamTls, Verify};
 pub use upstream::{InProcessFactory, OAuth2, UpstreamProtocol, UpstreamSpec, UpstreamTransport};
 
 use crate::config::{Config, ConfigError};
@@ -48,7 +50,8 @@ pub(crate) struct Shared {
     gatekeeper: Gatekeeper,
     upstreams: HashMap<String, UpstreamSpec>,
     tokens: HashMap<String, upstream::TokenCache>,
-    http: reqwest::Client,
+    /// Each upstream's HTTP client: its own TLS settings and connection pool.
+    clients: HashMap<String, reqwest::Client>,
     pool: pool::Pool,
     client_auth_header: HeaderName,
     registry: bool,
@@ -75,6 +78,13 @@ struct Health {
 }
 
 impl Shared {
+    /// The HTTP client of upstream `server` (every upstream has one).
+    fn client(&self, server: &str) -> Result<&reqwest::Client, String> {
+        self.clients
+            .get(server)
+            .ok_or_else(|| "no such upstream".to_owned())
+    }
+
     /// The caller of `session` opened it and is still connected.
     fn note_downstream(&self, session: &str, peer: rmcp::service::Peer<rmcp::RoleServer>) {
         let mut peers = self
@@ -353,7 +363,8 @@ impl GatewayBuilder {
     ///
     /// # Errors
     ///
-    /// When an upstream is not a catalog server.
+    /// When an upstream is not a catalog server, or its TLS settings cannot be used (a client
+    /// key that does not fit its certificate, a CA certificate rustls cannot use).
     pub fn build(self) -> Result<Gateway, ConfigError> {
         let policy = self.gatekeeper.policy();
         for name in self.upstreams.keys() {
@@ -368,6 +379,12 @@ impl GatewayBuilder {
                 ));
             }
         }
+        let mut clients = HashMap::new();
+        for (name, spec) in &self.upstreams {
+            let client = tls::client(&spec.tls)
+                .map_err(|e| ConfigError::new(format!("mcp_servers.{name}"), e))?;
+            clients.insert(name.clone(), client);
+        }
         let tokens = self
             .upstreams
             .iter()
@@ -379,7 +396,7 @@ impl GatewayBuilder {
                 gatekeeper: self.gatekeeper,
                 upstreams: self.upstreams,
                 tokens,
-                http: reqwest::Client::new(),
+                clients,
                 pool: pool::Pool::default(),
                 client_auth_header: self.client_auth_header,
                 registry: self.registry,
@@ -427,9 +444,19 @@ impl Gateway {
             })?;
             b = b.client_auth_header(name);
         }
+        let verify = config
+            .general_settings
+            .ssl_verify
+            .as_ref()
+            .map(|v| upstream::verify_setting(v, "general_settings.ssl_verify"))
+            .transpose()
+            .map_err(|e| ConfigError::new("general_settings.ssl_verify", e))?;
         for (name, server) in config.mcp_servers.iter() {
-            let spec = UpstreamSpec::from_config(name, server)
+            let mut spec = UpstreamSpec::from_config(name, server)
                 .map_err(|e| ConfigError::new(format!("mcp_servers.{name}"), e))?;
+            if let (None, Some(verify)) = (&server.ssl_verify, &verify) {
+                spec.tls.verify = verify.clone();
+            }
             b = b.upstream(name, spec);
         }
         Ok(b)

@@ -209,7 +209,7 @@ impl Shared {
         }
         let mut expires = None;
         if let Some(o) = &spec.oauth2 {
-            let (token, until) = self.tokens[server].get(&self.http, o).await?;
+            let (token, until) = self.tokens[server].get(self.client(server)?, o).await?;
             out.insert(
                 http::header::AUTHORIZATION,
                 HeaderValue::from_str(&format!("Bearer {token}"))
@@ -276,7 +276,12 @@ impl Shared {
                 let relay = Relay::new(self.name_prefix(server), announce);
                 let service = tokio::time::timeout(
                     spec.timeout,
-                    connect(spec, headers, self.http.clone(), relay.clone()),
+                    connect(
+                        spec,
+                        headers,
+                        self.client(server).map_err(Failure::Unavailable)?.clone(),
+                        relay.clone(),
+                    ),
                 )
                 .await
                 .map_err(|_| Failure::Timeout)?

@@ -63,7 +63,7 @@ pub(crate) struct Relay {
     held: Arc<Mutex<Vec<PendingSender>>>,
     /// For a streamable HTTP upstream: its URL and what rmcp's client sends with, so that
     /// `tools/call` can be posted directly (see `direct`).
-    direct: Arc<std::sync::OnceLock<(String, super::direct::Session)>>,
+    direct: Arc<std::sync::OnceLock<super::direct::Route>>,
     /// rmcp gives every upstream request a progress token of its own: upstream token → the
     /// token the caller chose and the in-flight call that relays it (from the caller's request,
     /// so it lands on that request's stream).
@@ -159,14 +159,14 @@ impl Relay {
             .remove(upstream);
     }
 
-    /// The upstream is streamable HTTP at `url`, and rmcp's client records its session in
-    /// `session`.
-    pub(crate) fn set_direct(&self, url: String, session: super::direct::Session) {
-        let _ = self.direct.set((url, session));
+    /// The upstream is streamable HTTP at the route's URL, and rmcp's client records its
+    /// session in the route's.
+    pub(crate) fn set_direct(&self, route: super::direct::Route) {
+        let _ = self.direct.set(route);
     }
 
-    /// The upstream's URL and session, for posting directly.
-    pub(crate) fn direct(&self) -> Option<&(String, super::direct::Session)> {
+    /// Where the upstream's calls may be posted directly.
+    pub(crate) fn direct(&self) -> Option<&super::direct::Route> {
         self.direct.get()
     }
 

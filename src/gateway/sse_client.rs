@@ -53,7 +53,10 @@ pub(crate) async fn connect(
     let response = get
         .send()
         .await
-        .map_err(|e| format!("cannot open the event stream: {}", e.without_url()))?;
+        .map_err(|e| match super::tls::failure(&e) {
+            Some(tls) => format!("cannot open the event stream: {tls}"),
+            None => format!("cannot open the event stream: {}", e.without_url()),
+        })?;
     if !response.status().is_success() {
         return Err(format!("the event stream answered {}", response.status()));
     }

@@ -16,7 +16,8 @@ use tokio::sync::Mutex;
 
 use super::relay::Relay;
 use super::sse_client;
-use crate::config::{AuthType, ServerConfig, Transport};
+use super::tls::{ClientIdentity, UpstreamTls, Verify};
+use crate::config::{AuthType, ServerConfig, SslVerify, SslVerifySetting, Transport};
 
 /// Connects one in-process upstream: hands the server its end of an in-memory duplex pipe.
 pub type InProcessFactory = Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>;
@@ -84,6 +85,8 @@ pub struct UpstreamSpec {
     pub timeout: Duration,
     /// Which protocol its sessions are opened with.
     pub protocol: UpstreamProtocol,
+    /// How its certificate is verified and which certificate it is shown (`https` URLs).
+    pub tls: UpstreamTls,
 }
 
 /// The protocol the gateway speaks to an upstream.
@@ -104,6 +107,7 @@ impl fmt::Debug for UpstreamSpec {
         f.debug_struct("UpstreamSpec")
             .field("transport", &self.transport)
             .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +136,7 @@ impl UpstreamSpec {
             static_headers: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             protocol: UpstreamProtocol::Handshake,
+            tls: UpstreamTls::default(),
         }
     }
 
@@ -166,11 +171,14 @@ impl UpstreamSpec {
         self
     }
 
-    /// Builds the spec of one configured server.
+    /// Builds the spec of one configured server. Its `ssl_verify`, when given, is its own;
+    /// [`Gateway::from_config`](super::Gateway::from_config) applies
+    /// `general_settings.ssl_verify` to the servers without one.
     ///
     /// # Errors
     ///
-    /// A message naming the field, for values that are not valid headers or missing fields.
+    /// A message naming the field, for values that are not valid headers or missing fields,
+    /// and PEM files that cannot be read (naming the file).
     pub fn from_config(name: &str, c: &ServerConfig) -> Result<Self, String> {
         let at = |f: &str| format!("mcp_servers.{name}.{f}");
         let transport = match c.transport {
@@ -270,18 +278,56 @@ impl UpstreamSpec {
             })?;
             static_headers.push((name, value));
         }
+        let verify = match &c.ssl_verify {
+            Some(v) => verify_setting(v, &at("ssl_verify"))?,
+            None => Verify::Platform,
+        };
+        let identity = match (
+            value("ssl_client_certificate", &c.ssl_client_certificate)?,
+            value("ssl_client_key", &c.ssl_client_key)?,
+        ) {
+            (Some(cert), Some(key)) => Some(
+                ClientIdentity::from_pem_files(cert.as_ref(), key.as_ref())
+                    .map_err(|e| format!("{}: {e}", at("ssl_client_certificate")))?,
+            ),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(format!(
+                    "{}: missing; mutual TLS needs both ssl_client_certificate and ssl_client_key",
+                    at("ssl_client_key")
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "{}: missing; mutual TLS needs both ssl_client_certificate and ssl_client_key",
+                    at("ssl_client_certificate")
+                ));
+            }
+        };
         Ok(Self {
             transport,
             auth,
             oauth2,
             extra_headers,
             static_headers,
+            tls: UpstreamTls { verify, identity },
             timeout: c.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64),
             protocol: match c.protocol_version.as_deref() {
                 Some("2026-07-28") => UpstreamProtocol::Latest,
                 _ => UpstreamProtocol::Handshake,
             },
         })
+    }
+}
+
+/// The verification an `ssl_verify` setting at `path` asks for, its CA bundle read.
+pub(crate) fn verify_setting(v: &SslVerify, path: &str) -> Result<Verify, String> {
+    match v.resolve(path).map_err(|e| e.to_string())? {
+        SslVerifySetting::Off => Ok(Verify::Off),
+        SslVerifySetting::CaBundle(file) => {
+            Verify::ca_bundle(&file).map_err(|e| format!("{path}: {e}"))
+        }
+        SslVerifySetting::Default => Ok(Verify::Platform),
     }
 }
 
@@ -321,7 +367,10 @@ impl TokenCache {
             .form(&form)
             .send()
             .await
-            .map_err(|e| format!("token request failed: {}", e.without_url()))?;
+            .map_err(|e| match super::tls::failure(&e) {
+                Some(tls) => format!("token request failed: {tls}"),
+                None => format!("token request failed: {}", e.without_url()),
+            })?;
         if !response.status().is_success() {
             return Err(format!("token endpoint answered {}", response.status()));
         }
@@ -374,16 +423,25 @@ pub(crate) fn connect(
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(headers);
                 let session = super::direct::Session::default();
+                let tls_failure = Arc::default();
                 let client = super::direct::Recorder {
-                    http,
+                    http: http.clone(),
                     session: session.clone(),
+                    tls_failure: Arc::clone(&tls_failure),
                 };
                 let service = open(
                     relay.clone(),
                     StreamableHttpClientTransport::with_client(client, config),
                     protocol,
                 )
-                .await?;
+                .await
+                .map_err(|e| {
+                    tls_failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take()
+                        .unwrap_or(e)
+                })?;
                 // A handshake session can take calls posted directly on it (see `direct`); a
                 // 2026-07-28 one has no session to post on, and every request states its own.
                 let handshake = service
@@ -391,7 +449,11 @@ pub(crate) fn connect(
                     .peer_info()
                     .is_none_or(|info| info.protocol_version.has_initialize());
                 if handshake {
-                    relay.set_direct(url.clone(), session);
+                    relay.set_direct(super::direct::Route {
+                        http,
+                        url: url.clone(),
+                        session,
+                    });
                 }
                 Ok(service)
             }
@@ -440,5 +502,5 @@ where
     relay
         .serve_with_lifecycle(transport, lifecycle)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| super::tls::failure(&e).unwrap_or_else(|| e.to_string()))
 }

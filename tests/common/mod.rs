@@ -414,6 +414,14 @@ pub async fn serve_on(addr: SocketAddr, router: axum::Router, ct: CancellationTo
 
 pub type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
 
+/// A plain HTTP client. With the `gateway` feature reqwest carries rustls without a crypto
+/// provider of its own (the gateway brings ring to every client it builds); a client built
+/// with `reqwest::Client::new()` needs a process default, so ring is installed first.
+pub fn http_client() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// Connects rmcp's client with extra headers.
 pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, String> {
     use rmcp::ServiceExt;
@@ -427,7 +435,7 @@ pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, Stri
         );
     }
     let config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(map);
-    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    let transport = StreamableHttpClientTransport::with_client(http_client(), config);
     tokio::time::timeout(std::time::Duration::from_secs(10), ().serve(transport))
         .await
         .map_err(|_| "timed out connecting".to_owned())?
@@ -595,4 +603,74 @@ pub fn modern_with(
         r = r.header("mcp-name", name);
     }
     r.json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+}
+
+/// A legacy HTTP+SSE MCP server (`GET /sse`, `POST /messages`) with one tool, `legacy_echo`;
+/// the counter counts its calls.
+#[cfg(feature = "gateway")]
+pub fn legacy_sse_router() -> (axum::Router, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::extract::{Query, State};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::{Mutex, mpsc};
+    type Sessions = Arc<Mutex<HashMap<String, mpsc::Sender<String>>>>;
+    let sessions: Sessions = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    async fn open(
+        State((sessions, _)): State<(Sessions, Arc<AtomicUsize>)>,
+    ) -> axum::response::Response {
+        let (tx, rx) = mpsc::channel::<String>(16);
+        let id = format!("s{}", sessions.lock().await.len());
+        sessions.lock().await.insert(id.clone(), tx);
+        let first = futures_util::stream::once(async move {
+            format!("event: endpoint\ndata: /messages?sessionId={id}\n\n")
+        });
+        let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|m| (format!("event: message\ndata: {m}\n\n"), rx))
+        });
+        use futures_util::StreamExt;
+        let body =
+            axum::body::Body::from_stream(first.chain(rest).map(Ok::<_, std::convert::Infallible>));
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap()
+    }
+    async fn message(
+        State((sessions, calls)): State<(Sessions, Arc<AtomicUsize>)>,
+        Query(q): Query<HashMap<String, String>>,
+        body: axum::body::Bytes,
+    ) -> axum::http::StatusCode {
+        let msg: Value = serde_json::from_slice(&body).unwrap();
+        let Some(tx) = sessions.lock().await.get(&q["sessionId"]).cloned() else {
+            return axum::http::StatusCode::NOT_FOUND;
+        };
+        let id = msg.get("id").cloned();
+        let result = match msg["method"].as_str() {
+            Some("initialize") => {
+                json!({"protocolVersion": "2024-11-05", "capabilities": {"tools": {}}, "serverInfo": {"name": "legacy", "version": "0"}})
+            }
+            Some("tools/list") => {
+                json!({"tools": [{"name": "legacy_echo", "inputSchema": {"type": "object"}}]})
+            }
+            Some("tools/call") => {
+                calls.fetch_add(1, Ordering::SeqCst);
+                json!({"content": [{"type": "text", "text": format!("legacy says {}", msg["params"]["arguments"]["message"])}]})
+            }
+            _ => return axum::http::StatusCode::ACCEPTED,
+        };
+        if let Some(id) = id {
+            tx.send(json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())
+                .await
+                .unwrap();
+        }
+        axum::http::StatusCode::ACCEPTED
+    }
+    let router = axum::Router::new()
+        .route("/sse", axum::routing::get(open))
+        .route("/messages", axum::routing::post(message))
+        .with_state((sessions, Arc::clone(&calls)));
+    (router, calls)
 }
