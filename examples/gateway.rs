@@ -1,13 +1,15 @@
 //! The example gateway: every configured MCP server behind one governed endpoint.
 //!
 //! ```text
-//! cargo run --release --features gateway --example gateway -- [--config FILE] [--bind ADDR] [--spend-log FILE]
+//! cargo run --release --features gateway --example gateway -- [--config FILE] [--bind ADDR] [--spend-log FILE] [--tls-cert FILE --tls-key FILE]
 //! ```
 //! Without `--config` it serves an embedded demo: two in-process MCP servers (`github`, `wiki`)
 //! and keys for two teams, and prints curl lines to try.
 
 #[path = "support/demo_servers.rs"]
 mod demo_servers;
+#[path = "support/tls_listener.rs"]
+mod tls_listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,12 +25,14 @@ use mcp_gatekeeper::gateway::{Gateway, UpstreamSpec};
 
 const DEMO: &str = include_str!("support/demo.json");
 
-const USAGE: &str = "usage: gateway [--config FILE] [--bind 127.0.0.1:4000] [--spend-log FILE]";
+const USAGE: &str = "usage: gateway [--config FILE] [--bind 127.0.0.1:4000] [--spend-log FILE] [--tls-cert FILE --tls-key FILE]";
 
 struct Args {
     config: Option<PathBuf>,
     bind: SocketAddr,
     spend_log: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +40,8 @@ fn parse_args() -> Result<Args, String> {
         config: None,
         bind: ([127, 0, 0, 1], 4000).into(),
         spend_log: None,
+        tls_cert: None,
+        tls_key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -49,12 +55,17 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--bind: {v:?} is not an address like 127.0.0.1:4000"))?;
             }
             "--spend-log" => args.spend_log = Some(value("--spend-log")?.into()),
+            "--tls-cert" => args.tls_cert = Some(value("--tls-cert")?.into()),
+            "--tls-key" => args.tls_key = Some(value("--tls-key")?.into()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".to_owned());
     }
     Ok(args)
 }
@@ -153,6 +164,21 @@ async fn main() -> ExitCode {
         let gateway = gateway.clone();
         tokio::spawn(async move { gateway.refresh_names().await });
     }
+    for server in unverified_upstreams(&args) {
+        eprintln!(
+            "gateway: warning: ssl_verify is false for upstream {server}: its certificate is not checked, so anyone on the path can pose as it"
+        );
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match tls_listener::server_config(cert, key) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("gateway: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let router = gateway.router(layer);
     let listener = match tokio::net::TcpListener::bind(args.bind).await {
         Ok(l) => l,
@@ -162,21 +188,45 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().expect("bound");
-    // rmcp's SSE replies stall ~40 ms without TCP_NODELAY.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    println!("mcp-gatekeeper gateway listening on http://{addr}/mcp");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let offers = if tls.is_some() {
+        " (TLS, HTTP/2 and HTTP/1.1)"
+    } else {
+        " (plain HTTP)"
+    };
+    println!("mcp-gatekeeper gateway listening on {scheme}://{addr}/mcp{offers}");
     if args.config.is_none() {
-        println!("{}", curl_lines(&format!("http://{addr}")));
+        println!("{}", curl_lines(&format!("{scheme}://{addr}")));
     }
     // Ctrl-C or SIGTERM: stop accepting, give requests in flight a few seconds (event streams
     // never end by themselves), then exit; stdio upstreams are killed as the gateway drops.
     let stop = Arc::new(tokio::sync::Notify::new());
-    let served = axum::serve(listener, router).with_graceful_shutdown({
+    let until_stopped = {
         let stop = stop.clone();
         async move { stop.notified().await }
-    });
+    };
+    let served = async move {
+        match tls {
+            Some(config) => {
+                let listener = match tls_listener::TlsListener::new(listener, config) {
+                    Ok(l) => l,
+                    Err(e) => return Err(e),
+                };
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(until_stopped)
+                    .await
+            }
+            None => {
+                // rmcp's SSE replies stall ~40 ms without TCP_NODELAY.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(until_stopped)
+                    .await
+            }
+        }
+    };
     let served = tokio::select! {
         served = served => served,
         () = async {
@@ -193,6 +243,30 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The configured upstreams whose certificates are not verified (`ssl_verify: false`).
+fn unverified_upstreams(args: &Args) -> Vec<String> {
+    use mcp_gatekeeper::config::SslVerifySetting;
+    let Some(path) = &args.config else {
+        return Vec::new();
+    };
+    let Ok(config) = Config::from_path(path) else {
+        return Vec::new();
+    };
+    let general = config.general_settings.ssl_verify.as_ref();
+    config
+        .mcp_servers
+        .iter()
+        .filter(|(name, server)| {
+            let setting = server.ssl_verify.as_ref().or(general);
+            setting.is_some_and(|v| {
+                v.resolve(&format!("mcp_servers.{name}.ssl_verify"))
+                    .is_ok_and(|s| s == SslVerifySetting::Off)
+            })
+        })
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }
 
 async fn shutdown_signal() {
