@@ -528,10 +528,13 @@ def main() -> None:
     p.add_argument("--transport", choices=["http", "sse"], default="http")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--name", default="interop-fixture")
+    p.add_argument("--tls-cert", help="serve TLS with this PEM certificate (uvicorn's own TLS)")
+    p.add_argument("--tls-key", help="the PEM key of --tls-cert")
     a = p.parse_args()
     srv = server(a.name)
     app = srv.streamable_http_app(host="127.0.0.1") if a.transport == "http" else sse_app(srv)
-    uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning")
+    tls = dict(ssl_certfile=a.tls_cert, ssl_keyfile=a.tls_key) if a.tls_cert else {}
+    uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", **tls)
 
 
 if __name__ == "__main__":
