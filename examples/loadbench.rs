@@ -14,12 +14,20 @@
 //! gateway on a stateful endpoint, where each client worker opens a session first. It drives
 //! `tools/call` and `tools/list` at concurrency 1, 8 and 32 with a fixed number of requests
 //! (unique JSON-RPC ids) and prints requests/s, p50, p99, the ratios b/a, c/a and d/a, and the
-//! CPU time per request of each server process (from /proc). `--soak N` sends N requests through (b) and reports its resident memory
-//! at the start, middle and end.
+//! CPU time per request of each server process (from /proc). A fifth target, (e), is the
+//! stateless gateway again, in front of a second bare server that serves TLS (a CA made at
+//! start, trusted through `ssl_verify`): the gateway hop over TLS beside (c). For (c), (d) and
+//! (e) it also counts the connections their upstream accepted per 1,000 requests (each one a
+//! TLS handshake for (e)). `--soak N` sends N requests through (b) and reports its resident
+//! memory at the start, middle and end.
+
+#[path = "support/tls_listener.rs"]
+mod tls_listener;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -111,7 +119,22 @@ fn bare_service() -> StreamableHttpService<Bench, LocalSessionManager> {
     )
 }
 
-fn policy(server_url: &str) -> Config {
+/// Connections the serving process accepted, read at `/_accepted`.
+static ACCEPTED: OnceLock<Arc<AtomicU64>> = OnceLock::new();
+
+fn accepted_route(router: axum::Router) -> axum::Router {
+    router.route(
+        "/_accepted",
+        axum::routing::get(|| async {
+            ACCEPTED
+                .get()
+                .map_or(0, |n| n.load(Ordering::Relaxed))
+                .to_string()
+        }),
+    )
+}
+
+fn policy(server_url: &str, ca: Option<&str>) -> Config {
     // The key may use 40 of the 50 tools and only `message` on echo: filtering and the
     // allowed_params check do real work on every request.
     let allowed: Vec<String> = std::iter::once("echo".to_owned())
@@ -119,7 +142,7 @@ fn policy(server_url: &str) -> Config {
         .collect();
     Config::from_json_str(
         &json!({
-            "mcp_servers": {"bench": {"url": server_url, "allowed_params": {"echo": ["message"]},
+            "mcp_servers": {"bench": {"url": server_url, "allowed_params": {"echo": ["message"]}, "ssl_verify": ca.unwrap_or("true"),
                                       "mcp_info": {"mcp_server_cost_info": {"default_cost_per_query": 0.001}}}},
             "keys": [{"key": KEY, "key_alias": "bench", "team_id": "t",
                       "object_permission": {"mcp_servers": ["bench"], "mcp_tool_permissions": {"bench": allowed}}}],
@@ -136,25 +159,69 @@ async fn serve(router: axum::Router) {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let listener = listener.tap_io(|tcp| {
+    let accepted = Arc::clone(ACCEPTED.get_or_init(Arc::default));
+    let listener = listener.tap_io(move |tcp| {
+        accepted.fetch_add(1, Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
     });
     println!("READY {port}");
-    axum::serve(listener, router).await.expect("serve");
+    axum::serve(listener, accepted_route(router))
+        .await
+        .expect("serve");
 }
 
-async fn serve_role(role: &str, upstream: Option<String>) {
+/// Serves `router` over TLS with a CA and certificate made now; prints `READY <port> <CA file>`.
+async fn serve_tls(router: axum::Router) {
+    let dir = std::env::temp_dir().join(format!("loadbench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("certificate");
+    let (ca_file, cert_file, key_file) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&ca_file, ca.pem()).expect("write");
+    std::fs::write(&cert_file, leaf.pem()).expect("write");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write");
+    let config = tls_listener::server_config(&cert_file, &key_file).expect("TLS config");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = tcp.local_addr().expect("addr").port();
+    let listener = tls_listener::TlsListener::new(tcp, config).expect("listener");
+    let _ = ACCEPTED.set(listener.accepted());
+    println!("READY {port} {}", ca_file.display());
+    axum::serve(listener, accepted_route(router))
+        .await
+        .expect("serve");
+}
+
+async fn serve_role(role: &str, upstream: Option<String>, ca: Option<String>) {
     match role {
         "bare" => serve(axum::Router::new().fallback_service(bare_service())).await,
+        "bare-tls" => serve_tls(axum::Router::new().fallback_service(bare_service())).await,
         "stack" => {
-            let gk = Gatekeeper::new(policy("http://127.0.0.1/mcp").policy().expect("policy"))
-                .with_mount(Mount::Single("bench".into()));
+            let gk = Gatekeeper::new(
+                policy("http://127.0.0.1/mcp", None)
+                    .policy()
+                    .expect("policy"),
+            )
+            .with_mount(Mount::Single("bench".into()));
             let stack = gk.layer().spend_sink(|_e| {}).layer(bare_service());
             serve(axum::Router::new().fallback_service(stack)).await;
         }
-        "gateway" | "gateway-sessions" => {
+        "gateway" | "gateway-sessions" | "gateway-tls" => {
             let sessions = role == "gateway-sessions";
-            let config = policy(&upstream.expect("--upstream URL"));
+            let config = policy(&upstream.expect("--upstream URL"), ca.as_deref());
             let gk = Gatekeeper::new(config.policy().expect("policy"));
             let gateway = Gateway::from_config(&config, gk)
                 .expect("gateway")
@@ -178,6 +245,8 @@ async fn serve_role(role: &str, upstream: Option<String>) {
 struct Server {
     child: Child,
     url: String,
+    /// The CA file of a server that serves TLS.
+    ca: Option<String>,
 }
 
 impl Drop for Server {
@@ -191,7 +260,7 @@ impl Drop for Server {
 /// client no longer competes with the servers and ratios compare server CPU alone.
 static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn spawn(role: &str, upstream: Option<&str>) -> Server {
+fn spawn(role: &str, upstream: Option<&Server>) -> Server {
     let exe = std::env::current_exe().expect("exe");
     let mut cmd = if PIN.load(Ordering::Relaxed) {
         let mut c = Command::new("taskset");
@@ -204,18 +273,28 @@ fn spawn(role: &str, upstream: Option<&str>) -> Server {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(u) = upstream {
-        cmd.args(["--upstream", u]);
+        cmd.args(["--upstream", &u.url]);
+        if let Some(ca) = &u.ca {
+            cmd.args(["--ca", ca]);
+        }
     }
     let mut child = cmd.spawn().expect("spawn a server process");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("READY line");
-    let port = line.trim().strip_prefix("READY ").expect("READY <port>");
-    Server {
-        child,
-        url: format!("http://127.0.0.1:{port}/mcp"),
-    }
+    let mut ready = line
+        .trim()
+        .strip_prefix("READY ")
+        .expect("READY <port>")
+        .split(' ');
+    let port = ready.next().expect("a port");
+    let ca = ready.next().map(str::to_owned);
+    let url = match ca {
+        Some(_) => format!("https://localhost:{port}/mcp"),
+        None => format!("http://127.0.0.1:{port}/mcp"),
+    };
+    Server { child, url, ca }
 }
 
 /// User + system CPU time of a process so far.
@@ -427,11 +506,20 @@ fn us(d: Duration) -> f64 {
 async fn run(quick: bool) {
     let bare = spawn("bare", None);
     let stack = spawn("stack", None);
-    let gateway = spawn("gateway", Some(&bare.url));
-    let sessions = spawn("gateway-sessions", Some(&bare.url));
+    let gateway = spawn("gateway", Some(&bare));
+    let sessions = spawn("gateway-sessions", Some(&bare));
+    let bare_tls = spawn("bare-tls", None);
+    let gateway_tls = spawn("gateway-tls", Some(&bare_tls));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
+        .build()
+        .expect("client");
+    // Reads the upstreams' connection counters only (the TLS one's certificate is our own),
+    // on a new connection each time: each read adds one to the count it reads next.
+    let counter = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .pool_max_idle_per_host(0)
         .build()
         .expect("client");
     let requests = if quick { 2_000 } else { 20_000 };
@@ -442,6 +530,7 @@ async fn run(quick: bool) {
         (&stack.url, false, false),
         (&gateway.url, true, false),
         (&sessions.url, true, true),
+        (&gateway_tls.url, true, false),
     ] {
         let workers = clients(&client, url, 4, s).await;
         let o = drive(&client, url, Kind::Call, &workers, 400, prefixed).await;
@@ -449,11 +538,19 @@ async fn run(quick: bool) {
         drive(&client, url, Kind::List, &workers, 100, prefixed).await;
     }
     println!(
-        "{requests} requests per row, in {rounds} rounds taken in turn by the four targets; CPU is per request, in µs, of the server process(es) named"
+        "{requests} requests per row, in {rounds} rounds taken in turn by the five targets; CPU is per request, in µs, of the server process(es) named; up conn: connections the upstream accepted per 1,000 requests"
     );
     println!(
-        "{:<10} {:<10} {:>4} {:>10} {:>9} {:>9} {:>12} {:>14}",
-        "target", "method", "conc", "req/s", "p50 µs", "p99 µs", "cpu/req µs", "upstream cpu µs"
+        "{:<10} {:<10} {:>4} {:>10} {:>9} {:>9} {:>12} {:>14} {:>8}",
+        "target",
+        "method",
+        "conc",
+        "req/s",
+        "p50 µs",
+        "p99 µs",
+        "cpu/req µs",
+        "upstream cpu µs",
+        "up conn"
     );
     for kind in [Kind::Call, Kind::List] {
         let method = if kind == Kind::Call {
@@ -463,24 +560,28 @@ async fn run(quick: bool) {
         };
         for conc in [1usize, 8, 32] {
             let targets = [
-                ("a bare", &bare, false, false),
-                ("b stack", &stack, false, false),
-                ("c gateway", &gateway, true, false),
-                ("d sessions", &sessions, true, true),
+                ("a bare", &bare, false, false, None),
+                ("b stack", &stack, false, false, None),
+                ("c gateway", &gateway, true, false, Some(&bare)),
+                ("d sessions", &sessions, true, true, Some(&bare)),
+                ("e gw TLS", &gateway_tls, true, false, Some(&bare_tls)),
             ];
             let mut workers = Vec::new();
-            for (_, server, _, s) in targets {
+            for (_, server, _, s, _) in targets {
                 workers.push(clients(&client, &server.url, conc, s).await);
             }
             // The targets take turns, a slice of the requests each, in an order that rotates
             // every round: a change in the machine's background load during the run falls on
             // all of them alike instead of on whichever row ran then.
             let mut samples: Vec<Sample> = targets.iter().map(|_| Sample::default()).collect();
-            let (mut own, mut upstream) = ([Duration::ZERO; 4], [Duration::ZERO; 4]);
+            let (mut own, mut upstream) = ([Duration::ZERO; 5], [Duration::ZERO; 5]);
+            let mut conns = [0u64; 5];
             for round in 0..rounds {
                 for i in (0..targets.len()).map(|i| (i + round) % targets.len()) {
-                    let (_, server, prefixed, _) = targets[i];
-                    let (cpu0, up0) = (cpu(server.child.id()), cpu(bare.child.id()));
+                    let (_, server, prefixed, _, up) = targets[i];
+                    let up_cpu = || up.map_or(Duration::ZERO, |u| cpu(u.child.id()));
+                    let (cpu0, up0) = (cpu(server.child.id()), up_cpu());
+                    let conn0 = accepted(&counter, up).await;
                     let sample = drive(
                         &client,
                         &server.url,
@@ -490,7 +591,8 @@ async fn run(quick: bool) {
                         prefixed,
                     )
                     .await;
-                    let (cpu1, up1) = (cpu(server.child.id()), cpu(bare.child.id()));
+                    let (cpu1, up1) = (cpu(server.child.id()), up_cpu());
+                    conns[i] += accepted(&counter, up).await - conn0;
                     own[i] += cpu1 - cpu0;
                     upstream[i] += up1 - up0;
                     samples[i].absorb(sample);
@@ -501,13 +603,20 @@ async fn run(quick: bool) {
                 let name = targets[i].0;
                 let n = sample.latencies.len() as f64;
                 let o = sample.outcome();
-                let upstream = if name.starts_with('c') || name.starts_with('d') {
-                    format!("{:.1}", us(upstream[i]) / n)
+                let (upstream, conn) = if targets[i].4.is_some() {
+                    (
+                        format!("{:.1}", us(upstream[i]) / n),
+                        // Less the counter's own connection, one per stretch.
+                        format!(
+                            "{:.1}",
+                            conns[i].saturating_sub(rounds as u64) as f64 * 1000.0 / n
+                        ),
+                    )
                 } else {
-                    "-".into()
+                    ("-".into(), "-".into())
                 };
                 println!(
-                    "{:<10} {:<10} {:>4} {:>10.0} {:>9.1} {:>9.1} {:>12.1} {:>14}{}",
+                    "{:<10} {:<10} {:>4} {:>10.0} {:>9.1} {:>9.1} {:>12.1} {:>14} {:>8}{}",
                     name,
                     method,
                     conc,
@@ -516,6 +625,7 @@ async fn run(quick: bool) {
                     us(o.p99),
                     us(own[i]) / n,
                     upstream,
+                    conn,
                     if o.failures > 0 {
                         format!("  ({} failed)", o.failures)
                     } else {
@@ -525,18 +635,33 @@ async fn run(quick: bool) {
                 rows.push(o);
             }
             println!(
-                "{:<10} {:<10} {:>4} b/a {:.2}  c/a {:.2}  d/a {:.2}  p50 added: b {:+.1} µs, c {:+.1} µs",
+                "{:<10} {:<10} {:>4} b/a {:.2}  c/a {:.2}  d/a {:.2}  e/c {:.2}  p50 added: b {:+.1} µs, c {:+.1} µs, e over c {:+.1} µs",
                 "ratios",
                 method,
                 conc,
                 rows[1].rps / rows[0].rps,
                 rows[2].rps / rows[0].rps,
                 rows[3].rps / rows[0].rps,
+                rows[4].rps / rows[2].rps,
                 us(rows[1].p50) - us(rows[0].p50),
-                us(rows[2].p50) - us(rows[0].p50)
+                us(rows[2].p50) - us(rows[0].p50),
+                us(rows[4].p50) - us(rows[2].p50)
             );
         }
     }
+}
+
+/// The connections `upstream` has accepted so far (0 without one).
+async fn accepted(counter: &reqwest::Client, upstream: Option<&Server>) -> u64 {
+    let Some(up) = upstream else {
+        return 0;
+    };
+    let url = up.url.replace("/mcp", "/_accepted");
+    let read = async { counter.get(&url).send().await?.text().await };
+    read.await
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .expect("the upstream's connection count")
 }
 
 async fn soak(n: usize) {
@@ -572,6 +697,9 @@ async fn soak(n: usize) {
 }
 
 fn main() {
+    // reqwest carries rustls without a crypto provider under the gateway feature; this
+    // program's own load clients use ring, as the gateway does.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| {
         args.iter()
@@ -597,7 +725,7 @@ fn main() {
         .build()
         .expect("runtime");
     if let Some(role) = value("--serve") {
-        rt.block_on(serve_role(&role, value("--upstream")));
+        rt.block_on(serve_role(&role, value("--upstream"), value("--ca")));
     } else if let Some(url) = value("--drive") {
         // For profiling one server process: `--drive URL [--prefixed] [--sessions]` sends
         // `tools/call` at concurrency 32 until killed, printing requests/s every 20,000.
