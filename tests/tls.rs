@@ -7,240 +7,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
+use common::tls::*;
 use common::*;
 use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::gateway::Gateway;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::{Value, json};
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
-
-/// A certificate authority made for one test.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            issuer: Issuer::new(params, key),
-            pem: cert.pem(),
-        }
-    }
-
-    /// A leaf certificate for `names`, valid now unless `expired`: (certificate PEM, key PEM).
-    fn leaf(&self, names: &[&str], expired: bool) -> (String, String) {
-        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2001, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2002, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-/// A folder of PEM files for one test, removed when dropped.
-struct Files(PathBuf);
-
-impl Files {
-    fn new(test: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("gatekeeper-tls-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn der_chain(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-fn der_key(pem: &str) -> rustls::pki_types::PrivateKeyDer<'static> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap()
-}
-
-/// The server side of TLS: its certificate, and the CA its clients' certificates must come
-/// from, if it asks for one.
-fn server_config(leaf: &(String, String), clients: Option<&Ca>) -> Arc<rustls::ServerConfig> {
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match clients {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in der_chain(&ca.pem) {
-                roots.add(c).unwrap();
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider(),
-            )
-            .build()
-            .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(der_chain(&leaf.0), der_key(&leaf.1))
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// An upstream served over TLS on loopback: what it saw of its clients.
-struct TlsUpstream {
-    port: u16,
-    /// TCP connections accepted.
-    accepted: Arc<AtomicUsize>,
-    /// The HTTP version of every request that got through the handshake.
-    versions: Arc<Mutex<Vec<http::Version>>>,
-    ct: CancellationToken,
-}
-
-impl TlsUpstream {
-    /// `https://localhost:PORT{path}`.
-    fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
-    }
-
-    /// `http://127.0.0.1:PORT{path}`, when served without TLS.
-    fn plain_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for TlsUpstream {
-    fn drop(&mut self) {
-        self.ct.cancel();
-    }
-}
-
-async fn serve_tls(router: axum::Router, tls: Arc<rustls::ServerConfig>) -> TlsUpstream {
-    serve_counting(router, Some(tls)).await
-}
-
-/// Serves `router` on loopback, over TLS when given, counting the connections it accepts.
-async fn serve_counting(
-    router: axum::Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) -> TlsUpstream {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    let versions: Arc<Mutex<Vec<http::Version>>> = Arc::default();
-    let seen = Arc::clone(&versions);
-    let router = router.layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            seen.lock().unwrap().push(req.version());
-            next.run(req)
-        },
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    let ct = CancellationToken::new();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        loop {
-            let tcp = tokio::select! {
-                _ = stop.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(_) => continue,
-                },
-            };
-            count.fetch_add(1, Ordering::SeqCst);
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let router = router.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let service = TowerToHyperService::new(router);
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let Some(acceptor) = acceptor else {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = conn => {}
-                    }
-                    return;
-                };
-                // A client that refuses our certificate ends here.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = conn => {}
-                }
-            });
-        }
-    });
-    TlsUpstream {
-        port,
-        accepted,
-        versions,
-        ct,
-    }
-}
-
-/// An rmcp server (tools `ping`, `headers`) over TLS with `tls`.
-async fn mcp_upstream(tls: Arc<rustls::ServerConfig>) -> (TlsUpstream, RecordingServer) {
-    let server = RecordingServer::new(vec![tool("ping", &[]), tool("headers", &[])], &[], &[]);
-    let ct = CancellationToken::new();
-    let router = axum::Router::new()
-        .nest_service("/mcp", mcp_service(server.clone(), Mode::StatefulSse, &ct));
-    (serve_tls(router, tls).await, server)
-}
-
-async fn gateway(doc: &str) -> (Running, Gateway) {
-    let config = Config::from_json_str(doc).unwrap();
-    let gk = Gatekeeper::new(config.policy().unwrap());
-    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
-    let router = gateway.router(gateway.gatekeeper().layer());
-    (serve(router, CancellationToken::new()).await, gateway)
-}
 
 /// `/health` as the master key sees it.
 async fn health(gw: &Running) -> Value {
@@ -646,19 +424,7 @@ async fn sequential_calls_reuse_plain_http_connections() {
 /// ALPN), and warns at start about each upstream whose certificate it does not verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_gateway_serves_tls_and_warns_of_unverified_upstreams() {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples")
-        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "cargo test builds the example gateway: {}",
-        bin.display()
-    );
+    use tokio::io::AsyncReadExt;
     let files = Files::new("serve");
     let ca = Ca::new("gateway CA");
     let (cert, key) = ca.leaf(&["localhost"], false);
@@ -678,35 +444,25 @@ async fn the_example_gateway_serves_tls_and_warns_of_unverified_upstreams() {
             lab.url("/mcp")
         ),
     );
-    let mut child = tokio::process::Command::new(&bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["--bind", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert_file)
-        .arg("--tls-key")
-        .arg(&key_file)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(std::time::Duration::from_secs(20), stdout.next_line())
-        .await
-        .expect("the gateway starts")
-        .unwrap()
-        .unwrap();
+    let (mut child, line) = example_gateway(
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--bind".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--tls-cert".as_ref(),
+            cert_file.as_os_str(),
+            "--tls-key".as_ref(),
+            key_file.as_os_str(),
+        ],
+        &[],
+    )
+    .await;
     assert!(
         line.contains("https://127.0.0.1:") && line.contains("TLS"),
         "{line}"
     );
-    let port: u16 = line
-        .split("https://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = port_in(&line);
 
     // A client that trusts the gateway's CA.
     let mut roots = rustls::RootCertStore::empty();

@@ -3,6 +3,9 @@
 #![allow(dead_code, unreachable_pub)]
 #![allow(deprecated)] // sampling is deprecated in the newest protocol; upstreams still use it
 
+#[cfg(feature = "gateway")]
+pub mod tls;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
