@@ -80,7 +80,11 @@ fn build(args: &Args) -> Result<Gateway, String> {
     };
     let policy = config.policy().map_err(|e| e.to_string())?;
     let gatekeeper = Gatekeeper::new(policy);
-    let mut builder = Gateway::from_config(&config, gatekeeper).map_err(|e| e.to_string())?;
+    let mut builder =
+        Gateway::from_config(&config, gatekeeper).map_err(|e| match &args.config {
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e.to_string(),
+        })?;
     if demo {
         builder = builder
             .upstream(
@@ -97,7 +101,10 @@ fn build(args: &Args) -> Result<Gateway, String> {
             "localhost".into(),
         ]);
     }
-    builder.build().map_err(|e| e.to_string())
+    builder.build().map_err(|e| match &args.config {
+        Some(path) => format!("{}: {e}", path.display()),
+        None => e.to_string(),
+    })
 }
 
 fn curl_lines(base: &str) -> String {

@@ -381,6 +381,11 @@ impl GatewayBuilder {
         }
         let mut clients = HashMap::new();
         for (name, spec) in &self.upstreams {
+            if matches!(spec.tls.verify, Verify::Off) {
+                crate::trace::warn(&format!(
+                    "upstream {name}: ssl_verify is false, its certificate is not checked"
+                ));
+            }
             let client = tls::client(&spec.tls)
                 .map_err(|e| ConfigError::new(format!("mcp_servers.{name}"), e))?;
             clients.insert(name.clone(), client);
@@ -452,8 +457,15 @@ impl Gateway {
             .transpose()
             .map_err(|e| ConfigError::new("general_settings.ssl_verify", e))?;
         for (name, server) in config.mcp_servers.iter() {
-            let mut spec = UpstreamSpec::from_config(name, server)
-                .map_err(|e| ConfigError::new(format!("mcp_servers.{name}"), e))?;
+            let mut spec = UpstreamSpec::from_config(name, server).map_err(|e| {
+                // Its messages begin with the setting's own path where they know it.
+                match e.split_once(": ") {
+                    Some((path, message)) if path.starts_with(&format!("mcp_servers.{name}")) => {
+                        ConfigError::new(path, message)
+                    }
+                    _ => ConfigError::new(format!("mcp_servers.{name}"), e),
+                }
+            })?;
             if let (None, Some(verify)) = (&server.ssl_verify, &verify) {
                 spec.tls.verify = verify.clone();
             }
