@@ -759,39 +759,15 @@ async fn health_shows_upstream_failures_to_the_master_key_only() {
         .await
         .unwrap();
     let _ = tool_names(&carol).await; // asks every upstream, `down` included
-    let http = http_client();
-    let public: Value = http
-        .get(gw.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let public = health_as(&gw, None).await;
     assert_eq!(public, json!({"status": "ok"}));
-    let carols: Value = http
-        .get(gw.url("/health"))
-        .header("x-litellm-api-key", "sk-carol")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let carols = health_as(&gw, Some("sk-carol")).await;
     assert_eq!(
         carols,
         json!({"status": "ok"}),
         "only the master key sees upstream details"
     );
-    let admin: Value = http
-        .get(gw.url("/health"))
-        .header("x-litellm-api-key", "sk-admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin = health_as(&gw, Some("sk-admin")).await;
     assert_eq!(admin["upstreams"]["down"]["status"], "failing", "{admin}");
     assert!(
         admin["upstreams"]["down"]["last_error"]

@@ -10,9 +10,6 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use mcp_gatekeeper::Gatekeeper;
-use mcp_gatekeeper::config::Config;
-use mcp_gatekeeper::gateway::Gateway;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
     LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
@@ -21,7 +18,6 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleClient, RoleServer, ServiceExt};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 /// Reports progress when given a token and logs one message at `info` when given a level.
 #[derive(Clone, Default)]
@@ -102,22 +98,7 @@ impl rmcp::ClientHandler for Ears {
 #[tokio::test]
 async fn progress_and_log_messages_of_a_2026_upstream_reach_callers_of_every_era() {
     let worker = Worker::default();
-    let ct = CancellationToken::new();
-    let factory = worker.clone();
-    let upstream = serve(
-        axum::Router::new().nest_service(
-            "/mcp",
-            rmcp::transport::streamable_http_server::StreamableHttpService::new(
-                move || Ok(factory.clone()),
-                Arc::new(
-                    rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
-                ),
-                Mode::StatefulSse.config(&ct),
-            ),
-        ),
-        ct,
-    )
-    .await;
+    let upstream = serve_handler(worker.clone()).await;
     let doc = format!(
         r#"{{
       "general_settings": {{"master_key": "sk-admin"}},
@@ -126,16 +107,7 @@ async fn progress_and_log_messages_of_a_2026_upstream_reach_callers_of_every_era
     }}"#,
         upstream.url("/mcp")
     );
-    let config = Config::from_json_str(&doc).unwrap();
-    let gateway = Gateway::from_config(&config, Gatekeeper::new(config.policy().unwrap()))
-        .unwrap()
-        .build()
-        .unwrap();
-    let gw = serve(
-        gateway.router(gateway.gatekeeper().layer()),
-        CancellationToken::new(),
-    )
-    .await;
+    let (gw, _gateway) = gateway_from_json(&doc).await;
     let url = gw.url("/mcp");
 
     // A handshake caller that never set a level hears everything, as from a handshake server;

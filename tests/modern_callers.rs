@@ -11,9 +11,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mcp_gatekeeper::Gatekeeper;
-use mcp_gatekeeper::config::Config;
-use mcp_gatekeeper::gateway::Gateway;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -61,17 +58,12 @@ async fn setup() -> Setup {
     }}"#,
         urls[0], urls[1]
     );
-    let config = Config::from_json_str(&doc).unwrap();
-    let gateway = Gateway::from_config(&config, Gatekeeper::new(config.policy().unwrap()))
-        .unwrap()
-        .build()
-        .unwrap();
-    let router = gateway.router(gateway.gatekeeper().layer());
+    let (gw, _gateway) = gateway_from_json(&doc).await;
     Setup {
         github,
         wiki,
         _upstreams: upstreams,
-        gateway: serve(router, CancellationToken::new()).await,
+        gateway: gw,
     }
 }
 
@@ -518,16 +510,7 @@ async fn input_required_results_of_a_2026_upstream_reach_callers_of_every_era() 
     }}"#,
         upstream.url("/mcp")
     );
-    let config = Config::from_json_str(&doc).unwrap();
-    let gateway = Gateway::from_config(&config, Gatekeeper::new(config.policy().unwrap()))
-        .unwrap()
-        .build()
-        .unwrap();
-    let gw = serve(
-        gateway.router(gateway.gatekeeper().layer()),
-        CancellationToken::new(),
-    )
-    .await;
+    let (gw, _gateway) = gateway_from_json(&doc).await;
     let url = gw.url("/mcp");
 
     // A handshake caller is asked as a request of its own, and gets the final result.

@@ -11,9 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use mcp_gatekeeper::Gatekeeper;
-use mcp_gatekeeper::config::Config;
-use mcp_gatekeeper::gateway::Gateway;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
     CreateTaskResult, GetTaskParams, GetTaskResult, InputRequest, ListToolsResult,
@@ -142,22 +139,7 @@ struct Setup {
 
 async fn setup() -> Setup {
     let jobs = Jobs::default();
-    let ct = CancellationToken::new();
-    let factory = jobs.clone();
-    let jobs_up = serve(
-        axum::Router::new().nest_service(
-            "/mcp",
-            rmcp::transport::streamable_http_server::StreamableHttpService::new(
-                move || Ok(factory.clone()),
-                Arc::new(
-                    rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
-                ),
-                Mode::StatefulSse.config(&ct),
-            ),
-        ),
-        ct,
-    )
-    .await;
+    let jobs_up = serve_handler(jobs.clone()).await;
     let other = RecordingServer::new(vec![tool("echo", &[])], &[], &[]);
     let ct = CancellationToken::new();
     let other_up = serve(
@@ -181,16 +163,11 @@ async fn setup() -> Setup {
         jobs_up.url("/mcp"),
         other_up.url("/mcp")
     );
-    let config = Config::from_json_str(&doc).unwrap();
-    let gateway = Gateway::from_config(&config, Gatekeeper::new(config.policy().unwrap()))
-        .unwrap()
-        .build()
-        .unwrap();
-    let router = gateway.router(gateway.gatekeeper().layer());
+    let (gw, _gateway) = gateway_from_json(&doc).await;
     Setup {
         jobs,
         _upstreams: vec![jobs_up, other_up],
-        gateway: serve(router, CancellationToken::new()).await,
+        gateway: gw,
         http: http_client(),
     }
 }

@@ -22,15 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 /// `/health` as the master key sees it.
 async fn health(gw: &Running) -> Value {
-    http_client()
-        .get(gw.url("/health"))
-        .header("x-litellm-api-key", "sk-admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    health_as(gw, Some("sk-admin")).await
 }
 
 fn reason(health: &Value, server: &str) -> String {
@@ -68,7 +60,7 @@ async fn trusted_upstreams_work_and_untrusted_ones_fail_alone_with_a_reason() {
         mcp_upstream(server_config(&ca.leaf(&["elsewhere.example"], false), None)).await;
     let (expired, _) = mcp_upstream(server_config(&ca.leaf(&["localhost"], true), None)).await;
     let ca_path = ca_file.display();
-    let (gw, _) = gateway(&format!(
+    let (gw, _) = gateway_from_json(&format!(
         r#"{{"general_settings": {{"master_key": "sk-admin", "ssl_verify": "{ca_path}"}},
             "mcp_servers": {{
               "good": {{"url": "{}", "timeout": 5}},
@@ -145,7 +137,7 @@ async fn a_server_setting_overrides_the_general_one_and_false_skips_verification
         None,
     ))
     .await;
-    let (gw, _) = gateway(&format!(
+    let (gw, _) = gateway_from_json(&format!(
         r#"{{"general_settings": {{"master_key": "sk-admin", "ssl_verify": false}},
             "mcp_servers": {{
               "corp": {{"url": "{}", "ssl_verify": "{}"}},
@@ -178,7 +170,7 @@ async fn an_upstream_that_wants_a_client_certificate_gets_one_only_when_configur
     let key_file = files.write("client.key", &key);
     let tls = server_config(&ca.leaf(&["localhost"], false), Some(&clients));
     let (strict, strict_server) = mcp_upstream(tls).await;
-    let (gw, _) = gateway(&format!(
+    let (gw, _) = gateway_from_json(&format!(
         r#"{{"general_settings": {{"master_key": "sk-admin", "ssl_verify": "{ca}"}},
             "mcp_servers": {{
               "with_cert": {{"url": "{url}", "ssl_client_certificate": "{cert}", "ssl_client_key": "{key}", "timeout": 5}},
@@ -227,7 +219,7 @@ async fn a_legacy_sse_upstream_and_a_token_endpoint_over_tls() {
     )
     .await;
     let (api, _) = mcp_upstream(tls).await;
-    let (gw, _) = gateway(&format!(
+    let (gw, _) = gateway_from_json(&format!(
         r#"{{"general_settings": {{"master_key": "sk-admin", "ssl_verify": "{ca}"}},
             "mcp_servers": {{
               "old": {{"url": "{sse}", "transport": "sse"}},
@@ -283,90 +275,75 @@ fn bad_tls_settings_are_load_errors_that_name_the_file_and_the_fix() {
     let other_key_file = files.write("other.key", &other_key);
     let garbage = files.write("garbage.pem", "not a certificate\n");
     let missing = files.0.join("missing.pem");
-    let p = |path: &Path| path.display().to_string();
-
-    let e = load(&server(&format!(r#", "ssl_verify": "{}""#, p(&missing)))).unwrap_err();
-    assert!(
-        e.contains("mcp_servers.remote.ssl_verify") && e.contains("missing.pem"),
-        "{e}"
-    );
-    let e = load(&server(&format!(r#", "ssl_verify": "{}""#, p(&garbage)))).unwrap_err();
-    assert!(
-        e.contains("garbage.pem") && e.contains("no PEM certificate"),
-        "{e}"
-    );
-    let e = load(&format!(
-        r#"{{"general_settings": {{"ssl_verify": "{}"}}, "mcp_servers": {{}}}}"#,
-        p(&missing)
-    ))
-    .unwrap_err();
-    assert!(
-        e.contains("general_settings.ssl_verify") && e.contains("missing.pem"),
-        "{e}"
-    );
-    let e = load(&server(&format!(
-        r#", "ssl_client_certificate": "{}""#,
-        p(&cert_file)
-    )))
-    .unwrap_err();
-    assert!(e.contains("ssl_client_key") && e.contains("both"), "{e}");
-    let e = load(&server(&format!(
-        r#", "ssl_client_key": "{}""#,
-        p(&key_file)
-    )))
-    .unwrap_err();
-    assert!(
-        e.contains("ssl_client_certificate") && e.contains("both"),
-        "{e}"
-    );
-    let e = load(&server(&format!(
-        r#", "ssl_client_certificate": "{}", "ssl_client_key": "{}""#,
-        p(&cert_file),
-        p(&garbage)
-    )))
-    .unwrap_err();
-    assert!(
-        e.contains("garbage.pem") && e.contains("private key"),
-        "{e}"
-    );
-    let e = load(&server(&format!(
-        r#", "ssl_client_certificate": "{}", "ssl_client_key": "{}""#,
-        p(&cert_file),
-        p(&other_key_file)
-    )))
-    .unwrap_err();
-    assert!(e.contains("does not fit"), "{e}");
-    assert!(
-        !e.contains("PRIVATE KEY"),
-        "no key material in an error: {e}"
-    );
-    let e = load(&server(
-        r#", "ssl_verify": "os.environ/GATEKEEPER_TLS_TEST_UNSET""#,
-    ))
-    .unwrap_err();
-    assert!(e.contains("GATEKEEPER_TLS_TEST_UNSET"), "{e}");
+    let pair = |cert: &Path, key: &Path| {
+        server(&format!(
+            r#", "ssl_client_certificate": "{}", "ssl_client_key": "{}""#,
+            cert.display(),
+            key.display()
+        ))
+    };
+    let verify = |path: &Path| server(&format!(r#", "ssl_verify": "{}""#, path.display()));
+    // (config, what the error must say)
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            verify(&missing),
+            &["at mcp_servers.remote.ssl_verify", "missing.pem"],
+        ),
+        (verify(&garbage), &["garbage.pem", "no PEM certificate"]),
+        (
+            format!(
+                r#"{{"general_settings": {{"ssl_verify": "{}"}}, "mcp_servers": {{}}}}"#,
+                missing.display()
+            ),
+            &["general_settings.ssl_verify", "missing.pem"],
+        ),
+        (
+            server(&format!(
+                r#", "ssl_client_certificate": "{}""#,
+                cert_file.display()
+            )),
+            &["ssl_client_key", "both"],
+        ),
+        (
+            server(&format!(r#", "ssl_client_key": "{}""#, key_file.display())),
+            &["ssl_client_certificate", "both"],
+        ),
+        (pair(&cert_file, &garbage), &["garbage.pem", "private key"]),
+        (pair(&cert_file, &other_key_file), &["does not fit"]),
+        (
+            server(r#", "ssl_verify": "os.environ/GATEKEEPER_TLS_TEST_UNSET""#),
+            &["GATEKEEPER_TLS_TEST_UNSET"],
+        ),
+    ];
+    for (config, says) in cases {
+        let e = load(&config).unwrap_err();
+        for part in says {
+            assert!(e.contains(part), "{config}: {e}");
+        }
+        let material = key.lines().nth(1).unwrap();
+        assert!(
+            !e.contains("PRIVATE KEY") && !e.contains(material),
+            "no key material: {e}"
+        );
+    }
     // A good pair loads.
-    load(&server(&format!(
-        r#", "ssl_client_certificate": "{}", "ssl_client_key": "{}""#,
-        p(&cert_file),
-        p(&key_file)
-    )))
-    .unwrap();
+    load(&pair(&cert_file, &key_file)).unwrap();
 }
 
-/// Sequential calls and lists through the gateway reuse the upstream's connections: one TLS
-/// handshake per pooled connection, not one per request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequential_calls_reuse_the_upstreams_connections() {
-    let files = Files::new("reuse");
-    let ca = Ca::new("corp CA");
-    let ca_file = files.write("ca.pem", &ca.pem);
-    let (up, server) = mcp_upstream(server_config(&ca.leaf(&["localhost"], false), None)).await;
-    let (gw, _) = gateway(&format!(
-        r#"{{"general_settings": {{"master_key": "sk-admin", "ssl_verify": "{}"}},
-             "mcp_servers": {{"up": {{"url": "{}"}}}}}}"#,
-        ca_file.display(),
-        up.url("/mcp"),
+/// 150 calls and 150 lists, one after another, through a gateway to `upstream` (with the
+/// `ssl_verify` given, if any): the connections the upstream accepted meanwhile.
+async fn connections_for_300_requests(
+    upstream: &str,
+    ssl_verify: Option<&Path>,
+    counted: &TlsUpstream,
+    server: &RecordingServer,
+) -> usize {
+    let verify = ssl_verify.map_or(String::new(), |ca| {
+        format!(r#", "ssl_verify": "{}""#, ca.display())
+    });
+    let (gw, _) = gateway_from_json(&format!(
+        r#"{{"general_settings": {{"master_key": "sk-admin"{verify}}},
+             "mcp_servers": {{"up": {{"url": "{upstream}"}}}}}}"#
     ))
     .await;
     let client = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-admin")])
@@ -377,7 +354,19 @@ async fn sequential_calls_reuse_the_upstreams_connections() {
         assert_eq!(tool_names(&client).await.len(), 2);
     }
     assert_eq!(server.executions.names().len(), 150);
-    let accepted = up.accepted.load(Ordering::SeqCst);
+    counted.accepted.load(Ordering::SeqCst)
+}
+
+/// Sequential calls and lists through the gateway reuse the upstream's connections: one TLS
+/// handshake per pooled connection, not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_calls_reuse_the_upstreams_connections() {
+    let files = Files::new("reuse");
+    let ca = Ca::new("corp CA");
+    let ca_file = files.write("ca.pem", &ca.pem);
+    let (up, server) = mcp_upstream(server_config(&ca.leaf(&["localhost"], false), None)).await;
+    let accepted =
+        connections_for_300_requests(&up.url("/mcp"), Some(&ca_file), &up, &server).await;
     assert!(
         accepted <= 2,
         "{accepted} connections accepted for 300 requests"
@@ -392,31 +381,15 @@ async fn sequential_calls_reuse_plain_http_connections() {
     let router = axum::Router::new()
         .nest_service("/mcp", mcp_service(server.clone(), Mode::StatefulSse, &ct));
     let up = serve_counting(router, None).await;
-    let (gw, _) = gateway(&format!(
-        r#"{{"general_settings": {{"master_key": "sk-admin"}},
-             "mcp_servers": {{"up": {{"url": "{}"}}}}}}"#,
-        up.plain_url("/mcp"),
-    ))
-    .await;
-    let client = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-admin")])
-        .await
-        .unwrap();
-    for _ in 0..150 {
-        call(&client, "up-ping", json!({})).await.unwrap();
-        assert_eq!(tool_names(&client).await.len(), 2);
-    }
-    assert_eq!(server.executions.names().len(), 150);
-    let accepted = up.accepted.load(Ordering::SeqCst);
+    let accepted = connections_for_300_requests(&up.plain_url("/mcp"), None, &up, &server).await;
     assert!(
         accepted <= 3,
         "{accepted} connections accepted for 300 requests"
     );
+    let versions = up.versions.lock().unwrap().clone();
     assert!(
-        up.versions
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|v| *v == http::Version::HTTP_11)
+        versions.iter().all(|v| *v == http::Version::HTTP_11),
+        "{versions:?}"
     );
 }
 
@@ -530,4 +503,58 @@ async fn the_example_gateway_serves_tls_and_warns_of_unverified_upstreams() {
         1,
         "{stderr}"
     );
+}
+
+/// An `https` upstream that redirects to plain `http` is not followed there: the gateway never
+/// falls back to plaintext.
+#[tokio::test]
+async fn a_redirect_from_https_to_plain_http_is_refused() {
+    let files = Files::new("redirect");
+    let ca = Ca::new("corp CA");
+    let ca_file = files.write("ca.pem", &ca.pem);
+    // The plain upstream the redirect points at, counting what reaches it.
+    let plain = RecordingServer::new(vec![tool("ping", &[])], &[], &[]);
+    let ct = CancellationToken::new();
+    let plain_up = serve_counting(
+        axum::Router::new()
+            .nest_service("/mcp", mcp_service(plain.clone(), Mode::StatefulSse, &ct)),
+        None,
+    )
+    .await;
+    let target = plain_up.plain_url("/mcp");
+    let redirecting = serve_tls(
+        axum::Router::new().fallback(move || {
+            let target = target.clone();
+            async move {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, target)],
+                )
+            }
+        }),
+        server_config(&ca.leaf(&["localhost"], false), None),
+    )
+    .await;
+    let (gw, _) = gateway_from_json(&format!(
+        r#"{{"general_settings": {{"master_key": "sk-admin", "ssl_verify": "{}"}},
+             "mcp_servers": {{"moved": {{"url": "{}", "timeout": 5}}}}}}"#,
+        ca_file.display(),
+        redirecting.url("/mcp"),
+    ))
+    .await;
+    let client = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-admin")])
+        .await
+        .unwrap();
+    assert!(tool_names(&client).await.is_empty());
+    assert_failed(call(&client, "moved-ping", json!({})).await, "moved");
+    assert!(
+        redirecting.accepted.load(Ordering::SeqCst) >= 1,
+        "the https upstream was asked"
+    );
+    assert_eq!(
+        plain_up.accepted.load(Ordering::SeqCst),
+        0,
+        "nothing followed the redirect to plain http"
+    );
+    assert!(plain.executions.names().is_empty());
 }

@@ -677,3 +677,40 @@ pub fn legacy_sse_router() -> (axum::Router, Arc<std::sync::atomic::AtomicUsize>
         .with_state((sessions, Arc::clone(&calls)));
     (router, calls)
 }
+
+/// The gateway of a JSON config, serving its router (the layers in front) on loopback.
+#[cfg(feature = "gateway")]
+pub async fn gateway_from_json(doc: &str) -> (Running, mcp_gatekeeper::gateway::Gateway) {
+    use mcp_gatekeeper::Gatekeeper;
+    use mcp_gatekeeper::config::Config;
+    use mcp_gatekeeper::gateway::Gateway;
+    let config = Config::from_json_str(doc).unwrap();
+    let gk = Gatekeeper::new(config.policy().unwrap());
+    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+    let router = gateway.router(gateway.gatekeeper().layer());
+    (serve(router, CancellationToken::new()).await, gateway)
+}
+
+/// Serves an rmcp server handler over streamable HTTP at `/mcp` (stateful, event-stream
+/// replies), one clone of `handler` per session.
+pub async fn serve_handler<H>(handler: H) -> Running
+where
+    H: ServerHandler + Clone + Send + Sync + 'static,
+{
+    let ct = CancellationToken::new();
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        Mode::StatefulSse.config(&ct),
+    );
+    serve(axum::Router::new().nest_service("/mcp", service), ct).await
+}
+
+/// `/health` of a gateway, as the holder of `key` (or no one) sees it.
+pub async fn health_as(gw: &Running, key: Option<&str>) -> Value {
+    let mut request = http_client().get(gw.url("/health"));
+    if let Some(key) = key {
+        request = request.header("x-litellm-api-key", key);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}

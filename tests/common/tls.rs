@@ -5,14 +5,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mcp_gatekeeper::Gatekeeper;
-use mcp_gatekeeper::config::Config;
-use mcp_gatekeeper::gateway::Gateway;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
-use super::{Mode, RecordingServer, Running, mcp_service, serve, tool};
+use super::{Mode, RecordingServer, mcp_service, tool};
 
 /// A certificate authority made for one test.
 pub struct Ca {
@@ -226,14 +223,6 @@ pub async fn mcp_upstream(tls: Arc<rustls::ServerConfig>) -> (TlsUpstream, Recor
     let router = axum::Router::new()
         .nest_service("/mcp", mcp_service(server.clone(), Mode::StatefulSse, &ct));
     (serve_tls(router, tls).await, server)
-}
-
-pub async fn gateway(doc: &str) -> (Running, Gateway) {
-    let config = Config::from_json_str(doc).unwrap();
-    let gk = Gatekeeper::new(config.policy().unwrap());
-    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
-    let router = gateway.router(gateway.gatekeeper().layer());
-    (serve(router, CancellationToken::new()).await, gateway)
 }
 
 /// Starts the example gateway (built by `cargo test`) with `args` and extra environment
