@@ -393,6 +393,8 @@ impl rmcp::ServerHandler for Asker {
         rmcp::model::ServerConfig::new(
             rmcp::model::ServerCapabilities::builder()
                 .enable_tools()
+                .enable_prompts()
+                .enable_resources()
                 .build(),
         )
     }
@@ -412,7 +414,7 @@ impl rmcp::ServerHandler for Asker {
         request: rmcp::model::CallToolRequestParams,
         ctx: rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
-        use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock, InputRequest};
+        use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
         let version = ctx
             .extensions
             .get::<http::request::Parts>()
@@ -421,22 +423,61 @@ impl rmcp::ServerHandler for Asker {
             .unwrap_or_default()
             .to_owned();
         self.versions.lock().unwrap().push(version);
-        self.states
-            .lock()
-            .unwrap()
-            .push(request.request_state.clone());
-        let answer = request
-            .input_responses
-            .as_ref()
-            .and_then(|r| r.get("colour"));
-        match (answer, request.request_state.as_deref()) {
-            (Some(answer), Some("asker-state")) => {
-                let said = answer["content"]["text"].as_str().unwrap_or_default();
-                Ok(
-                    CallToolResult::success(vec![ContentBlock::text(format!("answered: {said}"))])
-                        .into(),
-                )
-            }
+        Ok(
+            match self.decide(request.input_responses.as_ref(), request.request_state) {
+                Ok(said) => CallToolResult::success(vec![ContentBlock::text(said)]).into(),
+                Err(round) => CallToolResponse::InputRequired(*round),
+            },
+        )
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, rmcp::ErrorData> {
+        use rmcp::model::{GetPromptResponse, GetPromptResult, PromptMessage, Role};
+        Ok(
+            match self.decide(request.input_responses.as_ref(), request.request_state) {
+                Ok(said) => GetPromptResponse::Complete(GetPromptResult::new(vec![
+                    PromptMessage::new_text(Role::User, said),
+                ])),
+                Err(round) => GetPromptResponse::InputRequired(*round),
+            },
+        )
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
+        use rmcp::model::{ReadResourceResponse, ReadResourceResult, ResourceContents};
+        Ok(
+            match self.decide(request.input_responses.as_ref(), request.request_state) {
+                Ok(said) => ReadResourceResponse::Complete(ReadResourceResult::new(vec![
+                    ResourceContents::text(said, request.uri),
+                ])),
+                Err(round) => ReadResourceResponse::InputRequired(*round),
+            },
+        )
+    }
+}
+
+impl Asker {
+    /// `Ok(text)` once the sampling answer and the state came back, else the round to ask.
+    fn decide(
+        &self,
+        responses: Option<&rmcp::model::InputResponses>,
+        state: Option<String>,
+    ) -> Result<String, Box<rmcp::model::InputRequiredResult>> {
+        use rmcp::model::InputRequest;
+        self.states.lock().unwrap().push(state.clone());
+        match (responses.and_then(|r| r.get("colour")), state.as_deref()) {
+            (Some(answer), Some("asker-state")) => Ok(format!(
+                "answered: {}",
+                answer["content"]["text"].as_str().unwrap_or_default()
+            )),
             _ => {
                 let asked = rmcp::model::CreateMessageRequestParams::new(
                     vec![rmcp::model::SamplingMessage::user_text("which colour?")],
@@ -447,12 +488,10 @@ impl rmcp::ServerHandler for Asker {
                     "colour".to_owned(),
                     InputRequest::CreateMessage(rmcp::model::CreateMessageRequest::new(asked)),
                 );
-                Ok(CallToolResponse::InputRequired(
-                    rmcp::model::InputRequiredResult::new(
-                        Some(requests),
-                        Some("asker-state".to_owned()),
-                    ),
-                ))
+                Err(Box::new(rmcp::model::InputRequiredResult::new(
+                    Some(requests),
+                    Some("asker-state".to_owned()),
+                )))
             }
         }
     }
@@ -625,4 +664,61 @@ async fn input_required_results_of_a_2026_upstream_reach_callers_of_every_era() 
         "{:?}",
         asker.versions.lock().unwrap()
     );
+}
+
+/// `prompts/get` and `resources/read` of a 2026-07-28 upstream that needs an answer first: a
+/// handshake caller cannot read an input-required result, so it is asked a request of its own
+/// and gets the final result; the upstream sees its own state come back.
+#[tokio::test]
+async fn input_required_prompts_and_resources_reach_handshake_callers_as_requests() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams, ResourceContents};
+    let asker = Asker::default();
+    let upstream = serve_handler(asker.clone()).await;
+    let (gw, _gateway) = gateway_from_json(&format!(
+        r#"{{"general_settings": {{"master_key": "sk-admin"}},
+             "mcp_servers": {{"asker": {{"url": "{}", "protocol_version": "2026-07-28"}}}}}}"#,
+        upstream.url("/mcp")
+    ))
+    .await;
+    let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
+        http_client(),
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            gw.url("/mcp"),
+        )
+        .custom_headers(
+            [(
+                http::HeaderName::from_static("x-litellm-api-key"),
+                http::HeaderValue::from_static("sk-admin"),
+            )]
+            .into(),
+        ),
+    );
+    let client = Blue.serve(transport).await.unwrap();
+    let prompt = client
+        .get_prompt(GetPromptRequestParams::new("asker-colour"))
+        .await
+        .unwrap();
+    let said = serde_json::to_value(&prompt.messages).unwrap().to_string();
+    assert!(said.contains("answered: blue"), "{said}");
+    let read = client
+        .read_resource(ReadResourceRequestParams::new("asker-doc://colour"))
+        .await
+        .unwrap();
+    let ResourceContents::TextResourceContents { text, uri, .. } = &read.contents[0] else {
+        panic!("{read:?}");
+    };
+    assert_eq!(text, "answered: blue");
+    assert_eq!(uri, "asker-doc://colour", "the caller's name for it");
+    // Each was asked twice: first without state, then with the upstream's own.
+    assert_eq!(
+        *asker.states.lock().unwrap(),
+        [
+            None,
+            Some("asker-state".to_owned()),
+            None,
+            Some("asker-state".to_owned())
+        ]
+    );
+    client.cancel().await.unwrap();
 }

@@ -6,7 +6,8 @@
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, ClientRequest, InputResponses, ServerResult,
+    CallToolRequest, CallToolRequestParams, ClientRequest, InputRequiredResult, InputResponses,
+    ServerResult,
 };
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams,
@@ -347,7 +348,7 @@ pub(crate) fn options(peer: &Peer<RoleClient>, asking: Asking) -> PeerRequestOpt
 }
 
 /// At most this many input-required rounds of one upstream call.
-const MAX_ROUNDS: usize = 16;
+pub(crate) const MAX_ROUNDS: usize = 16;
 
 /// Follows an upstream's input-required results (protocol 2026-07-28) for the call `params`
 /// whose first result is `result`: each round's requests are answered by the caller (see
@@ -366,19 +367,7 @@ pub(crate) async fn settle(
         let ServerResult::InputRequiredResult(round) = result else {
             return Ok(result);
         };
-        let (keys, requests): (Vec<String>, Vec<(Option<String>, InputRequest)>) = round
-            .input_requests
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(key, request)| (key.clone(), (Some(key), request)))
-            .unzip();
-        let answers = relay.answer_all(requests, to).await;
-        let mut responses = InputResponses::new();
-        for (key, answer) in keys.into_iter().zip(answers) {
-            responses.insert(key, answer.map_err(ServiceError::McpError)?);
-        }
-        params.input_responses = (!responses.is_empty()).then_some(responses);
-        params.request_state = round.request_state;
+        (params.input_responses, params.request_state) = answer_round(relay, round, to).await?;
         let again = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
         result = peer
             .send_request_with_option(again, options(peer, asking))
@@ -389,6 +378,30 @@ pub(crate) async fn settle(
     Err(ServiceError::InputRequiredRoundsExceeded {
         max_rounds: MAX_ROUNDS,
     })
+}
+
+/// Answers one input-required round of an upstream through the caller (see
+/// [`Relay::answer_all`]): the responses, and the upstream's state, to send with the next try.
+pub(crate) async fn answer_round(
+    relay: &Relay,
+    round: InputRequiredResult,
+    to: Option<&PendingSender>,
+) -> Result<(Option<InputResponses>, Option<String>), ServiceError> {
+    let (keys, requests): (Vec<String>, Vec<(Option<String>, InputRequest)>) = round
+        .input_requests
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, request)| (key.clone(), (Some(key), request)))
+        .unzip();
+    let answers = relay.answer_all(requests, to).await;
+    let mut responses = InputResponses::new();
+    for (key, answer) in keys.into_iter().zip(answers) {
+        responses.insert(key, answer.map_err(ServiceError::McpError)?);
+    }
+    Ok((
+        (!responses.is_empty()).then_some(responses),
+        round.request_state,
+    ))
 }
 
 fn relay_error(e: rmcp::service::ServiceError) -> ErrorData {
