@@ -425,7 +425,11 @@ impl rmcp::ServerHandler for Asker {
         self.versions.lock().unwrap().push(version);
         Ok(
             match self.decide(request.input_responses.as_ref(), request.request_state) {
-                Ok(said) => CallToolResult::success(vec![ContentBlock::text(said)]).into(),
+                Ok(said) => {
+                    let mut result = CallToolResult::success(vec![ContentBlock::text(said)]);
+                    result.meta = Some(identity());
+                    result.into()
+                }
                 Err(round) => CallToolResponse::InputRequired(*round),
             },
         )
@@ -439,9 +443,12 @@ impl rmcp::ServerHandler for Asker {
         use rmcp::model::{GetPromptResponse, GetPromptResult, PromptMessage, Role};
         Ok(
             match self.decide(request.input_responses.as_ref(), request.request_state) {
-                Ok(said) => GetPromptResponse::Complete(GetPromptResult::new(vec![
-                    PromptMessage::new_text(Role::User, said),
-                ])),
+                Ok(said) => {
+                    let mut result =
+                        GetPromptResult::new(vec![PromptMessage::new_text(Role::User, said)]);
+                    result.meta = Some(identity());
+                    GetPromptResponse::Complete(result)
+                }
                 Err(round) => GetPromptResponse::InputRequired(*round),
             },
         )
@@ -462,6 +469,17 @@ impl rmcp::ServerHandler for Asker {
             },
         )
     }
+}
+
+/// The upstream's own name in a result's `_meta`, as 2026-07-28 servers may give it.
+fn identity() -> rmcp::model::MetaObject {
+    let mut meta = rmcp::model::MetaObject::default();
+    meta.insert(
+        "io.modelcontextprotocol/serverInfo".to_owned(),
+        json!({"name": "asker-upstream-internal", "version": "9.9"}),
+    );
+    meta.insert("trace".to_owned(), json!("kept"));
+    meta
 }
 
 impl Asker {
@@ -701,6 +719,9 @@ async fn input_required_prompts_and_resources_reach_handshake_callers_as_request
         .unwrap();
     let said = serde_json::to_value(&prompt.messages).unwrap().to_string();
     assert!(said.contains("answered: blue"), "{said}");
+    // The upstream's own identity stays behind the gateway; its other `_meta` passes.
+    let meta = serde_json::to_value(&prompt.meta).unwrap();
+    assert_eq!(meta, json!({"trace": "kept"}));
     let read = client
         .read_resource(ReadResourceRequestParams::new("asker-doc://colour"))
         .await
@@ -720,5 +741,12 @@ async fn input_required_prompts_and_resources_reach_handshake_callers_as_request
             Some("asker-state".to_owned())
         ]
     );
+    let called = client
+        .call_tool(rmcp::model::CallToolRequestParams::new("asker-ask"))
+        .await
+        .unwrap();
+    let called = serde_json::to_value(&called).unwrap();
+    assert!(called.to_string().contains("answered: blue"), "{called}");
+    assert_eq!(called["_meta"], json!({"trace": "kept"}), "{called}");
     client.cancel().await.unwrap();
 }

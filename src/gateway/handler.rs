@@ -440,7 +440,7 @@ impl ServerHandler for GatewayHandler {
                 .await;
                 if let Some(result) = sent {
                     return result.map(|mut r| {
-                        complete(&mut r.result_type);
+                        relayed(&mut r.result_type, &mut r.meta);
                         CallToolResponse::Complete(r)
                     });
                 }
@@ -499,7 +499,7 @@ impl ServerHandler for GatewayHandler {
             // A 2026-07-28 upstream's input-required results become requests of this caller.
             match super::relay::settle(&peer, &relay, again, answer?, None, asking).await? {
                 ServerResult::CallToolResult(mut r) => {
-                    complete(&mut r.result_type);
+                    relayed(&mut r.result_type, &mut r.meta);
                     Ok(CallToolResponse::Complete(r))
                 }
                 ServerResult::CreateTaskResult(r) => {
@@ -585,7 +585,7 @@ impl ServerHandler for GatewayHandler {
             })
             .await?;
         if let GetPromptResponse::Complete(result) = &mut response {
-            complete(&mut result.result_type);
+            relayed(&mut result.result_type, &mut result.meta);
         }
         Ok(response)
     }
@@ -658,7 +658,7 @@ impl ServerHandler for GatewayHandler {
             })
             .await?;
         if let ReadResourceResponse::Complete(result) = &mut response {
-            complete(&mut result.result_type);
+            relayed(&mut result.result_type, &mut result.meta);
             for c in &mut result.contents {
                 prefix_contents_uri(c, &prefix);
             }
@@ -724,7 +724,7 @@ impl ServerHandler for GatewayHandler {
         })
         .await
         .map(|mut result| {
-            complete(&mut result.result_type);
+            relayed(&mut result.result_type, &mut result.meta);
             result
         })
     }
@@ -762,10 +762,22 @@ pub(crate) fn declares_tasks(ctx: &RequestContext<RoleServer>) -> bool {
         .is_some_and(|c| c.supports_tasks())
 }
 
-/// An upstream on an older protocol sends results without `resultType`; protocol 2026-07-28
-/// requires it on every result the gateway returns. rmcp drops it again for older callers.
-pub(crate) fn complete(result_type: &mut Option<rmcp::model::ResultType>) {
+/// What the gateway makes of a result it relays. An upstream on an older protocol sends results
+/// without `resultType`; protocol 2026-07-28 requires it on every result the gateway returns
+/// (rmcp drops it again for older callers). And the upstream's own identity
+/// (`io.modelcontextprotocol/serverInfo` in `_meta`) is removed: the caller speaks to the
+/// gateway and learns nothing of the servers behind it from a result.
+pub(crate) fn relayed(
+    result_type: &mut Option<rmcp::model::ResultType>,
+    meta: &mut Option<rmcp::model::MetaObject>,
+) {
     result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
+    if let Some(m) = meta {
+        m.remove("io.modelcontextprotocol/serverInfo");
+        if m.is_empty() {
+            *meta = None;
+        }
+    }
 }
 
 /// Resource contents name their URI: give it the same prefix the caller used.

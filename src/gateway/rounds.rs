@@ -23,7 +23,7 @@ use rmcp::model::{
 use rmcp::service::{Peer, RequestContext, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
-use super::handler::{GatewayHandler, PROGRESS_GRACE, complete, declares_tasks, forward_meta};
+use super::handler::{GatewayHandler, PROGRESS_GRACE, declares_tasks, forward_meta, relayed};
 use super::pool::Caller;
 use super::relay::{Asking, Pending, Relay};
 use crate::engine::NameKind;
@@ -250,7 +250,7 @@ impl GatewayHandler {
                         relay.release(&held_tx);
                         match answer? {
                             ServerResult::CallToolResult(mut r) => {
-                                complete(&mut r.result_type);
+                                relayed(&mut r.result_type, &mut r.meta);
                                 Ok(CallToolResponse::Complete(r))
                             }
                             ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(
