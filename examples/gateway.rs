@@ -85,6 +85,11 @@ fn build(args: &Args) -> Result<Gateway, String> {
             Some(path) => format!("{}: {e}", path.display()),
             None => e.to_string(),
         })?;
+    for server in unverified_upstreams(&config) {
+        eprintln!(
+            "gateway: warning: ssl_verify is false for upstream {server}: its certificate is not checked, so anyone on the path can pose as it"
+        );
+    }
     if demo {
         builder = builder
             .upstream(
@@ -171,11 +176,6 @@ async fn main() -> ExitCode {
         let gateway = gateway.clone();
         tokio::spawn(async move { gateway.refresh_names().await });
     }
-    for server in unverified_upstreams(&args) {
-        eprintln!(
-            "gateway: warning: ssl_verify is false for upstream {server}: its certificate is not checked, so anyone on the path can pose as it"
-        );
-    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => match tls_listener::server_config(cert, key) {
             Ok(config) => Some(config),
@@ -253,14 +253,8 @@ async fn main() -> ExitCode {
 }
 
 /// The configured upstreams whose certificates are not verified (`ssl_verify: false`).
-fn unverified_upstreams(args: &Args) -> Vec<String> {
+fn unverified_upstreams(config: &Config) -> Vec<String> {
     use mcp_gatekeeper::config::SslVerifySetting;
-    let Some(path) = &args.config else {
-        return Vec::new();
-    };
-    let Ok(config) = Config::from_path(path) else {
-        return Vec::new();
-    };
     let general = config.general_settings.ssl_verify.as_ref();
     config
         .mcp_servers

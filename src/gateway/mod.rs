@@ -454,18 +454,9 @@ impl Gateway {
             .ssl_verify
             .as_ref()
             .map(|v| upstream::verify_setting(v, "general_settings.ssl_verify"))
-            .transpose()
-            .map_err(|e| ConfigError::new("general_settings.ssl_verify", e))?;
+            .transpose()?;
         for (name, server) in config.mcp_servers.iter() {
-            let mut spec = UpstreamSpec::from_config(name, server).map_err(|e| {
-                // Its messages begin with the setting's own path where they know it.
-                match e.split_once(": ") {
-                    Some((path, message)) if path.starts_with(&format!("mcp_servers.{name}")) => {
-                        ConfigError::new(path, message)
-                    }
-                    _ => ConfigError::new(format!("mcp_servers.{name}"), e),
-                }
-            })?;
+            let mut spec = UpstreamSpec::from_config(name, server)?;
             if let (None, Some(verify)) = (&server.ssl_verify, &verify) {
                 spec.tls.verify = verify.clone();
             }

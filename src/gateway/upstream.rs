@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use super::relay::Relay;
 use super::sse_client;
 use super::tls::{ClientIdentity, UpstreamTls, Verify};
-use crate::config::{AuthType, ServerConfig, SslVerify, SslVerifySetting, Transport};
+use crate::config::{AuthType, ConfigError, ServerConfig, SslVerify, SslVerifySetting, Transport};
 
 /// Connects one in-process upstream: hands the server its end of an in-memory duplex pipe.
 pub type InProcessFactory = Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>;
@@ -177,26 +177,26 @@ impl UpstreamSpec {
     ///
     /// # Errors
     ///
-    /// A message naming the field, for values that are not valid headers or missing fields,
-    /// and PEM files that cannot be read (naming the file).
-    pub fn from_config(name: &str, c: &ServerConfig) -> Result<Self, String> {
+    /// At the setting's path: values that are not valid headers, missing fields, unset
+    /// environment variables, and PEM files that cannot be read (naming the file).
+    pub fn from_config(name: &str, c: &ServerConfig) -> Result<Self, ConfigError> {
         let at = |f: &str| format!("mcp_servers.{name}.{f}");
         let transport = match c.transport {
             Transport::Http => UpstreamTransport::Http(
                 c.url
                     .clone()
-                    .ok_or_else(|| format!("{}: missing", at("url")))?,
+                    .ok_or_else(|| ConfigError::new(at("url"), "missing"))?,
             ),
             Transport::Sse => UpstreamTransport::Sse(
                 c.url
                     .clone()
-                    .ok_or_else(|| format!("{}: missing", at("url")))?,
+                    .ok_or_else(|| ConfigError::new(at("url"), "missing"))?,
             ),
             Transport::Stdio => UpstreamTransport::Stdio {
                 command: c
                     .command
                     .clone()
-                    .ok_or_else(|| format!("{}: missing", at("command")))?,
+                    .ok_or_else(|| ConfigError::new(at("command"), "missing"))?,
                 args: c.args.clone(),
                 env: c
                     .env
@@ -204,24 +204,20 @@ impl UpstreamSpec {
                     .map(|(k, v)| {
                         v.resolve(&at(&format!("env.{k}")))
                             .map(|v| (k.to_owned(), v))
-                            .map_err(|e| e.to_string())
                     })
                     .collect::<Result<_, _>>()?,
             },
         };
         let value =
-            |f: &str, s: &Option<crate::config::Secret>| -> Result<Option<String>, String> {
-                s.as_ref()
-                    .map(|s| s.resolve(&at(f)).map_err(|e| e.to_string()))
-                    .transpose()
+            |f: &str, s: &Option<crate::config::Secret>| -> Result<Option<String>, ConfigError> {
+                s.as_ref().map(|s| s.resolve(&at(f))).transpose()
             };
         let auth_value = value("auth_value", &c.auth_value)?;
         let need = |v: Option<String>| {
             v.ok_or_else(|| {
-                format!(
-                    "{}: auth_type {:?} needs auth_value",
+                ConfigError::new(
                     at("auth_value"),
-                    c.auth_type
+                    format!("auth_type {:?} needs auth_value", c.auth_type),
                 )
             })
         };
@@ -243,7 +239,7 @@ impl UpstreamSpec {
         };
         if let Some((_, v)) = &auth {
             HeaderValue::from_str(v)
-                .map_err(|_| format!("{}: not a valid header value", at("auth_value")))?;
+                .map_err(|_| ConfigError::new(at("auth_value"), "not a valid header value"))?;
         }
         let oauth2 = match c.auth_type {
             AuthType::Oauth2 => Some(OAuth2 {
@@ -259,23 +255,20 @@ impl UpstreamSpec {
             .extra_headers
             .iter()
             .map(|h| {
-                HeaderName::from_bytes(h.as_bytes())
-                    .map_err(|_| format!("{}: {h:?} is not a header name", at("extra_headers")))
+                HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    ConfigError::new(at("extra_headers"), format!("{h:?} is not a header name"))
+                })
             })
             .collect::<Result<_, _>>()?;
         let mut static_headers = Vec::new();
         for (k, v) in c.static_headers.iter() {
-            let v = v
-                .resolve(&at(&format!("static_headers.{k}")))
-                .map_err(|e| e.to_string())?;
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("{}: {k:?} is not a header name", at("static_headers")))?;
-            let value = HeaderValue::from_str(&v).map_err(|_| {
-                format!(
-                    "{}: not a valid header value",
-                    at(&format!("static_headers.{k}"))
-                )
+            let path = at(&format!("static_headers.{k}"));
+            let v = v.resolve(&path)?;
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                ConfigError::new(at("static_headers"), format!("{k:?} is not a header name"))
             })?;
+            let value = HeaderValue::from_str(&v)
+                .map_err(|_| ConfigError::new(path, "not a valid header value"))?;
             static_headers.push((name, value));
         }
         let verify = match &c.ssl_verify {
@@ -288,19 +281,18 @@ impl UpstreamSpec {
         ) {
             (Some(cert), Some(key)) => Some(
                 ClientIdentity::from_pem_files(cert.as_ref(), key.as_ref())
-                    .map_err(|e| format!("{}: {e}", at("ssl_client_certificate")))?,
+                    .map_err(|e| ConfigError::new(at("ssl_client_certificate"), e))?,
             ),
             (None, None) => None,
-            (Some(_), None) => {
-                return Err(format!(
-                    "{}: missing; mutual TLS needs both ssl_client_certificate and ssl_client_key",
-                    at("ssl_client_key")
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(format!(
-                    "{}: missing; mutual TLS needs both ssl_client_certificate and ssl_client_key",
-                    at("ssl_client_certificate")
+            (cert, _) => {
+                let absent = if cert.is_some() {
+                    "ssl_client_key"
+                } else {
+                    "ssl_client_certificate"
+                };
+                return Err(ConfigError::new(
+                    at(absent),
+                    "missing; mutual TLS needs both ssl_client_certificate and ssl_client_key",
                 ));
             }
         };
@@ -321,11 +313,11 @@ impl UpstreamSpec {
 }
 
 /// The verification an `ssl_verify` setting at `path` asks for, its CA bundle read.
-pub(crate) fn verify_setting(v: &SslVerify, path: &str) -> Result<Verify, String> {
-    match v.resolve(path).map_err(|e| e.to_string())? {
+pub(crate) fn verify_setting(v: &SslVerify, path: &str) -> Result<Verify, ConfigError> {
+    match v.resolve(path)? {
         SslVerifySetting::Off => Ok(Verify::Off),
         SslVerifySetting::CaBundle(file) => {
-            Verify::ca_bundle(&file).map_err(|e| format!("{path}: {e}"))
+            Verify::ca_bundle(&file).map_err(|e| ConfigError::new(path, e))
         }
         SslVerifySetting::Default => Ok(Verify::Platform),
     }
