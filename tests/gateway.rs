@@ -1003,23 +1003,6 @@ impl rmcp::ClientHandler for Sampler {
 }
 
 /// rmcp's streamable HTTP transport to `url`, sending `key` as the gateway key.
-fn keyed_transport(
-    url: &str,
-    key: &'static str,
-) -> rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
-    use rmcp::transport::StreamableHttpClientTransport;
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-    let mut headers = std::collections::HashMap::new();
-    headers.insert(
-        http::HeaderName::from_static("x-litellm-api-key"),
-        http::HeaderValue::from_static(key),
-    );
-    StreamableHttpClientTransport::with_client(
-        http_client(),
-        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
-    )
-}
-
 async fn modern_client<H: rmcp::ClientHandler>(
     url: &str,
     key: &'static str,

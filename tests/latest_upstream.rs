@@ -113,19 +113,7 @@ async fn progress_and_log_messages_of_a_2026_upstream_reach_callers_of_every_era
     // A handshake caller that never set a level hears everything, as from a handshake server;
     // after `logging/setLevel` the upstream is asked at that level.
     let ears = Ears::default();
-    let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-        http_client(),
-        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
-            url.clone(),
-        )
-        .custom_headers(
-            [(
-                http::HeaderName::from_static("x-litellm-api-key"),
-                http::HeaderValue::from_static("sk-alice"),
-            )]
-            .into(),
-        ),
-    );
+    let transport = keyed_transport(&url, "sk-alice");
     let client = ears.clone().serve(transport).await.unwrap();
     client.peer().list_all_tools().await.unwrap();
     let result = client

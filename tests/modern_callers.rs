@@ -306,19 +306,7 @@ async fn handshake_callers_hear_of_resource_updates_by_the_uri_they_subscribed_t
     }
     let s = setup().await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-        http_client(),
-        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
-            s.gateway.url("/mcp"),
-        )
-        .custom_headers(
-            [(
-                http::HeaderName::from_static("x-litellm-api-key"),
-                http::HeaderValue::from_static("sk-bob"),
-            )]
-            .into(),
-        ),
-    );
+    let transport = keyed_transport(&s.gateway.url("/mcp"), "sk-bob");
     let client = Heard(tx).serve(transport).await.unwrap();
     #[allow(deprecated)] // the handshake protocol's subscription
     client
@@ -571,19 +559,7 @@ async fn input_required_results_of_a_2026_upstream_reach_callers_of_every_era() 
     let url = gw.url("/mcp");
 
     // A handshake caller is asked as a request of its own, and gets the final result.
-    let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-        http_client(),
-        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
-            url.clone(),
-        )
-        .custom_headers(
-            [(
-                http::HeaderName::from_static("x-litellm-api-key"),
-                http::HeaderValue::from_static("sk-alice"),
-            )]
-            .into(),
-        ),
-    );
+    let transport = keyed_transport(&url, "sk-alice");
     let client = Blue.serve(transport).await.unwrap();
     let result = client
         .peer()
@@ -699,19 +675,7 @@ async fn input_required_prompts_and_resources_reach_handshake_callers_as_request
         upstream.url("/mcp")
     ))
     .await;
-    let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-        http_client(),
-        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
-            gw.url("/mcp"),
-        )
-        .custom_headers(
-            [(
-                http::HeaderName::from_static("x-litellm-api-key"),
-                http::HeaderValue::from_static("sk-admin"),
-            )]
-            .into(),
-        ),
-    );
+    let transport = keyed_transport(&gw.url("/mcp"), "sk-admin");
     let client = Blue.serve(transport).await.unwrap();
     let prompt = client
         .get_prompt(GetPromptRequestParams::new("asker-colour"))

@@ -714,3 +714,21 @@ pub async fn health_as(gw: &Running, key: Option<&str>) -> Value {
     }
     request.send().await.unwrap().json().await.unwrap()
 }
+
+/// rmcp's streamable-HTTP client transport to `url`, sending the gateway key `key`.
+pub fn keyed_transport(
+    url: &str,
+    key: &'static str,
+) -> rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("x-litellm-api-key"),
+        http::HeaderValue::from_static(key),
+    );
+    StreamableHttpClientTransport::with_client(
+        http_client(),
+        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
+    )
+}
