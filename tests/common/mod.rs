@@ -4,6 +4,8 @@
 #![allow(deprecated)] // sampling is deprecated in the newest protocol; upstreams still use it
 
 #[cfg(feature = "gateway")]
+pub mod asker;
+#[cfg(feature = "gateway")]
 pub mod tls;
 
 use std::collections::HashMap;
