@@ -199,3 +199,108 @@ async fn input_required_prompts_and_resources_reach_handshake_callers_as_request
     assert_eq!(called["_meta"], json!({"trace": "kept"}), "{called}");
     client.cancel().await.unwrap();
 }
+
+/// One request of a 2026-07-28 caller that may answer sampling; the last message of the reply.
+async fn ask(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    id: u64,
+    method: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let reply = modern_with(http, url, key, id, method, params, json!({"sampling": {}}))
+        .send()
+        .await
+        .unwrap();
+    let kind = reply.headers()["content-type"].to_str().unwrap().to_owned();
+    messages(&kind, &reply.text().await.unwrap()).pop().unwrap()
+}
+
+/// `prompts/get` and `resources/read` of a 2026-07-28 caller: the upstream's input-required
+/// round reaches it under a state of the gateway's; the state serves only the key it was given
+/// to, only for the prompt or resource it was given for, only once; a state the gateway never
+/// gave is refused before anything reaches the upstream.
+#[tokio::test]
+async fn input_required_prompts_and_resources_of_2026_callers_carry_bound_states() {
+    let asker = Asker::default();
+    let upstream = serve_handler(asker.clone()).await;
+    let (gw, _gateway) = gateway_from_json(&format!(
+        r#"{{"general_settings": {{"master_key": "sk-admin"}},
+             "mcp_servers": {{"asker": {{"url": "{}", "protocol_version": "2026-07-28"}}}},
+             "keys": [{{"key": "sk-alice", "object_permission": {{"mcp_servers": ["asker"]}}}},
+                      {{"key": "sk-bob", "object_permission": {{"mcp_servers": ["asker"]}}}}]}}"#,
+        upstream.url("/mcp")
+    ))
+    .await;
+    let url = gw.url("/mcp");
+    let http = http_client();
+    let answers = |key: &str| json!({key: {"role": "assistant", "content": {"type": "text", "text": "green"}, "model": "m"}});
+    for (method, target, other) in [
+        (
+            "prompts/get",
+            json!({"name": "asker-colour"}),
+            json!({"name": "asker-other"}),
+        ),
+        (
+            "resources/read",
+            json!({"uri": "asker-doc://colour"}),
+            json!({"uri": "asker-doc://other"}),
+        ),
+    ] {
+        asker.states.lock().unwrap().clear();
+        let first = ask(&http, &url, "sk-alice", 1, method, target.clone()).await;
+        let result = &first["result"];
+        assert_eq!(result["resultType"], "input_required", "{method}: {first}");
+        let (key, request) = result["inputRequests"]
+            .as_object()
+            .and_then(|r| r.iter().next())
+            .expect("one request");
+        assert_eq!(request["method"], "sampling/createMessage", "{first}");
+        let state = result["requestState"].as_str().unwrap().to_owned();
+        assert!(!state.contains("asker-state"), "{method}: {first}");
+        let with = |params: &serde_json::Value, state: &str| {
+            let mut p = params.clone();
+            p["inputResponses"] = answers(key);
+            p["requestState"] = json!(state);
+            p
+        };
+        let refused = |reply: &serde_json::Value| {
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("requestState"))
+        };
+        // Another key, another prompt or resource, or a state never handed out: refused.
+        let foreign = ask(&http, &url, "sk-bob", 2, method, with(&target, &state)).await;
+        assert!(refused(&foreign), "{method}: {foreign}");
+        let elsewhere = ask(&http, &url, "sk-alice", 3, method, with(&other, &state)).await;
+        assert!(refused(&elsewhere), "{method}: {elsewhere}");
+        let made_up = ask(
+            &http,
+            &url,
+            "sk-alice",
+            4,
+            method,
+            with(&target, "asker-state"),
+        )
+        .await;
+        assert!(refused(&made_up), "{method}: {made_up}");
+        // None of those reached the upstream: it saw the first request only.
+        assert_eq!(*asker.states.lock().unwrap(), [None], "{method}");
+        // Its owner's retry carries the upstream's own state back to it.
+        let done = ask(&http, &url, "sk-alice", 5, method, with(&target, &state)).await;
+        assert_eq!(done["result"]["resultType"], "complete", "{method}: {done}");
+        assert!(
+            done.to_string().contains("answered: green"),
+            "{method}: {done}"
+        );
+        assert_eq!(
+            *asker.states.lock().unwrap(),
+            [None, Some("asker-state".to_owned())],
+            "{method}"
+        );
+        // Used once: the same state again is refused.
+        let replay = ask(&http, &url, "sk-alice", 6, method, with(&target, &state)).await;
+        assert!(refused(&replay), "{method}: {replay}");
+    }
+}

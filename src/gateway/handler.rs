@@ -414,6 +414,8 @@ impl ServerHandler for GatewayHandler {
         let mut params = request;
         params.name = Cow::Owned(bare);
         params.meta = forward_meta(params.meta.take());
+        // Neither exists before 2026-07-28: nothing of the caller's is passed on as one.
+        (params.input_responses, params.request_state) = (None, None);
         if let Some(token) = wanted.clone() {
             // Sent as is on the direct path; rmcp's client puts its own token in its place.
             params
@@ -562,28 +564,7 @@ impl ServerHandler for GatewayHandler {
         let mut params = request.clone();
         params.name = bare.to_owned();
         params.meta = forward_meta(request.meta.clone());
-        // A handshake caller cannot read an input-required result: its requests are put to the
-        // caller, and the upstream asked again with the answers (as for `tools/call`).
-        let handshake = !super::rounds::is_modern(&ctx);
-        let mut response = self
-            .one(&ctx, &server, |peer, relay| async move {
-                let mut response = peer.get_prompt_once(params.clone()).await?;
-                for _ in 0..super::relay::MAX_ROUNDS {
-                    let GetPromptResponse::InputRequired(round) = response else {
-                        return Ok(response);
-                    };
-                    if !handshake {
-                        return Ok(GetPromptResponse::InputRequired(round));
-                    }
-                    (params.input_responses, params.request_state) =
-                        super::relay::answer_round(&relay, round, None).await?;
-                    response = peer.get_prompt_once(params.clone()).await?;
-                }
-                Err(ServiceError::InputRequiredRoundsExceeded {
-                    max_rounds: super::relay::MAX_ROUNDS,
-                })
-            })
-            .await?;
+        let mut response = self.ask_for_input(&ctx, &server, bare, params).await?;
         if let GetPromptResponse::Complete(result) = &mut response {
             relayed(&mut result.result_type, &mut result.meta);
         }
@@ -637,26 +618,7 @@ impl ServerHandler for GatewayHandler {
         params.uri = bare.to_owned();
         params.meta = forward_meta(request.meta.clone());
         let prefix = self.name_out(&server, "");
-        let handshake = !super::rounds::is_modern(&ctx);
-        let mut response = self
-            .one(&ctx, &server, |peer, relay| async move {
-                let mut response = peer.read_resource_once(params.clone()).await?;
-                for _ in 0..super::relay::MAX_ROUNDS {
-                    let ReadResourceResponse::InputRequired(round) = response else {
-                        return Ok(response);
-                    };
-                    if !handshake {
-                        return Ok(ReadResourceResponse::InputRequired(round));
-                    }
-                    (params.input_responses, params.request_state) =
-                        super::relay::answer_round(&relay, round, None).await?;
-                    response = peer.read_resource_once(params.clone()).await?;
-                }
-                Err(ServiceError::InputRequiredRoundsExceeded {
-                    max_rounds: super::relay::MAX_ROUNDS,
-                })
-            })
-            .await?;
+        let mut response = self.ask_for_input(&ctx, &server, bare, params).await?;
         if let ReadResourceResponse::Complete(result) = &mut response {
             relayed(&mut result.result_type, &mut result.meta);
             for c in &mut result.contents {

@@ -17,6 +17,7 @@ mod direct;
 mod express;
 mod express_sessions;
 mod handler;
+mod input_state;
 mod legacy;
 mod listen;
 mod listeners;
@@ -59,6 +60,9 @@ pub(crate) struct Shared {
     health: std::sync::Mutex<HashMap<String, Health>>,
     /// Calls of 2026-07-28 callers waiting for their answers (see `rounds`).
     parked: rounds::Parked,
+    /// The stand-ins for upstreams' `requestState` handed to 2026-07-28 callers (see
+    /// `input_state`).
+    input_states: input_state::InputStates,
     /// The open `subscriptions/listen` streams (see `listeners`).
     listeners: Arc<listeners::Listeners>,
     /// The tasks upstreams created for callers (see `tasks`).
@@ -408,6 +412,7 @@ impl GatewayBuilder {
                 allowed_hosts: self.allowed_hosts,
                 health: std::sync::Mutex::default(),
                 parked: rounds::Parked::default(),
+                input_states: input_state::InputStates::default(),
                 listeners: Arc::default(),
                 tasks: task_ids::TaskIds::default(),
                 downstream: std::sync::Mutex::default(),

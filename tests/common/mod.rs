@@ -604,7 +604,10 @@ pub fn modern_with(
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", method);
-    if let Some(name) = params["name"].as_str().or(params["taskId"].as_str()) {
+    let named = ["name", "uri", "taskId"]
+        .iter()
+        .find_map(|k| params[k].as_str());
+    if let Some(name) = named {
         r = r.header("mcp-name", name);
     }
     r.json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
