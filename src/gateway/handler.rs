@@ -634,10 +634,9 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
-        let mut params = request.clone();
-        params.uri = bare.to_owned();
-        self.one(&ctx, &server, |peer, _| async move {
-            peer.subscribe(params).await
+        let uri = bare.to_owned();
+        self.one(&ctx, &server, |peer, relay| async move {
+            relay.subscribe_upstream(&peer, uri).await
         })
         .await
     }
@@ -648,10 +647,9 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
-        let mut params = request.clone();
-        params.uri = bare.to_owned();
-        self.one(&ctx, &server, |peer, _| async move {
-            peer.unsubscribe(params).await
+        let uri = bare.to_owned();
+        self.one(&ctx, &server, |peer, relay| async move {
+            relay.unsubscribe_upstream(&peer, uri).await
         })
         .await
     }

@@ -1,11 +1,10 @@
 //! Serving one `subscriptions/listen` stream (protocol 2026-07-28) through the gateway.
-#![allow(deprecated)] // the upstreams speak the handshake protocol, whose resources/subscribe this uses
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::{ErrorData, SubscribeRequestParams, UnsubscribeRequestParams};
+use rmcp::model::ErrorData;
 use rmcp::service::SubscriptionContext;
 
 use super::handler::GatewayHandler;
@@ -75,7 +74,7 @@ impl GatewayHandler {
                             if !listeners.claim(subscription.clone(), relay.session()) {
                                 continue;
                             }
-                            let asked = peer.subscribe(SubscribeRequestParams::new(uri)).await;
+                            let asked = relay.subscribe_upstream(&peer, uri).await;
                             if let Err(e) = asked {
                                 listeners.unclaim(&subscription);
                                 crate::trace::warn(&format!(
@@ -108,8 +107,8 @@ impl GatewayHandler {
             listeners.unclaim(&(listener.caller, server.clone(), uri.clone()));
             let uri = uri.clone();
             let _ = shared
-                .with_session(&caller, server, None, |peer, _| async move {
-                    peer.unsubscribe(UnsubscribeRequestParams::new(uri)).await
+                .with_session(&caller, server, None, |peer, relay| async move {
+                    relay.unsubscribe_upstream(&peer, uri).await
                 })
                 .await;
         }

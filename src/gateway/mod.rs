@@ -30,6 +30,7 @@ mod task_ids;
 mod tasks;
 mod tls;
 mod upstream;
+mod upstream_listen;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -72,6 +72,8 @@ pub(crate) struct Relay {
     /// The log level a handshake caller set (`logging/setLevel`), for an upstream that takes it
     /// per request instead (protocol 2026-07-28).
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
+    /// The listen stream held on a 2026-07-28 upstream session (see `upstream_listen`).
+    upstream_listen: super::upstream_listen::Slot,
 }
 
 impl std::fmt::Debug for Relay {
@@ -104,6 +106,30 @@ impl Relay {
             .log_level
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens the listen stream a 2026-07-28 upstream session announces on (see
+    /// `upstream_listen`).
+    pub(crate) fn listen_upstream(&self, peer: &Peer<RoleClient>) {
+        self.upstream_listen.open(peer, self);
+    }
+
+    /// Subscribes this session to updates of the upstream resource `uri`.
+    pub(crate) async fn subscribe_upstream(
+        &self,
+        peer: &Peer<RoleClient>,
+        uri: String,
+    ) -> Result<(), ServiceError> {
+        self.upstream_listen.subscribe(peer, self, uri).await
+    }
+
+    /// Ends this session's subscription to the upstream resource `uri`.
+    pub(crate) async fn unsubscribe_upstream(
+        &self,
+        peer: &Peer<RoleClient>,
+        uri: String,
+    ) -> Result<(), ServiceError> {
+        self.upstream_listen.unsubscribe(peer, self, uri).await
     }
 
     /// The upstream session this relays, as listen streams name it.
@@ -408,6 +434,12 @@ fn relay_error(e: rmcp::service::ServiceError) -> ErrorData {
     match e {
         rmcp::service::ServiceError::McpError(e) => e,
         other => ErrorData::internal_error(format!("the client did not answer: {other}"), None),
+    }
+}
+
+impl super::upstream_listen::Hears for Relay {
+    async fn heard(&self, change: Change<'_>) {
+        self.announce(change).await;
     }
 }
 

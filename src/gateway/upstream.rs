@@ -491,8 +491,12 @@ where
             legacy_version: None,
         },
     };
-    relay
+    let service = relay
+        .clone()
         .serve_with_lifecycle(transport, lifecycle)
         .await
-        .map_err(|e| super::tls::failure(&e).unwrap_or_else(|| e.to_string()))
+        .map_err(|e| super::tls::failure(&e).unwrap_or_else(|| e.to_string()))?;
+    // A 2026-07-28 upstream announces changes only on a listen stream.
+    relay.listen_upstream(service.peer());
+    Ok(service)
 }
