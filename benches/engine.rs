@@ -12,7 +12,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::engine::{Grant, Level, Principal};
-use mcp_gatekeeper::identity::{IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec};
+use mcp_gatekeeper::engine::{IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec};
 use mcp_gatekeeper::permission::ListFilter;
 use mcp_gatekeeper::protocol::{Method, RequestId, parse_request, sse};
 use serde_json::{Value, json};

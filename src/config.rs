@@ -25,12 +25,10 @@ mod ssl;
 pub use ssl::{SslVerify, SslVerifySetting};
 
 use crate::engine::{
-    Catalog, CatalogError, CostInfo, DenialStyle, PermissionSpec, ServerSpec, Settings, ToolPrefix,
+    Catalog, CatalogError, CostInfo, DenialStyle, IdentitySpec, IdentityStore, KeyDigest,
+    KeyMaterial, KeySpec, MemberSpec, PermissionSpec, ServerSpec, Settings, TeamSpec, ToolPrefix,
 };
 use crate::gatekeeper::Policy;
-use crate::identity::{
-    IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec, MemberSpec, TeamSpec,
-};
 
 /// A configuration error: where, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -819,8 +817,8 @@ impl Config {
         }
         let identities = IdentityStore::build(&catalog, &spec).map_err(|e| {
             let path = match &e {
-                crate::identity::IdentityConfigError::DuplicateKey(_) => "keys",
-                crate::identity::IdentityConfigError::DuplicateId { level, .. } => match level {
+                crate::engine::IdentityConfigError::DuplicateKey(_) => "keys",
+                crate::engine::IdentityConfigError::DuplicateId { level, .. } => match level {
                     crate::engine::Level::Team => "teams",
                     crate::engine::Level::Organization => "organizations",
                     crate::engine::Level::EndUser => "end_users",

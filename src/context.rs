@@ -10,10 +10,9 @@ use http::{Extensions, Request, Response};
 use tower_service::Service;
 
 use crate::body::ReplyBody;
-use crate::engine::{DenialStyle, Grant, Principal};
+use crate::engine::{DenialStyle, Grant, Principal, Scope};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, Policy};
-use crate::namespace::Scope;
 use crate::protocol::{self, CollectError, McpRequest, ParseError};
 use crate::rejection::Rejection;
 

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::engine::{Catalog, Mount, NameIndex};
-use crate::identity::IdentityStore;
+use crate::engine::{Catalog, IdentityStore, Mount, NameIndex};
 
 /// One consistent version of the policy: the catalog and the identity store built with it.
 ///

@@ -16,7 +16,7 @@
 //! ```
 //!
 //! Each layer is usable alone and reads and writes typed request extensions
-//! ([`engine::Principal`], [`namespace::Scope`], [`engine::Grant`], [`protocol::McpRequest`],
+//! ([`engine::Principal`], [`engine::Scope`], [`engine::Grant`], [`protocol::McpRequest`],
 //! [`permission::ToolTarget`]), so the body is parsed once and the grant resolved once. A layer
 //! never adds an error type: refusals are responses ([`rejection::Rejection`]), and the stack over
 //! rmcp's `StreamableHttpService` keeps `Error = Infallible` and rmcp's response type.

@@ -19,98 +19,10 @@ use tower_service::Service;
 
 use crate::body::ReplyBody;
 use crate::context;
-use crate::engine::{Grant, ServerSet};
+use crate::engine::{Grant, Scope};
 use crate::future::{NoPost, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
 use crate::rejection::Rejection;
-
-/// The servers a request named, resolved against the catalog.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scope {
-    entries: Vec<Box<str>>,
-    servers: ServerSet,
-    unknown: Vec<usize>,
-}
-
-impl Scope {
-    /// Resolves scope entries (server names, aliases, access groups) against a catalog.
-    #[must_use]
-    pub fn resolve<'a>(
-        catalog: &crate::engine::Catalog,
-        entries: impl IntoIterator<Item = &'a str>,
-    ) -> Self {
-        let mut scope = Scope {
-            entries: Vec::new(),
-            servers: ServerSet::new(),
-            unknown: Vec::new(),
-        };
-        for entry in entries {
-            if scope.entries.iter().any(|e| **e == *entry) {
-                continue;
-            }
-            match catalog.scope_entry(entry) {
-                Some(set) => scope.servers.union_with(&set),
-                None => scope.unknown.push(scope.entries.len()),
-            }
-            scope.entries.push(entry.into());
-        }
-        scope
-    }
-
-    /// The entries as named, without repeats.
-    #[must_use]
-    pub fn entries(&self) -> &[Box<str>] {
-        &self.entries
-    }
-
-    /// The servers the entries stand for.
-    #[must_use]
-    pub fn servers(&self) -> &ServerSet {
-        &self.servers
-    }
-
-    /// Refuses unknown entries (without telling them from forbidden ones).
-    ///
-    /// # Errors
-    ///
-    /// 403 listing the unknown entries.
-    pub fn check_known(&self) -> Result<(), Rejection> {
-        if self.unknown.is_empty() {
-            Ok(())
-        } else {
-            Err(Rejection::scope_forbidden(
-                self.unknown.iter().map(|&i| &*self.entries[i]),
-            ))
-        }
-    }
-
-    /// Narrows a grant to this scope. An entry is refused when it is unknown or when none of its
-    /// servers is allowed; the remaining servers are `allowed ∩ named`.
-    ///
-    /// # Errors
-    ///
-    /// 403 listing the refused entries, with the same text for unknown and forbidden ones.
-    pub fn apply(&self, grant: &mut Grant) -> Result<(), Rejection> {
-        let catalog = std::sync::Arc::clone(grant.catalog());
-        let refused: Vec<&str> = self
-            .entries
-            .iter()
-            .filter(|e| match catalog.scope_entry(e) {
-                None => true,
-                Some(mut set) => {
-                    set.intersect_with(grant.allowed());
-                    set.is_empty()
-                }
-            })
-            .map(|e| &**e)
-            .collect();
-        if !refused.is_empty() {
-            return Err(Rejection::scope_forbidden(refused));
-        }
-        grant.narrow(self.servers.clone());
-        Ok(())
-    }
-}
 
 /// Adds [`Namespace`] to a service. See the [module docs](self).
 #[derive(Clone, Debug)]

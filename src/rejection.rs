@@ -320,3 +320,9 @@ impl fmt::Display for Rejection {
 }
 
 impl std::error::Error for Rejection {}
+
+impl From<crate::engine::ScopeDenial> for Rejection {
+    fn from(denial: crate::engine::ScopeDenial) -> Self {
+        Self::scope_forbidden(denial.refused())
+    }
+}

@@ -111,7 +111,7 @@ impl<R, H> GatekeeperLayer<R, H> {
     pub(crate) fn presented_digest(
         &self,
         headers: &http::HeaderMap,
-    ) -> Result<Option<crate::identity::KeyDigest>, crate::rejection::Rejection> {
+    ) -> Result<Option<crate::engine::KeyDigest>, crate::rejection::Rejection> {
         self.identity.presented_digest(headers)
     }
 }

@@ -176,7 +176,7 @@ fn environment_values_are_read_at_load() {
     let c = Config::from_json_str(r#"{"keys": [{"key": "os.environ/PATH", "key_alias": "env"}]}"#)
         .unwrap();
     let p = c.policy().unwrap();
-    let digest = mcp_gatekeeper::identity::KeyDigest::of(&path);
+    let digest = mcp_gatekeeper::engine::KeyDigest::of(&path);
     assert_eq!(
         p.identities()
             .principal(&digest, None, None)

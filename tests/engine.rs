@@ -684,7 +684,7 @@ proptest! {
     /// A scope is accepted only if every entry meets the grant, and then only narrows.
     #[test]
     fn scope_only_narrows(c in arb_catalog(), specs in prop::collection::vec(arb_spec(), 5), entries in prop::collection::vec(prop::sample::select(vec!["s0", "s1", "s2", "s3", "s4", "s5", "g0", "g1", "g2", "g3", "zz"]), 1..4)) {
-        use mcp_gatekeeper::namespace::Scope;
+        use mcp_gatekeeper::engine::Scope;
         let base = Grant::resolve(&c, &build(&c, &specs));
         let scope = Scope::resolve(&c, entries.iter().copied());
         let mut scoped = base.clone();
@@ -696,6 +696,7 @@ proptest! {
                 prop_assert!(eff.is_subset(scope.servers()));
             }
             Err(r) => {
+                let r = mcp_gatekeeper::rejection::Rejection::from(r);
                 prop_assert_eq!(r.status(), http::StatusCode::FORBIDDEN);
                 let refused_entry = entries.iter().any(|e| match c.scope_entry(e) {
                     None => true,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::engine::{Catalog, CatalogError, Level, PermissionSpec, Permissions, Principal};
+use super::{Catalog, CatalogError, Level, PermissionSpec, Permissions, Principal};
 
 /// A SHA-256 digest of a key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

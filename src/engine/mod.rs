@@ -8,7 +8,9 @@
 
 mod catalog;
 mod grant;
+mod identities;
 mod params;
+mod scope;
 mod set;
 
 use std::fmt;
@@ -18,7 +20,12 @@ pub use catalog::{
     Settings,
 };
 pub use grant::{Denial, DeniedBy, Grant, Principal};
+pub use identities::{
+    IdentityConfigError, IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec, MemberSpec,
+    TeamSpec,
+};
 pub use params::ParamsDenial;
+pub use scope::{Scope, ScopeDenial};
 pub use set::ServerSet;
 
 /// The index of a server inside one [`Catalog`].

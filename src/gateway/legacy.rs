@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::router::{McpResponse, RouterState, internal_call, json_response};
 use crate::body::ReplyBody;
-use crate::identity::KeyDigest;
+use crate::engine::KeyDigest;
 use crate::protocol::sse;
 
 struct Bridge {

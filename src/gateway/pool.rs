@@ -15,7 +15,7 @@ use super::Shared;
 use super::relay::{Announce, Relay};
 use super::upstream::{Connection, connect};
 use crate::engine::Grant;
-use crate::identity::KeyDigest;
+use crate::engine::KeyDigest;
 
 /// Sessions idle this long are closed.
 const IDLE: Duration = Duration::from_secs(600);

@@ -31,7 +31,7 @@ pub(crate) type Internal = BoxCloneSyncService<Request<axum::body::Body>, McpRes
 
 /// Reads the key digest of a request as the identity layer does.
 pub(crate) type DigestFn =
-    dyn Fn(&HeaderMap) -> Result<Option<crate::identity::KeyDigest>, Rejection> + Send + Sync;
+    dyn Fn(&HeaderMap) -> Result<Option<crate::engine::KeyDigest>, Rejection> + Send + Sync;
 
 #[derive(Clone)]
 pub(crate) struct RouterState {

@@ -10,7 +10,6 @@
 //! signal to start a new session), so a leaked or guessed session id is useless to another key.
 
 mod sessions;
-mod store;
 
 use std::fmt;
 use std::future::{Future, Ready, ready};
@@ -22,13 +21,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use sessions::SessionBindings;
-pub use store::{
-    IdentityConfigError, IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec, MemberSpec,
-    TeamSpec,
-};
 
 use crate::body::{BoxError, ReplyBody};
-use crate::engine::Principal;
+use crate::engine::{KeyDigest, Principal};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, Policy};
 use crate::rejection::Rejection;

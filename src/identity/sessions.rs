@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use super::KeyDigest;
+use crate::engine::KeyDigest;
 
 /// Session ids bound to the key digest that opened them, bounded in size.
 ///

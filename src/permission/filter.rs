@@ -625,7 +625,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::engine::{Grant, Level};
-    use crate::identity::KeyDigest;
+    use crate::engine::KeyDigest;
     use crate::protocol::RequestId;
     use serde_json::json;
 
