@@ -15,10 +15,7 @@ pub struct Scope {
 impl Scope {
     /// Resolves scope entries (server names, aliases, access groups) against a catalog.
     #[must_use]
-    pub fn resolve<'a>(
-        catalog: &Catalog,
-        entries: impl IntoIterator<Item = &'a str>,
-    ) -> Self {
+    pub fn resolve<'a>(catalog: &Catalog, entries: impl IntoIterator<Item = &'a str>) -> Self {
         let mut scope = Scope {
             entries: Vec::new(),
             servers: ServerSet::new(),
@@ -59,7 +56,11 @@ impl Scope {
             Ok(())
         } else {
             Err(ScopeDenial {
-                refused: self.unknown.iter().map(|&i| self.entries[i].clone()).collect(),
+                refused: self
+                    .unknown
+                    .iter()
+                    .map(|&i| self.entries[i].clone())
+                    .collect(),
             })
         }
     }

@@ -44,10 +44,11 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::caller::Caller;
 use super::direct::{Event, Exchange, Poster};
 use super::express_sessions::{Running, Sessions};
 use super::handler::{forward_meta, upstream_error};
-use super::pool::{Caller, Failure};
+use super::pool::Failure;
 use super::upstream::UpstreamTransport;
 use super::{Gateway, Shared};
 use crate::engine::NameKind;

@@ -24,7 +24,8 @@ use rmcp::service::{Peer, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{RoleClient, RoleServer, ServerHandler};
 
 use super::Shared;
-use super::pool::{Caller, Failure};
+use super::caller::Caller;
+use super::pool::Failure;
 use super::relay::Relay;
 use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix};
 
@@ -396,7 +397,7 @@ impl ServerHandler for GatewayHandler {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if super::rounds::is_modern(&ctx) {
+        if super::caller::is_modern(&ctx) {
             // No requests to the caller on this protocol: the upstream's are returned in an
             // `InputRequiredResult` and answered by calling again.
             return self.call_tool_in_rounds(request, ctx).await;

@@ -20,8 +20,8 @@ use rmcp::model::{
 use rmcp::service::{Peer, RequestContext, ServiceError};
 use rmcp::{RoleClient, RoleServer};
 
+use super::caller::Caller;
 use super::handler::GatewayHandler;
-use super::pool::Caller;
 use super::relay::{MAX_ROUNDS, answer_round};
 
 /// How long a caller has to come back with its answers.
@@ -193,7 +193,7 @@ impl GatewayHandler {
         name: &str,
         mut params: P,
     ) -> Result<P::Response, ErrorData> {
-        let handshake = !super::rounds::is_modern(ctx);
+        let handshake = !super::caller::is_modern(ctx);
         let owner = Caller::from_context(ctx).digest.map(|d| d.0);
         let states = &self.shared.input_states;
         {

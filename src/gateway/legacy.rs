@@ -20,7 +20,7 @@ use http_body_util::combinators::BoxBody;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::router::{McpResponse, RouterState, internal_call, json_response};
+use super::internal::{McpResponse, Surface, internal_call, json_response};
 use crate::body::ReplyBody;
 use crate::engine::KeyDigest;
 use crate::protocol::sse;
@@ -32,9 +32,25 @@ struct Bridge {
     protocol: Option<String>,
 }
 
+/// What the bridge's endpoints share: the way in, and the open streams.
+#[derive(Clone)]
+pub(crate) struct BridgeState {
+    surface: Surface,
+    bridges: Arc<Bridges>,
+}
+
+impl BridgeState {
+    pub(crate) fn new(surface: Surface) -> Self {
+        Self {
+            surface,
+            bridges: Arc::default(),
+        }
+    }
+}
+
 /// Open legacy streams by session id.
 #[derive(Default)]
-pub(crate) struct Bridges {
+struct Bridges {
     open: Mutex<HashMap<String, Bridge>>,
 }
 
@@ -73,13 +89,15 @@ impl Drop for Events {
     }
 }
 
-pub(crate) async fn open(State(state): State<RouterState>, headers: HeaderMap) -> McpResponse {
+pub(crate) async fn open(State(state): State<BridgeState>, headers: HeaderMap) -> McpResponse {
     // Authenticate (and check any scope) exactly as /mcp would, with a ping.
     let ping = json!({"jsonrpc": "2.0", "id": "sse-open", "method": "ping"});
-    if let Err(refusal) = internal_call(&state, &headers, None, Some("2025-06-18"), &ping).await {
+    if let Err(refusal) =
+        internal_call(&state.surface, &headers, None, Some("2025-06-18"), &ping).await
+    {
         return refusal;
     }
-    let owner = match (state.digest)(&headers) {
+    let owner = match (state.surface.digest)(&headers) {
         Ok(d) => d,
         Err(r) => return r.into_rest_response(),
     };
@@ -126,7 +144,7 @@ pub(crate) struct SessionQuery {
 }
 
 pub(crate) async fn post(
-    State(state): State<RouterState>,
+    State(state): State<BridgeState>,
     Query(q): Query<SessionQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -137,7 +155,7 @@ pub(crate) async fn post(
             &json!({"error": "Session not found"}),
         )
     };
-    let owner = match (state.digest)(&headers) {
+    let owner = match (state.surface.digest)(&headers) {
         Ok(d) => d,
         Err(r) => return r.into_rest_response(),
     };
@@ -154,7 +172,15 @@ pub(crate) async fn post(
             &json!({"error": "the body is not JSON"}),
         );
     };
-    match internal_call(&state, &headers, None, protocol.as_deref(), &message).await {
+    match internal_call(
+        &state.surface,
+        &headers,
+        None,
+        protocol.as_deref(),
+        &message,
+    )
+    .await
+    {
         Ok(Some((reply, _))) => {
             if let Some(v) = reply
                 .pointer("/result/protocolVersion")

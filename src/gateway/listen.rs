@@ -7,9 +7,9 @@ use std::time::Duration;
 use rmcp::model::ErrorData;
 use rmcp::service::SubscriptionContext;
 
+use super::caller::Caller;
 use super::handler::GatewayHandler;
 use super::listeners::{Listener, Open};
-use super::pool::Caller;
 use crate::engine::NameKind;
 
 /// How often an open stream makes sure its upstream sessions are still there (they would

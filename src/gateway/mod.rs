@@ -13,11 +13,13 @@
 //! `/mcp-rest/tools/list`, `/mcp-rest/tools/call` and `/health`. Every path goes through the
 //! same layered stack, so every decision is made in one place.
 
+mod caller;
 mod direct;
 mod express;
 mod express_sessions;
 mod handler;
 mod input_state;
+mod internal;
 mod legacy;
 mod listen;
 mod listeners;
@@ -514,7 +516,7 @@ impl Gateway {
         use crate::engine::{NameIndex, NameKind};
         let policy = self.shared.gatekeeper.policy();
         let catalog = policy.catalog();
-        let anonymous = pool::Caller::default();
+        let anonymous = caller::Caller::default();
         let mut index: NameIndex = (*self.shared.gatekeeper.name_index()).clone();
         for name in self.shared.upstreams.keys() {
             let Some(id) = catalog.lookup(name) else {

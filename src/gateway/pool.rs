@@ -6,51 +6,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use rmcp::service::{Peer, ServiceError};
 use rmcp::{RoleClient, RoleServer};
 use sha2::{Digest as _, Sha256};
 
 use super::Shared;
+use super::caller::Caller;
 use super::relay::{Announce, Relay};
 use super::upstream::{Connection, connect};
-use crate::engine::Grant;
-use crate::engine::KeyDigest;
 
 /// Sessions idle this long are closed.
 const IDLE: Duration = Duration::from_secs(600);
 /// At most this many pooled sessions; the least recently used go first.
 const MAX_SESSIONS: usize = 10_000;
-
-/// Who is calling, as the aggregating handler sees it.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Caller {
-    pub(crate) headers: HeaderMap,
-    pub(crate) digest: Option<KeyDigest>,
-    pub(crate) grant: Option<Grant>,
-    /// On protocol 2026-07-28 or later: the upstream's requests are held for the caller's next
-    /// round instead of being sent to it, so such callers get upstream sessions of their own.
-    pub(crate) modern: bool,
-}
-
-impl Caller {
-    pub(crate) fn from_context(ctx: &rmcp::service::RequestContext<RoleServer>) -> Self {
-        match ctx.extensions.get::<http::request::Parts>() {
-            Some(parts) => Self::from_parts(parts, super::rounds::is_modern(ctx)),
-            None => Self::default(),
-        }
-    }
-
-    /// The caller of the HTTP request `parts`.
-    pub(crate) fn from_parts(parts: &http::request::Parts, modern: bool) -> Self {
-        Self {
-            headers: parts.headers.clone(),
-            digest: parts.extensions.get::<KeyDigest>().copied(),
-            grant: parts.extensions.get::<Grant>().cloned(),
-            modern,
-        }
-    }
-}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PoolKey {

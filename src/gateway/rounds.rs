@@ -18,24 +18,18 @@ use rmcp::RoleServer;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientRequest,
     ErrorData, InputRequest, InputRequests, InputRequiredResult, LoggingLevel,
-    ProgressNotificationParam, ProgressToken, ProtocolVersion, RequestMetaObject, ServerResult,
+    ProgressNotificationParam, ProgressToken, RequestMetaObject, ServerResult,
 };
 use rmcp::service::{Peer, RequestContext, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
+use super::caller::Caller;
 use super::handler::{GatewayHandler, PROGRESS_GRACE, declares_tasks, forward_meta, relayed};
-use super::pool::Caller;
 use super::relay::{Asking, Pending, Relay};
 use crate::engine::NameKind;
 
 /// How long a call waits for its caller to come back with the answers.
 const PARKED_FOR: Duration = Duration::from_secs(300);
-
-/// Whether the request came on protocol 2026-07-28 or later.
-pub(crate) fn is_modern(ctx: &RequestContext<RoleServer>) -> bool {
-    ctx.protocol_version()
-        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
-}
 
 /// An upstream call in flight, between rounds.
 pub(crate) struct InFlight {

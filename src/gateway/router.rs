@@ -8,182 +8,23 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
+use http::{HeaderMap, Request, StatusCode, header};
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tower::Layer;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceExt};
 
+use super::internal::{Internal, McpResponse, Surface, bad, internal_call, json_response};
 use super::{Gateway, legacy};
-use crate::body::ReplyBody;
 use crate::cost::CostHook;
 use crate::engine::{Grant, ToolPrefix};
 use crate::identity::ResolveIdentity;
-use crate::protocol::sse;
 use crate::rejection::Rejection;
 use crate::stack::GatekeeperLayer;
 
-pub(crate) type McpResponse = http::Response<BoxBody<Bytes, Infallible>>;
-pub(crate) type Internal = BoxCloneSyncService<Request<axum::body::Body>, McpResponse, Infallible>;
-
-/// Reads the key digest of a request as the identity layer does.
-pub(crate) type DigestFn =
-    dyn Fn(&HeaderMap) -> Result<Option<crate::engine::KeyDigest>, Rejection> + Send + Sync;
-
-#[derive(Clone)]
-pub(crate) struct RouterState {
-    pub(crate) gateway: Gateway,
-    /// The layered stack over a stateless, JSON-answering instance of the gateway.
-    pub(crate) internal: Internal,
-    pub(crate) digest: Arc<DigestFn>,
-    pub(crate) bridges: Arc<legacy::Bridges>,
-}
-
 /// The protocol version REST requests are made with.
 const REST_PROTOCOL: &str = "2025-06-18";
-
-/// Headers of a caller's HTTP request that are not carried into an internal MCP request.
-const NOT_CARRIED: &[&str] = &[
-    "content-length",
-    "content-type",
-    "accept",
-    "transfer-encoding",
-    "connection",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
-];
-
-/// What an internal MCP request got: the JSON-RPC reply (none for a notification), and the
-/// refusal when the layers refused the request in-band (the reply then carries the refusal).
-pub(crate) type Answer = Option<(Value, Option<Rejection>)>;
-
-/// Sends one JSON-RPC request through the layered stack with the caller's headers, and
-/// returns the JSON-RPC reply, or an HTTP-level refusal as a response.
-pub(crate) async fn internal_call(
-    state: &RouterState,
-    headers: &HeaderMap,
-    servers: Option<&str>,
-    protocol: Option<&str>,
-    body: &Value,
-) -> Result<Answer, McpResponse> {
-    let mut request = Request::post("/mcp")
-        .body(axum::body::Body::from(
-            serde_json::to_vec(body).expect("serialises"),
-        ))
-        .expect("a valid request");
-    let h = request.headers_mut();
-    for (name, value) in headers {
-        if !NOT_CARRIED.contains(&name.as_str()) {
-            h.append(name.clone(), value.clone());
-        }
-    }
-    if !h.contains_key(header::HOST) {
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1"));
-    }
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        header::ACCEPT,
-        HeaderValue::from_static("application/json, text/event-stream"),
-    );
-    // An initialize names its version in the body; everything else in the header.
-    if let Some(p) = protocol
-        && body.get("method").and_then(Value::as_str) != Some("initialize")
-    {
-        h.insert(
-            "mcp-protocol-version",
-            HeaderValue::from_str(p).map_err(|_| bad("invalid protocol version"))?,
-        );
-    }
-    if let Some(s) = servers {
-        h.insert(
-            "x-mcp-servers",
-            HeaderValue::from_str(s).map_err(|_| bad("invalid server_id"))?,
-        );
-    }
-    let response = state
-        .internal
-        .clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {});
-    if let Some(r) = response.extensions().get::<Rejection>()
-        && !r.is_in_band()
-    {
-        return Err(r.clone().into_rest_response());
-    }
-    let is_sse = crate::protocol::media_is(
-        response.headers().get(header::CONTENT_TYPE),
-        "text/event-stream",
-    );
-    let status = response.status();
-    let refusal = response.extensions().get::<Rejection>().cloned();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    if status == StatusCode::ACCEPTED || bytes.is_empty() {
-        return Ok(None);
-    }
-    if !status.is_success() {
-        crate::trace::warn(&format!(
-            "internal MCP request failed with {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ));
-        return Err(json_response(
-            StatusCode::BAD_GATEWAY,
-            &json!({"error": "the MCP service failed"}),
-        ));
-    }
-    let id = body.get("id");
-    let parsed = if is_sse {
-        let mut framer = sse::SseFramer::new(64 << 20);
-        framer.push(&bytes);
-        let mut found = None;
-        while let Ok(Some(event)) = framer.next_event() {
-            if let Some(v) =
-                sse::event_data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok())
-                && v.get("id") == id
-            {
-                found = Some(v);
-            }
-        }
-        found
-    } else {
-        serde_json::from_slice(&bytes).ok()
-    };
-    parsed.map(|v| Some((v, refusal))).ok_or_else(|| {
-        json_response(
-            StatusCode::BAD_GATEWAY,
-            &json!({"error": "the MCP reply could not be read"}),
-        )
-    })
-}
-
-pub(crate) fn json_response(status: StatusCode, v: &Value) -> McpResponse {
-    let mut r = McpResponse::new(BoxBody::from_bytes(Bytes::from(
-        serde_json::to_vec(v).expect("serialises"),
-    )));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn bad(message: &str) -> McpResponse {
-    json_response(StatusCode::BAD_REQUEST, &json!({ "error": message }))
-}
 
 #[derive(Deserialize)]
 struct ListQuery {
@@ -191,7 +32,7 @@ struct ListQuery {
 }
 
 async fn rest_list(
-    State(state): State<RouterState>,
+    State(state): State<Surface>,
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
 ) -> McpResponse {
@@ -226,11 +67,7 @@ struct CallBody {
     arguments: Option<Value>,
 }
 
-async fn rest_call(
-    State(state): State<RouterState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> McpResponse {
+async fn rest_call(State(state): State<Surface>, headers: HeaderMap, body: Bytes) -> McpResponse {
     let Ok(call) = serde_json::from_slice::<CallBody>(&body) else {
         return bad("expected {\"server_id\", \"name\", \"arguments\"}");
     };
@@ -279,7 +116,7 @@ async fn rest_call(
 
 /// `{"status": "ok"}`; with the master key, each upstream's last outcome too (which names
 /// servers and errors, so nobody else sees it).
-async fn health(State(state): State<RouterState>, headers: HeaderMap) -> impl IntoResponse {
+async fn health(State(state): State<Surface>, headers: HeaderMap) -> impl IntoResponse {
     let admin = matches!((state.digest)(&headers), Ok(Some(d)) if state.gateway.gatekeeper().policy().identities().is_master(&d));
     if admin {
         Json(json!({"status": "ok", "upstreams": state.gateway.shared.health_report()}))
@@ -332,18 +169,20 @@ impl Gateway {
         stateless.json_response = true;
         let internal: Internal = BoxCloneSyncService::new(layer.layer(self.service(stateless)));
         let digest_layer = layer.clone();
-        let state = RouterState {
+        let state = Surface {
             gateway: self.clone(),
             internal,
             digest: Arc::new(move |h: &HeaderMap| digest_layer.presented_digest(h)),
-            bridges: Arc::default(),
         };
+        let bridge = axum::Router::new()
+            .route("/sse", axum::routing::get(legacy::open))
+            .route("/message", axum::routing::post(legacy::post))
+            .with_state(legacy::BridgeState::new(state.clone()));
         let mut router = axum::Router::new()
             .route("/health", axum::routing::get(health))
             .route("/mcp-rest/tools/list", axum::routing::get(rest_list))
             .route("/mcp-rest/tools/call", axum::routing::post(rest_call))
-            .route("/sse", axum::routing::get(legacy::open))
-            .route("/message", axum::routing::post(legacy::post));
+            .merge(bridge);
         if self.shared.registry {
             let gateway = self.clone();
             let inner = tower::service_fn(move |req: Request<axum::body::Body>| {

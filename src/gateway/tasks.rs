@@ -14,8 +14,8 @@ use rmcp::model::{
 };
 use rmcp::service::{RequestContext, ServiceError};
 
+use super::caller::Caller;
 use super::handler::{GatewayHandler, forward_meta};
-use super::pool::Caller;
 use super::relay::{Asking, options};
 use super::task_ids::Bound;
 

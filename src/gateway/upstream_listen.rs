@@ -120,7 +120,11 @@ impl Slot {
     }
 
     fn resources_mut<T>(&self, f: impl FnOnce(&mut BTreeSet<String>) -> T) -> T {
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner).resources)
+        f(&mut self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .resources)
     }
 }
 

@@ -624,8 +624,8 @@ impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_, '_, '_> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::engine::{Grant, Level};
     use crate::engine::KeyDigest;
+    use crate::engine::{Grant, Level};
     use crate::protocol::RequestId;
     use serde_json::json;
 
