@@ -10,11 +10,33 @@ use http::{Extensions, Request, Response};
 use tower_service::Service;
 
 use crate::body::ReplyBody;
-use crate::engine::{DenialStyle, Grant, Principal, Scope};
+use crate::engine::{DenialStyle, Grant, Principal, Scope, ServerId};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, Policy};
 use crate::protocol::{self, CollectError, McpRequest, ParseError};
 use crate::rejection::Rejection;
+
+/// The server and bare name a permitted `tools/call` resolved to; later layers (allowed_params,
+/// cost) read it from the request extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToolTarget {
+    /// The server.
+    pub server: ServerId,
+    bare_start: usize,
+}
+
+impl ToolTarget {
+    /// The target whose bare name starts at `bare_start` of the name the request used.
+    pub(crate) fn new(server: ServerId, bare_start: usize) -> Self {
+        Self { server, bare_start }
+    }
+
+    /// The bare tool name, given the name the request used.
+    #[must_use]
+    pub fn bare<'a>(&self, requested: &'a str) -> &'a str {
+        &requested[self.bare_start..]
+    }
+}
 
 /// Takes the policy snapshot of this request, unless a layer before did (the identity layer
 /// does). Read it with [`policy`]: borrowed, so the layers do not each count a reference to

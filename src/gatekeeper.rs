@@ -76,7 +76,7 @@ struct Handle {
 struct Shared {
     policy: ArcSwap<Policy>,
     index: ArcSwap<NameIndex>,
-    list_memo: crate::permission::memo::ListMemo,
+    list_memo: crate::list_memo::ListMemo,
 }
 
 /// The handle the layers share: a swappable [`Policy`], how the inner service names its tools
@@ -113,7 +113,7 @@ impl Gatekeeper {
                 shared: Arc::new(Shared {
                     policy: ArcSwap::from_pointee(policy),
                     index: ArcSwap::from_pointee(NameIndex::default()),
-                    list_memo: crate::permission::memo::ListMemo::default(),
+                    list_memo: crate::list_memo::ListMemo::default(),
                 }),
                 mount: Mount::Aggregate,
                 limits: Limits::default(),
@@ -175,7 +175,7 @@ impl Gatekeeper {
         &self.handle.limits
     }
 
-    pub(crate) fn list_memo(&self) -> &crate::permission::memo::ListMemo {
+    pub(crate) fn list_memo(&self) -> &crate::list_memo::ListMemo {
         &self.handle.shared.list_memo
     }
 }

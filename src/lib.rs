@@ -88,10 +88,12 @@ mod context;
 pub mod cost;
 pub mod engine;
 pub mod future;
+#[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gatekeeper;
 pub mod identity;
+mod list_memo;
 pub mod namespace;
 pub mod openai;
 pub mod params;

@@ -15,10 +15,10 @@ use tower_service::Service;
 
 use crate::body::ReplyBody;
 use crate::context;
+use crate::context::ToolTarget;
 use crate::engine::{Attribution, NameKind};
 use crate::future::{NoPost, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
-use crate::permission::ToolTarget;
 use crate::protocol::{McpRequest, Method};
 use crate::rejection::Rejection;
 

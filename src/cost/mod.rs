@@ -28,10 +28,10 @@ use tower_service::Service;
 use crate::body::{BoxError, ReplyBody};
 use crate::body::{Failing, Prefixed};
 use crate::context;
+use crate::context::ToolTarget;
 use crate::engine::{Attribution, NameKind, Principal};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
-use crate::permission::ToolTarget;
 use crate::protocol::{self, Collected};
 use crate::protocol::{Era, McpRequest, Method, RequestId};
 
@@ -693,7 +693,7 @@ where
                 .is_none_or(|h| h.request_method() == Some(&Method::ToolsCall));
         if let Some(id) = request
             .headers()
-            .get(crate::identity::SESSION_HEADER)
+            .get(crate::protocol::SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .filter(|_| may_be_call)
         {

@@ -26,6 +26,7 @@ use crate::body::{BoxError, ReplyBody};
 use crate::engine::{KeyDigest, Principal};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, Policy};
+use crate::protocol::SESSION_HEADER;
 use crate::rejection::Rejection;
 
 /// What a resolver is told about one request.
@@ -373,8 +374,6 @@ pub(crate) fn credential<'h>(
         .and_then(strip_bearer)
         .filter(|k| !k.is_empty()))
 }
-
-pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for Identity<S, R>
 where

@@ -204,11 +204,11 @@ impl ListFilter {
     /// `Ok(None)` when it is not the reply to our request (pass it on as it is).
     pub fn apply_text(&self, text: &str) -> Result<Option<String>, Unreadable> {
         let index = self.gatekeeper.name_index();
-        if text.len() < super::memo::MIN_LEN {
+        if text.len() < crate::list_memo::MIN_LEN {
             return Ok(self.filter_text(text, &index)?.into_reply());
         }
         // Large lists come back unchanged again and again, under a new id each time: see `memo`.
-        let key = super::memo::Key {
+        let key = crate::list_memo::Key {
             grant: &self.grant,
             index: &index,
             mount: self.gatekeeper.mount(),
@@ -723,7 +723,7 @@ mod tests {
             })
             .collect();
         let text = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools}}).to_string();
-        assert!(text.len() >= super::super::memo::MIN_LEN);
+        assert!(text.len() >= crate::list_memo::MIN_LEN);
         let for_key = |gk: &crate::Gatekeeper, key: &str, id: i64| {
             let p = gk
                 .policy()

@@ -11,7 +11,6 @@
 
 mod body;
 mod filter;
-pub(crate) mod memo;
 mod raw;
 
 use std::fmt;
@@ -33,23 +32,7 @@ use crate::rejection::Rejection;
 
 use self::body::FilterBody;
 pub use self::filter::{ListFilter, Unreadable};
-
-/// The server and bare name a permitted `tools/call` resolved to; later layers (allowed_params,
-/// cost) read it from the request extensions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ToolTarget {
-    /// The server.
-    pub server: ServerId,
-    bare_start: usize,
-}
-
-impl ToolTarget {
-    /// The bare tool name, given the name the request used.
-    #[must_use]
-    pub fn bare<'a>(&self, requested: &'a str) -> &'a str {
-        &requested[self.bare_start..]
-    }
-}
+pub use crate::context::ToolTarget;
 
 /// Which server a name belongs to (and its name there), or why it belongs to none.
 fn attribute<'n>(
@@ -83,10 +66,7 @@ pub(crate) fn resolve_tool(
 ) -> Result<ToolTarget, Denial> {
     let (server, bare) = attribute(gk, grant, NameKind::Tool, name)?;
     grant.check_tool(server, bare)?;
-    Ok(ToolTarget {
-        server,
-        bare_start: name.len() - bare.len(),
-    })
+    Ok(ToolTarget::new(server, name.len() - bare.len()))
 }
 
 /// Checks a prompt or resource name against the grant (server level).

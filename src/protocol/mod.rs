@@ -20,6 +20,9 @@ pub use request::{
 };
 pub(crate) use strict::Key;
 
+/// The header an MCP session travels in (streamable HTTP).
+pub(crate) const SESSION_HEADER: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+
 /// Whether a `content-type` value names `media` (given in lower case), in any letter case and
 /// whatever parameters follow: without allocating, as every reply is asked this.
 pub(crate) fn media_is(content_type: Option<&http::HeaderValue>, media: &str) -> bool {

@@ -1,5 +1,6 @@
-//! Fuzz harnesses, shared by the cargo-fuzz targets in `fuzz/` and the corpus replay test.
-//! Not part of the public API.
+//! Fuzz harnesses, shared by the cargo-fuzz targets in `fuzz/` (built with `--cfg fuzzing`) and
+//! the corpus replay that every `cargo test` runs. Not part of the API: it exists only in those
+//! two builds.
 //!
 //! Each harness never panics on any input unless an invariant is broken: a panic here is a bug.
 
@@ -178,7 +179,7 @@ pub fn list_filter(data: &[u8]) {
     // The memory of earlier replies (kept across runs, so earlier inputs are in it) answers
     // exactly as filtering afresh; padded past the size from which replies are remembered.
     if let Some(rest) = text.trim_start().strip_prefix('{') {
-        let pad = "x".repeat(crate::permission::memo::MIN_LEN);
+        let pad = "x".repeat(crate::list_memo::MIN_LEN);
         let sep = if rest.trim_start().starts_with('}') {
             ""
         } else {
@@ -192,3 +193,6 @@ pub fn list_filter(data: &[u8]) {
         );
     }
 }
+
+#[cfg(test)]
+mod replay;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mcp_gatekeeper::fuzzing;
+use crate::fuzzing;
 
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Rng(u64);
