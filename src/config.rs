@@ -182,6 +182,9 @@ pub struct GeneralSettings {
     /// How upstream certificates are verified, unless a server says otherwise: `true` (the
     /// default), `false`, or the path of a PEM CA bundle used instead of the default roots.
     pub ssl_verify: Option<SslVerify>,
+    /// How many seconds the gateway keeps the lists an upstream gave one caller's session
+    /// (default 60; 0 keeps none). A list the upstream announces as changed is asked again.
+    pub mcp_list_cache_ttl_seconds: Option<u64>,
 }
 
 /// `general_settings.tool_prefix`.

@@ -628,7 +628,9 @@ where
 /// and merges the items.
 pub(crate) trait Listing: serde::de::DeserializeOwned {
     /// The listed item.
-    type Item: Send;
+    type Item: Clone + Send + Sync + 'static;
+    /// Which of an upstream session's kept lists it is.
+    const LISTED: super::list_cache::Listed;
     /// The method that lists them.
     const METHOD: &'static str;
     /// The names the items are listed and called by.
@@ -644,9 +646,10 @@ pub(crate) trait Listing: serde::de::DeserializeOwned {
 }
 
 macro_rules! listing {
-    ($t:ident, $item:ty, $method:literal, $kind:ident, $field:ident, $name:ident) => {
+    ($t:ident, $item:ty, $method:literal, $kind:ident, $field:ident, $name:ident, $listed:ident) => {
         impl Listing for rmcp::model::$t {
             type Item = $item;
+            const LISTED: super::list_cache::Listed = super::list_cache::Listed::$listed;
             const METHOD: &'static str = $method;
             const KIND: crate::engine::NameKind = crate::engine::NameKind::$kind;
             fn into_page(self) -> (Vec<$item>, Option<String>) {
@@ -671,7 +674,8 @@ listing!(
     "tools/list",
     Tool,
     tools,
-    name
+    name,
+    Tools
 );
 listing!(
     ListPromptsResult,
@@ -679,7 +683,8 @@ listing!(
     "prompts/list",
     Prompt,
     prompts,
-    name
+    name,
+    Prompts
 );
 listing!(
     ListResourcesResult,
@@ -687,7 +692,8 @@ listing!(
     "resources/list",
     Resource,
     resources,
-    uri
+    uri,
+    Resources
 );
 listing!(
     ListResourceTemplatesResult,
@@ -695,7 +701,8 @@ listing!(
     "resources/templates/list",
     Resource,
     resource_templates,
-    uri_template
+    uri_template,
+    ResourceTemplates
 );
 
 /// Every item the upstream lists with `L`, page after page. `None` when rmcp has not opened the

@@ -669,15 +669,21 @@ impl Gateway {
         let downstream = session.as_ref().and_then(|s| self.shared.downstream(s));
         let listed = handler
             .fan_out_as(&caller, downstream.as_ref(), |_, relay| async move {
-                match relay.direct() {
-                    Some(route) => {
-                        match super::direct::list_all::<L>(&route.http, &route.url, &route.session)
-                            .await
-                        {
-                            Some(items) => items.map(Some),
-                            None => Ok(None),
-                        }
+                let seen = match relay.lists().kept(L::LISTED) {
+                    Ok(items) => return Ok(Some(items)),
+                    Err(seen) => seen,
+                };
+                let Some(route) = relay.direct() else {
+                    return Ok(None);
+                };
+                let fetched =
+                    super::direct::list_all::<L>(&route.http, &route.url, &route.session).await;
+                match fetched {
+                    Some(Ok(items)) => {
+                        relay.lists().keep(L::LISTED, seen, &items);
+                        Ok(Some(items))
                     }
+                    Some(Err(e)) => Err(e),
                     None => Ok(None),
                 }
             })

@@ -25,6 +25,7 @@ use rmcp::{RoleClient, RoleServer, ServerHandler};
 
 use super::Shared;
 use super::caller::Caller;
+use super::list_cache::Listed;
 use super::pool::Failure;
 use super::relay::Relay;
 use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix};
@@ -76,22 +77,6 @@ impl GatewayHandler {
             .map(|id| (id, catalog.server(id).name().to_owned()))
             .filter(|(_, name)| self.shared.upstreams.contains_key(name))
             .collect()
-    }
-
-    /// Runs `f` against every allowed upstream at once; a failing one is logged and skipped.
-    async fn fan_out<T, F, Fut>(
-        &self,
-        ctx: &RequestContext<RoleServer>,
-        f: F,
-    ) -> Vec<(ServerId, String, T)>
-    where
-        F: Fn(Peer<RoleClient>) -> Fut,
-        Fut: Future<Output = Result<T, ServiceError>>,
-    {
-        self.fan_out_as(&Caller::from_context(ctx), Some(&ctx.peer), |peer, _| {
-            f(peer)
-        })
-        .await
     }
 
     /// Asks every upstream `caller` may use with `f` on its pooled session (relaying to
@@ -252,10 +237,12 @@ impl GatewayHandler {
         set_name: impl Fn(&mut T, String),
     ) -> Vec<T>
     where
-        F: Fn(Peer<RoleClient>) -> Fut,
+        F: Fn(Peer<RoleClient>, Relay) -> Fut,
         Fut: Future<Output = Result<Vec<T>, ServiceError>>,
     {
-        let lists = self.fan_out(ctx, fetch).await;
+        let lists = self
+            .fan_out_as(&Caller::from_context(ctx), Some(&ctx.peer), fetch)
+            .await;
         self.merge(kind, lists, name, set_name)
     }
 
@@ -379,7 +366,12 @@ impl ServerHandler for GatewayHandler {
         _: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let fetch = |peer: Peer<RoleClient>| async move { peer.list_all_tools().await };
+        let fetch = |peer: Peer<RoleClient>, relay: Relay| async move {
+            relay
+                .lists()
+                .get_or_fetch(Listed::Tools, || peer.list_all_tools())
+                .await
+        };
         let tools = self
             .merged(
                 &ctx,
@@ -543,7 +535,12 @@ impl ServerHandler for GatewayHandler {
         _: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let fetch = |peer: Peer<RoleClient>| async move { peer.list_all_prompts().await };
+        let fetch = |peer: Peer<RoleClient>, relay: Relay| async move {
+            relay
+                .lists()
+                .get_or_fetch(Listed::Prompts, || peer.list_all_prompts())
+                .await
+        };
         let prompts = self
             .merged(
                 &ctx,
@@ -577,7 +574,12 @@ impl ServerHandler for GatewayHandler {
         _: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let fetch = |peer: Peer<RoleClient>| async move { peer.list_all_resources().await };
+        let fetch = |peer: Peer<RoleClient>, relay: Relay| async move {
+            relay
+                .lists()
+                .get_or_fetch(Listed::Resources, || peer.list_all_resources())
+                .await
+        };
         let resources = self
             .merged(
                 &ctx,
@@ -595,8 +597,14 @@ impl ServerHandler for GatewayHandler {
         _: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let fetch =
-            |peer: Peer<RoleClient>| async move { peer.list_all_resource_templates().await };
+        let fetch = |peer: Peer<RoleClient>, relay: Relay| async move {
+            relay
+                .lists()
+                .get_or_fetch(Listed::ResourceTemplates, || {
+                    peer.list_all_resource_templates()
+                })
+                .await
+        };
         let templates = self
             .merged(
                 &ctx,

@@ -21,6 +21,7 @@ mod handler;
 mod input_state;
 mod internal;
 mod legacy;
+mod list_cache;
 mod listen;
 mod listeners;
 mod pool;
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     /// The stand-ins for upstreams' `requestState` handed to 2026-07-28 callers (see
     /// `input_state`).
     input_states: input_state::InputStates,
+    /// How long an upstream session's lists are kept (see `list_cache`); zero keeps none.
+    list_ttl: std::time::Duration,
     /// The open `subscriptions/listen` streams (see `listeners`).
     listeners: Arc<listeners::Listeners>,
     /// The tasks upstreams created for callers (see `tasks`).
@@ -333,7 +336,11 @@ pub struct GatewayBuilder {
     client_auth_header: HeaderName,
     registry: bool,
     allowed_hosts: Option<Vec<String>>,
+    list_ttl: std::time::Duration,
 }
+
+/// How long an upstream session's lists are kept unless configured otherwise.
+pub const DEFAULT_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl GatewayBuilder {
     /// Adds (or replaces) the upstream of catalog server `name`.
@@ -363,6 +370,15 @@ impl GatewayBuilder {
     #[must_use]
     pub fn allowed_hosts(mut self, hosts: Vec<String>) -> Self {
         self.allowed_hosts = Some(hosts);
+        self
+    }
+
+    /// How long the tools, prompts and resources an upstream listed for one caller's session
+    /// are kept and served again without asking it (default [`DEFAULT_LIST_TTL`]). A list
+    /// is dropped earlier when the upstream announces it changed; zero keeps none.
+    #[must_use]
+    pub fn list_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.list_ttl = ttl;
         self
     }
 
@@ -416,6 +432,7 @@ impl GatewayBuilder {
                 health: std::sync::Mutex::default(),
                 parked: rounds::Parked::default(),
                 input_states: input_state::InputStates::default(),
+                list_ttl: self.list_ttl,
                 listeners: Arc::default(),
                 tasks: task_ids::TaskIds::default(),
                 downstream: std::sync::Mutex::default(),
@@ -434,6 +451,7 @@ impl Gateway {
             client_auth_header: HeaderName::from_static("x-mcp-auth"),
             registry: false,
             allowed_hosts: None,
+            list_ttl: DEFAULT_LIST_TTL,
         }
     }
 
@@ -447,7 +465,11 @@ impl Gateway {
         config: &Config,
         gatekeeper: Gatekeeper,
     ) -> Result<GatewayBuilder, ConfigError> {
-        let mut b = Self::builder(gatekeeper).registry(config.general_settings.enable_mcp_registry);
+        let settings = &config.general_settings;
+        let mut b = Self::builder(gatekeeper).registry(settings.enable_mcp_registry);
+        if let Some(seconds) = settings.mcp_list_cache_ttl_seconds {
+            b = b.list_cache_ttl(std::time::Duration::from_secs(seconds));
+        }
         if let Some(h) = &config.general_settings.mcp_client_side_auth_header_name {
             let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
                 ConfigError::new(

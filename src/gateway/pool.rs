@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Shared;
 use super::caller::Caller;
+use super::list_cache::ListCache;
 use super::relay::{Announce, Relay};
 use super::upstream::{Connection, connect};
 
@@ -242,7 +243,13 @@ impl Shared {
                     caller: caller.digest.map(|d| d.0),
                     server: Arc::from(server),
                 });
-                let relay = Relay::new(self.name_prefix(server), announce);
+                // A legacy SSE session shows it is lost only when something is sent on it (its
+                // event stream may outlive the server's restart): its lists are asked each time.
+                let ttl = match spec.transport {
+                    super::UpstreamTransport::Sse(_) => std::time::Duration::ZERO,
+                    _ => self.list_ttl,
+                };
+                let relay = Relay::new(self.name_prefix(server), announce, ListCache::new(ttl));
                 let service = tokio::time::timeout(
                     spec.timeout,
                     connect(

@@ -21,6 +21,7 @@ use rmcp::service::ServiceError;
 use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RequestContext};
 use rmcp::{ClientHandler, RoleClient, RoleServer};
 
+use super::list_cache::{ListCache, Listed};
 use super::listeners::{CallerKey, Change, Listeners, Session};
 
 /// Where progress of one in-flight call goes.
@@ -74,6 +75,8 @@ pub(crate) struct Relay {
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     /// The listen stream held on a 2026-07-28 upstream session (see `upstream_listen`).
     upstream_listen: super::upstream_listen::Slot,
+    /// The session's lists, until the upstream announces a change (see `list_cache`).
+    lists: ListCache,
 }
 
 impl std::fmt::Debug for Relay {
@@ -83,11 +86,17 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// The relay of a new upstream session, whose resources the caller names with `resource_prefix`.
-    pub(crate) fn new(resource_prefix: String, announce: Option<Announce>) -> Self {
+    /// The relay of a new upstream session, whose resources the caller names with
+    /// `resource_prefix`, and whose lists `lists` keeps.
+    pub(crate) fn new(
+        resource_prefix: String,
+        announce: Option<Announce>,
+        lists: ListCache,
+    ) -> Self {
         Self {
             resource_prefix: resource_prefix.into(),
             announce,
+            lists,
             ..Self::default()
         }
     }
@@ -106,6 +115,11 @@ impl Relay {
             .log_level
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The lists this session's upstream gave, kept until it announces a change.
+    pub(crate) fn lists(&self) -> &ListCache {
+        &self.lists
     }
 
     /// Opens the listen stream a 2026-07-28 upstream session announces on (see
@@ -140,6 +154,15 @@ impl Relay {
     /// Tells the caller that the upstream announced `change`: on its listen streams (protocol
     /// 2026-07-28) or its session.
     async fn announce(&self, change: Change<'_>) {
+        match change {
+            Change::Tools => self.lists.changed(Listed::Tools),
+            Change::Prompts => self.lists.changed(Listed::Prompts),
+            Change::Resources => {
+                self.lists.changed(Listed::Resources);
+                self.lists.changed(Listed::ResourceTemplates);
+            }
+            Change::Updated(_) => {}
+        }
         if let Some(a) = &self.announce {
             a.listeners.announce(&a.caller, &a.server, change).await;
             return;
