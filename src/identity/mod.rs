@@ -87,8 +87,8 @@ impl std::error::Error for IdentityError {}
 /// use std::pin::Pin;
 /// use std::sync::{Arc, RwLock};
 ///
-/// use mcp_gatekeeper::engine::Principal;
-/// use mcp_gatekeeper::identity::{IdentityError, IdentityRequest, KeyDigest, ResolveIdentity};
+/// use mcp_gatekeeper::engine::{KeyDigest, Principal};
+/// use mcp_gatekeeper::identity::{IdentityError, IdentityRequest, ResolveIdentity};
 ///
 /// #[derive(Default)]
 /// struct Remembering {
@@ -152,7 +152,8 @@ where
     }
 }
 
-/// The built-in resolver: the policy's [`IdentityStore`], looked up by key digest.
+/// The built-in resolver: the policy's [`IdentityStore`](crate::engine::IdentityStore), looked up
+/// by key digest.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StoreResolver;
 
