@@ -1,5 +1,5 @@
 //! Hands an MCP tool list to an OpenAI-style model and turns its tool call back into an MCP
-//! `tools/call`: `cargo run --example openai_bridge`.
+//! `tools/call`: `cargo run --features openai --example openai_bridge`.
 
 use mcp_gatekeeper::openai::{to_mcp_call_params, to_openai_tools};
 use serde_json::json;

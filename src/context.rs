@@ -12,7 +12,7 @@ use tower_service::Service;
 use crate::body::ReplyBody;
 use crate::engine::{DenialStyle, Grant, Principal, Scope, ServerId};
 use crate::future::{Post, PostProcess, ResponseFuture};
-use crate::gatekeeper::{Gatekeeper, Policy};
+use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
 use crate::protocol::{self, CollectError, McpRequest, ParseError};
 use crate::rejection::Rejection;
 
@@ -42,14 +42,14 @@ impl ToolTarget {
 /// does). Read it with [`policy`]: borrowed, so the layers do not each count a reference to
 /// the one `Arc` every request shares.
 pub(crate) fn take_policy(ext: &mut Extensions, gk: &Gatekeeper) {
-    if ext.get::<Arc<Policy>>().is_none() {
+    if ext.get::<Arc<PolicySnapshot>>().is_none() {
         ext.insert(gk.policy());
     }
 }
 
 /// The snapshot taken by [`take_policy`].
-pub(crate) fn policy(ext: &Extensions) -> &Policy {
-    ext.get::<Arc<Policy>>()
+pub(crate) fn policy(ext: &Extensions) -> &PolicySnapshot {
+    ext.get::<Arc<PolicySnapshot>>()
         .expect("take_policy runs before the policy is read")
 }
 

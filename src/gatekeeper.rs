@@ -13,12 +13,12 @@ use crate::engine::{Catalog, IdentityStore, Mount, NameIndex};
 /// Layers load one snapshot per request (the first layer stores it in the request extensions),
 /// so a reload never mixes two versions inside one decision.
 #[derive(Debug)]
-pub struct Policy {
+pub struct PolicySnapshot {
     catalog: Arc<Catalog>,
     identities: IdentityStore,
 }
 
-impl Policy {
+impl PolicySnapshot {
     /// A policy from a catalog and an identity store compiled against it.
     #[must_use]
     pub fn new(catalog: Arc<Catalog>, identities: IdentityStore) -> Self {
@@ -74,12 +74,13 @@ struct Handle {
 
 /// Shared by every handle cloned from one [`Gatekeeper::new`], whatever their options.
 struct Shared {
-    policy: ArcSwap<Policy>,
+    policy: ArcSwap<PolicySnapshot>,
     index: ArcSwap<NameIndex>,
     list_memo: crate::list_memo::ListMemo,
 }
 
-/// The handle the layers share: a swappable [`Policy`], how the inner service names its tools
+/// The handle the layers share: a swappable [`PolicySnapshot`], how the inner service names its
+/// tools
 /// ([`Mount`]), the bare-name index for unprefixed aggregation, and the [`Limits`].
 ///
 /// Cloning bumps one reference count. [`Gatekeeper::reload`] swaps the policy atomically:
@@ -107,7 +108,7 @@ impl Gatekeeper {
     /// A handle for a service that aggregates the catalog's servers (tool names carry the
     /// server, see [`crate::engine::ToolPrefix`]).
     #[must_use]
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(policy: PolicySnapshot) -> Self {
         Self {
             handle: Arc::new(Handle {
                 shared: Arc::new(Shared {
@@ -123,7 +124,7 @@ impl Gatekeeper {
 
     /// A handle for a service that is the one catalog server `name`: bare names are its own.
     #[must_use]
-    pub fn for_server(policy: Policy, name: impl Into<Box<str>>) -> Self {
+    pub fn for_server(policy: PolicySnapshot, name: impl Into<Box<str>>) -> Self {
         Self::new(policy).with_mount(Mount::Single(name.into()))
     }
 
@@ -142,13 +143,13 @@ impl Gatekeeper {
     }
 
     /// Swaps in a new policy for every request that starts from now on.
-    pub fn reload(&self, policy: Policy) {
+    pub fn reload(&self, policy: PolicySnapshot) {
         self.handle.shared.policy.store(Arc::new(policy));
     }
 
     /// The current policy.
     #[must_use]
-    pub fn policy(&self) -> Arc<Policy> {
+    pub fn policy(&self) -> Arc<PolicySnapshot> {
         self.handle.shared.policy.load_full()
     }
 

@@ -95,6 +95,7 @@ pub mod gatekeeper;
 pub mod identity;
 mod list_memo;
 pub mod namespace;
+#[cfg(feature = "openai")]
 pub mod openai;
 pub mod params;
 pub mod permission;
@@ -103,7 +104,7 @@ pub mod rejection;
 mod stack;
 mod trace;
 
-pub use gatekeeper::{Gatekeeper, Limits, Policy};
+pub use gatekeeper::{Gatekeeper, Limits, PolicySnapshot};
 pub use stack::{GatekeeperLayer, Stack};
 #[cfg(feature = "gateway")]
 pub mod gateway;

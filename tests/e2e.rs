@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use mcp_gatekeeper::config::Config;
-use mcp_gatekeeper::{Gatekeeper, Policy};
+use mcp_gatekeeper::{Gatekeeper, PolicySnapshot};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
@@ -41,7 +41,7 @@ const POLICY: &str = r#"{
   ]
 }"#;
 
-fn policy() -> Policy {
+fn policy() -> PolicySnapshot {
     Config::from_json_str(POLICY).unwrap().policy().unwrap()
 }
 

@@ -9,21 +9,20 @@
 mod catalog;
 mod grant;
 mod identities;
+mod names;
 mod params;
 mod scope;
 mod set;
 
 use std::fmt;
 
-pub use catalog::{
-    Attribution, Catalog, CatalogError, CostInfo, NameIndex, NameKind, Owner, Server, ServerSpec,
-    Settings,
-};
+pub use catalog::{Attribution, Catalog, CatalogError, CostInfo, Server, ServerSpec, Settings};
 pub use grant::{Denial, DeniedBy, Grant, Principal};
 pub use identities::{
     IdentityConfigError, IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec, MemberSpec,
     TeamSpec,
 };
+pub use names::{NameIndex, NameKind, Owner};
 pub use params::ParamsDenial;
 pub use scope::{Scope, ScopeDenial};
 pub use set::ServerSet;

@@ -25,7 +25,7 @@ pub use sessions::SessionBindings;
 use crate::body::{BoxError, ReplyBody};
 use crate::engine::{KeyDigest, Principal};
 use crate::future::{Post, PostProcess, ResponseFuture};
-use crate::gatekeeper::{Gatekeeper, Policy};
+use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
 use crate::protocol::SESSION_HEADER;
 use crate::rejection::Rejection;
 
@@ -44,7 +44,7 @@ pub struct IdentityRequest<'a> {
     /// The agent the request names.
     pub agent_id: Option<&'a str>,
     /// The policy snapshot this request is decided with.
-    pub policy: &'a Arc<Policy>,
+    pub policy: &'a Arc<PolicySnapshot>,
 }
 
 /// Why a resolver found no principal.
@@ -499,7 +499,7 @@ fn admit<R>(
     layer: &IdentityLayer<R>,
     mut parts: http::request::Parts,
     found: Result<(Principal, Option<KeyDigest>), Rejection>,
-    policy: Arc<Policy>,
+    policy: Arc<PolicySnapshot>,
 ) -> Result<(http::request::Parts, BindSession), Rejection> {
     let (principal, digest) = found?;
     let session = session_header(&parts.headers)?;

@@ -99,7 +99,7 @@ pub(crate) fn too_large(filter: &ListFilter) -> Value {
 /// Filters one whole JSON reply; anything unreadable becomes an error (fail closed).
 pub(crate) fn filter_json(bytes: Bytes, filter: &ListFilter) -> Bytes {
     let filtered = std::str::from_utf8(&bytes)
-        .map_err(|_| super::filter::Unreadable)
+        .map_err(|_| super::text_filter::Unreadable)
         .and_then(|t| filter.apply_text(t));
     match filtered {
         Ok(Some(text)) => Bytes::from(text),

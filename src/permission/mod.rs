@@ -12,6 +12,7 @@
 mod body;
 mod filter;
 mod raw;
+mod text_filter;
 
 use std::fmt;
 use std::task::{Context, Poll};
@@ -31,7 +32,8 @@ use crate::protocol::{McpRequest, MessageKind, Method};
 use crate::rejection::Rejection;
 
 use self::body::FilterBody;
-pub use self::filter::{ListFilter, Unreadable};
+pub use self::filter::ListFilter;
+pub use self::text_filter::Unreadable;
 pub use crate::context::ToolTarget;
 
 /// Which server a name belongs to (and its name there), or why it belongs to none.

@@ -7,17 +7,17 @@
 mod body;
 mod era;
 mod fields;
+mod headers;
 pub mod jsonrpc;
+mod raw;
 mod request;
 pub mod sse;
 mod strict;
 
 pub use body::{CollectError, Collected, collect_limited, collect_up_to};
 pub use era::{Era, META_PROTOCOL_VERSION};
-pub use request::{
-    McpRequest, MessageKind, Method, ParseError, RequestId, check_routing_headers,
-    decode_header_value, parse_request,
-};
+pub use headers::{check_routing_headers, decode_header_value};
+pub use request::{McpRequest, MessageKind, Method, ParseError, RequestId, parse_request};
 pub(crate) use strict::Key;
 
 /// The header an MCP session travels in (streamable HTTP).
