@@ -49,8 +49,8 @@ use super::direct::{Event, Exchange, Poster};
 use super::express_sessions::{Running, Sessions};
 use super::handler::{forward_meta, upstream_error};
 use super::pool::Failure;
+use super::shared::{Gateway, Shared};
 use super::upstream::UpstreamTransport;
-use super::{Gateway, Shared};
 use crate::engine::NameKind;
 use crate::protocol::{CollectError, McpRequest, MessageKind, Method};
 use crate::protocol::{Era, sse};
@@ -441,7 +441,7 @@ impl Gateway {
         // Only an upstream spoken to with the handshake takes a call posted directly; the
         // progress and log messages of a 2026-07-28 upstream come through rmcp's client.
         if !matches!(spec.transport, UpstreamTransport::Http(_))
-            || spec.protocol != super::UpstreamProtocol::Handshake
+            || spec.protocol != super::upstream::UpstreamProtocol::Handshake
         {
             return back(parts, bytes);
         }
@@ -509,7 +509,7 @@ impl Gateway {
 /// upstream session rmcp's client has not recorded yet gives the call back (`Ok(None)`), or
 /// with `in_place` is called through rmcp's client (the caller then gets no progress).
 async fn begin(
-    handler: &super::GatewayHandler,
+    handler: &super::handler::GatewayHandler,
     caller: &Caller,
     call: &Streamed,
     params: CallToolRequestParams,

@@ -23,11 +23,11 @@ use rmcp::model::{
 use rmcp::service::{Peer, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{RoleClient, RoleServer, ServerHandler};
 
-use super::Shared;
 use super::caller::Caller;
 use super::list_cache::Listed;
 use super::pool::Failure;
 use super::relay::Relay;
+use super::shared::Shared;
 use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix};
 
 /// One downstream session of the gateway (or one request, when stateless).
@@ -336,7 +336,7 @@ impl ServerHandler for GatewayHandler {
             .shared
             .upstreams
             .values()
-            .any(|u| u.protocol == super::UpstreamProtocol::Latest)
+            .any(|u| u.protocol == super::upstream::UpstreamProtocol::Latest)
         {
             capabilities
                 .extensions

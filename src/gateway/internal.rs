@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
-use super::Gateway;
+use super::shared::Gateway;
 use crate::body::ReplyBody;
 use crate::protocol::sse;
 use crate::rejection::Rejection;

@@ -18,16 +18,19 @@ mod direct;
 mod express;
 mod express_sessions;
 mod handler;
+mod input_rounds;
 mod input_state;
 mod internal;
 mod legacy;
 mod list_cache;
 mod listen;
 mod listeners;
+mod parked;
 mod pool;
 mod relay;
 mod rounds;
 mod router;
+mod shared;
 mod sse_client;
 mod task_ids;
 mod tasks;
@@ -45,146 +48,13 @@ use rmcp::transport::streamable_http_server::{
 };
 
 pub use handler::GatewayHandler;
+pub use shared::Gateway;
+use shared::Shared;
 pub use tls::{CertificateDer, ClientIdentity, PrivateKeyDer, UpstreamTls, Verify};
 pub use upstream::{InProcessFactory, OAuth2, UpstreamProtocol, UpstreamSpec, UpstreamTransport};
 
 use crate::config::{Config, ConfigError};
 use crate::gatekeeper::Gatekeeper;
-
-pub(crate) struct Shared {
-    gatekeeper: Gatekeeper,
-    upstreams: HashMap<String, UpstreamSpec>,
-    tokens: HashMap<String, upstream::TokenCache>,
-    /// Each upstream's HTTP client: its own TLS settings and connection pool.
-    clients: HashMap<String, reqwest::Client>,
-    pool: pool::Pool,
-    client_auth_header: HeaderName,
-    registry: bool,
-    allowed_hosts: Option<Vec<String>>,
-    health: std::sync::Mutex<HashMap<String, Health>>,
-    /// Calls of 2026-07-28 callers waiting for their answers (see `rounds`).
-    parked: rounds::Parked,
-    /// The stand-ins for upstreams' `requestState` handed to 2026-07-28 callers (see
-    /// `input_state`).
-    input_states: input_state::InputStates,
-    /// How long an upstream session's lists are kept (see `list_cache`); zero keeps none.
-    list_ttl: std::time::Duration,
-    /// The open `subscriptions/listen` streams (see `listeners`).
-    listeners: Arc<listeners::Listeners>,
-    /// The tasks upstreams created for callers (see `tasks`).
-    tasks: task_ids::TaskIds,
-    /// The caller behind each session of a stateful endpoint, from its `initialized`: the
-    /// express path, which rmcp's handler does not see, attaches it to the upstream sessions
-    /// it uses, so that what upstreams announce outside a call still reaches the caller.
-    downstream: std::sync::Mutex<HashMap<Arc<str>, rmcp::service::Peer<rmcp::RoleServer>>>,
-}
-
-/// The last thing an upstream did, for `/health`.
-#[derive(Clone, Debug)]
-struct Health {
-    ok: bool,
-    last_error: Option<String>,
-    at: std::time::SystemTime,
-}
-
-impl Shared {
-    /// The HTTP client of upstream `server` (every upstream has one).
-    fn client(&self, server: &str) -> Result<&reqwest::Client, String> {
-        self.clients
-            .get(server)
-            .ok_or_else(|| "no such upstream".to_owned())
-    }
-
-    /// The caller of `session` opened it and is still connected.
-    fn note_downstream(&self, session: &str, peer: rmcp::service::Peer<rmcp::RoleServer>) {
-        let mut peers = self
-            .downstream
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if peers.len() >= 4_096 {
-            peers.retain(|_, p| !p.is_transport_closed());
-        }
-        peers.insert(Arc::from(session), peer);
-    }
-
-    /// The caller behind `session`, if it is still connected.
-    fn downstream(&self, session: &str) -> Option<rmcp::service::Peer<rmcp::RoleServer>> {
-        let mut peers = self
-            .downstream
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match peers.get(session) {
-            Some(p) if p.is_transport_closed() => {
-                peers.remove(session);
-                None
-            }
-            other => other.cloned(),
-        }
-    }
-
-    /// What goes before the names of `server`'s tools, prompts and resources as callers see
-    /// them: `{server}{separator}` when names are prefixed, nothing otherwise.
-    fn name_prefix(&self, server: &str) -> String {
-        let policy = self.gatekeeper.policy();
-        let settings = policy.catalog().settings();
-        if settings.tool_prefix == crate::engine::ToolPrefix::Always {
-            format!("{server}{}", settings.separator)
-        } else {
-            String::new()
-        }
-    }
-
-    fn report_failure(&self, server: &str, failure: &pool::Failure) {
-        crate::trace::warn(&format!("upstream {server} failed: {failure}"));
-        self.set_health(server, Some(failure.to_string()));
-    }
-
-    fn report_success(&self, server: &str) {
-        self.set_health(server, None);
-    }
-
-    fn set_health(&self, server: &str, error: Option<String>) {
-        let mut health = self
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = health.entry(server.to_owned()).or_insert(Health {
-            ok: true,
-            last_error: None,
-            at: std::time::SystemTime::now(),
-        });
-        entry.ok = error.is_none();
-        entry.at = std::time::SystemTime::now();
-        if error.is_some() {
-            entry.last_error = error;
-        }
-    }
-
-    /// Per upstream: whether its last request succeeded, its last error, and when.
-    fn health_report(&self) -> serde_json::Value {
-        let health = self
-            .health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut names: Vec<&String> = self.upstreams.keys().collect();
-        names.sort();
-        let report: serde_json::Map<String, serde_json::Value> = names
-            .into_iter()
-            .map(|n| {
-                let v = match health.get(n) {
-                    None => serde_json::json!({"status": "unused"}),
-                    Some(h) => serde_json::json!({
-                        "status": if h.ok { "ok" } else { "failing" },
-                        "last_error": h.last_error,
-                        "at_unix_ms": h.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-                    }),
-                };
-                (n.clone(), v)
-            })
-            .collect();
-        serde_json::Value::Object(report)
-    }
-}
 
 /// The gateway's MCP endpoint: rmcp's streamable HTTP service, with an express path for
 /// `tools/call` and the list methods.
@@ -312,22 +182,6 @@ fn rmcp_saw(
     response
 }
 
-/// The aggregating gateway. Cheap to clone.
-#[derive(Clone)]
-pub struct Gateway {
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for Gateway {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<&String> = self.shared.upstreams.keys().collect();
-        names.sort();
-        f.debug_struct("Gateway")
-            .field("upstreams", &names)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Builds a [`Gateway`].
 #[derive(Debug)]
 pub struct GatewayBuilder {
@@ -430,7 +284,7 @@ impl GatewayBuilder {
                 registry: self.registry,
                 allowed_hosts: self.allowed_hosts,
                 health: std::sync::Mutex::default(),
-                parked: rounds::Parked::default(),
+                parked: parked::Parked::default(),
                 input_states: input_state::InputStates::default(),
                 list_ttl: self.list_ttl,
                 listeners: Arc::default(),

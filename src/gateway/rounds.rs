@@ -11,8 +11,7 @@
 #![allow(deprecated)] // a caller's log level (deprecated by SEP-2577) still travels in `_meta`
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rmcp::RoleServer;
 use rmcp::model::{
@@ -25,55 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::caller::Caller;
 use super::handler::{GatewayHandler, PROGRESS_GRACE, declares_tasks, forward_meta, relayed};
-use super::relay::{Asking, Pending, Relay};
+use super::parked::InFlight;
+use super::relay::{Asking, Pending};
 use crate::engine::NameKind;
-
-/// How long a call waits for its caller to come back with the answers.
-const PARKED_FOR: Duration = Duration::from_secs(300);
-
-/// An upstream call in flight, between rounds.
-pub(crate) struct InFlight {
-    owner: Option<[u8; 32]>,
-    server: String,
-    tool: String,
-    done: oneshot::Receiver<Result<CallToolResponse, ErrorData>>,
-    held: mpsc::UnboundedReceiver<Pending>,
-    progress: mpsc::Receiver<ProgressNotificationParam>,
-    waiting: HashMap<String, oneshot::Sender<Result<serde_json::Value, ErrorData>>>,
-    asked: u64,
-    parked_at: Instant,
-    /// The upstream session's relay, once the call has one: each round points its
-    /// notifications (logging) at the caller's current request.
-    relay: Option<Relay>,
-    relay_rx: oneshot::Receiver<Relay>,
-}
-
-/// Calls waiting for their callers, by `requestState`.
-#[derive(Default)]
-pub(crate) struct Parked(Mutex<HashMap<String, InFlight>>);
-
-impl Parked {
-    fn park(&self, state: String, call: InFlight) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        // Calls whose callers never came back: dropping them fails the upstream's requests,
-        // which ends the upstream call.
-        map.retain(|_, c| c.parked_at.elapsed() < PARKED_FOR);
-        map.insert(state, call);
-    }
-
-    fn take(&self, state: &str) -> Option<InFlight> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(state)
-    }
-}
-
-impl std::fmt::Debug for Parked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parked").finish_non_exhaustive()
-    }
-}
 
 fn progress_token(
     request: &CallToolRequestParams,

@@ -16,7 +16,8 @@ use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
 use super::internal::{Internal, McpResponse, Surface, bad, internal_call, json_response};
-use super::{Gateway, legacy};
+use super::legacy;
+use super::shared::Gateway;
 use crate::cost::CostHook;
 use crate::engine::{Grant, ToolPrefix};
 use crate::identity::ResolveIdentity;
