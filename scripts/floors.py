@@ -15,7 +15,7 @@ from pathlib import Path
 # Floor 1 is the ground. A module imports only from floors below its own; the five layers
 # (floor 4) share a floor so that none of them can import another.
 FLOORS = {
-    1: ["protocol", "engine", "body", "future"],
+    1: ["protocol", "engine", "body", "future", "inner"],
     2: ["rejection", "list_memo"],
     3: ["gatekeeper", "trace"],
     4: ["context"],

@@ -1,5 +1,5 @@
 //! The configuration file: serde types for the YAML/JSON schema, validated into a
-//! [`PolicySnapshot`](crate::PolicySnapshot).
+//! [`PolicySnapshot`](crate::gatekeeper::PolicySnapshot).
 //!
 //! LiteLLM's `mcp_servers` block loads unchanged. Every mistake is an error at load time that
 //! names the file, the path inside it and the fix: unknown fields, unknown server or group

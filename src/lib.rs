@@ -61,27 +61,6 @@
 //! plus `sha2` (key digests), `arc-swap` (the reloadable policy) and `serde_path_to_error`
 //! (config error paths).
 
-/// `get_ref`, `get_mut` and `into_inner` for a layer's service, as tower-http has them.
-macro_rules! inner_access {
-    (impl<$($g:ident),+> $ty:ty) => {
-        impl<$($g),+> $ty {
-            /// The inner service.
-            pub fn get_ref(&self) -> &S {
-                &self.inner
-            }
-            /// The inner service, mutably.
-            pub fn get_mut(&mut self) -> &mut S {
-                &mut self.inner
-            }
-            /// The inner service, by value.
-            pub fn into_inner(self) -> S {
-                self.inner
-            }
-        }
-    };
-}
-pub(crate) use inner_access;
-
 pub mod body;
 pub mod config;
 mod context;
@@ -93,6 +72,7 @@ pub mod future;
 pub mod fuzzing;
 pub mod gatekeeper;
 pub mod identity;
+mod inner;
 mod list_memo;
 pub mod namespace;
 #[cfg(feature = "openai")]

@@ -74,7 +74,7 @@ impl<S: fmt::Debug> fmt::Debug for Namespace<S> {
     }
 }
 
-crate::inner_access!(impl<S> Namespace<S>);
+crate::inner::inner_access!(impl<S> Namespace<S>);
 
 /// Where a path names servers: the names (percent-decoded) and the path rewritten to `/mcp`.
 #[derive(Debug, PartialEq, Eq)]

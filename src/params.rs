@@ -61,7 +61,7 @@ impl<S: fmt::Debug> fmt::Debug for AllowedParams<S> {
     }
 }
 
-crate::inner_access!(impl<S> AllowedParams<S>);
+crate::inner::inner_access!(impl<S> AllowedParams<S>);
 
 fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
     context::take_policy(ext, gk);

@@ -126,7 +126,7 @@ impl<S: fmt::Debug, H> fmt::Debug for Cost<S, H> {
     }
 }
 
-crate::inner_access!(impl<S, H> Cost<S, H>);
+crate::inner::inner_access!(impl<S, H> Cost<S, H>);
 
 /// Holds an unfinished event; records it as disconnected if dropped before the reply.
 pub(crate) struct Pending {

@@ -237,7 +237,7 @@ impl std::error::Error for CatalogError {}
 /// Every server the layers know, with their rules, groups and prices.
 ///
 /// A catalog is immutable; to change policy, build a new one and swap it in (see
-/// [`crate::Gatekeeper::reload`]).
+/// [`crate::gatekeeper::Gatekeeper::reload`]).
 #[derive(Clone, Debug)]
 pub struct Catalog {
     generation: u64,

@@ -119,7 +119,7 @@ pub fn list_filter(data: &[u8]) {
                 "keys": [{"key": "k", "object_permission": {"mcp_servers": ["a"], "mcp_tool_permissions": {"a": ["t1", "t2", "t3"]}}}]}"#,
         )
         .expect("a valid config");
-        let gk = crate::Gatekeeper::new(config.policy().expect("a valid policy"));
+        let gk = crate::gatekeeper::Gatekeeper::new(config.policy().expect("a valid policy"));
         let p = gk.policy().identities().principal(&crate::engine::KeyDigest::of("k"), None, None).expect("known key");
         let grant = crate::engine::Grant::resolve(gk.policy().catalog(), &p);
         crate::permission::ListFilter::new(grant, Method::ToolsList, protocol::RequestId::Number(5), &gk)

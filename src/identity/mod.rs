@@ -316,7 +316,7 @@ impl<S: fmt::Debug, R> fmt::Debug for Identity<S, R> {
     }
 }
 
-crate::inner_access!(impl<S, R> Identity<S, R>);
+crate::inner::inner_access!(impl<S, R> Identity<S, R>);
 
 /// At most one value of a header, as UTF-8; several values or bytes that are not visible ASCII
 /// are an error (fail closed: which one would the next hop read?).

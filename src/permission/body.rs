@@ -10,8 +10,8 @@ use pin_project_lite::pin_project;
 use serde_json::Value;
 
 use super::filter::ListFilter;
-use crate::Gatekeeper;
 use crate::engine::Grant;
+use crate::gatekeeper::Gatekeeper;
 use crate::protocol::{jsonrpc, sse};
 
 pin_project! {

@@ -16,7 +16,7 @@ pub struct ListFilter {
     pub(crate) id: RequestId,
     /// For the mount and, with unprefixed names, the name index as it is when the reply
     /// arrives (an aggregating service updates it while answering the list).
-    pub(crate) gatekeeper: crate::Gatekeeper,
+    pub(crate) gatekeeper: crate::gatekeeper::Gatekeeper,
 }
 
 impl ListFilter {
@@ -26,7 +26,7 @@ impl ListFilter {
         grant: Grant,
         method: Method,
         id: RequestId,
-        gatekeeper: &crate::Gatekeeper,
+        gatekeeper: &crate::gatekeeper::Gatekeeper,
     ) -> Self {
         Self {
             grant,
@@ -117,7 +117,11 @@ impl ListFilter {
 /// Filters a list result in any message, whatever request it answers: for streams the layers
 /// cannot tie to one request (a GET stream, where a server may replay earlier replies after a
 /// reconnection with `Last-Event-ID`). Returns whether the message carried a list.
-pub(crate) fn filter_any_list(grant: &Grant, gk: &crate::Gatekeeper, message: &mut Value) -> bool {
+pub(crate) fn filter_any_list(
+    grant: &Grant,
+    gk: &crate::gatekeeper::Gatekeeper,
+    message: &mut Value,
+) -> bool {
     let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
         return false;
     };
@@ -167,7 +171,7 @@ mod tests {
                 "keys": [{"key": "k", "object_permission": {"mcp_servers": ["a"]}}]}"#,
         )
         .unwrap();
-        let gk = crate::Gatekeeper::new(config.policy().unwrap());
+        let gk = crate::gatekeeper::Gatekeeper::new(config.policy().unwrap());
         let p = gk
             .policy()
             .identities()
@@ -247,7 +251,7 @@ mod tests {
                          {"key": "kb", "object_permission": {"mcp_servers": ["b"]}}]}"#,
         )
         .unwrap();
-        let gk = crate::Gatekeeper::new(config.policy().unwrap());
+        let gk = crate::gatekeeper::Gatekeeper::new(config.policy().unwrap());
         let tools: Vec<Value> = (0..400)
             .map(|i| {
                 json!({"name": format!("{}-t{}", ["a", "b"][i % 2], i % 7),
@@ -256,7 +260,7 @@ mod tests {
             .collect();
         let text = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools}}).to_string();
         assert!(text.len() >= crate::list_memo::MIN_LEN);
-        let for_key = |gk: &crate::Gatekeeper, key: &str, id: i64| {
+        let for_key = |gk: &crate::gatekeeper::Gatekeeper, key: &str, id: i64| {
             let p = gk
                 .policy()
                 .identities()

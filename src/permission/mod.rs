@@ -121,7 +121,7 @@ impl<S: fmt::Debug> fmt::Debug for Permission<S> {
     }
 }
 
-crate::inner_access!(impl<S> Permission<S>);
+crate::inner::inner_access!(impl<S> Permission<S>);
 
 /// Wraps list replies in a filtering body.
 #[derive(Debug)]

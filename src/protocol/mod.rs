@@ -9,7 +9,7 @@ mod era;
 mod fields;
 mod headers;
 pub mod jsonrpc;
-mod raw;
+mod parse;
 mod request;
 pub mod sse;
 mod strict;
@@ -17,7 +17,8 @@ mod strict;
 pub use body::{CollectError, Collected, collect_limited, collect_up_to};
 pub use era::{Era, META_PROTOCOL_VERSION};
 pub use headers::{check_routing_headers, decode_header_value};
-pub use request::{McpRequest, MessageKind, Method, ParseError, RequestId, parse_request};
+pub use parse::parse_request;
+pub use request::{McpRequest, MessageKind, Method, ParseError, RequestId};
 pub(crate) use strict::Key;
 
 /// The header an MCP session travels in (streamable HTTP).
