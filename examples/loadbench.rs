@@ -5,6 +5,7 @@
 //! cargo run --release --features gateway --example loadbench -- --quick   # under a minute
 //! cargo run --release --features gateway --example loadbench -- --pin     # client on CPU 0, servers on CPU 1
 //! cargo run --release --features gateway --example loadbench -- --soak 1000000
+//! cargo run --release --features gateway --example loadbench -- --soak-gateway 1000000
 //! cargo run --release --features gateway --example loadbench -- --serve bare   # prints READY <port>
 //! cargo run --release --features gateway --example loadbench -- --drive URL [--prefixed] [--sessions]
 //! ```
@@ -19,7 +20,7 @@
 //! start, trusted through `ssl_verify`): the gateway hop over TLS beside (c). For (c), (d) and
 //! (e) it also counts the connections their upstream accepted per 1,000 requests (each one a
 //! TLS handshake for (e)). `--soak N` sends N requests through (b) and reports its resident
-//! memory at the start, middle and end.
+//! memory at the start, middle and end; `--soak-gateway N` does the same through (c).
 
 #[path = "support/tls_listener.rs"]
 mod tls_listener;
@@ -664,8 +665,14 @@ async fn accepted(counter: &reqwest::Client, upstream: Option<&Server>) -> u64 {
         .expect("the upstream's connection count")
 }
 
-async fn soak(n: usize) {
-    let stack = spawn("stack", None);
+/// `n` calls through the five layers (`gateway` false) or through the gateway in front of a
+/// bare server, with the resident memory of that process at the start, middle and end.
+async fn soak(n: usize, gateway: bool) {
+    let upstream = gateway.then(|| spawn("bare", None));
+    let stack = match &upstream {
+        Some(bare) => spawn("gateway", Some(bare)),
+        None => spawn("stack", None),
+    };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(16)
         .tcp_nodelay(true)
@@ -684,9 +691,14 @@ async fn soak(n: usize) {
         .await
         .outcome();
     let end = rss_kib(pid);
-    println!("soak: {n} tools/call through the five layers at concurrency 8");
+    let through = if gateway {
+        "the gateway (with its layers)"
+    } else {
+        "the five layers"
+    };
+    println!("soak: {n} tools/call through {through} at concurrency 8");
     println!(
-        "resident memory of the stack process: start {start} KiB, middle {middle} KiB, end {end} KiB"
+        "resident memory of that process: start {start} KiB, middle {middle} KiB, end {end} KiB"
     );
     println!(
         "failures: {}; req/s {:.0} then {:.0}",
@@ -751,7 +763,9 @@ fn main() {
             }
         });
     } else if let Some(n) = value("--soak") {
-        rt.block_on(soak(n.parse().expect("--soak N")));
+        rt.block_on(soak(n.parse().expect("--soak N"), false));
+    } else if let Some(n) = value("--soak-gateway") {
+        rt.block_on(soak(n.parse().expect("--soak-gateway N"), true));
     } else {
         rt.block_on(run(args.iter().any(|a| a == "--quick")));
     }

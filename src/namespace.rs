@@ -8,6 +8,61 @@
 //! not allowed, the request gets 403 with one text for both cases, so names cannot be probed.
 //! The path forms need the stack to see the full path: mount it at the root (for example
 //! `Router::fallback_service`), not under `nest_service("/mcp", …)`.
+//!
+//! One allowed and one refused request (`server` answers every call; `call` builds a
+//! `tools/call`; both hidden):
+//!
+//! ```
+//! # use mcp_gatekeeper::{body::Body, config::Config, Gatekeeper};
+//! # use http_body_util::BodyExt;
+//! # use tower::{ServiceBuilder, ServiceExt};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_json_str(r#"{
+//!   "mcp_servers": {"wiki": {"url": "http://127.0.0.1:9001/mcp",
+//!                            "disallowed_tools": ["delete_page"],
+//!                            "allowed_params": {"search": ["query"]}},
+//!                   "payroll": {"url": "http://127.0.0.1:9002/mcp"}},
+//!   "keys": [{"key": "sk-alice", "object_permission": {"mcp_servers": ["wiki"]}}]
+//! }"#)?;
+//! let gatekeeper = Gatekeeper::new(config.policy()?);
+//! # let server = tower::service_fn(|_: http::Request<Body>| async {
+//! #     let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+//! #     Ok::<_, std::convert::Infallible>(
+//! #         http::Response::builder()
+//! #             .header("content-type", "application/json")
+//! #             .body(Body::from(reply))
+//! #             .unwrap(),
+//! #     )
+//! # });
+//! # let call = |key: &str, tool: &str, arguments: &str| {
+//! #     http::Request::post("/mcp")
+//! #         .header("x-litellm-api-key", key)
+//! #         .header("content-type", "application/json")
+//! #         .body(Body::from(format!(
+//! #             r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
+//! #         )))
+//! #         .unwrap()
+//! # };
+//! # let text = |r: http::Response<Body>| async move {
+//! #     String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+//! # };
+//! use mcp_gatekeeper::{identity::IdentityLayer, namespace::NamespaceLayer};
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(IdentityLayer::new(gatekeeper.clone()))
+//!     .layer(NamespaceLayer::new(gatekeeper))
+//!     .service(server);
+//! let scoped = |servers: &str| {
+//!     let mut request = call("sk-alice", "wiki-search", "{}");
+//!     request.headers_mut().insert("x-mcp-servers", servers.parse().unwrap());
+//!     request
+//! };
+//! assert_eq!(service.clone().oneshot(scoped("wiki")).await?.status(), 200);
+//! // A server outside the key's grant is refused exactly as an unknown one would be.
+//! assert_eq!(service.oneshot(scoped("payroll")).await?.status(), 403);
+//! # Ok(()) }
+//! ```
 
 use std::borrow::Cow;
 use std::fmt;

@@ -8,6 +8,57 @@
 //! It also binds every MCP session to the key that opened it: a request carrying an
 //! `Mcp-Session-Id` that this layer did not see created for the same key gets 404 (the MCP
 //! signal to start a new session), so a leaked or guessed session id is useless to another key.
+//!
+//! One allowed and one refused request (`server` answers every call; `call` builds a
+//! `tools/call`; both hidden):
+//!
+//! ```
+//! # use mcp_gatekeeper::{body::Body, config::Config, Gatekeeper};
+//! # use http_body_util::BodyExt;
+//! # use tower::{ServiceBuilder, ServiceExt};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_json_str(r#"{
+//!   "mcp_servers": {"wiki": {"url": "http://127.0.0.1:9001/mcp",
+//!                            "disallowed_tools": ["delete_page"],
+//!                            "allowed_params": {"search": ["query"]}},
+//!                   "payroll": {"url": "http://127.0.0.1:9002/mcp"}},
+//!   "keys": [{"key": "sk-alice", "object_permission": {"mcp_servers": ["wiki"]}}]
+//! }"#)?;
+//! let gatekeeper = Gatekeeper::new(config.policy()?);
+//! # let server = tower::service_fn(|_: http::Request<Body>| async {
+//! #     let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+//! #     Ok::<_, std::convert::Infallible>(
+//! #         http::Response::builder()
+//! #             .header("content-type", "application/json")
+//! #             .body(Body::from(reply))
+//! #             .unwrap(),
+//! #     )
+//! # });
+//! # let call = |key: &str, tool: &str, arguments: &str| {
+//! #     http::Request::post("/mcp")
+//! #         .header("x-litellm-api-key", key)
+//! #         .header("content-type", "application/json")
+//! #         .body(Body::from(format!(
+//! #             r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
+//! #         )))
+//! #         .unwrap()
+//! # };
+//! # let text = |r: http::Response<Body>| async move {
+//! #     String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+//! # };
+//! use mcp_gatekeeper::identity::IdentityLayer;
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(IdentityLayer::new(gatekeeper))
+//!     .service(server);
+//! // A known key reaches the server; an unknown one is refused before any MCP work.
+//! let known = service.clone().oneshot(call("sk-alice", "wiki-search", "{}")).await?;
+//! assert_eq!(known.status(), 200);
+//! let unknown = service.oneshot(call("sk-mallory", "wiki-search", "{}")).await?;
+//! assert_eq!(unknown.status(), 401);
+//! # Ok(()) }
+//! ```
 
 mod sessions;
 

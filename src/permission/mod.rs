@@ -8,6 +8,58 @@
 //! ([`Grant::check_tool`]), so a caller can call exactly what it can list. Tool schemas in
 //! `tools/list` are pruned to the server's `allowed_params`, so a model is never offered an
 //! argument it may not send.
+//!
+//! One allowed and one refused request (`server` answers every call; `call` builds a
+//! `tools/call` and `text` reads a reply; all three hidden):
+//!
+//! ```
+//! # use mcp_gatekeeper::{body::Body, config::Config, Gatekeeper};
+//! # use http_body_util::BodyExt;
+//! # use tower::{ServiceBuilder, ServiceExt};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_json_str(r#"{
+//!   "mcp_servers": {"wiki": {"url": "http://127.0.0.1:9001/mcp",
+//!                            "disallowed_tools": ["delete_page"],
+//!                            "allowed_params": {"search": ["query"]}},
+//!                   "payroll": {"url": "http://127.0.0.1:9002/mcp"}},
+//!   "keys": [{"key": "sk-alice", "object_permission": {"mcp_servers": ["wiki"]}}]
+//! }"#)?;
+//! let gatekeeper = Gatekeeper::new(config.policy()?);
+//! # let server = tower::service_fn(|_: http::Request<Body>| async {
+//! #     let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+//! #     Ok::<_, std::convert::Infallible>(
+//! #         http::Response::builder()
+//! #             .header("content-type", "application/json")
+//! #             .body(Body::from(reply))
+//! #             .unwrap(),
+//! #     )
+//! # });
+//! # let call = |key: &str, tool: &str, arguments: &str| {
+//! #     http::Request::post("/mcp")
+//! #         .header("x-litellm-api-key", key)
+//! #         .header("content-type", "application/json")
+//! #         .body(Body::from(format!(
+//! #             r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
+//! #         )))
+//! #         .unwrap()
+//! # };
+//! # let text = |r: http::Response<Body>| async move {
+//! #     String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+//! # };
+//! use mcp_gatekeeper::{identity::IdentityLayer, permission::PermissionLayer};
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(IdentityLayer::new(gatekeeper.clone()))
+//!     .layer(PermissionLayer::new(gatekeeper))
+//!     .service(server);
+//! let allowed = service.clone().oneshot(call("sk-alice", "wiki-search", "{}")).await?;
+//! assert!(!text(allowed).await.contains("isError"));
+//! // Refused in-band: a tool result with `isError`, and the server never sees the call.
+//! let refused = service.oneshot(call("sk-alice", "wiki-delete_page", "{}")).await?;
+//! assert!(text(refused).await.contains(r#""isError":true"#));
+//! # Ok(()) }
+//! ```
 
 mod body;
 mod filter;
