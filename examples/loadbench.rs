@@ -680,14 +680,14 @@ async fn soak(n: usize, gateway: bool) {
         .expect("client");
     let pid = stack.child.id();
     let workers = clients(&client, &stack.url, 8, false).await;
-    drive(&client, &stack.url, Kind::Call, &workers, 1_000, false).await;
+    drive(&client, &stack.url, Kind::Call, &workers, 1_000, gateway).await;
     let start = rss_kib(pid);
     let half = n / 2;
-    let o1 = drive(&client, &stack.url, Kind::Call, &workers, half, false)
+    let o1 = drive(&client, &stack.url, Kind::Call, &workers, half, gateway)
         .await
         .outcome();
     let middle = rss_kib(pid);
-    let o2 = drive(&client, &stack.url, Kind::Call, &workers, n - half, false)
+    let o2 = drive(&client, &stack.url, Kind::Call, &workers, n - half, gateway)
         .await
         .outcome();
     let end = rss_kib(pid);
@@ -706,6 +706,10 @@ async fn soak(n: usize, gateway: bool) {
         o1.rps,
         o2.rps
     );
+    if o1.failures + o2.failures > 0 {
+        eprintln!("soak: some calls failed; the memory figures above do not stand for a soak");
+        std::process::exit(1);
+    }
 }
 
 fn main() {

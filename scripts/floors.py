@@ -3,6 +3,7 @@
 
     python3 scripts/floors.py            # checks; exit 1 on an upward or sideways import or a circle
     python3 scripts/floors.py --edges    # also prints every import between modules
+    python3 scripts/floors.py --map      # also prints each module's floor and first doc line
 
 A module is a top-level module of the crate (`engine`, `permission`, ...) or, inside `gateway`,
 one of its files (`gateway/pool`, ...). Imports are read from `crate::...` and `super::...` paths
@@ -90,6 +91,20 @@ def imports(path: Path, me: str) -> set:
     return found
 
 
+def first_doc_line(name: str) -> str:
+    if name.startswith("gateway/"):
+        leaf = name.split("/")[1]
+        path = root / "gateway" / ("mod.rs" if leaf == "mod" else f"{leaf}.rs")
+    else:
+        path = root / f"{name}.rs"
+        if not path.exists():
+            path = root / name / "mod.rs"
+    for line in path.read_text().splitlines():
+        if line.startswith("//!"):
+            return line[3:].strip()
+    return ""
+
+
 def floor_of(name: str):
     table = GATEWAY_FLOORS if name.startswith("gateway/") else FLOORS
     for floor, names in table.items():
@@ -120,6 +135,11 @@ def main() -> int:
             if ft >= fm:
                 how = "sideways" if ft == fm else "upward"
                 bad.append(f"{me} (floor {fm}) -> {t} (floor {ft}): {how}")
+    if "--map" in sys.argv:
+        for table in (FLOORS, GATEWAY_FLOORS):
+            for floor, names in sorted(table.items(), reverse=True):
+                for name in names:
+                    print(f"{floor:>2}  {name:<24} {first_doc_line(name)}")
     if "--edges" in sys.argv:
         for me, targets in sorted(edges.items()):
             print(f"{me} -> {', '.join(sorted(t for t in targets if t in edges))}")

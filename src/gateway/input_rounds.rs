@@ -32,57 +32,42 @@ pub(crate) trait AsksForInput: Clone + Send + 'static {
     fn needing(round: InputRequiredResult) -> Self::Response;
 }
 
-impl AsksForInput for GetPromptRequestParams {
-    type Response = GetPromptResponse;
+macro_rules! asks_for_input {
+    ($params:ty, $response:ident, $once:ident) => {
+        impl AsksForInput for $params {
+            type Response = $response;
 
-    fn answers(&mut self) -> (&mut Option<InputResponses>, &mut Option<String>) {
-        (&mut self.input_responses, &mut self.request_state)
-    }
+            fn answers(&mut self) -> (&mut Option<InputResponses>, &mut Option<String>) {
+                (&mut self.input_responses, &mut self.request_state)
+            }
 
-    fn send(
-        self,
-        peer: Peer<RoleClient>,
-    ) -> BoxFuture<'static, Result<Self::Response, ServiceError>> {
-        Box::pin(async move { peer.get_prompt_once(self).await })
-    }
+            fn send(
+                self,
+                peer: Peer<RoleClient>,
+            ) -> BoxFuture<'static, Result<Self::Response, ServiceError>> {
+                Box::pin(async move { peer.$once(self).await })
+            }
 
-    fn round(response: Self::Response) -> Result<InputRequiredResult, Self::Response> {
-        match response {
-            GetPromptResponse::InputRequired(round) => Ok(round),
-            other => Err(other),
+            fn round(response: Self::Response) -> Result<InputRequiredResult, Self::Response> {
+                match response {
+                    $response::InputRequired(round) => Ok(round),
+                    other => Err(other),
+                }
+            }
+
+            fn needing(round: InputRequiredResult) -> Self::Response {
+                $response::InputRequired(round)
+            }
         }
-    }
-
-    fn needing(round: InputRequiredResult) -> Self::Response {
-        GetPromptResponse::InputRequired(round)
-    }
+    };
 }
 
-impl AsksForInput for ReadResourceRequestParams {
-    type Response = ReadResourceResponse;
-
-    fn answers(&mut self) -> (&mut Option<InputResponses>, &mut Option<String>) {
-        (&mut self.input_responses, &mut self.request_state)
-    }
-
-    fn send(
-        self,
-        peer: Peer<RoleClient>,
-    ) -> BoxFuture<'static, Result<Self::Response, ServiceError>> {
-        Box::pin(async move { peer.read_resource_once(self).await })
-    }
-
-    fn round(response: Self::Response) -> Result<InputRequiredResult, Self::Response> {
-        match response {
-            ReadResourceResponse::InputRequired(round) => Ok(round),
-            other => Err(other),
-        }
-    }
-
-    fn needing(round: InputRequiredResult) -> Self::Response {
-        ReadResourceResponse::InputRequired(round)
-    }
-}
+asks_for_input!(GetPromptRequestParams, GetPromptResponse, get_prompt_once);
+asks_for_input!(
+    ReadResourceRequestParams,
+    ReadResourceResponse,
+    read_resource_once
+);
 
 impl GatewayHandler {
     /// Sends `params` (already routed: `name` is the upstream's own name of the prompt or
