@@ -63,7 +63,7 @@
 mod sessions;
 
 use std::fmt;
-use std::future::{Future, Ready, ready};
+use std::future::{Future, Ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -119,18 +119,29 @@ impl fmt::Display for IdentityError {
 
 impl std::error::Error for IdentityError {}
 
-/// Resolves the caller of a request. Async, so it may ask a database or a token service.
+/// A resolver's answer: at once, or a future to await.
+///
+/// An answer at once (a lookup in memory, a cache hit) lets [`Identity`] call the inner service
+/// straight from its own `call`, without boxing a future or cloning the inner service.
+#[derive(Debug)]
+pub enum Resolution<F> {
+    /// The answer, now.
+    Now(Result<Principal, IdentityError>),
+    /// The answer, when this future completes.
+    Later(F),
+}
+
+/// Resolves the caller of a request: at once, or asynchronously (a database, a token service).
 ///
 /// Implemented for closures `Fn(&IdentityRequest<'_>) -> impl Future<Output = Result<Principal,
-/// IdentityError>>`; the future must own what it needs (`'static`). Permissions must be compiled
-/// against `request.policy.catalog()`; permissions compiled against another catalog grant
-/// nothing.
+/// IdentityError>>`, which always answer later; the future must own what it needs (`'static`).
+/// Permissions must be compiled against `request.policy.catalog()`; permissions compiled
+/// against another catalog grant nothing.
 ///
 /// # Example
 ///
-/// A resolver that asks a backend once per key and answers from memory afterwards; the answers
-/// it has at hand come through [`resolve_now`](Self::resolve_now), so those requests cost the
-/// identity layer no boxed future:
+/// A resolver that asks a backend once per key and answers from memory afterwards, so that
+/// those requests cost the identity layer no boxed future:
 ///
 /// ```
 /// use std::collections::HashMap;
@@ -139,7 +150,7 @@ impl std::error::Error for IdentityError {}
 /// use std::sync::{Arc, RwLock};
 ///
 /// use mcp_gatekeeper::engine::{KeyDigest, Principal};
-/// use mcp_gatekeeper::identity::{IdentityError, IdentityRequest, ResolveIdentity};
+/// use mcp_gatekeeper::identity::{IdentityError, IdentityRequest, ResolveIdentity, Resolution};
 ///
 /// #[derive(Default)]
 /// struct Remembering {
@@ -149,11 +160,15 @@ impl std::error::Error for IdentityError {}
 /// impl ResolveIdentity for Remembering {
 ///     type Future = Pin<Box<dyn Future<Output = Result<Principal, IdentityError>> + Send>>;
 ///
-///     fn resolve(&self, request: &IdentityRequest<'_>) -> Self::Future {
-///         let digest = request.key_digest;
+///     fn resolve(&self, request: &IdentityRequest<'_>) -> Resolution<Self::Future> {
+///         let Some(digest) = request.key_digest else {
+///             return Resolution::Now(Err(IdentityError::Unauthenticated));
+///         };
+///         if let Some(known) = self.known.read().unwrap().get(&digest) {
+///             return Resolution::Now(Ok(known.clone()));
+///         }
 ///         let known = Arc::clone(&self.known);
-///         Box::pin(async move {
-///             let digest = digest.ok_or(IdentityError::Unauthenticated)?;
+///         Resolution::Later(Box::pin(async move {
 ///             // Ask the backend here; build the principal against `request.policy.catalog()`.
 ///             let principal = Principal {
 ///                 key_id: Some("from-the-backend".into()),
@@ -161,35 +176,16 @@ impl std::error::Error for IdentityError {}
 ///             };
 ///             known.write().unwrap().insert(digest, principal.clone());
 ///             Ok(principal)
-///         })
-///     }
-///
-///     fn resolve_now(
-///         &self,
-///         request: &IdentityRequest<'_>,
-///     ) -> Option<Result<Principal, IdentityError>> {
-///         let digest = request.key_digest?;
-///         self.known.read().unwrap().get(&digest).cloned().map(Ok)
+///         }))
 ///     }
 /// }
 /// ```
 pub trait ResolveIdentity: Send + Sync + 'static {
-    /// The future.
+    /// The future of an answer given later.
     type Future: Future<Output = Result<Principal, IdentityError>> + Send + 'static;
-    /// Resolves one request.
-    fn resolve(&self, request: &IdentityRequest<'_>) -> Self::Future;
-
-    /// Resolves one request without waiting, when the answer is at hand (a lookup in memory, a
-    /// cache hit); `None` means "ask [`resolve`](Self::resolve)". Both must agree. When this
-    /// answers, [`Identity`] calls the inner service straight from its own `call`, without
-    /// boxing a future or cloning the inner service. The default never answers.
-    fn resolve_now(
-        &self,
-        request: &IdentityRequest<'_>,
-    ) -> Option<Result<Principal, IdentityError>> {
-        let _ = request;
-        None
-    }
+    /// Resolves one request: [`Resolution::Now`] when the answer is at hand,
+    /// [`Resolution::Later`] with a future otherwise.
+    fn resolve(&self, request: &IdentityRequest<'_>) -> Resolution<Self::Future>;
 }
 
 impl<F, Fut> ResolveIdentity for F
@@ -198,8 +194,8 @@ where
     Fut: Future<Output = Result<Principal, IdentityError>> + Send + 'static,
 {
     type Future = Fut;
-    fn resolve(&self, request: &IdentityRequest<'_>) -> Fut {
-        self(request)
+    fn resolve(&self, request: &IdentityRequest<'_>) -> Resolution<Fut> {
+        Resolution::Later(self(request))
     }
 }
 
@@ -209,15 +205,10 @@ where
 pub struct StoreResolver;
 
 impl ResolveIdentity for StoreResolver {
+    /// Never awaited: the store answers at once.
     type Future = Ready<Result<Principal, IdentityError>>;
-    fn resolve(&self, request: &IdentityRequest<'_>) -> Self::Future {
-        ready(Self::lookup(request))
-    }
-    fn resolve_now(
-        &self,
-        request: &IdentityRequest<'_>,
-    ) -> Option<Result<Principal, IdentityError>> {
-        Some(Self::lookup(request))
+    fn resolve(&self, request: &IdentityRequest<'_>) -> Resolution<Self::Future> {
+        Resolution::Now(Self::lookup(request))
     }
 }
 
@@ -466,10 +457,7 @@ where
             };
             // The usual case (the built-in store) is answered at once; otherwise the
             // resolver's future is awaited.
-            let resolution = match self.layer.resolver.resolve_now(&asked) {
-                Some(answer) => Resolution::Now(answer),
-                None => Resolution::Later(self.layer.resolver.resolve(&asked)),
-            };
+            let resolution = self.layer.resolver.resolve(&asked);
             (asked.key_digest, resolution)
         };
         let pending = match resolution {
@@ -499,12 +487,6 @@ where
             }
         }))
     }
-}
-
-/// A resolver's answer, at once or to be awaited.
-enum Resolution<F> {
-    Now(Result<Principal, IdentityError>),
-    Later(F),
 }
 
 /// The credential and names a request presents, each header read and checked once.
