@@ -559,10 +559,11 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Prompt, &request.name)?;
-        let mut params = request.clone();
-        params.name = bare.to_owned();
-        params.meta = forward_meta(request.meta.clone());
-        let mut response = self.ask_for_input(&ctx, &server, bare, params).await?;
+        let bare = bare.to_owned();
+        let mut params = request;
+        params.name.clone_from(&bare);
+        params.meta = forward_meta(params.meta.take());
+        let mut response = self.ask_for_input(&ctx, &server, &bare, params).await?;
         if let GetPromptResponse::Complete(result) = &mut response {
             relayed(&mut result.result_type, &mut result.meta);
         }
@@ -623,11 +624,12 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
-        let mut params = request.clone();
-        params.uri = bare.to_owned();
-        params.meta = forward_meta(request.meta.clone());
+        let bare = bare.to_owned();
+        let mut params = request;
+        params.uri.clone_from(&bare);
+        params.meta = forward_meta(params.meta.take());
         let prefix = self.name_out(&server, "");
-        let mut response = self.ask_for_input(&ctx, &server, bare, params).await?;
+        let mut response = self.ask_for_input(&ctx, &server, &bare, params).await?;
         if let ReadResourceResponse::Complete(result) = &mut response {
             relayed(&mut result.result_type, &mut result.meta);
             for c in &mut result.contents {

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::caller::Caller;
 use super::handler::{GatewayHandler, PROGRESS_GRACE, declares_tasks, forward_meta, relayed};
+use super::input_state::stale;
 use super::parked::InFlight;
 use super::relay::{Asking, Pending};
 use crate::engine::NameKind;
@@ -69,10 +70,6 @@ fn undeclared(
         _ => return None,
     }
     Some(missing)
-}
-
-fn stale() -> ErrorData {
-    ErrorData::invalid_params("unknown or expired requestState", None)
 }
 
 impl GatewayHandler {
