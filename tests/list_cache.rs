@@ -85,77 +85,18 @@ impl ServerHandler for Catalogue {
     }
 }
 
-/// The tool names `key` lists through the gateway, presenting `credential` for the upstream.
-async fn names(
-    http: &reqwest::Client,
-    gw: &Running,
-    key: &str,
-    credential: &str,
-    session: &mut Option<String>,
-) -> Vec<String> {
-    if session.is_none() {
-        *session = Some(open_session(http, gw, key, credential).await);
-    }
-    let reply = http
-        .post(gw.url("/mcp"))
-        .header("x-litellm-api-key", key)
-        .header(
-            "x-mcp-catalogue-authorization",
-            format!("Bearer {credential}"),
-        )
-        .header("mcp-session-id", session.as_deref().unwrap())
-        .header("mcp-protocol-version", "2025-11-25")
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
-        .send()
-        .await
-        .unwrap();
-    let kind = reply.headers()["content-type"].to_str().unwrap().to_owned();
-    let reply = messages(&kind, &reply.text().await.unwrap()).pop().unwrap();
-    let mut names: Vec<String> = reply["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{reply}"))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-async fn open_session(http: &reqwest::Client, gw: &Running, key: &str, credential: &str) -> String {
-    let init = http
-        .post(gw.url("/mcp"))
-        .header("x-litellm-api-key", key)
-        .header("x-mcp-catalogue-authorization", format!("Bearer {credential}"))
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .body(
-            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#,
-        )
-        .send()
-        .await
-        .unwrap();
-    let session = init.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _ = init.text().await;
-    http.post(gw.url("/mcp"))
-        .header("x-litellm-api-key", key)
-        .header(
-            "x-mcp-catalogue-authorization",
-            format!("Bearer {credential}"),
-        )
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-        .send()
-        .await
-        .unwrap();
-    session
+/// A client of the gateway with the master key, presenting `credential` for the upstream.
+async fn caller(gw: &Running, credential: &str) -> Client {
+    let upstream = format!("Bearer {credential}");
+    connect(
+        &gw.url("/mcp"),
+        &[
+            ("x-litellm-api-key", "sk-admin"),
+            ("x-mcp-catalogue-authorization", &upstream),
+        ],
+    )
+    .await
+    .unwrap()
 }
 
 async fn gateway(upstream: &Running, ttl_seconds: u64) -> Running {
@@ -173,42 +114,32 @@ async fn lists_are_kept_per_session_until_announced_changed() {
     let catalogue = Catalogue::with(&["a"]);
     let upstream = serve_handler(catalogue.clone()).await;
     let gw = gateway(&upstream, 3600).await;
-    let http = http_client();
-    let (mut alice, mut bob) = (None, None);
+    let (alice, bob) = (caller(&gw, "alice").await, caller(&gw, "bob").await);
 
-    let first = names(&http, &gw, "sk-admin", "alice", &mut alice).await;
+    let first = tool_names(&alice).await;
     assert_eq!(first, ["catalogue-alice_a"]);
     let asked = catalogue.listed();
     // Asked again: answered from the session's list, the upstream not asked.
-    assert_eq!(
-        names(&http, &gw, "sk-admin", "alice", &mut alice).await,
-        first
-    );
+    assert_eq!(tool_names(&alice).await, first);
     assert_eq!(catalogue.listed(), asked);
 
     // Other credentials, same gateway key: a session of their own, a list of their own.
-    assert_eq!(
-        names(&http, &gw, "sk-admin", "bob", &mut bob).await,
-        ["catalogue-bob_a"]
-    );
+    assert_eq!(tool_names(&bob).await, ["catalogue-bob_a"]);
     assert_eq!(catalogue.listed(), asked + 1);
     assert_eq!(
-        names(&http, &gw, "sk-admin", "alice", &mut alice).await,
+        tool_names(&alice).await,
         ["catalogue-alice_a"],
         "alice never sees the list given to bob"
     );
 
     // The catalogue changes without a word: the kept list still answers.
     catalogue.set(&["a", "b"]);
-    assert_eq!(
-        names(&http, &gw, "sk-admin", "alice", &mut alice).await,
-        ["catalogue-alice_a"]
-    );
+    assert_eq!(tool_names(&alice).await, ["catalogue-alice_a"]);
     // Once the upstream announces the change, the next list asks it again.
     catalogue.announce().await;
     let mut seen = Vec::new();
     for _ in 0..200 {
-        seen = names(&http, &gw, "sk-admin", "alice", &mut alice).await;
+        seen = tool_names(&alice).await;
         if seen.len() == 2 {
             break;
         }
@@ -216,7 +147,7 @@ async fn lists_are_kept_per_session_until_announced_changed() {
     }
     assert_eq!(seen, ["catalogue-alice_a", "catalogue-alice_b"]);
     assert_eq!(
-        names(&http, &gw, "sk-admin", "bob", &mut bob).await,
+        tool_names(&bob).await,
         ["catalogue-bob_a", "catalogue-bob_b"]
     );
 }
@@ -226,19 +157,12 @@ async fn lists_are_asked_again_after_their_time_to_live() {
     let catalogue = Catalogue::with(&["a"]);
     let upstream = serve_handler(catalogue.clone()).await;
     let gw = gateway(&upstream, 1).await;
-    let http = http_client();
-    let mut session = None;
-    assert_eq!(
-        names(&http, &gw, "sk-admin", "carol", &mut session).await,
-        ["catalogue-carol_a"]
-    );
+    let carol = caller(&gw, "carol").await;
+    assert_eq!(tool_names(&carol).await, ["catalogue-carol_a"]);
     catalogue.set(&["c"]);
     // Past the one-second time to live, without any announcement.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        names(&http, &gw, "sk-admin", "carol", &mut session).await,
-        ["catalogue-carol_c"]
-    );
+    assert_eq!(tool_names(&carol).await, ["catalogue-carol_c"]);
 }
 
 #[tokio::test]
@@ -246,10 +170,9 @@ async fn a_zero_time_to_live_asks_every_time() {
     let catalogue = Catalogue::with(&["a"]);
     let upstream = serve_handler(catalogue.clone()).await;
     let gw = gateway(&upstream, 0).await;
-    let http = http_client();
-    let mut session = None;
-    names(&http, &gw, "sk-admin", "dave", &mut session).await;
+    let dave = caller(&gw, "dave").await;
+    tool_names(&dave).await;
     let asked = catalogue.listed();
-    names(&http, &gw, "sk-admin", "dave", &mut session).await;
+    tool_names(&dave).await;
     assert_eq!(catalogue.listed(), asked + 1);
 }
