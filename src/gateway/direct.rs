@@ -1,14 +1,12 @@
-//! `tools/call` sent to a streamable HTTP upstream directly, on the session rmcp's client opened.
+//! Requests posted on a streamable HTTP upstream's session, the one rmcp's client opened.
 //!
 //! rmcp's client decodes every reply through `ServerResult`, an untagged enum: serde buffers the
-//! reply, clones it and tries each variant, which was 40% of the gateway's CPU per call. For a
+//! reply, clones it and tries each variant in turn, the dearest step of a relayed call. For a
 //! `tools/call` the gateway knows which reply it expects, so it posts the request itself on the
 //! caller's pooled upstream session (the session id and headers rmcp uses, read by
 //! [`Recorder`]), with an id of its own that cannot meet rmcp's, and decodes only a
-//! `CallToolResult`. What else can arrive on the reply stream is handled as rmcp would:
-//! progress and log messages go to the caller; requests (sampling, elicitation, roots, ping) go
-//! to the caller's session and their answers back to the upstream.
-#![allow(deprecated)] // sampling, roots and logging are deprecated in the newest protocol, still used
+//! `CallToolResult`; what else arrives on the reply stream is sorted for the caller by
+//! `tool_call`. Lists are asked the same way, each reply decoded as the list it must be.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
-use rmcp::RoleServer;
-use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ErrorData, ServerRequest,
-};
-use rmcp::service::{Peer, ServiceError};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ErrorData};
+use rmcp::service::ServiceError;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
     StreamableHttpResponseLimits,
@@ -407,6 +402,16 @@ impl Exchange {
         &self.to
     }
 
+    /// Tells the upstream the caller cancelled the call; its reply stream goes with the
+    /// exchange.
+    pub(crate) async fn cancel(&mut self) {
+        self.to
+            .reply(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+                "requestId": self.id, "reason": "the caller cancelled the call"
+            }}))
+            .await;
+    }
+
     /// The next thing the upstream sent; after the answer, nothing more is read.
     pub(crate) async fn next(&mut self) -> Result<Event, ServiceError> {
         match &mut self.reply {
@@ -441,31 +446,6 @@ impl Exchange {
     }
 }
 
-/// Sends `params` as a `tools/call` on the session `session` describes, relaying to
-/// `downstream` what arrives with the reply. `None` when rmcp has not opened the session yet.
-pub(crate) async fn call_tool(
-    http: &reqwest::Client,
-    url: &str,
-    session: &Session,
-    params: &CallToolRequestParams,
-    downstream: &Peer<RoleServer>,
-    relay_progress: bool,
-) -> Option<Result<CallToolResult, ServiceError>> {
-    let mut exchange = match Exchange::start(http, url, session, params).await? {
-        Ok(exchange) => exchange,
-        Err(e) => return Some(Err(e)),
-    };
-    Some(loop {
-        match exchange.next().await {
-            Ok(Event::Answer(done)) => break done,
-            Ok(Event::Message(message)) => {
-                relay(message, downstream, relay_progress, exchange.poster()).await;
-            }
-            Err(e) => break Err(e),
-        }
-    })
-}
-
 /// The result or error, if `message` is the reply to our request `id`.
 fn answer(id: &str, message: &Value) -> Option<Result<CallToolResult, ServiceError>> {
     if message.get("id").and_then(Value::as_str) != Some(id) || message.get("method").is_some() {
@@ -480,48 +460,6 @@ fn answer(id: &str, message: &Value) -> Option<Result<CallToolResult, ServiceErr
         CallToolResult::deserialize(message.get("result").unwrap_or(&Value::Null))
             .map_err(|_| unreadable("not a tool result"))
     })
-}
-
-/// What the upstream sent on the reply stream besides the reply: progress and log messages go
-/// to the caller; a request goes to the caller's session and its answer back upstream.
-async fn relay(message: Value, downstream: &Peer<RoleServer>, progress: bool, to: &Poster) {
-    let method = message
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let params = message.get("params").cloned().unwrap_or(Value::Null);
-    match (method, message.get("id")) {
-        ("notifications/progress", None) if progress => {
-            if let Ok(p) = serde_json::from_value(params) {
-                let _ = downstream.notify_progress(p).await;
-            }
-        }
-        ("notifications/message", None) => {
-            if let Ok(p) = serde_json::from_value(params) {
-                let _ = downstream.notify_logging_message(p).await;
-            }
-        }
-        (_, Some(id)) if !method.is_empty() => {
-            let answer = match serde_json::from_value::<ServerRequest>(json!({
-                "method": method, "params": params
-            })) {
-                Ok(request) => downstream.send_request(request).await.map_err(|e| match e {
-                    ServiceError::McpError(e) => e,
-                    other => ErrorData::internal_error(
-                        format!("the client did not answer: {other}"),
-                        None,
-                    ),
-                }),
-                Err(_) => Err(ErrorData::method_not_found::<rmcp::model::PingRequestMethod>()),
-            };
-            let reply_message = match answer {
-                Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-                Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
-            };
-            to.reply(&reply_message).await;
-        }
-        _ => {}
-    }
 }
 
 /// A reply to our request, decoded as `R` straight from its text.

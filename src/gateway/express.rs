@@ -27,17 +27,13 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{Full, StreamBody};
-use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ErrorData, ServerResult,
-};
-use rmcp::service::ServiceError;
+use rmcp::model::{CallToolRequestParams, ErrorData, ServerResult};
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde::Serialize;
@@ -45,11 +41,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::caller::Caller;
-use super::direct::{Event, Exchange, Poster};
 use super::express_sessions::{Running, Sessions};
-use super::handler::{forward_meta, upstream_error};
-use super::pool::Failure;
-use super::shared::{Gateway, Shared};
+use super::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
+use super::shared::Gateway;
 use super::upstream::UpstreamTransport;
 use crate::engine::NameKind;
 use crate::protocol::{CollectError, McpRequest, MessageKind, Method};
@@ -281,24 +275,18 @@ pub(crate) enum Taken {
     Back(Request<Full<Bytes>>),
 }
 
-/// How a call started: answered at once, streaming from this event on, or cancelled.
-enum Started {
-    Answer(CallToolResult),
-    Stream(Exchange, Bytes, Passing),
-    Cancelled,
-}
-
-/// What the upstream sends on a call's stream besides the answer, handled for one caller.
-struct Passing {
-    /// Whether the caller asked for progress.
-    progress: bool,
+/// The caller's end of a call on the express path: the event stream the endpoint writes.
+struct StreamSide {
+    events: tokio::sync::mpsc::Sender<Bytes>,
     /// The caller's session on a stateful endpoint.
     session: Option<(Arc<Sessions>, Arc<str>)>,
     /// Upstream requests passed to the caller, by the ids it sees: forgotten when the call ends.
     asked: Vec<String>,
+    /// The call, registered with its session so that the caller can cancel it.
+    running: Option<Running>,
 }
 
-impl Drop for Passing {
+impl Drop for StreamSide {
     fn drop(&mut self) {
         if let (Some((sessions, session)), false) = (&self.session, self.asked.is_empty()) {
             sessions.forget(session, &self.asked);
@@ -306,47 +294,43 @@ impl Drop for Passing {
     }
 }
 
-impl Passing {
-    /// The event to pass to the caller for `message`, if any; the upstream's requests that
-    /// cannot go to the caller are answered here.
-    async fn take(&mut self, mut message: Value, to: &Poster) -> Option<Bytes> {
-        // Passed on as parsed, not as sent: what the caller reads is what the gateway read.
-        let event = |m: &Value| sse::message_event(&m.to_string());
-        let method = message.get("method").and_then(Value::as_str);
-        match (method, message.get("id")) {
-            (Some("notifications/progress"), None) if self.progress => Some(event(&message)),
-            (Some("notifications/message"), None) => Some(event(&message)),
-            (Some("ping"), Some(id)) => {
-                to.reply(&json!({"jsonrpc": "2.0", "id": id, "result": {}}))
-                    .await;
-                None
-            }
-            (Some(_), Some(id)) => match &self.session {
-                Some((sessions, session)) => {
-                    let ours = sessions.ask(session, to.clone(), id.clone());
-                    message["id"] = json!(ours);
-                    self.asked.push(ours);
-                    Some(event(&message))
-                }
-                None => {
-                    to.reply(&json!({"jsonrpc": "2.0", "id": id, "error": {
-                        "code": -32601,
-                        "message": "the gateway cannot pass this request to its caller on a stateless endpoint"
-                    }}))
-                    .await;
-                    None
-                }
-            },
-            _ => None,
-        }
+impl CallerSide for StreamSide {
+    async fn notify(&mut self, notice: Notice) {
+        let _ = self
+            .events
+            .send(sse::message_event(&notice.to_json()))
+            .await;
     }
-}
 
-/// Until `running` is cancelled (never, without one).
-async fn cancelled(running: Option<&Running>) {
-    match running {
-        Some(r) => r.token.cancelled().await,
-        None => std::future::pending().await,
+    async fn ask(&mut self, ask: Ask) {
+        let Some((sessions, session)) = &self.session else {
+            // A stateless caller's answer would have no session to come back on.
+            let refusal = ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                "the gateway cannot pass this request to its caller on a stateless endpoint",
+                None,
+            );
+            return ask.answer(Err(refusal)).await;
+        };
+        let theirs = ask.id();
+        let mut message = ask.message;
+        let ours = sessions.ask(session, ask.to, theirs);
+        message["id"] = json!(ours);
+        self.asked.push(ours);
+        let _ = self
+            .events
+            .send(sse::message_event(&message.to_string()))
+            .await;
+    }
+
+    fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send {
+        let token = self.running.as_ref().map(|r| r.token.clone());
+        async move {
+            match token {
+                Some(token) => token.cancelled_owned().await,
+                None => std::future::pending().await,
+            }
+        }
     }
 }
 
@@ -459,137 +443,103 @@ impl Gateway {
                 .map_or_else(|_| id.get().to_owned(), |v| v.to_string());
             sessions.run(session, key)
         });
-        let deadline = Instant::now() + spec.timeout;
-        let passing = Passing {
-            progress: params
-                .meta
-                .as_ref()
-                .is_some_and(|m| m.get_progress_token().is_some()),
-            session,
-            asked: Vec::new(),
-        };
+        let progress = params
+            .meta
+            .as_ref()
+            .and_then(|m| m.get_progress_token());
         let mut params = params;
         params.name = bare.into();
         params.meta = forward_meta(params.meta.take());
-        let call = Streamed {
-            shared: Arc::clone(&self.shared),
-            server,
-            id,
-            deadline,
+        let call = ToolCall::new(params, progress);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let mut side = StreamSide {
+            events: tx.clone(),
+            session,
+            asked: Vec::new(),
             running,
+        };
+        let downstream = side
+            .session
+            .as_ref()
+            .and_then(|(_, session)| self.shared.downstream(session));
+        // The whole call, to the bytes of its reply (none when the caller cancelled it).
+        let run = async move {
+            let answered = handler
+                .one_as(&caller, downstream.as_ref(), &server, |peer, relay| {
+                    let side = &mut side;
+                    async move {
+                        match tool_call::call_tool(peer, relay, call, side).await? {
+                            Some(result) => tool_call::complete(result).map(Some),
+                            None => Ok(None),
+                        }
+                    }
+                })
+                .await;
+            let answer = match answered {
+                Ok(None) => return None,
+                Ok(Some(rmcp::model::CallToolResponse::Complete(result))) => {
+                    Ok(legacy(ServerResult::CallToolResult(result)))
+                }
+                Ok(Some(_)) => Err(ErrorData::internal_error(
+                    format!("upstream {server} gave an unexpected result"),
+                    None,
+                )),
+                Err(error) => Err(error),
+            };
+            Some(reply_bytes(&id, answer.as_ref()))
         };
         if !express.json_response {
             // An event stream from the start, as rmcp's: the caller has its headers (and can
             // cancel) however long the upstream takes before its first word.
-            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-            let driver = async move {
-                let started = begin(&handler, &caller, &call, params, passing, true).await;
-                drive(call, started, &tx).await;
-            };
-            return Taken::Answered(sse_response(driver, rx));
+            return Taken::Answered(sse_response(None, then_reply(run, tx), rx));
         }
-        let started = begin(&handler, &caller, &call, params, passing, false).await;
-        Taken::Answered(match started {
-            Ok(None) => return back(parts, bytes),
-            Ok(Some(Started::Answer(result))) => json_reply(reply_bytes(
-                &call.id,
-                Ok(&legacy(ServerResult::CallToolResult(result))),
-            )),
-            Ok(Some(Started::Cancelled)) => stream_response(BoxBody::new(Full::new(Bytes::new()))),
-            Err(error) => json_reply(reply_bytes(&call.id, Err(&error))),
-            Ok(Some(started)) => {
-                let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-                sse_response(async move { drive(call, Ok(Some(started)), &tx).await }, rx)
-            }
+        // JSON when the answer comes before anything else for the caller, else a stream.
+        let mut run = Box::pin(run);
+        let first = tokio::select! {
+            biased;
+            reply = &mut run => Ok(reply),
+            Some(event) = rx.recv() => Err(event),
+        };
+        Taken::Answered(match first {
+            Ok(reply) if rx.is_empty() => match reply {
+                Some(reply) => json_reply(reply),
+                None => stream_response(BoxBody::new(Full::new(Bytes::new()))),
+            },
+            Ok(reply) => sse_response(None, then_reply(std::future::ready(reply), tx), rx),
+            Err(event) => sse_response(Some(event), then_reply(run, tx), rx),
         })
     }
 }
 
-/// Runs a call up to the first thing for its caller: the answer, or an event to stream. An
-/// upstream session rmcp's client has not recorded yet gives the call back (`Ok(None)`), or
-/// with `in_place` is called through rmcp's client (the caller then gets no progress).
-async fn begin(
-    handler: &super::handler::GatewayHandler,
-    caller: &Caller,
-    call: &Streamed,
-    params: CallToolRequestParams,
-    mut passing: Passing,
-    in_place: bool,
-) -> Result<Option<Started>, ErrorData> {
-    let downstream = passing
-        .session
-        .as_ref()
-        .and_then(|(_, session)| handler.shared.downstream(session));
-    handler
-        .one_as(
-            caller,
-            downstream.as_ref(),
-            &call.server,
-            |peer, relay| async move {
-                let work = async {
-                    let started = match relay.direct() {
-                        Some(route) => {
-                            Exchange::start(&route.http, &route.url, &route.session, &params).await
-                        }
-                        None => None,
-                    };
-                    let mut exchange = match started {
-                        Some(exchange) => exchange?,
-                        None if in_place => {
-                            let again = params.clone();
-                            let request =
-                                ClientRequest::CallToolRequest(CallToolRequest::new(params));
-                            let first = peer.send_request(request).await?;
-                            return match super::relay::settle(
-                                &peer,
-                                &relay,
-                                again,
-                                first,
-                                None,
-                                Default::default(),
-                            )
-                            .await?
-                            {
-                                ServerResult::CallToolResult(r) => Ok(Some(Started::Answer(r))),
-                                _ => Err(ServiceError::UnexpectedResponse),
-                            };
-                        }
-                        None => return Ok(None),
-                    };
-                    loop {
-                        match exchange.next().await? {
-                            Event::Answer(answer) => return Ok(Some(Started::Answer(answer?))),
-                            Event::Message(message) => {
-                                if let Some(event) = passing.take(message, exchange.poster()).await
-                                {
-                                    return Ok(Some(Started::Stream(exchange, event, passing)));
-                                }
-                            }
-                        }
-                    }
-                };
-                tokio::select! {
-                    started = work => started,
-                    () = cancelled(call.running.as_ref()) => Ok(Some(Started::Cancelled)),
-                }
-            },
-        )
-        .await
+/// Sends the reply `run` ends with (if any) as the last event to `tx`.
+async fn then_reply<F>(run: F, tx: tokio::sync::mpsc::Sender<Bytes>)
+where
+    F: std::future::Future<Output = Option<Vec<u8>>>,
+{
+    if let Some(reply) = run.await {
+        let text = String::from_utf8(reply).unwrap_or_default();
+        let _ = tx.send(sse::message_event(&text)).await;
+    }
 }
 
 /// An event stream of what `driver` sends to `rx`. The driver runs as the body is read, in
 /// the connection's own task (no task of its own to spawn and wake): a caller that goes away
 /// drops it, and with it the upstream request.
-fn sse_response<D>(driver: D, rx: tokio::sync::mpsc::Receiver<Bytes>) -> McpResponse
+fn sse_response<D>(
+    first: Option<Bytes>,
+    driver: D,
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> McpResponse
 where
     D: std::future::Future<Output = ()> + Send + 'static,
 {
     use futures_util::StreamExt as _;
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+    let first = futures_util::stream::iter(first.map(|event| Ok(Frame::data(event))));
+    let events = first.chain(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|event| (Ok::<_, Infallible>(Frame::data(event)), rx))
-    });
+    }));
     let driver = futures_util::stream::once(driver)
         .filter_map(|()| std::future::ready(None::<Result<Frame<Bytes>, Infallible>>));
     let body = futures_util::stream::select(driver, events);
@@ -761,91 +711,6 @@ impl Express {
         }
         Taken::Back(Request::from_parts(parts, Full::new(bytes)))
     }
-}
-
-/// A call whose answer comes on a stream.
-struct Streamed {
-    shared: Arc<Shared>,
-    server: String,
-    id: Box<RawValue>,
-    deadline: Instant,
-    running: Option<Running>,
-}
-
-/// Writes a started call to `tx`: its answer, or what the upstream sends as it comes and then
-/// the answer. A caller that goes away (or cancels) ends the upstream request with it.
-async fn drive(
-    call: Streamed,
-    started: Result<Option<Started>, ErrorData>,
-    tx: &tokio::sync::mpsc::Sender<Bytes>,
-) {
-    let Streamed {
-        shared,
-        server,
-        id,
-        deadline,
-        running,
-    } = call;
-    let send = |bytes: Vec<u8>| async move {
-        let _ = tx
-            .send(sse::message_event(
-                &String::from_utf8(bytes).unwrap_or_default(),
-            ))
-            .await;
-    };
-    let (mut exchange, first, mut passing) = match started {
-        Ok(None | Some(Started::Cancelled)) => return,
-        Err(error) => return send(reply_bytes(&id, Err(&error))).await,
-        Ok(Some(Started::Answer(result))) => {
-            let result = legacy(ServerResult::CallToolResult(result));
-            return send(reply_bytes(&id, Ok(&result))).await;
-        }
-        Ok(Some(Started::Stream(exchange, first, passing))) => (exchange, first, passing),
-    };
-    if tx.send(first).await.is_err() {
-        return;
-    }
-    let run = async {
-        loop {
-            match exchange.next().await {
-                Ok(Event::Answer(answer)) => {
-                    break Some(answer.map(|r| legacy(ServerResult::CallToolResult(r))));
-                }
-                Ok(Event::Message(message)) => {
-                    if let Some(event) = passing.take(message, exchange.poster()).await
-                        && tx.send(event).await.is_err()
-                    {
-                        return None;
-                    }
-                }
-                Err(e) => break Some(Err(e)),
-            }
-        }
-    };
-    let outcome = tokio::select! {
-        o = tokio::time::timeout_at(deadline.into(), run) => match o {
-            Ok(Some(o)) => o.map_err(Failure::Service),
-            Ok(None) => return,
-            Err(_) => Err(Failure::Timeout),
-        },
-        () = tx.closed() => return,
-        () = cancelled(running.as_ref()) => return,
-    };
-    let bytes = match outcome {
-        Ok(result) => {
-            shared.report_success(&server);
-            reply_bytes(&id, Ok(&result))
-        }
-        Err(Failure::Service(ServiceError::McpError(e))) => {
-            shared.report_success(&server);
-            reply_bytes(&id, Err(&e))
-        }
-        Err(failure) => {
-            shared.report_failure(&server, &failure);
-            reply_bytes(&id, Err(&upstream_error(&server, failure)))
-        }
-    };
-    send(bytes).await;
 }
 
 #[cfg(test)]

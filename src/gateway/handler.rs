@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use rmcp::model::{CallToolRequest, ClientRequest, ServerResult};
+use rmcp::model::{ServerRequest, ServerResult};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
@@ -24,6 +24,7 @@ use rmcp::service::{Peer, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{RoleClient, RoleServer, ServerHandler};
 
 use super::caller::Caller;
+use super::tool_call::{self, ToolCall, forward_meta, relayed};
 use super::list_cache::Listed;
 use super::pool::Failure;
 use super::relay::Relay;
@@ -51,15 +52,6 @@ pub(crate) fn upstream_error(server: &str, e: Failure) -> ErrorData {
         }
         _ => ErrorData::internal_error(format!("upstream {server} is unavailable"), None),
     }
-}
-
-/// Keeps progress tokens, drops the per-request protocol keys of the downstream session.
-pub(crate) fn forward_meta(meta: Option<RequestMetaObject>) -> Option<RequestMetaObject> {
-    let mut meta = meta?;
-    meta.0
-        .0
-        .retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
-    (!meta.0.0.is_empty()).then_some(meta)
 }
 
 impl GatewayHandler {
@@ -396,8 +388,6 @@ impl ServerHandler for GatewayHandler {
         }
         let (server, bare) = self.route(&ctx, NameKind::Tool, &request.name)?;
         let bare = bare.to_owned();
-        // rmcp sends its own progress token upstream: map it back to the caller's, and relay
-        // from this request's task so the notifications land on the caller's reply stream.
         let wanted = ctx.meta.get_progress_token().or_else(|| {
             request
                 .meta
@@ -409,101 +399,30 @@ impl ServerHandler for GatewayHandler {
         params.meta = forward_meta(params.meta.take());
         // Neither exists before 2026-07-28: nothing of the caller's is passed on as one.
         (params.input_responses, params.request_state) = (None, None);
-        if let Some(token) = wanted.clone() {
-            // Sent as is on the direct path; rmcp's client puts its own token in its place.
-            params
-                .meta
-                .get_or_insert_with(RequestMetaObject::default)
-                .set_progress_token(token);
-        }
-        let downstream = ctx.peer.clone();
-        let tasks = declares_tasks(&ctx);
+        let mut call = ToolCall::new(params, wanted);
+        call.asking.tasks = declares_tasks(&ctx);
         let caller = Caller::from_context(&ctx);
-        let at = server.clone();
-        self.one(&ctx, &server, |peer, relay| async move {
-            // A streamable HTTP upstream gets the call directly on the same session, and only
-            // the reply we expect is decoded (see `direct`).
-            if let Some(route) = relay.direct() {
-                let sent = super::direct::call_tool(
-                    &route.http,
-                    &route.url,
-                    &route.session,
-                    &params,
-                    &downstream,
-                    wanted.is_some(),
-                )
-                .await;
-                if let Some(result) = sent {
-                    return result.map(|mut r| {
-                        relayed(&mut r.result_type, &mut r.meta);
-                        CallToolResponse::Complete(r)
-                    });
-                }
-            }
-            let again = params.clone();
-            // A handshake caller hears the log messages of an upstream that takes a level per
-            // request at the level it set, or at every level (as a handshake server that was
-            // never given a level may send them all).
-            let asking = super::relay::Asking {
-                tasks,
-                log_level: Some(relay.log_level().unwrap_or(LoggingLevel::Debug)),
-            };
-            let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-            let handle = peer
-                .send_request_with_option(call, super::relay::options(&peer, asking))
-                .await?;
-            let token = handle.progress_token.clone();
-            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-            let wanted_progress = wanted.is_some();
-            if let Some(wanted) = wanted {
-                relay.map_progress(token.clone(), wanted, tx);
-            } else {
-                drop(tx);
-            }
-            let answer = handle.await_response();
-            tokio::pin!(answer);
-            let answer = loop {
-                tokio::select! {
-                    biased;
-                    Some(p) = rx.recv() => {
-                        let _ = downstream.notify_progress(p).await;
+        let mut side = SessionSide {
+            peer: ctx.peer.clone(),
+            ct: ctx.ct.clone(),
+        };
+        let (side, at, adopter) = (&mut side, &server, &caller);
+        let answered = self
+            .one_as(&caller, Some(&ctx.peer), &server, |peer, relay| async move {
+                // A handshake caller hears the log messages of an upstream that takes a level
+                // per request at the level it set, or at every level (as a handshake server
+                // that was never given a level may send them all).
+                call.asking.log_level = Some(relay.log_level().unwrap_or(LoggingLevel::Debug));
+                match tool_call::call_tool(peer, relay, call, side).await? {
+                    Some(ServerResult::CreateTaskResult(r)) => {
+                        Ok(Some(CallToolResponse::Task(self.adopt_task(adopter, at, r))))
                     }
-                    a = &mut answer => break a,
+                    Some(result) => tool_call::complete(result).map(Some),
+                    None => Ok(None),
                 }
-            };
-            // rmcp hands each notification to a task of its own but the answer straight to us,
-            // so progress sent just before the answer may still be on its way: give it a moment
-            // (only when the caller asked for progress), then send it ahead of the answer.
-            if wanted_progress {
-                let grace = tokio::time::sleep(PROGRESS_GRACE);
-                tokio::pin!(grace);
-                loop {
-                    tokio::select! {
-                        biased;
-                        Some(p) = rx.recv() => {
-                            let _ = downstream.notify_progress(p).await;
-                        }
-                        () = &mut grace => break,
-                    }
-                }
-            }
-            relay.unmap_progress(&token);
-            while let Ok(p) = rx.try_recv() {
-                let _ = downstream.notify_progress(p).await;
-            }
-            // A 2026-07-28 upstream's input-required results become requests of this caller.
-            match super::relay::settle(&peer, &relay, again, answer?, None, asking).await? {
-                ServerResult::CallToolResult(mut r) => {
-                    relayed(&mut r.result_type, &mut r.meta);
-                    Ok(CallToolResponse::Complete(r))
-                }
-                ServerResult::CreateTaskResult(r) => {
-                    Ok(CallToolResponse::Task(self.adopt_task(&caller, &at, r)))
-                }
-                _ => Err(ServiceError::UnexpectedResponse),
-            }
-        })
-        .await
+            })
+            .await?;
+        answered.ok_or_else(|| ErrorData::internal_error("the request was cancelled", None))
     }
 
     async fn get_task(
@@ -723,31 +642,48 @@ impl ServerHandler for GatewayHandler {
     }
 }
 
-/// How long a call that asked for progress waits, after its answer, for progress notifications
-/// the upstream sent before that answer.
-pub(crate) const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
-
 /// Whether the caller declared the tasks extension (for this request, or its session).
 pub(crate) fn declares_tasks(ctx: &RequestContext<RoleServer>) -> bool {
     ctx.client_capabilities()
         .is_some_and(|c| c.supports_tasks())
 }
 
-/// What the gateway makes of a result it relays. An upstream on an older protocol sends results
-/// without `resultType`; protocol 2026-07-28 requires it on every result the gateway returns
-/// (rmcp drops it again for older callers). And the upstream's own identity
-/// (`io.modelcontextprotocol/serverInfo` in `_meta`) is removed: the caller speaks to the
-/// gateway and learns nothing of the servers behind it from a result.
-pub(crate) fn relayed(
-    result_type: &mut Option<rmcp::model::ResultType>,
-    meta: &mut Option<rmcp::model::MetaObject>,
-) {
-    result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
-    if let Some(m) = meta {
-        m.remove("io.modelcontextprotocol/serverInfo");
-        if m.is_empty() {
-            *meta = None;
-        }
+/// The caller's end of a call made on an rmcp session: notices and the upstream's requests go
+/// to the caller on that session, and the request's cancellation ends the call.
+struct SessionSide {
+    peer: Peer<RoleServer>,
+    ct: tokio_util::sync::CancellationToken,
+}
+
+impl tool_call::CallerSide for SessionSide {
+    async fn notify(&mut self, notice: tool_call::Notice) {
+        let _ = match notice {
+            tool_call::Notice::Progress(p) => self.peer.notify_progress(p).await,
+            tool_call::Notice::Log(p) => self.peer.notify_logging_message(p).await,
+        };
+    }
+
+    async fn ask(&mut self, ask: tool_call::Ask) {
+        let peer = self.peer.clone();
+        // Answered in a task of its own: the call's stream is read on meanwhile.
+        tokio::spawn(async move {
+            let answer = match serde_json::from_value::<ServerRequest>(ask.request()) {
+                Ok(request) => match peer.send_request(request).await {
+                    Ok(result) => Ok(serde_json::to_value(result).unwrap_or_default()),
+                    Err(ServiceError::McpError(e)) => Err(e),
+                    Err(other) => Err(ErrorData::internal_error(
+                        format!("the client did not answer: {other}"),
+                        None,
+                    )),
+                },
+                Err(_) => Err(ErrorData::method_not_found::<rmcp::model::PingRequestMethod>()),
+            };
+            ask.answer(answer).await;
+        });
+    }
+
+    fn cancelled(&self) -> impl Future<Output = ()> + Send {
+        self.ct.clone().cancelled_owned()
     }
 }
 

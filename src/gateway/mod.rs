@@ -35,6 +35,7 @@ mod sse_client;
 mod task_ids;
 mod tasks;
 mod tls;
+mod tool_call;
 mod upstream;
 mod upstream_listen;
 

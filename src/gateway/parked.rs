@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rmcp::model::{CallToolResponse, ErrorData, ProgressNotificationParam};
+use rmcp::model::{CallToolResponse, ErrorData};
 use tokio::sync::{mpsc, oneshot};
 
 use super::relay::{Pending, Relay};
+use super::tool_call::Notice;
 
 /// How long a call waits for its caller to come back with the answers.
 const PARKED_FOR: Duration = Duration::from_secs(300);
@@ -21,7 +22,7 @@ pub(crate) struct InFlight {
     pub(crate) tool: String,
     pub(crate) done: oneshot::Receiver<Result<CallToolResponse, ErrorData>>,
     pub(crate) held: mpsc::UnboundedReceiver<Pending>,
-    pub(crate) progress: mpsc::Receiver<ProgressNotificationParam>,
+    pub(crate) progress: mpsc::Receiver<Notice>,
     pub(crate) waiting: HashMap<String, oneshot::Sender<Result<serde_json::Value, ErrorData>>>,
     pub(crate) asked: u64,
     pub(crate) parked_at: Instant,

@@ -322,7 +322,7 @@ impl Relay {
 
 /// Holds `requests` for the 2026-07-28 call behind `to` and waits for the answers (`None`
 /// when that call is over).
-async fn hold(
+pub(crate) async fn hold(
     to: &PendingSender,
     requests: Vec<(Option<String>, InputRequest)>,
 ) -> Option<Vec<Result<serde_json::Value, ErrorData>>> {

@@ -15,18 +15,19 @@ use std::time::Instant;
 
 use rmcp::RoleServer;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientRequest,
-    ErrorData, InputRequest, InputRequests, InputRequiredResult, LoggingLevel,
-    ProgressNotificationParam, ProgressToken, RequestMetaObject, ServerResult,
+    CallToolRequestParams, CallToolResponse, ClientCapabilities, ErrorData, InputRequest,
+    InputRequests, InputRequiredResult, LoggingLevel, ProgressToken, RequestMetaObject,
+    ServerResult,
 };
 use rmcp::service::{Peer, RequestContext, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::caller::Caller;
-use super::handler::{GatewayHandler, PROGRESS_GRACE, declares_tasks, forward_meta, relayed};
+use super::handler::{GatewayHandler, declares_tasks};
 use super::input_state::stale;
 use super::parked::InFlight;
-use super::relay::{Asking, Pending};
+use super::relay::{Asking, Pending, PendingSender};
+use super::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
 use crate::engine::NameKind;
 
 fn progress_token(
@@ -138,12 +139,13 @@ impl GatewayHandler {
         // Answers given unasked (no state of ours) are the caller's to give the upstream.
         params.request_state = None;
         let (held_tx, held) = mpsc::unbounded_channel();
-        let (progress_tx, progress) = mpsc::channel(64);
+        let (notices_tx, progress) = mpsc::channel(64);
         let (done_tx, done) = oneshot::channel();
         let (relay_tx, relay_rx) = oneshot::channel();
         let handler = self.clone();
         let upstream = server.clone();
         let (adopter, adopted_at) = (caller.clone(), upstream.clone());
+        let token = progress_token(request, ctx);
         tokio::spawn(async move {
             let (adopter, adopted_at, adopting) = (&adopter, &adopted_at, &handler);
             let result = handler
@@ -154,53 +156,25 @@ impl GatewayHandler {
                     |peer, relay| async move {
                         relay.hold(held_tx.clone());
                         let _ = relay_tx.send(relay.clone());
-                        let again = params.clone();
-                        let call = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-                        let sent = peer
-                            .send_request_with_option(call, super::relay::options(&peer, asking))
-                            .await;
-                        let answer = match sent {
-                            Ok(handle) => {
-                                let up = handle.progress_token.clone();
-                                relay.map_progress(up.clone(), up.clone(), progress_tx);
-                                let answer = handle.await_response().await;
-                                // rmcp relays notifications from tasks of their own: progress
-                                // and log messages sent just before the answer may still be on
-                                // their way.
-                                if wants_progress {
-                                    tokio::time::sleep(PROGRESS_GRACE).await;
-                                }
-                                relay.unmap_progress(&up);
-                                answer
-                            }
-                            Err(e) => Err(e),
-                        };
+                        let mut call = ToolCall::new(params, token);
+                        call.asking = asking;
+                        call.linger = wants_progress;
                         // A 2026-07-28 upstream's input-required results are held for this
                         // caller's rounds like any request of its client.
-                        let answer = match answer {
-                            Ok(first) => {
-                                super::relay::settle(
-                                    &peer,
-                                    &relay,
-                                    again,
-                                    first,
-                                    Some(&held_tx),
-                                    asking,
-                                )
-                                .await
-                            }
-                            Err(e) => Err(e),
+                        call.held = Some(held_tx.clone());
+                        let mut side = RoundsSide {
+                            notices: notices_tx,
+                            held: held_tx.clone(),
+                            logs: log_level.is_some(),
                         };
+                        let answer = tool_call::call_tool(peer, relay.clone(), call, &mut side).await;
                         relay.release(&held_tx);
                         match answer? {
-                            ServerResult::CallToolResult(mut r) => {
-                                relayed(&mut r.result_type, &mut r.meta);
-                                Ok(CallToolResponse::Complete(r))
-                            }
-                            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(
+                            Some(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(
                                 adopting.adopt_task(adopter, adopted_at, r),
                             )),
-                            _ => Err(ServiceError::UnexpectedResponse),
+                            Some(result) => tool_call::complete(result),
+                            None => Err(ServiceError::Cancelled { reason: None }),
                         }
                     },
                 )
@@ -231,12 +205,19 @@ impl GatewayHandler {
         token: Option<ProgressToken>,
         declared: Option<ClientCapabilities>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let relay = |mut p: ProgressNotificationParam| {
+        let relay = |notice: Notice| {
             let to = token.clone();
             async move {
-                if let Some(to) = to {
-                    p.progress_token = to;
-                    let _ = downstream.notify_progress(p).await;
+                match notice {
+                    Notice::Progress(mut p) => {
+                        if let Some(to) = to {
+                            p.progress_token = to;
+                            let _ = downstream.notify_progress(p).await;
+                        }
+                    }
+                    Notice::Log(p) => {
+                        let _ = downstream.notify_logging_message(p).await;
+                    }
                 }
             }
         };
@@ -296,5 +277,45 @@ impl GatewayHandler {
                 }
             }
         }
+    }
+}
+
+/// The caller's end of a 2026-07-28 call: notices wait for the caller's current request (see
+/// `drive`), and the upstream's requests of its client are held for the caller's next round.
+struct RoundsSide {
+    notices: mpsc::Sender<Notice>,
+    held: PendingSender,
+    /// Whether the caller asked for log messages.
+    logs: bool,
+}
+
+impl CallerSide for RoundsSide {
+    async fn notify(&mut self, notice: Notice) {
+        if matches!(notice, Notice::Log(_)) && !self.logs {
+            return;
+        }
+        // Never waits: an upstream is not held up by a caller between rounds.
+        let _ = self.notices.try_send(notice);
+    }
+
+    async fn ask(&mut self, ask: Ask) {
+        let Ok(request) = serde_json::from_value::<InputRequest>(ask.request()) else {
+            let refusal = ErrorData::method_not_found::<rmcp::model::PingRequestMethod>();
+            return ask.answer(Err(refusal)).await;
+        };
+        let held = self.held.clone();
+        // Answered in a task of its own: the call's stream is read on meanwhile.
+        tokio::spawn(async move {
+            let answer = super::relay::hold(&held, vec![(None, request)])
+                .await
+                .and_then(|mut answers| answers.pop())
+                .unwrap_or_else(|| Err(ErrorData::internal_error("the call is over", None)));
+            ask.answer(answer).await;
+        });
+    }
+
+    fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send {
+        // A call between rounds runs on until its caller comes back or its state expires.
+        std::future::pending()
     }
 }

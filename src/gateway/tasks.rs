@@ -15,7 +15,8 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, ServiceError};
 
 use super::caller::Caller;
-use super::handler::{GatewayHandler, forward_meta};
+use super::handler::GatewayHandler;
+use super::tool_call::forward_meta;
 use super::relay::{Asking, options};
 use super::task_ids::Bound;
 
