@@ -26,23 +26,25 @@ FLOORS = {
 }
 # Inside the gateway: the caller, TLS and small state tables on the ground; then the upstream
 # connection, the session pool, the state all callers share (`shared`), the aggregating
-# handler and its parts, the express path, and the HTTP surface with the public face
+# handler and its parts, the endpoint's own answers, and the HTTP surface with the public face
 # (`gateway/mod`) on top.
 GATEWAY_FLOORS = {
     1: ["gateway/caller", "gateway/tls", "gateway/task_ids", "gateway/listeners",
-        "gateway/list_cache", "gateway/input_state"],
-    2: ["gateway/sse_client", "gateway/direct", "gateway/upstream_listen"],
-    3: ["gateway/relay"],
+        "gateway/list_cache", "gateway/input_state", "gateway/endpoint_reply"],
+    2: ["gateway/sse_client", "gateway/upstream_session", "gateway/upstream_listen"],
+    3: ["gateway/upstream_lists", "gateway/upstream_client"],
     4: ["gateway/upstream", "gateway/tool_call"],
     5: ["gateway/pool", "gateway/parked"],
     6: ["gateway/shared"],
-    7: ["gateway/handler"],
-    8: ["gateway/rounds", "gateway/input_rounds", "gateway/listen", "gateway/tasks"],
-    9: ["gateway/express_sessions"],
-    10: ["gateway/express"],
-    11: ["gateway/internal"],
-    12: ["gateway/legacy"],
-    13: ["gateway/router", "gateway/mod"],
+    7: ["gateway/aggregate"],
+    8: ["gateway/handler"],
+    9: ["gateway/tool_rounds", "gateway/input_rounds", "gateway/listen", "gateway/tasks"],
+    10: ["gateway/endpoint_sessions"],
+    11: ["gateway/endpoint"],
+    12: ["gateway/endpoint_call", "gateway/endpoint_lists"],
+    13: ["gateway/inner_call"],
+    14: ["gateway/sse_bridge"],
+    15: ["gateway/router", "gateway/mod"],
 }
 
 root = Path(__file__).resolve().parent.parent / "src"

@@ -292,6 +292,15 @@ async fn a_down_or_hanging_upstream_hides_nothing_else() {
         .unwrap()
         .unwrap();
     assert!(slow.unwrap_err().contains("timed out"));
+    // The upstream is told the call was given up: its tool stops too.
+    let told = async {
+        while up.wiki.cancelled.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), told)
+        .await
+        .expect("a call that timed out is cancelled upstream");
     assert!(
         call(&carol, "wiki-search", json!({"q": "x"})).await.is_ok(),
         "the upstream still serves other calls"
@@ -1174,7 +1183,7 @@ async fn upstream_sampling_reaches_handshake_callers_on_the_direct_path() {
     }
 }
 
-/// The gateway over `up` on a stateless endpoint (where the express path runs), behind the
+/// The gateway over `up` on a stateless endpoint (where the endpoint answers calls itself), behind the
 /// layers.
 async fn stateless_gateway(up: &Upstreams, json_response: bool) -> Running {
     use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
@@ -1195,7 +1204,7 @@ async fn stateless_gateway(up: &Upstreams, json_response: bool) -> Running {
 }
 
 #[tokio::test]
-async fn a_stateless_endpoint_answers_calls_on_the_express_path_as_rmcp_would() {
+async fn a_stateless_endpoint_answers_calls_answered_by_the_endpoint_as_rmcp_would() {
     let up = upstreams().await;
     let http = http_client();
     // (key, tool, params beyond the name)
@@ -1308,7 +1317,7 @@ async fn a_stateless_endpoint_answers_calls_on_the_express_path_as_rmcp_would() 
 
 #[tokio::test]
 async fn a_stateless_endpoint_refuses_upstream_requests_at_once() {
-    // A stateless caller has no session to answer on: the express path refuses the upstream's
+    // A stateless caller has no session to answer on: the endpoint refuses the upstream's
     // sampling request at once, and the upstream's own answer reaches the caller (rmcp's
     // stateless server would leave the upstream waiting until the upstream's timeout).
     let up = upstreams().await;
@@ -1353,7 +1362,7 @@ async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String {
 }
 
 /// Calls `name` on session `sid` until it answers: the key's upstream session is open and
-/// recorded, so the next calls can take the express path (the first may not).
+/// recorded, so the next calls can be answered by the endpoint (the first may not).
 async fn warm(http: &reqwest::Client, url: &str, key: &str, sid: &str, name: &str) {
     for _ in 0..20 {
         let r = mcp_post(http, url, key, Some(sid))
@@ -1370,8 +1379,8 @@ async fn warm(http: &reqwest::Client, url: &str, key: &str, sid: &str, name: &st
 }
 
 #[tokio::test]
-async fn upstream_requests_reach_session_callers_on_the_express_path_and_only_their_answers_return()
-{
+async fn upstream_requests_reach_session_callers_answered_by_the_endpoint_and_only_their_answers_return()
+ {
     let up = upstreams().await;
     let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
     let http = http_client();
@@ -1441,7 +1450,7 @@ async fn upstream_requests_reach_session_callers_on_the_express_path_and_only_th
 }
 
 #[tokio::test]
-async fn a_cancelled_express_call_ends_and_a_closed_session_is_not_served() {
+async fn a_cancelled_call_answered_by_the_endpoint_ends_and_a_closed_session_is_not_served() {
     let up = upstreams().await;
     let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
     let http = http_client();
@@ -1450,7 +1459,7 @@ async fn a_cancelled_express_call_ends_and_a_closed_session_is_not_served() {
     warm(&http, &url, "sk-bob", &bob, "wiki-search").await;
     up.wiki.executions.clear();
     // `slow` never answers; the caller cancels. With the wiki's 1 s timeout, a call that was
-    // not cancelled would end in "timed out". On the express path a cancelled call gets no
+    // not cancelled would end in "timed out". Answered by the endpoint, a cancelled call gets no
     // answer at all; through rmcp (an `Origin` sends it there) it ends too, and rmcp still
     // answers, with the cancellation.
     for (id, origin) in [("s-1", None), ("s-2", Some("http://localhost"))] {
@@ -1472,13 +1481,22 @@ async fn a_cancelled_express_call_ends_and_a_closed_session_is_not_served() {
         let seen = read_until(&mut reply, &mut buf, |v| v.get("id").is_some()).await;
         let answer = seen.iter().find(|v| v["id"] == id);
         match origin {
-            None => assert!(answer.is_none(), "no answer on the express path: {seen:?}"),
+            None => assert!(answer.is_none(), "no answer from the endpoint: {seen:?}"),
             Some(_) => assert!(
                 answer.is_none_or(|a| a["error"]["message"] == "the request was cancelled"),
                 "cancelled, not timed out: {seen:?}"
             ),
         }
     }
+    // Either way the upstream is told: its tool sees the cancellation.
+    let told = async {
+        while up.wiki.cancelled.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), told)
+        .await
+        .expect("both cancelled calls are cancelled upstream");
     // A closed session is rmcp's to refuse, on either path.
     let r = http
         .delete(&url)
@@ -1499,7 +1517,7 @@ async fn a_cancelled_express_call_ends_and_a_closed_session_is_not_served() {
 }
 
 #[tokio::test]
-async fn lists_on_the_express_path_match_rmcp_on_both_kinds_of_endpoint() {
+async fn lists_answered_by_the_endpoint_match_rmcp_on_both_kinds_of_endpoint() {
     let up = upstreams().await;
     let (stateful, _) = gateway_with(&config(&up, ""), |b| b).await;
     let stateless = stateless_gateway(&up, true).await;
@@ -1544,13 +1562,13 @@ async fn lists_on_the_express_path_match_rmcp_on_both_kinds_of_endpoint() {
                 ("resources/list", "resources"),
                 ("resources/templates/list", "resourceTemplates"),
             ] {
-                let express = list(method, None).await;
+                let answered = list(method, None).await;
                 assert_eq!(
-                    express,
+                    answered,
                     list(method, Some("http://localhost")).await,
                     "{method}"
                 );
-                let reply = express.last().unwrap();
+                let reply = answered.last().unwrap();
                 assert!(reply["result"][items].is_array(), "{method}: {reply}");
             }
             let seen = [

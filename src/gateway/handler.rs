@@ -7,8 +7,6 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
-use rmcp::model::{ServerRequest, ServerResult};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
@@ -20,16 +18,17 @@ use rmcp::model::{
 use rmcp::model::{
     CancelTaskParams, GetTaskParams, GetTaskResult, TASKS_EXTENSION_ID, UpdateTaskParams,
 };
+use rmcp::model::{ServerRequest, ServerResult};
 use rmcp::service::{Peer, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{RoleClient, RoleServer, ServerHandler};
 
+use super::aggregate::{self, Upstreams};
 use super::caller::Caller;
-use super::tool_call::{self, ToolCall, forward_meta, relayed};
 use super::list_cache::Listed;
-use super::pool::Failure;
-use super::relay::Relay;
 use super::shared::Shared;
-use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix};
+use super::tool_call::{self, ToolCall, forward_meta, relayed};
+use super::upstream_client::Relay;
+use crate::engine::NameKind;
 
 /// One downstream session of the gateway (or one request, when stateless).
 #[derive(Clone)]
@@ -43,126 +42,24 @@ impl std::fmt::Debug for GatewayHandler {
     }
 }
 
-pub(crate) fn upstream_error(server: &str, e: Failure) -> ErrorData {
-    match e {
-        // The upstream's own JSON-RPC error passes through verbatim (code 0 included).
-        Failure::Service(ServiceError::McpError(e)) => e,
-        Failure::Timeout | Failure::Service(ServiceError::Timeout { .. }) => {
-            ErrorData::internal_error(format!("upstream {server} timed out"), None)
-        }
-        _ => ErrorData::internal_error(format!("upstream {server} is unavailable"), None),
-    }
-}
-
 impl GatewayHandler {
-    /// The upstreams this caller may use, by name.
-    pub(crate) fn servers(&self, caller: &Caller) -> Vec<(ServerId, String)> {
-        let policy = self.shared.gatekeeper.policy();
-        let catalog = policy.catalog();
-        let allowed = match &caller.grant {
-            Some(g) if Arc::ptr_eq(g.catalog(), catalog) => g.effective(),
-            Some(_) => return Vec::new(), // a reload raced this request: nothing, not everything
-            None => catalog.all().clone(),
-        };
-        allowed
-            .iter()
-            .map(|id| (id, catalog.server(id).name().to_owned()))
-            .filter(|(_, name)| self.shared.upstreams.contains_key(name))
-            .collect()
+    /// The upstreams the caller of `ctx` may use.
+    pub(crate) fn upstreams<'a>(&'a self, ctx: &'a RequestContext<RoleServer>) -> Upstreams<'a> {
+        Upstreams::of(&self.shared, Caller::from_context(ctx))
     }
 
-    /// Asks every upstream `caller` may use with `f` on its pooled session (relaying to
-    /// `downstream`), each upstream's health reported; what those that answered gave.
-    pub(crate) async fn fan_out_as<T, F, Fut>(
-        &self,
-        caller: &Caller,
-        downstream: Option<&Peer<RoleServer>>,
-        f: F,
-    ) -> Vec<(ServerId, String, T)>
-    where
-        F: Fn(Peer<RoleClient>, Relay) -> Fut,
-        Fut: Future<Output = Result<T, ServiceError>>,
-    {
-        let servers = self.servers(caller);
-        let f = &f;
-        let calls = servers.into_iter().map(|(id, name)| async move {
-            let mut result = self.shared.with_session(caller, &name, downstream, f).await;
-            // A pooled session the upstream has dropped (it restarted, say) fails once and is
-            // discarded; lists are safe to ask again, on a fresh session. Calls are not
-            // retried: a tool may have run before the connection broke.
-            if matches!(
-                result,
-                Err(Failure::Service(
-                    ServiceError::TransportClosed | ServiceError::TransportSend(_)
-                ))
-            ) {
-                result = self.shared.with_session(caller, &name, downstream, f).await;
-            }
-            match result {
-                Ok(v) => {
-                    self.shared.report_success(&name);
-                    Some((id, name, v))
-                }
-                Err(e) => {
-                    self.shared.report_failure(&name, &e);
-                    None
-                }
-            }
-        });
-        join_all(calls).await.into_iter().flatten().collect()
-    }
-
-    /// Where a prefixed (or, unprefixed, indexed) name goes.
+    /// Where a prefixed (or, unprefixed, indexed) name of the caller of `ctx` goes.
     pub(crate) fn route<'n>(
         &self,
         ctx: &RequestContext<RoleServer>,
         kind: NameKind,
         name: &'n str,
     ) -> Result<(String, &'n str), ErrorData> {
-        self.route_for(&Caller::from_context(ctx), kind, name)
+        self.upstreams(ctx).route(kind, name)
     }
 
-    /// [`route`](Self::route) for `caller`.
-    pub(crate) fn route_for<'n>(
-        &self,
-        caller: &Caller,
-        kind: NameKind,
-        name: &'n str,
-    ) -> Result<(String, &'n str), ErrorData> {
-        let policy = self.shared.gatekeeper.policy();
-        let catalog = policy.catalog();
-        let index = self.shared.gatekeeper.name_index();
-        let usable = || {
-            let mut set = ServerSet::new();
-            for (id, _) in self.servers(caller) {
-                set.insert(id);
-            }
-            set
-        };
-        match catalog.attribute_within(
-            self.shared.gatekeeper.mount(),
-            Some(&index),
-            kind,
-            name,
-            usable,
-        ) {
-            Some(Attribution::Server(id, bare)) => {
-                let server = catalog.server(id).name().to_owned();
-                if self.shared.upstreams.contains_key(&server) {
-                    return Ok((server, bare));
-                }
-                Err(ErrorData::invalid_params(
-                    format!("unknown name {name}"),
-                    None,
-                ))
-            }
-            _ => Err(ErrorData::invalid_params(
-                format!("unknown name {name}"),
-                None,
-            )),
-        }
-    }
-
+    /// Asks `server` with `f` on the pooled session of the caller of `ctx`; the caller's
+    /// `notifications/cancelled` (or, stateless, its going away) ends the upstream request too.
     pub(crate) async fn one<T, F, Fut>(
         &self,
         ctx: &RequestContext<RoleServer>,
@@ -173,53 +70,15 @@ impl GatewayHandler {
         F: FnOnce(Peer<RoleClient>, Relay) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        // A caller's `notifications/cancelled` (or, stateless, its going away) ends the upstream
-        // request too; rmcp still sends an answer, which the caller ignores.
-        let caller = Caller::from_context(ctx);
+        let upstreams = self.upstreams(ctx);
         tokio::select! {
-            done = self.one_as(&caller, Some(&ctx.peer), server, f) => done,
+            done = upstreams.one(Some(&ctx.peer), server, f) => done,
             () = ctx.ct.cancelled() => Err(ErrorData::internal_error("the request was cancelled", None)),
         }
     }
 
-    /// [`one`](Self::one) for `caller`, relaying to `downstream` if given.
-    pub(crate) async fn one_as<T, F, Fut>(
-        &self,
-        caller: &Caller,
-        downstream: Option<&Peer<RoleServer>>,
-        server: &str,
-        f: F,
-    ) -> Result<T, ErrorData>
-    where
-        F: FnOnce(Peer<RoleClient>, Relay) -> Fut,
-        Fut: Future<Output = Result<T, ServiceError>>,
-    {
-        if !self.servers(caller).iter().any(|(_, n)| n == server) {
-            return Err(ErrorData::invalid_params("unknown name", None));
-        }
-        let result = self
-            .shared
-            .with_session(caller, server, downstream, f)
-            .await;
-        match result {
-            Ok(v) => {
-                self.shared.report_success(server);
-                Ok(v)
-            }
-            // The upstream's own JSON-RPC error is an answer, not a failure of the upstream.
-            Err(Failure::Service(ServiceError::McpError(e))) => {
-                self.shared.report_success(server);
-                Err(e)
-            }
-            Err(e) => {
-                self.shared.report_failure(server, &e);
-                Err(upstream_error(server, e))
-            }
-        }
-    }
-
-    /// One list from every allowed upstream, merged: names indexed (for unprefixed names) and
-    /// prefixed with their server.
+    /// One list from every upstream the caller of `ctx` may use, merged (see
+    /// [`aggregate::merge`]).
     async fn merged<T, F, Fut>(
         &self,
         ctx: &RequestContext<RoleServer>,
@@ -232,75 +91,14 @@ impl GatewayHandler {
         F: Fn(Peer<RoleClient>, Relay) -> Fut,
         Fut: Future<Output = Result<Vec<T>, ServiceError>>,
     {
-        let lists = self
-            .fan_out_as(&Caller::from_context(ctx), Some(&ctx.peer), fetch)
-            .await;
-        self.merge(kind, lists, name, set_name)
-    }
-
-    /// Lists of several upstreams merged: names indexed (for unprefixed names) and prefixed
-    /// with their server.
-    pub(crate) fn merge<T>(
-        &self,
-        kind: Option<NameKind>,
-        lists: Vec<(ServerId, String, Vec<T>)>,
-        name: impl Fn(&T) -> &str,
-        set_name: impl Fn(&mut T, String),
-    ) -> Vec<T> {
-        if let Some(kind) = kind {
-            let names: Vec<(ServerId, Vec<String>)> = lists
-                .iter()
-                .map(|(id, _, items)| (*id, items.iter().map(|i| name(i).to_owned()).collect()))
-                .collect();
-            self.index_names(kind, &names);
-        }
-        let mut out = Vec::new();
-        for (_, server, list) in lists {
-            for mut item in list {
-                let renamed = self.name_out(&server, name(&item));
-                set_name(&mut item, renamed);
-                out.push(item);
-            }
-        }
-        out
-    }
-
-    fn name_out(&self, server: &str, name: &str) -> String {
-        let mut out = self.shared.name_prefix(server);
-        out.push_str(name);
-        out
-    }
-
-    fn index_names(&self, kind: NameKind, listed: &[(ServerId, Vec<String>)]) {
-        if self
-            .shared
-            .gatekeeper
-            .policy()
-            .catalog()
-            .settings()
-            .tool_prefix
-            != ToolPrefix::Never
-        {
-            return;
-        }
-        let mut index: NameIndex = (*self.shared.gatekeeper.name_index()).clone();
-        for (id, names) in listed {
-            for n in names {
-                index.insert(kind, n, *id);
-            }
-        }
-        for c in index.collisions(kind) {
-            crate::trace::warn(&format!(
-                "{c} is offered by several servers; it is withheld and refused"
-            ));
-        }
-        self.shared.gatekeeper.set_name_index(index);
+        let lists = self.upstreams(ctx).all(Some(&ctx.peer), fetch).await;
+        aggregate::merge(&self.shared, kind, lists, name, set_name)
     }
 }
 
 impl ServerHandler for GatewayHandler {
     async fn on_initialized(&self, ctx: rmcp::service::NotificationContext<RoleServer>) {
-        // Remembered for the express path, which takes this session's calls without us.
+        // Remembered for the endpoint, which takes this session's calls without us.
         let session = ctx
             .extensions
             .get::<http::request::Parts>()
@@ -401,22 +199,22 @@ impl ServerHandler for GatewayHandler {
         (params.input_responses, params.request_state) = (None, None);
         let mut call = ToolCall::new(params, wanted);
         call.asking.tasks = declares_tasks(&ctx);
-        let caller = Caller::from_context(&ctx);
+        let upstreams = self.upstreams(&ctx);
         let mut side = SessionSide {
             peer: ctx.peer.clone(),
             ct: ctx.ct.clone(),
         };
-        let (side, at, adopter) = (&mut side, &server, &caller);
-        let answered = self
-            .one_as(&caller, Some(&ctx.peer), &server, |peer, relay| async move {
+        let (side, at, adopter) = (&mut side, &server, upstreams.caller());
+        let answered = upstreams
+            .one(Some(&ctx.peer), &server, |peer, relay| async move {
                 // A handshake caller hears the log messages of an upstream that takes a level
                 // per request at the level it set, or at every level (as a handshake server
                 // that was never given a level may send them all).
                 call.asking.log_level = Some(relay.log_level().unwrap_or(LoggingLevel::Debug));
                 match tool_call::call_tool(peer, relay, call, side).await? {
-                    Some(ServerResult::CreateTaskResult(r)) => {
-                        Ok(Some(CallToolResponse::Task(self.adopt_task(adopter, at, r))))
-                    }
+                    Some(ServerResult::CreateTaskResult(r)) => Ok(Some(CallToolResponse::Task(
+                        self.adopt_task(adopter, at, r),
+                    ))),
                     Some(result) => tool_call::complete(result).map(Some),
                     None => Ok(None),
                 }
@@ -547,7 +345,7 @@ impl ServerHandler for GatewayHandler {
         let mut params = request;
         params.uri.clone_from(&bare);
         params.meta = forward_meta(params.meta.take());
-        let prefix = self.name_out(&server, "");
+        let prefix = self.shared.name_prefix(&server);
         let mut response = self.ask_for_input(&ctx, &server, &bare, params).await?;
         if let ReadResourceResponse::Complete(result) = &mut response {
             relayed(&mut result.result_type, &mut result.meta);
@@ -624,13 +422,13 @@ impl ServerHandler for GatewayHandler {
         request: SetLevelRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let caller = Caller::from_context(&ctx);
         let _ = self
-            .fan_out_as(&caller, Some(&ctx.peer), |peer, relay| {
+            .upstreams(&ctx)
+            .all(Some(&ctx.peer), |peer, relay| {
                 let params = request.clone();
                 async move {
                     // An upstream without the handshake takes the level with each request.
-                    if super::relay::per_request(&peer) {
+                    if super::upstream_client::per_request(&peer) {
                         relay.set_log_level(params.level);
                         return Ok(());
                     }

@@ -13,7 +13,7 @@ use rmcp::{RoleClient, RoleServer};
 
 use super::caller::Caller;
 use super::handler::GatewayHandler;
-use super::relay::{MAX_ROUNDS, answer_round};
+use super::upstream_client::{MAX_ROUNDS, answer_round};
 
 /// A request an upstream on protocol 2026-07-28 may answer with an input-required result.
 pub(crate) trait AsksForInput: Clone + Send + 'static {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rmcp::model::ErrorData;
 use rmcp::service::SubscriptionContext;
 
+use super::aggregate::Upstreams;
 use super::caller::Caller;
 use super::handler::GatewayHandler;
 use super::listeners::{Listener, Open};
@@ -23,14 +24,15 @@ impl GatewayHandler {
         let shared = &gateway.shared;
         let caller = Caller::from_context(context.request_context());
         let accepted = context.accepted().clone();
-        let servers: HashSet<String> = gateway
-            .servers(&caller)
+        let upstreams = Upstreams::of(shared, caller.clone());
+        let servers: HashSet<String> = upstreams
+            .servers()
             .into_iter()
             .map(|(_, name)| name)
             .collect();
         let mut resources = HashMap::new();
         for uri in accepted.resource_subscriptions.iter().flatten() {
-            if let Ok((server, bare)) = gateway.route_for(&caller, NameKind::Resource, uri) {
+            if let Ok((server, bare)) = upstreams.route(NameKind::Resource, uri) {
                 resources.insert((server, bare.to_owned()), uri.clone());
             }
         }

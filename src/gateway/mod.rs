@@ -13,31 +13,36 @@
 //! `/mcp-rest/tools/list`, `/mcp-rest/tools/call` and `/health`. Every path goes through the
 //! same layered stack, so every decision is made in one place.
 
+mod aggregate;
 mod caller;
-mod direct;
-mod express;
-mod express_sessions;
+mod endpoint;
+mod endpoint_call;
+mod endpoint_lists;
+mod endpoint_reply;
+mod endpoint_sessions;
 mod handler;
+mod inner_call;
 mod input_rounds;
 mod input_state;
-mod internal;
-mod legacy;
 mod list_cache;
 mod listen;
 mod listeners;
 mod parked;
 mod pool;
-mod relay;
-mod rounds;
 mod router;
 mod shared;
+mod sse_bridge;
 mod sse_client;
 mod task_ids;
 mod tasks;
 mod tls;
 mod tool_call;
+mod tool_rounds;
 mod upstream;
+mod upstream_client;
 mod upstream_listen;
+mod upstream_lists;
+mod upstream_session;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -57,17 +62,16 @@ pub use upstream::{InProcessFactory, OAuth2, UpstreamProtocol, UpstreamSpec, Ups
 use crate::config::{Config, ConfigError};
 use crate::gatekeeper::Gatekeeper;
 
-/// The gateway's MCP endpoint: rmcp's streamable HTTP service, with an express path for
-/// `tools/call` and the list methods.
+/// The gateway's MCP endpoint: rmcp's streamable HTTP service, with `tools/call` and the list
+/// methods answered by the gateway itself.
 ///
 /// A `tools/call` of a caller on a protocol with the initialize handshake, for a streamable
 /// HTTP upstream, is posted on the caller's pooled upstream session and answered by the
 /// gateway itself, without rmcp's server side (which decodes every request through an untagged
 /// enum and runs it through a service of its own); a list of tools, prompts, resources or
 /// resource templates over streamable HTTP upstreams asks each of them the same way and merges
-/// the lists. Every other request, and any call the
-/// express path is not sure of (before anything is sent upstream), goes to rmcp unchanged;
-/// answers are the same either way. On a stateful endpoint the upstream's requests of its
+/// the lists. Every other request, and any call the endpoint is not sure of (before anything
+/// is sent upstream), goes to rmcp unchanged; answers are the same either way. On a stateful endpoint the upstream's requests of its
 /// client reach the caller on the call's stream and the caller's answers (on the same session
 /// only) go back to the upstream; the caller's `notifications/cancelled` ends the call. On a
 /// stateless endpoint, where a caller cannot answer, they are refused at once instead of
@@ -75,14 +79,14 @@ use crate::gatekeeper::Gatekeeper;
 #[derive(Clone)]
 pub struct GatewayService {
     gateway: Gateway,
-    express: Option<Arc<express::Express>>,
+    endpoint: Option<Arc<endpoint::Endpoint>>,
     rmcp: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
 }
 
 impl fmt::Debug for GatewayService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GatewayService")
-            .field("express", &self.express.is_some())
+            .field("answers_calls", &self.endpoint.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -92,7 +96,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: fmt::Display,
 {
-    type Response = express::McpResponse;
+    type Response = endpoint_reply::McpResponse;
     type Error = std::convert::Infallible;
     type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -104,56 +108,55 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        use express::{Route, Taken};
+        use endpoint::{Route, Taken};
         let rmcp = Arc::clone(&self.rmcp);
-        let Some(express) = self.express.clone() else {
+        let Some(endpoint) = self.endpoint.clone() else {
             return Box::pin(async move { Ok(rmcp.handle(request).await) });
         };
-        let route = express.route(&request);
+        let route = endpoint.route(&request);
         let gateway = self.gateway.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let taken = match route {
-                Route::Call(session) => gateway.express(&express, session, parts, body).await,
+                Route::Call(session) => {
+                    endpoint_call::answer(&gateway.shared, &endpoint, session, parts, body).await
+                }
                 Route::List(method, session) => {
                     use crate::protocol::Method;
                     use rmcp::model::{
                         ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
                         ListToolsResult,
                     };
-                    let (x, s) = (&express, session);
+                    let (g, x, s) = (&gateway.shared, &endpoint, session);
                     match method {
                         Method::PromptsList => {
-                            gateway
-                                .express_list::<ListPromptsResult, _>(x, s, parts, body)
+                            endpoint_lists::answer::<ListPromptsResult, _>(g, x, s, parts, body)
                                 .await
                         }
                         Method::ResourcesList => {
-                            gateway
-                                .express_list::<ListResourcesResult, _>(x, s, parts, body)
+                            endpoint_lists::answer::<ListResourcesResult, _>(g, x, s, parts, body)
                                 .await
                         }
                         Method::ResourceTemplatesList => {
-                            gateway
-                                .express_list::<ListResourceTemplatesResult, _>(x, s, parts, body)
-                                .await
+                            endpoint_lists::answer::<ListResourceTemplatesResult, _>(
+                                g, x, s, parts, body,
+                            )
+                            .await
                         }
                         _ => {
-                            gateway
-                                .express_list::<ListToolsResult, _>(x, s, parts, body)
-                                .await
+                            endpoint_lists::answer::<ListToolsResult, _>(g, x, s, parts, body).await
                         }
                     }
                 }
-                Route::Answer(session) => express.on_session(false, session, parts, body).await,
-                Route::Cancel(session) => express.on_session(true, session, parts, body).await,
+                Route::Answer(session) => endpoint.on_session(false, session, parts, body).await,
+                Route::Cancel(session) => endpoint.on_session(true, session, parts, body).await,
                 Route::Rmcp => {
                     // A new session's id is in the response to its `initialize`.
                     let asked = parts.headers.get("mcp-session-id").cloned();
                     let response = rmcp.handle(http::Request::from_parts(parts, body)).await;
                     let session =
                         asked.or_else(|| response.headers().get("mcp-session-id").cloned());
-                    return Ok(rmcp_saw(&express, session.as_ref(), response));
+                    return Ok(rmcp_saw(&endpoint, session.as_ref(), response));
                 }
             };
             Ok(match taken {
@@ -161,20 +164,20 @@ where
                 Taken::Back(request) => {
                     let session = request.headers().get("mcp-session-id").cloned();
                     let response = rmcp.handle(request).await;
-                    rmcp_saw(&express, session.as_ref(), response)
+                    rmcp_saw(&endpoint, session.as_ref(), response)
                 }
             })
         })
     }
 }
 
-/// Notes that rmcp handled a request of `session` (see `express_sessions`).
+/// Notes that rmcp handled a request of `session` (see `endpoint_sessions`).
 fn rmcp_saw(
-    express: &express::Express,
+    endpoint: &endpoint::Endpoint,
     session: Option<&http::HeaderValue>,
-    response: express::McpResponse,
-) -> express::McpResponse {
-    if let (Some(sessions), Some(session)) = (&express.sessions, session)
+    response: endpoint_reply::McpResponse,
+) -> endpoint_reply::McpResponse {
+    if let (Some(sessions), Some(session)) = (&endpoint.sessions, session)
         && response.status().is_success()
         && let Ok(session) = session.to_str()
     {
@@ -364,19 +367,19 @@ impl Gateway {
         }
     }
 
-    /// The gateway as a streamable HTTP service with `config`: rmcp's, with an express path
-    /// for `tools/call` and the list methods (see [`GatewayService`]).
+    /// The gateway as a streamable HTTP service with `config`: rmcp's, with `tools/call` and the
+    /// list methods answered by the gateway itself (see [`GatewayService`]).
     #[must_use]
     pub fn service(&self, mut config: StreamableHttpServerConfig) -> GatewayService {
         if let Some(hosts) = &self.shared.allowed_hosts {
             config.allowed_hosts.clone_from(hosts);
         }
         let manager = Arc::new(LocalSessionManager::default());
-        let express = express::Express::for_config(&config, &manager).map(Arc::new);
+        let endpoint = endpoint::Endpoint::for_config(&config, &manager).map(Arc::new);
         let this = self.clone();
         GatewayService {
             gateway: self.clone(),
-            express,
+            endpoint,
             rmcp: Arc::new(StreamableHttpService::new(
                 move || Ok(this.handler()),
                 manager,

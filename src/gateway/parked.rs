@@ -1,5 +1,5 @@
 //! Tool calls of 2026-07-28 callers parked between rounds: the upstream call keeps running
-//! while its caller answers the upstream's requests (see `rounds`), found again by the
+//! while its caller answers the upstream's requests (see `tool_rounds`), found again by the
 //! `requestState` the caller was given, and dropped when the caller does not come back in time.
 
 use std::collections::HashMap;
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use rmcp::model::{CallToolResponse, ErrorData};
 use tokio::sync::{mpsc, oneshot};
 
-use super::relay::{Pending, Relay};
 use super::tool_call::Notice;
+use super::upstream_client::{Pending, Relay};
 
 /// How long a call waits for its caller to come back with the answers.
 const PARKED_FOR: Duration = Duration::from_secs(300);

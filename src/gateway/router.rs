@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
-use super::internal::{Internal, McpResponse, Surface, bad, internal_call, json_response};
-use super::legacy;
+use super::inner_call::{Internal, McpResponse, Surface, bad, internal_call, json_response};
 use super::shared::Gateway;
+use super::sse_bridge;
 use crate::cost::CostHook;
 use crate::engine::{Grant, ToolPrefix};
 use crate::identity::ResolveIdentity;
@@ -176,9 +176,9 @@ impl Gateway {
             digest: Arc::new(move |h: &HeaderMap| digest_layer.presented_digest(h)),
         };
         let bridge = axum::Router::new()
-            .route("/sse", axum::routing::get(legacy::open))
-            .route("/message", axum::routing::post(legacy::post))
-            .with_state(legacy::BridgeState::new(state.clone()));
+            .route("/sse", axum::routing::get(sse_bridge::open))
+            .route("/message", axum::routing::post(sse_bridge::post))
+            .with_state(sse_bridge::BridgeState::new(state.clone()));
         let mut router = axum::Router::new()
             .route("/health", axum::routing::get(health))
             .route("/mcp-rest/tools/list", axum::routing::get(rest_list))

@@ -19,9 +19,9 @@ use super::list_cache::ListCache;
 use super::listeners::Listeners;
 use super::parked::Parked;
 use super::pool::{Failure, Pool, PoolKey};
-use super::relay::{Announce, Relay};
 use super::task_ids::TaskIds;
 use super::upstream::{Connection, TokenCache, UpstreamSpec, connect};
+use super::upstream_client::{Announce, Relay};
 use crate::gatekeeper::Gatekeeper;
 
 /// The state every clone of a [`Gateway`] shares.
@@ -36,7 +36,7 @@ pub(crate) struct Shared {
     pub(crate) registry: bool,
     pub(crate) allowed_hosts: Option<Vec<String>>,
     pub(crate) health: std::sync::Mutex<HashMap<String, Health>>,
-    /// Calls of 2026-07-28 callers waiting for their answers (see `rounds`).
+    /// Calls of 2026-07-28 callers waiting for their answers (see `tool_rounds`).
     pub(crate) parked: Parked,
     /// The stand-ins for upstreams' `requestState` handed to 2026-07-28 callers (see
     /// `input_state`).
@@ -48,7 +48,7 @@ pub(crate) struct Shared {
     /// The tasks upstreams created for callers (see `tasks`).
     pub(crate) tasks: TaskIds,
     /// The caller behind each session of a stateful endpoint, from its `initialized`: the
-    /// express path, which rmcp's handler does not see, attaches it to the upstream sessions
+    /// endpoint, for the calls rmcp's handler does not see, attaches it to the upstream sessions
     /// it uses, so that what upstreams announce outside a call still reaches the caller.
     pub(crate) downstream:
         std::sync::Mutex<HashMap<Arc<str>, rmcp::service::Peer<rmcp::RoleServer>>>,

@@ -14,11 +14,12 @@ use rmcp::model::{
 };
 use rmcp::service::{RequestContext, ServiceError};
 
+use super::aggregate::Upstreams;
 use super::caller::Caller;
 use super::handler::GatewayHandler;
-use super::tool_call::forward_meta;
-use super::relay::{Asking, options};
 use super::task_ids::Bound;
+use super::tool_call::forward_meta;
+use super::upstream_client::{Asking, options};
 
 fn unknown() -> ErrorData {
     ErrorData::invalid_params("unknown task", None)
@@ -50,7 +51,8 @@ impl GatewayHandler {
             .tasks
             .find(id, caller.digest.map(|d| d.0))
             .filter(|bound| {
-                self.servers(&caller)
+                Upstreams::of(&self.shared, caller.clone())
+                    .servers()
                     .iter()
                     .any(|(_, name)| *name == bound.server)
             })
@@ -92,7 +94,7 @@ impl GatewayHandler {
                 result.task.task.task_id = id;
                 Ok(result)
             }
-            _ => Err(super::handler::upstream_error(
+            _ => Err(super::aggregate::upstream_error(
                 &bound.server,
                 super::pool::Failure::Service(ServiceError::UnexpectedResponse),
             )),
@@ -131,7 +133,7 @@ impl GatewayHandler {
     ) -> Result<(), ErrorData> {
         match self.to_task(ctx, bound, request).await? {
             ServerResult::TaskAckResult(_) | ServerResult::EmptyResult(_) => Ok(()),
-            _ => Err(super::handler::upstream_error(
+            _ => Err(super::aggregate::upstream_error(
                 &bound.server,
                 super::pool::Failure::Service(ServiceError::UnexpectedResponse),
             )),

@@ -3,11 +3,11 @@
 //! log messages, requests of its client) is sorted for the caller, and cancellation ends it.
 //!
 //! A streamable HTTP upstream spoken to with the handshake gets the call posted on the
-//! caller's pooled session (see `direct`), and its reply stream is read here an event at a
+//! caller's pooled session (see `upstream_session`), and its reply stream is read here an event at a
 //! time. Any other upstream (stdio, legacy SSE, 2026-07-28, or an HTTP session rmcp has not
 //! recorded yet) is a full rmcp peer: the call goes through rmcp's client, progress comes
 //! back through the session's relay, and the upstream's requests of its client are answered
-//! there (see `relay`), where rmcp delivers them. Either way the caller's side gets the same
+//! there (see `upstream_client`), where rmcp delivers them. Either way the caller's side gets the same
 //! [`Notice`]s; what that side is (an rmcp session, an event stream the endpoint writes, a
 //! 2026-07-28 call parked between rounds) is its own business, never this module's.
 
@@ -17,15 +17,15 @@ use std::future::Future;
 
 use rmcp::RoleClient;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CancelledNotification, CancelledNotificationParam,
-    CallToolResponse, ClientRequest, ErrorData, LoggingMessageNotificationParam, ProgressNotificationParam,
-    ProgressToken, RequestMetaObject, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotification,
+    CancelledNotificationParam, ClientRequest, ErrorData, LoggingMessageNotificationParam,
+    ProgressNotificationParam, ProgressToken, RequestMetaObject, ServerResult,
 };
 use rmcp::service::{Peer, ServiceError};
 use serde_json::{Value, json};
 
-use super::direct::{Event, Exchange, Poster};
-use super::relay::{Asking, PendingSender, Relay};
+use super::upstream_client::{Asking, PendingSender, Relay};
+use super::upstream_session::{Event, Exchange, Poster};
 
 /// How long a call whose caller wants progress or log messages waits, after an rmcp peer's
 /// answer, for notifications the upstream sent before it: rmcp hands each notification to a
@@ -136,16 +136,16 @@ impl ToolCall {
     }
 }
 
-/// Sends `call` on the upstream session of `peer` and `relay`: its result (a tool result, or
-/// a task the upstream created), or `None` when the caller cancelled first. A cancelled call
-/// is cancelled upstream too.
+/// Sends `call` on the upstream session of `peer` and `upstream_client`: its result (a tool result, or
+/// a task the upstream created), or `None` when the caller cancelled first. A call given up
+/// before its answer (cancelled, timed out, its caller gone) is cancelled upstream too.
 pub(crate) async fn call_tool<S: CallerSide>(
     peer: Peer<RoleClient>,
     relay: Relay,
     call: ToolCall,
     side: &mut S,
 ) -> Result<Option<ServerResult>, ServiceError> {
-    let posted = match relay.direct() {
+    let posted = match relay.route() {
         Some(route) => Exchange::start(&route.http, &route.url, &route.session, &call.params).await,
         None => None,
     };
@@ -165,10 +165,8 @@ async fn read_posted<S: CallerSide>(
     loop {
         let event = tokio::select! {
             event = exchange.next() => event?,
-            () = side.cancelled() => {
-                exchange.cancel().await;
-                return Ok(None);
-            }
+            // Dropped unanswered, the exchange tells the upstream.
+            () = side.cancelled() => return Ok(None),
         };
         match event {
             Event::Answer(answer) => return Ok(Some(ServerResult::CallToolResult(answer?))),
@@ -225,9 +223,14 @@ async fn through_peer<S: CallerSide>(
     let again = params.clone();
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
     let handle = peer
-        .send_request_with_option(request, super::relay::options(peer, asking))
+        .send_request_with_option(request, super::upstream_client::options(peer, asking))
         .await?;
-    let (token, id) = (handle.progress_token.clone(), handle.id.clone());
+    let token = handle.progress_token.clone();
+    // Dropped before the answer (cancelled, timed out), the guard tells the upstream.
+    let mut unawaited = Unawaited {
+        peer: peer.clone(),
+        id: Some(handle.id.clone()),
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let wants_progress = progress.is_some();
     match progress {
@@ -243,15 +246,11 @@ async fn through_peer<S: CallerSide>(
             a = &mut answer => break a,
             () = side.cancelled() => {
                 relay.unmap_progress(&token);
-                let cancelled = CancelledNotification::new(CancelledNotificationParam::new(
-                    Some(id),
-                    Some("the caller cancelled the call".into()),
-                ));
-                let _ = peer.send_notification(cancelled.into()).await;
                 return Ok(None);
             }
         }
     };
+    unawaited.id = None;
     if linger || wants_progress {
         let grace = tokio::time::sleep(LINGER);
         tokio::pin!(grace);
@@ -267,9 +266,33 @@ async fn through_peer<S: CallerSide>(
     while let Ok(p) = rx.try_recv() {
         side.notify(Notice::Progress(p)).await;
     }
-    super::relay::settle(peer, relay, again, answer?, held.as_ref(), asking)
+    super::upstream_client::settle(peer, relay, again, answer?, held.as_ref(), asking)
         .await
         .map(Some)
+}
+
+/// A request sent through rmcp's client whose answer is awaited: dropped before it comes, it
+/// tells the upstream with `notifications/cancelled`, so that its tool stops too.
+struct Unawaited {
+    peer: Peer<RoleClient>,
+    id: Option<rmcp::model::RequestId>,
+}
+
+impl Drop for Unawaited {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let peer = self.peer.clone();
+        runtime.spawn(async move {
+            let cancelled = CancelledNotification::new(CancelledNotificationParam::new(
+                Some(id),
+                Some("the gateway's caller no longer waits for the call".into()),
+            ));
+            let _ = peer.send_notification(cancelled.into()).await;
+        });
+    }
 }
 
 /// Keeps progress tokens, drops the per-request protocol keys of the downstream session.

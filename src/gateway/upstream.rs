@@ -14,9 +14,9 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use tokio::sync::Mutex;
 
-use super::relay::Relay;
 use super::sse_client;
 use super::tls::{ClientIdentity, UpstreamTls, Verify};
+use super::upstream_client::Relay;
 use crate::config::{AuthType, ConfigError, ServerConfig, SslVerify, SslVerifySetting, Transport};
 
 /// Connects one in-process upstream: hands the server its end of an in-memory duplex pipe.
@@ -414,9 +414,9 @@ pub(crate) fn connect(
             UpstreamTransport::Http(url) => {
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(headers);
-                let session = super::direct::Session::default();
+                let session = super::upstream_session::Session::default();
                 let tls_failure = Arc::default();
-                let client = super::direct::Recorder {
+                let client = super::upstream_session::Recorder {
                     http: http.clone(),
                     session: session.clone(),
                     tls_failure: Arc::clone(&tls_failure),
@@ -434,14 +434,14 @@ pub(crate) fn connect(
                         .take()
                         .unwrap_or(e)
                 })?;
-                // A handshake session can take calls posted directly on it (see `direct`); a
+                // A handshake session can take calls posted directly on it (see `upstream_session`); a
                 // 2026-07-28 one has no session to post on, and every request states its own.
                 let handshake = service
                     .peer()
                     .peer_info()
                     .is_none_or(|info| info.protocol_version.has_initialize());
                 if handshake {
-                    relay.set_direct(super::direct::Route {
+                    relay.set_route(super::upstream_session::Route {
                         http,
                         url: url.clone(),
                         session,

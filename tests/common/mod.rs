@@ -63,6 +63,8 @@ pub struct RecordingServer {
     /// Every initialized session: a tool named `…announce` tells them all that its lists and
     /// resources changed, as a server whose catalogue changes does.
     pub peers: Arc<Mutex<Vec<rmcp::service::Peer<RoleServer>>>>,
+    /// How many calls of a `…slow` tool the client cancelled (`notifications/cancelled`).
+    pub cancelled: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub fn tool(name: &str, props: &[&str]) -> Value {
@@ -104,6 +106,7 @@ impl RecordingServer {
             executions: Executions::default(),
             sessions: Arc::default(),
             peers: Arc::default(),
+            cancelled: Arc::default(),
         }
     }
 }
@@ -244,7 +247,14 @@ impl ServerHandler for RecordingServer {
             .into());
         }
         if request.name.ends_with("slow") {
-            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                () = ctx.ct.cancelled() => {
+                    self.cancelled
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Err(ErrorData::internal_error("cancelled", None));
+                }
+            }
         }
         if !self.tools.iter().any(|t| t["name"] == *request.name) {
             return Err(ErrorData::invalid_params(

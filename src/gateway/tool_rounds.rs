@@ -22,12 +22,13 @@ use rmcp::model::{
 use rmcp::service::{Peer, RequestContext, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
+use super::aggregate::Upstreams;
 use super::caller::Caller;
 use super::handler::{GatewayHandler, declares_tasks};
 use super::input_state::stale;
 use super::parked::InFlight;
-use super::relay::{Asking, Pending, PendingSender};
 use super::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
+use super::upstream_client::{Asking, Pending, PendingSender};
 use crate::engine::NameKind;
 
 fn progress_token(
@@ -148,36 +149,31 @@ impl GatewayHandler {
         let token = progress_token(request, ctx);
         tokio::spawn(async move {
             let (adopter, adopted_at, adopting) = (&adopter, &adopted_at, &handler);
-            let result = handler
-                .one_as(
-                    &caller,
-                    Some(&downstream),
-                    &upstream,
-                    |peer, relay| async move {
-                        relay.hold(held_tx.clone());
-                        let _ = relay_tx.send(relay.clone());
-                        let mut call = ToolCall::new(params, token);
-                        call.asking = asking;
-                        call.linger = wants_progress;
-                        // A 2026-07-28 upstream's input-required results are held for this
-                        // caller's rounds like any request of its client.
-                        call.held = Some(held_tx.clone());
-                        let mut side = RoundsSide {
-                            notices: notices_tx,
-                            held: held_tx.clone(),
-                            logs: log_level.is_some(),
-                        };
-                        let answer = tool_call::call_tool(peer, relay.clone(), call, &mut side).await;
-                        relay.release(&held_tx);
-                        match answer? {
-                            Some(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(
-                                adopting.adopt_task(adopter, adopted_at, r),
-                            )),
-                            Some(result) => tool_call::complete(result),
-                            None => Err(ServiceError::Cancelled { reason: None }),
-                        }
-                    },
-                )
+            let result = Upstreams::of(&handler.shared, caller)
+                .one(Some(&downstream), &upstream, |peer, relay| async move {
+                    relay.hold(held_tx.clone());
+                    let _ = relay_tx.send(relay.clone());
+                    let mut call = ToolCall::new(params, token);
+                    call.asking = asking;
+                    call.linger = wants_progress;
+                    // A 2026-07-28 upstream's input-required results are held for this
+                    // caller's rounds like any request of its client.
+                    call.held = Some(held_tx.clone());
+                    let mut side = RoundsSide {
+                        notices: notices_tx,
+                        held: held_tx.clone(),
+                        logs: log_level.is_some(),
+                    };
+                    let answer = tool_call::call_tool(peer, relay.clone(), call, &mut side).await;
+                    relay.release(&held_tx);
+                    match answer? {
+                        Some(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(
+                            adopting.adopt_task(adopter, adopted_at, r),
+                        )),
+                        Some(result) => tool_call::complete(result),
+                        None => Err(ServiceError::Cancelled { reason: None }),
+                    }
+                })
                 .await;
             let _ = done_tx.send(result);
         });
@@ -306,7 +302,7 @@ impl CallerSide for RoundsSide {
         let held = self.held.clone();
         // Answered in a task of its own: the call's stream is read on meanwhile.
         tokio::spawn(async move {
-            let answer = super::relay::hold(&held, vec![(None, request)])
+            let answer = super::upstream_client::hold(&held, vec![(None, request)])
                 .await
                 .and_then(|mut answers| answers.pop())
                 .unwrap_or_else(|| Err(ErrorData::internal_error("the call is over", None)));

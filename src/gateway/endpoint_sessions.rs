@@ -1,9 +1,9 @@
-//! What the express path keeps per rmcp session on a stateful endpoint.
+//! What the endpoint keeps per rmcp session on a stateful endpoint.
 //!
 //! - **When rmcp last saw the session.** rmcp's session worker closes a session after its
-//!   keep-alive (5 minutes) without a message through it; calls on the express path do not pass
+//!   keep-alive (5 minutes) without a message through it; calls on the endpoint do not pass
 //!   through it. A session whose last request through rmcp is older than [`FRESH`] has its next
-//!   call sent through rmcp, which keeps it alive; the express path takes the calls in between.
+//!   call sent through rmcp, which keeps it alive; the endpoint takes the calls in between.
 //! - **The upstreams' requests passed to callers.** Each goes out on the caller's reply stream
 //!   under an id of the gateway's (`gkx-…`), remembered with the session: only an answer posted
 //!   on the same session (which the identity layer binds to its key) reaches the upstream, under
@@ -21,9 +21,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::direct::Poster;
+use super::upstream_session::Poster;
 
-/// How long after rmcp last handled a session's request the express path may take its calls:
+/// How long after rmcp last handled a session's request the endpoint may take its calls:
 /// well inside rmcp's keep-alive of 5 minutes.
 pub(crate) const FRESH: Duration = Duration::from_secs(60);
 
@@ -74,7 +74,7 @@ impl Sessions {
         seen.insert(Arc::from(session), Instant::now());
     }
 
-    /// Whether the express path may take a call of `session`: rmcp has it open and has seen it
+    /// Whether the endpoint may take a call of `session`: rmcp has it open and has seen it
     /// lately.
     pub(crate) async fn usable(&self, session: &Arc<str>) -> bool {
         let fresh = lock(&self.seen)
@@ -124,7 +124,7 @@ impl Sessions {
     }
 }
 
-/// A call in flight on the express path; forgotten when dropped.
+/// A call in flight on the endpoint; forgotten when dropped.
 pub(crate) struct Running {
     sessions: Arc<Sessions>,
     key: Key,

@@ -64,8 +64,8 @@ pub(crate) struct Relay {
     /// requests go to the newest instead of to the caller's session (which cannot take them).
     held: Arc<Mutex<Vec<PendingSender>>>,
     /// For a streamable HTTP upstream: its URL and what rmcp's client sends with, so that
-    /// `tools/call` can be posted directly (see `direct`).
-    direct: Arc<std::sync::OnceLock<super::direct::Route>>,
+    /// `tools/call` can be posted directly (see `upstream_session`).
+    route: Arc<std::sync::OnceLock<super::upstream_session::Route>>,
     /// rmcp gives every upstream request a progress token of its own: upstream token → the
     /// token the caller chose and the in-flight call that relays it (from the caller's request,
     /// so it lands on that request's stream).
@@ -211,13 +211,13 @@ impl Relay {
 
     /// The upstream is streamable HTTP at the route's URL, and rmcp's client records its
     /// session in the route's.
-    pub(crate) fn set_direct(&self, route: super::direct::Route) {
-        let _ = self.direct.set(route);
+    pub(crate) fn set_route(&self, route: super::upstream_session::Route) {
+        let _ = self.route.set(route);
     }
 
     /// Where the upstream's calls may be posted directly.
-    pub(crate) fn direct(&self) -> Option<&super::direct::Route> {
-        self.direct.get()
+    pub(crate) fn route(&self) -> Option<&super::upstream_session::Route> {
+        self.route.get()
     }
 
     /// From now on the upstream's requests are held for `to` (a 2026-07-28 call in flight).

@@ -6,7 +6,7 @@
 //! caller's pooled upstream session (the session id and headers rmcp uses, read by
 //! [`Recorder`]), with an id of its own that cannot meet rmcp's, and decodes only a
 //! `CallToolResult`; what else arrives on the reply stream is sorted for the caller by
-//! `tool_call`. Lists are asked the same way, each reply decoded as the list it must be.
+//! `tool_call`. Lists are asked the same way (see `upstream_lists`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,7 +186,7 @@ impl StreamableHttpClient for Recorder {
 }
 
 /// A whole JSON reply, at most [`MAX_REPLY`] bytes.
-async fn read_all(body: &mut Stream) -> Result<Vec<u8>, ServiceError> {
+pub(crate) async fn read_all(body: &mut Stream) -> Result<Vec<u8>, ServiceError> {
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
         bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
@@ -198,13 +198,13 @@ async fn read_all(body: &mut Stream) -> Result<Vec<u8>, ServiceError> {
 }
 
 /// A reply body as it arrives.
-type Stream = BoxStream<'static, reqwest::Result<bytes::Bytes>>;
+pub(crate) type Stream = BoxStream<'static, reqwest::Result<bytes::Bytes>>;
 
 /// Reads what is left of a reply stream after its answer, in the background, so that its
 /// connection goes back to the pool: a body dropped before its end closes the connection, and
 /// the next request pays for a new one (a TLS handshake, over https). An upstream that keeps
 /// the stream open longer than a few seconds after its answer loses the connection instead.
-fn finish(mut body: Stream) {
+pub(crate) fn finish(mut body: Stream) {
     tokio::spawn(async move {
         let drained = async {
             let mut read = 0;
@@ -220,14 +220,17 @@ fn finish(mut body: Stream) {
 }
 
 /// The largest reply (or single event) read from an upstream.
-const MAX_REPLY: usize = 16 << 20;
+pub(crate) const MAX_REPLY: usize = 16 << 20;
 
 /// Ids of our own requests on a session rmcp also uses (rmcp numbers its own).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A request of ours, serialised straight from its parameters (no `Value` in between), and
 /// its id.
-fn encode<P: serde::Serialize>(method: &'static str, params: &P) -> Option<(String, Vec<u8>)> {
+pub(crate) fn encode<P: serde::Serialize>(
+    method: &'static str,
+    params: &P,
+) -> Option<(String, Vec<u8>)> {
     #[derive(serde::Serialize)]
     struct Request<'a, P> {
         jsonrpc: &'static str,
@@ -247,7 +250,7 @@ fn encode<P: serde::Serialize>(method: &'static str, params: &P) -> Option<(Stri
 }
 
 /// The next event on an event stream, read further as needed.
-async fn next_event(
+pub(crate) async fn next_event(
     framer: &mut sse::SseFramer,
     body: &mut Stream,
 ) -> Result<bytes::Bytes, ServiceError> {
@@ -266,11 +269,11 @@ async fn next_event(
 }
 
 /// The upstream said the session is gone: the pool opens a new one next time.
-fn gone() -> ServiceError {
+pub(crate) fn gone() -> ServiceError {
     ServiceError::TransportClosed
 }
 
-fn unreadable(what: &str) -> ServiceError {
+pub(crate) fn unreadable(what: &str) -> ServiceError {
     ServiceError::McpError(ErrorData::internal_error(
         format!("the upstream's reply could not be read: {what}"),
         None,
@@ -278,10 +281,34 @@ fn unreadable(what: &str) -> ServiceError {
 }
 
 /// A `tools/call` posted on an upstream session: its reply is read an event at a time.
+///
+/// An exchange dropped before its answer (the caller cancelled or went away, the call timed
+/// out) tells the upstream with `notifications/cancelled`, so that its tool stops too.
 pub(crate) struct Exchange {
     id: String,
     to: Poster,
     reply: Reply,
+    answered: bool,
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (to, id) = (self.to.clone(), std::mem::take(&mut self.id));
+        runtime.spawn(async move {
+            to.reply(
+                &json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+                    "requestId": id, "reason": "the gateway's caller no longer waits for the call"
+                }}),
+            )
+            .await;
+        });
+    }
 }
 
 /// Posts on one upstream session.
@@ -295,7 +322,7 @@ pub(crate) struct Poster {
 
 impl Poster {
     /// Posts on the session `session` describes; `None` when rmcp has not opened it yet.
-    fn on(http: &reqwest::Client, url: &str, session: &Session) -> Option<Self> {
+    pub(crate) fn on(http: &reqwest::Client, url: &str, session: &Session) -> Option<Self> {
         let (session_id, headers) = session.get()?;
         Some(Self {
             http: http.clone(),
@@ -305,7 +332,7 @@ impl Poster {
         })
     }
 
-    fn post(
+    pub(crate) fn post(
         &self,
         body: Vec<u8>,
     ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
@@ -325,7 +352,10 @@ impl Poster {
 
     /// Posts `body`: the reply, and whether it is JSON (else an event stream). A 404 means the
     /// session is gone.
-    async fn send(&self, body: Vec<u8>) -> Result<(reqwest::Response, bool), ServiceError> {
+    pub(crate) async fn send(
+        &self,
+        body: Vec<u8>,
+    ) -> Result<(reqwest::Response, bool), ServiceError> {
         let response = self.post(body).await.map_err(|_| gone())?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Err(gone());
@@ -381,6 +411,7 @@ impl Exchange {
             id,
             to,
             reply: Reply::Json(None),
+            answered: false,
         };
         Some(
             async {
@@ -402,16 +433,6 @@ impl Exchange {
         &self.to
     }
 
-    /// Tells the upstream the caller cancelled the call; its reply stream goes with the
-    /// exchange.
-    pub(crate) async fn cancel(&mut self) {
-        self.to
-            .reply(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
-                "requestId": self.id, "reason": "the caller cancelled the call"
-            }}))
-            .await;
-    }
-
     /// The next thing the upstream sent; after the answer, nothing more is read.
     pub(crate) async fn next(&mut self) -> Result<Event, ServiceError> {
         match &mut self.reply {
@@ -420,9 +441,9 @@ impl Exchange {
                 let bytes = read_all(&mut body).await?;
                 let message: Value =
                     serde_json::from_slice(&bytes).map_err(|_| unreadable("not JSON"))?;
-                answer(&self.id, &message)
-                    .map(Event::Answer)
-                    .ok_or_else(|| unreadable("not the reply"))
+                let done = answer(&self.id, &message).ok_or_else(|| unreadable("not the reply"))?;
+                self.answered = true;
+                Ok(Event::Answer(done))
             }
             Reply::Sse(framer, body) => loop {
                 let event = next_event(framer, body).await?;
@@ -433,6 +454,7 @@ impl Exchange {
                     continue;
                 };
                 if let Some(done) = answer(&self.id, &message) {
+                    self.answered = true;
                     if let Reply::Sse(_, body) =
                         std::mem::replace(&mut self.reply, Reply::Json(None))
                     {
@@ -460,226 +482,4 @@ fn answer(id: &str, message: &Value) -> Option<Result<CallToolResult, ServiceErr
         CallToolResult::deserialize(message.get("result").unwrap_or(&Value::Null))
             .map_err(|_| unreadable("not a tool result"))
     })
-}
-
-/// A reply to our request, decoded as `R` straight from its text.
-#[derive(serde::Deserialize)]
-#[serde(bound = "R: serde::de::DeserializeOwned")]
-struct Typed<R> {
-    id: Value,
-    #[serde(default)]
-    result: Option<R>,
-    #[serde(default)]
-    error: Option<ErrorData>,
-}
-
-/// Just enough of a message to tell what it is.
-#[derive(serde::Deserialize)]
-struct Head {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    method: Option<String>,
-}
-
-/// Sends one request with `params` on the session `session` describes and decodes its result as
-/// `R`, straight from the reply (no untagged enum, no `Value` tree). Requests the upstream makes
-/// meanwhile are answered (`ping`) or refused; notifications are dropped. `None` when rmcp has
-/// not opened the session yet.
-pub(crate) async fn request<P, R>(
-    http: &reqwest::Client,
-    url: &str,
-    session: &Session,
-    method: &'static str,
-    params: &P,
-) -> Option<Result<R, ServiceError>>
-where
-    P: serde::Serialize + Sync,
-    R: serde::de::DeserializeOwned,
-{
-    let to = Poster::on(http, url, session)?;
-    let (id, body) = encode(method, params)?;
-    let decode = |text: &str| -> Option<Result<R, ServiceError>> {
-        let reply: Typed<R> = match serde_json::from_str(text) {
-            Ok(r) => r,
-            // Ours but unreadable fails the request; anyone else's is not ours to read.
-            Err(_) => {
-                let ours = serde_json::from_str::<Head>(text)
-                    .is_ok_and(|h| h.id.as_ref().and_then(Value::as_str) == Some(id.as_str()));
-                return ours.then(|| Err(unreadable("not the expected result")));
-            }
-        };
-        if reply.id.as_str() != Some(&id) {
-            return None;
-        }
-        Some(match (reply.result, reply.error) {
-            (_, Some(e)) => Err(ServiceError::McpError(e)),
-            (Some(r), None) => Ok(r),
-            (None, None) => Err(unreadable("neither a result nor an error")),
-        })
-    };
-    Some(
-        async {
-            let (response, is_json) = to.send(body).await?;
-            let mut body = response.bytes_stream().boxed();
-            if is_json {
-                let bytes = read_all(&mut body).await?;
-                let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8"))?;
-                return decode(text).unwrap_or_else(|| Err(unreadable("not the reply")));
-            }
-            let mut framer = sse::SseFramer::new(MAX_REPLY);
-            loop {
-                let event = next_event(&mut framer, &mut body).await?;
-                let Some(data) = sse::event_data(&event) else {
-                    continue;
-                };
-                let Ok(head) = serde_json::from_str::<Head>(&data) else {
-                    continue;
-                };
-                match (head.method, head.id) {
-                    (None, Some(_)) => {
-                        if let Some(done) = decode(&data) {
-                            finish(body);
-                            return done;
-                        }
-                    }
-                    (Some(m), Some(their)) => {
-                        let reply = if m == "ping" {
-                            json!({"jsonrpc": "2.0", "id": their, "result": {}})
-                        } else {
-                            json!({"jsonrpc": "2.0", "id": their, "error": {
-                                "code": -32601,
-                                "message": "the gateway does not pass requests on while it lists"
-                            }})
-                        };
-                        to.reply(&reply).await;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        .await,
-    )
-}
-
-/// A list method's result: its items, the cursor of the next page, and how the gateway names
-/// and merges the items.
-pub(crate) trait Listing: serde::de::DeserializeOwned {
-    /// The listed item.
-    type Item: Clone + Send + Sync + 'static;
-    /// Which of an upstream session's kept lists it is.
-    const LISTED: super::list_cache::Listed;
-    /// The method that lists them.
-    const METHOD: &'static str;
-    /// The names the items are listed and called by.
-    const KIND: crate::engine::NameKind;
-    /// This page's items and the next page's cursor.
-    fn into_page(self) -> (Vec<Self::Item>, Option<String>);
-    /// The one result of all items.
-    fn with_all(items: Vec<Self::Item>) -> rmcp::model::ServerResult;
-    /// An item's name (or URI).
-    fn name(item: &Self::Item) -> &str;
-    /// Renames an item.
-    fn rename(item: &mut Self::Item, name: String);
-}
-
-macro_rules! listing {
-    ($t:ident, $item:ty, $method:literal, $kind:ident, $field:ident, $name:ident, $listed:ident) => {
-        impl Listing for rmcp::model::$t {
-            type Item = $item;
-            const LISTED: super::list_cache::Listed = super::list_cache::Listed::$listed;
-            const METHOD: &'static str = $method;
-            const KIND: crate::engine::NameKind = crate::engine::NameKind::$kind;
-            fn into_page(self) -> (Vec<$item>, Option<String>) {
-                (self.$field, self.next_cursor)
-            }
-            fn with_all(items: Vec<$item>) -> rmcp::model::ServerResult {
-                rmcp::model::ServerResult::$t(rmcp::model::$t::with_all_items(items))
-            }
-            fn name(item: &$item) -> &str {
-                &item.$name
-            }
-            fn rename(item: &mut $item, name: String) {
-                item.$name = name.into();
-            }
-        }
-    };
-}
-
-listing!(
-    ListToolsResult,
-    rmcp::model::Tool,
-    "tools/list",
-    Tool,
-    tools,
-    name,
-    Tools
-);
-listing!(
-    ListPromptsResult,
-    rmcp::model::Prompt,
-    "prompts/list",
-    Prompt,
-    prompts,
-    name,
-    Prompts
-);
-listing!(
-    ListResourcesResult,
-    rmcp::model::Resource,
-    "resources/list",
-    Resource,
-    resources,
-    uri,
-    Resources
-);
-listing!(
-    ListResourceTemplatesResult,
-    rmcp::model::ResourceTemplate,
-    "resources/templates/list",
-    Resource,
-    resource_templates,
-    uri_template,
-    ResourceTemplates
-);
-
-/// Every item the upstream lists with `L`, page after page. `None` when rmcp has not opened the
-/// session yet.
-pub(crate) async fn list_all<L: Listing>(
-    http: &reqwest::Client,
-    url: &str,
-    session: &Session,
-) -> Option<Result<Vec<L::Item>, ServiceError>> {
-    /// At most this many pages: an upstream that keeps handing out cursors is cut off.
-    const MAX_PAGES: usize = 1_000;
-    #[derive(serde::Serialize)]
-    struct Page<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        cursor: Option<&'a str>,
-    }
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let page: L = match request(
-            http,
-            url,
-            session,
-            L::METHOD,
-            &Page {
-                cursor: cursor.as_deref(),
-            },
-        )
-        .await?
-        {
-            Ok(page) => page,
-            Err(e) => return Some(Err(e)),
-        };
-        let (page, next) = page.into_page();
-        items.extend(page);
-        match next {
-            Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
-            _ => return Some(Ok(items)),
-        }
-    }
-    Some(Err(unreadable("more than 1,000 pages")))
 }

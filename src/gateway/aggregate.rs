@@ -1,0 +1,232 @@
+//! Many upstreams as one: which of them a caller may use, where a name it calls goes, how a
+//! request reaches one upstream or all of them on the caller's pooled sessions (each upstream's
+//! health reported as it answers), and how their lists become one list.
+//!
+//! It never decides what a caller is allowed: the layers did, and the grant they left on the
+//! request is only read here. An upstream that fails is left out of a list, never fatal to it.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use rmcp::model::ErrorData;
+use rmcp::service::{Peer, ServiceError};
+use rmcp::{RoleClient, RoleServer};
+
+use super::caller::Caller;
+use super::pool::Failure;
+use super::shared::Shared;
+use super::upstream_client::Relay;
+use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix};
+
+/// The upstreams one caller may use.
+pub(crate) struct Upstreams<'a> {
+    shared: &'a Shared,
+    caller: Caller,
+}
+
+impl<'a> Upstreams<'a> {
+    pub(crate) fn of(shared: &'a Shared, caller: Caller) -> Self {
+        Self { shared, caller }
+    }
+
+    /// The caller.
+    pub(crate) fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The caller, given back.
+    pub(crate) fn into_caller(self) -> Caller {
+        self.caller
+    }
+
+    /// The upstreams the caller may use, by name.
+    pub(crate) fn servers(&self) -> Vec<(ServerId, String)> {
+        let policy = self.shared.gatekeeper.policy();
+        let catalog = policy.catalog();
+        let allowed = match &self.caller.grant {
+            Some(g) if Arc::ptr_eq(g.catalog(), catalog) => g.effective(),
+            Some(_) => return Vec::new(), // a reload raced this request: nothing, not everything
+            None => catalog.all().clone(),
+        };
+        allowed
+            .iter()
+            .map(|id| (id, catalog.server(id).name().to_owned()))
+            .filter(|(_, name)| self.shared.upstreams.contains_key(name))
+            .collect()
+    }
+
+    /// Where a prefixed (or, unprefixed, indexed) name goes: the upstream, and the name it
+    /// knows.
+    pub(crate) fn route<'n>(
+        &self,
+        kind: NameKind,
+        name: &'n str,
+    ) -> Result<(String, &'n str), ErrorData> {
+        let policy = self.shared.gatekeeper.policy();
+        let catalog = policy.catalog();
+        let index = self.shared.gatekeeper.name_index();
+        let usable = || {
+            let mut set = ServerSet::new();
+            for (id, _) in self.servers() {
+                set.insert(id);
+            }
+            set
+        };
+        let unknown = || ErrorData::invalid_params(format!("unknown name {name}"), None);
+        match catalog.attribute_within(
+            self.shared.gatekeeper.mount(),
+            Some(&index),
+            kind,
+            name,
+            usable,
+        ) {
+            Some(Attribution::Server(id, bare)) => {
+                let server = catalog.server(id).name().to_owned();
+                if self.shared.upstreams.contains_key(&server) {
+                    return Ok((server, bare));
+                }
+                Err(unknown())
+            }
+            _ => Err(unknown()),
+        }
+    }
+
+    /// Asks `server` with `f` on the caller's pooled session (relaying what the upstream
+    /// announces outside a call to `downstream`, if given), its health reported.
+    pub(crate) async fn one<T, F, Fut>(
+        &self,
+        downstream: Option<&Peer<RoleServer>>,
+        server: &str,
+        f: F,
+    ) -> Result<T, ErrorData>
+    where
+        F: FnOnce(Peer<RoleClient>, Relay) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        if !self.servers().iter().any(|(_, n)| n == server) {
+            return Err(ErrorData::invalid_params("unknown name", None));
+        }
+        let result = self
+            .shared
+            .with_session(&self.caller, server, downstream, f)
+            .await;
+        match result {
+            Ok(v) => {
+                self.shared.report_success(server);
+                Ok(v)
+            }
+            // The upstream's own JSON-RPC error is an answer, not a failure of the upstream.
+            Err(Failure::Service(ServiceError::McpError(e))) => {
+                self.shared.report_success(server);
+                Err(e)
+            }
+            Err(e) => {
+                self.shared.report_failure(server, &e);
+                Err(upstream_error(server, e))
+            }
+        }
+    }
+
+    /// Asks every upstream the caller may use with `f`, concurrently (see [`one`](Self::one));
+    /// what those that answered gave.
+    pub(crate) async fn all<T, F, Fut>(
+        &self,
+        downstream: Option<&Peer<RoleServer>>,
+        f: F,
+    ) -> Vec<(ServerId, String, T)>
+    where
+        F: Fn(Peer<RoleClient>, Relay) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        let f = &f;
+        let (shared, caller) = (self.shared, &self.caller);
+        let calls = self.servers().into_iter().map(|(id, name)| async move {
+            let mut result = shared.with_session(caller, &name, downstream, f).await;
+            // A pooled session the upstream has dropped (it restarted, say) fails once and is
+            // discarded; lists are safe to ask again, on a fresh session. Calls are not
+            // retried: a tool may have run before the connection broke.
+            if matches!(
+                result,
+                Err(Failure::Service(
+                    ServiceError::TransportClosed | ServiceError::TransportSend(_)
+                ))
+            ) {
+                result = shared.with_session(caller, &name, downstream, f).await;
+            }
+            match result {
+                Ok(v) => {
+                    shared.report_success(&name);
+                    Some((id, name, v))
+                }
+                Err(e) => {
+                    shared.report_failure(&name, &e);
+                    None
+                }
+            }
+        });
+        join_all(calls).await.into_iter().flatten().collect()
+    }
+}
+
+/// The error a caller gets for an upstream that failed: the upstream's own JSON-RPC error
+/// verbatim, else a timeout or unavailability naming only the upstream.
+pub(crate) fn upstream_error(server: &str, e: Failure) -> ErrorData {
+    match e {
+        // The upstream's own JSON-RPC error passes through verbatim (code 0 included).
+        Failure::Service(ServiceError::McpError(e)) => e,
+        Failure::Timeout | Failure::Service(ServiceError::Timeout { .. }) => {
+            ErrorData::internal_error(format!("upstream {server} timed out"), None)
+        }
+        _ => ErrorData::internal_error(format!("upstream {server} is unavailable"), None),
+    }
+}
+
+/// Lists of several upstreams merged: names indexed (for unprefixed names) and prefixed with
+/// their server.
+pub(crate) fn merge<T>(
+    shared: &Shared,
+    kind: Option<NameKind>,
+    lists: Vec<(ServerId, String, Vec<T>)>,
+    name: impl Fn(&T) -> &str,
+    set_name: impl Fn(&mut T, String),
+) -> Vec<T> {
+    if let Some(kind) = kind {
+        let names: Vec<(ServerId, Vec<String>)> = lists
+            .iter()
+            .map(|(id, _, items)| (*id, items.iter().map(|i| name(i).to_owned()).collect()))
+            .collect();
+        index_names(shared, kind, &names);
+    }
+    let mut out = Vec::new();
+    for (_, server, list) in lists {
+        let prefix = shared.name_prefix(&server);
+        for mut item in list {
+            let renamed = format!("{prefix}{}", name(&item));
+            set_name(&mut item, renamed);
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// Notes which upstream offers each name, for calls by unprefixed names (only when names are
+/// never prefixed); a name several upstreams offer is withheld and refused.
+fn index_names(shared: &Shared, kind: NameKind, listed: &[(ServerId, Vec<String>)]) {
+    let gatekeeper = &shared.gatekeeper;
+    if gatekeeper.policy().catalog().settings().tool_prefix != ToolPrefix::Never {
+        return;
+    }
+    let mut index: NameIndex = (*gatekeeper.name_index()).clone();
+    for (id, names) in listed {
+        for n in names {
+            index.insert(kind, n, *id);
+        }
+    }
+    for c in index.collisions(kind) {
+        crate::trace::warn(&format!(
+            "{c} is offered by several servers; it is withheld and refused"
+        ));
+    }
+    gatekeeper.set_name_index(index);
+}

@@ -1,0 +1,235 @@
+//! Lists asked of a streamable HTTP upstream on the caller's pooled session (see
+//! `upstream_session`), page after page, each reply decoded straight from its text as the list
+//! it must be: no untagged enum, no `Value` tree.
+
+use futures_util::StreamExt;
+use rmcp::model::ErrorData;
+use rmcp::service::ServiceError;
+use serde_json::{Value, json};
+
+use super::upstream_session::{
+    MAX_REPLY, Poster, Session, encode, finish, next_event, read_all, unreadable,
+};
+use crate::protocol::sse;
+
+/// A reply to our request, decoded as `R` straight from its text.
+#[derive(serde::Deserialize)]
+#[serde(bound = "R: serde::de::DeserializeOwned")]
+struct Typed<R> {
+    id: Value,
+    #[serde(default)]
+    result: Option<R>,
+    #[serde(default)]
+    error: Option<ErrorData>,
+}
+
+/// Just enough of a message to tell what it is.
+#[derive(serde::Deserialize)]
+struct Head {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<String>,
+}
+
+/// Sends one request with `params` on the session `session` describes and decodes its result as
+/// `R`, straight from the reply (no untagged enum, no `Value` tree). Requests the upstream makes
+/// meanwhile are answered (`ping`) or refused; notifications are dropped. `None` when rmcp has
+/// not opened the session yet.
+pub(crate) async fn request<P, R>(
+    http: &reqwest::Client,
+    url: &str,
+    session: &Session,
+    method: &'static str,
+    params: &P,
+) -> Option<Result<R, ServiceError>>
+where
+    P: serde::Serialize + Sync,
+    R: serde::de::DeserializeOwned,
+{
+    let to = Poster::on(http, url, session)?;
+    let (id, body) = encode(method, params)?;
+    let decode = |text: &str| -> Option<Result<R, ServiceError>> {
+        let reply: Typed<R> = match serde_json::from_str(text) {
+            Ok(r) => r,
+            // Ours but unreadable fails the request; anyone else's is not ours to read.
+            Err(_) => {
+                let ours = serde_json::from_str::<Head>(text)
+                    .is_ok_and(|h| h.id.as_ref().and_then(Value::as_str) == Some(id.as_str()));
+                return ours.then(|| Err(unreadable("not the expected result")));
+            }
+        };
+        if reply.id.as_str() != Some(&id) {
+            return None;
+        }
+        Some(match (reply.result, reply.error) {
+            (_, Some(e)) => Err(ServiceError::McpError(e)),
+            (Some(r), None) => Ok(r),
+            (None, None) => Err(unreadable("neither a result nor an error")),
+        })
+    };
+    Some(
+        async {
+            let (response, is_json) = to.send(body).await?;
+            let mut body = response.bytes_stream().boxed();
+            if is_json {
+                let bytes = read_all(&mut body).await?;
+                let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8"))?;
+                return decode(text).unwrap_or_else(|| Err(unreadable("not the reply")));
+            }
+            let mut framer = sse::SseFramer::new(MAX_REPLY);
+            loop {
+                let event = next_event(&mut framer, &mut body).await?;
+                let Some(data) = sse::event_data(&event) else {
+                    continue;
+                };
+                let Ok(head) = serde_json::from_str::<Head>(&data) else {
+                    continue;
+                };
+                match (head.method, head.id) {
+                    (None, Some(_)) => {
+                        if let Some(done) = decode(&data) {
+                            finish(body);
+                            return done;
+                        }
+                    }
+                    (Some(m), Some(their)) => {
+                        let reply = if m == "ping" {
+                            json!({"jsonrpc": "2.0", "id": their, "result": {}})
+                        } else {
+                            json!({"jsonrpc": "2.0", "id": their, "error": {
+                                "code": -32601,
+                                "message": "the gateway does not pass requests on while it lists"
+                            }})
+                        };
+                        to.reply(&reply).await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        .await,
+    )
+}
+
+/// A list method's result: its items, the cursor of the next page, and how the gateway names
+/// and merges the items.
+pub(crate) trait Listing: serde::de::DeserializeOwned {
+    /// The listed item.
+    type Item: Clone + Send + Sync + 'static;
+    /// Which of an upstream session's kept lists it is.
+    const LISTED: super::list_cache::Listed;
+    /// The method that lists them.
+    const METHOD: &'static str;
+    /// The names the items are listed and called by.
+    const KIND: crate::engine::NameKind;
+    /// This page's items and the next page's cursor.
+    fn into_page(self) -> (Vec<Self::Item>, Option<String>);
+    /// The one result of all items.
+    fn with_all(items: Vec<Self::Item>) -> rmcp::model::ServerResult;
+    /// An item's name (or URI).
+    fn name(item: &Self::Item) -> &str;
+    /// Renames an item.
+    fn rename(item: &mut Self::Item, name: String);
+}
+
+macro_rules! listing {
+    ($t:ident, $item:ty, $method:literal, $kind:ident, $field:ident, $name:ident, $listed:ident) => {
+        impl Listing for rmcp::model::$t {
+            type Item = $item;
+            const LISTED: super::list_cache::Listed = super::list_cache::Listed::$listed;
+            const METHOD: &'static str = $method;
+            const KIND: crate::engine::NameKind = crate::engine::NameKind::$kind;
+            fn into_page(self) -> (Vec<$item>, Option<String>) {
+                (self.$field, self.next_cursor)
+            }
+            fn with_all(items: Vec<$item>) -> rmcp::model::ServerResult {
+                rmcp::model::ServerResult::$t(rmcp::model::$t::with_all_items(items))
+            }
+            fn name(item: &$item) -> &str {
+                &item.$name
+            }
+            fn rename(item: &mut $item, name: String) {
+                item.$name = name.into();
+            }
+        }
+    };
+}
+
+listing!(
+    ListToolsResult,
+    rmcp::model::Tool,
+    "tools/list",
+    Tool,
+    tools,
+    name,
+    Tools
+);
+listing!(
+    ListPromptsResult,
+    rmcp::model::Prompt,
+    "prompts/list",
+    Prompt,
+    prompts,
+    name,
+    Prompts
+);
+listing!(
+    ListResourcesResult,
+    rmcp::model::Resource,
+    "resources/list",
+    Resource,
+    resources,
+    uri,
+    Resources
+);
+listing!(
+    ListResourceTemplatesResult,
+    rmcp::model::ResourceTemplate,
+    "resources/templates/list",
+    Resource,
+    resource_templates,
+    uri_template,
+    ResourceTemplates
+);
+
+/// Every item the upstream lists with `L`, page after page. `None` when rmcp has not opened the
+/// session yet.
+pub(crate) async fn list_all<L: Listing>(
+    http: &reqwest::Client,
+    url: &str,
+    session: &Session,
+) -> Option<Result<Vec<L::Item>, ServiceError>> {
+    /// At most this many pages: an upstream that keeps handing out cursors is cut off.
+    const MAX_PAGES: usize = 1_000;
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cursor: Option<&'a str>,
+    }
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let page: L = match request(
+            http,
+            url,
+            session,
+            L::METHOD,
+            &Page {
+                cursor: cursor.as_deref(),
+            },
+        )
+        .await?
+        {
+            Ok(page) => page,
+            Err(e) => return Some(Err(e)),
+        };
+        let (page, next) = page.into_page();
+        items.extend(page);
+        match next {
+            Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+            _ => return Some(Ok(items)),
+        }
+    }
+    Some(Err(unreadable("more than 1,000 pages")))
+}
