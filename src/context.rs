@@ -38,43 +38,63 @@ impl ToolTarget {
     }
 }
 
-/// Takes the policy snapshot of this request, unless a layer before did (the identity layer
-/// does). Read it with [`policy`]: borrowed, so the layers do not each count a reference to
-/// the one `Arc` every request shares.
-pub(crate) fn take_policy(ext: &mut Extensions, gk: &Gatekeeper) {
-    if ext.get::<Arc<PolicySnapshot>>().is_none() {
-        ext.insert(gk.policy());
-    }
+/// The request's context as a layer reads it, borrowed from the request's extensions: the
+/// policy snapshot (taken by whichever layer comes first, the identity layer when it runs, and
+/// kept for the whole request), how refusals are rendered, and the grant (resolved once, by
+/// whichever layer first needs it). Borrowed, so that the layers do not each count a reference
+/// to the one snapshot every request shares.
+pub(crate) struct ContextView<'a> {
+    ext: &'a mut Extensions,
 }
 
-/// The snapshot taken by [`take_policy`].
-pub(crate) fn policy(ext: &Extensions) -> &PolicySnapshot {
-    ext.get::<Arc<PolicySnapshot>>()
-        .expect("take_policy runs before the policy is read")
-}
-
-/// How this request's refusals are rendered.
-pub(crate) fn denial_style(ext: &mut Extensions, gk: &Gatekeeper) -> DenialStyle {
-    take_policy(ext, gk);
-    policy(ext).catalog().settings().denial_style
-}
-
-/// Resolves the grant once (hierarchy, then scope) and stores it.
-pub(crate) fn ensure_grant(ext: &mut Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
-    if ext.get::<Grant>().is_some() {
-        return Ok(());
+impl<'a> ContextView<'a> {
+    /// The context of the request whose extensions are `ext`, its policy snapshot taken from
+    /// `gk` unless a layer before took it.
+    pub(crate) fn of(ext: &'a mut Extensions, gk: &Gatekeeper) -> Self {
+        if ext.get::<Arc<PolicySnapshot>>().is_none() {
+            ext.insert(gk.policy());
+        }
+        Self { ext }
     }
-    take_policy(ext, gk);
-    let policy = policy(ext);
-    let principal = ext
-        .get::<Principal>()
-        .ok_or_else(Rejection::missing_credential)?;
-    let mut grant = Grant::resolve(policy.catalog(), principal);
-    if let Some(scope) = ext.get::<Scope>() {
-        scope.apply(&mut grant)?;
+
+    /// The request's policy snapshot.
+    pub(crate) fn policy(&self) -> &PolicySnapshot {
+        self.ext
+            .get::<Arc<PolicySnapshot>>()
+            .expect("taken when the view was made")
     }
-    ext.insert(grant);
-    Ok(())
+
+    /// How this request's refusals are rendered.
+    pub(crate) fn denial_style(&self) -> DenialStyle {
+        self.policy().catalog().settings().denial_style
+    }
+
+    /// The request's extensions, to read.
+    pub(crate) fn extensions(&self) -> &Extensions {
+        self.ext
+    }
+
+    /// The request's extensions, to add to.
+    pub(crate) fn extensions_mut(&mut self) -> &mut Extensions {
+        self.ext
+    }
+
+    /// The caller's grant: resolved once (hierarchy, then scope) and kept; refused without a
+    /// principal, or when the scope names what the caller may not use.
+    pub(crate) fn grant(&mut self) -> Result<&Grant, Rejection> {
+        if self.ext.get::<Grant>().is_none() {
+            let principal = self
+                .ext
+                .get::<Principal>()
+                .ok_or_else(Rejection::missing_credential)?;
+            let mut grant = Grant::resolve(self.policy().catalog(), principal);
+            if let Some(scope) = self.ext.get::<Scope>() {
+                scope.apply(&mut grant)?;
+            }
+            self.ext.insert(grant);
+        }
+        Ok(self.ext.get::<Grant>().expect("resolved above"))
+    }
 }
 
 /// Whether this request carries a JSON-RPC body to inspect that nobody parsed yet.
@@ -133,7 +153,7 @@ where
     P: PostProcess<ResBody, S::Error>,
     D: FnOnce(&mut Extensions) -> Result<P, Rejection> + Send + 'static,
 {
-    let style = denial_style(request.extensions_mut(), gk);
+    let style = ContextView::of(request.extensions_mut(), gk).denial_style();
     if !needs_inspection(&request) {
         return match decide(request.extensions_mut()) {
             Ok(post) => ResponseFuture::inner(inner.call(request), post),
@@ -163,4 +183,70 @@ where
             Err(rejection) => Ok(rejection.into_response(style)),
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::KeyDigest;
+
+    fn gatekeeper(servers_of_k: &str) -> Gatekeeper {
+        let doc = format!(
+            r#"{{"mcp_servers": {{"a": {{"url": "u"}}, "b": {{"url": "u"}}}},
+                "keys": [{{"key": "k", "object_permission": {{"mcp_servers": {servers_of_k}}}}}]}}"#
+        );
+        Gatekeeper::new(Config::from_json_str(&doc).unwrap().policy().unwrap())
+    }
+
+    #[test]
+    fn the_snapshot_is_taken_once_and_the_grant_resolved_once_within_its_scope() {
+        let gk = gatekeeper(r#"["a", "b"]"#);
+        let mut ext = Extensions::new();
+        // No principal: the grant is refused, and nothing is kept.
+        assert!(ContextView::of(&mut ext, &gk).grant().is_err());
+        assert!(ext.get::<Grant>().is_none());
+        let principal = gk
+            .policy()
+            .identities()
+            .principal(&KeyDigest::of("k"), None, None)
+            .unwrap();
+        ext.insert(principal);
+        let catalog = Arc::clone(ContextView::of(&mut ext, &gk).policy().catalog());
+        let a = catalog.lookup("a").unwrap();
+        let b = catalog.lookup("b").unwrap();
+        ext.insert(Scope::resolve(&catalog, ["b"].into_iter()));
+        // A reload after the view first took the snapshot changes nothing for this request.
+        gk.reload(
+            Config::from_json_str(r#"{"mcp_servers": {"c": {"url": "u"}}}"#)
+                .unwrap()
+                .policy()
+                .unwrap(),
+        );
+        let mut view = ContextView::of(&mut ext, &gk);
+        assert!(view.policy().catalog().lookup("a").is_some());
+        let effective = view.grant().unwrap().effective();
+        assert!(effective.contains(b) && !effective.contains(a));
+        // Kept: a second view reads the same grant, even after its scope is gone.
+        ext.remove::<Scope>();
+        let again = ContextView::of(&mut ext, &gk).grant().unwrap().effective();
+        assert!(again.contains(b) && !again.contains(a));
+    }
+
+    #[test]
+    fn a_scope_beyond_the_grant_is_refused() {
+        let gk = gatekeeper(r#"["a"]"#);
+        let mut ext = Extensions::new();
+        let policy = gk.policy();
+        ext.insert(
+            policy
+                .identities()
+                .principal(&KeyDigest::of("k"), None, None)
+                .unwrap(),
+        );
+        ext.insert(Scope::resolve(policy.catalog(), ["b"].into_iter()));
+        let mut view = ContextView::of(&mut ext, &gk);
+        assert_eq!(view.denial_style(), DenialStyle::ToolResult);
+        assert!(view.grant().is_err());
+    }
 }

@@ -73,7 +73,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ReplyBody;
-use crate::context;
+use crate::context::ContextView;
 use crate::engine::{Grant, Scope};
 use crate::future::{NoPost, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
@@ -250,7 +250,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let gk = &self.layer.gatekeeper;
-        let style = context::denial_style(request.extensions_mut(), gk);
+        let style = ContextView::of(request.extensions_mut(), gk).denial_style();
         match scope_request(&mut request, &self.layer) {
             Ok(()) => ResponseFuture::inner(self.inner.call(request), NoPost),
             Err(rejection) => {
@@ -262,8 +262,19 @@ where
 }
 
 fn scope_request<B>(request: &mut Request<B>, layer: &NamespaceLayer) -> Result<(), Rejection> {
-    context::take_policy(request.extensions_mut(), &layer.gatekeeper);
-    let policy = context::policy(request.extensions());
+    // The extensions are taken out while the headers are read, and put back whatever happens.
+    let mut ext = std::mem::take(request.extensions_mut());
+    let scoped = scope_with(request, ContextView::of(&mut ext, &layer.gatekeeper), layer);
+    *request.extensions_mut() = ext;
+    scoped
+}
+
+fn scope_with<B>(
+    request: &mut Request<B>,
+    mut context: ContextView<'_>,
+    layer: &NamespaceLayer,
+) -> Result<(), Rejection> {
+    let policy = context.policy();
     let from_path = parse_path(request.uri().path())?;
     // The scope is resolved (into owned entries) while the header is borrowed; several header
     // lines are one comma list, and the usual single line is not copied.
@@ -293,12 +304,12 @@ fn scope_request<B>(request: &mut Request<B>, layer: &NamespaceLayer) -> Result<
     let Some(scope) = scope else {
         return Ok(());
     };
-    let ext = request.extensions_mut();
+    let ext = context.extensions_mut();
     if let Some(grant) = ext.get_mut::<Grant>() {
         scope.apply(grant)?;
     } else if ext.get::<crate::engine::Principal>().is_some() {
         ext.insert(scope);
-        return context::ensure_grant(ext, &layer.gatekeeper);
+        return context.grant().map(|_| ());
     } else {
         scope.check_known()?;
     }

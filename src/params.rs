@@ -65,8 +65,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ReplyBody;
-use crate::context;
-use crate::context::ToolTarget;
+use crate::context::{self, ContextView, ToolTarget};
 use crate::engine::{Attribution, NameKind};
 use crate::future::{NoPost, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
@@ -115,8 +114,8 @@ impl<S: fmt::Debug> fmt::Debug for AllowedParams<S> {
 crate::inner::inner_access!(impl<S> AllowedParams<S>);
 
 fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
-    context::take_policy(ext, gk);
-    let policy = context::policy(ext);
+    let context = ContextView::of(ext, gk);
+    let (policy, ext) = (context.policy(), context.extensions());
     let Some(head) = ext.get::<McpRequest>() else {
         return Ok(());
     };

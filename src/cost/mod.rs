@@ -88,8 +88,7 @@ use tower_service::Service;
 
 use crate::body::{BoxError, ReplyBody};
 use crate::body::{Failing, Prefixed};
-use crate::context;
-use crate::context::ToolTarget;
+use crate::context::{self, ContextView, ToolTarget};
 use crate::engine::{Attribution, NameKind, Principal};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
@@ -433,8 +432,8 @@ async fn run_hook<H: CostHook>(
 
 fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Observe<H> {
     let gk = &layer.gatekeeper;
-    context::take_policy(ext, gk);
-    let policy = context::policy(ext);
+    let context = ContextView::of(ext, gk);
+    let (policy, ext) = (context.policy(), context.extensions());
     let Some(head) = ext.get::<McpRequest>() else {
         return Observe { call: None };
     };

@@ -75,7 +75,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ReplyBody;
-use crate::context;
+use crate::context::{self, ContextView};
 use crate::engine::{Attribution, Denial, DeniedBy, Grant, NameKind, Principal, ServerId};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::Gatekeeper;
@@ -264,7 +264,7 @@ fn decide(
     gk: &Gatekeeper,
     is_post: bool,
 ) -> Result<FilterReply, Rejection> {
-    context::ensure_grant(ext, gk)?;
+    ContextView::of(ext, gk).grant()?;
     let mut reply = FilterReply {
         filter: None,
         replay: None,
