@@ -215,7 +215,7 @@ mod tests {
         let catalog = Arc::clone(ContextView::of(&mut ext, &gk).policy().catalog());
         let a = catalog.lookup("a").unwrap();
         let b = catalog.lookup("b").unwrap();
-        ext.insert(Scope::resolve(&catalog, ["b"].into_iter()));
+        ext.insert(Scope::resolve(&catalog, ["b"]));
         // A reload after the view first took the snapshot changes nothing for this request.
         gk.reload(
             Config::from_json_str(r#"{"mcp_servers": {"c": {"url": "u"}}}"#)
@@ -244,7 +244,7 @@ mod tests {
                 .principal(&KeyDigest::of("k"), None, None)
                 .unwrap(),
         );
-        ext.insert(Scope::resolve(policy.catalog(), ["b"].into_iter()));
+        ext.insert(Scope::resolve(policy.catalog(), ["b"]));
         let mut view = ContextView::of(&mut ext, &gk);
         assert_eq!(view.denial_style(), DenialStyle::ToolResult);
         assert!(view.grant().is_err());
