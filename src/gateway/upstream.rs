@@ -440,12 +440,9 @@ pub(crate) fn connect(
                     .peer()
                     .peer_info()
                     .is_none_or(|info| info.protocol_version.has_initialize());
-                if handshake {
-                    relay.set_route(super::upstream_session::Route {
-                        http,
-                        url: url.clone(),
-                        session,
-                    });
+                // (A URL reqwest cannot parse is left to rmcp's client, which reports it.)
+                if let (true, Ok(url)) = (handshake, reqwest::Url::parse(url)) {
+                    relay.set_route(super::upstream_session::Route { http, url, session });
                 }
                 Ok(service)
             }

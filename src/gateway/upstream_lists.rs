@@ -3,34 +3,14 @@
 //! it must be: no untagged enum, no `Value` tree.
 
 use futures_util::StreamExt;
-use rmcp::model::ErrorData;
 use rmcp::service::ServiceError;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::upstream_session::{
-    MAX_REPLY, Poster, Session, encode, finish, next_event, read_all, unreadable,
+    Head, MAX_REPLY, Poster, Session, decode_reply, encode, finish, next_event, read_all,
+    unreadable,
 };
 use crate::protocol::sse;
-
-/// A reply to our request, decoded as `R` straight from its text.
-#[derive(serde::Deserialize)]
-#[serde(bound = "R: serde::de::DeserializeOwned")]
-struct Typed<R> {
-    id: Value,
-    #[serde(default)]
-    result: Option<R>,
-    #[serde(default)]
-    error: Option<ErrorData>,
-}
-
-/// Just enough of a message to tell what it is.
-#[derive(serde::Deserialize)]
-struct Head {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    method: Option<String>,
-}
 
 /// Sends one request with `params` on the session `session` describes and decodes its result as
 /// `R`, straight from the reply (no untagged enum, no `Value` tree). Requests the upstream makes
@@ -38,7 +18,7 @@ struct Head {
 /// not opened the session yet.
 pub(crate) async fn request<P, R>(
     http: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     session: &Session,
     method: &'static str,
     params: &P,
@@ -49,25 +29,7 @@ where
 {
     let to = Poster::on(http, url, session)?;
     let (id, body) = encode(method, params)?;
-    let decode = |text: &str| -> Option<Result<R, ServiceError>> {
-        let reply: Typed<R> = match serde_json::from_str(text) {
-            Ok(r) => r,
-            // Ours but unreadable fails the request; anyone else's is not ours to read.
-            Err(_) => {
-                let ours = serde_json::from_str::<Head>(text)
-                    .is_ok_and(|h| h.id.as_ref().and_then(Value::as_str) == Some(id.as_str()));
-                return ours.then(|| Err(unreadable("not the expected result")));
-            }
-        };
-        if reply.id.as_str() != Some(&id) {
-            return None;
-        }
-        Some(match (reply.result, reply.error) {
-            (_, Some(e)) => Err(ServiceError::McpError(e)),
-            (Some(r), None) => Ok(r),
-            (None, None) => Err(unreadable("neither a result nor an error")),
-        })
-    };
+    let decode = |text: &str| decode_reply::<R>(&id, text);
     Some(
         async {
             let (response, is_json) = to.send(body).await?;
@@ -197,7 +159,7 @@ listing!(
 /// session yet.
 pub(crate) async fn list_all<L: Listing>(
     http: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     session: &Session,
 ) -> Option<Result<Vec<L::Item>, ServiceError>> {
     /// At most this many pages: an upstream that keeps handing out cursors is cut off.

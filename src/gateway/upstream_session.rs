@@ -32,11 +32,11 @@ type Seen = (Option<Arc<str>>, HashMap<HeaderName, HeaderValue>);
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Session {
-    seen: Arc<Mutex<Option<Seen>>>,
+    seen: Arc<Mutex<Option<Arc<Seen>>>>,
 }
 
 impl Session {
-    fn get(&self) -> Option<Seen> {
+    fn get(&self) -> Option<Arc<Seen>> {
         self.seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -58,9 +58,9 @@ impl Session {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen
             .as_ref()
-            .is_none_or(|(s, h)| s.as_ref() != session || h != headers)
+            .is_none_or(|seen| seen.0.as_ref() != session || &seen.1 != headers)
         {
-            *seen = Some((session.cloned(), headers.clone()));
+            *seen = Some(Arc::new((session.cloned(), headers.clone())));
         }
     }
 }
@@ -69,7 +69,7 @@ impl Session {
 /// recorded, and the upstream's HTTP client.
 pub(crate) struct Route {
     pub(crate) http: reqwest::Client,
-    pub(crate) url: String,
+    pub(crate) url: reqwest::Url,
     pub(crate) session: Session,
 }
 
@@ -315,20 +315,22 @@ impl Drop for Exchange {
 #[derive(Clone)]
 pub(crate) struct Poster {
     http: reqwest::Client,
-    url: String,
-    session_id: Option<Arc<str>>,
-    headers: HashMap<HeaderName, HeaderValue>,
+    url: reqwest::Url,
+    /// The session id (none for a stateless upstream) and headers rmcp's client sends with.
+    seen: Arc<Seen>,
 }
 
 impl Poster {
     /// Posts on the session `session` describes; `None` when rmcp has not opened it yet.
-    pub(crate) fn on(http: &reqwest::Client, url: &str, session: &Session) -> Option<Self> {
-        let (session_id, headers) = session.get()?;
+    pub(crate) fn on(
+        http: &reqwest::Client,
+        url: &reqwest::Url,
+        session: &Session,
+    ) -> Option<Self> {
         Some(Self {
             http: http.clone(),
-            url: url.to_owned(),
-            session_id,
-            headers,
+            url: url.clone(),
+            seen: session.get()?,
         })
     }
 
@@ -338,13 +340,14 @@ impl Poster {
     ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
         let mut request = self
             .http
-            .post(&self.url)
+            .post(self.url.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream");
-        if let Some(session_id) = &self.session_id {
+        let (session_id, headers) = &*self.seen;
+        if let Some(session_id) = session_id {
             request = request.header("mcp-session-id", session_id.as_ref());
         }
-        for (k, v) in &self.headers {
+        for (k, v) in headers {
             request = request.header(k, v);
         }
         request.body(body).send()
@@ -401,7 +404,7 @@ impl Exchange {
     /// has not opened the session yet.
     pub(crate) async fn start(
         http: &reqwest::Client,
-        url: &str,
+        url: &reqwest::Url,
         session: &Session,
         params: &CallToolRequestParams,
     ) -> Option<Result<Self, ServiceError>> {
@@ -439,9 +442,9 @@ impl Exchange {
             Reply::Json(body) => {
                 let mut body = body.take().ok_or_else(gone)?;
                 let bytes = read_all(&mut body).await?;
-                let message: Value =
-                    serde_json::from_slice(&bytes).map_err(|_| unreadable("not JSON"))?;
-                let done = answer(&self.id, &message).ok_or_else(|| unreadable("not the reply"))?;
+                let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8"))?;
+                let done =
+                    decode_reply(&self.id, text).ok_or_else(|| unreadable("not the reply"))?;
                 self.answered = true;
                 Ok(Event::Answer(done))
             }
@@ -450,10 +453,14 @@ impl Exchange {
                 let Some(data) = sse::event_data(&event) else {
                     continue;
                 };
-                let Ok(message) = serde_json::from_str::<Value>(&data) else {
+                let Ok(head) = serde_json::from_str::<Head>(&data) else {
                     continue;
                 };
-                if let Some(done) = answer(&self.id, &message) {
+                // The answer is decoded straight from its text; anything else is rare and read
+                // whole.
+                let ours = head.method.is_none()
+                    && head.id.as_ref().and_then(Value::as_str) == Some(self.id.as_str());
+                if ours && let Some(done) = decode_reply(&self.id, &data) {
                     self.answered = true;
                     if let Reply::Sse(_, body) =
                         std::mem::replace(&mut self.reply, Reply::Json(None))
@@ -462,24 +469,57 @@ impl Exchange {
                     }
                     return Ok(Event::Answer(done));
                 }
+                let Ok(message) = serde_json::from_str::<Value>(&data) else {
+                    continue;
+                };
                 return Ok(Event::Message(message));
             },
         }
     }
 }
 
-/// The result or error, if `message` is the reply to our request `id`.
-fn answer(id: &str, message: &Value) -> Option<Result<CallToolResult, ServiceError>> {
-    if message.get("id").and_then(Value::as_str) != Some(id) || message.get("method").is_some() {
+/// A reply to our request, decoded as `R` straight from its text.
+#[derive(serde::Deserialize)]
+#[serde(bound = "R: serde::de::DeserializeOwned")]
+pub(crate) struct Typed<R> {
+    id: Value,
+    #[serde(default)]
+    result: Option<R>,
+    #[serde(default)]
+    error: Option<ErrorData>,
+}
+
+/// Just enough of a message to tell what it is.
+#[derive(serde::Deserialize)]
+pub(crate) struct Head {
+    #[serde(default)]
+    pub(crate) id: Option<Value>,
+    #[serde(default)]
+    pub(crate) method: Option<String>,
+}
+
+/// The reply to our request `id` in `text`, decoded as `R` straight from the text (no `Value`
+/// tree); `None` when `text` is not that reply. A reply of ours that cannot be read fails the
+/// request.
+pub(crate) fn decode_reply<R: serde::de::DeserializeOwned>(
+    id: &str,
+    text: &str,
+) -> Option<Result<R, ServiceError>> {
+    let reply: Typed<R> = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(_) => {
+            let ours = serde_json::from_str::<Head>(text).is_ok_and(|h| {
+                h.method.is_none() && h.id.as_ref().and_then(Value::as_str) == Some(id)
+            });
+            return ours.then(|| Err(unreadable("not the expected result")));
+        }
+    };
+    if reply.id.as_str() != Some(id) {
         return None;
     }
-    use serde::Deserialize as _;
-    Some(if let Some(error) = message.get("error") {
-        ErrorData::deserialize(error)
-            .map_err(|_| unreadable("a malformed error"))
-            .and_then(|e| Err(ServiceError::McpError(e)))
-    } else {
-        CallToolResult::deserialize(message.get("result").unwrap_or(&Value::Null))
-            .map_err(|_| unreadable("not a tool result"))
+    Some(match (reply.result, reply.error) {
+        (_, Some(e)) => Err(ServiceError::McpError(e)),
+        (Some(r), None) => Ok(r),
+        (None, None) => Err(unreadable("neither a result nor an error")),
     })
 }
