@@ -1,4 +1,4 @@
-//! The response future shared by the layers that read the request body.
+//! The response future behind each layer's own `ResponseFuture`.
 //!
 //! When an outer layer already parsed the body (the usual full stack), a layer decides
 //! synchronously and its future is the inner future plus a post-processing step, with no
@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 
 /// A post-processed response: at once, or after async work on its body (reading a small JSON
 /// reply whole keeps `content-length` exact, so nothing turns into a chunked reply).
-pub enum Post<B> {
+pub(crate) enum Post<B> {
     /// Ready now.
     Ready(Response<B>),
     /// Ready when this future is.
@@ -32,7 +32,7 @@ impl<B> std::fmt::Debug for Post<B> {
 }
 
 /// What a layer does to the inner service's result before handing it out.
-pub trait PostProcess<B, E>: Send + 'static {
+pub(crate) trait PostProcess<B, E>: Send + 'static {
     /// Transforms a response.
     fn response(self, response: Response<B>) -> Post<B>;
     /// Sees an error of the inner service (the error itself is passed on unchanged).
@@ -41,7 +41,7 @@ pub trait PostProcess<B, E>: Send + 'static {
 
 /// No post-processing.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct NoPost;
+pub(crate) struct NoPost;
 
 impl<B, E> PostProcess<B, E> for NoPost {
     fn response(self, response: Response<B>) -> Post<B> {
@@ -51,9 +51,9 @@ impl<B, E> PostProcess<B, E> for NoPost {
 }
 
 pin_project! {
-    /// Response future of the body-reading layers.
+    /// The response future every layer's own is.
     #[project = Proj]
-    pub struct ResponseFuture<F, B, E, P> {
+    pub(crate) struct ResponseFuture<F, B, E, P> {
         #[pin]
         state: State<F, B, E, P>,
     }
@@ -133,3 +133,47 @@ where
         }
     }
 }
+
+/// Declares a layer's own `ResponseFuture`: the machinery above under the layer's name, with
+/// its post-processing kept inside the crate. The bounds are those of the layer's
+/// post-processing, spelled in public types.
+macro_rules! layer_future {
+    ($(#[$doc:meta])* $post:ty $(, $gen:ident: $gen_bound:path)?; where $($bound:tt)*) => {
+        pin_project_lite::pin_project! {
+            $(#[$doc])*
+            pub struct ResponseFuture<F, B, E $(, $gen: $gen_bound)?> {
+                #[pin]
+                inner: crate::future::ResponseFuture<F, B, E, $post>,
+            }
+        }
+
+        impl<F, B, E $(, $gen: $gen_bound)?> ResponseFuture<F, B, E $(, $gen)?> {
+            pub(crate) fn from_inner(inner: crate::future::ResponseFuture<F, B, E, $post>) -> Self {
+                Self { inner }
+            }
+        }
+
+        impl<F, B, E $(, $gen: $gen_bound)?> std::fmt::Debug for ResponseFuture<F, B, E $(, $gen)?> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("ResponseFuture").finish_non_exhaustive()
+            }
+        }
+
+        impl<F, B, E $(, $gen: $gen_bound)?> std::future::Future for ResponseFuture<F, B, E $(, $gen)?>
+        where
+            F: std::future::Future<Output = Result<http::Response<B>, E>>,
+            $($bound)*
+        {
+            type Output = Result<http::Response<B>, E>;
+
+            fn poll(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Self::Output> {
+                self.project().inner.poll(cx)
+            }
+        }
+    };
+}
+
+pub(crate) use layer_future;

@@ -66,7 +66,7 @@ pub mod config;
 mod context;
 pub mod cost;
 pub mod engine;
-pub mod future;
+mod future;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;

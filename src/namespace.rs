@@ -75,7 +75,7 @@ use tower_service::Service;
 use crate::body::ReplyBody;
 use crate::context::ContextView;
 use crate::engine::{Grant, Scope};
-use crate::future::{NoPost, ResponseFuture};
+use crate::future::{self, NoPost};
 use crate::gatekeeper::Gatekeeper;
 use crate::rejection::Rejection;
 
@@ -242,7 +242,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error, NoPost>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -251,15 +251,20 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let gk = &self.layer.gatekeeper;
         let style = ContextView::of(request.extensions_mut(), gk).denial_style();
-        match scope_request(&mut request, &self.layer) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(request), NoPost),
+        ResponseFuture::from_inner(match scope_request(&mut request, &self.layer) {
+            Ok(()) => future::ResponseFuture::inner(self.inner.call(request), NoPost),
             Err(rejection) => {
                 crate::trace::refused(request.extensions().get(), None, &rejection);
-                ResponseFuture::ready(rejection.into_response(style))
+                future::ResponseFuture::ready(rejection.into_response(style))
             }
-        }
+        })
     }
 }
+
+future::layer_future!(
+    /// Response future of [`Namespace`].
+    NoPost; where
+);
 
 fn scope_request<B>(request: &mut Request<B>, layer: &NamespaceLayer) -> Result<(), Rejection> {
     // The extensions are taken out while the headers are read, and put back whatever happens.

@@ -67,7 +67,7 @@ use tower_service::Service;
 use crate::body::ReplyBody;
 use crate::context::{self, ContextView, ToolTarget};
 use crate::engine::{Attribution, NameKind};
-use crate::future::{NoPost, ResponseFuture};
+use crate::future::{self, NoPost};
 use crate::gatekeeper::Gatekeeper;
 use crate::protocol::{McpRequest, Method};
 use crate::rejection::Rejection;
@@ -113,6 +113,11 @@ impl<S: fmt::Debug> fmt::Debug for AllowedParams<S> {
 
 crate::inner::inner_access!(impl<S> AllowedParams<S>);
 
+future::layer_future!(
+    /// Response future of [`AllowedParams`].
+    NoPost; where
+);
+
 fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
     let context = ContextView::of(ext, gk);
     let (policy, ext) = (context.policy(), context.extensions());
@@ -155,7 +160,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error, NoPost>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -163,8 +168,11 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let gk = self.gatekeeper.clone();
-        context::inspect_then(&mut self.inner, request, &self.gatekeeper, move |ext| {
-            check(ext, &gk).map(|()| NoPost)
-        })
+        ResponseFuture::from_inner(context::inspect_then(
+            &mut self.inner,
+            request,
+            &self.gatekeeper,
+            move |ext| check(ext, &gk).map(|()| NoPost),
+        ))
     }
 }

@@ -90,7 +90,7 @@ use crate::body::{BoxError, ReplyBody};
 use crate::body::{Failing, Prefixed};
 use crate::context::{self, ContextView, ToolTarget};
 use crate::engine::{Attribution, NameKind, Principal};
-use crate::future::{Post, PostProcess, ResponseFuture};
+use crate::future::{self, Post, PostProcess};
 use crate::gatekeeper::Gatekeeper;
 use crate::protocol::{self, Collected};
 use crate::protocol::{Era, McpRequest, Method, RequestId};
@@ -225,7 +225,7 @@ impl Drop for Pending {
 }
 
 /// Wraps the reply of a tool call so the event is completed when it is seen.
-pub struct Observe<H: CostHook> {
+pub(crate) struct Observe<H: CostHook> {
     call: Option<(Pending, RequestId, Era, Arc<H>, usize)>,
 }
 
@@ -234,6 +234,12 @@ impl<H: CostHook> fmt::Debug for Observe<H> {
         f.debug_struct("Observe").finish_non_exhaustive()
     }
 }
+
+future::layer_future!(
+    /// Response future of [`Cost`]: a tool call's outcome is recorded, and its hook run, as
+    /// the reply goes out.
+    Observe<H>, H: CostHook; where B: ReplyBody + Sync, B::Error: Send + Sync,
+);
 
 impl<B, E, H> PostProcess<B, E> for Observe<H>
 where
@@ -511,7 +517,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error, Observe<H>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, H>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -535,12 +541,12 @@ where
             request.extensions_mut().insert(id);
         }
         let layer = self.layer.clone();
-        context::inspect_then(
+        ResponseFuture::from_inner(context::inspect_then(
             &mut self.inner,
             request,
             &self.layer.gatekeeper,
             move |ext| Ok(start(ext, &layer)),
-        )
+        ))
     }
 }
 

@@ -75,7 +75,7 @@ pub use sessions::SessionBindings;
 
 use crate::body::{BoxError, ReplyBody};
 use crate::engine::{KeyDigest, Principal};
-use crate::future::{Post, PostProcess, ResponseFuture};
+use crate::future::{self, Post, PostProcess};
 use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
 use crate::protocol::SESSION_HEADER;
 use crate::rejection::Rejection;
@@ -429,13 +429,30 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error, BindSession>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        ResponseFuture::from_inner(self.admit_call(request))
+    }
+}
+
+impl<S, R> Identity<S, R> {
+    fn admit_call<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+    ) -> future::ResponseFuture<S::Future, ResBody, S::Error, BindSession>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        R: ResolveIdentity,
+        ReqBody: Send + 'static,
+        ResBody: ReplyBody,
+    {
         let policy = self.layer.gatekeeper.policy();
         let style = policy.catalog().settings().denial_style;
         let (parts, body) = request.into_parts();
@@ -444,7 +461,7 @@ where
                 Ok(p) => p,
                 Err(rejection) => {
                     crate::trace::refused(None, None, &rejection);
-                    return ResponseFuture::ready(rejection.into_response(style));
+                    return future::ResponseFuture::ready(rejection.into_response(style));
                 }
             };
             let asked = IdentityRequest {
@@ -464,11 +481,11 @@ where
             Resolution::Now(answer) => {
                 // Called from here: no boxed future, no clone of the inner service.
                 return match admit(&self.layer, parts, outcome(digest, answer), policy) {
-                    Ok((parts, post)) => ResponseFuture::inner(
+                    Ok((parts, post)) => future::ResponseFuture::inner(
                         self.inner.call(Request::from_parts(parts, body)),
                         post,
                     ),
-                    Err(rejection) => ResponseFuture::ready(rejection.into_response(style)),
+                    Err(rejection) => future::ResponseFuture::ready(rejection.into_response(style)),
                 };
             }
             Resolution::Later(pending) => pending,
@@ -477,7 +494,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        ResponseFuture::boxed(Box::pin(async move {
+        future::ResponseFuture::boxed(Box::pin(async move {
             match admit(&layer, parts, outcome(digest, pending.await), policy) {
                 Ok((parts, post)) => {
                     let response = inner.call(Request::from_parts(parts, body)).await?;
@@ -565,7 +582,7 @@ fn admit<R>(
 
 /// The post-processing of [`Identity`]: binds a session the inner service opens to the key
 /// that opened it, and forgets a session deleted.
-pub struct BindSession {
+pub(crate) struct BindSession {
     binding: Option<Binding>,
 }
 
@@ -601,6 +618,12 @@ impl BindSession {
         response
     }
 }
+
+future::layer_future!(
+    /// Response future of [`Identity`]: a new MCP session is bound to the key that opened it
+    /// on its way out.
+    BindSession; where
+);
 
 impl<B, E> PostProcess<B, E> for BindSession {
     fn response(self, response: Response<B>) -> Post<B> {

@@ -77,7 +77,7 @@ use tower_service::Service;
 use crate::body::ReplyBody;
 use crate::context::{self, ContextView};
 use crate::engine::{Attribution, Denial, DeniedBy, Grant, NameKind, Principal, ServerId};
-use crate::future::{Post, PostProcess, ResponseFuture};
+use crate::future::{self, Post, PostProcess};
 use crate::gatekeeper::Gatekeeper;
 use crate::protocol::{self, CollectError, jsonrpc};
 use crate::protocol::{McpRequest, MessageKind, Method};
@@ -177,12 +177,17 @@ crate::inner::inner_access!(impl<S> Permission<S>);
 
 /// Wraps list replies in a filtering body.
 #[derive(Debug)]
-pub struct FilterReply {
+pub(crate) struct FilterReply {
     filter: Option<ListFilter>,
     /// On streams not tied to one request (GET), every list result is filtered.
     replay: Option<Grant>,
     gatekeeper: Gatekeeper,
 }
+
+future::layer_future!(
+    /// Response future of [`Permission`]: a list reply is filtered for the caller on its way out.
+    FilterReply; where B: ReplyBody + Sync, B::Error: Send + Sync,
+);
 
 impl<B: ReplyBody, E> PostProcess<B, E> for FilterReply
 where
@@ -340,7 +345,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error, FilterReply>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -349,8 +354,11 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let gk = self.gatekeeper.clone();
         let is_post = request.method() == http::Method::POST;
-        context::inspect_then(&mut self.inner, request, &self.gatekeeper, move |ext| {
-            decide(ext, &gk, is_post)
-        })
+        ResponseFuture::from_inner(context::inspect_then(
+            &mut self.inner,
+            request,
+            &self.gatekeeper,
+            move |ext| decide(ext, &gk, is_post),
+        ))
     }
 }
