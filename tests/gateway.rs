@@ -1340,27 +1340,6 @@ async fn a_stateless_endpoint_refuses_upstream_requests_at_once() {
     assert!(up.wiki.executions.names().is_empty());
 }
 
-/// Opens a session on the gateway's stateful endpoint with raw HTTP, as `key`.
-async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String {
-    let init = mcp_post(http, url, key, None)
-        .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"sampling":{}},"clientInfo":{"name":"t","version":"0"}}}))
-        .send()
-        .await
-        .unwrap();
-    let sid = init.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _ = init.text().await;
-    let r = mcp_post(http, url, key, Some(&sid))
-        .json(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    sid
-}
-
 /// Calls `name` on session `sid` until it answers: the key's upstream session is open and
 /// recorded, so the next calls can be answered by the endpoint (the first may not).
 async fn warm(http: &reqwest::Client, url: &str, key: &str, sid: &str, name: &str) {

@@ -63,27 +63,6 @@ async fn gateway() -> (Running, Running, RecordingServer) {
     (gw, upstream, server)
 }
 
-/// Opens a session on `url` (protocol 2025-06-18).
-async fn session(http: &reqwest::Client, url: &str) -> String {
-    let init = mcp_post(http, url, "sk-bob", None)
-        .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}))
-        .send()
-        .await
-        .unwrap();
-    let sid = init.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _ = init.text().await;
-    let r = mcp_post(http, url, "sk-bob", Some(&sid))
-        .json(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    sid
-}
-
 /// Posts `body` on `sid` (through rmcp's server when `origin` is set) and reads the reply to
 /// its id: every message seen until then.
 async fn post(
@@ -113,7 +92,7 @@ async fn both_kinds_of_upstream_answer_alike_whichever_way_the_call_came_in() {
     let (gw, _upstream, server) = gateway().await;
     let http = http_client();
     let url = gw.url("/mcp");
-    let sid = session(&http, &url).await;
+    let sid = raw_session(&http, &url, "sk-bob").await;
     let mut id = 10;
     for origin in [false, true] {
         for upstream in ["posted", "inproc"] {
@@ -177,7 +156,7 @@ async fn a_call_its_caller_cancels_is_cancelled_on_either_kind_of_upstream() {
     let (gw, _upstream, server) = gateway().await;
     let http = http_client();
     let url = gw.url("/mcp");
-    let sid = session(&http, &url).await;
+    let sid = raw_session(&http, &url, "sk-bob").await;
     let mut expected = 0;
     for origin in [false, true] {
         for upstream in ["posted", "inproc"] {

@@ -747,3 +747,25 @@ pub fn keyed_transport(
         StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
     )
 }
+
+/// Opens an MCP session on `url` with `key` by hand (protocol 2025-06-18, declaring sampling):
+/// its id.
+pub async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String {
+    let init = mcp_post(http, url, key, None)
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"sampling":{}},"clientInfo":{"name":"t","version":"0"}}}))
+        .send()
+        .await
+        .unwrap();
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = init.text().await;
+    let r = mcp_post(http, url, key, Some(&sid))
+        .json(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    sid
+}
