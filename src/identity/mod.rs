@@ -60,6 +60,7 @@
 //! # Ok(()) }
 //! ```
 
+mod presented;
 mod sessions;
 
 use std::fmt;
@@ -67,10 +68,12 @@ use std::future::{Future, Ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderName, Request, Response, header};
+use http::{HeaderName, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub(crate) use presented::{credential, one_header};
+use presented::{presented, session_header};
 pub use sessions::SessionBindings;
 
 use crate::body::{BoxError, ReplyBody};
@@ -360,64 +363,6 @@ impl<S: fmt::Debug, R> fmt::Debug for Identity<S, R> {
 
 crate::inner::inner_access!(impl<S, R> Identity<S, R>);
 
-/// At most one value of a header, as UTF-8; several values or bytes that are not visible ASCII
-/// are an error (fail closed: which one would the next hop read?).
-pub(crate) fn one_header<'h>(
-    headers: &'h http::HeaderMap,
-    name: &HeaderName,
-) -> Result<Option<&'h str>, Rejection> {
-    let mut all = headers.get_all(name).iter();
-    let Some(first) = all.next() else {
-        return Ok(None);
-    };
-    if all.next().is_some() {
-        return Err(Rejection::bad_request(format!("repeated {name} header")));
-    }
-    let value = first
-        .to_str()
-        .map_err(|_| Rejection::bad_request(format!("{name} header is not visible ASCII")))?
-        .trim();
-    Ok((!value.is_empty()).then_some(value))
-}
-
-/// The session id exactly as the service behind will read it: one header, not empty, no
-/// surrounding spaces (which this layer would trim and the service might not).
-fn session_header(headers: &http::HeaderMap) -> Result<Option<&str>, Rejection> {
-    let mut all = headers.get_all(&SESSION_HEADER).iter();
-    let Some(first) = all.next() else {
-        return Ok(None);
-    };
-    let value = first.to_str().unwrap_or_default();
-    if all.next().is_some() || value.is_empty() || value.trim() != value {
-        return Err(Rejection::bad_request(format!(
-            "malformed {SESSION_HEADER} header"
-        )));
-    }
-    Ok(Some(value))
-}
-
-fn strip_bearer(value: &str) -> Option<&str> {
-    let (scheme, rest) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-}
-
-/// The key of a request: the key header (with or without `Bearer `), else a bearer
-/// `Authorization`.
-pub(crate) fn credential<'h>(
-    headers: &'h http::HeaderMap,
-    names: &HeaderNames,
-) -> Result<Option<&'h str>, Rejection> {
-    // Checked even when the key header is present: two Authorization headers are ambiguous.
-    let authorization = one_header(headers, &header::AUTHORIZATION)?;
-    if let Some(v) = one_header(headers, &names.key)? {
-        let key = strip_bearer(v).unwrap_or(v);
-        return Ok((!key.is_empty()).then_some(key));
-    }
-    Ok(authorization
-        .and_then(strip_bearer)
-        .filter(|k| !k.is_empty()))
-}
-
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for Identity<S, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -504,25 +449,6 @@ impl<S, R> Identity<S, R> {
             }
         }))
     }
-}
-
-/// The credential and names a request presents, each header read and checked once.
-struct Presented<'h> {
-    key: Option<&'h str>,
-    end_user: Option<&'h str>,
-    agent: Option<&'h str>,
-}
-
-fn presented<'h>(
-    names: &HeaderNames,
-    parts: &'h http::request::Parts,
-) -> Result<Presented<'h>, Rejection> {
-    let headers = &parts.headers;
-    Ok(Presented {
-        key: credential(headers, names)?,
-        end_user: one_header(headers, &names.end_user)?,
-        agent: one_header(headers, &names.agent)?,
-    })
 }
 
 /// The resolver's answer for a request that presented the key of `digest` (none: no key).
