@@ -22,6 +22,8 @@
 //! TLS handshake for (e)). `--soak N` sends N requests through (b) and reports its resident
 //! memory at the start, middle and end; `--soak-gateway N` does the same through (c).
 
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/tls_listener.rs"]
 mod tls_listener;
 
@@ -30,7 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use mcp_gatekeeper::Gatekeeper;
@@ -50,7 +52,7 @@ use serde_json::json;
 use tower::Layer;
 
 const TOOLS: usize = 50;
-const KEY: &str = "sk-bench";
+use load::{KEY, Kind, Sample, clients, cpu, drive, rss_kib, us};
 
 /// The benchmarked MCP server: 50 tools, `echo` answers at once.
 #[derive(Clone)]
@@ -296,212 +298,6 @@ fn spawn(role: &str, upstream: Option<&Server>) -> Server {
         None => format!("http://127.0.0.1:{port}/mcp"),
     };
     Server { child, url, ca }
-}
-
-/// User + system CPU time of a process so far.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 1000 / clock_ticks())
-}
-
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Call,
-    List,
-}
-
-struct Outcome {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    failures: u64,
-}
-
-/// What a stretch of load measured: every latency, the wall time, the failures. Stretches of
-/// one target add up (rounds interleaved with other targets).
-#[derive(Default)]
-struct Sample {
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-    failures: u64,
-}
-
-impl Sample {
-    fn absorb(&mut self, other: Sample) {
-        self.latencies.extend(other.latencies);
-        self.elapsed += other.elapsed;
-        self.failures += other.failures;
-    }
-
-    fn outcome(mut self) -> Outcome {
-        self.latencies.sort_unstable();
-        let all = &self.latencies;
-        let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-        Outcome {
-            rps: all.len() as f64 / self.elapsed.as_secs_f64(),
-            p50: pick(0.50),
-            p99: pick(0.99),
-            failures: self.failures,
-        }
-    }
-}
-
-/// One client per worker: with sessions, each opens its own first (as real clients do), once,
-/// outside any measurement.
-async fn clients(
-    client: &reqwest::Client,
-    url: &str,
-    workers: usize,
-    sessions: bool,
-) -> Vec<Option<String>> {
-    let mut out = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        out.push(if sessions {
-            Some(open_session(client, url).await)
-        } else {
-            None
-        });
-    }
-    out
-}
-
-/// Sends `requests` requests, one worker per entry of `sessions`.
-async fn drive(
-    client: &reqwest::Client,
-    url: &str,
-    kind: Kind,
-    sessions: &[Option<String>],
-    requests: usize,
-    prefixed: bool,
-) -> Sample {
-    let next = Arc::new(AtomicU64::new(1));
-    let failures = Arc::new(AtomicU64::new(0));
-    let tool = if prefixed { "bench-echo" } else { "echo" };
-    let started = Instant::now();
-    let per = requests / sessions.len();
-    let workers: Vec<_> = sessions
-        .iter()
-        .map(|session| {
-            let (client, url, next, failures, session) = (client.clone(), url.to_owned(), Arc::clone(&next), Arc::clone(&failures), session.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(per);
-                for _ in 0..per {
-                    let id = next.fetch_add(1, Ordering::Relaxed);
-                    let body = match kind {
-                        Kind::Call => json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {"message": "hello"}}}),
-                        Kind::List => json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}),
-                    };
-                    let t = Instant::now();
-                    let mut r = post(&client, &url);
-                    if let Some(s) = &session {
-                        r = r.header("mcp-session-id", s);
-                    }
-                    let r = r.body(body.to_string()).send().await;
-                    let ok = match r {
-                        Ok(r) if r.status().is_success() => r.bytes().await.map(|b| is_success(&b)).unwrap_or(false),
-                        _ => false,
-                    };
-                    lat.push(t.elapsed());
-                    if !ok {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(requests);
-    for w in workers {
-        latencies.extend(w.await.expect("worker"));
-    }
-    Sample {
-        latencies,
-        elapsed: started.elapsed(),
-        failures: failures.load(Ordering::Relaxed),
-    }
-}
-
-fn post(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
-    client
-        .post(url)
-        .header("x-litellm-api-key", KEY)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-}
-
-/// Opens a session (initialize, then initialized); its id.
-async fn open_session(client: &reqwest::Client, url: &str) -> String {
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "loadbench", "version": "0"}}});
-    let r = post(client, url)
-        .body(init.to_string())
-        .send()
-        .await
-        .expect("initialize");
-    let id = r.headers()["mcp-session-id"]
-        .to_str()
-        .expect("a session id")
-        .to_owned();
-    let _ = r.bytes().await;
-    let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    post(client, url)
-        .header("mcp-session-id", &id)
-        .body(done.to_string())
-        .send()
-        .await
-        .expect("initialized");
-    id
-}
-
-/// A JSON-RPC result that is not a tool error, as JSON or in an event stream.
-fn is_success(body: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(body);
-    let message = if text.trim_start().starts_with('{') {
-        serde_json::from_str::<serde_json::Value>(&text).ok()
-    } else {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
-            .find(|v| v.get("id").is_some())
-    };
-    message
-        .and_then(|v| {
-            v.get("result")
-                .map(|r| r.get("isError") != Some(&json!(true)))
-        })
-        .unwrap_or(false)
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
 }
 
 async fn run(quick: bool) {
