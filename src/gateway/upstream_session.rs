@@ -418,7 +418,14 @@ impl Exchange {
         };
         Some(
             async {
-                let (response, is_json) = exchange.to.send(body).await?;
+                let (response, is_json) = match exchange.to.send(body).await {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        // Refused or never delivered: nothing runs upstream to cancel.
+                        exchange.disarm();
+                        return Err(e);
+                    }
+                };
                 let body = response.bytes_stream().boxed();
                 exchange.reply = if is_json {
                     Reply::Json(Some(body))
@@ -429,6 +436,11 @@ impl Exchange {
             }
             .await,
         )
+    }
+
+    /// Nothing to cancel upstream when dropped.
+    fn disarm(&mut self) {
+        self.answered = true;
     }
 
     /// Where answers to the upstream's requests go.
