@@ -40,16 +40,30 @@ impl<'a> Upstreams<'a> {
         self.caller
     }
 
+    /// The catalog servers the caller's grant allows in `catalog`.
+    fn allowed(&self, catalog: &Arc<crate::engine::Catalog>) -> ServerSet {
+        match &self.caller.grant {
+            Some(g) if Arc::ptr_eq(g.catalog(), catalog) => g.effective(),
+            Some(_) => ServerSet::new(), // a reload raced this request: nothing, not everything
+            None => catalog.all().clone(),
+        }
+    }
+
+    /// Whether the caller may use the upstream `server`.
+    pub(crate) fn may_use(&self, server: &str) -> bool {
+        let policy = self.shared.gatekeeper.policy();
+        let catalog = policy.catalog();
+        catalog
+            .lookup(server)
+            .is_some_and(|id| self.allowed(catalog).contains(id))
+            && self.shared.upstreams.contains_key(server)
+    }
+
     /// The upstreams the caller may use, by name.
     pub(crate) fn servers(&self) -> Vec<(ServerId, String)> {
         let policy = self.shared.gatekeeper.policy();
         let catalog = policy.catalog();
-        let allowed = match &self.caller.grant {
-            Some(g) if Arc::ptr_eq(g.catalog(), catalog) => g.effective(),
-            Some(_) => return Vec::new(), // a reload raced this request: nothing, not everything
-            None => catalog.all().clone(),
-        };
-        allowed
+        self.allowed(catalog)
             .iter()
             .map(|id| (id, catalog.server(id).name().to_owned()))
             .filter(|(_, name)| self.shared.upstreams.contains_key(name))
@@ -68,8 +82,14 @@ impl<'a> Upstreams<'a> {
         let index = self.shared.gatekeeper.name_index();
         let usable = || {
             let mut set = ServerSet::new();
-            for (id, _) in self.servers() {
-                set.insert(id);
+            for id in self.allowed(catalog).iter() {
+                if self
+                    .shared
+                    .upstreams
+                    .contains_key(catalog.server(id).name())
+                {
+                    set.insert(id);
+                }
             }
             set
         };
@@ -104,7 +124,7 @@ impl<'a> Upstreams<'a> {
         F: FnOnce(Peer<RoleClient>, Relay) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        if !self.servers().iter().any(|(_, n)| n == server) {
+        if !self.may_use(server) {
             return Err(ErrorData::invalid_params("unknown name", None));
         }
         let result = self
