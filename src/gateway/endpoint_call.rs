@@ -181,7 +181,7 @@ where
                 let side = &mut side;
                 async move {
                     match tool_call::call_tool(peer, relay, call, side).await? {
-                        Some(result) => tool_call::complete(result).map(Some),
+                        Some(result) => tool_call::tool_result(result).map(Some),
                         None => Ok(None),
                     }
                 }
@@ -189,13 +189,7 @@ where
             .await;
         let answer = match answered {
             Ok(None) => return None,
-            Ok(Some(rmcp::model::CallToolResponse::Complete(result))) => {
-                Ok(legacy(ServerResult::CallToolResult(result)))
-            }
-            Ok(Some(_)) => Err(ErrorData::internal_error(
-                format!("upstream {server} gave an unexpected result"),
-                None,
-            )),
+            Ok(Some(result)) => Ok(legacy(ServerResult::CallToolResult(result))),
             Err(error) => Err(error),
         };
         Some(reply_bytes(&id, answer.as_ref()))

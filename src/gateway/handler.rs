@@ -215,7 +215,9 @@ impl ServerHandler for GatewayHandler {
                     Some(ServerResult::CreateTaskResult(r)) => Ok(Some(CallToolResponse::Task(
                         self.adopt_task(adopter, at, r),
                     ))),
-                    Some(result) => tool_call::complete(result).map(Some),
+                    Some(result) => {
+                        tool_call::tool_result(result).map(|r| Some(CallToolResponse::Complete(r)))
+                    }
                     None => Ok(None),
                 }
             })

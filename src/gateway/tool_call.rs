@@ -17,7 +17,7 @@ use std::future::Future;
 
 use rmcp::RoleClient;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotification,
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotification,
     CancelledNotificationParam, ClientRequest, ErrorData, LoggingMessageNotificationParam,
     ProgressNotificationParam, ProgressToken, RequestMetaObject, ServerResult,
 };
@@ -161,7 +161,6 @@ async fn read_posted<S: CallerSide>(
     progress: bool,
     side: &mut S,
 ) -> Result<Option<ServerResult>, ServiceError> {
-    let to = exchange.poster().clone();
     loop {
         let event = tokio::select! {
             event = exchange.next() => event?,
@@ -170,7 +169,11 @@ async fn read_posted<S: CallerSide>(
         };
         match event {
             Event::Answer(answer) => return Ok(Some(ServerResult::CallToolResult(answer?))),
-            Event::Message(message) => sort(message, progress, &to, side).await,
+            Event::Message(message) => {
+                // Rare: only this needs a poster of its own (the exchange is not `Sync`).
+                let to = exchange.poster().clone();
+                sort(message, progress, &to, side).await;
+            }
         }
     }
 }
@@ -324,11 +327,11 @@ pub(crate) fn relayed(
 
 /// A tool result as the caller gets it (see [`relayed`]); any other result is not one a
 /// `tools/call` may have.
-pub(crate) fn complete(result: ServerResult) -> Result<CallToolResponse, ServiceError> {
+pub(crate) fn tool_result(result: ServerResult) -> Result<CallToolResult, ServiceError> {
     match result {
         ServerResult::CallToolResult(mut r) => {
             relayed(&mut r.result_type, &mut r.meta);
-            Ok(CallToolResponse::Complete(r))
+            Ok(r)
         }
         _ => Err(ServiceError::UnexpectedResponse),
     }

@@ -170,7 +170,9 @@ impl GatewayHandler {
                         Some(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(
                             adopting.adopt_task(adopter, adopted_at, r),
                         )),
-                        Some(result) => tool_call::complete(result),
+                        Some(result) => {
+                            tool_call::tool_result(result).map(CallToolResponse::Complete)
+                        }
                         None => Err(ServiceError::Cancelled { reason: None }),
                     }
                 })

@@ -442,7 +442,11 @@ pub(crate) fn connect(
                     .is_none_or(|info| info.protocol_version.has_initialize());
                 // (A URL reqwest cannot parse is left to rmcp's client, which reports it.)
                 if let (true, Ok(url)) = (handshake, reqwest::Url::parse(url)) {
-                    relay.set_route(super::upstream_session::Route { http, url, session });
+                    relay.set_route(super::upstream_session::Route {
+                        http,
+                        url: Arc::new(url),
+                        session,
+                    });
                 }
                 Ok(service)
             }

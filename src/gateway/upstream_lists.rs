@@ -18,7 +18,7 @@ use crate::protocol::sse;
 /// not opened the session yet.
 pub(crate) async fn request<P, R>(
     http: &reqwest::Client,
-    url: &reqwest::Url,
+    url: &std::sync::Arc<reqwest::Url>,
     session: &Session,
     method: &'static str,
     params: &P,
@@ -159,7 +159,7 @@ listing!(
 /// session yet.
 pub(crate) async fn list_all<L: Listing>(
     http: &reqwest::Client,
-    url: &reqwest::Url,
+    url: &std::sync::Arc<reqwest::Url>,
     session: &Session,
 ) -> Option<Result<Vec<L::Item>, ServiceError>> {
     /// At most this many pages: an upstream that keeps handing out cursors is cut off.

@@ -69,7 +69,7 @@ impl Session {
 /// recorded, and the upstream's HTTP client.
 pub(crate) struct Route {
     pub(crate) http: reqwest::Client,
-    pub(crate) url: reqwest::Url,
+    pub(crate) url: Arc<reqwest::Url>,
     pub(crate) session: Session,
 }
 
@@ -315,7 +315,7 @@ impl Drop for Exchange {
 #[derive(Clone)]
 pub(crate) struct Poster {
     http: reqwest::Client,
-    url: reqwest::Url,
+    url: Arc<reqwest::Url>,
     /// The session id (none for a stateless upstream) and headers rmcp's client sends with.
     seen: Arc<Seen>,
 }
@@ -324,12 +324,12 @@ impl Poster {
     /// Posts on the session `session` describes; `None` when rmcp has not opened it yet.
     pub(crate) fn on(
         http: &reqwest::Client,
-        url: &reqwest::Url,
+        url: &Arc<reqwest::Url>,
         session: &Session,
     ) -> Option<Self> {
         Some(Self {
             http: http.clone(),
-            url: url.clone(),
+            url: Arc::clone(url),
             seen: session.get()?,
         })
     }
@@ -340,7 +340,7 @@ impl Poster {
     ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
         let mut request = self
             .http
-            .post(self.url.clone())
+            .post(reqwest::Url::clone(&self.url))
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream");
         let (session_id, headers) = &*self.seen;
@@ -404,7 +404,7 @@ impl Exchange {
     /// has not opened the session yet.
     pub(crate) async fn start(
         http: &reqwest::Client,
-        url: &reqwest::Url,
+        url: &Arc<reqwest::Url>,
         session: &Session,
         params: &CallToolRequestParams,
     ) -> Option<Result<Self, ServiceError>> {
