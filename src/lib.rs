@@ -82,6 +82,8 @@ pub mod permission;
 pub mod protocol;
 pub mod rejection;
 mod stack;
+#[cfg(feature = "gateway")]
+mod tls;
 mod trace;
 
 pub use gatekeeper::{Gatekeeper, Limits, PolicySnapshot};

@@ -35,7 +35,6 @@ mod sse_bridge;
 mod sse_client;
 mod task_ids;
 mod tasks;
-mod tls;
 mod tool_call;
 mod tool_rounds;
 mod upstream;
@@ -56,7 +55,7 @@ use rmcp::transport::streamable_http_server::{
 pub use handler::GatewayHandler;
 pub use shared::Gateway;
 use shared::Shared;
-pub use tls::{CertificateDer, ClientIdentity, PrivateKeyDer, UpstreamTls, Verify};
+pub use crate::tls::{CertificateDer, ClientIdentity, PrivateKeyDer, UpstreamTls, Verify};
 pub use upstream::{InProcessFactory, OAuth2, UpstreamProtocol, UpstreamSpec, UpstreamTransport};
 
 use crate::config::{Config, ConfigError};
@@ -267,7 +266,7 @@ impl GatewayBuilder {
                     "upstream {name}: ssl_verify is false, its certificate is not checked"
                 ));
             }
-            let client = tls::client(&spec.tls)
+            let client = crate::tls::client(&spec.tls)
                 .map_err(|e| ConfigError::new(format!("mcp_servers.{name}"), e))?;
             clients.insert(name.clone(), client);
         }
@@ -341,7 +340,7 @@ impl Gateway {
             .general_settings
             .ssl_verify
             .as_ref()
-            .map(|v| upstream::verify_setting(v, "general_settings.ssl_verify"))
+            .map(|v| crate::tls::verify_setting(v, "general_settings.ssl_verify"))
             .transpose()?;
         for (name, server) in config.mcp_servers.iter() {
             let mut spec = UpstreamSpec::from_config(name, server)?;

@@ -53,7 +53,7 @@ pub(crate) async fn connect(
     let response = get
         .send()
         .await
-        .map_err(|e| match super::tls::failure(&e) {
+        .map_err(|e| match crate::tls::failure(&e) {
             Some(tls) => format!("cannot open the event stream: {tls}"),
             None => format!("cannot open the event stream: {}", e.without_url()),
         })?;

@@ -15,9 +15,9 @@ use rmcp::{RoleClient, ServiceExt};
 use tokio::sync::Mutex;
 
 use super::sse_client;
-use super::tls::{ClientIdentity, UpstreamTls, Verify};
+use crate::tls::{ClientIdentity, UpstreamTls, Verify};
 use super::upstream_client::Relay;
-use crate::config::{AuthType, ConfigError, ServerConfig, SslVerify, SslVerifySetting, Transport};
+use crate::config::{AuthType, ConfigError, ServerConfig, Transport};
 
 /// Connects one in-process upstream: hands the server its end of an in-memory duplex pipe.
 pub type InProcessFactory = Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>;
@@ -272,7 +272,7 @@ impl UpstreamSpec {
             static_headers.push((name, value));
         }
         let verify = match &c.ssl_verify {
-            Some(v) => verify_setting(v, &at("ssl_verify"))?,
+            Some(v) => crate::tls::verify_setting(v, &at("ssl_verify"))?,
             None => Verify::Platform,
         };
         let identity = match (
@@ -312,17 +312,6 @@ impl UpstreamSpec {
     }
 }
 
-/// The verification an `ssl_verify` setting at `path` asks for, its CA bundle read.
-pub(crate) fn verify_setting(v: &SslVerify, path: &str) -> Result<Verify, ConfigError> {
-    match v.resolve(path)? {
-        SslVerifySetting::Off => Ok(Verify::Off),
-        SslVerifySetting::CaBundle(file) => {
-            Verify::ca_bundle(&file).map_err(|e| ConfigError::new(path, e))
-        }
-        SslVerifySetting::Default => Ok(Verify::Platform),
-    }
-}
-
 /// A client-credentials token, cached until shortly before it expires.
 #[derive(Default)]
 pub(crate) struct TokenCache {
@@ -359,7 +348,7 @@ impl TokenCache {
             .form(&form)
             .send()
             .await
-            .map_err(|e| match super::tls::failure(&e) {
+            .map_err(|e| match crate::tls::failure(&e) {
                 Some(tls) => format!("token request failed: {tls}"),
                 None => format!("token request failed: {}", e.without_url()),
             })?;
@@ -496,7 +485,7 @@ where
         .clone()
         .serve_with_lifecycle(transport, lifecycle)
         .await
-        .map_err(|e| super::tls::failure(&e).unwrap_or_else(|| e.to_string()))?;
+        .map_err(|e| crate::tls::failure(&e).unwrap_or_else(|| e.to_string()))?;
     // A 2026-07-28 upstream announces changes only on a listen stream.
     relay.listen_upstream(service.peer());
     Ok(service)

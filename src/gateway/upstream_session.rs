@@ -88,7 +88,7 @@ impl Recorder {
         outcome: Result<T, StreamableHttpError<reqwest::Error>>,
     ) -> Result<T, StreamableHttpError<reqwest::Error>> {
         if let Err(StreamableHttpError::Client(e)) = &outcome
-            && let Some(reason) = super::tls::failure(e)
+            && let Some(reason) = crate::tls::failure(e)
         {
             *self
                 .tls_failure

@@ -1,10 +1,11 @@
-//! TLS to upstreams: rustls with the ring provider, the roots an upstream's certificate is
-//! verified against, the certificate the gateway shows it, and the HTTP client built from them.
+//! TLS for outgoing connections: rustls with the ring provider, the roots a certificate is
+//! verified against, the certificate shown in return, and the HTTP client built from them.
 //!
 //! Each upstream gets its own [`reqwest::Client`] (its own connection pool), so one upstream's
 //! CA bundle or client certificate never applies to another. ALPN offers HTTP/2 and HTTP/1.1;
 //! proxies come from `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`; a redirect from `https` to
 //! `http` is refused rather than followed.
+
 
 use std::fmt;
 use std::path::Path;
@@ -14,6 +15,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
+
+use crate::config::{ConfigError, SslVerify, SslVerifySetting};
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use rustls_pki_types::{ServerName, UnixTime};
 
@@ -144,6 +147,17 @@ fn platform_roots() -> Arc<RootCertStore> {
         store.add_parsable_certificates(certs);
         Arc::new(store)
     }))
+}
+
+/// The verification an `ssl_verify` setting at `path` asks for, its CA bundle read.
+pub(crate) fn verify_setting(v: &SslVerify, path: &str) -> Result<Verify, ConfigError> {
+    match v.resolve(path)? {
+        SslVerifySetting::Off => Ok(Verify::Off),
+        SslVerifySetting::CaBundle(file) => {
+            Verify::ca_bundle(&file).map_err(|e| ConfigError::new(path, e))
+        }
+        SslVerifySetting::Default => Ok(Verify::Platform),
+    }
 }
 
 /// The HTTP client of one upstream.
