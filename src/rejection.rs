@@ -30,6 +30,8 @@ pub enum RejectionKind {
     InvalidCredential,
     /// The identity backend failed; nothing is allowed while it is down (503).
     IdentityUnavailable,
+    /// A valid token without a scope this resource requires (403, `insufficient_scope`).
+    InsufficientScope,
     /// The request is malformed or ambiguous (400).
     BadRequest,
     /// The `Mcp-Method`, `Mcp-Name` or `MCP-Protocol-Version` header disagrees with the body
@@ -68,6 +70,7 @@ pub struct Rejection {
     message: Cow<'static, str>,
     id: Option<RequestId>,
     era: Era,
+    challenge: Option<HeaderValue>,
 }
 
 impl Rejection {
@@ -77,6 +80,7 @@ impl Rejection {
             message: message.into(),
             id: None,
             era: Era::default(),
+            challenge: None,
         }
     }
 
@@ -93,6 +97,36 @@ impl Rejection {
     #[must_use]
     pub fn invalid_credential() -> Self {
         Self::new(RejectionKind::InvalidCredential, "Invalid API key")
+    }
+
+    /// A bearer token that is not valid here (malformed, expired, for another audience, signed
+    /// by an unknown key...). `why` is shown to the caller: never put configuration in it.
+    #[must_use]
+    pub fn invalid_token(why: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(RejectionKind::InvalidCredential, why)
+    }
+
+    /// A valid token that lacks a scope this resource requires.
+    #[must_use]
+    pub fn insufficient_scope() -> Self {
+        Self::new(
+            RejectionKind::InsufficientScope,
+            "The token lacks a scope this resource requires",
+        )
+    }
+
+    /// Answers with this `WWW-Authenticate` challenge instead of a bare `Bearer` (an OAuth
+    /// resource server's `resource_metadata`, `scope` and `error`).
+    #[must_use]
+    pub fn with_challenge(mut self, challenge: HeaderValue) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// The `WWW-Authenticate` challenge this refusal carries, if any besides a bare `Bearer`.
+    #[must_use]
+    pub fn challenge(&self) -> Option<&HeaderValue> {
+        self.challenge.as_ref()
     }
 
     /// The identity backend is unavailable.
@@ -225,6 +259,7 @@ impl Rejection {
             RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RejectionKind::SessionNotFound => StatusCode::NOT_FOUND,
             RejectionKind::ScopeForbidden
+            | RejectionKind::InsufficientScope
             | RejectionKind::ToolDenied { .. }
             | RejectionKind::ParamsDenied
             | RejectionKind::PromptDenied { .. }
@@ -305,7 +340,9 @@ impl Rejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if status == StatusCode::UNAUTHORIZED {
+        if let Some(challenge) = &self.challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
+        } else if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response.extensions_mut().insert(self);

@@ -27,6 +27,10 @@ pub struct Principal {
     pub is_admin: bool,
     /// Permissions per level, indexed in [`Level::ALL`] order.
     pub levels: [Option<Arc<Permissions>>; 5],
+    /// What MCP sessions and per-caller upstream connections are bound to, when it is not the
+    /// digest of the credential presented: for an OAuth token, a digest of its issuer and
+    /// subject, which stays the same when the token is refreshed.
+    pub caller_digest: Option<super::KeyDigest>,
 }
 
 impl Principal {

@@ -176,11 +176,48 @@ struct Member {
     permissions: Option<Arc<Permissions>>,
 }
 
+#[derive(Debug)]
+struct TeamRecord {
+    permissions: Option<Arc<Permissions>>,
+    organization_id: Option<Arc<str>>,
+}
+
+/// Who a caller says it is when no key names it (an OAuth token's claims): the ids the store
+/// looks up, and the permissions of the key level.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ClaimedIdentity<'a> {
+    /// A printable id for the caller (a token's subject).
+    pub key_id: Option<&'a str>,
+    /// A display name.
+    pub key_alias: Option<&'a str>,
+    /// The team, which must be configured.
+    pub team_id: Option<&'a str>,
+    /// The organisation, which must be configured; else the team's.
+    pub organization_id: Option<&'a str>,
+    /// The end user.
+    pub end_user_id: Option<&'a str>,
+    /// The agent.
+    pub agent_id: Option<&'a str>,
+    /// The key level's permissions (for a token: what its scopes grant).
+    pub permissions: Option<Arc<Permissions>>,
+}
+
+impl<'a> ClaimedIdentity<'a> {
+    /// Nothing claimed yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
 /// Keys, teams, organisations, end users and agents, compiled against one [`Catalog`].
 #[derive(Debug, Default)]
 pub struct IdentityStore {
     keys: HashMap<KeyDigest, KeyRecord>,
     master: Option<KeyDigest>,
+    teams: HashMap<Box<str>, TeamRecord>,
+    organizations: HashMap<Box<str>, Member>,
     end_users: HashMap<Box<str>, Member>,
     agents: HashMap<Box<str>, Member>,
 }
@@ -320,9 +357,21 @@ impl IdentityStore {
                 return Err(IdentityConfigError::DuplicateKey(who));
             }
         }
+        let teams = teams
+            .into_iter()
+            .map(|(id, (t, permissions))| {
+                let record = TeamRecord {
+                    permissions,
+                    organization_id: t.organization_id.as_deref().map(Into::into),
+                };
+                (id.into(), record)
+            })
+            .collect();
         Ok(Self {
             keys,
             master,
+            teams,
+            organizations: orgs,
             end_users,
             agents,
         })
@@ -377,6 +426,50 @@ impl IdentityStore {
             p.set_level(Level::Organization, r.organization.clone());
             p
         };
+        self.narrow(&mut p, end_user, agent);
+        Some(p)
+    }
+
+    /// The principal of a caller that presents claims instead of a key (an OAuth token): the
+    /// team, organisation, end user and agent permissions of the configuration apply to it as
+    /// they would to a key's.
+    ///
+    /// # Errors
+    ///
+    /// The claimed team or organisation is not configured (fail closed: an id nobody set up
+    /// grants nothing); the error names the level, not the id.
+    pub fn claimed_principal(&self, claimed: &ClaimedIdentity<'_>) -> Result<Principal, Level> {
+        let team = claimed
+            .team_id
+            .map(|id| self.teams.get(id).ok_or(Level::Team))
+            .transpose()?;
+        let organization_id = claimed
+            .organization_id
+            .map(Arc::<str>::from)
+            .or_else(|| team.and_then(|t| t.organization_id.clone()));
+        let organization = organization_id
+            .as_deref()
+            .map(|id| self.organizations.get(id).ok_or(Level::Organization))
+            .transpose()?;
+        let mut p = Principal {
+            key_id: claimed.key_id.map(Into::into),
+            key_alias: claimed.key_alias.map(Into::into),
+            team_id: claimed.team_id.map(Into::into),
+            organization_id,
+            ..Principal::default()
+        };
+        p.set_level(Level::Key, claimed.permissions.clone());
+        p.set_level(Level::Team, team.and_then(|t| t.permissions.clone()));
+        p.set_level(
+            Level::Organization,
+            organization.and_then(|o| o.permissions.clone()),
+        );
+        self.narrow(&mut p, claimed.end_user_id, claimed.agent_id);
+        Ok(p)
+    }
+
+    /// Adds the end user and agent levels a request names.
+    fn narrow(&self, p: &mut Principal, end_user: Option<&str>, agent: Option<&str>) {
         if let Some(user) = end_user {
             match self.end_users.get(user) {
                 Some(m) => {
@@ -397,6 +490,5 @@ impl IdentityStore {
                 None => p.agent_id = Some(id),
             }
         }
-        Some(p)
     }
 }

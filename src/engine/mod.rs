@@ -19,6 +19,7 @@ use std::fmt;
 pub use catalog::{Attribution, Catalog, CatalogError, CostInfo, Server, ServerSpec, Settings};
 pub use grant::{Denial, DeniedBy, Grant, Principal};
 pub use identities::{
+    ClaimedIdentity,
     IdentityConfigError, IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec, MemberSpec,
     TeamSpec,
 };

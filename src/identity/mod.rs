@@ -72,7 +72,9 @@ use http::{HeaderName, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub(crate) use presented::{credential, one_header};
+#[cfg(feature = "gateway")]
+pub(crate) use presented::credential;
+pub(crate) use presented::one_header;
 use presented::{presented, session_header};
 pub use sessions::SessionBindings;
 
@@ -89,8 +91,12 @@ use crate::rejection::Rejection;
 pub struct IdentityRequest<'a> {
     /// The request head.
     pub parts: &'a http::request::Parts,
-    /// The key presented, `Bearer ` removed.
+    /// The credential presented, `Bearer ` removed: a key, or a token for a resolver that
+    /// takes tokens.
     pub key: Option<&'a str>,
+    /// Whether the credential came from `Authorization: Bearer` rather than the key header
+    /// (which, when present, always wins and always carries a key).
+    pub bearer: bool,
     /// Its SHA-256 digest.
     pub key_digest: Option<KeyDigest>,
     /// The end user the request names.
@@ -109,6 +115,8 @@ pub enum IdentityError {
     Unauthenticated,
     /// The backend failed (503); nothing is allowed meanwhile.
     Unavailable(BoxError),
+    /// Refused with this answer (an OAuth resource server's 401 or 403 and its challenge).
+    Refused(Rejection),
 }
 
 impl fmt::Display for IdentityError {
@@ -116,6 +124,7 @@ impl fmt::Display for IdentityError {
         match self {
             Self::Unauthenticated => f.write_str("unauthenticated"),
             Self::Unavailable(e) => write!(f, "identity backend unavailable: {e}"),
+            Self::Refused(r) => write!(f, "refused: {r}"),
         }
     }
 }
@@ -216,7 +225,7 @@ impl ResolveIdentity for StoreResolver {
 }
 
 impl StoreResolver {
-    fn lookup(request: &IdentityRequest<'_>) -> Result<Principal, IdentityError> {
+    pub(crate) fn lookup(request: &IdentityRequest<'_>) -> Result<Principal, IdentityError> {
         let principal = request.key_digest.as_ref().and_then(|d| {
             request
                 .policy
@@ -412,6 +421,7 @@ impl<S, R> Identity<S, R> {
             let asked = IdentityRequest {
                 parts: &parts,
                 key: presented.key,
+                bearer: presented.bearer,
                 key_digest: presented.key.map(KeyDigest::of),
                 end_user_id: presented.end_user,
                 agent_id: presented.agent,
@@ -457,13 +467,18 @@ fn outcome(
     answer: Result<Principal, IdentityError>,
 ) -> Result<(Principal, Option<KeyDigest>), Rejection> {
     let refusal = match answer {
-        Ok(principal) => return Ok((principal, digest)),
+        // A token's caller is bound by its subject, not by the token (which is refreshed).
+        Ok(principal) => {
+            let bound = principal.caller_digest.or(digest);
+            return Ok((principal, bound));
+        }
         Err(IdentityError::Unauthenticated) if digest.is_none() => Rejection::missing_credential(),
         Err(IdentityError::Unauthenticated) => Rejection::invalid_credential(),
         Err(IdentityError::Unavailable(_e)) => {
             crate::trace::backend_error(&*_e);
             Rejection::identity_unavailable()
         }
+        Err(IdentityError::Refused(rejection)) => rejection,
     };
     crate::trace::refused(None, None, &refusal);
     Err(refusal)

@@ -52,24 +52,36 @@ fn strip_bearer(value: &str) -> Option<&str> {
 
 /// The key of a request: the key header (with or without `Bearer `), else a bearer
 /// `Authorization`.
+#[cfg(feature = "gateway")]
 pub(crate) fn credential<'h>(
     headers: &'h http::HeaderMap,
     names: &HeaderNames,
 ) -> Result<Option<&'h str>, Rejection> {
+    Ok(sourced_credential(headers, names)?.map(|(c, _)| c))
+}
+
+/// The credential of a request and whether it came from `Authorization: Bearer` (`true`) rather
+/// than the key header.
+fn sourced_credential<'h>(
+    headers: &'h http::HeaderMap,
+    names: &HeaderNames,
+) -> Result<Option<(&'h str, bool)>, Rejection> {
     // Checked even when the key header is present: two Authorization headers are ambiguous.
     let authorization = one_header(headers, &header::AUTHORIZATION)?;
     if let Some(v) = one_header(headers, &names.key)? {
         let key = strip_bearer(v).unwrap_or(v);
-        return Ok((!key.is_empty()).then_some(key));
+        return Ok((!key.is_empty()).then_some((key, false)));
     }
     Ok(authorization
         .and_then(strip_bearer)
-        .filter(|k| !k.is_empty()))
+        .filter(|k| !k.is_empty())
+        .map(|k| (k, true)))
 }
 
 /// The credential and names a request presents, each header read and checked once.
 pub(super) struct Presented<'h> {
     pub(super) key: Option<&'h str>,
+    pub(super) bearer: bool,
     pub(super) end_user: Option<&'h str>,
     pub(super) agent: Option<&'h str>,
 }
@@ -79,8 +91,10 @@ pub(super) fn presented<'h>(
     parts: &'h http::request::Parts,
 ) -> Result<Presented<'h>, Rejection> {
     let headers = &parts.headers;
+    let credential = sourced_credential(headers, names)?;
     Ok(Presented {
-        key: credential(headers, names)?,
+        key: credential.map(|(c, _)| c),
+        bearer: credential.is_some_and(|(_, bearer)| bearer),
         end_user: one_header(headers, &names.end_user)?,
         agent: one_header(headers, &names.agent)?,
     })
