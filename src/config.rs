@@ -21,8 +21,14 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 mod compile;
+mod oauth;
 mod ssl;
 
+#[cfg(feature = "oauth")]
+pub(crate) use oauth::check_url_text;
+pub use oauth::{
+    ALGORITHMS, ClaimPath, ClaimsConfig, IntrospectionConfig, IssuerConfig, OAuthConfig,
+};
 pub use ssl::{SslVerify, SslVerifySetting};
 
 use crate::engine::PermissionSpec;
@@ -182,6 +188,8 @@ pub struct GeneralSettings {
     /// How many seconds the gateway keeps the lists an upstream gave one caller's session
     /// (default 60; 0 keeps none). A list the upstream announces as changed is asked again.
     pub mcp_list_cache_ttl_seconds: Option<u64>,
+    /// Accept OAuth 2.1 bearer tokens besides keys (needs the `oauth` feature to take effect).
+    pub oauth: Option<OAuthConfig>,
 }
 
 /// `general_settings.tool_prefix`.
@@ -367,7 +375,7 @@ pub struct ObjectPermission {
 }
 
 impl ObjectPermission {
-    fn spec(&self) -> PermissionSpec {
+    pub(crate) fn spec(&self) -> PermissionSpec {
         PermissionSpec {
             mcp_servers: self.mcp_servers.clone(),
             mcp_access_groups: self.mcp_access_groups.clone(),

@@ -287,6 +287,17 @@ impl Config {
                 permissions: perms(format!("keys[{i}]"), &k.object_permission)?,
             });
         }
+        if let Some(oauth) = &self.general_settings.oauth {
+            oauth.check()?;
+            for (i, issuer) in oauth.issuers.iter().enumerate() {
+                for (scope, p) in issuer.scopes.iter() {
+                    catalog.compile_permissions(&p.spec()).map_err(|e| {
+                        let at = format!("general_settings.oauth.issuers[{i}].scopes.{scope}");
+                        ConfigError::at(at, e.to_string())
+                    })?;
+                }
+            }
+        }
         let identities = IdentityStore::build(&catalog, &spec).map_err(|e| {
             let path = match &e {
                 crate::engine::IdentityConfigError::DuplicateKey(_) => "keys",
