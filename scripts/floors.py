@@ -23,7 +23,8 @@ FLOORS = {
     5: ["identity", "namespace", "permission", "params", "cost"],
     6: ["stack", "config", "openai"],
     7: ["fuzzing", "tls"],
-    8: ["gateway"],
+    8: ["oauth"],
+    9: ["gateway"],
 }
 # Inside the gateway: the caller and small state tables on the ground; then the upstream
 # connection, the session pool, the state all callers share (`shared`), the aggregating

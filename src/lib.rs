@@ -82,7 +82,7 @@ pub mod permission;
 pub mod protocol;
 pub mod rejection;
 mod stack;
-#[cfg(feature = "gateway")]
+#[cfg(any(feature = "gateway", feature = "oauth"))]
 mod tls;
 mod trace;
 
@@ -90,3 +90,5 @@ pub use gatekeeper::{Gatekeeper, Limits, PolicySnapshot};
 pub use stack::{GatekeeperLayer, Stack};
 #[cfg(feature = "gateway")]
 pub mod gateway;
+#[cfg(feature = "oauth")]
+pub mod oauth;
