@@ -186,6 +186,19 @@ async fn main() -> ExitCode {
         },
         _ => None,
     };
+    // With `general_settings.oauth`, bearer tokens are accepted besides keys.
+    #[cfg(feature = "oauth")]
+    let router = match gateway.oauth() {
+        Some(oauth) => {
+            let identity = mcp_gatekeeper::identity::IdentityLayer::with_resolver(
+                gateway.gatekeeper().clone(),
+                oauth.clone(),
+            );
+            gateway.router(layer.identity(identity))
+        }
+        None => gateway.router(layer),
+    };
+    #[cfg(not(feature = "oauth"))]
     let router = gateway.router(layer);
     let listener = match tokio::net::TcpListener::bind(args.bind).await {
         Ok(l) => l,

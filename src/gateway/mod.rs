@@ -52,10 +52,10 @@ use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
 
+pub use crate::tls::{CertificateDer, ClientIdentity, PrivateKeyDer, UpstreamTls, Verify};
 pub use handler::GatewayHandler;
 pub use shared::Gateway;
 use shared::Shared;
-pub use crate::tls::{CertificateDer, ClientIdentity, PrivateKeyDer, UpstreamTls, Verify};
 pub use upstream::{InProcessFactory, OAuth2, UpstreamProtocol, UpstreamSpec, UpstreamTransport};
 
 use crate::config::{Config, ConfigError};
@@ -194,6 +194,8 @@ pub struct GatewayBuilder {
     registry: bool,
     allowed_hosts: Option<Vec<String>>,
     list_ttl: std::time::Duration,
+    #[cfg(feature = "oauth")]
+    oauth: Option<crate::oauth::OAuth>,
 }
 
 /// How long an upstream session's lists are kept unless configured otherwise.
@@ -236,6 +238,17 @@ impl GatewayBuilder {
     #[must_use]
     pub fn list_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.list_ttl = ttl;
+        self
+    }
+
+    /// Accepts OAuth bearer tokens besides keys: [`Gateway::router`] serves this resource's
+    /// protected resource metadata at `/.well-known/oauth-protected-resource[/{path}]`. The
+    /// layer given to the router must resolve identities with the same [`OAuth`](crate::oauth::OAuth)
+    /// (see [`Gateway::oauth`]).
+    #[cfg(feature = "oauth")]
+    #[must_use]
+    pub fn oauth(mut self, oauth: crate::oauth::OAuth) -> Self {
+        self.oauth = Some(oauth);
         self
     }
 
@@ -293,6 +306,8 @@ impl GatewayBuilder {
                 listeners: Arc::default(),
                 tasks: task_ids::TaskIds::default(),
                 downstream: std::sync::Mutex::default(),
+                #[cfg(feature = "oauth")]
+                oauth: self.oauth,
             }),
         })
     }
@@ -309,7 +324,17 @@ impl Gateway {
             registry: false,
             allowed_hosts: None,
             list_ttl: DEFAULT_LIST_TTL,
+            #[cfg(feature = "oauth")]
+            oauth: None,
         }
+    }
+
+    /// The OAuth resolver the gateway was built with (from `general_settings.oauth`, or
+    /// [`GatewayBuilder::oauth`]): give it to the identity layer of the router's stack.
+    #[cfg(feature = "oauth")]
+    #[must_use]
+    pub fn oauth(&self) -> Option<&crate::oauth::OAuth> {
+        self.shared.oauth.as_ref()
     }
 
     /// A builder with every server of `config` as an upstream, and its `general_settings`.
@@ -326,6 +351,20 @@ impl Gateway {
         let mut b = Self::builder(gatekeeper).registry(settings.enable_mcp_registry);
         if let Some(seconds) = settings.mcp_list_cache_ttl_seconds {
             b = b.list_cache_ttl(std::time::Duration::from_secs(seconds));
+        }
+        if let Some(oauth) = &settings.oauth {
+            #[cfg(feature = "oauth")]
+            {
+                b = b.oauth(crate::oauth::OAuth::from_config(oauth)?);
+            }
+            #[cfg(not(feature = "oauth"))]
+            {
+                let _ = oauth;
+                return Err(ConfigError::new(
+                    "general_settings.oauth",
+                    "accepting OAuth tokens needs the `oauth` feature of mcp-gatekeeper",
+                ));
+            }
         }
         if let Some(h) = &config.general_settings.mcp_client_side_auth_header_name {
             let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {

@@ -200,6 +200,13 @@ impl Gateway {
                 .service(layer.layer(inner));
             router = router.route_service("/v1/mcp/registry.json", registry);
         }
+        #[cfg(feature = "oauth")]
+        if let Some(oauth) = &self.shared.oauth {
+            use crate::oauth::METADATA_PATH;
+            router = router
+                .route_service(METADATA_PATH, oauth.metadata())
+                .route_service(&format!("{METADATA_PATH}/{{*path}}"), oauth.metadata());
+        }
         router.with_state(state).fallback_service(mcp)
     }
 }

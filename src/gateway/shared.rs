@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     /// it uses, so that what upstreams announce outside a call still reaches the caller.
     pub(crate) downstream:
         std::sync::Mutex<HashMap<Arc<str>, rmcp::service::Peer<rmcp::RoleServer>>>,
+    #[cfg(feature = "oauth")]
+    pub(crate) oauth: Option<crate::oauth::OAuth>,
 }
 
 /// The last thing an upstream did, for `/health`.

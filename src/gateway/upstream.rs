@@ -15,9 +15,9 @@ use rmcp::{RoleClient, ServiceExt};
 use tokio::sync::Mutex;
 
 use super::sse_client;
-use crate::tls::{ClientIdentity, UpstreamTls, Verify};
 use super::upstream_client::Relay;
 use crate::config::{AuthType, ConfigError, ServerConfig, Transport};
+use crate::tls::{ClientIdentity, UpstreamTls, Verify};
 
 /// Connects one in-process upstream: hands the server its end of an in-memory duplex pipe.
 pub type InProcessFactory = Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>;
