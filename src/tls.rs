@@ -1,11 +1,14 @@
-//! TLS for outgoing connections: rustls with the ring provider, the roots a certificate is
-//! verified against, the certificate shown in return, and the HTTP client built from them.
+//! TLS for outgoing connections (upstreams, and the identity providers OAuth asks for keys):
+//! rustls with the ring provider, the roots a certificate is verified against, the certificate
+//! shown in return, and the HTTP client built from them.
 //!
 //! Each upstream gets its own [`reqwest::Client`] (its own connection pool), so one upstream's
 //! CA bundle or client certificate never applies to another. ALPN offers HTTP/2 and HTTP/1.1;
 //! proxies come from `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`; a redirect from `https` to
 //! `http` is refused rather than followed.
 
+// Without the gateway, only the client of the identity providers is used.
+#![cfg_attr(not(feature = "gateway"), allow(dead_code, unreachable_pub))]
 
 use std::fmt;
 use std::path::Path;

@@ -19,9 +19,8 @@ use std::fmt;
 pub use catalog::{Attribution, Catalog, CatalogError, CostInfo, Server, ServerSpec, Settings};
 pub use grant::{Denial, DeniedBy, Grant, Principal};
 pub use identities::{
-    ClaimedIdentity,
-    IdentityConfigError, IdentitySpec, IdentityStore, KeyDigest, KeyMaterial, KeySpec, MemberSpec,
-    TeamSpec,
+    ClaimedIdentity, IdentityConfigError, IdentitySpec, IdentityStore, KeyDigest, KeyMaterial,
+    KeySpec, MemberSpec, TeamSpec,
 };
 pub use names::{NameIndex, NameKind, Owner};
 pub use params::ParamsDenial;
