@@ -28,6 +28,13 @@ const RESOURCE: &str = "http://localhost:4000/mcp";
 enum Signer {
     Es256(EcdsaKeyPair),
     EdDsa(Ed25519KeyPair),
+    /// RS256 (`pss: false`) or PS256, with the modulus and exponent for the key set.
+    Rsa {
+        pair: signature::RsaKeyPair,
+        n: Vec<u8>,
+        e: Vec<u8>,
+        pss: bool,
+    },
 }
 
 struct Key {
@@ -56,8 +63,29 @@ impl Key {
         }
     }
 
+    /// A 2048-bit RSA key generated now, signing with RS256 or (`pss`) PS256.
+    fn rsa(kid: &str, pss: bool) -> Self {
+        use rsa::pkcs8::EncodePrivateKey as _;
+        use rsa::traits::PublicKeyParts as _;
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let der = private.to_pkcs8_der().unwrap();
+        Self {
+            kid: kid.into(),
+            signer: Signer::Rsa {
+                pair: signature::RsaKeyPair::from_pkcs8(der.as_bytes()).unwrap(),
+                n: private.n().to_bytes_be(),
+                e: private.e().to_bytes_be(),
+                pss,
+            },
+        }
+    }
+
     fn jwk(&self) -> Value {
         match &self.signer {
+            Signer::Rsa { n, e, .. } => {
+                json!({"kty": "RSA", "kid": self.kid, "use": "sig",
+                       "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e)})
+            }
             Signer::Es256(pair) => {
                 let point = pair.public_key().as_ref();
                 json!({"kty": "EC", "crv": "P-256", "kid": self.kid, "use": "sig", "alg": "ES256",
@@ -74,6 +102,8 @@ impl Key {
         match self.signer {
             Signer::Es256(_) => "ES256",
             Signer::EdDsa(_) => "EdDSA",
+            Signer::Rsa { pss: false, .. } => "RS256",
+            Signer::Rsa { pss: true, .. } => "PS256",
         }
     }
 
@@ -92,6 +122,17 @@ impl Key {
                 .as_ref()
                 .to_vec(),
             Signer::EdDsa(pair) => pair.sign(input.as_bytes()).as_ref().to_vec(),
+            Signer::Rsa { pair, pss, .. } => {
+                let padding: &'static dyn signature::RsaEncoding = if *pss {
+                    &signature::RSA_PSS_SHA256
+                } else {
+                    &signature::RSA_PKCS1_SHA256
+                };
+                let mut out = vec![0; pair.public().modulus_len()];
+                pair.sign(padding, &SystemRandom::new(), input.as_bytes(), &mut out)
+                    .unwrap();
+                out
+            }
         };
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
@@ -500,6 +541,33 @@ async fn every_bad_token_is_refused_with_its_challenge_and_the_upstream_never_ru
         "Bearer resource_metadata=\"http://localhost:4000/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\""
     );
     assert_eq!(s.github.executions.names(), ["list_issues", "list_issues"]);
+}
+
+#[tokio::test]
+async fn rsa_tokens_verify_under_the_algorithm_they_name_only() {
+    let rs = Key::rsa("rsa-1", false);
+    let ps = Key::rsa("rsa-2", true);
+    let (_idp_server, idp) = Idp::start(&[&rs, &ps]).await;
+    let s = gateway(&idp, json!({})).await;
+    let url = s.gw.url("/mcp");
+    for key in [&rs, &ps] {
+        let (status, _, body) =
+            raw_call(&url, Some(&format!("Bearer {}", key.sign(&claims(&idp))))).await;
+        assert_eq!(status, 200, "{}: {body}", key.alg());
+    }
+    // A PKCS#1 signature presented as PS256 (and the reverse) does not verify.
+    for (key, claimed) in [(&rs, "PS256"), (&ps, "RS256")] {
+        let token = key.sign(&claims(&idp));
+        let (header, rest) = token.split_once('.').unwrap();
+        let mut h: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        h["alg"] = json!(claimed);
+        let relabelled = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(h.to_string()));
+        let (status, challenge, _) = raw_call(&url, Some(&format!("Bearer {relabelled}"))).await;
+        assert_eq!(status, 401, "{claimed}");
+        assert!(challenge.contains("invalid_token"));
+    }
+    assert_eq!(s.github.executions.names().len(), 2);
 }
 
 #[tokio::test]
