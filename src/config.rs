@@ -156,7 +156,7 @@ impl Secret {
     }
 }
 
-fn resolve_env(value: &str, path: &str) -> Result<String, ConfigError> {
+pub(crate) fn resolve_env(value: &str, path: &str) -> Result<String, ConfigError> {
     match value.strip_prefix("os.environ/") {
         Some(name) => std::env::var(name).map_err(|_| {
             ConfigError::at(path, format!("environment variable {name} is not set (or not UTF-8); set it or write the value here"))

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::{ConfigError, ObjectPermission, Secret, SslVerify, UniqueMap};
+use super::{ConfigError, ObjectPermission, Secret, SslVerify, UniqueMap, resolve_env};
 
 /// The signature algorithms a token may be signed with. Symmetric (HMAC) algorithms and `none`
 /// are never accepted.
@@ -149,6 +149,41 @@ impl OAuthConfig {
     ///
     /// The first mistake, with its path.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.resolved()?.check_resolved()
+    }
+
+    /// The settings with every URL written as `os.environ/NAME` read from the environment
+    /// (`resource`, and per issuer `issuer`, `audiences`, `jwks_uri` and the introspection
+    /// `endpoint`).
+    ///
+    /// # Errors
+    ///
+    /// A variable that is not set.
+    pub fn resolved(&self) -> Result<Self, ConfigError> {
+        let at = |field: &str| format!("general_settings.oauth.{field}");
+        let mut out = self.clone();
+        out.resource = resolve_env(&self.resource, &at("resource"))?;
+        for (i, issuer) in out.issuers.iter_mut().enumerate() {
+            let at = |field: &str| at(&format!("issuers[{i}].{field}"));
+            issuer.issuer = resolve_env(&issuer.issuer, &at("issuer"))?;
+            for audience in &mut issuer.audiences {
+                *audience = resolve_env(audience, &at("audiences"))?;
+            }
+            if let Some(uri) = &mut issuer.jwks_uri {
+                *uri = resolve_env(uri, &at("jwks_uri"))?;
+            }
+            if let Some(endpoint) = issuer
+                .introspection
+                .as_mut()
+                .and_then(|x| x.endpoint.as_mut())
+            {
+                *endpoint = resolve_env(endpoint, &at("introspection.endpoint"))?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_resolved(&self) -> Result<(), ConfigError> {
         let at = |field: &str| format!("general_settings.oauth.{field}");
         check_url(&self.resource, &at("resource"))?;
         if !self.resource.ends_with("/mcp") {

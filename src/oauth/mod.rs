@@ -118,6 +118,7 @@ impl OAuth {
     /// Inconsistent settings (see [`OAuthConfig::check`]), an unreadable CA bundle, an unset
     /// `os.environ/` secret.
     pub fn from_config(config: &OAuthConfig) -> Result<Self, ConfigError> {
+        let config = &config.resolved()?;
         config.check()?;
         let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
         let timing = Timing {
