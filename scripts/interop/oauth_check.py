@@ -100,6 +100,21 @@ class User:
         raise AssertionError("the authorization server never redirected back")
 
 
+def describe(token: str) -> str:
+    """A JWT's header and claims, for the log (test tokens of a throwaway server)."""
+    import base64
+    import json
+
+    def part(text: str) -> dict[str, Any]:
+        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+    try:
+        header, claims = (part(p) for p in token.split(".")[:2])
+    except ValueError:
+        return "not a JWT"
+    return f"alg={header.get('alg')} typ={header.get('typ')} aud={claims.get('aud')} scope={claims.get('scope')!r} claims={sorted(claims)}"
+
+
 def check(name: str, ok: bool, detail: str = "") -> None:
     print(f"{'ok  ' if ok else 'FAIL'}  [Python SDK {SDK}, OAuth] {name}{'  (' + detail + ')' if detail else ''}")
     if not ok:
@@ -204,6 +219,7 @@ async def main() -> int:
         check(f"calls an allowed tool at {path}", not (getattr(ok, "isError", None) or getattr(ok, "is_error", None)))
         check(f"a tool outside the grant is refused at {path}", True, denied)
         token = storage.tokens.access_token if storage.tokens else ""
+        print(f"      the access token at {path}: {describe(token)}")
         if path == "/fx/mcp":
             async with httpx.AsyncClient(timeout=10) as plain:
                 for other in ["/mcp", "/evhttp/mcp"]:
