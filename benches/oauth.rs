@@ -1,7 +1,7 @@
 //! What the identity layer costs per request when it resolves OAuth tokens: a token seen
 //! before (its signature checked once, then the per-request checks: time, audience, scopes,
 //! the principal), a token seen for the first time (the signature checked with a cached key,
-//! ES256 and EdDSA), and an API key through the same resolver for comparison.
+//! ES256, RS256 and EdDSA), and an API key through the same resolver for comparison.
 //!
 //! `cargo bench --features oauth --bench oauth`
 
@@ -57,10 +57,19 @@ fn bench_oauth(c: &mut Criterion) {
     let ed =
         Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
     let point = es.public_key().as_ref().to_vec();
+    let (rsa, rsa_n, rsa_e) = {
+        use rsa::pkcs8::EncodePrivateKey as _;
+        use rsa::traits::PublicKeyParts as _;
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let der = private.to_pkcs8_der().unwrap();
+        let pair = signature::RsaKeyPair::from_pkcs8(der.as_bytes()).unwrap();
+        (pair, private.n().to_bytes_be(), private.e().to_bytes_be())
+    };
     let jwks = json!({"keys": [
         {"kty": "EC", "crv": "P-256", "kid": "es", "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
          "y": URL_SAFE_NO_PAD.encode(&point[33..])},
-        {"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": URL_SAFE_NO_PAD.encode(ed.public_key().as_ref())}
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": URL_SAFE_NO_PAD.encode(ed.public_key().as_ref())},
+        {"kty": "RSA", "kid": "rs", "n": URL_SAFE_NO_PAD.encode(&rsa_n), "e": URL_SAFE_NO_PAD.encode(&rsa_e)}
     ]});
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -110,6 +119,14 @@ fn bench_oauth(c: &mut Criterion) {
         })
     };
     let ed_token = |i| sign("EdDSA", "ed", &claims(i), |m| ed.sign(m).as_ref().to_vec());
+    let rs_token = |i| {
+        sign("RS256", "rs", &claims(i), |m| {
+            let mut out = vec![0; rsa.public().modulus_len()];
+            rsa.sign(&signature::RSA_PKCS1_SHA256, &rng, m, &mut out)
+                .unwrap();
+            out
+        })
+    };
     let request = |name: &str, value: &str| {
         http::Request::post("http://127.0.0.1/mcp")
             .header(name, value)
@@ -151,6 +168,16 @@ fn bench_oauth(c: &mut Criterion) {
             || {
                 n += 1;
                 request("authorization", &format!("Bearer {}", es_token(n)))
+            },
+            &mut call,
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("token first seen, RS256", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                request("authorization", &format!("Bearer {}", rs_token(n)))
             },
             &mut call,
             BatchSize::SmallInput,
