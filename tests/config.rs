@@ -221,3 +221,25 @@ fn the_worked_example_config_loads() {
     assert_eq!(p.catalog().servers().len(), 3);
     assert_eq!(p.identities().len(), 3);
 }
+
+#[cfg(feature = "config-yaml")]
+#[test]
+fn the_oauth_example_config_loads() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/oauth.yaml"
+    ))
+    .unwrap();
+    let text = text
+        .replace(
+            "os.environ/GATEWAY_MCP_URL",
+            "https://gateway.example.com/mcp",
+        )
+        .replace("os.environ/", "literal-");
+    let c = Config::from_yaml_str(&text).unwrap();
+    let p = c.policy().unwrap();
+    let oauth = c.general_settings.oauth.as_ref().unwrap();
+    assert_eq!(oauth.issuers[0].scopes.iter().count(), 2);
+    assert_eq!(oauth.required_scopes, ["mcp"]);
+    assert_eq!(p.catalog().servers().len(), 2);
+}
