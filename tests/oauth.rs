@@ -809,3 +809,68 @@ fn oauth_settings_are_checked_when_the_configuration_loads() {
         assert!(error.contains("general_settings.oauth"), "{error}");
     }
 }
+
+/// The resolver and the metadata service in an axum app of one's own, in front of an rmcp
+/// server, without the gateway: a token's team narrows the server's tools as it would a key's.
+#[tokio::test]
+async fn the_resolver_serves_any_app_without_the_gateway() {
+    use mcp_gatekeeper::oauth::{METADATA_PATH, OAuth};
+    use tower::Layer;
+
+    let key = Key::es256("k1");
+    let (_idp_server, idp) = Idp::start(&[&key]).await;
+    let doc = json!({
+        "general_settings": {"oauth": {"resource": RESOURCE, "required_scopes": ["mcp"],
+            "issuers": [{"issuer": idp.issuer(), "claims": {"team_id": "groups[0]"}}]}},
+        "mcp_servers": {"inhouse": {"url": "http://127.0.0.1:9/mcp"}},
+        "teams": [{"team_id": "eng", "object_permission": {"mcp_tool_permissions": {"inhouse": ["search"]}}}]
+    });
+    let config = Config::from_json_str(&doc.to_string()).unwrap();
+    let gatekeeper = Gatekeeper::for_server(config.policy().unwrap(), "inhouse");
+    let oauth = OAuth::from_config(config.general_settings.oauth.as_ref().unwrap()).unwrap();
+    let server = RecordingServer::new(vec![tool("search", &["q"]), tool("delete", &[])], &[], &[]);
+    let ct = CancellationToken::new();
+    let layers = gatekeeper.layer().identity(IdentityLayer::with_resolver(
+        gatekeeper.clone(),
+        oauth.clone(),
+    ));
+    let app = axum::Router::new()
+        .route_service(METADATA_PATH, oauth.metadata())
+        .route_service(&format!("{METADATA_PATH}/{{*path}}"), oauth.metadata())
+        .nest_service(
+            "/mcp",
+            layers.layer(mcp_service(server.clone(), Mode::StatelessJson, &ct)),
+        );
+    let app = serve(app, ct).await;
+
+    let client = connect_with(&app.url("/mcp"), bearer(&key.sign(&claims(&idp)))).await;
+    assert_eq!(tool_names(&client).await, ["search"]);
+    assert_eq!(
+        call(&client, "search", json!({"q": "x"})).await.map(|_| ()),
+        Ok(())
+    );
+    let refused = call(&client, "delete", json!({})).await;
+    assert!(
+        matches!(&refused, Err(t) if !t.starts_with("service error")),
+        "{refused:?}"
+    );
+    client.cancel().await.unwrap();
+    assert_eq!(server.executions.names(), ["search"]);
+
+    let (status, challenge, _) = raw_call(&app.url("/mcp"), None).await;
+    assert_eq!(status, 401);
+    assert!(
+        challenge.contains("oauth-protected-resource/mcp"),
+        "{challenge}"
+    );
+    let doc: Value = http_client()
+        .get(app.url("/.well-known/oauth-protected-resource/mcp"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["resource"], RESOURCE);
+    assert_eq!(doc["authorization_servers"], json!([idp.issuer()]));
+}
