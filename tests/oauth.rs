@@ -874,3 +874,63 @@ async fn the_resolver_serves_any_app_without_the_gateway() {
     assert_eq!(doc["resource"], RESOURCE);
     assert_eq!(doc["authorization_servers"], json!([idp.issuer()]));
 }
+
+/// An MCP session belongs to the token's issuer and subject: a refreshed token (same subject)
+/// keeps it; another subject's token, or a key, gets 404 for it.
+#[tokio::test]
+async fn a_session_outlives_its_token_but_not_its_subject() {
+    let key = Key::es256("k1");
+    let (_idp_server, idp) = Idp::start(&[&key]).await;
+    let s = gateway(&idp, json!({})).await;
+    let url = s.gw.url("/mcp");
+    let http = http_client();
+    let post = |authorization: String, session: Option<&str>, body: Value| {
+        let mut r = http
+            .post(&url)
+            .header("authorization", authorization)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some(sid) = session {
+            r = r.header("mcp-session-id", sid);
+        }
+        r.json(&body).send()
+    };
+    let first = format!(
+        "Bearer {}",
+        key.sign(&with(claims(&idp), "jti", json!("a")))
+    );
+    let init = post(first, None, json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}))
+    .await
+    .unwrap();
+    assert_eq!(init.status(), 200);
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = init.text().await;
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let refreshed = format!(
+        "Bearer {}",
+        key.sign(&with(claims(&idp), "jti", json!("b")))
+    );
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = post(refreshed.clone(), Some(&sid), initialized)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = post(refreshed, Some(&sid), list.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("github-list_issues"));
+    let someone_else = format!(
+        "Bearer {}",
+        key.sign(&with(claims(&idp), "sub", json!("user-2")))
+    );
+    let r = post(someone_else, Some(&sid), list.clone()).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post("Bearer sk-alice".into(), Some(&sid), list)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
