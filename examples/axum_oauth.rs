@@ -81,8 +81,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "in-house MCP server on {resource}, accepting tokens of {issuer} and the keys sk-reader, sk-writer"
     );
-    println!("  curl -s http://{addr}{METADATA_PATH}/mcp        # where clients start");
-    println!("  curl -s -i -X POST {resource}                   # 401 naming it");
+    println!("  curl -s http://{addr}{METADATA_PATH}/mcp   # where clients start");
+    println!("  curl -s -i -X POST {resource}   # a 401 that names it");
     println!("Keys work side by side. {}", inhouse::curl_lines(&resource));
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
