@@ -183,7 +183,8 @@ impl OAuthConfig {
         Ok(out)
     }
 
-    fn check_resolved(&self) -> Result<(), ConfigError> {
+    /// [`check`](Self::check) of settings already [`resolved`](Self::resolved).
+    pub(crate) fn check_resolved(&self) -> Result<(), ConfigError> {
         let at = |field: &str| format!("general_settings.oauth.{field}");
         check_url(&self.resource, &at("resource"))?;
         if !self.resource.ends_with("/mcp") {

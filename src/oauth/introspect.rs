@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::issuer::{IssuerKeys, read_capped};
+use super::issuer::{IssuerKeys, send};
 
 /// How one issuer is asked about opaque tokens.
 #[derive(Debug)]
@@ -39,20 +39,12 @@ impl Introspector {
                     )
                 })?,
         };
-        let response = issuer
+        let request = issuer
             .http
             .post(&endpoint)
             .basic_auth(&self.client_id, Some(&self.client_secret))
-            .header(http::header::ACCEPT, "application/json")
-            .form(&[("token", token), ("token_type_hint", "access_token")])
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| format!("{endpoint}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{endpoint}: HTTP {}", response.status()));
-        }
-        let body = read_capped(response, &endpoint).await?;
+            .form(&[("token", token), ("token_type_hint", "access_token")]);
+        let body = send(request, &endpoint, timeout).await?;
         let answer: Value =
             serde_json::from_slice(&body).map_err(|e| format!("{endpoint}: not JSON: {e}"))?;
         match answer.get("active") {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::keys::{Jwk, parse_set};
-use crate::config::ClaimPath;
 
 /// How keys age (see [`OAuthConfig`](crate::config::OAuthConfig)).
 #[derive(Clone, Copy, Debug)]
@@ -198,8 +197,8 @@ impl IssuerKeys {
                         return Err(format!("{url} names another issuer"));
                     }
                     let url_field = |name: &str| {
-                        let value = ClaimPath::parse(name).ok()?.get(&doc)?.as_str()?.to_owned();
-                        crate::config::check_url_text(&value).then_some(value)
+                        let value = doc.get(name)?.as_str()?;
+                        crate::config::check_url_text(value).then(|| value.to_owned())
                     };
                     let metadata = Arc::new(Metadata {
                         jwks_uri: url_field("jwks_uri"),
@@ -215,26 +214,26 @@ impl IssuerKeys {
     }
 
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let response = self
-            .http
-            .get(url)
-            .header(http::header::ACCEPT, "application/json")
-            .timeout(self.timing.http_timeout)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url}: HTTP {}", response.status()));
-        }
-        read_capped(response, url).await
+        send(self.http.get(url), url, self.timing.http_timeout).await
     }
 }
 
-/// A response body, refused past [`MAX_DOCUMENT`] bytes.
-pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
+/// Sends a request for a JSON document to the authorization server: the body of a successful
+/// answer, refused past [`MAX_DOCUMENT`] bytes.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
     url: &str,
+    timeout: Duration,
 ) -> Result<Vec<u8>, String> {
+    let mut response = request
+        .header(http::header::ACCEPT, "application/json")
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
         if body.len() + chunk.len() > MAX_DOCUMENT {

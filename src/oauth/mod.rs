@@ -119,7 +119,7 @@ impl OAuth {
     /// `os.environ/` secret.
     pub fn from_config(config: &OAuthConfig) -> Result<Self, ConfigError> {
         let config = &config.resolved()?;
-        config.check()?;
+        config.check_resolved()?;
         let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
         let timing = Timing {
             refresh: secs(config.jwks_refresh_seconds, 300),
@@ -229,11 +229,10 @@ impl Inner {
         asked: &Asked<'_>,
     ) -> Result<Principal, IdentityError> {
         let rules = &self.issuers[checked.issuer];
-        let own = self.resource.uri_of(asked.path);
         admit(
             checked,
             rules,
-            &own,
+            &self.resource,
             &self.required_scopes,
             self.skew,
             asked,

@@ -47,6 +47,17 @@ impl Resource {
         format!("{}{}{}", self.origin, self.prefix, resource_path(path))
     }
 
+    /// Whether `audience` is the URI of the resource a request path belongs to ([`uri_of`],
+    /// compared without building it).
+    ///
+    /// [`uri_of`]: Self::uri_of
+    pub(crate) fn is_uri_of(&self, audience: &str, path: &str) -> bool {
+        audience
+            .strip_prefix(self.origin.as_str())
+            .and_then(|rest| rest.strip_prefix(self.prefix.as_str()))
+            == Some(resource_path(path))
+    }
+
     /// Where the metadata of the resource a request path belongs to is served.
     pub(crate) fn metadata_url(&self, path: &str) -> String {
         format!(
@@ -223,6 +234,10 @@ mod tests {
             r.uri_of("/github/mcp"),
             "https://gw.example.com/prefix/github/mcp"
         );
+        assert!(r.is_uri_of("https://gw.example.com/prefix/github/mcp", "/github/mcp/x"));
+        assert!(!r.is_uri_of("https://gw.example.com/prefix/github/mcp", "/mcp"));
+        assert!(!r.is_uri_of("https://gw.example.com/github/mcp", "/github/mcp"));
+        assert!(!r.is_uri_of("https://gw.example.com/prefix/github/mcpx", "/github/mcp"));
         assert_eq!(
             r.metadata_url("/mcp"),
             "https://gw.example.com/.well-known/oauth-protected-resource/prefix/mcp"

@@ -2,7 +2,7 @@
 //! time, audience and scopes on every request, and the caller it names.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::claims::{self, Checked, ClaimRules};
@@ -10,6 +10,7 @@ use super::introspect::Introspector;
 use super::issuer::{Current, IssuerKeys};
 use super::jwt::{self, Alg};
 use super::keys::select;
+use super::resource::Resource;
 use crate::engine::{ClaimedIdentity, KeyDigest, Level, PermissionSpec, Permissions, Principal};
 use crate::gatekeeper::PolicySnapshot;
 
@@ -119,7 +120,7 @@ pub(crate) enum Unfit {
 pub(crate) fn admit(
     checked: &Checked,
     rules: &IssuerRules,
-    own_uri: &str,
+    resource: &Resource,
     required_scopes: &[String],
     skew: u64,
     asked: &Asked<'_>,
@@ -137,7 +138,7 @@ pub(crate) fn admit(
     let for_here = checked
         .audiences
         .iter()
-        .any(|a| a == own_uri || rules.audiences.contains(a));
+        .any(|a| resource.is_uri_of(a, asked.path) || rules.audiences.contains(a));
     if !for_here {
         return Err(Unfit::Invalid("the token was issued for another resource"));
     }
@@ -198,7 +199,7 @@ fn key_level(
 /// Tokens already checked, by digest, until they expire.
 #[derive(Debug, Default)]
 pub(crate) struct TokenCache {
-    map: Mutex<HashMap<KeyDigest, Arc<Checked>>>,
+    map: RwLock<HashMap<KeyDigest, Arc<Checked>>>,
 }
 
 /// The most tokens kept; past it, expired ones go, then all.
@@ -208,7 +209,7 @@ impl TokenCache {
     pub(crate) fn get(&self, digest: &KeyDigest) -> Option<Arc<Checked>> {
         let map = self
             .map
-            .lock()
+            .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let found = map.get(digest)?;
         (found.cache_until >= unix_now()).then(|| Arc::clone(found))
@@ -217,7 +218,7 @@ impl TokenCache {
     pub(crate) fn insert(&self, digest: KeyDigest, checked: Arc<Checked>) {
         let mut map = self
             .map
-            .lock()
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= CACHED_TOKENS {
             let now = unix_now();
