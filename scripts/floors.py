@@ -22,8 +22,8 @@ FLOORS = {
     4: ["context"],
     5: ["identity", "namespace", "permission", "params", "cost"],
     6: ["stack", "config", "openai"],
-    7: ["fuzzing", "tls"],
-    8: ["oauth"],
+    7: ["fuzzing", "tls", "source"],
+    8: ["oauth", "postgres"],
     9: ["gateway"],
 }
 # Inside the gateway: the caller and small state tables on the ground; then the upstream

@@ -21,9 +21,11 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 mod compile;
+mod deploy;
 mod oauth;
 mod ssl;
 
+pub use deploy::{Deployment, SpendSinkConfig};
 #[cfg(feature = "oauth")]
 pub(crate) use oauth::check_url_text;
 pub use oauth::{
@@ -190,6 +192,17 @@ pub struct GeneralSettings {
     pub mcp_list_cache_ttl_seconds: Option<u64>,
     /// Accept OAuth 2.1 bearer tokens besides keys (needs the `oauth` feature to take effect).
     pub oauth: Option<OAuthConfig>,
+    /// The Postgres database that holds keys, teams, organisations, end users, agents, server
+    /// rules and spend (LiteLLM's name; `os.environ/DATABASE_URL` works). Needs the `postgres`
+    /// feature.
+    pub database_url: Option<Secret>,
+    /// Where spend events go (see [`SpendSinkConfig`]).
+    pub spend_sink: Option<SpendSinkConfig>,
+    /// The secret every replica shares to bind MCP sessions to callers, at least 32 bytes.
+    pub session_secret: Option<Secret>,
+    /// Seconds between full reloads of the policy from the database, besides its change
+    /// notifications (default 30).
+    pub policy_resync_seconds: Option<u64>,
 }
 
 /// `general_settings.tool_prefix`.
@@ -402,6 +415,9 @@ pub struct KeyConfig {
     pub agent_id: Option<String>,
     /// Permissions.
     pub object_permission: Option<ObjectPermission>,
+    /// A blocked key is refused (LiteLLM's `blocked`).
+    #[serde(default)]
+    pub blocked: bool,
 }
 
 /// One entry of `teams`.

@@ -16,6 +16,7 @@ use crate::engine::{Catalog, IdentityStore, Mount, NameIndex};
 pub struct PolicySnapshot {
     catalog: Arc<Catalog>,
     identities: IdentityStore,
+    loaded: bool,
 }
 
 impl PolicySnapshot {
@@ -25,7 +26,27 @@ impl PolicySnapshot {
         Self {
             catalog,
             identities,
+            loaded: true,
         }
+    }
+
+    /// A stand-in for a policy that has not been loaded yet (its source, a database, has not
+    /// answered): the identity layer refuses every request with 503 while it is in place,
+    /// rather than decide with an empty or default policy. `catalog` names the servers so the
+    /// parts built around the catalog can start.
+    #[must_use]
+    pub fn pending(catalog: Arc<Catalog>) -> Self {
+        Self {
+            catalog,
+            identities: IdentityStore::empty(),
+            loaded: false,
+        }
+    }
+
+    /// Whether this is a loaded policy (not [`PolicySnapshot::pending`]).
+    #[must_use]
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
     }
 
     /// The catalog.

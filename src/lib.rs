@@ -81,6 +81,7 @@ pub mod params;
 pub mod permission;
 pub mod protocol;
 pub mod rejection;
+pub mod source;
 mod stack;
 #[cfg(any(feature = "gateway", feature = "oauth"))]
 mod tls;

@@ -99,6 +99,34 @@ impl Rejection {
         Self::new(RejectionKind::InvalidCredential, "Invalid API key")
     }
 
+    /// A key that is known but blocked (401).
+    #[must_use]
+    pub fn key_blocked() -> Self {
+        Self::new(
+            RejectionKind::InvalidCredential,
+            "This API key is blocked; ask an administrator to unblock it or issue a new one",
+        )
+    }
+
+    /// A key whose expiry has passed (401).
+    #[must_use]
+    pub fn key_expired() -> Self {
+        Self::new(
+            RejectionKind::InvalidCredential,
+            "This API key has expired; ask an administrator for a new one",
+        )
+    }
+
+    /// The access policy has not been loaded yet (its source has never answered): nothing is
+    /// allowed until it is (503).
+    #[must_use]
+    pub fn policy_unavailable() -> Self {
+        Self::new(
+            RejectionKind::IdentityUnavailable,
+            "The access policy is not loaded yet; try again shortly",
+        )
+    }
+
     /// A bearer token that is not valid here (malformed, expired, for another audience, signed
     /// by an unknown key...). `why` is shown to the caller: never put configuration in it.
     #[must_use]

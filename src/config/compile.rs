@@ -41,6 +41,7 @@ impl Config {
     ///
     /// The first mistake, with its path and fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.general_settings.deployment()?;
         self.policy().map(drop)
     }
 
@@ -50,6 +51,17 @@ impl Config {
     ///
     /// Catalog mistakes (names, separators, tool rules, prices, transports), with their path.
     pub fn catalog(&self) -> Result<Catalog, ConfigError> {
+        let specs = self.server_specs()?;
+        self.catalog_of(specs)
+    }
+
+    /// The servers' rules as the catalog takes them, checked field by field (the catalog
+    /// checks the rest when built from them).
+    ///
+    /// # Errors
+    ///
+    /// A server without a url or command, a bad timeout or protocol version, with its path.
+    pub fn server_specs(&self) -> Result<Vec<ServerSpec>, ConfigError> {
         let mut specs = Vec::new();
         for (name, s) in self.mcp_servers.iter() {
             let at = |field: &str| {
@@ -114,6 +126,16 @@ impl Config {
                 },
             });
         }
+        Ok(specs)
+    }
+
+    /// Builds a catalog from this configuration's settings and `specs` (its servers, perhaps
+    /// with rules from elsewhere), naming the configuration's paths in errors.
+    ///
+    /// # Errors
+    ///
+    /// Catalog mistakes, with their path.
+    pub fn catalog_of(&self, specs: Vec<ServerSpec>) -> Result<Catalog, ConfigError> {
         Catalog::new(self.settings(), specs).map_err(|e| {
             let path = match &e {
                 CatalogError::EmptySeparator => "general_settings.tool_prefix_separator".to_owned(),
@@ -156,6 +178,18 @@ impl Config {
     /// Any mistake, with its path and fix.
     pub fn policy(&self) -> Result<PolicySnapshot, ConfigError> {
         let catalog = self.catalog()?;
+        let spec = self.identity_spec(&catalog)?;
+        let identities = build_identities(&catalog, &spec)?;
+        Ok(PolicySnapshot::new(Arc::new(catalog), identities))
+    }
+
+    /// The identities of the configuration (master key, keys, teams, organisations, end users,
+    /// agents), checked against `catalog`.
+    ///
+    /// # Errors
+    ///
+    /// Any mistake, with its path and fix.
+    pub fn identity_spec(&self, catalog: &Catalog) -> Result<IdentitySpec, ConfigError> {
         let perms = |path: String,
                      p: &Option<ObjectPermission>|
          -> Result<Option<PermissionSpec>, ConfigError> {
@@ -285,6 +319,8 @@ impl Config {
                 organization_id: k.organization_id.clone(),
                 agent_id: k.agent_id.clone(),
                 permissions: perms(format!("keys[{i}]"), &k.object_permission)?,
+                expires_at: None,
+                blocked: k.blocked,
             });
         }
         if let Some(oauth) = &self.general_settings.oauth {
@@ -298,20 +334,27 @@ impl Config {
                 }
             }
         }
-        let identities = IdentityStore::build(&catalog, &spec).map_err(|e| {
-            let path = match &e {
-                crate::engine::IdentityConfigError::DuplicateKey(_) => "keys",
-                crate::engine::IdentityConfigError::DuplicateId { level, .. } => match level {
-                    crate::engine::Level::Team => "teams",
-                    crate::engine::Level::Organization => "organizations",
-                    crate::engine::Level::EndUser => "end_users",
-                    crate::engine::Level::Agent => "agents",
-                    crate::engine::Level::Key => "keys",
-                },
-                _ => "",
-            };
-            ConfigError::at(path, e.to_string())
-        })?;
-        Ok(PolicySnapshot::new(Arc::new(catalog), identities))
+        Ok(spec)
     }
+}
+
+/// Builds the identity store, naming the configuration's lists in errors.
+pub(crate) fn build_identities(
+    catalog: &Catalog,
+    spec: &IdentitySpec,
+) -> Result<IdentityStore, ConfigError> {
+    IdentityStore::build(catalog, spec).map_err(|e| {
+        let path = match &e {
+            crate::engine::IdentityConfigError::DuplicateKey(_) => "keys",
+            crate::engine::IdentityConfigError::DuplicateId { level, .. } => match level {
+                crate::engine::Level::Team => "teams",
+                crate::engine::Level::Organization => "organizations",
+                crate::engine::Level::EndUser => "end_users",
+                crate::engine::Level::Agent => "agents",
+                crate::engine::Level::Key => "keys",
+            },
+            _ => "",
+        };
+        ConfigError::at(path, e.to_string())
+    })
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
@@ -90,6 +91,22 @@ pub struct KeySpec {
     pub agent_id: Option<String>,
     /// The key's permissions.
     pub permissions: Option<PermissionSpec>,
+    /// When the key stops working (`None`: never). Checked on every request.
+    pub expires_at: Option<SystemTime>,
+    /// A blocked key is refused (LiteLLM's `blocked`).
+    pub blocked: bool,
+}
+
+/// Why a key names no principal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyRefusal {
+    /// The store does not hold the key.
+    Unknown,
+    /// The key is blocked.
+    Blocked,
+    /// The key's expiry has passed.
+    Expired,
 }
 
 /// A team.
@@ -168,6 +185,8 @@ struct KeyRecord {
     key: Option<Arc<Permissions>>,
     team: Option<Arc<Permissions>>,
     organization: Option<Arc<Permissions>>,
+    expires_at: Option<SystemTime>,
+    blocked: bool,
 }
 
 #[derive(Debug)]
@@ -352,6 +371,8 @@ impl IdentityStore {
                 key: compile(catalog, k.permissions.as_ref())?,
                 team: team.and_then(|(_, p)| p.clone()),
                 organization: organization.and_then(|o| o.permissions.clone()),
+                expires_at: k.expires_at,
+                blocked: k.blocked,
             };
             if keys.insert(digest, record).is_some() {
                 return Err(IdentityConfigError::DuplicateKey(who));
@@ -397,7 +418,8 @@ impl IdentityStore {
 
     /// The principal for a key digest, narrowed by the end user and agent the request names.
     ///
-    /// `None` when the key is unknown. Only digests are compared, never plaintext keys.
+    /// `None` when the key is unknown, blocked or expired (see [`IdentityStore::resolve`]).
+    /// Only digests are compared, never plaintext keys.
     #[must_use]
     pub fn principal(
         &self,
@@ -405,6 +427,21 @@ impl IdentityStore {
         end_user: Option<&str>,
         agent: Option<&str>,
     ) -> Option<Principal> {
+        self.resolve(key, end_user, agent).ok()
+    }
+
+    /// The principal for a key digest, or why there is none: unknown, blocked, or past its
+    /// expiry (compared with the clock now, so a key expires on time without a reload).
+    ///
+    /// # Errors
+    ///
+    /// The [`KeyRefusal`].
+    pub fn resolve(
+        &self,
+        key: &KeyDigest,
+        end_user: Option<&str>,
+        agent: Option<&str>,
+    ) -> Result<Principal, KeyRefusal> {
         let mut p = if self.master.as_ref() == Some(key) {
             Principal {
                 key_id: Some("master".into()),
@@ -412,7 +449,13 @@ impl IdentityStore {
                 ..Principal::default()
             }
         } else {
-            let r = self.keys.get(key)?;
+            let r = self.keys.get(key).ok_or(KeyRefusal::Unknown)?;
+            if r.blocked {
+                return Err(KeyRefusal::Blocked);
+            }
+            if r.expires_at.is_some_and(|at| SystemTime::now() >= at) {
+                return Err(KeyRefusal::Expired);
+            }
             let mut p = Principal {
                 key_id: Some(Arc::clone(&r.key_id)),
                 key_alias: r.alias.clone(),
@@ -427,7 +470,7 @@ impl IdentityStore {
             p
         };
         self.narrow(&mut p, end_user, agent);
-        Some(p)
+        Ok(p)
     }
 
     /// The principal of a caller that presents claims instead of a key (an OAuth token): the

@@ -20,7 +20,7 @@ pub use catalog::{Attribution, Catalog, CatalogError, CostInfo, Server, ServerSp
 pub use grant::{Denial, DeniedBy, Grant, Principal};
 pub use identities::{
     ClaimedIdentity, IdentityConfigError, IdentitySpec, IdentityStore, KeyDigest, KeyMaterial,
-    KeySpec, MemberSpec, TeamSpec,
+    KeyRefusal, KeySpec, MemberSpec, TeamSpec,
 };
 pub use names::{NameIndex, NameKind, Owner};
 pub use params::ParamsDenial;

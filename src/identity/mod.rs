@@ -226,13 +226,20 @@ impl ResolveIdentity for StoreResolver {
 
 impl StoreResolver {
     pub(crate) fn lookup(request: &IdentityRequest<'_>) -> Result<Principal, IdentityError> {
-        let principal = request.key_digest.as_ref().and_then(|d| {
+        use crate::engine::KeyRefusal;
+        let Some(digest) = request.key_digest.as_ref() else {
+            return Err(IdentityError::Unauthenticated);
+        };
+        let found =
             request
                 .policy
                 .identities()
-                .principal(d, request.end_user_id, request.agent_id)
-        });
-        principal.ok_or(IdentityError::Unauthenticated)
+                .resolve(digest, request.end_user_id, request.agent_id);
+        found.map_err(|refusal| match refusal {
+            KeyRefusal::Blocked => IdentityError::Refused(Rejection::key_blocked()),
+            KeyRefusal::Expired => IdentityError::Refused(Rejection::key_expired()),
+            _ => IdentityError::Unauthenticated,
+        })
     }
 }
 
@@ -409,6 +416,12 @@ impl<S, R> Identity<S, R> {
     {
         let policy = self.layer.gatekeeper.policy();
         let style = policy.catalog().settings().denial_style;
+        if !policy.is_loaded() {
+            // Never decide with a policy that was not loaded: everything waits for it.
+            let rejection = Rejection::policy_unavailable();
+            crate::trace::refused(None, None, &rejection);
+            return future::ResponseFuture::ready(rejection.into_response(style));
+        }
         let (parts, body) = request.into_parts();
         let (digest, resolution) = {
             let presented = match presented(&self.layer.headers, &parts) {

@@ -1,0 +1,131 @@
+//! The settings of a deployment with several replicas: the shared database, where spend goes,
+//! the secret that binds sessions to callers on every replica.
+
+use serde::Deserialize;
+
+use super::{ConfigError, GeneralSettings, resolve_env};
+
+/// `general_settings.spend_sink`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SpendSinkConfig {
+    /// `{type: postgres, spool_dir: …, max_spool_mb: 256}`: rows in `gk_spend` of
+    /// `database_url`, through a local spool (one directory per replica, kept across restarts).
+    Postgres {
+        /// The spool directory.
+        spool_dir: String,
+        /// The most the spool holds while the database is down, in MiB (default 256).
+        max_spool_mb: Option<u64>,
+    },
+    /// `{type: jsonl, path: …}`: one JSON line per call, appended to a local file.
+    Jsonl {
+        /// The file.
+        path: String,
+    },
+}
+
+/// What the deployment settings say, resolved and checked.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Deployment {
+    /// The database URL (a secret: never print it).
+    pub database_url: Option<String>,
+    /// Where spend goes.
+    pub spend_sink: Option<SpendSinkConfig>,
+    /// The session-binding secret.
+    pub session_secret: Option<Vec<u8>>,
+    /// Seconds between full reloads of the policy from the database.
+    pub policy_resync_seconds: u64,
+}
+
+impl GeneralSettings {
+    /// The deployment settings with `os.environ/NAME` read, checked.
+    ///
+    /// # Errors
+    ///
+    /// An unset variable, a database URL that is not Postgres', a Postgres spend sink without
+    /// a database, an empty path, a session secret shorter than 32 bytes, a resync of zero.
+    pub fn deployment(&self) -> Result<Deployment, ConfigError> {
+        let database_url = self
+            .database_url
+            .as_ref()
+            .map(|u| {
+                let at = "general_settings.database_url";
+                let url = u.resolve(at)?;
+                let t = url.trim();
+                let uri = t.starts_with("postgres://") || t.starts_with("postgresql://");
+                let key_value = t.contains('=') && !t.contains("://");
+                if uri || key_value {
+                    Ok(url)
+                } else {
+                    Err(ConfigError::at(
+                        at,
+                        "write a Postgres URL (postgres://user:password@host:5432/db) or \
+                         key=value pairs (host=/run/postgresql dbname=gatekeeper)",
+                    ))
+                }
+            })
+            .transpose()?;
+        match &self.spend_sink {
+            Some(SpendSinkConfig::Postgres {
+                spool_dir,
+                max_spool_mb,
+            }) => {
+                let at = "general_settings.spend_sink";
+                if database_url.is_none() {
+                    return Err(ConfigError::at(
+                        at,
+                        "a postgres spend sink writes to general_settings.database_url; set it",
+                    ));
+                }
+                if resolve_env(spool_dir, &format!("{at}.spool_dir"))?.is_empty() {
+                    return Err(ConfigError::at(
+                        format!("{at}.spool_dir"),
+                        "name a directory for the spool (one per replica)",
+                    ));
+                }
+                if *max_spool_mb == Some(0) {
+                    return Err(ConfigError::at(
+                        format!("{at}.max_spool_mb"),
+                        "the spool needs room: give at least 1 (MiB)",
+                    ));
+                }
+            }
+            Some(SpendSinkConfig::Jsonl { path }) => {
+                let at = "general_settings.spend_sink.path";
+                if resolve_env(path, at)?.is_empty() {
+                    return Err(ConfigError::at(at, "name the file spend lines go to"));
+                }
+            }
+            None => {}
+        }
+        let session_secret = self
+            .session_secret
+            .as_ref()
+            .map(|s| {
+                let at = "general_settings.session_secret";
+                let secret = s.resolve(at)?;
+                if secret.len() < 32 {
+                    return Err(ConfigError::at(
+                        at,
+                        "the session secret must be at least 32 bytes (for example the output \
+                         of `openssl rand -hex 32`), the same on every replica",
+                    ));
+                }
+                Ok(secret.into_bytes())
+            })
+            .transpose()?;
+        if self.policy_resync_seconds == Some(0) {
+            return Err(ConfigError::at(
+                "general_settings.policy_resync_seconds",
+                "the resync period must be at least 1 second",
+            ));
+        }
+        Ok(Deployment {
+            database_url,
+            spend_sink: self.spend_sink.clone(),
+            session_secret,
+            policy_resync_seconds: self.policy_resync_seconds.unwrap_or(30),
+        })
+    }
+}
