@@ -25,6 +25,8 @@ mod deploy;
 mod oauth;
 mod ssl;
 
+#[cfg(feature = "postgres")]
+pub(crate) use compile::build_identities;
 pub use deploy::{Deployment, SpendSinkConfig};
 #[cfg(feature = "oauth")]
 pub(crate) use oauth::check_url_text;

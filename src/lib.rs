@@ -79,6 +79,8 @@ pub mod namespace;
 pub mod openai;
 pub mod params;
 pub mod permission;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod protocol;
 pub mod rejection;
 pub mod source;

@@ -1,0 +1,269 @@
+//! Building one whole policy snapshot from the configuration and the database's rows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use tokio_postgres::Row;
+
+use super::{Database, DbError};
+use crate::config::Config;
+use crate::engine::{
+    Catalog, IdentitySpec, KeyDigest, KeyMaterial, KeySpec, MemberSpec, PermissionSpec, ServerSpec,
+    TeamSpec,
+};
+use crate::gatekeeper::PolicySnapshot;
+
+/// A snapshot, and what could not be used in it (each such principal fails closed).
+pub(crate) struct Loaded {
+    pub(crate) snapshot: PolicySnapshot,
+    pub(crate) problems: Vec<String>,
+}
+
+/// A level whose row could not be used grants nothing.
+fn nothing() -> PermissionSpec {
+    PermissionSpec {
+        mcp_servers: Some(Vec::new()),
+        mcp_access_groups: None,
+        mcp_tool_permissions: None,
+    }
+}
+
+fn string_lists(value: &Value) -> Option<Vec<(String, Vec<String>)>> {
+    value
+        .as_object()?
+        .iter()
+        .map(|(k, v)| {
+            let list = v
+                .as_array()?
+                .iter()
+                .map(|s| s.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()?;
+            Some((k.clone(), list))
+        })
+        .collect()
+}
+
+fn prices(value: &Value) -> Option<Vec<(String, f64)>> {
+    value
+        .as_object()?
+        .iter()
+        .map(|(k, v)| Some((k.clone(), v.as_f64().filter(|p| *p >= 0.0)?)))
+        .collect()
+}
+
+/// Reads every policy table in one read-only, repeatable-read transaction.
+async fn rows(db: &Database) -> Result<[Vec<Row>; 7], DbError> {
+    let mut client = db.client().await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| DbError::new("starting to read the policy", e))?;
+    let mut out: [Vec<Row>; 7] = Default::default();
+    let queries = [
+        "SELECT id, mcp_servers, mcp_access_groups, mcp_tool_permissions FROM gk_object_permissions",
+        "SELECT organization_id, object_permission_id FROM gk_organizations ORDER BY organization_id",
+        "SELECT team_id, organization_id, object_permission_id FROM gk_teams ORDER BY team_id",
+        "SELECT user_id, object_permission_id FROM gk_end_users ORDER BY user_id",
+        "SELECT agent_id, object_permission_id FROM gk_agents ORDER BY agent_id",
+        "SELECT key_digest, key_alias, team_id, organization_id, agent_id, object_permission_id, \
+         expires_at, blocked FROM gk_keys ORDER BY key_digest",
+        "SELECT server_name, access_groups, allowed_tools, disallowed_tools, allowed_params, \
+         allow_all_keys, default_cost_per_query, tool_costs FROM gk_server_rules \
+         ORDER BY server_name",
+    ];
+    for (slot, sql) in out.iter_mut().zip(queries) {
+        *slot = tx
+            .query(sql, &[])
+            .await
+            .map_err(|e| DbError::new("reading the policy", e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| DbError::new("reading the policy", e))?;
+    Ok(out)
+}
+
+/// The configuration's servers with the database's rules over them.
+fn servers(config: &Config, rules: &[Row], problems: &mut Vec<String>) -> Result<Catalog, DbError> {
+    let mut specs: Vec<ServerSpec> = config
+        .server_specs()
+        .map_err(|e| DbError::new("reading the configuration", e.to_string()))?;
+    for row in rules {
+        let name: String = row.get(0);
+        let Some(spec) = specs.iter_mut().find(|s| s.name == name) else {
+            problems.push(format!(
+                "gk_server_rules: server {name:?} is not in the configuration; its row is ignored"
+            ));
+            continue;
+        };
+        if let Some(groups) = row.get::<_, Option<Vec<String>>>(1) {
+            spec.access_groups = groups;
+        }
+        if let Some(allowed) = row.get::<_, Option<Vec<String>>>(2) {
+            spec.allowed_tools = Some(allowed);
+        }
+        if let Some(disallowed) = row.get::<_, Option<Vec<String>>>(3) {
+            spec.disallowed_tools = disallowed;
+        }
+        if let Some(params) = row.get::<_, Option<Value>>(4) {
+            match string_lists(&params) {
+                Some(p) => spec.allowed_params = p,
+                None => {
+                    // Unreadable argument rules: no argument passes rather than every one.
+                    problems.push(format!(
+                        "gk_server_rules: allowed_params of {name:?} is not {{tool: [names]}}; \
+                         none of its tools is offered until it is fixed"
+                    ));
+                    spec.allowed_tools = Some(Vec::new());
+                }
+            }
+        }
+        if let Some(all) = row.get::<_, Option<bool>>(5) {
+            spec.allow_all_keys = all;
+        }
+        if let Some(default) = row.get::<_, Option<f64>>(6) {
+            spec.cost.default_cost_per_query = Some(default);
+        }
+        if let Some(costs) = row.get::<_, Option<Value>>(7) {
+            match prices(&costs) {
+                Some(p) => spec.cost.tool_name_to_cost_per_query = p,
+                None => problems.push(format!(
+                    "gk_server_rules: tool_costs of {name:?} is not {{tool: price}}; \
+                     the configured prices stay"
+                )),
+            }
+        }
+    }
+    config
+        .catalog_of(specs)
+        .map_err(|e| DbError::new("building the catalog from gk_server_rules", e.to_string()))
+}
+
+/// Builds the whole snapshot: the configuration's servers and identities, then the database's.
+pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbError> {
+    let [perms, orgs, teams, users, agents, keys, rules] = rows(db).await?;
+    let mut problems = Vec::new();
+    let catalog = servers(config, &rules, &mut problems)?;
+    let mut spec: IdentitySpec = config
+        .identity_spec(&catalog)
+        .map_err(|e| DbError::new("reading the configuration", e.to_string()))?;
+
+    // Object permissions by id: each usable against this catalog, or why not.
+    let mut permissions: HashMap<i64, Result<PermissionSpec, String>> = HashMap::new();
+    for row in &perms {
+        let id: i64 = row.get(0);
+        let tools = row.get::<_, Option<Value>>(3);
+        let spec = PermissionSpec {
+            mcp_servers: row.get(1),
+            mcp_access_groups: row.get(2),
+            mcp_tool_permissions: None,
+        };
+        let spec = match tools.map(|t| string_lists(&t)) {
+            Some(None) => Err("mcp_tool_permissions is not {server: [tools]}".to_owned()),
+            Some(Some(t)) => Ok(PermissionSpec {
+                mcp_tool_permissions: Some(t),
+                ..spec
+            }),
+            None => Ok(spec),
+        }
+        .and_then(|s| match catalog.compile_permissions(&s) {
+            Ok(_) => Ok(s),
+            Err(e) => Err(e.to_string()),
+        });
+        permissions.insert(id, spec);
+    }
+    // The permissions of one principal's row; `None` when they cannot be used (reported).
+    let mut lookup = |who: String, id: Option<i64>| -> Result<Option<PermissionSpec>, ()> {
+        let Some(id) = id else { return Ok(None) };
+        match permissions.get(&id) {
+            Some(Ok(spec)) => Ok(Some(spec.clone())),
+            Some(Err(why)) => {
+                problems.push(format!(
+                    "{who}: object permission {id}: {why}; refused until fixed"
+                ));
+                Err(())
+            }
+            None => Ok(None),
+        }
+    };
+    let member = |who: String,
+                  id: String,
+                  perm: Option<i64>,
+                  lookup: &mut dyn FnMut(
+        String,
+        Option<i64>,
+    ) -> Result<Option<PermissionSpec>, ()>| MemberSpec {
+        id,
+        permissions: lookup(who, perm).unwrap_or_else(|()| Some(nothing())),
+    };
+    for row in &orgs {
+        let id: String = row.get(0);
+        spec.organizations.push(member(
+            format!("organization {id:?}"),
+            id,
+            row.get(1),
+            &mut lookup,
+        ));
+    }
+    for row in &teams {
+        let id: String = row.get(0);
+        let permissions =
+            lookup(format!("team {id:?}"), row.get(2)).unwrap_or_else(|()| Some(nothing()));
+        spec.teams.push(TeamSpec {
+            team_id: id,
+            organization_id: row.get(1),
+            permissions,
+        });
+    }
+    for row in &users {
+        let id: String = row.get(0);
+        spec.end_users.push(member(
+            format!("end user {id:?}"),
+            id,
+            row.get(1),
+            &mut lookup,
+        ));
+    }
+    for row in &agents {
+        let id: String = row.get(0);
+        spec.agents
+            .push(member(format!("agent {id:?}"), id, row.get(1), &mut lookup));
+    }
+    for row in &keys {
+        let raw: Vec<u8> = row.get(0);
+        let Ok(digest) = <[u8; 32]>::try_from(raw.as_slice()) else {
+            continue; // The schema's CHECK keeps digests 32 bytes long.
+        };
+        let digest = KeyDigest(digest);
+        let alias: Option<String> = row.get(1);
+        let who = match &alias {
+            Some(alias) => format!("key {alias:?}"),
+            None => format!("key {}", digest.short_id()),
+        };
+        let (permissions, unusable) = match lookup(who, row.get(5)) {
+            Ok(p) => (p, false),
+            Err(()) => (Some(nothing()), true),
+        };
+        spec.keys.push(KeySpec {
+            key: Some(KeyMaterial::Digest(digest)),
+            key_alias: alias,
+            team_id: row.get(2),
+            organization_id: row.get(3),
+            agent_id: row.get(4),
+            permissions,
+            expires_at: row.get::<_, Option<SystemTime>>(6),
+            blocked: row.get::<_, bool>(7) || unusable,
+        });
+    }
+    let identities = crate::config::build_identities(&catalog, &spec)
+        .map_err(|e| DbError::new("building the identities", e.to_string()))?;
+    Ok(Loaded {
+        snapshot: PolicySnapshot::new(Arc::new(catalog), identities),
+        problems,
+    })
+}
