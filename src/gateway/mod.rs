@@ -196,6 +196,7 @@ pub struct GatewayBuilder {
     list_ttl: std::time::Duration,
     #[cfg(feature = "oauth")]
     oauth: Option<crate::oauth::OAuth>,
+    reports: Vec<(String, Arc<dyn crate::source::HealthReport>)>,
 }
 
 /// How long an upstream session's lists are kept unless configured otherwise.
@@ -249,6 +250,20 @@ impl GatewayBuilder {
     #[must_use]
     pub fn oauth(mut self, oauth: crate::oauth::OAuth) -> Self {
         self.oauth = Some(oauth);
+        self
+    }
+
+    /// Reports `part` (the policy source's [`SourceStatus`](crate::source::SourceStatus), a
+    /// spend sink) in `/health` under `name`: its details to the master key, and its state in
+    /// everyone's `status` (`degraded` while it works from a fallback; `unavailable`, with
+    /// HTTP 503, while no policy was ever loaded, so a load balancer sends nothing to it).
+    #[must_use]
+    pub fn health_report(
+        mut self,
+        name: impl Into<String>,
+        part: Arc<dyn crate::source::HealthReport>,
+    ) -> Self {
+        self.reports.push((name.into(), part));
         self
     }
 
@@ -308,6 +323,7 @@ impl GatewayBuilder {
                 downstream: std::sync::Mutex::default(),
                 #[cfg(feature = "oauth")]
                 oauth: self.oauth,
+                reports: self.reports,
             }),
         })
     }
@@ -326,6 +342,7 @@ impl Gateway {
             list_ttl: DEFAULT_LIST_TTL,
             #[cfg(feature = "oauth")]
             oauth: None,
+            reports: Vec::new(),
         }
     }
 

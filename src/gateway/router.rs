@@ -115,15 +115,33 @@ async fn rest_call(State(state): State<Surface>, headers: HeaderMap, body: Bytes
     }
 }
 
-/// `{"status": "ok"}`; with the master key, each upstream's last outcome too (which names
-/// servers and errors, so nobody else sees it).
+/// `{"status": "ok"}` (or `degraded`, or `unavailable` with 503: see
+/// [`GatewayBuilder::health_report`](super::GatewayBuilder::health_report)); with the master
+/// key, each upstream's last outcome and each reported part's details too (which name servers
+/// and errors, so nobody else sees them).
 async fn health(State(state): State<Surface>, headers: HeaderMap) -> impl IntoResponse {
-    let admin = matches!((state.digest)(&headers), Ok(Some(d)) if state.gateway.gatekeeper().policy().identities().is_master(&d));
-    if admin {
-        Json(json!({"status": "ok", "upstreams": state.gateway.shared.health_report()}))
+    use crate::source::HealthState;
+    let shared = &state.gateway.shared;
+    let worst = shared
+        .reports
+        .iter()
+        .map(|(_, r)| r.state())
+        .max()
+        .unwrap_or(HealthState::Ok);
+    let code = if worst == HealthState::Unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
-        Json(json!({"status": "ok"}))
+        StatusCode::OK
+    };
+    let admin = matches!((state.digest)(&headers), Ok(Some(d)) if state.gateway.gatekeeper().policy().identities().is_master(&d));
+    let mut body = json!({"status": worst.as_str()});
+    if admin {
+        body["upstreams"] = shared.health_report();
+        for (name, part) in &shared.reports {
+            body[name.as_str()] = part.report();
+        }
     }
+    (code, Json(body))
 }
 
 /// The registry of the servers the caller may use.

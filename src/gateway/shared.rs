@@ -54,6 +54,8 @@ pub(crate) struct Shared {
         std::sync::Mutex<HashMap<Arc<str>, rmcp::service::Peer<rmcp::RoleServer>>>,
     #[cfg(feature = "oauth")]
     pub(crate) oauth: Option<crate::oauth::OAuth>,
+    /// Parts `/health` reports on besides the upstreams, by name.
+    pub(crate) reports: Vec<(String, Arc<dyn crate::source::HealthReport>)>,
 }
 
 /// The last thing an upstream did, for `/health`.
