@@ -8,6 +8,8 @@
 
 #[path = "support/demo_servers.rs"]
 mod demo_servers;
+#[path = "support/deployment.rs"]
+mod deployment;
 #[path = "support/tls_listener.rs"]
 mod tls_listener;
 
@@ -17,7 +19,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
-use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::cost::JsonlSink;
 use mcp_gatekeeper::engine::ToolPrefix;
@@ -70,7 +71,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn build(args: &Args) -> Result<Gateway, String> {
+fn build(args: &Args) -> Result<(Gateway, deployment::Deployment), String> {
     let (config, demo) = match &args.config {
         Some(path) => (Config::from_path(path).map_err(|e| e.to_string())?, false),
         None => (
@@ -78,8 +79,12 @@ fn build(args: &Args) -> Result<Gateway, String> {
             true,
         ),
     };
-    let policy = config.policy().map_err(|e| e.to_string())?;
-    let gatekeeper = Gatekeeper::new(policy);
+    let deployment =
+        deployment::setup(&config, args.config.as_deref()).map_err(|e| match &args.config {
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e,
+        })?;
+    let gatekeeper = deployment.gatekeeper.clone();
     let mut builder =
         Gateway::from_config(&config, gatekeeper).map_err(|e| match &args.config {
             Some(path) => format!("{}: {e}", path.display()),
@@ -106,10 +111,14 @@ fn build(args: &Args) -> Result<Gateway, String> {
             "localhost".into(),
         ]);
     }
-    builder.build().map_err(|e| match &args.config {
+    for (name, part) in &deployment.reports {
+        builder = builder.health_report(name.clone(), Arc::clone(part));
+    }
+    let gateway = builder.build().map_err(|e| match &args.config {
         Some(path) => format!("{}: {e}", path.display()),
         None => e.to_string(),
-    })
+    })?;
+    Ok((gateway, deployment))
 }
 
 fn curl_lines(base: &str) -> String {
@@ -142,7 +151,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let gateway = match build(&args) {
+    let (gateway, deployment) = match build(&args) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("gateway: bad configuration: {e}");
@@ -150,6 +159,9 @@ async fn main() -> ExitCode {
         }
     };
     let mut layer = gateway.gatekeeper().layer();
+    if let Some(spend) = &deployment.spend {
+        layer = layer.spend_sink(deployment::SharedSink(Arc::clone(spend)));
+    }
     if let Some(path) = &args.spend_log {
         match std::fs::OpenOptions::new()
             .create(true)
@@ -256,6 +268,7 @@ async fn main() -> ExitCode {
         } => Ok(()),
     };
     drop(gateway);
+    drop(deployment);
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,160 @@
+//! How the example gateway gets its policy and where its spend goes: the configuration file
+//! (loaded again when it changes or on SIGHUP), or Postgres (`general_settings.database_url`,
+//! with the `postgres` feature); spend to a JSONL file or Postgres (`general_settings.spend_sink`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_gatekeeper::config::{Config, SpendSinkConfig};
+use mcp_gatekeeper::cost::{JsonlSink, SpendSink};
+use mcp_gatekeeper::source::{self, ConfigFile, HealthReport, PolicyWatch, WatchOptions};
+use mcp_gatekeeper::{Gatekeeper, PolicySnapshot};
+
+/// What the gateway is built with, and what must live as long as it.
+pub(crate) struct Deployment {
+    pub(crate) gatekeeper: Gatekeeper,
+    pub(crate) spend: Option<Arc<dyn SpendSink>>,
+    pub(crate) reports: Vec<(String, Arc<dyn HealthReport>)>,
+    pub(crate) _watch: Option<PolicyWatch>,
+}
+
+/// A shared sink as the layer takes it.
+pub(crate) struct SharedSink(pub(crate) Arc<dyn SpendSink>);
+
+impl SpendSink for SharedSink {
+    fn record(&self, event: mcp_gatekeeper::cost::ToolCallEvent) {
+        self.0.record(event);
+    }
+}
+
+/// Sets up the policy source and the spend sink of `config` (read from `path`, if any).
+pub(crate) fn setup(config: &Config, path: Option<&Path>) -> Result<Deployment, String> {
+    let settings = config
+        .general_settings
+        .deployment()
+        .map_err(|e| e.to_string())?;
+    let options = WatchOptions {
+        resync: Duration::from_secs(settings.policy_resync_seconds),
+        ..WatchOptions::default()
+    };
+    let mut reports: Vec<(String, Arc<dyn HealthReport>)> = Vec::new();
+    let mut spend: Option<Arc<dyn SpendSink>> = None;
+    let (gatekeeper, watch) = match (&settings.database_url, path) {
+        (Some(url), _) => {
+            #[cfg(feature = "postgres")]
+            {
+                use mcp_gatekeeper::postgres::{
+                    Database, PgPolicySource, PgSpendSink, SpendOptions,
+                };
+                let db = Database::connect(url, 16).map_err(|e| e.to_string())?;
+                let catalog = config.catalog().map_err(|e| e.to_string())?;
+                // Until the database answers, every request is refused (503).
+                let gatekeeper = Gatekeeper::new(PolicySnapshot::pending(Arc::new(catalog)));
+                let source = PgPolicySource::new(db.clone(), Arc::new(config.clone())).migrating();
+                let watch = source::watch(gatekeeper.clone(), Arc::new(source), options);
+                if let Some(SpendSinkConfig::Postgres {
+                    spool_dir,
+                    max_spool_mb,
+                }) = &settings.spend_sink
+                {
+                    let mut options = SpendOptions::new(resolve(spool_dir)?);
+                    if let Some(mb) = max_spool_mb {
+                        options.max_spool_bytes = mb << 20;
+                    }
+                    let sink = PgSpendSink::start(db, &options)
+                        .map_err(|e| format!("spend spool {spool_dir}: {e}"))?;
+                    reports.push(("spend".into(), Arc::new(sink.clone())));
+                    spend = Some(Arc::new(sink));
+                }
+                (gatekeeper, Some(watch))
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                let _ = url;
+                return Err(
+                    "general_settings.database_url needs the `postgres` feature: \
+                            cargo run --features gateway,postgres --example gateway"
+                        .into(),
+                );
+            }
+        }
+        (None, Some(path)) => {
+            let gatekeeper = Gatekeeper::new(config.policy().map_err(|e| e.to_string())?);
+            let file = Arc::new(ConfigFile::new(path));
+            reload_on_hangup(Arc::clone(&file));
+            let watch = source::watch(gatekeeper.clone(), file, options);
+            (gatekeeper, Some(watch))
+        }
+        (None, None) => (
+            Gatekeeper::new(config.policy().map_err(|e| e.to_string())?),
+            None,
+        ),
+    };
+    if let Some(watch) = &watch {
+        reports.push(("policy".into(), watch.status().clone()));
+    }
+    if let Some(SpendSinkConfig::Jsonl { path }) = &settings.spend_sink {
+        let path = resolve(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open the spend log {path}: {e}"))?;
+        spend = Some(Arc::new(JsonlSink::new(file)));
+    }
+    log_changes(reports.clone());
+    Ok(Deployment {
+        gatekeeper,
+        spend,
+        reports,
+        _watch: watch,
+    })
+}
+
+fn resolve(value: &str) -> Result<String, String> {
+    match value.strip_prefix("os.environ/") {
+        Some(name) => std::env::var(name).map_err(|_| format!("{name} is not set")),
+        None => Ok(value.to_owned()),
+    }
+}
+
+#[cfg(unix)]
+fn reload_on_hangup(file: Arc<ConfigFile>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            eprintln!("gateway: SIGHUP: loading the configuration again");
+            file.reload_now();
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn reload_on_hangup(_: Arc<ConfigFile>) {}
+
+/// Prints each change of state of the policy source and the spend sink (this example has no
+/// `tracing` subscriber).
+fn log_changes(reports: Vec<(String, Arc<dyn HealthReport>)>) {
+    if reports.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut last = vec![None; reports.len()];
+        loop {
+            for ((name, part), last) in reports.iter().zip(last.iter_mut()) {
+                let now = part.state();
+                if *last != Some(now) {
+                    let report = part.report();
+                    let error = report["last_error"].as_str().unwrap_or("");
+                    eprintln!("gateway: {name}: {} {error}", now.as_str());
+                }
+                *last = Some(now);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+}
