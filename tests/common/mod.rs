@@ -5,6 +5,8 @@
 
 #[cfg(feature = "gateway")]
 pub mod asker;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "gateway")]
 pub mod tls;
 

@@ -1,0 +1,568 @@
+//! Policy and spend in a real Postgres (a throwaway cluster per test), with gateway replicas
+//! sharing it: changes everywhere within a second, the database going away and coming back,
+//! spend counted exactly once.
+#![cfg(all(feature = "postgres", feature = "gateway"))]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::postgres::TestPg;
+use common::*;
+use mcp_gatekeeper::config::Config;
+use mcp_gatekeeper::gateway::Gateway;
+use mcp_gatekeeper::postgres::{
+    Database, KeyRef, NewKey, PgPolicySource, PgSpendSink, SpendOptions,
+};
+use mcp_gatekeeper::source::{self, PolicyWatch, WatchOptions};
+use mcp_gatekeeper::{Gatekeeper, PolicySnapshot};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// Two upstreams: `github` and `wiki`.
+struct Upstreams {
+    _running: Vec<Running>,
+    github: RecordingServer,
+    config: Config,
+}
+
+async fn upstreams() -> Upstreams {
+    let github = RecordingServer::new(
+        vec![tool("create_issue", &["title"]), tool("list_issues", &[])],
+        &[],
+        &[],
+    );
+    let wiki = RecordingServer::new(vec![tool("read_page", &["page"])], &[], &[]);
+    let mut running = Vec::new();
+    let mut urls = Vec::new();
+    for s in [&github, &wiki] {
+        let ct = CancellationToken::new();
+        let r = serve(
+            axum::Router::new()
+                .nest_service("/mcp", mcp_service(s.clone(), Mode::StatelessJson, &ct)),
+            ct,
+        )
+        .await;
+        urls.push(r.url("/mcp"));
+        running.push(r);
+    }
+    let config = Config::from_json_str(
+        &json!({
+            "general_settings": {"master_key": "sk-master"},
+            "mcp_servers": {
+                "github": {"url": urls[0]},
+                "wiki": {"url": urls[1]},
+            },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    Upstreams {
+        _running: running,
+        github,
+        config,
+    }
+}
+
+/// One gateway replica on the database, serving on loopback.
+struct Replica {
+    running: Running,
+    sink: Option<PgSpendSink>,
+    watch: PolicyWatch,
+    _gateway: Gateway,
+}
+
+fn fast() -> WatchOptions {
+    WatchOptions {
+        resync: Duration::from_secs(30),
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(400),
+    }
+}
+
+async fn replica(url: &str, config: &Config, spool: Option<PathBuf>) -> Replica {
+    let db = Database::connect(url, 8).unwrap();
+    let catalog = Arc::new(config.catalog().unwrap());
+    let gatekeeper = Gatekeeper::new(PolicySnapshot::pending(catalog));
+    let source = PgPolicySource::new(db.clone(), Arc::new(config.clone())).migrating();
+    let watch = source::watch(gatekeeper.clone(), Arc::new(source), fast());
+    let sink = spool.map(|dir| PgSpendSink::start(db, &SpendOptions::new(dir)).unwrap());
+    let mut builder = Gateway::from_config(config, gatekeeper)
+        .unwrap()
+        .health_report("policy", watch.status().clone());
+    if let Some(sink) = &sink {
+        builder = builder.health_report("spend", Arc::new(sink.clone()));
+    }
+    let gateway = builder.build().unwrap();
+    let mut stack = gateway.gatekeeper().layer();
+    if let Some(sink) = &sink {
+        stack = stack.spend_sink(sink.clone());
+    }
+    let running = serve(gateway.router(stack), CancellationToken::new()).await;
+    Replica {
+        running,
+        sink,
+        watch,
+        _gateway: gateway,
+    }
+}
+
+/// The tools `key` sees through `replica`'s REST list, or the status and body of a refusal.
+async fn tools(replica: &Replica, key: &str) -> Result<Vec<String>, (u16, String)> {
+    let r = http_client()
+        .get(replica.running.url("/mcp-rest/tools/list"))
+        .header("x-litellm-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    if status != 200 {
+        return Err((status, body.to_string()));
+    }
+    let mut names: Vec<String> = body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Calls `name` through the REST endpoint as `key` naming `end_user`: the status and body.
+async fn rest_call(replica: &Replica, key: &str, end_user: &str, name: &str) -> (u16, Value) {
+    let r = http_client()
+        .post(replica.running.url("/mcp-rest/tools/call"))
+        .header("x-litellm-api-key", key)
+        .header("x-litellm-end-user-id", end_user)
+        .header("content-type", "application/json")
+        .json(&json!({"name": name, "arguments": {}}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `check` every 10 ms until it holds, for at most `limit`; how long it took.
+async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() <= limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+async fn sql(db: &Database, statements: &str) {
+    db.client()
+        .await
+        .unwrap()
+        .batch_execute(statements)
+        .await
+        .unwrap();
+}
+
+async fn count(db: &Database, query: &str) -> i64 {
+    db.client()
+        .await
+        .unwrap()
+        .query_one(query, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn migrations_apply_once_even_when_replicas_start_together() {
+    let Some(pg) = TestPg::start("migrations") else {
+        return;
+    };
+    let db = Database::connect(&pg.url(), 4).unwrap();
+    let other = Database::connect(&pg.url(), 4).unwrap();
+    let (a, b) = tokio::join!(db.migrate(), other.migrate());
+    a.unwrap();
+    b.unwrap();
+    db.migrate().await.unwrap();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM gk_schema_migrations").await,
+        2
+    );
+    // A database with a migration this build does not know is refused, not used.
+    sql(
+        &db,
+        "INSERT INTO gk_schema_migrations (version, name) VALUES (99, 'future')",
+    )
+    .await;
+    let err = db.migrate().await.unwrap_err().to_string();
+    assert!(err.contains("migration 99"), "{err}");
+}
+
+#[tokio::test]
+async fn two_replicas_share_keys_revocations_and_team_changes_within_a_second() {
+    let Some(pg) = TestPg::start("replicas") else {
+        return;
+    };
+    let up = upstreams().await;
+    let a = replica(&pg.url(), &up.config, None).await;
+    let b = replica(&pg.url(), &up.config, None).await;
+    assert!(a.watch.loaded(Duration::from_secs(10)).await);
+    assert!(b.watch.loaded(Duration::from_secs(10)).await);
+    let db = Database::connect(&pg.url(), 4).unwrap();
+    sql(
+        &db,
+        "INSERT INTO gk_object_permissions (mcp_servers) VALUES ('{github}');
+         INSERT INTO gk_teams (team_id, object_permission_id)
+             SELECT 'eng', max(id) FROM gk_object_permissions;",
+    )
+    .await;
+
+    // Created through one: usable through the other within a second.
+    let mut new = NewKey::alias("alice");
+    new.team_id = Some("eng".into());
+    let created = db.create_key(&new).await.unwrap();
+    let key = created.key.clone();
+    let took = within(Duration::from_secs(1), || async {
+        tools(&b, &key).await.is_ok() && tools(&a, &key).await.is_ok()
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "a new key works on both replicas within 1 s"
+    );
+    eprintln!("new key usable on both replicas after {took:?}");
+    let both = vec![
+        "github-create_issue".to_owned(),
+        "github-list_issues".into(),
+    ];
+    assert_eq!(tools(&a, &key).await.unwrap(), both);
+    assert_eq!(tools(&b, &key).await.unwrap(), both);
+
+    // A team's permission change applies on both.
+    sql(
+        &db,
+        "UPDATE gk_object_permissions SET mcp_servers = '{wiki}'
+             WHERE id = (SELECT object_permission_id FROM gk_teams WHERE team_id = 'eng')",
+    )
+    .await;
+    let wiki = vec!["wiki-read_page".to_owned()];
+    let took = within(Duration::from_secs(1), || async {
+        tools(&a, &key).await.ok() == Some(wiki.clone())
+            && tools(&b, &key).await.ok() == Some(wiki.clone())
+    })
+    .await;
+    assert!(took.is_some(), "the team change applies on both within 1 s");
+
+    // 2026-07-28 calls, which carry no session, succeed on either replica.
+    let http = http_client();
+    for (i, r) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let reply = modern(
+            &http,
+            &r.running.url("/mcp"),
+            &key,
+            i as u64 + 1,
+            "tools/call",
+            json!({"name": "wiki-read_page", "arguments": {"page": "Home"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(reply.status(), 200);
+        let ct = reply.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = reply.text().await.unwrap();
+        let message = &messages(&ct, &body)[0];
+        assert!(message["result"].is_object(), "{message}");
+        assert_ne!(message["result"]["isError"], true, "{message}");
+    }
+
+    // A session opened on one replica is unknown on the other: 404, and the client starts a
+    // new one there.
+    let sid = raw_session(&http, &a.running.url("/mcp"), &key).await;
+    let elsewhere = mcp_post(&http, &b.running.url("/mcp"), &key, Some(&sid))
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+    let at_home = mcp_post(&http, &a.running.url("/mcp"), &key, Some(&sid))
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(at_home.status(), 200);
+
+    // Revoked: refused on both within a second, with the same answer.
+    db.revoke_key(&KeyRef::Key(key.clone())).await.unwrap();
+    let took = within(Duration::from_secs(1), || async {
+        matches!(tools(&a, &key).await, Err((401, _)))
+            && matches!(tools(&b, &key).await, Err((401, _)))
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "a revoked key is refused on both within 1 s"
+    );
+    eprintln!("revoked key refused on both replicas after {took:?}");
+    let (_, body) = tools(&b, &key).await.unwrap_err();
+    assert!(body.contains("blocked"), "{body}");
+    assert!(up.github.executions.names().is_empty());
+}
+
+#[tokio::test]
+async fn keys_are_created_once_rotated_listed_and_expire_on_time() {
+    let Some(pg) = TestPg::start("keys") else {
+        return;
+    };
+    let up = upstreams().await;
+    let a = replica(&pg.url(), &up.config, None).await;
+    assert!(a.watch.loaded(Duration::from_secs(10)).await);
+    let db = Database::connect(&pg.url(), 4).unwrap();
+    let created = db.create_key(&NewKey::alias("ci")).await.unwrap();
+    // Only the digest is stored.
+    let stored: Vec<u8> = db
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT key_digest FROM gk_keys WHERE key_alias = 'ci'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, created.digest.0.to_vec());
+    let plain = count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM gk_keys WHERE encode(key_digest, 'escape') LIKE '%{}%'",
+            &created.key[3..20]
+        ),
+    )
+    .await;
+    assert_eq!(plain, 0);
+    within(Duration::from_secs(1), || async {
+        tools(&a, &created.key).await.is_ok()
+    })
+    .await
+    .expect("the key works");
+
+    // Rotation: the new key works, the old one is refused.
+    let rotated = db.rotate_key(&KeyRef::Alias("ci".into())).await.unwrap();
+    within(Duration::from_secs(1), || async {
+        tools(&a, &rotated.key).await.is_ok() && tools(&a, &created.key).await.is_err()
+    })
+    .await
+    .expect("rotation applies");
+    let listed = db.list_keys().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .any(|k| k.digest == rotated.digest && k.alias.as_deref() == Some("ci") && !k.blocked)
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|k| k.digest == created.digest && k.blocked)
+    );
+
+    // Expiry is checked on every request, without a reload.
+    let mut short = NewKey::alias("short");
+    short.expires_at = Some(SystemTime::now() + Duration::from_millis(1500));
+    let short = db.create_key(&short).await.unwrap();
+    within(Duration::from_secs(1), || async {
+        tools(&a, &short.key).await.is_ok()
+    })
+    .await
+    .expect("the short-lived key works at first");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (status, body) = tools(&a, &short.key).await.unwrap_err();
+    assert_eq!(status, 401);
+    assert!(body.contains("expired"), "{body}");
+    assert!(!body.contains(&short.key));
+}
+
+#[tokio::test]
+async fn a_row_that_cannot_be_used_fails_closed_for_its_principal_only() {
+    let Some(pg) = TestPg::start("bad-row") else {
+        return;
+    };
+    let up = upstreams().await;
+    let a = replica(&pg.url(), &up.config, None).await;
+    assert!(a.watch.loaded(Duration::from_secs(10)).await);
+    let db = Database::connect(&pg.url(), 4).unwrap();
+    let good = db.create_key(&NewKey::alias("good")).await.unwrap();
+    let bad = db.create_key(&NewKey::alias("bad")).await.unwrap();
+    within(Duration::from_secs(1), || async {
+        tools(&a, &good.key).await.is_ok() && tools(&a, &bad.key).await.is_ok()
+    })
+    .await
+    .expect("both keys work");
+    // A permission naming a server the configuration lacks, given to one key.
+    sql(
+        &db,
+        "INSERT INTO gk_object_permissions (mcp_servers) VALUES ('{payroll}');
+         UPDATE gk_keys SET object_permission_id = (SELECT max(id) FROM gk_object_permissions)
+             WHERE key_alias = 'bad';",
+    )
+    .await;
+    within(Duration::from_secs(1), || async {
+        tools(&a, &bad.key).await.is_err()
+    })
+    .await
+    .expect("the key with the bad row is refused");
+    assert_eq!(tools(&a, &good.key).await.unwrap().len(), 3);
+    let health = health_as(&a.running, Some("sk-master")).await;
+    let problems = health["policy"]["problems"].to_string();
+    assert!(problems.contains("key \\\"bad\\\""), "{health}");
+    assert_eq!(health["policy"]["state"], "ok");
+    // Others see no details.
+    let public = health_as(&a.running, None).await;
+    assert_eq!(public, json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn a_replica_that_never_loaded_refuses_everything_then_serves_when_the_database_answers() {
+    let Some(pg) = TestPg::start("never-loaded") else {
+        return;
+    };
+    pg.down();
+    let up = upstreams().await;
+    let a = replica(&pg.url(), &up.config, None).await;
+    let http = http_client();
+    // Even the master key: nothing is decided without a policy.
+    let r = http
+        .get(a.running.url("/mcp-rest/tools/list"))
+        .header("x-litellm-api-key", "sk-master")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("not loaded"), "{body}");
+    assert!(!body.contains("127.0.0.1"), "{body}");
+    let health = http.get(a.running.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({"status": "unavailable"})
+    );
+    pg.up();
+    assert!(a.watch.loaded(Duration::from_secs(10)).await);
+    assert_eq!(tools(&a, "sk-master").await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn with_the_database_down_decisions_continue_and_spend_is_spooled_then_written_once() {
+    let Some(pg) = TestPg::start("db-down") else {
+        return;
+    };
+    let up = upstreams().await;
+    let a = replica(&pg.url(), &up.config, Some(pg.scratch("spool-a"))).await;
+    let b = replica(&pg.url(), &up.config, Some(pg.scratch("spool-b"))).await;
+    assert!(a.watch.loaded(Duration::from_secs(10)).await);
+    assert!(b.watch.loaded(Duration::from_secs(10)).await);
+    let db = Database::connect(&pg.url(), 4).unwrap();
+    let key = db.create_key(&NewKey::alias("loader")).await.unwrap().key;
+    within(Duration::from_secs(1), || async {
+        tools(&a, &key).await.is_ok() && tools(&b, &key).await.is_ok()
+    })
+    .await
+    .expect("the key works on both");
+
+    // Calls alternate between the replicas; the database stops in the middle and comes back.
+    let mut answered = Vec::new();
+    for i in 0..120 {
+        if i == 40 {
+            pg.down();
+        }
+        if i == 80 {
+            // Still down: both serve from their snapshot and say so.
+            let health = health_as(&a.running, Some("sk-master")).await;
+            assert_eq!(health["status"], "degraded", "{health}");
+            assert_eq!(health["spend"]["state"], "spooling", "{health}");
+            assert_eq!(health["policy"]["state"], "stale", "{health}");
+            pg.up();
+        }
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let user = format!("call-{i}");
+        let (status, body) = rest_call(replica, &key, &user, "github-list_issues").await;
+        assert_eq!(status, 200, "call {i}: {body}");
+        answered.push(user);
+    }
+    for r in [&a, &b] {
+        assert!(
+            r.sink
+                .as_ref()
+                .unwrap()
+                .flush(Duration::from_secs(20))
+                .await,
+            "the spool drains once the database is back"
+        );
+    }
+    // Exactly one row per answered call.
+    let rows = count(&db, "SELECT count(*) FROM gk_spend").await;
+    assert_eq!(rows, answered.len() as i64);
+    let distinct = count(&db, "SELECT count(DISTINCT end_user_id) FROM gk_spend").await;
+    assert_eq!(distinct, answered.len() as i64);
+    for r in [&a, &b] {
+        let sink = r.sink.as_ref().unwrap();
+        assert_eq!(sink.status().dropped(), 0);
+        assert_eq!(sink.status().spooled(), sink.status().written());
+    }
+    let health = health_as(&a.running, Some("sk-master")).await;
+    assert_eq!(health["status"], "ok", "{health}");
+}
+
+#[tokio::test]
+async fn a_full_spool_drops_and_counts_never_silently() {
+    let Some(pg) = TestPg::start("full-spool") else {
+        return;
+    };
+    pg.down();
+    let db = Database::connect(&pg.url(), 4).unwrap();
+    let mut options = SpendOptions::new(pg.scratch("spool"));
+    options.max_spool_bytes = 2_000;
+    let sink = PgSpendSink::start(db, &options).unwrap();
+    let event = mcp_gatekeeper::cost::ToolCallEvent {
+        server: Some("github".into()),
+        tool: "list_issues".into(),
+        qualified_tool: "github-list_issues".into(),
+        argument_keys: Arc::from(Vec::new()),
+        key_id: Some("k".into()),
+        key_alias: None,
+        team_id: None,
+        organization_id: None,
+        end_user_id: None,
+        agent_id: None,
+        session_id: None,
+        started_at: SystemTime::now(),
+        duration: Duration::from_millis(1),
+        outcome: mcp_gatekeeper::cost::Outcome::Success,
+        cost: 0.0,
+    };
+    use mcp_gatekeeper::cost::SpendSink;
+    for _ in 0..50 {
+        sink.record(event.clone());
+    }
+    let status = sink.status();
+    assert!(status.spooled() > 0);
+    assert!(status.dropped() > 0);
+    assert_eq!(status.spooled() + status.dropped(), 50);
+    let report = sink.report();
+    assert_eq!(report["dropped_spool_full"], status.dropped());
+    pg.up();
+    let rows = Database::connect(&pg.url(), 2).unwrap();
+    rows.migrate().await.unwrap();
+    assert!(sink.flush(Duration::from_secs(20)).await);
+    assert_eq!(
+        count(&rows, "SELECT count(*) FROM gk_spend").await,
+        status.spooled() as i64
+    );
+}
