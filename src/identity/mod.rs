@@ -509,6 +509,31 @@ fn admit<R>(
     let session = session_header(&parts.headers)?;
     let binding = match &layer.sessions {
         None => None,
+        Some(bindings) if bindings.is_signed() => {
+            let inner = match session {
+                None => None,
+                Some(id) => match bindings.inward(id, digest.as_ref()) {
+                    Some(inner) => Some(inner.to_owned()),
+                    None => {
+                        let rejection = Rejection::session_not_found();
+                        crate::trace::refused(Some(&principal), None, &rejection);
+                        return Err(rejection);
+                    }
+                },
+            };
+            if let Some(inner) = &inner {
+                // The inner service sees its own id.
+                let value = http::HeaderValue::from_str(inner)
+                    .map_err(|_| Rejection::session_not_found())?;
+                parts.headers.insert(SESSION_HEADER, value);
+            }
+            Some(Binding {
+                bindings: Arc::clone(bindings),
+                session: inner,
+                digest,
+                deleting: false,
+            })
+        }
         Some(bindings) => {
             if let Some(id) = session
                 && !bindings.is_bound_to(id, digest.as_ref())
@@ -556,10 +581,21 @@ impl fmt::Debug for BindSession {
 }
 
 impl BindSession {
-    fn bind<B>(self, response: Response<B>) -> Response<B> {
+    fn bind<B>(self, mut response: Response<B>) -> Response<B> {
         let Some(b) = self.binding else {
             return response;
         };
+        if b.bindings.is_signed() {
+            // Every session id that goes out is signed for the caller it belongs to.
+            let signed = match one_header(response.headers(), &SESSION_HEADER) {
+                Ok(Some(inner)) => b.bindings.outward(inner, b.digest.as_ref()),
+                _ => None,
+            };
+            if let Some(value) = signed.and_then(|s| http::HeaderValue::from_str(&s).ok()) {
+                response.headers_mut().insert(SESSION_HEADER, value);
+            }
+            return response;
+        }
         match &b.session {
             None => {
                 if let Ok(Some(new)) = one_header(response.headers(), &SESSION_HEADER) {

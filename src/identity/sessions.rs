@@ -1,18 +1,82 @@
 //! Which key opened which MCP session.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::Mutex;
+
+use sha2::{Digest as _, Sha256};
 
 use crate::engine::KeyDigest;
 
-/// Session ids bound to the key digest that opened them, bounded in size.
+/// Session ids bound to the caller that opened them.
 ///
-/// When full, the oldest binding is dropped; that session's next request gets 404 and its client
-/// starts a new session, which is the protocol's normal recovery.
-#[derive(Debug)]
+/// Two kinds:
+///
+/// - [`SessionBindings::with_capacity`] (the default): a table in this process, bounded in size.
+///   When full, the oldest binding is dropped; that session's next request gets 404 and its
+///   client starts a new session, which is the protocol's normal recovery. A session opened
+///   through another process is unknown here (404).
+/// - [`SessionBindings::signed`]: no table. The id the caller sees is the inner service's id
+///   followed by `.` and an HMAC-SHA256 tag over it and the caller's key digest (or token
+///   subject), made with a secret every replica shares. Any replica verifies it; a forged id,
+///   or one presented by another caller, gets the same 404 everywhere; the inner service sees
+///   its own id. Use it when several replicas stand in front of services whose sessions they
+///   share.
 pub struct SessionBindings {
     inner: Mutex<Inner>,
     capacity: usize,
+    secret: Option<Box<[u8]>>,
+}
+
+impl fmt::Debug for SessionBindings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionBindings")
+            .field("capacity", &self.capacity)
+            .field("signed", &self.secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`.
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    for part in parts {
+        inner.update(part);
+    }
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// The tag of `session` for `owner`: 128 bits, as 32 hex digits.
+fn tag(secret: &[u8], session: &str, owner: Option<&KeyDigest>) -> [u8; 32] {
+    let (flag, digest) = match owner {
+        Some(d) => (1u8, d.0),
+        None => (0u8, [0u8; 32]),
+    };
+    let mac = hmac(
+        secret,
+        &[
+            b"mcp-gatekeeper session v1\0",
+            &[flag],
+            &digest,
+            session.as_bytes(),
+        ],
+    );
+    let mut hex = [0u8; 32];
+    for (i, b) in mac[..16].iter().enumerate() {
+        hex[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
+        hex[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
+    }
+    hex
 }
 
 #[derive(Debug, Default)]
@@ -34,7 +98,66 @@ impl SessionBindings {
         Self {
             inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
+            secret: None,
         }
+    }
+
+    /// Bindings that every replica holding the same `secret` (at least 32 bytes) verifies, with
+    /// no table: see the [type docs](Self).
+    ///
+    /// # Panics
+    ///
+    /// When `secret` is shorter than 32 bytes.
+    #[must_use]
+    pub fn signed(secret: impl AsRef<[u8]>) -> Self {
+        let secret = secret.as_ref();
+        assert!(
+            secret.len() >= 32,
+            "a session secret must be at least 32 bytes"
+        );
+        Self {
+            inner: Mutex::new(Inner::default()),
+            capacity: 1,
+            secret: Some(secret.into()),
+        }
+    }
+
+    /// Whether these bindings are [`SessionBindings::signed`].
+    #[must_use]
+    pub fn is_signed(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// The id a caller sees for the inner service's `session`: itself, or signed.
+    pub(crate) fn outward(&self, session: &str, owner: Option<&KeyDigest>) -> Option<String> {
+        let secret = self.secret.as_deref()?;
+        let tag = tag(secret, session, owner);
+        let mut out = String::with_capacity(session.len() + 33);
+        out.push_str(session);
+        out.push('.');
+        out.push_str(std::str::from_utf8(&tag).ok()?);
+        Some(out)
+    }
+
+    /// The inner service's id of a signed `presented` id, when `owner` opened it.
+    pub(crate) fn inward<'a>(
+        &self,
+        presented: &'a str,
+        owner: Option<&KeyDigest>,
+    ) -> Option<&'a str> {
+        let secret = self.secret.as_deref()?;
+        let (session, given) = presented.rsplit_once('.')?;
+        let want = tag(secret, session, owner);
+        // Compared in constant time: the tag is a secret until matched.
+        let given = given.as_bytes();
+        if given.len() != want.len() {
+            return None;
+        }
+        let diff = given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        (diff == 0).then_some(session)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -94,6 +217,49 @@ impl SessionBindings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 2 of RFC 4231.
+        let mac = hmac(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // A key longer than the block is hashed first (test case 6).
+        let key = [0xaau8; 131];
+        let mac = hmac(
+            &key,
+            &[b"Test Using Larger Than Block-Size Key - Hash Key First"],
+        );
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn signed_ids_verify_for_their_owner_only() {
+        let secret = [7u8; 32];
+        let a = KeyDigest::of("a");
+        let b = KeyDigest::of("b");
+        let here = SessionBindings::signed(secret);
+        let there = SessionBindings::signed(secret);
+        let id = here.outward("inner-1", Some(&a)).unwrap();
+        assert!(id.starts_with("inner-1."));
+        assert_eq!(there.inward(&id, Some(&a)), Some("inner-1"));
+        assert_eq!(there.inward(&id, Some(&b)), None);
+        assert_eq!(there.inward(&id, None), None);
+        assert_eq!(there.inward("inner-1", Some(&a)), None);
+        let mut forged = id.clone();
+        forged.replace_range(id.len() - 1.., if id.ends_with('0') { "1" } else { "0" });
+        assert_eq!(there.inward(&forged, Some(&a)), None);
+        let other = SessionBindings::signed([8u8; 32]);
+        assert_eq!(other.inward(&id, Some(&a)), None);
+        assert_eq!(SessionBindings::default().outward("x", Some(&a)), None);
+    }
 
     #[test]
     fn binds_unbinds_and_evicts_oldest() {
