@@ -23,6 +23,7 @@ use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::cost::JsonlSink;
 use mcp_gatekeeper::engine::ToolPrefix;
 use mcp_gatekeeper::gateway::{Gateway, UpstreamSpec};
+use mcp_gatekeeper::identity::{IdentityLayer, SessionBindings};
 
 const DEMO: &str = include_str!("support/demo.json");
 
@@ -198,20 +199,33 @@ async fn main() -> ExitCode {
         },
         _ => None,
     };
+    // With `general_settings.session_secret`, session ids are signed for their caller so every
+    // replica verifies them alike.
+    let bindings = Arc::new(match &deployment.session_secret {
+        Some(secret) => SessionBindings::signed(secret),
+        None => SessionBindings::default(),
+    });
     // With `general_settings.oauth`, bearer tokens are accepted besides keys.
     #[cfg(feature = "oauth")]
     let router = match gateway.oauth() {
         Some(oauth) => {
-            let identity = mcp_gatekeeper::identity::IdentityLayer::with_resolver(
-                gateway.gatekeeper().clone(),
-                oauth.clone(),
-            );
+            let identity =
+                IdentityLayer::with_resolver(gateway.gatekeeper().clone(), oauth.clone())
+                    .session_bindings(Some(bindings));
             gateway.router(layer.identity(identity))
         }
-        None => gateway.router(layer),
+        None => {
+            let identity =
+                IdentityLayer::new(gateway.gatekeeper().clone()).session_bindings(Some(bindings));
+            gateway.router(layer.identity(identity))
+        }
     };
     #[cfg(not(feature = "oauth"))]
-    let router = gateway.router(layer);
+    let router = {
+        let identity =
+            IdentityLayer::new(gateway.gatekeeper().clone()).session_bindings(Some(bindings));
+        gateway.router(layer.identity(identity))
+    };
     let listener = match tokio::net::TcpListener::bind(args.bind).await {
         Ok(l) => l,
         Err(e) => {

@@ -6,16 +6,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::config::{Config, SpendSinkConfig};
 use mcp_gatekeeper::cost::{JsonlSink, SpendSink};
 use mcp_gatekeeper::source::{self, ConfigFile, HealthReport, PolicyWatch, WatchOptions};
-use mcp_gatekeeper::{Gatekeeper, PolicySnapshot};
 
 /// What the gateway is built with, and what must live as long as it.
 pub(crate) struct Deployment {
     pub(crate) gatekeeper: Gatekeeper,
     pub(crate) spend: Option<Arc<dyn SpendSink>>,
     pub(crate) reports: Vec<(String, Arc<dyn HealthReport>)>,
+    pub(crate) session_secret: Option<Vec<u8>>,
     pub(crate) _watch: Option<PolicyWatch>,
 }
 
@@ -44,6 +45,7 @@ pub(crate) fn setup(config: &Config, path: Option<&Path>) -> Result<Deployment, 
         (Some(url), _) => {
             #[cfg(feature = "postgres")]
             {
+                use mcp_gatekeeper::PolicySnapshot;
                 use mcp_gatekeeper::postgres::{
                     Database, PgPolicySource, PgSpendSink, SpendOptions,
                 };
@@ -108,6 +110,7 @@ pub(crate) fn setup(config: &Config, path: Option<&Path>) -> Result<Deployment, 
         gatekeeper,
         spend,
         reports,
+        session_secret: settings.session_secret,
         _watch: watch,
     })
 }
