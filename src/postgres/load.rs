@@ -53,6 +53,33 @@ fn prices(value: &Value) -> Option<Vec<(String, f64)>> {
         .collect()
 }
 
+/// The object permissions of the rows, and what could not be used.
+struct Levels<'a> {
+    permissions: HashMap<i64, Result<PermissionSpec, String>>,
+    problems: &'a mut Vec<String>,
+}
+
+impl Levels<'_> {
+    /// The permissions of `who`'s row (object permission `id`), and whether they could be
+    /// used: when not, the problem is reported and the level grants nothing.
+    fn of(&mut self, who: String, id: Option<i64>) -> (Option<PermissionSpec>, bool) {
+        let Some(id) = id else {
+            return (None, true);
+        };
+        match self.permissions.get(&id) {
+            Some(Ok(spec)) => (Some(spec.clone()), true),
+            Some(Err(why)) => {
+                self.problems.push(format!(
+                    "{who}: object permission {id}: {why}; refused until fixed"
+                ));
+                (Some(nothing()), false)
+            }
+            // The foreign key keeps the row; gone between two reads of one snapshot it cannot be.
+            None => (Some(nothing()), false),
+        }
+    }
+}
+
 /// Reads every policy table in one read-only, repeatable-read transaction.
 async fn rows(db: &Database) -> Result<[Vec<Row>; 7], DbError> {
     let mut client = db.client().await?;
@@ -154,7 +181,7 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
         .map_err(|e| DbError::new("reading the configuration", e.to_string()))?;
 
     // Object permissions by id: each usable against this catalog, or why not.
-    let mut permissions: HashMap<i64, Result<PermissionSpec, String>> = HashMap::new();
+    let mut permissions = HashMap::new();
     for row in &perms {
         let id: i64 = row.get(0);
         let tools = row.get::<_, Option<Value>>(3);
@@ -177,43 +204,18 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
         });
         permissions.insert(id, spec);
     }
-    // The permissions of one principal's row; `None` when they cannot be used (reported).
-    let mut lookup = |who: String, id: Option<i64>| -> Result<Option<PermissionSpec>, ()> {
-        let Some(id) = id else { return Ok(None) };
-        match permissions.get(&id) {
-            Some(Ok(spec)) => Ok(Some(spec.clone())),
-            Some(Err(why)) => {
-                problems.push(format!(
-                    "{who}: object permission {id}: {why}; refused until fixed"
-                ));
-                Err(())
-            }
-            None => Ok(None),
-        }
-    };
-    let member = |who: String,
-                  id: String,
-                  perm: Option<i64>,
-                  lookup: &mut dyn FnMut(
-        String,
-        Option<i64>,
-    ) -> Result<Option<PermissionSpec>, ()>| MemberSpec {
-        id,
-        permissions: lookup(who, perm).unwrap_or_else(|()| Some(nothing())),
+    let mut levels = Levels {
+        permissions,
+        problems: &mut problems,
     };
     for row in &orgs {
         let id: String = row.get(0);
-        spec.organizations.push(member(
-            format!("organization {id:?}"),
-            id,
-            row.get(1),
-            &mut lookup,
-        ));
+        let (permissions, _) = levels.of(format!("organization {id:?}"), row.get(1));
+        spec.organizations.push(MemberSpec { id, permissions });
     }
     for row in &teams {
         let id: String = row.get(0);
-        let permissions =
-            lookup(format!("team {id:?}"), row.get(2)).unwrap_or_else(|()| Some(nothing()));
+        let (permissions, _) = levels.of(format!("team {id:?}"), row.get(2));
         spec.teams.push(TeamSpec {
             team_id: id,
             organization_id: row.get(1),
@@ -222,17 +224,13 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
     }
     for row in &users {
         let id: String = row.get(0);
-        spec.end_users.push(member(
-            format!("end user {id:?}"),
-            id,
-            row.get(1),
-            &mut lookup,
-        ));
+        let (permissions, _) = levels.of(format!("end user {id:?}"), row.get(1));
+        spec.end_users.push(MemberSpec { id, permissions });
     }
     for row in &agents {
         let id: String = row.get(0);
-        spec.agents
-            .push(member(format!("agent {id:?}"), id, row.get(1), &mut lookup));
+        let (permissions, _) = levels.of(format!("agent {id:?}"), row.get(1));
+        spec.agents.push(MemberSpec { id, permissions });
     }
     for row in &keys {
         let raw: Vec<u8> = row.get(0);
@@ -245,10 +243,7 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
             Some(alias) => format!("key {alias:?}"),
             None => format!("key {}", digest.short_id()),
         };
-        let (permissions, unusable) = match lookup(who, row.get(5)) {
-            Ok(p) => (p, false),
-            Err(()) => (Some(nothing()), true),
-        };
+        let (permissions, usable) = levels.of(who, row.get(5));
         spec.keys.push(KeySpec {
             key: Some(KeyMaterial::Digest(digest)),
             key_alias: alias,
@@ -257,7 +252,7 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
             agent_id: row.get(4),
             permissions,
             expires_at: row.get::<_, Option<SystemTime>>(6),
-            blocked: row.get::<_, bool>(7) || unusable,
+            blocked: row.get::<_, bool>(7) || !usable,
         });
     }
     let identities = crate::config::build_identities(&catalog, &spec)

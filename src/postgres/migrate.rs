@@ -19,8 +19,46 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// Any constant: the advisory lock replicas take while migrating.
 const LOCK: i64 = 0x6d63_705f_676b_0001;
 
+fn newer(applied: &[i32]) -> Result<(), DbError> {
+    match applied
+        .iter()
+        .find(|v| !MIGRATIONS.iter().any(|(m, ..)| m == *v))
+    {
+        Some(newer) => Err(DbError::new(
+            "checking the schema",
+            format!(
+                "the database has migration {newer}, which this build does not know; \
+                 run a newer mcp-gatekeeper"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub(crate) async fn run(db: &Database) -> Result<(), DbError> {
     let mut client = db.client().await?;
+    // Up to date: nothing to lock or create (a role without DDL rights gets this far).
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('gk_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| DbError::new("reading gk_schema_migrations", e))?
+        .get(0);
+    if exists {
+        let applied: Vec<i32> = client
+            .query("SELECT version FROM gk_schema_migrations", &[])
+            .await
+            .map_err(|e| DbError::new("reading gk_schema_migrations", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        newer(&applied)?;
+        if MIGRATIONS.iter().all(|(v, ..)| applied.contains(v)) {
+            return Ok(());
+        }
+    }
     let tx = client
         .transaction()
         .await
@@ -46,18 +84,7 @@ pub(crate) async fn run(db: &Database) -> Result<(), DbError> {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    if let Some(newer) = applied
-        .iter()
-        .find(|v| !MIGRATIONS.iter().any(|(m, ..)| m == *v))
-    {
-        return Err(DbError::new(
-            "checking the schema",
-            format!(
-                "the database has migration {newer}, which this build does not know; \
-                 run a newer mcp-gatekeeper"
-            ),
-        ));
-    }
+    newer(&applied)?;
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;
