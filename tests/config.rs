@@ -243,3 +243,94 @@ fn the_oauth_example_config_loads() {
     assert_eq!(oauth.required_scopes, ["mcp"]);
     assert_eq!(p.catalog().servers().len(), 2);
 }
+
+#[test]
+fn deployment_settings_are_checked_at_load() {
+    let check = |settings: &str| -> Result<(), String> {
+        let doc = format!(r#"{{"general_settings": {settings}}}"#);
+        Config::from_json_str(&doc)
+            .and_then(|c| c.validate())
+            .map_err(|e| e.to_string())
+    };
+    let ok = check(
+        r#"{"database_url": "postgres://gk:pw@db.internal:5432/gatekeeper",
+            "spend_sink": {"type": "postgres", "spool_dir": "/var/lib/gk/spool", "max_spool_mb": 64},
+            "session_secret": "0123456789abcdef0123456789abcdef",
+            "policy_resync_seconds": 10}"#,
+    );
+    assert_eq!(ok, Ok(()));
+    assert_eq!(
+        check(r#"{"database_url": "host=/run/postgresql dbname=gatekeeper"}"#),
+        Ok(())
+    );
+    assert_eq!(
+        check(r#"{"spend_sink": {"type": "jsonl", "path": "spend.jsonl"}}"#),
+        Ok(())
+    );
+    let cases = [
+        (
+            r#"{"database_url": "mysql://db/x"}"#,
+            "at general_settings.database_url: write a Postgres URL",
+        ),
+        (
+            r#"{"database_url": "os.environ/GK_TEST_UNSET_DATABASE_URL"}"#,
+            "environment variable GK_TEST_UNSET_DATABASE_URL is not set",
+        ),
+        (
+            r#"{"spend_sink": {"type": "postgres", "spool_dir": "/tmp/s"}}"#,
+            "a postgres spend sink writes to general_settings.database_url",
+        ),
+        (
+            r#"{"database_url": "postgres://db/x", "spend_sink": {"type": "postgres", "spool_dir": ""}}"#,
+            "at general_settings.spend_sink.spool_dir: name a directory",
+        ),
+        (
+            r#"{"database_url": "postgres://db/x", "spend_sink": {"type": "postgres", "spool_dir": "s", "max_spool_mb": 0}}"#,
+            "at general_settings.spend_sink.max_spool_mb",
+        ),
+        (
+            r#"{"spend_sink": {"type": "kafka"}}"#,
+            "unknown variant `kafka`",
+        ),
+        (
+            r#"{"spend_sink": {"type": "jsonl", "path": "x", "spool_dir": "y"}}"#,
+            "unknown field `spool_dir`",
+        ),
+        (
+            r#"{"session_secret": "too-short"}"#,
+            "at general_settings.session_secret: the session secret must be at least 32 bytes",
+        ),
+        (
+            r#"{"policy_resync_seconds": 0}"#,
+            "at general_settings.policy_resync_seconds",
+        ),
+    ];
+    for (settings, want) in cases {
+        let got = check(settings).expect_err(settings);
+        assert!(got.contains(want), "{settings}: {got}");
+        // The URL's password and the secret never appear in an error.
+        assert!(!got.contains("too-short") && !got.contains("pw@"), "{got}");
+    }
+}
+
+#[test]
+fn a_blocked_key_is_refused_with_its_own_text() {
+    let config = Config::from_json_str(
+        r#"{"keys": [{"key": "sk-on"}, {"key": "sk-off", "blocked": true}]}"#,
+    )
+    .unwrap();
+    let policy = config.policy().unwrap();
+    let ids = policy.identities();
+    use mcp_gatekeeper::engine::{KeyDigest, KeyRefusal};
+    assert!(ids.resolve(&KeyDigest::of("sk-on"), None, None).is_ok());
+    assert_eq!(
+        ids.resolve(&KeyDigest::of("sk-off"), None, None)
+            .unwrap_err(),
+        KeyRefusal::Blocked
+    );
+    assert_eq!(
+        ids.resolve(&KeyDigest::of("sk-nobody"), None, None)
+            .unwrap_err(),
+        KeyRefusal::Unknown
+    );
+}
