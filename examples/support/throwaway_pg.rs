@@ -1,8 +1,10 @@
-//! A throwaway Postgres cluster for one test: Debian's `postgresql` binaries, `initdb` into a
-//! fresh directory under `target/`, on a free loopback port, stopped and removed when dropped.
+//! A throwaway Postgres cluster for one test or benchmark: Debian's `postgresql` binaries,
+//! `initdb` into a fresh directory under `target/`, on a free loopback port, stopped and removed
+//! when dropped.
 //!
 //! Without the binaries the tests that need it skip with a loud message, unless
 //! `MCP_GATEKEEPER_REQUIRE_POSTGRES` is set (as `.ci/run` sets it): then they fail.
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@
 #[cfg(feature = "gateway")]
 pub mod asker;
 #[cfg(feature = "postgres")]
+#[path = "../../examples/support/throwaway_pg.rs"]
 pub mod postgres;
 #[cfg(feature = "gateway")]
 pub mod tls;
