@@ -167,6 +167,10 @@ async fn sessions(rounds: usize) -> (f64, f64) {
     let router = gateway.router(gateway.gatekeeper().layer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    // rmcp's event-stream replies stall ~40 ms without TCP_NODELAY.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, router).await });
     let http = reqwest::Client::new();
     let post = |session: Option<&str>, body: serde_json::Value| {

@@ -1,6 +1,7 @@
 //! [`PgSpendSink`]: tool-call events into `gk_spend`, through a local spool.
 //!
-//! **Guarantee.** [`SpendSink::record`] appends the event, with a fresh `event_id`, to the spool
+//! **Guarantee.** [`SpendSink::record`] appends the event, with a fresh `event_id` (64 random
+//! bits drawn when the sink starts, and a counter), to the spool
 //! file before it returns, and the cost layer records before the caller's answer leaves. So
 //! once a caller has its answer, its event is in the spool or already in the database: a
 //! replica killed (even with `SIGKILL`) loses nothing, and on restart with the same spool
@@ -89,6 +90,9 @@ impl SpendStatus {
 
 #[derive(Debug)]
 struct Shared {
+    /// Event ids: a random half drawn when the sink starts, and a counter.
+    id_high: u64,
+    next_id: AtomicU64,
     spool: Spool,
     wake: tokio::sync::Notify,
     status: SpendStatus,
@@ -154,6 +158,8 @@ impl PgSpendSink {
     pub fn start(db: Database, options: &SpendOptions) -> std::io::Result<Self> {
         let spool = Spool::open(&options.spool_dir, options.max_spool_bytes)?;
         let shared = Arc::new(Shared {
+            id_high: uuid::Uuid::new_v4().as_u64_pair().0,
+            next_id: AtomicU64::new(0),
             spool,
             wake: tokio::sync::Notify::new(),
             status: SpendStatus::default(),
@@ -231,8 +237,11 @@ impl crate::source::HealthReport for PgSpendSink {
 
 impl SpendSink for PgSpendSink {
     fn record(&self, event: ToolCallEvent) {
+        // Unique without a system call per event: the random half tells sinks (replicas,
+        // restarts) apart, the counter events within one.
+        let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let line = Line {
-            event_id: uuid::Uuid::new_v4(),
+            event_id: uuid::Uuid::from_u64_pair(self.shared.id_high, n),
             event: &event,
         };
         let Ok(mut bytes) = serde_json::to_vec(&line) else {
