@@ -56,6 +56,14 @@
 //! |---|---|
 //! | `tracing` | a `tracing` event for every decision: principal ids, method, server, tool, and for a refusal the level or rule that refused (never a key) |
 //! | `config-yaml` | YAML configuration files ([`config::Config::from_yaml_str`]) |
+//! | `openai` | MCP tools as OpenAI function tools and back |
+//! | `gateway` | the aggregating gateway (rmcp, axum, reqwest, rustls) |
+//! | `oauth` | an OAuth 2.1 resource server: bearer tokens besides keys |
+//! | `postgres` | policy and spend in Postgres, shared by several replicas (`tokio-postgres`, `deadpool-postgres`) |
+//!
+//! A policy can come from anywhere: [`source::PolicySource`] says where a snapshot comes from
+//! and how a change is noticed; `source::watch` (with `gateway` or `postgres`) keeps a
+//! [`Gatekeeper`] on the newest one.
 //!
 //! The core depends only on tower, http, http-body, bytes, serde, serde_json and futures,
 //! plus `sha2` (key digests), `arc-swap` (the reloadable policy) and `serde_path_to_error`
