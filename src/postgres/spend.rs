@@ -1,18 +1,4 @@
 //! [`PgSpendSink`]: tool-call events into `gk_spend`, through a local spool.
-//!
-//! **Guarantee.** [`SpendSink::record`] appends the event, with a fresh `event_id` (64 random
-//! bits drawn when the sink starts, and a counter), to the spool
-//! file before it returns, and the cost layer records before the caller's answer leaves. So
-//! once a caller has its answer, its event is in the spool or already in the database: a
-//! replica killed (even with `SIGKILL`) loses nothing, and on restart with the same spool
-//! directory it writes what was left. Events are not `fsync`ed one by one: a machine that
-//! loses power can lose what the page cache held and the database did not yet have.
-//!
-//! A writer task reads the spool in order and inserts up to [`SpendOptions::batch`] rows per
-//! statement (`INSERT … SELECT FROM unnest(…) ON CONFLICT (event_id) DO NOTHING`), so a replay
-//! never counts an event twice. While the database is down the spool grows, up to
-//! [`SpendOptions::max_spool_bytes`]; past that, events are dropped and counted
-//! ([`SpendStatus`]), never silently. The spool *is* the queue: nothing waits in memory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -109,8 +95,21 @@ impl Drop for Writer {
     }
 }
 
-/// A [`SpendSink`] that writes to Postgres through a local spool. See the [module
-/// docs](self) for what it guarantees.
+/// A [`SpendSink`] that writes to Postgres through a local spool.
+///
+/// **Guarantee.** [`SpendSink::record`] appends the event, with a fresh `event_id` (64 random
+/// bits drawn when the sink starts, and a counter), to the spool
+/// file before it returns, and the cost layer records before the caller's answer leaves. So
+/// once a caller has its answer, its event is in the spool or already in the database: a
+/// replica killed (even with `SIGKILL`) loses nothing, and on restart with the same spool
+/// directory it writes what was left. Events are not `fsync`ed one by one: a machine that
+/// loses power can lose what the page cache held and the database did not yet have.
+///
+/// A writer task reads the spool in order and inserts up to [`SpendOptions::batch`] rows per
+/// statement (`INSERT … SELECT FROM unnest(…) ON CONFLICT (event_id) DO NOTHING`), so a replay
+/// never counts an event twice. While the database is down the spool grows, up to
+/// [`SpendOptions::max_spool_bytes`]; past that, events are dropped and counted
+/// ([`SpendStatus`]), never silently. The spool *is* the queue: nothing waits in memory.
 #[derive(Clone, Debug)]
 pub struct PgSpendSink {
     shared: Arc<Shared>,
