@@ -118,6 +118,33 @@ fn fresh_key() -> String {
     format!("sk-{}{}", a.simple(), b.simple())
 }
 
+/// Stores a fresh key with `new`'s alias, team, organisation, agent and expiry, and the
+/// permissions row `permission_id`; returns it (the only time the key is seen).
+async fn insert_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    new: &NewKey,
+    permission_id: Option<i64>,
+) -> Result<CreatedKey, DbError> {
+    let key = fresh_key();
+    let digest = KeyDigest::of(&key);
+    tx.execute(
+        "INSERT INTO gk_keys (key_digest, key_alias, team_id, organization_id, agent_id, \
+         object_permission_id, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &digest.0.as_slice(),
+            &new.alias,
+            &new.team_id,
+            &new.organization_id,
+            &new.agent_id,
+            &permission_id,
+            &new.expires_at,
+        ],
+    )
+    .await
+    .map_err(|e| DbError::new("storing the key", e))?;
+    Ok(CreatedKey { key, digest })
+}
+
 fn not_found(key: &KeyRef) -> DbError {
     DbError::new("finding the key", format!("no key matches {key:?}"))
 }
@@ -157,27 +184,11 @@ impl Database {
                 Some(row.get(0))
             }
         };
-        let key = fresh_key();
-        let digest = KeyDigest::of(&key);
-        tx.execute(
-            "INSERT INTO gk_keys (key_digest, key_alias, team_id, organization_id, agent_id, \
-             object_permission_id, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &digest.0.as_slice(),
-                &new.alias,
-                &new.team_id,
-                &new.organization_id,
-                &new.agent_id,
-                &permission_id,
-                &new.expires_at,
-            ],
-        )
-        .await
-        .map_err(|e| DbError::new("storing the key", e))?;
+        let created = insert_key(&tx, new, permission_id).await?;
         tx.commit()
             .await
             .map_err(|e| DbError::new("creating a key", e))?;
-        Ok(CreatedKey { key, digest })
+        Ok(created)
     }
 
     /// Revokes a key: it stays listed, blocked, and is refused everywhere once the gateways
@@ -236,33 +247,19 @@ impl Database {
         )
         .await
         .map_err(|e| DbError::new("revoking the old key", e))?;
-        let new = fresh_key();
-        let digest = KeyDigest::of(&new);
-        let alias: Option<String> = old.get(1);
-        let team: Option<String> = old.get(2);
-        let org: Option<String> = old.get(3);
-        let agent: Option<String> = old.get(4);
-        let perms: Option<i64> = old.get(5);
-        let expires: Option<SystemTime> = old.get(6);
-        tx.execute(
-            "INSERT INTO gk_keys (key_digest, key_alias, team_id, organization_id, agent_id, \
-             object_permission_id, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &digest.0.as_slice(),
-                &alias,
-                &team,
-                &org,
-                &agent,
-                &perms,
-                &expires,
-            ],
-        )
-        .await
-        .map_err(|e| DbError::new("storing the new key", e))?;
+        let same = NewKey {
+            alias: old.get(1),
+            team_id: old.get(2),
+            organization_id: old.get(3),
+            agent_id: old.get(4),
+            permissions: None,
+            expires_at: old.get(6),
+        };
+        let created = insert_key(&tx, &same, old.get(5)).await?;
         tx.commit()
             .await
             .map_err(|e| DbError::new("rotating a key", e))?;
-        Ok(CreatedKey { key: new, digest })
+        Ok(created)
     }
 
     /// Every stored key, newest first (never the keys themselves).

@@ -19,6 +19,19 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// Any constant: the advisory lock replicas take while migrating.
 const LOCK: i64 = 0x6d63_705f_676b_0001;
 
+/// The versions applied, checked for one this build does not know.
+async fn applied(client: &impl deadpool_postgres::GenericClient) -> Result<Vec<i32>, DbError> {
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM gk_schema_migrations", &[])
+        .await
+        .map_err(|e| DbError::new("reading gk_schema_migrations", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    newer(&applied)?;
+    Ok(applied)
+}
+
 fn newer(applied: &[i32]) -> Result<(), DbError> {
     match applied
         .iter()
@@ -47,14 +60,7 @@ pub(crate) async fn run(db: &Database) -> Result<(), DbError> {
         .map_err(|e| DbError::new("reading gk_schema_migrations", e))?
         .get(0);
     if exists {
-        let applied: Vec<i32> = client
-            .query("SELECT version FROM gk_schema_migrations", &[])
-            .await
-            .map_err(|e| DbError::new("reading gk_schema_migrations", e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        newer(&applied)?;
+        let applied = applied(&client).await?;
         if MIGRATIONS.iter().all(|(v, ..)| applied.contains(v)) {
             return Ok(());
         }
@@ -74,17 +80,7 @@ pub(crate) async fn run(db: &Database) -> Result<(), DbError> {
     )
     .await
     .map_err(|e| DbError::new("creating gk_schema_migrations", e))?;
-    let applied: Vec<i32> = tx
-        .query(
-            "SELECT version FROM gk_schema_migrations ORDER BY version",
-            &[],
-        )
-        .await
-        .map_err(|e| DbError::new("reading gk_schema_migrations", e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    newer(&applied)?;
+    let applied = applied(&tx).await?;
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;
