@@ -74,15 +74,14 @@ use tower_service::Service;
 
 #[cfg(feature = "gateway")]
 pub(crate) use presented::credential;
-pub(crate) use presented::one_header;
 use presented::{presented, session_header};
+use sessions::Binding;
 pub use sessions::SessionBindings;
 
 use crate::body::{BoxError, ReplyBody};
 use crate::engine::{KeyDigest, Principal};
 use crate::future::{self, Post, PostProcess};
 use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
-use crate::protocol::SESSION_HEADER;
 use crate::rejection::Rejection;
 
 /// What a resolver is told about one request.
@@ -506,49 +505,16 @@ fn admit<R>(
     policy: Arc<PolicySnapshot>,
 ) -> Result<(http::request::Parts, BindSession), Rejection> {
     let (principal, digest) = found?;
-    let session = session_header(&parts.headers)?;
+    session_header(&parts.headers)?;
     let binding = match &layer.sessions {
         None => None,
-        Some(bindings) if bindings.is_signed() => {
-            let inner = match session {
-                None => None,
-                Some(id) => match bindings.inward(id, digest.as_ref()) {
-                    Some(inner) => Some(inner.to_owned()),
-                    None => {
-                        let rejection = Rejection::session_not_found();
-                        crate::trace::refused(Some(&principal), None, &rejection);
-                        return Err(rejection);
-                    }
-                },
-            };
-            if let Some(inner) = &inner {
-                // The inner service sees its own id.
-                let value = http::HeaderValue::from_str(inner)
-                    .map_err(|_| Rejection::session_not_found())?;
-                parts.headers.insert(SESSION_HEADER, value);
-            }
-            Some(Binding {
-                bindings: Arc::clone(bindings),
-                session: inner,
-                digest,
-                deleting: false,
-            })
-        }
-        Some(bindings) => {
-            if let Some(id) = session
-                && !bindings.is_bound_to(id, digest.as_ref())
-            {
-                let rejection = Rejection::session_not_found();
+        Some(bindings) => match Binding::admit(bindings, &mut parts, digest) {
+            Ok(binding) => Some(binding),
+            Err(rejection) => {
                 crate::trace::refused(Some(&principal), None, &rejection);
                 return Err(rejection);
             }
-            Some(Binding {
-                bindings: Arc::clone(bindings),
-                session: session.map(str::to_owned),
-                digest,
-                deleting: parts.method == http::Method::DELETE,
-            })
-        }
+        },
     };
     parts.extensions.insert(policy);
     parts.extensions.insert(principal);
@@ -565,13 +531,6 @@ pub(crate) struct BindSession {
     binding: Option<Binding>,
 }
 
-struct Binding {
-    bindings: Arc<SessionBindings>,
-    session: Option<String>,
-    digest: Option<KeyDigest>,
-    deleting: bool,
-}
-
 impl fmt::Debug for BindSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BindSession")
@@ -581,31 +540,11 @@ impl fmt::Debug for BindSession {
 }
 
 impl BindSession {
-    fn bind<B>(self, mut response: Response<B>) -> Response<B> {
-        let Some(b) = self.binding else {
-            return response;
-        };
-        if b.bindings.is_signed() {
-            // Every session id that goes out is signed for the caller it belongs to.
-            let signed = match one_header(response.headers(), &SESSION_HEADER) {
-                Ok(Some(inner)) => b.bindings.outward(inner, b.digest.as_ref()),
-                _ => None,
-            };
-            if let Some(value) = signed.and_then(|s| http::HeaderValue::from_str(&s).ok()) {
-                response.headers_mut().insert(SESSION_HEADER, value);
-            }
-            return response;
+    fn bind<B>(self, response: Response<B>) -> Response<B> {
+        match self.binding {
+            Some(binding) => binding.bind(response),
+            None => response,
         }
-        match &b.session {
-            None => {
-                if let Ok(Some(new)) = one_header(response.headers(), &SESSION_HEADER) {
-                    b.bindings.bind(new, b.digest);
-                }
-            }
-            Some(id) if b.deleting && response.status().is_success() => b.bindings.unbind(id),
-            Some(_) => {}
-        }
-        response
     }
 }
 

@@ -2,11 +2,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use http::Response;
 use sha2::{Digest as _, Sha256};
 
+use super::presented::{one_header, session_header};
 use crate::engine::KeyDigest;
+use crate::protocol::SESSION_HEADER;
+use crate::rejection::Rejection;
 
 /// Session ids bound to the caller that opened them.
 ///
@@ -211,6 +215,89 @@ impl SessionBindings {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What admitting a request decided about its MCP session, applied to the reply on its way
+/// out.
+pub(crate) struct Binding {
+    bindings: Arc<SessionBindings>,
+    session: Option<String>,
+    digest: Option<KeyDigest>,
+    deleting: bool,
+}
+
+impl Binding {
+    /// Checks the session a request presents against `bindings` for the caller of `digest`; a
+    /// signed id is replaced by the inner service's own. Refused with 404 when it is not the
+    /// caller's.
+    pub(crate) fn admit(
+        bindings: &Arc<SessionBindings>,
+        parts: &mut http::request::Parts,
+        digest: Option<KeyDigest>,
+    ) -> Result<Self, Rejection> {
+        let session = session_header(&parts.headers)?;
+        if bindings.is_signed() {
+            let inner = match session {
+                None => None,
+                Some(id) => Some(
+                    bindings
+                        .inward(id, digest.as_ref())
+                        .ok_or_else(Rejection::session_not_found)?
+                        .to_owned(),
+                ),
+            };
+            if let Some(inner) = &inner {
+                // The inner service sees its own id.
+                let value = http::HeaderValue::from_str(inner)
+                    .map_err(|_| Rejection::session_not_found())?;
+                parts.headers.insert(SESSION_HEADER, value);
+            }
+            return Ok(Self {
+                bindings: Arc::clone(bindings),
+                session: inner,
+                digest,
+                deleting: false,
+            });
+        }
+        if let Some(id) = session
+            && !bindings.is_bound_to(id, digest.as_ref())
+        {
+            return Err(Rejection::session_not_found());
+        }
+        Ok(Self {
+            bindings: Arc::clone(bindings),
+            session: session.map(str::to_owned),
+            digest,
+            deleting: parts.method == http::Method::DELETE,
+        })
+    }
+
+    /// Binds a session the inner service opened to its caller and forgets one deleted; with
+    /// signed bindings, signs every session id that goes out for its caller.
+    pub(crate) fn bind<B>(self, mut response: Response<B>) -> Response<B> {
+        if self.bindings.is_signed() {
+            let signed = match one_header(response.headers(), &SESSION_HEADER) {
+                Ok(Some(inner)) => self.bindings.outward(inner, self.digest.as_ref()),
+                _ => None,
+            };
+            if let Some(value) = signed.and_then(|s| http::HeaderValue::from_str(&s).ok()) {
+                response.headers_mut().insert(SESSION_HEADER, value);
+            }
+            return response;
+        }
+        match &self.session {
+            None => {
+                if let Ok(Some(new)) = one_header(response.headers(), &SESSION_HEADER) {
+                    self.bindings.bind(new, self.digest);
+                }
+            }
+            Some(id) if self.deleting && response.status().is_success() => {
+                self.bindings.unbind(id);
+            }
+            Some(_) => {}
+        }
+        response
     }
 }
 
