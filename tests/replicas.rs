@@ -132,3 +132,51 @@ async fn an_in_process_binding_is_unknown_to_another_replica() {
     // stolen one: 404, and the client starts a new session there.
     assert_eq!(list(&http, &b.url("/mcp"), "sk-alice", &sid).await.0, 404);
 }
+
+#[tokio::test]
+async fn an_rmcp_client_works_through_the_gateway_with_signed_session_ids() {
+    use mcp_gatekeeper::gateway::Gateway;
+    let upstream = RecordingServer::new(vec![tool("read_page", &["page"])], &[], &[]);
+    let ct = CancellationToken::new();
+    let up = serve(
+        axum::Router::new().nest_service(
+            "/mcp",
+            mcp_service(upstream.clone(), Mode::StatefulSse, &ct),
+        ),
+        ct,
+    )
+    .await;
+    let config = Config::from_json_str(
+        &json!({
+            "mcp_servers": {"wiki": {"url": up.url("/mcp")}},
+            "keys": [{"key": "sk-alice"}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let gatekeeper = Gatekeeper::new(config.policy().unwrap());
+    let gateway = Gateway::from_config(&config, gatekeeper.clone())
+        .unwrap()
+        .build()
+        .unwrap();
+    let identity = IdentityLayer::new(gatekeeper.clone())
+        .session_bindings(Some(Arc::new(SessionBindings::signed(SECRET))));
+    let gw = serve(
+        gateway.router(gatekeeper.layer().identity(identity)),
+        CancellationToken::new(),
+    )
+    .await;
+    let sid = raw_session(&http_client(), &gw.url("/mcp"), "sk-alice").await;
+    assert!(sid.contains('.'), "the gateway's ids go out signed: {sid}");
+    // rmcp's own client: initialize, list, call, all on the signed id.
+    let client = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-alice")])
+        .await
+        .unwrap();
+    assert_eq!(tool_names(&client).await, vec!["wiki-read_page"]);
+    let text = call(&client, "wiki-read_page", json!({"page": "Home"}))
+        .await
+        .unwrap();
+    assert!(text.contains("read_page"), "{text}");
+    assert_eq!(upstream.executions.names(), vec!["read_page"]);
+    client.cancel().await.unwrap();
+}

@@ -20,6 +20,29 @@
 //! team, organisation, end user or agent grants nothing, and the problem is reported by
 //! [`PgPolicySource::problems`] and in `/health`.
 //!
+//! In an axum app (or with the gateway), the pieces fit like this:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use mcp_gatekeeper::config::Config;
+//! use mcp_gatekeeper::postgres::{Database, PgPolicySource, PgSpendSink, SpendOptions};
+//! use mcp_gatekeeper::source::{self, WatchOptions};
+//! use mcp_gatekeeper::{Gatekeeper, PolicySnapshot};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Arc::new(Config::from_path("gateway.yaml")?);
+//! let db = Database::connect(&std::env::var("DATABASE_URL")?, 16)?;
+//! // Until the database answers, every request is refused with 503.
+//! let gatekeeper = Gatekeeper::new(PolicySnapshot::pending(Arc::new(config.catalog()?)));
+//! let policy = PgPolicySource::new(db.clone(), Arc::clone(&config)).migrating();
+//! let watch = source::watch(gatekeeper.clone(), Arc::new(policy), WatchOptions::default());
+//! let spend = PgSpendSink::start(db, &SpendOptions::new("/var/lib/gatekeeper/spool"))?;
+//! let layer = gatekeeper.layer().spend_sink(spend.clone());
+//! // Serve `layer.layer(your_mcp_service)`; keep `watch` alive as long as it serves, and
+//! // report `watch.status()` and `spend.report()` where your health check can see them.
+//! # let _ = (layer, watch); Ok(()) }
+//! ```
+//!
 //! The database URL is libpq's (`postgres://user:password@host:5432/db`, or key-value
 //! `host=/run/postgresql dbname=gatekeeper`); connections are plain TCP or Unix sockets.
 

@@ -66,7 +66,8 @@ impl PgPolicySource {
     /// Listens before reading, so a change committed while the policy is read is noticed.
     async fn ensure_listening(&self) -> Result<(), DbError> {
         let mut listener = self.listener.lock().await;
-        if listener.is_some() {
+        // A listener whose connection closed is replaced.
+        if listener.as_ref().is_some_and(|l| !l.notes.is_closed()) {
             return Ok(());
         }
         let (tx, notes) = mpsc::unbounded_channel();
