@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::postgres::TestPg;
 use common::*;
 use mcp_gatekeeper::config::Config;
+use mcp_gatekeeper::cost::SpendSink;
 use mcp_gatekeeper::gateway::Gateway;
 use mcp_gatekeeper::postgres::{
     Database, KeyRef, NewKey, PgPolicySource, PgSpendSink, SpendOptions,
@@ -530,24 +531,7 @@ async fn a_full_spool_drops_and_counts_never_silently() {
     let mut options = SpendOptions::new(pg.scratch("spool"));
     options.max_spool_bytes = 2_000;
     let sink = PgSpendSink::start(db, &options).unwrap();
-    let event = mcp_gatekeeper::cost::ToolCallEvent {
-        server: Some("github".into()),
-        tool: "list_issues".into(),
-        qualified_tool: "github-list_issues".into(),
-        argument_keys: Arc::from(Vec::new()),
-        key_id: Some("k".into()),
-        key_alias: None,
-        team_id: None,
-        organization_id: None,
-        end_user_id: None,
-        agent_id: None,
-        session_id: None,
-        started_at: SystemTime::now(),
-        duration: Duration::from_millis(1),
-        outcome: mcp_gatekeeper::cost::Outcome::Success,
-        cost: 0.0,
-    };
-    use mcp_gatekeeper::cost::SpendSink;
+    let event = spend_event();
     for _ in 0..50 {
         sink.record(event.clone());
     }
@@ -565,4 +549,57 @@ async fn a_full_spool_drops_and_counts_never_silently() {
         count(&rows, "SELECT count(*) FROM gk_spend").await,
         status.spooled() as i64
     );
+}
+
+fn spend_event() -> mcp_gatekeeper::cost::ToolCallEvent {
+    mcp_gatekeeper::cost::ToolCallEvent {
+        server: Some("github".into()),
+        tool: "list_issues".into(),
+        qualified_tool: "github-list_issues".into(),
+        argument_keys: Arc::from(Vec::new()),
+        key_id: Some("k".into()),
+        key_alias: None,
+        team_id: None,
+        organization_id: None,
+        end_user_id: None,
+        agent_id: None,
+        session_id: None,
+        started_at: SystemTime::now(),
+        duration: Duration::from_millis(1),
+        outcome: mcp_gatekeeper::cost::Outcome::Success,
+        cost: 0.0,
+    }
+}
+
+#[tokio::test]
+async fn a_value_postgres_cannot_store_never_holds_spend_back() {
+    let Some(pg) = TestPg::start("nul-spend") else {
+        return;
+    };
+    let db = Database::connect(&pg.url(), 4).unwrap();
+    db.migrate().await.unwrap();
+    let sink = PgSpendSink::start(db.clone(), &SpendOptions::new(pg.scratch("spool"))).unwrap();
+    // A caller may name an argument with a NUL, which `text` and `jsonb` cannot hold.
+    let mut odd = spend_event();
+    odd.argument_keys = Arc::from(vec!["a\0b".into()].into_boxed_slice());
+    odd.end_user_id = Some("odd".into());
+    let mut plain = spend_event();
+    plain.end_user_id = Some("plain".into());
+    sink.record(odd);
+    sink.record(plain);
+    assert!(sink.flush(Duration::from_secs(20)).await);
+    assert_eq!(count(&db, "SELECT count(*) FROM gk_spend").await, 2);
+    let stored: Value = db
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT argument_keys FROM gk_spend WHERE end_user_id = 'odd'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, json!(["a\u{fffd}b"]));
+    assert_eq!(sink.status().dropped(), 0);
 }

@@ -87,6 +87,20 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// Whether the server refused the data itself (SQLSTATE classes 22 and 23: a value it
+    /// cannot store, a constraint), as opposed to a connection or an unavailable database.
+    pub(crate) fn is_bad_data(&self) -> bool {
+        self.source
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(|e| e.as_db_error())
+            .is_some_and(|db| {
+                let code = db.code().code();
+                code.starts_with("22") || code.starts_with("23")
+            })
+    }
+}
+
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.doing, self.source)?;

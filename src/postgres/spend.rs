@@ -42,6 +42,7 @@ pub struct SpendStatus {
     written: AtomicU64,
     dropped_full: AtomicU64,
     dropped_io: AtomicU64,
+    rejected: AtomicU64,
     unreadable: AtomicU64,
     failures: AtomicU64,
     failing_since: AtomicU64,
@@ -61,10 +62,14 @@ impl SpendStatus {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Events dropped: the spool was full, or could not be written.
+    /// Events dropped: the spool was full or could not be written, a line could not be read
+    /// back, or the database refused a row's data.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.dropped_full.load(Ordering::Relaxed) + self.dropped_io.load(Ordering::Relaxed)
+        self.dropped_full.load(Ordering::Relaxed)
+            + self.dropped_io.load(Ordering::Relaxed)
+            + self.unreadable.load(Ordering::Relaxed)
+            + self.rejected.load(Ordering::Relaxed)
     }
 
     /// Whether the last write to the database failed.
@@ -213,6 +218,7 @@ impl PgSpendSink {
             "dropped_spool_full": s.dropped_full.load(Ordering::Relaxed),
             "dropped_spool_error": s.dropped_io.load(Ordering::Relaxed),
             "unreadable_lines": s.unreadable.load(Ordering::Relaxed),
+            "rejected_rows": s.rejected.load(Ordering::Relaxed),
             "failures": s.failures.load(Ordering::Relaxed),
             "failing_since": (since != 0).then_some(since),
             "last_error": s.last_error.lock().ok().and_then(|e| e.clone()),
@@ -277,6 +283,19 @@ const INSERT: &str = "INSERT INTO gk_spend (event_id, server, tool, qualified_to
      $13::timestamptz[], $14::float8[], $15::text[], $16::int8[], $17::int4[], $18::float8[]) \
      ON CONFLICT (event_id) DO NOTHING";
 
+/// Text as Postgres takes it: a NUL (which `text` and `jsonb` cannot hold, and which a caller
+/// can put in an argument name) becomes U+FFFD.
+fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}").into()
+    } else {
+        text.into()
+    }
+}
+
+/// The latest `started_at` a row may have: the end of year 9999, in milliseconds.
+const LATEST_MS: u64 = 253_402_300_799_999;
+
 async fn insert(db: &Database, rows: &[Row]) -> Result<(), DbError> {
     let client = db.client().await?;
     let statement = client
@@ -289,20 +308,27 @@ async fn insert(db: &Database, rows: &[Row]) -> Result<(), DbError> {
         };
     }
     let ids = column!(|r| r.event_id);
-    let server = column!(|r| r.server.as_deref());
-    let tool = column!(|r| r.tool.as_str());
-    let qualified = column!(|r| r.qualified_tool.as_str());
-    let args = column!(|r| serde_json::json!(r.argument_keys));
-    let key_id = column!(|r| r.key_id.as_deref());
-    let key_alias = column!(|r| r.key_alias.as_deref());
-    let team = column!(|r| r.team_id.as_deref());
-    let org = column!(|r| r.organization_id.as_deref());
-    let user = column!(|r| r.end_user_id.as_deref());
-    let agent = column!(|r| r.agent_id.as_deref());
-    let session = column!(|r| r.session_id.as_deref());
+    let server = column!(|r| r.server.as_deref().map(clean));
+    let tool = column!(|r| clean(&r.tool));
+    let qualified = column!(|r| clean(&r.qualified_tool));
+    let args = column!(|r| {
+        serde_json::Value::Array(
+            r.argument_keys
+                .iter()
+                .map(|k| serde_json::Value::String(clean(k).into_owned()))
+                .collect(),
+        )
+    });
+    let key_id = column!(|r| r.key_id.as_deref().map(clean));
+    let key_alias = column!(|r| r.key_alias.as_deref().map(clean));
+    let team = column!(|r| r.team_id.as_deref().map(clean));
+    let org = column!(|r| r.organization_id.as_deref().map(clean));
+    let user = column!(|r| r.end_user_id.as_deref().map(clean));
+    let agent = column!(|r| r.agent_id.as_deref().map(clean));
+    let session = column!(|r| r.session_id.as_deref().map(clean));
     let started = column!(|r| UNIX_EPOCH + Duration::from_millis(r.started_at));
     let duration = column!(|r| r.duration_ms);
-    let outcome = column!(|r| r.outcome.as_str());
+    let outcome = column!(|r| clean(&r.outcome));
     let code = column!(|r| r.error_code);
     let status = column!(|r| r.http_status);
     let cost = column!(|r| r.cost);
@@ -317,6 +343,26 @@ async fn insert(db: &Database, rows: &[Row]) -> Result<(), DbError> {
         .await
         .map_err(|e| DbError::new("writing spend", e))?;
     Ok(())
+}
+
+/// Inserts `rows` one at a time, counting (and dropping) those the database refuses; how many
+/// it refused.
+async fn one_by_one(db: &Database, rows: &[Row], status: &SpendStatus) -> Result<u64, DbError> {
+    let mut refused = 0;
+    for row in rows {
+        match insert(db, std::slice::from_ref(row)).await {
+            Ok(()) => {}
+            Err(e) if e.is_bad_data() => {
+                refused += 1;
+                status.rejected.fetch_add(1, Ordering::Relaxed);
+                crate::trace::warn(&format!(
+                    "spend: the database refused an event ({e}); dropped"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(refused)
 }
 
 fn now_seconds() -> u64 {
@@ -337,9 +383,14 @@ async fn write_loop(db: Database, shared: Arc<Shared>) {
                 Ok((lines, until)) if !lines.is_empty() => {
                     for line in &lines {
                         match serde_json::from_slice::<Row>(line) {
-                            Ok(row) => pending.push(row),
-                            Err(_) => {
-                                status.unreadable.fetch_add(1, Ordering::Relaxed);
+                            Ok(row) if row.started_at <= LATEST_MS => pending.push(row),
+                            _ => {
+                                if status.unreadable.fetch_add(1, Ordering::Relaxed) == 0 {
+                                    crate::trace::warn(
+                                        "spend: a spool line cannot be read back; it is skipped \
+                                         (and counted)",
+                                    );
+                                }
                             }
                         }
                     }
@@ -359,17 +410,30 @@ async fn write_loop(db: Database, shared: Arc<Shared>) {
             }
         }
         let mut failed = None;
+        let mut refused = 0;
         for chunk in pending.chunks(shared.batch) {
-            if let Err(e) = insert(&db, chunk).await {
-                failed = Some(e);
-                break;
+            match insert(&db, chunk).await {
+                Ok(()) => {}
+                // The database refuses some row's data: row by row, so one bad row never
+                // holds the others back.
+                Err(e) if e.is_bad_data() => match one_by_one(&db, chunk, status).await {
+                    Ok(n) => refused += n,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                },
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
         match failed {
             None => {
                 status
                     .written
-                    .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                    .fetch_add(pending.len() as u64 - refused, Ordering::Relaxed);
                 pending.clear();
                 if let Some(until) = pending_until.take()
                     && let Err(e) = shared.spool.commit(until)
