@@ -161,6 +161,25 @@ async fn the_configuration_file_is_reloaded_on_change_and_on_sighup_and_a_broken
         .await,
         "SIGHUP reloads"
     );
+
+    // Where a server is reached is fixed at start: such a change is refused, and says so.
+    let moved = doc(&["sk-ffff"]).replace(&up.url("/mcp"), "http://127.0.0.1:1/mcp");
+    std::fs::write(&file, moved).unwrap();
+    assert!(
+        until(Duration::from_secs(5), || async {
+            let h = health().await;
+            h["policy"]["state"] == "stale"
+                && h["policy"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("how servers [\"github\"] are reached changed"))
+        })
+        .await
+    );
+    assert_eq!(
+        status_of(port, "sk-eeee").await,
+        200,
+        "the policy in place stays"
+    );
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,20 +6,38 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use super::{PolicySource, SourceError, SourceFuture};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::gatekeeper::PolicySnapshot;
 
 /// A configuration file as a [`PolicySource`]. A version that fails to load (a syntax error, an
 /// unknown server in a permission) is refused as a whole and the policy in place stays; so is
-/// one that adds, removes or renames servers, since the gateway's upstream connections are
-/// built at start (restart to apply those).
+/// one that adds, removes or renames servers or changes how one is reached (its URL, transport,
+/// command, credentials, headers, TLS), since the gateway's upstream connections are built at
+/// start: restart to apply those. Rules, keys, teams and the other levels apply at once.
 #[derive(Debug)]
 pub struct ConfigFile {
     path: PathBuf,
     poll: Duration,
-    servers: Mutex<Option<Vec<String>>>,
+    servers: Mutex<Option<Vec<(String, ServerConfig)>>>,
     seen: Mutex<Option<(SystemTime, u64)>>,
     kick: tokio::sync::Notify,
+}
+
+/// What of a server's configuration is fixed at start: all but its rules and descriptions.
+fn connection(server: &ServerConfig) -> ServerConfig {
+    ServerConfig {
+        alias: None,
+        description: None,
+        server_name: None,
+        server_id: None,
+        access_groups: Vec::new(),
+        allowed_tools: None,
+        disallowed_tools: Vec::new(),
+        allowed_params: Default::default(),
+        allow_all_keys: false,
+        mcp_info: None,
+        ..server.clone()
+    }
 }
 
 fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
@@ -66,22 +84,39 @@ impl PolicySource for ConfigFile {
         Box::pin(async move {
             *lock(&self.seen) = stamp(&self.path);
             let config = Config::from_path(&self.path).map_err(SourceError::new)?;
-            let names: Vec<String> = config
+            let now: Vec<(String, ServerConfig)> = config
                 .mcp_servers
                 .iter()
-                .map(|(n, _)| n.to_owned())
+                .map(|(n, s)| (n.to_owned(), connection(s)))
                 .collect();
             {
                 let mut servers = lock(&self.servers);
                 match &*servers {
-                    Some(first) if *first != names => {
+                    Some(first) if *first != now => {
+                        let names = |v: &[(String, ServerConfig)]| {
+                            v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+                        };
+                        let what = if names(first) == names(&now) {
+                            let changed: Vec<&str> = first
+                                .iter()
+                                .zip(&now)
+                                .filter(|(a, b)| a != b)
+                                .map(|(a, _)| a.0.as_str())
+                                .collect();
+                            format!("how servers {changed:?} are reached changed")
+                        } else {
+                            format!(
+                                "the servers changed (from {:?} to {:?})",
+                                names(first),
+                                names(&now)
+                            )
+                        };
                         return Err(SourceError::new(format!(
-                            "the servers changed (from {first:?} to {names:?}); restart the \
-                             gateway to apply that, the policy in place stays"
+                            "{what}; restart the gateway to apply that, the policy in place stays"
                         )));
                     }
                     Some(_) => {}
-                    None => *servers = Some(names),
+                    None => *servers = Some(now),
                 }
             }
             config.policy().map_err(SourceError::new)
