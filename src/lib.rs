@@ -93,7 +93,7 @@ pub mod protocol;
 pub mod rejection;
 pub mod source;
 mod stack;
-#[cfg(any(feature = "gateway", feature = "oauth"))]
+#[cfg(any(feature = "gateway", feature = "oauth", feature = "postgres"))]
 mod tls;
 mod trace;
 

@@ -1,6 +1,6 @@
-//! TLS for outgoing connections (upstreams, and the identity providers OAuth asks for keys):
-//! rustls with the ring provider, the roots a certificate is verified against, the certificate
-//! shown in return, and the HTTP client built from them.
+//! TLS for outgoing connections (upstreams, the identity providers OAuth asks for keys, the
+//! policy database): rustls with the ring provider, the roots a certificate is verified against,
+//! the certificate shown in return, and the HTTP client built from them.
 //!
 //! Each upstream gets its own [`reqwest::Client`] (its own connection pool), so one upstream's
 //! CA bundle or client certificate never applies to another. ALPN offers HTTP/2 and HTTP/1.1;
@@ -163,37 +163,63 @@ pub(crate) fn verify_setting(v: &SslVerify, path: &str) -> Result<Verify, Config
     }
 }
 
-/// The HTTP client of one upstream.
-pub(crate) fn client(tls: &UpstreamTls) -> Result<reqwest::Client, String> {
+/// A rustls client configuration that verifies as `verify` says (with `ignore_name`, the
+/// chain but not the name the certificate is issued for) and shows `identity` if asked.
+pub(crate) fn client_config(
+    verify: &Verify,
+    identity: Option<&ClientIdentity>,
+    ignore_name: bool,
+) -> Result<ClientConfig, String> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;
-    let builder = match &tls.verify {
-        Verify::Platform => builder.with_root_certificates(platform_roots()),
+    let roots = match verify {
+        Verify::Platform => Some(platform_roots()),
         Verify::Roots(certs) => {
             let mut store = RootCertStore::empty();
             for cert in certs.iter() {
                 store
                     .add(cert.clone())
-                    .map_err(|e| format!("ssl_verify: a CA certificate is not usable: {e}"))?;
+                    .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
             }
-            builder.with_root_certificates(store)
+            Some(Arc::new(store))
         }
-        Verify::Off => builder
+        Verify::Off => None,
+    };
+    let builder = match roots {
+        Some(roots) if ignore_name => {
+            let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots,
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|e| format!("TLS: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyName(chain)))
+        }
+        Some(roots) => builder.with_root_certificates(roots),
+        None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Unverified(provider))),
     };
-    let mut config = match &tls.identity {
+    match identity {
         Some(id) => builder
             .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
             .map_err(|e| {
                 format!(
                     "ssl_client_key does not fit ssl_client_certificate ({e}); give the key the certificate was issued for"
                 )
-            })?,
-        None => builder.with_no_client_auth(),
-    };
+            }),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// The HTTP client of one upstream.
+#[cfg(any(feature = "gateway", feature = "oauth"))]
+pub(crate) fn client(tls: &UpstreamTls) -> Result<reqwest::Client, String> {
+    let mut config = client_config(&tls.verify, tls.identity.as_ref(), false)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
@@ -210,6 +236,54 @@ pub(crate) fn client(tls: &UpstreamTls) -> Result<reqwest::Client, String> {
         }))
         .build()
         .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// Checks the chain against the roots but not the name (`verify-ca`).
+#[derive(Debug)]
+struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Accepts any certificate (`ssl_verify: false`); the handshake's signatures are still checked,

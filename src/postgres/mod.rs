@@ -44,7 +44,11 @@
 //! ```
 //!
 //! The database URL is libpq's (`postgres://user:password@host:5432/db`, or key-value
-//! `host=/run/postgresql dbname=gatekeeper`); connections are plain TCP or Unix sockets.
+//! `host=/run/postgresql dbname=gatekeeper`), over TCP or a Unix socket. TLS follows libpq's
+//! `sslmode` (`disable`, `allow`, `prefer` — the default —, `require`, `verify-ca`,
+//! `verify-full`) and `sslrootcert` (a PEM CA bundle; without it, the platform's roots): as with
+//! libpq, `prefer` and `require` encrypt without checking the certificate unless `sslrootcert` is
+//! given; use `verify-full` wherever the network is not yours.
 
 mod keys;
 mod load;
@@ -52,6 +56,7 @@ mod migrate;
 mod policy;
 mod spend;
 mod spool;
+mod tls;
 
 pub use deadpool_postgres;
 pub use keys::{CreatedKey, KeyInfo, KeyRef, NewKey};
@@ -112,6 +117,17 @@ impl fmt::Display for DbError {
         {
             write!(f, " ({})", db.message())?;
         }
+        // The causes (a TLS handshake's reason, say), each once.
+        let mut shown = self.source.to_string();
+        let mut cause = self.source.source();
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            cause = e.source();
+        }
         Ok(())
     }
 }
@@ -127,6 +143,7 @@ impl std::error::Error for DbError {
 pub struct Database {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl fmt::Debug for Database {
@@ -147,15 +164,18 @@ impl Database {
     ///
     /// When `url` is not a Postgres connection string.
     pub fn connect(url: &str, max_connections: usize) -> Result<Self, DbError> {
-        let mut config = tokio_postgres::Config::from_str(url)
+        let split = tls::split(url)?;
+        let mut config = tokio_postgres::Config::from_str(&split.rest)
             .map_err(|e| DbError::new("reading the database URL", e))?;
+        config.ssl_mode(split.mode.ssl_mode());
+        let tls = tls::connector(&split)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.application_name("mcp-gatekeeper");
         let manager = Manager::from_config(
             config.clone(),
-            tokio_postgres::NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -168,7 +188,7 @@ impl Database {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| DbError::new("building the connection pool", e))?;
-        Ok(Self { pool, config })
+        Ok(Self { pool, config, tls })
     }
 
     /// A connection from the pool, for queries of your own (reports on `gk_spend`, changes to
@@ -192,7 +212,7 @@ impl Database {
     ) -> Result<tokio_postgres::Client, DbError> {
         let (client, mut connection) = self
             .config
-            .connect(tokio_postgres::NoTls)
+            .connect(self.tls.clone())
             .await
             .map_err(|e| DbError::new("connecting to the database", e))?;
         tokio::spawn(async move {
