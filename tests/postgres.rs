@@ -603,3 +603,62 @@ async fn a_value_postgres_cannot_store_never_holds_spend_back() {
     assert_eq!(stored, json!(["a\u{fffd}b"]));
     assert_eq!(sink.status().dropped(), 0);
 }
+
+#[tokio::test]
+async fn tls_to_the_database_follows_libpq_sslmode() {
+    use common::tls::{Ca, Files};
+    let ca = Ca::new("db-ca");
+    let (cert, key) = ca.leaf(&["db.internal"], false);
+    let Some(pg) = TestPg::start_tls("tls", &cert, &key) else {
+        return;
+    };
+    let files = Files::new("pg-tls");
+    let ca_file = files.write("ca.pem", &ca.pem);
+    let other = files.write("other.pem", &Ca::new("someone-else").pem);
+    let base = pg.url();
+    let works = |url: String| async move {
+        let db = Database::connect(&url, 2).map_err(|e| e.to_string())?;
+        let client = db.client().await.map_err(|e| e.to_string())?;
+        let ssl: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        Ok::<bool, String>(ssl)
+    };
+    let ca_path = ca_file.display();
+    // The certificate is for db.internal, the connection to 127.0.0.1.
+    assert_eq!(
+        works(format!("{base}?sslmode=verify-ca&sslrootcert={ca_path}")).await,
+        Ok(true),
+        "verify-ca checks the chain, not the name"
+    );
+    let err = works(format!("{base}?sslmode=verify-full&sslrootcert={ca_path}"))
+        .await
+        .unwrap_err();
+    assert!(err.contains("certificate"), "{err}");
+    let err = works(format!(
+        "{base}?sslmode=verify-ca&sslrootcert={}",
+        other.display()
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.contains("certificate"), "{err}");
+    // libpq's `require`: encrypted, not checked — unless a root certificate is named.
+    assert_eq!(works(format!("{base}?sslmode=require")).await, Ok(true));
+    assert!(
+        works(format!(
+            "{base}?sslmode=require&sslrootcert={}",
+            other.display()
+        ))
+        .await
+        .is_err()
+    );
+    assert_eq!(works(format!("{base}?sslmode=prefer")).await, Ok(true));
+    assert_eq!(works(format!("{base}?sslmode=disable")).await, Ok(false));
+    let err = Database::connect(&format!("{base}?sslmode=maybe"), 2).unwrap_err();
+    assert!(err.to_string().contains("sslmode must be"), "{err}");
+}

@@ -17,6 +17,8 @@ pub struct TestPg {
     port: u16,
     /// `runuser -u postgres --` when the tests run as root (Postgres refuses root).
     as_user: Option<String>,
+    /// Server options besides the port and addresses (TLS).
+    extra: String,
 }
 
 /// Where `initdb` and `pg_ctl` are: on `PATH`, or Debian's versioned directory.
@@ -57,6 +59,40 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 impl TestPg {
     /// A running cluster, or `None` (after saying so loudly) when Postgres is not installed.
     pub fn start(test: &str) -> Option<Self> {
+        let pg = Self::init(test)?;
+        pg.up();
+        Some(pg)
+    }
+
+    /// A running cluster that serves TLS (and plain connections) with this certificate and
+    /// key (PEM).
+    pub fn start_tls(test: &str, certificate: &str, key: &str) -> Option<Self> {
+        let mut pg = Self::init(test)?;
+        let data = pg.data();
+        for (name, text) in [("server.crt", certificate), ("server.key", key)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some(user) = &pg.as_user {
+                let owner = format!("{user}:{user}");
+                assert!(
+                    Command::new("chown")
+                        .arg(&owner)
+                        .arg(&path)
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }
+        }
+        pg.extra = "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        pg.up();
+        Some(pg)
+    }
+
+    /// A cluster made with `initdb`, not started.
+    fn init(test: &str) -> Option<Self> {
         let Some(bin) = binaries() else {
             if std::env::var_os("MCP_GATEKEEPER_REQUIRE_POSTGRES").is_some() {
                 panic!("Postgres is required here, but no initdb/pg_ctl was found");
@@ -89,6 +125,7 @@ impl TestPg {
             dir,
             port: free_port(),
             as_user,
+            extra: String::new(),
         };
         let data = pg.data();
         let out = pg
@@ -111,7 +148,6 @@ impl TestPg {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        pg.up();
         Some(pg)
     }
 
@@ -137,8 +173,8 @@ impl TestPg {
             // No fsync (a throwaway cluster), but commits are written before they are
             // acknowledged, so an immediate stop (the tests' outage) loses nothing committed.
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
-             -c max_connections=200",
-            self.port
+             -c max_connections=200 {}",
+            self.port, self.extra
         );
         let out = self
             .run("pg_ctl")
