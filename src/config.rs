@@ -27,7 +27,7 @@ mod ssl;
 
 #[cfg(feature = "postgres")]
 pub(crate) use compile::build_identities;
-pub use deploy::{Deployment, SpendSinkConfig};
+pub use deploy::{DatabaseSchema, Deployment, SpendSinkConfig};
 #[cfg(feature = "oauth")]
 pub(crate) use oauth::check_url_text;
 pub use oauth::{
@@ -205,6 +205,15 @@ pub struct GeneralSettings {
     /// Seconds between full reloads of the policy from the database, besides its change
     /// notifications (default 30).
     pub policy_resync_seconds: Option<u64>,
+    /// Whose tables `database_url` holds: mcp-gatekeeper's own (`gatekeeper`, the default) or
+    /// those of a LiteLLM proxy (`litellm`, read only; needs the `litellm-db` feature).
+    pub database_schema: Option<DatabaseSchema>,
+    /// The key LiteLLM encrypts MCP server credentials with (its `LITELLM_SALT_KEY`; without
+    /// it, the master key, as LiteLLM does). Only with `database_schema: litellm`.
+    pub litellm_salt_key: Option<Secret>,
+    /// Seconds between two checks of a LiteLLM database for changes (default 2). Only with
+    /// `database_schema: litellm`.
+    pub policy_poll_seconds: Option<u64>,
 }
 
 /// `general_settings.tool_prefix`.

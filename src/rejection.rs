@@ -43,6 +43,8 @@ pub enum RejectionKind {
     ScopeForbidden,
     /// The session id is unknown or belongs to another caller (404: start a new session).
     SessionNotFound,
+    /// The key's budget is spent (429).
+    BudgetExceeded,
     /// A `tools/call` outside the grant (in-band).
     ToolDenied {
         /// What refused it.
@@ -114,6 +116,15 @@ impl Rejection {
         Self::new(
             RejectionKind::InvalidCredential,
             "This API key has expired; ask an administrator for a new one",
+        )
+    }
+
+    /// A key whose budget, or its team's or organisation's, is spent (429).
+    #[must_use]
+    pub fn key_over_budget() -> Self {
+        Self::new(
+            RejectionKind::BudgetExceeded,
+            "The budget of this API key is spent; ask an administrator to raise it or wait for it to reset",
         )
     }
 
@@ -286,6 +297,7 @@ impl Rejection {
             RejectionKind::BadRequest | RejectionKind::HeaderMismatch => StatusCode::BAD_REQUEST,
             RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RejectionKind::SessionNotFound => StatusCode::NOT_FOUND,
+            RejectionKind::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             RejectionKind::ScopeForbidden
             | RejectionKind::InsufficientScope
             | RejectionKind::ToolDenied { .. }

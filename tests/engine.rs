@@ -710,3 +710,163 @@ proptest! {
         }
     }
 }
+
+/// LiteLLM's rule for its database rows ([`Hierarchy::LiteLlm`]).
+#[test]
+fn litellm_hierarchy_table() {
+    use mcp_gatekeeper::engine::Hierarchy;
+    let c = catalog();
+    let s = |v: &[&str]| spec(Some(v), None, &[]);
+    type Row<'a> = (&'a str, Vec<(Level, PermissionSpec)>, bool, Vec<&'a str>);
+    let rows: Vec<Row> = vec![
+        (
+            "no level lists a server: only public",
+            vec![],
+            false,
+            vec!["public"],
+        ),
+        (
+            "the master key without a list: everything",
+            vec![],
+            true,
+            vec!["github", "wiki", "jira", "public", "secret"],
+        ),
+        (
+            "the master key with a list keeps it",
+            vec![(Level::Key, s(&["jira"]))],
+            true,
+            vec!["jira", "public"],
+        ),
+        (
+            "key list, plus public",
+            vec![(Level::Key, s(&["jira"]))],
+            false,
+            vec!["jira", "public"],
+        ),
+        (
+            "an unrestricted key inherits its team",
+            vec![(Level::Team, s(&["wiki"]))],
+            false,
+            vec!["wiki", "public"],
+        ),
+        (
+            "key ∩ team",
+            vec![
+                (Level::Key, s(&["github", "jira"])),
+                (Level::Team, s(&["jira", "wiki"])),
+            ],
+            false,
+            vec!["jira", "public"],
+        ),
+        (
+            "an end user alone grants nothing",
+            vec![(Level::EndUser, s(&["wiki"]))],
+            false,
+            vec!["public"],
+        ),
+        (
+            "the agent narrows",
+            vec![
+                (Level::Team, s(&["github", "wiki"])),
+                (Level::Agent, s(&["wiki"])),
+            ],
+            false,
+            vec!["wiki", "public"],
+        ),
+        (
+            "the organisation grants its list when nothing lower lists one; public stays under it",
+            vec![(Level::Organization, s(&["github", "jira"]))],
+            false,
+            vec!["github", "jira"],
+        ),
+        (
+            "the organisation caps a lower list",
+            vec![
+                (Level::Key, s(&["github", "wiki"])),
+                (Level::Organization, s(&["wiki", "public"])),
+            ],
+            false,
+            vec!["wiki", "public"],
+        ),
+        (
+            "a lower level restricting to nothing is not replaced by the organisation",
+            vec![
+                (Level::EndUser, s(&["wiki"])),
+                (Level::Organization, s(&["github"])),
+            ],
+            false,
+            vec![],
+        ),
+        (
+            "a key explicitly empty: not even public",
+            vec![(Level::Key, s(&[]))],
+            false,
+            vec![],
+        ),
+        (
+            "a team explicitly empty: not even public",
+            vec![(Level::Team, s(&[]))],
+            false,
+            vec![],
+        ),
+        (
+            "a team listing only public servers",
+            vec![(Level::Team, s(&["public"]))],
+            false,
+            vec!["public"],
+        ),
+    ];
+    for (why, levels, admin, expected) in rows {
+        let mut p = principal(&c, &levels);
+        p.hierarchy = Hierarchy::LiteLlm;
+        p.is_admin = admin;
+        let g = Grant::resolve(&c, &p);
+        let mut got = names(&c, &g);
+        got.sort();
+        let mut want: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+        want.sort();
+        assert_eq!(got, want, "{why}");
+    }
+    // A key with no list is refused as the key's doing, not the organisation's.
+    let mut p = principal(&c, &[]);
+    p.hierarchy = Hierarchy::LiteLlm;
+    let g = Grant::resolve(&c, &p);
+    assert_eq!(
+        g.explain_server(c.lookup("jira").unwrap()),
+        DeniedBy::Level(Level::Key)
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Under LiteLLM's rule a caller reaches only servers that every level with a list lists,
+    /// or public servers under the organisation: no level's restriction is ever escaped.
+    #[test]
+    fn litellm_rule_never_escapes_a_listed_level(c in arb_catalog(), specs in prop::collection::vec(arb_spec(), 5)) {
+        use mcp_gatekeeper::engine::Hierarchy;
+        let mut p = build(&c, &specs);
+        p.hierarchy = Hierarchy::LiteLlm;
+        let g = Grant::resolve(&c, &p);
+        let org = p.level(Level::Organization).and_then(|l| l.servers().cloned());
+        for id in g.allowed().iter() {
+            let public = c.public().contains(id);
+            prop_assert!(org.as_ref().is_none_or(|o| o.contains(id)), "escaped the organisation");
+            for level in [Level::Key, Level::Team, Level::EndUser, Level::Agent] {
+                if let Some(set) = p.level(level).and_then(|l| l.servers()) {
+                    prop_assert!(set.contains(id) || public, "escaped the {} level", level);
+                }
+            }
+            // Something listed it, or it is public.
+            let listed = Level::ALL.iter().any(|l| p.level(*l).and_then(|x| x.servers()).is_some_and(|s| s.contains(id)));
+            prop_assert!(listed || public);
+        }
+        // A level listing no server shuts out everything, public servers included.
+        if [Level::Key, Level::Team, Level::EndUser, Level::Agent]
+            .iter()
+            .any(|l| p.level(*l).and_then(|l| l.servers()).is_some_and(ServerSet::is_empty))
+        {
+            prop_assert!(g.allowed().is_empty());
+        }
+    }
+}

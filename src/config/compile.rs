@@ -41,7 +41,25 @@ impl Config {
     ///
     /// The first mistake, with its path and fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.general_settings.deployment()?;
+        let deployment = self.general_settings.deployment()?;
+        if deployment.database_schema == super::DatabaseSchema::Litellm {
+            for (present, field) in [
+                (!self.keys.is_empty(), "keys"),
+                (!self.teams.is_empty(), "teams"),
+                (!self.organizations.is_empty(), "organizations"),
+                (!self.end_users.is_empty(), "end_users"),
+                (!self.agents.is_empty(), "agents"),
+            ] {
+                if present {
+                    return Err(ConfigError::at(
+                        field,
+                        "with database_schema: litellm, keys, teams, organisations, end users \
+                         and agents come from LiteLLM's database; manage them there (the \
+                         master key stays in general_settings)",
+                    ));
+                }
+            }
+        }
         self.policy().map(drop)
     }
 
@@ -321,6 +339,8 @@ impl Config {
                 permissions: perms(format!("keys[{i}]"), &k.object_permission)?,
                 expires_at: None,
                 blocked: k.blocked,
+                over_budget: false,
+                hierarchy: crate::engine::Hierarchy::Gatekeeper,
             });
         }
         if let Some(oauth) = &self.general_settings.oauth {

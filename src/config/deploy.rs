@@ -24,6 +24,17 @@ pub enum SpendSinkConfig {
     },
 }
 
+/// `general_settings.database_schema`: whose tables the database holds.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseSchema {
+    /// mcp-gatekeeper's own tables (`gk_*`), created by its migrations.
+    #[default]
+    Gatekeeper,
+    /// The tables of a LiteLLM proxy, read as they are and never written.
+    Litellm,
+}
+
 /// What the deployment settings say, resolved and checked.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -36,6 +47,12 @@ pub struct Deployment {
     pub session_secret: Option<Vec<u8>>,
     /// Seconds between full reloads of the policy from the database.
     pub policy_resync_seconds: u64,
+    /// Whose tables the database holds.
+    pub database_schema: DatabaseSchema,
+    /// The key LiteLLM's server credentials are encrypted with (a secret: never print it).
+    pub litellm_salt_key: Option<String>,
+    /// Seconds between two checks of a LiteLLM database for changes.
+    pub policy_poll_seconds: u64,
 }
 
 impl GeneralSettings {
@@ -115,6 +132,45 @@ impl GeneralSettings {
                 Ok(secret.into_bytes())
             })
             .transpose()?;
+        let database_schema = self.database_schema.unwrap_or_default();
+        let litellm_salt_key = self
+            .litellm_salt_key
+            .as_ref()
+            .map(|s| s.resolve("general_settings.litellm_salt_key"))
+            .transpose()?;
+        if database_schema == DatabaseSchema::Litellm {
+            if database_url.is_none() {
+                return Err(ConfigError::at(
+                    "general_settings.database_schema",
+                    "`litellm` reads the LiteLLM proxy's database: set general_settings.database_url",
+                ));
+            }
+            if matches!(self.spend_sink, Some(SpendSinkConfig::Postgres { .. })) {
+                return Err(ConfigError::at(
+                    "general_settings.spend_sink",
+                    "a LiteLLM database is only read, so spend cannot go there: use \
+                     {type: jsonl, path: …}",
+                ));
+            }
+            if self.policy_poll_seconds == Some(0) {
+                return Err(ConfigError::at(
+                    "general_settings.policy_poll_seconds",
+                    "the poll period must be at least 1 second",
+                ));
+            }
+        } else {
+            for (set, name) in [
+                (self.litellm_salt_key.is_some(), "litellm_salt_key"),
+                (self.policy_poll_seconds.is_some(), "policy_poll_seconds"),
+            ] {
+                if set {
+                    return Err(ConfigError::at(
+                        format!("general_settings.{name}"),
+                        "only used with database_schema: litellm",
+                    ));
+                }
+            }
+        }
         if self.policy_resync_seconds == Some(0) {
             return Err(ConfigError::at(
                 "general_settings.policy_resync_seconds",
@@ -126,6 +182,9 @@ impl GeneralSettings {
             spend_sink: self.spend_sink.clone(),
             session_secret,
             policy_resync_seconds: self.policy_resync_seconds.unwrap_or(30),
+            database_schema,
+            litellm_salt_key,
+            policy_poll_seconds: self.policy_poll_seconds.unwrap_or(2),
         })
     }
 }

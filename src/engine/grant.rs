@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Catalog, Level, Permissions, ServerId, ServerSet};
+use super::{Catalog, Hierarchy, Level, Permissions, ServerId, ServerSet};
 
 /// The caller of one request, as an identity resolver establishes it.
 ///
@@ -31,6 +31,8 @@ pub struct Principal {
     /// digest of the credential presented: for an OAuth token, a digest of its issuer and
     /// subject, which stays the same when the token is refreshed.
     pub caller_digest: Option<super::KeyDigest>,
+    /// How the levels combine: the rule of the store the key came from.
+    pub hierarchy: Hierarchy,
 }
 
 impl Principal {
@@ -99,10 +101,11 @@ pub struct Grant {
     scope: Option<ServerSet>,
     levels: [Option<Arc<Permissions>>; 5],
     stale: bool,
+    hierarchy: Hierarchy,
 }
 
 impl Grant {
-    /// Resolves the server-level hierarchy.
+    /// Resolves the server-level hierarchy, by the principal's [`Hierarchy`].
     ///
     /// Key and team intersect (an unrestricted key inherits its team); end user and agent
     /// intersect when present; `allow_all_keys` servers are added unless a level is explicitly
@@ -121,8 +124,13 @@ impl Grant {
             scope: None,
             levels: principal.levels.clone(),
             stale,
+            hierarchy: principal.hierarchy,
         };
         if stale {
+            return grant;
+        }
+        if principal.hierarchy == Hierarchy::LiteLlm {
+            grant.servers = grant.litellm_servers(principal.is_admin);
             return grant;
         }
         let mut servers = catalog.all().clone();
@@ -143,6 +151,54 @@ impl Grant {
         grant
     }
 
+    /// [`Hierarchy::LiteLlm`]: the key's list, else the team's (both: their intersection),
+    /// narrowed by end user and agent; the organisation caps it, or grants its own list when no
+    /// lower level restricts; then the `allow_all_keys` servers, under the organisation, unless
+    /// a level is explicitly empty.
+    fn litellm_servers(&self, is_admin: bool) -> ServerSet {
+        let key = self.level_servers(Level::Key);
+        let team = self.level_servers(Level::Team);
+        let mut restricted = key.is_some() || team.is_some();
+        let mut servers = match (key, team) {
+            (Some(k), Some(t)) => {
+                let mut s = k.clone();
+                s.intersect_with(t);
+                s
+            }
+            (Some(s), None) | (None, Some(s)) => s.clone(),
+            (None, None) => ServerSet::new(),
+        };
+        for level in [Level::EndUser, Level::Agent] {
+            if let Some(set) = self.level_servers(level) {
+                servers.intersect_with(set);
+                restricted = true;
+            }
+        }
+        let organization = self.level_servers(Level::Organization);
+        match organization {
+            Some(ceiling) if restricted => servers.intersect_with(ceiling),
+            Some(ceiling) => {
+                servers = ceiling.clone();
+                restricted = true;
+            }
+            None => {}
+        }
+        if is_admin && !restricted {
+            return self.catalog.all().clone();
+        }
+        let explicitly_empty = [Level::Key, Level::Team, Level::EndUser, Level::Agent]
+            .into_iter()
+            .any(|l| self.level_servers(l).is_some_and(ServerSet::is_empty));
+        if !explicitly_empty {
+            let mut public = self.catalog.public().clone();
+            if let Some(ceiling) = organization {
+                public.intersect_with(ceiling);
+            }
+            servers.union_with(&public);
+        }
+        servers
+    }
+
     fn level_servers(&self, level: Level) -> Option<&ServerSet> {
         self.levels[level as usize]
             .as_deref()
@@ -161,6 +217,7 @@ impl Grant {
         };
         Arc::ptr_eq(&self.catalog, &other.catalog)
             && self.stale == other.stale
+            && self.hierarchy == other.hierarchy
             && self.servers == other.servers
             && self.scope == other.scope
             && self
@@ -255,6 +312,15 @@ impl Grant {
         }
         if self.servers.contains(server) {
             return DeniedBy::Scope;
+        }
+        let lists = |level| self.level_servers(level).is_some();
+        if self.hierarchy == Hierarchy::LiteLlm
+            && !lists(Level::Key)
+            && !lists(Level::Team)
+            && !lists(Level::Organization)
+        {
+            // Nothing lists a server: the key grants none.
+            return DeniedBy::Level(Level::Key);
         }
         let public = self.catalog.public().contains(server);
         for level in [Level::Key, Level::Team, Level::EndUser, Level::Agent] {

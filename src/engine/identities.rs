@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Catalog, CatalogError, Level, PermissionSpec, Permissions, Principal};
+use super::{Catalog, CatalogError, Hierarchy, Level, PermissionSpec, Permissions, Principal};
 
 /// A SHA-256 digest of a key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +95,11 @@ pub struct KeySpec {
     pub expires_at: Option<SystemTime>,
     /// A blocked key is refused (LiteLLM's `blocked`).
     pub blocked: bool,
+    /// A key whose budget is spent is refused (LiteLLM's `spend` at or over `max_budget`, its
+    /// own or its team's, organisation's).
+    pub over_budget: bool,
+    /// How this key's levels combine (the rule of the store it comes from).
+    pub hierarchy: Hierarchy,
 }
 
 /// Why a key names no principal.
@@ -107,6 +112,8 @@ pub enum KeyRefusal {
     Blocked,
     /// The key's expiry has passed.
     Expired,
+    /// The key's budget (or its team's, organisation's) is spent.
+    OverBudget,
 }
 
 /// A team.
@@ -187,6 +194,8 @@ struct KeyRecord {
     organization: Option<Arc<Permissions>>,
     expires_at: Option<SystemTime>,
     blocked: bool,
+    over_budget: bool,
+    hierarchy: Hierarchy,
 }
 
 #[derive(Debug)]
@@ -373,6 +382,8 @@ impl IdentityStore {
                 organization: organization.and_then(|o| o.permissions.clone()),
                 expires_at: k.expires_at,
                 blocked: k.blocked,
+                over_budget: k.over_budget,
+                hierarchy: k.hierarchy,
             };
             if keys.insert(digest, record).is_some() {
                 return Err(IdentityConfigError::DuplicateKey(who));
@@ -456,12 +467,16 @@ impl IdentityStore {
             if r.expires_at.is_some_and(|at| SystemTime::now() >= at) {
                 return Err(KeyRefusal::Expired);
             }
+            if r.over_budget {
+                return Err(KeyRefusal::OverBudget);
+            }
             let mut p = Principal {
                 key_id: Some(Arc::clone(&r.key_id)),
                 key_alias: r.alias.clone(),
                 team_id: r.team_id.clone(),
                 organization_id: r.organization_id.clone(),
                 agent_id: r.agent_id.clone(),
+                hierarchy: r.hierarchy,
                 ..Principal::default()
             };
             p.set_level(Level::Key, r.key.clone());

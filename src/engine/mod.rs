@@ -89,6 +89,30 @@ impl fmt::Display for Level {
     }
 }
 
+/// How the levels' server lists combine into the servers a caller may use; each key carries
+/// the rule of the store it comes from.
+///
+/// The two rules agree whenever the key or its team restricts; they differ in what a level
+/// that restricts nothing means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// mcp-gatekeeper's rule (the configuration file and its Postgres store): a level without
+    /// a list leaves the decision to the others, and when no level restricts, every server is
+    /// allowed. `allow_all_keys` servers are added unless a key, team, end user or agent level
+    /// is explicitly empty.
+    #[default]
+    Gatekeeper,
+    /// LiteLLM's rule for the rows of its own database, where an empty list means "no
+    /// restriction at this level": the servers a caller may use come from its key, else its
+    /// team (both: their intersection); end user and agent narrow them; the organisation
+    /// caps them, or is the grant itself when no lower level restricts. A caller none of
+    /// whose levels lists a server gets none — only the `allow_all_keys` servers, which are
+    /// added unless a key, team, end user or agent level is explicitly empty, and stay under
+    /// the organisation's list.
+    /// The master key without a list of its own sees every server.
+    LiteLlm,
+}
+
 /// Whether tools of an aggregating service carry a `{server}{sep}` prefix.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ToolPrefix {

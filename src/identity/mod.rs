@@ -237,6 +237,7 @@ impl StoreResolver {
         found.map_err(|refusal| match refusal {
             KeyRefusal::Blocked => IdentityError::Refused(Rejection::key_blocked()),
             KeyRefusal::Expired => IdentityError::Refused(Rejection::key_expired()),
+            KeyRefusal::OverBudget => IdentityError::Refused(Rejection::key_over_budget()),
             _ => IdentityError::Unauthenticated,
         })
     }

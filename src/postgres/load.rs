@@ -253,6 +253,8 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
             permissions,
             expires_at: row.get::<_, Option<SystemTime>>(6),
             blocked: row.get::<_, bool>(7) || !usable,
+            over_budget: false,
+            hierarchy: crate::engine::Hierarchy::Gatekeeper,
         });
     }
     let identities = crate::config::build_identities(&catalog, &spec)
