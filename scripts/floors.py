@@ -24,7 +24,7 @@ FLOORS = {
     6: ["stack", "config", "openai"],
     7: ["fuzzing", "tls", "source"],
     8: ["oauth", "postgres"],
-    9: ["gateway"],
+    9: ["gateway", "litellm_db"],
 }
 # Inside the gateway: the caller and small state tables on the ground; then the upstream
 # connection, the session pool, the state all callers share (`shared`), the aggregating

@@ -60,6 +60,7 @@
 //! | `gateway` | the aggregating gateway (rmcp, axum, reqwest, rustls) |
 //! | `oauth` | an OAuth 2.1 resource server: bearer tokens besides keys |
 //! | `postgres` | policy and spend in Postgres, shared by several replicas (`tokio-postgres`, `deadpool-postgres`) |
+//! | `litellm-db` | the policy read from a LiteLLM proxy's own database, as LiteLLM means it (`postgres`, `crypto_secretbox`) |
 //!
 //! A policy can come from anywhere: [`source::PolicySource`] says where a snapshot comes from
 //! and how a change is noticed; `source::watch` (with `gateway` or `postgres`) keeps a
@@ -82,6 +83,8 @@ pub mod gatekeeper;
 pub mod identity;
 mod inner;
 mod list_memo;
+#[cfg(feature = "litellm-db")]
+pub mod litellm_db;
 pub mod namespace;
 #[cfg(feature = "openai")]
 pub mod openai;
