@@ -72,7 +72,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn build(args: &Args) -> Result<(Gateway, deployment::Deployment), String> {
+async fn build(args: &Args) -> Result<(Gateway, deployment::Deployment), String> {
     let (config, demo) = match &args.config {
         Some(path) => (Config::from_path(path).map_err(|e| e.to_string())?, false),
         None => (
@@ -80,11 +80,14 @@ fn build(args: &Args) -> Result<(Gateway, deployment::Deployment), String> {
             true,
         ),
     };
-    let deployment =
-        deployment::setup(&config, args.config.as_deref()).map_err(|e| match &args.config {
+    let deployment = deployment::setup(&config, args.config.as_deref())
+        .await
+        .map_err(|e| match &args.config {
             Some(path) => format!("{}: {e}", path.display()),
             None => e,
         })?;
+    // With a LiteLLM database, its registered servers are served too.
+    let config = deployment.served.clone().unwrap_or(config);
     let gatekeeper = deployment.gatekeeper.clone();
     let mut builder =
         Gateway::from_config(&config, gatekeeper).map_err(|e| match &args.config {
@@ -152,7 +155,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (gateway, deployment) = match build(&args) {
+    let (gateway, deployment) = match build(&args).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("gateway: bad configuration: {e}");

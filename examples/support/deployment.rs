@@ -1,6 +1,7 @@
 //! How the example gateway gets its policy and where its spend goes: the configuration file
-//! (loaded again when it changes or on SIGHUP), or Postgres (`general_settings.database_url`,
-//! with the `postgres` feature); spend to a JSONL file or Postgres (`general_settings.spend_sink`).
+//! (loaded again when it changes or on SIGHUP), Postgres (`general_settings.database_url`, with
+//! the `postgres` feature), or a LiteLLM proxy's database (`database_schema: litellm`, with the
+//! `litellm-db` feature); spend to a JSONL file or Postgres (`general_settings.spend_sink`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub(crate) struct Deployment {
     pub(crate) spend: Option<Arc<dyn SpendSink>>,
     pub(crate) reports: Vec<(String, Arc<dyn HealthReport>)>,
     pub(crate) session_secret: Option<Vec<u8>>,
+    /// The configuration with the servers a LiteLLM database registers, when it is the source.
+    pub(crate) served: Option<Config>,
     pub(crate) _watch: Option<PolicyWatch>,
 }
 
@@ -30,7 +33,7 @@ impl SpendSink for SharedSink {
 }
 
 /// Sets up the policy source and the spend sink of `config` (read from `path`, if any).
-pub(crate) fn setup(config: &Config, path: Option<&Path>) -> Result<Deployment, String> {
+pub(crate) async fn setup(config: &Config, path: Option<&Path>) -> Result<Deployment, String> {
     let settings = config
         .general_settings
         .deployment()
@@ -41,7 +44,46 @@ pub(crate) fn setup(config: &Config, path: Option<&Path>) -> Result<Deployment, 
     };
     let mut reports: Vec<(String, Arc<dyn HealthReport>)> = Vec::new();
     let mut spend: Option<Arc<dyn SpendSink>> = None;
+    let mut served = None;
+    let litellm = settings.database_schema == mcp_gatekeeper::config::DatabaseSchema::Litellm;
     let (gatekeeper, watch) = match (&settings.database_url, path) {
+        (Some(url), _) if litellm => {
+            #[cfg(feature = "litellm-db")]
+            {
+                use mcp_gatekeeper::PolicySnapshot;
+                use mcp_gatekeeper::litellm_db::LiteLlmSource;
+                use mcp_gatekeeper::postgres::Database;
+                let db = Database::connect(url, 8).map_err(|e| e.to_string())?;
+                // The servers are registered in the database: serve once it has answered.
+                let source = loop {
+                    match LiteLlmSource::connect(db.clone(), config).await {
+                        Ok(source) => break source,
+                        Err(e) => {
+                            eprintln!("gateway: LiteLLM database: {e}; trying again in 2 s");
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                    }
+                };
+                for problem in source.problems() {
+                    eprintln!("gateway: LiteLLM database: {problem}");
+                }
+                let with_servers = source.config().clone();
+                let catalog = with_servers.catalog().map_err(|e| e.to_string())?;
+                let gatekeeper = Gatekeeper::new(PolicySnapshot::pending(Arc::new(catalog)));
+                served = Some(with_servers);
+                let watch = source::watch(gatekeeper.clone(), Arc::new(source), options);
+                (gatekeeper, Some(watch))
+            }
+            #[cfg(not(feature = "litellm-db"))]
+            {
+                let _ = url;
+                return Err(
+                    "general_settings.database_schema: litellm needs the `litellm-db` feature: \
+                     cargo run --features gateway,litellm-db --example gateway"
+                        .into(),
+                );
+            }
+        }
         (Some(url), _) => {
             #[cfg(feature = "postgres")]
             {
@@ -111,6 +153,7 @@ pub(crate) fn setup(config: &Config, path: Option<&Path>) -> Result<Deployment, 
         spend,
         reports,
         session_secret: settings.session_secret,
+        served,
         _watch: watch,
     })
 }
