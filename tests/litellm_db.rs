@@ -174,13 +174,7 @@ async fn world(test: &str) -> Option<World> {
     let mut running = Vec::new();
     let mut urls = Vec::new();
     for s in [&github, &wiki, &status, &store] {
-        let ct = CancellationToken::new();
-        let r = serve(
-            axum::Router::new()
-                .nest_service("/mcp", mcp_service(s.clone(), Mode::StatelessJson, &ct)),
-            ct,
-        )
-        .await;
+        let r = serve_recording(s).await;
         urls.push(r.url("/mcp"));
         running.push(r);
     }
@@ -394,35 +388,15 @@ async fn gateway(w: &World) -> Gw {
         .await
         .unwrap()
         .poll_interval(Duration::from_millis(100));
-    let served = source.config().clone();
-    let gatekeeper = Gatekeeper::new(PolicySnapshot::pending(Arc::new(served.catalog().unwrap())));
-    let source = Arc::new(source);
-    let watch = source::watch(
-        gatekeeper.clone(),
-        Arc::clone(&source) as Arc<dyn source::PolicySource>,
+    let gw = serve_gateway(
+        source,
         WatchOptions {
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(400),
             ..WatchOptions::default()
         },
-    );
-    let gateway = Gateway::from_config(&served, gatekeeper)
-        .unwrap()
-        .health_report("policy", watch.status().clone())
-        .build()
-        .unwrap();
-    let running = serve(
-        gateway.router(gateway.gatekeeper().layer()),
-        CancellationToken::new(),
     )
     .await;
-    let probe = Arc::clone(&source);
-    let gw = Gw {
-        running,
-        watch,
-        problems: Arc::new(move || probe.problems()),
-        _gateway: gateway,
-    };
     assert!(
         within(Duration::from_secs(10), || async {
             gw.watch.status().report()["state"] == "ok"
@@ -432,21 +406,6 @@ async fn gateway(w: &World) -> Gw {
         "the policy never loaded"
     );
     gw
-}
-
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 /// Every tool any caller could reach.
@@ -730,6 +689,47 @@ async fn changes_made_through_litellm_reach_the_gateway_and_a_bad_row_fails_alon
     );
 }
 
+/// A gateway serving the servers and the policy of `source`.
+async fn serve_gateway(source: LiteLlmSource, options: WatchOptions) -> Gw {
+    let served = source.config().clone();
+    let gatekeeper = Gatekeeper::new(PolicySnapshot::pending(Arc::new(served.catalog().unwrap())));
+    let source = Arc::new(source);
+    let watch = source::watch(
+        gatekeeper.clone(),
+        Arc::clone(&source) as Arc<dyn source::PolicySource>,
+        options,
+    );
+    let gateway = Gateway::from_config(&served, gatekeeper)
+        .unwrap()
+        .health_report("policy", watch.status().clone())
+        .build()
+        .unwrap();
+    let running = serve(
+        gateway.router(gateway.gatekeeper().layer()),
+        CancellationToken::new(),
+    )
+    .await;
+    Gw {
+        running,
+        watch,
+        problems: Arc::new(move || source.problems()),
+        _gateway: gateway,
+    }
+}
+
+/// A source on `url` with the default poll period.
+async fn source_at(url: &str) -> LiteLlmSource {
+    let config = Config::from_json_str(
+        &json!({"general_settings": {"master_key": MASTER, "database_url": url,
+            "database_schema": "litellm", "litellm_salt_key": SALT}})
+        .to_string(),
+    )
+    .unwrap();
+    LiteLlmSource::connect(Database::connect(url, 4).unwrap(), &config)
+        .await
+        .unwrap()
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -761,15 +761,7 @@ async fn cost_of_polling_and_loading_ten_thousand_keys() {
     )
     .await;
     let url = w.pg.url();
-    let config = Config::from_json_str(
-        &json!({"general_settings": {"master_key": MASTER, "database_url": url,
-            "database_schema": "litellm", "litellm_salt_key": SALT}})
-        .to_string(),
-    )
-    .unwrap();
-    let source = LiteLlmSource::connect(Database::connect(&url, 4).unwrap(), &config)
-        .await
-        .unwrap();
+    let source = source_at(&url).await;
     let mut loads = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
@@ -802,37 +794,8 @@ async fn cost_of_polling_and_loading_ten_thousand_keys() {
     drop(source);
     let gw = gateway(&w).await;
     drop(gw);
-    let config = Config::from_json_str(
-        &json!({"general_settings": {"master_key": MASTER, "database_url": url,
-            "database_schema": "litellm", "litellm_salt_key": SALT}})
-        .to_string(),
-    )
-    .unwrap();
-    let source = LiteLlmSource::connect(Database::connect(&url, 4).unwrap(), &config)
-        .await
-        .unwrap();
-    let served = source.config().clone();
-    let gatekeeper = Gatekeeper::new(PolicySnapshot::pending(Arc::new(served.catalog().unwrap())));
-    let watch = source::watch(
-        gatekeeper.clone(),
-        Arc::new(source),
-        WatchOptions::default(),
-    );
-    let gateway = Gateway::from_config(&served, gatekeeper)
-        .unwrap()
-        .build()
-        .unwrap();
-    let running = serve(
-        gateway.router(gateway.gatekeeper().layer()),
-        CancellationToken::new(),
-    )
-    .await;
-    let gw = Gw {
-        running,
-        watch,
-        problems: Arc::new(Vec::new),
-        _gateway: gateway,
-    };
+    let source = source_at(&url).await;
+    let gw = serve_gateway(source, WatchOptions::default()).await;
     assert!(
         within(Duration::from_secs(10), || async {
             rest_list(&gw, "sk-load-1").await.0 == 200

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use common::postgres::TestPg;
 use common::*;
@@ -39,13 +39,7 @@ async fn upstreams() -> Upstreams {
     let mut running = Vec::new();
     let mut urls = Vec::new();
     for s in [&github, &wiki] {
-        let ct = CancellationToken::new();
-        let r = serve(
-            axum::Router::new()
-                .nest_service("/mcp", mcp_service(s.clone(), Mode::StatelessJson, &ct)),
-            ct,
-        )
-        .await;
+        let r = serve_recording(s).await;
         urls.push(r.url("/mcp"));
         running.push(r);
     }
@@ -146,22 +140,6 @@ async fn rest_call(replica: &Replica, key: &str, end_user: &str, name: &str) -> 
         .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls `check` every 10 ms until it holds, for at most `limit`; how long it took.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
 }
 
 async fn sql(db: &Database, statements: &str) {

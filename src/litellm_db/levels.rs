@@ -9,10 +9,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::Value;
-
 use super::read::PermissionRow;
 use crate::engine::PermissionSpec;
+use crate::postgres::string_lists;
 
 /// LiteLLM's `mcp_servers` entry that opts a key out of every server.
 const NO_SERVERS: &str = "no-mcp-servers";
@@ -34,21 +33,6 @@ pub(crate) struct Names {
 /// A level: `None` restricts nothing; `Err` cannot be used (its principal fails closed).
 pub(crate) type LevelResult = Result<Option<PermissionSpec>, String>;
 
-fn tool_lists(value: &Value) -> Option<Vec<(String, Vec<String>)>> {
-    value
-        .as_object()?
-        .iter()
-        .map(|(server, tools)| {
-            let tools = tools
-                .as_array()?
-                .iter()
-                .map(|t| t.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()?;
-            Some((server.clone(), tools))
-        })
-        .collect()
-}
-
 impl Names {
     /// The level one object permission row sets; `notes` gets what was left out of it.
     pub(crate) fn level(&self, row: &PermissionRow, notes: &mut Vec<String>) -> LevelResult {
@@ -62,7 +46,7 @@ impl Names {
         let tools = match row.mcp_tool_permissions.as_ref().filter(|v| !v.is_null()) {
             None => Vec::new(),
             Some(v) => {
-                tool_lists(v).ok_or("mcp_tool_permissions is not {server_id: [tool names]}")?
+                string_lists(v).ok_or("mcp_tool_permissions is not {server_id: [tool names]}")?
             }
         };
         if row.mcp_servers.iter().any(|s| s == NO_SERVERS) {

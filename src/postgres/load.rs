@@ -30,7 +30,8 @@ fn nothing() -> PermissionSpec {
     }
 }
 
-fn string_lists(value: &Value) -> Option<Vec<(String, Vec<String>)>> {
+/// `{"name": ["text", ...]}` as pairs, or `None` when the value has another shape.
+pub(crate) fn string_lists(value: &Value) -> Option<Vec<(String, Vec<String>)>> {
     value
         .as_object()?
         .iter()

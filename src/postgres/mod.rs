@@ -52,6 +52,7 @@
 
 mod keys;
 mod load;
+pub(crate) use load::string_lists;
 mod migrate;
 mod policy;
 mod spend;

@@ -772,3 +772,32 @@ pub async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String
     assert_eq!(r.status(), 202);
     sid
 }
+
+/// Polls `check` every 10 ms until it holds, for at most `limit`; how long it took.
+pub async fn within<F, Fut>(limit: std::time::Duration, mut check: F) -> Option<std::time::Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() <= limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// Serves `server` at `/mcp` on loopback (stateless, JSON replies).
+pub async fn serve_recording(server: &RecordingServer) -> Running {
+    let ct = CancellationToken::new();
+    serve(
+        axum::Router::new().nest_service(
+            "/mcp",
+            mcp_service(server.clone(), Mode::StatelessJson, &ct),
+        ),
+        ct,
+    )
+    .await
+}
