@@ -506,9 +506,12 @@ fn admit<R>(
     policy: Arc<PolicySnapshot>,
 ) -> Result<(http::request::Parts, BindSession), Rejection> {
     let (principal, digest) = found?;
-    session_header(&parts.headers)?;
     let binding = match &layer.sessions {
-        None => None,
+        None => {
+            // Unbound, the header is still checked for its form (the binding checks it too).
+            session_header(&parts.headers)?;
+            None
+        }
         Some(bindings) => match Binding::admit(bindings, &mut parts, digest) {
             Ok(binding) => Some(binding),
             Err(rejection) => {
