@@ -144,7 +144,11 @@ impl LiteLlmSource {
     /// The database cannot be read, or the snapshot cannot be built.
     pub async fn load_once(&self) -> Result<(PolicySnapshot, Vec<String>), DbError> {
         let (rows, _) = read::rows(&self.db).await?;
-        snapshot::snapshot(&self.start, &rows, self.salt_key.as_deref())
+        self.build(&rows)
+    }
+
+    fn build(&self, rows: &read::Rows) -> Result<(PolicySnapshot, Vec<String>), DbError> {
+        snapshot::snapshot(&self.start, rows, self.salt_key.as_deref())
             .map_err(|e| DbError::new("building the policy from LiteLLM's rows", e))
     }
 }
@@ -181,27 +185,14 @@ impl PolicySource for LiteLlmSource {
     fn load(&self) -> SourceFuture<'_, PolicySnapshot> {
         Box::pin(async move {
             let (rows, print) = read::rows(&self.db).await.map_err(SourceError::new)?;
-            let (snapshot, mut problems) =
-                snapshot::snapshot(&self.start, &rows, self.salt_key.as_deref()).map_err(|e| {
-                    SourceError::new(DbError::new("building the policy from LiteLLM's rows", e))
-                })?;
+            // Each load translates the server rows again, so a server that cannot be served is
+            // reported by every load, as it was when connecting.
+            let (snapshot, problems) = self.build(&rows).map_err(SourceError::new)?;
             *self.seen.lock().await = Some(print);
-            let mut kept = self
+            *self
                 .problems
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // What connecting left out stays reported beside what this load left out.
-            let at_start: Vec<String> = kept
-                .iter()
-                .filter(|p| p.starts_with("LiteLLM MCP server") && p.contains("it is not served"))
-                .cloned()
-                .collect();
-            for p in at_start {
-                if !problems.contains(&p) {
-                    problems.push(p);
-                }
-            }
-            *kept = problems;
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = problems;
             Ok(snapshot)
         })
     }

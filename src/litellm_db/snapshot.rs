@@ -226,7 +226,8 @@ pub(crate) fn snapshot(
         });
     }
     let orgs: HashSet<&str> = rows.organizations.iter().map(|o| o.id.as_str()).collect();
-    let mut teams: HashMap<&str, &MemberRow> = HashMap::new();
+    // Each team's row, and whether its level (as the snapshot holds it) lists servers.
+    let mut teams: HashMap<&str, (&MemberRow, bool)> = HashMap::new();
     for t in &rows.teams {
         let who = format!("team {:?}", t.id);
         let mut level = level_of(&t.object_permission_id);
@@ -241,7 +242,7 @@ pub(crate) fn snapshot(
             organization_id = None;
         }
         let permissions = usable(&level, &who, &mut problems);
-        teams.insert(&t.id, t);
+        teams.insert(&t.id, (t, permissions.is_some()));
         spec.teams.push(TeamSpec {
             team_id: t.id.clone(),
             organization_id,
@@ -320,7 +321,7 @@ pub(crate) fn snapshot(
 
 /// What a key's row is read against.
 struct KeyContext<'a> {
-    teams: &'a HashMap<&'a str, &'a MemberRow>,
+    teams: &'a HashMap<&'a str, (&'a MemberRow, bool)>,
     orgs: &'a HashSet<&'a str>,
     agents: &'a HashSet<&'a str>,
     users: &'a HashMap<&'a str, &'a MemberRow>,
@@ -344,13 +345,14 @@ fn key_spec(k: &KeyRow, digest: KeyDigest, cx: &KeyContext<'_>) -> Result<KeySpe
     } = *cx;
     // LiteLLM's UI sessions carry a team id of their own that is no team.
     let team_id = k.team_id.as_deref().filter(|t| *t != UI_TEAM_ID);
-    let team = match team_id {
-        Some(t) => Some(
-            *teams
+    let (team, team_restricts) = match team_id {
+        Some(t) => {
+            let (row, restricts) = *teams
                 .get(t)
-                .ok_or_else(|| format!("its team {t:?} does not exist"))?,
-        ),
-        None => None,
+                .ok_or_else(|| format!("its team {t:?} does not exist"))?;
+            (Some(row), restricts)
+        }
+        None => (None, false),
     };
     if let Some(o) = &k.organization_id
         && !orgs.contains(o.as_str())
@@ -377,12 +379,6 @@ fn key_spec(k: &KeyRow, digest: KeyDigest, cx: &KeyContext<'_>) -> Result<KeySpe
         None => None,
     };
     if let Some(ceiling) = ceiling {
-        let team_restricts = match team {
-            Some(t) => level_of(&t.object_permission_id)
-                .map(|l| l.is_some())
-                .unwrap_or(true),
-            None => false,
-        };
         permissions = Some(match &permissions {
             Some(own) => levels::both(own, &ceiling),
             None if team_restricts => ceiling,
