@@ -142,15 +142,6 @@ async fn rest_call(replica: &Replica, key: &str, end_user: &str, name: &str) -> 
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn sql(db: &Database, statements: &str) {
-    db.client()
-        .await
-        .unwrap()
-        .batch_execute(statements)
-        .await
-        .unwrap();
-}
-
 async fn count(db: &Database, query: &str) -> i64 {
     db.client()
         .await

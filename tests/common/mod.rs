@@ -801,3 +801,14 @@ pub async fn serve_recording(server: &RecordingServer) -> Running {
     )
     .await
 }
+
+/// Runs `statements` on `db`, failing the test with the database's error and the SQL.
+#[cfg(feature = "postgres")]
+pub async fn sql(db: &mcp_gatekeeper::postgres::Database, statements: &str) {
+    db.client()
+        .await
+        .unwrap()
+        .batch_execute(statements)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{statements}"));
+}
