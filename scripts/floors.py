@@ -17,10 +17,10 @@ from pathlib import Path
 # (floor 4) share a floor so that none of them can import another.
 FLOORS = {
     1: ["protocol", "engine", "body", "future", "inner"],
-    2: ["rejection", "list_memo"],
+    2: ["rejection", "list_memo", "counters"],
     3: ["gatekeeper", "trace"],
-    4: ["context"],
-    5: ["identity", "namespace", "permission", "params", "cost"],
+    4: ["context", "limit_hold"],
+    5: ["identity", "namespace", "permission", "params", "limit", "cost"],
     6: ["stack", "config", "openai"],
     7: ["fuzzing", "tls", "source"],
     8: ["oauth", "postgres"],

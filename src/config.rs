@@ -22,20 +22,23 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 mod compile;
 mod deploy;
+mod levels;
 mod oauth;
 mod ssl;
 
 #[cfg(feature = "postgres")]
 pub(crate) use compile::build_identities;
 pub use deploy::{DatabaseSchema, Deployment, SpendSinkConfig};
+pub use levels::{
+    AgentConfig, EndUserConfig, KeyConfig, ObjectPermission, OrganizationConfig, TeamConfig,
+    ToolLimitConfig,
+};
 #[cfg(feature = "oauth")]
 pub(crate) use oauth::check_url_text;
 pub use oauth::{
     ALGORITHMS, ClaimPath, ClaimsConfig, IntrospectionConfig, IssuerConfig, OAuthConfig,
 };
 pub use ssl::{SslVerify, SslVerifySetting};
-
-use crate::engine::PermissionSpec;
 
 /// A configuration error: where, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -384,93 +387,6 @@ fn unsupported<'de, D: Deserializer<'de>>(_: D) -> Result<Option<()>, D::Error> 
     Err(de::Error::custom(
         "LiteLLM accepts this field, but mcp-gatekeeper does not implement it yet; remove it",
     ))
-}
-
-/// `object_permission` of a key, team, organisation, end user or agent.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ObjectPermission {
-    /// Servers (names or aliases). `[]` means none.
-    pub mcp_servers: Option<Vec<String>>,
-    /// Access groups.
-    pub mcp_access_groups: Option<Vec<String>>,
-    /// Tools per server.
-    pub mcp_tool_permissions: Option<UniqueMap<Vec<String>>>,
-}
-
-impl ObjectPermission {
-    pub(crate) fn spec(&self) -> PermissionSpec {
-        PermissionSpec {
-            mcp_servers: self.mcp_servers.clone(),
-            mcp_access_groups: self.mcp_access_groups.clone(),
-            mcp_tool_permissions: self.mcp_tool_permissions.as_ref().map(|m| m.0.clone()),
-        }
-    }
-}
-
-/// One entry of `keys`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KeyConfig {
-    /// The plaintext key (hashed at load).
-    pub key: Option<Secret>,
-    /// `sha256:<hex>` of the key.
-    pub key_hash: Option<String>,
-    /// A printable name.
-    pub key_alias: Option<String>,
-    /// Team.
-    pub team_id: Option<String>,
-    /// Organisation (else the team's).
-    pub organization_id: Option<String>,
-    /// Agent.
-    pub agent_id: Option<String>,
-    /// Permissions.
-    pub object_permission: Option<ObjectPermission>,
-    /// A blocked key is refused (LiteLLM's `blocked`).
-    #[serde(default)]
-    pub blocked: bool,
-}
-
-/// One entry of `teams`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TeamConfig {
-    /// Id.
-    pub team_id: String,
-    /// Organisation.
-    pub organization_id: Option<String>,
-    /// Permissions.
-    pub object_permission: Option<ObjectPermission>,
-}
-
-/// One entry of `organizations`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct OrganizationConfig {
-    /// Id.
-    pub organization_id: String,
-    /// Permissions.
-    pub object_permission: Option<ObjectPermission>,
-}
-
-/// One entry of `end_users`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EndUserConfig {
-    /// Id.
-    pub user_id: String,
-    /// Permissions.
-    pub object_permission: Option<ObjectPermission>,
-}
-
-/// One entry of `agents`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AgentConfig {
-    /// Id.
-    pub agent_id: String,
-    /// Permissions.
-    pub object_permission: Option<ObjectPermission>,
 }
 
 /// The whole configuration document.

@@ -74,6 +74,7 @@ pub mod body;
 pub mod config;
 mod context;
 pub mod cost;
+pub mod counters;
 pub mod engine;
 mod future;
 #[cfg(any(test, fuzzing))]
@@ -82,6 +83,8 @@ pub mod fuzzing;
 pub mod gatekeeper;
 pub mod identity;
 mod inner;
+pub mod limit;
+mod limit_hold;
 mod list_memo;
 #[cfg(feature = "litellm-db")]
 pub mod litellm_db;

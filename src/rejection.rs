@@ -62,6 +62,11 @@ pub enum RejectionKind {
         /// What refused it.
         by: DeniedBy,
     },
+    /// A `tools/call` over a rate, parallel or budget limit (in-band; 429 on REST).
+    LimitExceeded,
+    /// A `tools/call` whose limits could not be checked because their store failed (in-band;
+    /// 503 on REST).
+    LimitsUnavailable,
 }
 
 /// A refusal: why, the text the caller sees, and the JSON-RPC id and protocol era of the
@@ -73,6 +78,7 @@ pub struct Rejection {
     id: Option<RequestId>,
     era: Era,
     challenge: Option<HeaderValue>,
+    retry_after: Option<u64>,
 }
 
 impl Rejection {
@@ -83,6 +89,7 @@ impl Rejection {
             id: None,
             era: Era::default(),
             challenge: None,
+            retry_after: None,
         }
     }
 
@@ -230,6 +237,34 @@ impl Rejection {
         Self::new(RejectionKind::ParamsDenied, denial.to_string())
     }
 
+    /// A tool call over a limit; `message` names the limit and when it resets.
+    #[must_use]
+    pub fn limit_exceeded(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(RejectionKind::LimitExceeded, message)
+    }
+
+    /// A tool call whose limits could not be checked (the store failed and the policy denies).
+    #[must_use]
+    pub fn limits_unavailable() -> Self {
+        Self::new(
+            RejectionKind::LimitsUnavailable,
+            "Limits cannot be checked right now, so the call is refused; try again shortly",
+        )
+    }
+
+    /// Tells the caller when to try again (`Retry-After`, in whole seconds rounded up).
+    #[must_use]
+    pub fn with_retry_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.retry_after = after.map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1));
+        self
+    }
+
+    /// Seconds after which the caller may try again, when known.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     /// A prompt outside the grant.
     #[must_use]
     pub fn prompt_denied(name: &str, by: DeniedBy) -> Self {
@@ -297,7 +332,10 @@ impl Rejection {
             RejectionKind::BadRequest | RejectionKind::HeaderMismatch => StatusCode::BAD_REQUEST,
             RejectionKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RejectionKind::SessionNotFound => StatusCode::NOT_FOUND,
-            RejectionKind::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            RejectionKind::BudgetExceeded | RejectionKind::LimitExceeded => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            RejectionKind::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectionKind::ScopeForbidden
             | RejectionKind::InsufficientScope
             | RejectionKind::ToolDenied { .. }
@@ -314,6 +352,8 @@ impl Rejection {
             self.kind,
             RejectionKind::ToolDenied { .. }
                 | RejectionKind::ParamsDenied
+                | RejectionKind::LimitExceeded
+                | RejectionKind::LimitsUnavailable
                 | RejectionKind::PromptDenied { .. }
                 | RejectionKind::ResourceDenied { .. }
         ) && self.id.is_some()
@@ -324,9 +364,13 @@ impl Rejection {
     pub fn body(&self, style: DenialStyle) -> serde_json::Value {
         let id = self.id.as_ref();
         match (&self.kind, id) {
-            (RejectionKind::ToolDenied { .. } | RejectionKind::ParamsDenied, Some(id))
-                if style == DenialStyle::ToolResult =>
-            {
+            (
+                RejectionKind::ToolDenied { .. }
+                | RejectionKind::ParamsDenied
+                | RejectionKind::LimitExceeded
+                | RejectionKind::LimitsUnavailable,
+                Some(id),
+            ) if style == DenialStyle::ToolResult => {
                 jsonrpc::tool_error_result(id, &format!("Error: {}", self.message), self.era)
             }
             (
@@ -336,6 +380,9 @@ impl Rejection {
                 | RejectionKind::ResourceDenied { .. },
                 Some(id),
             ) => jsonrpc::error(Some(id), jsonrpc::code::INVALID_PARAMS, &self.message),
+            (RejectionKind::LimitExceeded | RejectionKind::LimitsUnavailable, Some(id)) => {
+                jsonrpc::error(Some(id), jsonrpc::code::LIMITED, &self.message)
+            }
             (RejectionKind::BadRequest, _) => {
                 jsonrpc::error(id, jsonrpc::code::INVALID_REQUEST, &self.message)
             }
@@ -384,6 +431,9 @@ impl Rejection {
             headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
         } else if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(after) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(after));
         }
         response.extensions_mut().insert(self);
         response

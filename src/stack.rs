@@ -1,4 +1,4 @@
-//! [`GatekeeperLayer`]: all five layers in their documented order, as one layer.
+//! [`GatekeeperLayer`]: all six layers in their documented order, as one layer.
 
 use std::fmt;
 
@@ -7,22 +7,24 @@ use tower_layer::Layer;
 use crate::cost::{Cost, CostHook, CostLayer, SpendSink};
 use crate::gatekeeper::Gatekeeper;
 use crate::identity::{Identity, IdentityLayer, ResolveIdentity, StoreResolver};
+use crate::limit::{Limit, LimitLayer};
 use crate::namespace::{Namespace, NamespaceLayer};
 use crate::params::{AllowedParams, AllowedParamsLayer};
 use crate::permission::{Permission, PermissionLayer};
 
-/// The full stack around `S`: identity, namespace, permission, allowed_params, cost.
+/// The full stack around `S`: identity, namespace, permission, allowed_params, limits, cost.
 pub type Stack<S, R = StoreResolver, H = ()> =
-    Identity<Namespace<Permission<AllowedParams<Cost<S, H>>>>, R>;
+    Identity<Namespace<Permission<AllowedParams<Limit<Cost<S, H>>>>>, R>;
 
-/// The five layers in order, outermost first:
+/// The six layers in order, outermost first:
 /// [`IdentityLayer`] → [`NamespaceLayer`] → [`PermissionLayer`] → [`AllowedParamsLayer`] →
-/// [`CostLayer`] → the inner MCP service.
+/// [`LimitLayer`] → [`CostLayer`] → the inner MCP service.
 pub struct GatekeeperLayer<R = StoreResolver, H = ()> {
     identity: IdentityLayer<R>,
     namespace: NamespaceLayer,
     permission: PermissionLayer,
     params: AllowedParamsLayer,
+    limit: LimitLayer,
     cost: CostLayer<H>,
 }
 
@@ -33,6 +35,7 @@ impl<R, H> Clone for GatekeeperLayer<R, H> {
             namespace: self.namespace.clone(),
             permission: self.permission.clone(),
             params: self.params.clone(),
+            limit: self.limit.clone(),
             cost: self.cost.clone(),
         }
     }
@@ -48,7 +51,8 @@ impl<R, H> fmt::Debug for GatekeeperLayer<R, H> {
 }
 
 impl GatekeeperLayer {
-    /// The five layers with the built-in identity store, no cost hook and no spend sink.
+    /// The six layers with the built-in identity store, limits counted in this process, no
+    /// cost hook and no spend sink.
     #[must_use]
     pub fn new(gatekeeper: &Gatekeeper) -> Self {
         Self {
@@ -56,6 +60,7 @@ impl GatekeeperLayer {
             namespace: NamespaceLayer::new(gatekeeper.clone()),
             permission: PermissionLayer::new(gatekeeper.clone()),
             params: AllowedParamsLayer::new(gatekeeper.clone()),
+            limit: LimitLayer::new(gatekeeper.clone()),
             cost: CostLayer::new(gatekeeper.clone()),
         }
     }
@@ -74,6 +79,7 @@ impl<R: ResolveIdentity, H: CostHook> GatekeeperLayer<R, H> {
             namespace: self.namespace,
             permission: self.permission,
             params: self.params,
+            limit: self.limit,
             cost: self.cost,
         }
     }
@@ -93,8 +99,16 @@ impl<R: ResolveIdentity, H: CostHook> GatekeeperLayer<R, H> {
             namespace: self.namespace,
             permission: self.permission,
             params: self.params,
+            limit: self.limit,
             cost: self.cost.hook(hook),
         }
+    }
+
+    /// Replaces the limit layer (a shared store, what to do when it fails).
+    #[must_use]
+    pub fn limit(mut self, limit: LimitLayer) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// Sends every tool call event to `sink`.
@@ -120,6 +134,7 @@ impl<S, R, H> Layer<S> for GatekeeperLayer<R, H> {
     type Service = Stack<S, R, H>;
     fn layer(&self, inner: S) -> Self::Service {
         let s = self.cost.layer(inner);
+        let s = self.limit.layer(s);
         let s = self.params.layer(s);
         let s = self.permission.layer(s);
         let s = self.namespace.layer(s);
@@ -128,7 +143,7 @@ impl<S, R, H> Layer<S> for GatekeeperLayer<R, H> {
 }
 
 impl Gatekeeper {
-    /// All five layers with the built-in identity store; see [`GatekeeperLayer`].
+    /// All six layers with the built-in identity store; see [`GatekeeperLayer`].
     #[must_use]
     pub fn layer(&self) -> GatekeeperLayer {
         GatekeeperLayer::new(self)

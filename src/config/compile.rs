@@ -246,6 +246,7 @@ impl Config {
             spec.organizations.push(MemberSpec {
                 id: o.organization_id.clone(),
                 permissions: perms(format!("organizations[{i}]"), &o.object_permission)?,
+                limits: o.limits(catalog, &format!("organizations[{i}]"))?,
             });
         }
         for (i, t) in self.teams.iter().enumerate() {
@@ -261,18 +262,21 @@ impl Config {
                 team_id: t.team_id.clone(),
                 organization_id: t.organization_id.clone(),
                 permissions: perms(format!("teams[{i}]"), &t.object_permission)?,
+                limits: t.limits(catalog, &format!("teams[{i}]"))?,
             });
         }
         for (i, u) in self.end_users.iter().enumerate() {
             spec.end_users.push(MemberSpec {
                 id: u.user_id.clone(),
                 permissions: perms(format!("end_users[{i}]"), &u.object_permission)?,
+                limits: u.limits(catalog, &format!("end_users[{i}]"))?,
             });
         }
         for (i, a) in self.agents.iter().enumerate() {
             spec.agents.push(MemberSpec {
                 id: a.agent_id.clone(),
                 permissions: perms(format!("agents[{i}]"), &a.object_permission)?,
+                limits: a.limits(catalog, &format!("agents[{i}]"))?,
             });
         }
         for (i, k) in self.keys.iter().enumerate() {
@@ -341,6 +345,7 @@ impl Config {
                 blocked: k.blocked,
                 over_budget: false,
                 hierarchy: crate::engine::Hierarchy::Gatekeeper,
+                limits: k.limits(catalog, &format!("keys[{i}]"))?,
             });
         }
         if let Some(oauth) = &self.general_settings.oauth {

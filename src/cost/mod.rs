@@ -92,6 +92,7 @@ use crate::context::{self, ContextView, ToolTarget};
 use crate::engine::{Attribution, NameKind, Principal};
 use crate::future::{self, Post, PostProcess};
 use crate::gatekeeper::Gatekeeper;
+use crate::limit_hold::BudgetSettler;
 use crate::protocol::{self, Collected};
 use crate::protocol::{Era, McpRequest, Method, RequestId};
 
@@ -191,6 +192,8 @@ pub(crate) struct Pending {
     event: Option<ToolCallEvent>,
     started: Instant,
     sink: Arc<dyn SpendSink>,
+    /// The reservation of the limit layer outside, told the final cost.
+    settler: Option<BudgetSettler>,
 }
 
 impl Pending {
@@ -207,6 +210,13 @@ impl Pending {
         if let Some(mut event) = self.event.take() {
             if let Some(cost) = cost.filter(|c| c.is_finite()) {
                 event.cost = cost;
+            }
+            if let Some(settler) = &self.settler {
+                match event.outcome {
+                    // It never reached the upstream.
+                    Outcome::TransportError { .. } => settler.release(),
+                    _ => settler.settle(event.cost),
+                }
             }
             self.sink.record(event);
         }
@@ -488,6 +498,7 @@ fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Obser
         event: Some(event),
         started: Instant::now(),
         sink: Arc::clone(&layer.sink),
+        settler: ext.get::<BudgetSettler>().cloned(),
     };
     Observe {
         call: Some((

@@ -33,6 +33,8 @@ pub struct Principal {
     pub caller_digest: Option<super::KeyDigest>,
     /// How the levels combine: the rule of the store the key came from.
     pub hierarchy: Hierarchy,
+    /// Limits and budgets per level, indexed like `levels`.
+    pub limits: [Option<Arc<super::LevelLimits>>; 5],
 }
 
 impl Principal {

@@ -6,75 +6,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sha2::{Digest as _, Sha256};
-
+pub use super::key_digest::{KeyDigest, KeyMaterial};
+use super::limits::{LevelLimits, LimitError, LimitSpec, compile_level, subject};
 use super::{Catalog, CatalogError, Hierarchy, Level, PermissionSpec, Permissions, Principal};
-
-/// A SHA-256 digest of a key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyDigest(pub [u8; 32]);
-
-impl KeyDigest {
-    /// The digest of a plaintext key.
-    #[must_use]
-    pub fn of(key: &str) -> Self {
-        Self(Sha256::digest(key.as_bytes()).into())
-    }
-
-    /// Parses `sha256:<64 hex>` (or bare hex).
-    #[must_use]
-    pub fn parse(text: &str) -> Option<Self> {
-        let hex = text.strip_prefix("sha256:").unwrap_or(text);
-        if hex.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(Self(out))
-    }
-
-    /// A short printable id that does not reveal the key: `sha256:` and 12 hex digits.
-    #[must_use]
-    pub fn short_id(&self) -> String {
-        let mut s = String::from("sha256:");
-        for b in &self.0[..6] {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
-    }
-}
-
-impl fmt::Debug for KeyDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.short_id())
-    }
-}
-
-/// A key as configuration gives it: plaintext (hashed at once) or already a digest.
-#[derive(Clone, PartialEq, Eq)]
-pub enum KeyMaterial {
-    /// A plaintext key.
-    Plain(String),
-    /// A digest.
-    Digest(KeyDigest),
-}
-
-impl KeyMaterial {
-    fn digest(&self) -> KeyDigest {
-        match self {
-            Self::Plain(k) => KeyDigest::of(k),
-            Self::Digest(d) => *d,
-        }
-    }
-}
-
-impl fmt::Debug for KeyMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.digest())
-    }
-}
 
 /// A virtual key.
 #[derive(Clone, Debug, Default)]
@@ -100,6 +34,8 @@ pub struct KeySpec {
     pub over_budget: bool,
     /// How this key's levels combine (the rule of the store it comes from).
     pub hierarchy: Hierarchy,
+    /// The key's limits and budget.
+    pub limits: Option<LimitSpec>,
 }
 
 /// Why a key names no principal.
@@ -125,6 +61,8 @@ pub struct TeamSpec {
     pub organization_id: Option<String>,
     /// The team's permissions.
     pub permissions: Option<PermissionSpec>,
+    /// The team's limits and budget.
+    pub limits: Option<LimitSpec>,
 }
 
 /// An organisation, end user or agent: an id and permissions.
@@ -134,6 +72,8 @@ pub struct MemberSpec {
     pub id: String,
     /// The permissions.
     pub permissions: Option<PermissionSpec>,
+    /// The limits and budget.
+    pub limits: Option<LimitSpec>,
 }
 
 /// A mistake in the identity part of the configuration.
@@ -160,6 +100,15 @@ pub enum IdentityConfigError {
     },
     /// The permissions name something the catalog lacks.
     Permissions(CatalogError),
+    /// The limits of an entry are wrong.
+    Limits {
+        /// Which kind of entry.
+        level: Level,
+        /// The entry's id (a key's alias or position, never the key).
+        id: String,
+        /// What is wrong.
+        error: LimitError,
+    },
 }
 
 impl fmt::Display for IdentityConfigError {
@@ -176,6 +125,7 @@ impl fmt::Display for IdentityConfigError {
                 "{level} {id:?} is not defined; add it to the {level} list or remove the reference"
             ),
             Self::Permissions(e) => e.fmt(f),
+            Self::Limits { level, id, error } => write!(f, "the limits of {level} {id:?}: {error}"),
         }
     }
 }
@@ -196,18 +146,22 @@ struct KeyRecord {
     blocked: bool,
     over_budget: bool,
     hierarchy: Hierarchy,
+    /// The key's, its team's and its organisation's limits.
+    limits: [Option<Arc<LevelLimits>>; 3],
 }
 
 #[derive(Debug)]
 struct Member {
     id: Arc<str>,
     permissions: Option<Arc<Permissions>>,
+    limits: Option<Arc<LevelLimits>>,
 }
 
 #[derive(Debug)]
 struct TeamRecord {
     permissions: Option<Arc<Permissions>>,
     organization_id: Option<Arc<str>>,
+    limits: Option<Arc<LevelLimits>>,
 }
 
 /// Who a caller says it is when no key names it (an OAuth token's claims): the ids the store
@@ -276,6 +230,22 @@ fn compile(
         .map_err(IdentityConfigError::Permissions)
 }
 
+fn limits(
+    catalog: &Catalog,
+    level: Level,
+    id: &str,
+    named: &str,
+    spec: Option<&LimitSpec>,
+) -> Result<Option<Arc<LevelLimits>>, IdentityConfigError> {
+    compile_level(catalog, level, &subject(level, id), spec).map_err(|error| {
+        IdentityConfigError::Limits {
+            level,
+            id: named.to_owned(),
+            error,
+        }
+    })
+}
+
 fn members(
     catalog: &Catalog,
     level: Level,
@@ -286,6 +256,7 @@ fn members(
         let member = Member {
             id: m.id.as_str().into(),
             permissions: compile(catalog, m.permissions.as_ref())?,
+            limits: limits(catalog, level, &m.id, &m.id, m.limits.as_ref())?,
         };
         if out.insert(m.id.as_str().into(), member).is_some() {
             return Err(IdentityConfigError::DuplicateId {
@@ -326,7 +297,14 @@ impl IdentityStore {
                 org(o)?;
             }
             let perms = compile(catalog, t.permissions.as_ref())?;
-            if teams.insert(t.team_id.as_str(), (t, perms)).is_some() {
+            let lims = limits(
+                catalog,
+                Level::Team,
+                &t.team_id,
+                &t.team_id,
+                t.limits.as_ref(),
+            )?;
+            if teams.insert(t.team_id.as_str(), (t, perms, lims)).is_some() {
                 return Err(IdentityConfigError::DuplicateId {
                     level: Level::Team,
                     id: t.team_id.clone(),
@@ -358,7 +336,7 @@ impl IdentityStore {
             let organization_id = k
                 .organization_id
                 .as_deref()
-                .or_else(|| team.and_then(|(t, _)| t.organization_id.as_deref()));
+                .or_else(|| team.and_then(|(t, ..)| t.organization_id.as_deref()));
             let organization = organization_id.map(org).transpose()?;
             if let Some(agent) = &k.agent_id
                 && !agents.contains_key(agent.as_str())
@@ -378,12 +356,23 @@ impl IdentityStore {
                 organization_id: organization.map(|o| Arc::clone(&o.id)),
                 agent_id: k.agent_id.as_deref().map(Into::into),
                 key: compile(catalog, k.permissions.as_ref())?,
-                team: team.and_then(|(_, p)| p.clone()),
+                team: team.and_then(|(_, p, _)| p.clone()),
                 organization: organization.and_then(|o| o.permissions.clone()),
                 expires_at: k.expires_at,
                 blocked: k.blocked,
                 over_budget: k.over_budget,
                 hierarchy: k.hierarchy,
+                limits: [
+                    limits(
+                        catalog,
+                        Level::Key,
+                        &digest.hex_prefix(),
+                        &who,
+                        k.limits.as_ref(),
+                    )?,
+                    team.and_then(|(.., l)| l.clone()),
+                    organization.and_then(|o| o.limits.clone()),
+                ],
             };
             if keys.insert(digest, record).is_some() {
                 return Err(IdentityConfigError::DuplicateKey(who));
@@ -391,10 +380,11 @@ impl IdentityStore {
         }
         let teams = teams
             .into_iter()
-            .map(|(id, (t, permissions))| {
+            .map(|(id, (t, permissions, limits))| {
                 let record = TeamRecord {
                     permissions,
                     organization_id: t.organization_id.as_deref().map(Into::into),
+                    limits,
                 };
                 (id.into(), record)
             })
@@ -482,6 +472,10 @@ impl IdentityStore {
             p.set_level(Level::Key, r.key.clone());
             p.set_level(Level::Team, r.team.clone());
             p.set_level(Level::Organization, r.organization.clone());
+            let [key, team, organization] = r.limits.clone();
+            p.limits[Level::Key as usize] = key;
+            p.limits[Level::Team as usize] = team;
+            p.limits[Level::Organization as usize] = organization;
             p
         };
         self.narrow(&mut p, end_user, agent);
@@ -522,6 +516,8 @@ impl IdentityStore {
             Level::Organization,
             organization.and_then(|o| o.permissions.clone()),
         );
+        p.limits[Level::Team as usize] = team.and_then(|t| t.limits.clone());
+        p.limits[Level::Organization as usize] = organization.and_then(|o| o.limits.clone());
         self.narrow(&mut p, claimed.end_user_id, claimed.agent_id);
         Ok(p)
     }
@@ -533,6 +529,7 @@ impl IdentityStore {
                 Some(m) => {
                     p.end_user_id = Some(Arc::clone(&m.id));
                     p.set_level(Level::EndUser, m.permissions.clone());
+                    p.limits[Level::EndUser as usize] = m.limits.clone();
                 }
                 None => p.end_user_id = Some(user.into()),
             }
@@ -544,6 +541,7 @@ impl IdentityStore {
                 Some(m) => {
                     p.agent_id = Some(Arc::clone(&m.id));
                     p.set_level(Level::Agent, m.permissions.clone());
+                    p.limits[Level::Agent as usize] = m.limits.clone();
                 }
                 None => p.agent_id = Some(id),
             }

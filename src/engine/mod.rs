@@ -9,6 +9,8 @@
 mod catalog;
 mod grant;
 mod identities;
+mod key_digest;
+mod limits;
 mod names;
 mod params;
 mod scope;
@@ -21,6 +23,10 @@ pub use grant::{Denial, DeniedBy, Grant, Principal};
 pub use identities::{
     ClaimedIdentity, IdentityConfigError, IdentitySpec, IdentityStore, KeyDigest, KeyMaterial,
     KeyRefusal, KeySpec, MemberSpec, TeamSpec,
+};
+pub use limits::{
+    AppliesTo, BudgetPeriod, LevelLimits, Limit, LimitError, LimitKind, LimitSpec, Nanos,
+    ToolLimitSpec,
 };
 pub use names::{NameIndex, NameKind, Owner};
 pub use params::ParamsDenial;

@@ -143,6 +143,10 @@ impl<'a> Upstreams<'a> {
             }
             Err(e) => {
                 self.shared.report_failure(server, &e);
+                if let (Failure::Unavailable(_), Some(settler)) = (&e, &self.caller.settler) {
+                    // The call never reached the upstream: its reservation goes back.
+                    settler.release();
+                }
                 Err(upstream_error(server, e))
             }
         }

@@ -23,6 +23,8 @@ pub(crate) struct Caller {
     /// On protocol 2026-07-28 or later: the upstream's requests are held for the caller's next
     /// round instead of being sent to it, so such callers get upstream sessions of their own.
     pub(crate) modern: bool,
+    /// The budget reservation of this call, when the limit layer made one.
+    pub(crate) settler: Option<crate::limit_hold::BudgetSettler>,
 }
 
 impl Caller {
@@ -40,6 +42,10 @@ impl Caller {
             digest: parts.extensions.get::<KeyDigest>().copied(),
             grant: parts.extensions.get::<Grant>().cloned(),
             modern,
+            settler: parts
+                .extensions
+                .get::<crate::limit_hold::BudgetSettler>()
+                .cloned(),
         }
     }
 }

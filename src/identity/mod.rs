@@ -135,6 +135,8 @@ impl std::error::Error for IdentityError {}
 /// An answer at once (a lookup in memory, a cache hit) lets [`Identity`] call the inner service
 /// straight from its own `call`, without boxing a future or cloning the inner service.
 #[derive(Debug)]
+// `Now` is the usual answer (a key in memory): boxing it would allocate on every request.
+#[allow(clippy::large_enum_variant)]
 pub enum Resolution<F> {
     /// The answer, now.
     Now(Result<Principal, IdentityError>),

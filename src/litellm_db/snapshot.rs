@@ -223,6 +223,7 @@ pub(crate) fn snapshot(
         spec.organizations.push(MemberSpec {
             id: o.id.clone(),
             permissions,
+            limits: None,
         });
     }
     let orgs: HashSet<&str> = rows.organizations.iter().map(|o| o.id.as_str()).collect();
@@ -247,6 +248,7 @@ pub(crate) fn snapshot(
             team_id: t.id.clone(),
             organization_id,
             permissions,
+            limits: None,
         });
     }
     for e in &rows.end_users {
@@ -260,6 +262,7 @@ pub(crate) fn snapshot(
         spec.end_users.push(MemberSpec {
             id: e.id.clone(),
             permissions,
+            limits: None,
         });
     }
     let mut agents = HashSet::new();
@@ -275,6 +278,7 @@ pub(crate) fn snapshot(
         spec.agents.push(MemberSpec {
             id: a.id.clone(),
             permissions,
+            limits: None,
         });
     }
     let users: HashMap<&str, &MemberRow> = rows.users.iter().map(|u| (u.id.as_str(), u)).collect();
@@ -403,5 +407,6 @@ fn key_spec(k: &KeyRow, digest: KeyDigest, cx: &KeyContext<'_>) -> Result<KeySpe
         blocked: k.blocked || team.is_some_and(|t| t.blocked),
         over_budget,
         hierarchy: Hierarchy::LiteLlm,
+        limits: None,
     })
 }

@@ -212,7 +212,11 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
     for row in &orgs {
         let id: String = row.get(0);
         let (permissions, _) = levels.of(format!("organization {id:?}"), row.get(1));
-        spec.organizations.push(MemberSpec { id, permissions });
+        spec.organizations.push(MemberSpec {
+            id,
+            permissions,
+            limits: None,
+        });
     }
     for row in &teams {
         let id: String = row.get(0);
@@ -221,17 +225,26 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
             team_id: id,
             organization_id: row.get(1),
             permissions,
+            limits: None,
         });
     }
     for row in &users {
         let id: String = row.get(0);
         let (permissions, _) = levels.of(format!("end user {id:?}"), row.get(1));
-        spec.end_users.push(MemberSpec { id, permissions });
+        spec.end_users.push(MemberSpec {
+            id,
+            permissions,
+            limits: None,
+        });
     }
     for row in &agents {
         let id: String = row.get(0);
         let (permissions, _) = levels.of(format!("agent {id:?}"), row.get(1));
-        spec.agents.push(MemberSpec { id, permissions });
+        spec.agents.push(MemberSpec {
+            id,
+            permissions,
+            limits: None,
+        });
     }
     for row in &keys {
         let raw: Vec<u8> = row.get(0);
@@ -256,6 +269,7 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
             blocked: row.get::<_, bool>(7) || !usable,
             over_budget: false,
             hierarchy: crate::engine::Hierarchy::Gatekeeper,
+            limits: None,
         });
     }
     let identities = crate::config::build_identities(&catalog, &spec)

@@ -21,6 +21,8 @@ pub mod code {
     pub const TOO_LARGE: i64 = -32002;
     /// The caller is not authenticated (server-defined range).
     pub const UNAUTHORIZED: i64 = -32003;
+    /// A rate, parallel or budget limit refused the call (server-defined range).
+    pub const LIMITED: i64 = -32004;
     /// A routing header (`Mcp-Method`, `Mcp-Name`, `MCP-Protocol-Version`) disagrees with the
     /// body (protocol 2026-07-28, SEP-2243).
     pub const HEADER_MISMATCH: i64 = -32020;

@@ -68,6 +68,9 @@ pub struct RecordingServer {
     pub peers: Arc<Mutex<Vec<rmcp::service::Peer<RoleServer>>>>,
     /// How many calls of a `…slow` tool the client cancelled (`notifications/cancelled`).
     pub cancelled: Arc<std::sync::atomic::AtomicUsize>,
+    /// Calls of a `…pause` tool (which takes 50 ms) running now, and the most ever at once.
+    pub pausing: Arc<std::sync::atomic::AtomicUsize>,
+    pub most_pausing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub fn tool(name: &str, props: &[&str]) -> Value {
@@ -110,6 +113,8 @@ impl RecordingServer {
             sessions: Arc::default(),
             peers: Arc::default(),
             cancelled: Arc::default(),
+            pausing: Arc::default(),
+            most_pausing: Arc::default(),
         }
     }
 }
@@ -258,6 +263,13 @@ impl ServerHandler for RecordingServer {
                     return Err(ErrorData::internal_error("cancelled", None));
                 }
             }
+        }
+        if request.name.ends_with("pause") {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.pausing.fetch_add(1, SeqCst) + 1;
+            self.most_pausing.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            self.pausing.fetch_sub(1, SeqCst);
         }
         if !self.tools.iter().any(|t| t["name"] == *request.name) {
             return Err(ErrorData::invalid_params(

@@ -1,0 +1,355 @@
+//! Limits and budgets through the gateway, against a real rmcp upstream and real clients:
+//! exactness under concurrency, parallel limits, budgets reserved and settled, reservations
+//! given back, period rollover, refusals on MCP and REST, lists untouched.
+#![cfg(feature = "gateway")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use futures_util::future::join_all;
+use mcp_gatekeeper::Gatekeeper;
+use mcp_gatekeeper::config::Config;
+use mcp_gatekeeper::cost::{HookDecision, ToolCallEvent};
+use mcp_gatekeeper::counters::InProcessStore;
+use mcp_gatekeeper::engine::Nanos;
+use mcp_gatekeeper::gateway::Gateway;
+use mcp_gatekeeper::limit::LimitLayer;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn upstream() -> RecordingServer {
+    RecordingServer::new(
+        vec![
+            tool("echo", &[]),
+            tool("pause", &[]),
+            tool("fail", &[]),
+            tool("other", &[]),
+        ],
+        &[],
+        &[],
+    )
+}
+
+/// A gateway over `doc` (with `URL` replaced by the upstream's) whose limits count in `store`.
+async fn gateway(doc: &str, upstream_url: &str, store: Arc<InProcessStore>) -> (Running, Gateway) {
+    let config = Config::from_json_str(&doc.replace("URL", upstream_url)).unwrap();
+    let gk = Gatekeeper::new(config.policy().unwrap());
+    let gateway = Gateway::from_config(&config, gk.clone())
+        .unwrap()
+        .build()
+        .unwrap();
+    let layer = gateway
+        .gatekeeper()
+        .layer()
+        .limit(LimitLayer::new(gk).store(store));
+    let router = gateway.router(layer);
+    (serve(router, CancellationToken::new()).await, gateway)
+}
+
+async fn rest_call(
+    http: &reqwest::Client,
+    gw: &Running,
+    key: &str,
+    tool: &str,
+) -> (u16, Option<String>, Value) {
+    let r = http
+        .post(gw.url("/mcp-rest/tools/call"))
+        .header("x-litellm-api-key", key)
+        .json(&json!({"server_id": "tools", "name": tool, "arguments": {}}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, r.json().await.unwrap())
+}
+
+const RPM: &str = r#"{
+  "mcp_servers": {"tools": {"url": "URL"}},
+  "keys": [{"key": "sk-a", "mcp_tool_limits": {"tools": {"echo": {"rpm": 100}}}}]
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_calls_against_rpm_100_let_exactly_100_through_on_every_transport() {
+    let server = upstream();
+    let up = serve_recording(&server).await;
+    let store = Arc::new(InProcessStore::new());
+    let (gw, _g) = gateway(RPM, &up.url("/mcp"), Arc::clone(&store)).await;
+    let client = Arc::new(
+        rmcp::ServiceExt::serve((), keyed_transport(&gw.url("/mcp"), "sk-a"))
+            .await
+            .unwrap(),
+    );
+    let http = http_client();
+    // 500 over MCP (one session) and 500 over REST, all at once.
+    let mcp = (0..500).map(|_| {
+        let client = Arc::clone(&client);
+        async move { call(&client, "tools-echo", json!({})).await }
+    });
+    let rest = (0..500).map(|_| rest_call(&http, &gw, "sk-a", "echo"));
+    let (mcp, rest) = tokio::join!(join_all(mcp), join_all(rest));
+    let mcp_ok = mcp.iter().filter(|r| r.is_ok()).count();
+    let rest_ok = rest.iter().filter(|(s, ..)| *s == 200).count();
+    assert_eq!(mcp_ok + rest_ok, 100, "exactly the limit is admitted");
+    assert_eq!(
+        server.executions.names().len(),
+        100,
+        "and reaches the upstream"
+    );
+    // Every other call is a refusal, not a failure: an isError result naming the limit and
+    // when it resets, or a 429 with Retry-After.
+    for refused in mcp.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            refused.contains("100 tool calls per minute to tool `echo` of server `tools`")
+                && refused.contains("resets in"),
+            "{refused}"
+        );
+    }
+    for (status, retry, body) in rest.iter().filter(|(s, ..)| *s != 200) {
+        assert_eq!(*status, 429, "{body}");
+        let retry: u64 = retry.as_deref().expect("Retry-After").parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert!(
+            body["error"].as_str().unwrap().contains("per minute"),
+            "{body}"
+        );
+    }
+    // Lists are not limited, and another tool of the server is not counted against `echo`.
+    for _ in 0..5 {
+        assert!(tool_names(&client).await.contains(&"tools-echo".to_owned()));
+    }
+    assert!(call(&client, "tools-other", json!({})).await.is_ok());
+    assert_eq!(store.outstanding(), (0, Nanos(0)));
+    let _ = Arc::try_unwrap(client).map(|c| c.cancel());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_parallel_2_never_lets_a_third_call_in_and_frees_its_slots() {
+    let server = upstream();
+    let up = serve_recording(&server).await;
+    let store = Arc::new(InProcessStore::new());
+    let doc = r#"{
+      "mcp_servers": {"tools": {"url": "URL"}},
+      "teams": [{"team_id": "t", "max_parallel_requests": 2}],
+      "keys": [{"key": "sk-a", "team_id": "t"}, {"key": "sk-b", "team_id": "t"}]
+    }"#;
+    let (gw, _g) = gateway(doc, &up.url("/mcp"), Arc::clone(&store)).await;
+    let http = http_client();
+    // Two keys of one team, 20 calls at once: the team's limit holds across both.
+    let calls = (0..20).map(|i| {
+        rest_call(
+            &http,
+            &gw,
+            if i % 2 == 0 { "sk-a" } else { "sk-b" },
+            "pause",
+        )
+    });
+    let answers = join_all(calls).await;
+    let ok = answers.iter().filter(|(s, ..)| *s == 200).count();
+    assert!(ok >= 2, "at least two calls ran");
+    assert_eq!(
+        server.most_pausing.load(Ordering::SeqCst),
+        2,
+        "never more than two at once"
+    );
+    for (status, retry, body) in answers.iter().filter(|(s, ..)| *s != 200) {
+        assert_eq!(*status, 429, "{body}");
+        assert!(retry.is_none(), "a parallel limit has no known reset");
+        let text = body["error"].as_str().unwrap();
+        assert!(
+            text.contains("the team of this API key may have 2 tool calls in flight"),
+            "{text}"
+        );
+    }
+    // The slots are free again: two more calls at once both run.
+    assert_eq!(store.outstanding(), (0, Nanos(0)));
+    let again = join_all((0..2).map(|_| rest_call(&http, &gw, "sk-a", "pause"))).await;
+    assert!(again.iter().all(|(s, ..)| *s == 200), "{again:?}");
+}
+
+const BUDGET: &str = r#"{
+  "mcp_servers": {"tools": {"url": "URL",
+     "mcp_info": {"mcp_server_cost_info": {"default_cost_per_query": 0.05}}},
+     "down": {"url": "http://127.0.0.1:9/mcp",
+     "mcp_info": {"mcp_server_cost_info": {"default_cost_per_query": 0.05}}}},
+  "keys": [
+    {"key": "sk-one", "key_alias": "one", "max_budget": 1.0},
+    {"key": "sk-all", "key_alias": "all", "max_budget": 1.0},
+    {"key": "sk-small", "key_alias": "small", "max_budget": 0.10, "budget_duration": "2s"}
+  ]
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_of_one_dollar_at_five_cents_admits_exactly_20_calls_one_by_one_or_all_at_once() {
+    let server = upstream();
+    let up = serve_recording(&server).await;
+    let store = Arc::new(InProcessStore::new());
+    let (gw, _g) = gateway(BUDGET, &up.url("/mcp"), Arc::clone(&store)).await;
+    let http = http_client();
+    let mut ok = 0;
+    for _ in 0..25 {
+        let (status, _, body) = rest_call(&http, &gw, "sk-one", "echo").await;
+        match status {
+            200 => ok += 1,
+            429 => assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("may spend $1 on tool calls; it does not reset"),
+                "{body}"
+            ),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 20, "one by one");
+    let at_once = join_all((0..100).map(|_| rest_call(&http, &gw, "sk-all", "echo"))).await;
+    assert_eq!(
+        at_once.iter().filter(|(s, ..)| *s == 200).count(),
+        20,
+        "all at once"
+    );
+    assert_eq!(server.executions.names().len(), 40);
+    assert_eq!(
+        store.outstanding(),
+        (0, Nanos(0)),
+        "no reservation is left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_call_gives_its_reservation_back_a_tool_error_is_spent_and_the_period_rolls_over()
+{
+    let server = upstream();
+    let up = serve_recording(&server).await;
+    let store = Arc::new(InProcessStore::new());
+    let (gw, _g) = gateway(BUDGET, &up.url("/mcp"), Arc::clone(&store)).await;
+    let http = http_client();
+    // Ten calls to an upstream that is not there: none reaches it, nothing is spent.
+    for _ in 0..10 {
+        let r = http
+            .post(gw.url("/mcp-rest/tools/call"))
+            .header("x-litellm-api-key", "sk-small")
+            .json(&json!({"server_id": "down", "name": "anything", "arguments": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 429, "a failed call is not charged");
+    }
+    assert_eq!(store.outstanding(), (0, Nanos(0)));
+    // A tool error reached the upstream: it is spent. 0.10 holds two calls.
+    let (s1, ..) = rest_call(&http, &gw, "sk-small", "fail").await;
+    let (s2, ..) = rest_call(&http, &gw, "sk-small", "echo").await;
+    let (s3, retry, body) = rest_call(&http, &gw, "sk-small", "echo").await;
+    assert_eq!((s1, s2, s3), (200, 200, 429), "{body}");
+    assert!(
+        retry.is_some(),
+        "a budget with a period says when it resets"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("resets in"),
+        "{body}"
+    );
+    // The two-second period ends: the budget starts again.
+    let http2 = http.clone();
+    let reset = within(Duration::from_secs(5), || {
+        let (http, gw) = (http2.clone(), &gw);
+        async move { rest_call(&http, gw, "sk-small", "echo").await.0 == 200 }
+    })
+    .await;
+    assert!(
+        reset.is_some(),
+        "the budget is available again in the next period"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_hook_settles_the_reservation_at_the_final_cost() {
+    let server = upstream();
+    let up = serve_recording(&server).await;
+    let store = Arc::new(InProcessStore::new());
+    let doc = r#"{
+      "mcp_servers": {"tools": {"url": "URL",
+         "mcp_info": {"mcp_server_cost_info": {"default_cost_per_query": 0.05}}}},
+      "keys": [{"key": "sk-a", "key_alias": "a", "max_budget": 0.10}]
+    }"#;
+    let config = Config::from_json_str(&doc.replace("URL", &up.url("/mcp"))).unwrap();
+    let gk = Gatekeeper::new(config.policy().unwrap());
+    let gateway = Gateway::from_config(&config, gk.clone())
+        .unwrap()
+        .build()
+        .unwrap();
+    // Each call is reserved at its price (0.05) and costs 0.01 in the end.
+    let hook = |_: &ToolCallEvent, _: Option<&Value>| async {
+        Ok(HookDecision {
+            cost: Some(0.01),
+            ..HookDecision::default()
+        })
+    };
+    let layer = gateway
+        .gatekeeper()
+        .layer()
+        .limit(LimitLayer::new(gk).store(Arc::clone(&store)))
+        .cost_hook(hook);
+    let gw = serve(gateway.router(layer), CancellationToken::new()).await;
+    let http = http_client();
+    let mut ok = 0;
+    while rest_call(&http, &gw, "sk-a", "echo").await.0 == 200 {
+        ok += 1;
+        assert!(ok < 50, "the budget must run out");
+    }
+    // Spent 0.06 after six calls; a seventh would need 0.06 + 0.05 > 0.10.
+    assert_eq!(ok, 6);
+    assert_eq!(store.outstanding(), (0, Nanos(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrower_level_never_raises_a_wider_limit_and_jsonrpc_denials_carry_the_text() {
+    let server = upstream();
+    let up = serve_recording(&server).await;
+    let store = Arc::new(InProcessStore::new());
+    let doc = r#"{
+      "general_settings": {"denial_style": "jsonrpc_error"},
+      "mcp_servers": {"tools": {"url": "URL"}},
+      "organizations": [{"organization_id": "o", "rpm_limit": 3}],
+      "teams": [{"team_id": "t", "organization_id": "o", "mcp_rpm_limit": {"tools": 1000}}],
+      "keys": [{"key": "sk-a", "team_id": "t", "rpm_limit": 1000}]
+    }"#;
+    let (gw, _g) = gateway(doc, &up.url("/mcp"), store).await;
+    let http = http_client();
+    let session = raw_session(&http, &gw.url("/mcp"), "sk-a").await;
+    let mut texts = Vec::new();
+    for id in 0..5 {
+        let r = mcp_post(&http, &gw.url("/mcp"), "sk-a", Some(&session))
+            .json(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"tools-echo","arguments":{}}}))
+            .send()
+            .await
+            .unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = r.text().await.unwrap();
+        let reply = messages(&ct, &body)
+            .into_iter()
+            .find(|m| m["id"] == id)
+            .unwrap();
+        texts.push(reply);
+    }
+    assert!(
+        texts[..3].iter().all(|r| r.get("result").is_some()),
+        "{texts:?}"
+    );
+    for refused in &texts[3..] {
+        assert_eq!(refused["error"]["code"], -32004, "{refused}");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("the organisation of this API key may make 3 tool calls per minute"),
+            "{message}"
+        );
+    }
+    assert_eq!(server.executions.names().len(), 3);
+}
