@@ -22,7 +22,7 @@ FLOORS = {
     4: ["context", "limit_hold"],
     5: ["identity", "namespace", "permission", "params", "limit", "cost"],
     6: ["stack", "config", "openai"],
-    7: ["fuzzing", "tls", "source"],
+    7: ["fuzzing", "tls", "source", "redis_limits"],
     8: ["oauth", "postgres"],
     9: ["gateway", "litellm_db"],
 }

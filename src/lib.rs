@@ -96,6 +96,8 @@ pub mod permission;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod protocol;
+#[cfg(feature = "redis")]
+pub mod redis_limits;
 pub mod rejection;
 pub mod source;
 mod stack;

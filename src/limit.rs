@@ -129,6 +129,12 @@ impl LimitLayer {
         self
     }
 
+    /// What the layer does when its store fails.
+    #[must_use]
+    pub fn on_error(&self) -> OnStoreError {
+        self.on_error
+    }
+
     /// The store the layer counts in.
     #[must_use]
     pub fn counters(&self) -> &Arc<dyn LimitStore> {

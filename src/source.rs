@@ -214,6 +214,29 @@ impl HealthReport for SourceStatus {
     }
 }
 
+/// The limit layer's store: `degraded` while it cannot be reached (calls are then refused or
+/// let through uncounted, as `on_limit_store_error` says).
+impl HealthReport for crate::limit::LimitLayer {
+    fn state(&self) -> HealthState {
+        if self.counters().problem().is_some() {
+            HealthState::Degraded
+        } else {
+            HealthState::Ok
+        }
+    }
+    fn report(&self) -> serde_json::Value {
+        let problem = self.counters().problem();
+        serde_json::json!({
+            "status": if problem.is_some() { "failing" } else { "ok" },
+            "on_limit_store_error": match self.on_error() {
+                crate::limit::OnStoreError::Deny => "deny",
+                crate::limit::OnStoreError::Allow => "allow",
+            },
+            "problem": problem,
+        })
+    }
+}
+
 /// How [`watch`] paces itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchOptions {

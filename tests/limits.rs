@@ -353,3 +353,231 @@ async fn a_narrower_level_never_raises_a_wider_limit_and_jsonrpc_denials_carry_t
     }
     assert_eq!(server.executions.names().len(), 3);
 }
+
+/// Limits shared by replicas on one real Redis, and what happens while it is away.
+#[cfg(feature = "redis")]
+mod on_redis {
+    use super::*;
+    use common::redis::TestRedis;
+    use mcp_gatekeeper::limit::OnStoreError;
+    use mcp_gatekeeper::redis_limits::RedisLimits;
+
+    /// A replica over `doc` counting in Redis at `url`; its health report lists the store.
+    async fn replica(
+        doc: &str,
+        upstream_url: &str,
+        url: &str,
+        on_error: OnStoreError,
+        timeout: Duration,
+    ) -> Running {
+        let config = Config::from_json_str(&doc.replace("URL", upstream_url)).unwrap();
+        let gk = Gatekeeper::new(config.policy().unwrap());
+        let store = RedisLimits::new(url).unwrap().timeout(timeout);
+        let limit = LimitLayer::new(gk.clone())
+            .store(store)
+            .on_store_error(on_error);
+        let gateway = Gateway::from_config(&config, gk)
+            .unwrap()
+            .health_report("limits", Arc::new(limit.clone()))
+            .build()
+            .unwrap();
+        let router = gateway.router(gateway.gatekeeper().layer().limit(limit));
+        serve(router, CancellationToken::new()).await
+    }
+
+    const SHARED: &str = r#"{
+      "general_settings": {"master_key": "sk-admin"},
+      "mcp_servers": {"tools": {"url": "URL",
+         "mcp_info": {"mcp_server_cost_info": {"default_cost_per_query": 0.05}}}},
+      "teams": [{"team_id": "t", "mcp_rpm_limit": {"tools": 100}}],
+      "keys": [
+        {"key": "sk-a", "team_id": "t"},
+        {"key": "sk-b", "team_id": "t"},
+        {"key": "sk-money", "key_alias": "money", "max_budget": 1.0},
+        {"key": "sk-par", "key_alias": "par", "max_parallel_requests": 3, "max_budget": 100}
+      ]
+    }"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_on_one_redis_share_every_limit_exactly() {
+        let Some(redis) = TestRedis::start("two_replicas_on_one_redis_share_every_limit_exactly")
+        else {
+            return;
+        };
+        let server = upstream();
+        let up = serve_recording(&server).await;
+        // A generous timeout: a thousand scripts at once on a loaded machine must not time out.
+        let patient = Duration::from_secs(10);
+        let one = replica(
+            SHARED,
+            &up.url("/mcp"),
+            &redis.url(),
+            OnStoreError::Deny,
+            patient,
+        )
+        .await;
+        let two = replica(
+            SHARED,
+            &up.url("/mcp"),
+            &redis.url(),
+            OnStoreError::Deny,
+            patient,
+        )
+        .await;
+        let http = http_client();
+        // 1,000 calls at once from two keys of one team, alternating replicas: rpm 100.
+        let calls = (0..1000).map(|i| {
+            let gw = if i % 2 == 0 { &one } else { &two };
+            rest_call(&http, gw, if i % 3 == 0 { "sk-a" } else { "sk-b" }, "echo")
+        });
+        let answers = join_all(calls).await;
+        let ok = answers.iter().filter(|(s, ..)| *s == 200).count();
+        assert_eq!(ok, 100, "exactly the team's limit, across both replicas");
+        assert_eq!(server.executions.names().len(), 100);
+        let other: Vec<_> = answers
+            .iter()
+            .filter(|(s, ..)| *s != 200 && *s != 429)
+            .collect();
+        assert!(other.is_empty(), "{other:?}");
+        // A budget of 1.00 at 0.05 a call: exactly 20, all at once over both replicas.
+        server.executions.clear();
+        let money = (0..60).map(|i| {
+            rest_call(
+                &http,
+                if i % 2 == 0 { &one } else { &two },
+                "sk-money",
+                "echo",
+            )
+        });
+        let money = join_all(money).await;
+        assert_eq!(money.iter().filter(|(s, ..)| *s == 200).count(), 20);
+        assert_eq!(server.executions.names().len(), 20);
+        // Three in flight at most, over both replicas.
+        let par = (0..12).map(|i| {
+            rest_call(
+                &http,
+                if i % 2 == 0 { &one } else { &two },
+                "sk-par",
+                "pause",
+            )
+        });
+        let par = join_all(par).await;
+        assert!(par.iter().filter(|(s, ..)| *s == 200).count() >= 3);
+        assert!(server.most_pausing.load(Ordering::SeqCst) <= 3);
+        // Nothing is left held: no parallel counter, no reservation.
+        let leftover = within(Duration::from_secs(5), || async {
+            redis.cli(&["--scan", "--pattern", "*parallel*"]).is_empty()
+        })
+        .await;
+        assert!(leftover.is_some(), "every parallel slot was freed");
+        for budget in redis.cli(&["--scan", "--pattern", "*budget*"]).lines() {
+            assert_eq!(redis.cli(&["HGET", budget, "reserved"]), "0", "{budget}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn while_redis_is_away_calls_are_denied_or_allowed_as_configured_and_limits_resume() {
+        let Some(mut redis) = TestRedis::start(
+            "while_redis_is_away_calls_are_denied_or_allowed_as_configured_and_limits_resume",
+        ) else {
+            return;
+        };
+        let server = upstream();
+        let up = serve_recording(&server).await;
+        let quick = Duration::from_millis(300);
+        let deny = replica(
+            SHARED,
+            &up.url("/mcp"),
+            &redis.url(),
+            OnStoreError::Deny,
+            quick,
+        )
+        .await;
+        let allow = replica(
+            SHARED,
+            &up.url("/mcp"),
+            &redis.url(),
+            OnStoreError::Allow,
+            quick,
+        )
+        .await;
+        let http = http_client();
+        // Calls in flight when Redis pauses keep their slots and reservations until it answers
+        // again; then they are handed back.
+        let in_flight = join_all((0..3).map(|_| rest_call(&http, &deny, "sk-par", "pause")));
+        let during = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]), "OK");
+            let (status, _, body) = rest_call(&http, &deny, "sk-a", "echo").await;
+            assert_eq!(status, 503, "{body}");
+            let text = body["error"].as_str().unwrap();
+            assert!(
+                text.contains("Limits cannot be checked right now"),
+                "{text}"
+            );
+            let (status, _, body) = rest_call(&http, &allow, "sk-a", "echo").await;
+            assert_eq!(
+                status, 200,
+                "allowed uncounted while the store is away: {body}"
+            );
+            let health = health_as(&deny, Some("sk-admin")).await;
+            assert_eq!(health["status"], "degraded", "{health}");
+            let limits = &health["limits"];
+            assert_eq!(limits["on_limit_store_error"], "deny", "{health}");
+            assert!(limits["problem"].is_string(), "{health}");
+        };
+        let (flights, ()) = tokio::join!(in_flight, during);
+        for (status, _, body) in &flights {
+            assert!(*status == 200 || *status == 503, "{status}: {body}");
+        }
+        // Redis answers again: limits resume.
+        let back = within(Duration::from_secs(10), || async {
+            rest_call(&http_client(), &deny, "sk-a", "echo").await.0 == 200
+        })
+        .await;
+        assert!(back.is_some(), "calls go through once Redis answers");
+        let ok = within(Duration::from_secs(5), || async {
+            health_as(&deny, Some("sk-admin")).await["status"] == "ok"
+        })
+        .await;
+        assert!(ok.is_some(), "and /health says so");
+        // Stopped and started empty (no persistence): still counted, from zero.
+        redis.down();
+        let (status, ..) = rest_call(&http, &deny, "sk-a", "echo").await;
+        assert_eq!(status, 503);
+        redis.up();
+        let resumed = within(Duration::from_secs(10), || async {
+            rest_call(&http_client(), &deny, "sk-a", "echo").await.0 == 200
+        })
+        .await;
+        assert!(resumed.is_some());
+        // Counted on a patient replica (the quick one could time out under this load).
+        let patient = Duration::from_secs(10);
+        let third = replica(
+            SHARED,
+            &up.url("/mcp"),
+            &redis.url(),
+            OnStoreError::Deny,
+            patient,
+        )
+        .await;
+        let answers = join_all((0..150).map(|_| rest_call(&http, &third, "sk-b", "echo"))).await;
+        let ok = answers.iter().filter(|(s, ..)| *s == 200).count();
+        assert_eq!(ok, 99, "the team's 100 a minute, one of them taken above");
+        // Nothing went negative or stayed held.
+        let settled = within(Duration::from_secs(10), || async {
+            redis.cli(&["--scan", "--pattern", "*parallel*"]).is_empty()
+        })
+        .await;
+        assert!(settled.is_some());
+        for key in redis.cli(&["--scan", "--pattern", "*"]).lines() {
+            if key.contains("budget") {
+                let reserved: i64 = redis.cli(&["HGET", key, "reserved"]).parse().unwrap();
+                assert_eq!(reserved, 0, "{key}");
+            } else {
+                let n: i64 = redis.cli(&["GET", key]).parse().unwrap();
+                assert!(n >= 0, "{key} = {n}");
+            }
+        }
+    }
+}

@@ -309,7 +309,7 @@ impl LimitStore for InProcessStore {
             .slots
             .iter()
             .map(|n| &**n)
-            .chain(taken.reserved.iter().map(|(n, _)| &**n));
+            .chain(taken.reserved.iter().map(|(n, ..)| &**n));
         let (mut guards, at) = self.lock(names);
         let (slot_at, budget_at) = at.split_at(taken.slots.len());
         for (name, &g) in taken.slots.iter().zip(slot_at) {
@@ -321,7 +321,7 @@ impl LimitStore for InProcessStore {
                 }
             }
         }
-        for ((name, amount), &g) in taken.reserved.iter().zip(budget_at) {
+        for ((name, amount, _), &g) in taken.reserved.iter().zip(budget_at) {
             if let Some(Entry::Budget {
                 start,
                 period,

@@ -79,8 +79,10 @@ pub enum Admission {
 pub struct Taken {
     /// The parallel counters holding one slot each.
     pub slots: Vec<Arc<str>>,
-    /// The budget counters holding a reservation, with its amount.
-    pub reserved: Vec<(Arc<str>, Nanos)>,
+    /// The budget counters holding a reservation: name, amount, the budget's period.
+    pub reserved: Vec<(Arc<str>, Nanos, Option<Duration>)>,
+    /// A number the store may use to name this admission (zero when it does not).
+    pub token: u64,
 }
 
 impl Taken {
@@ -92,8 +94,8 @@ impl Taken {
             match c.kind {
                 CounterKind::Rate { .. } => {}
                 CounterKind::Parallel { .. } => taken.slots.push(Arc::clone(&c.name)),
-                CounterKind::Budget { amount, .. } => {
-                    taken.reserved.push((Arc::clone(&c.name), amount));
+                CounterKind::Budget { amount, period, .. } => {
+                    taken.reserved.push((Arc::clone(&c.name), amount, period));
                 }
             }
         }

@@ -8,6 +8,9 @@ pub mod asker;
 #[cfg(feature = "postgres")]
 #[path = "../../examples/support/throwaway_pg.rs"]
 pub mod postgres;
+#[cfg(feature = "redis")]
+#[path = "../../examples/support/throwaway_redis.rs"]
+pub mod redis;
 #[cfg(feature = "gateway")]
 pub mod tls;
 
