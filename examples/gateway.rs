@@ -162,7 +162,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut layer = gateway.gatekeeper().layer();
+    let mut layer = gateway.gatekeeper().layer().limit(deployment.limit.clone());
     if let Some(spend) = &deployment.spend {
         layer = layer.spend_sink(deployment::SharedSink(Arc::clone(spend)));
     }

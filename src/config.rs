@@ -28,7 +28,9 @@ mod ssl;
 
 #[cfg(feature = "postgres")]
 pub(crate) use compile::build_identities;
-pub use deploy::{DatabaseSchema, Deployment, SpendSinkConfig};
+pub use deploy::{
+    DatabaseSchema, Deployment, LimitStoreConfig, LimitStoreSettings, SpendSinkConfig,
+};
 pub use levels::{
     AgentConfig, EndUserConfig, KeyConfig, ObjectPermission, OrganizationConfig, TeamConfig,
     ToolLimitConfig,
@@ -217,6 +219,11 @@ pub struct GeneralSettings {
     /// Seconds between two checks of a LiteLLM database for changes (default 2). Only with
     /// `database_schema: litellm`.
     pub policy_poll_seconds: Option<u64>,
+    /// Where limit and budget counters live (see [`LimitStoreConfig`]; default in process).
+    pub limit_store: Option<LimitStoreConfig>,
+    /// `deny` (the default) or `allow`: what happens to a call whose limits cannot be checked
+    /// because the limit store is unreachable.
+    pub on_limit_store_error: Option<crate::limit::OnStoreError>,
 }
 
 /// `general_settings.tool_prefix`.

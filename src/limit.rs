@@ -78,8 +78,9 @@ use crate::limit_hold::{CallHold, LimitRefusal};
 use crate::protocol::{McpRequest, Method};
 use crate::rejection::Rejection;
 
-/// What the layer does when its store cannot answer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What the layer does when its store cannot answer (`general_settings.on_limit_store_error`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
     /// Refuse the call (the default: a limit that cannot be checked is not lifted).
     #[default]
@@ -211,9 +212,13 @@ fn charge(ext: &mut http::Extensions, gk: &Gatekeeper) -> Option<Charge> {
             if !limit.applies(server, bare) {
                 continue;
             }
+            let kind = counter_kind(limit.kind, price);
+            let ledger = matches!(kind, CounterKind::Budget { .. })
+                .then(|| (level, Arc::clone(&limit.ledger)));
             counters.push(CounterOp {
                 name: Arc::clone(&limit.counter),
-                kind: counter_kind(limit.kind, price),
+                kind,
+                ledger,
             });
             limits.push((level, i));
         }

@@ -23,7 +23,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
 use crate::counters::{
-    Admission, Admitting, CounterKind, CounterOp, LimitStore, StoreError, Taken,
+    Admission, Admitting, BudgetSeed, CounterKind, CounterOp, LimitStore, StoreError, StoreFuture,
+    Taken,
 };
 use crate::engine::Nanos;
 
@@ -49,7 +50,9 @@ local function int(v) return string.format('%d', v) end
 local function budget(k, period)
   local h = redis.call('HMGET', k, 'start', 'spent', 'reserved')
   local start, spent, reserved = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
-  if start == nil or (period > 0 and now >= start + period) then start, spent = now, 0 end
+  local current = 0
+  if period > 0 then current = now - (now % period) end
+  if start ~= current then start, spent = current, 0 end
   return start, spent, reserved
 end
 for i = 1, n do
@@ -141,7 +144,9 @@ for i = slots + 1, #KEYS - 1 do
   local amount, cost, p = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   local h = redis.call('HMGET', k, 'start', 'spent', 'reserved')
   local start, spent, reserved = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
-  if start == nil or (p > 0 and now >= start + p) then start, spent = now, 0 end
+  local current = 0
+  if p > 0 then current = now - (now % p) end
+  if start ~= current then start, spent = current, 0 end
   reserved = reserved - amount
   if reserved < 0 then reserved = 0 end
   if cost >= 0 then spent = spent + cost end
@@ -150,6 +155,28 @@ for i = slots + 1, #KEYS - 1 do
     if p > 0 then redis.call('PEXPIRE', k, start + p - now + tonumber(ARGV[#ARGV])) end
   else
     redis.call('DEL', k)
+  end
+end
+return 1
+",
+    )
+});
+
+/// `KEYS`: budgets. `ARGV`: per budget its period in ms (0: none) and what was spent, then the
+/// grace period. A budget whose hash already counts the current period is left alone.
+static SEED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  local k, p, spent = KEYS[i], tonumber(ARGV[2 * i - 1]), ARGV[2 * i]
+  local current = 0
+  if p > 0 then current = now - (now % p) end
+  if tonumber(redis.call('HGET', k, 'start')) ~= current then
+    redis.call('HSET', k, 'start', string.format('%d', current), 'spent', spent)
+    if redis.call('HEXISTS', k, 'reserved') == 0 then redis.call('HSET', k, 'reserved', '0') end
+    if p > 0 then redis.call('PEXPIRE', k, current + p - now + tonumber(ARGV[#ARGV])) end
   end
 end
 return 1
@@ -403,20 +430,17 @@ async fn admit(
     let answer: Result<(i64, i64), _> =
         tokio::time::timeout(inner.timeout, invocation.invoke_async(&mut connection))
             .await
-            .unwrap_or_else(|_| {
-                Err(redis::RedisError::from(std::io::Error::from(
-                    std::io::ErrorKind::TimedOut,
-                )))
-            });
+            .unwrap_or_else(|_| Err(timed_out()));
+    if answer.is_ok() {
+        inner.succeeded();
+    }
     match answer {
         Ok((0, _)) => {
-            inner.succeeded();
             let mut taken = Taken::of(&counters);
             taken.token = token;
             Ok(Admission::Admitted(taken))
         }
         Ok((index, retry_ms)) => {
-            inner.succeeded();
             let index = usize::try_from(index - 1)
                 .unwrap_or(0)
                 .min(counters.len() - 1);
@@ -443,16 +467,19 @@ async fn cancel_once(
     token: u64,
 ) -> Result<(), StoreError> {
     let inner = &store.inner;
+    run(inner, admission_of(&CANCEL, store, counters, token)).await
+}
+
+/// Runs a script that answers a number, within the store's timeout.
+async fn run(
+    inner: &Inner,
+    invocation: redis::ScriptInvocation<'static>,
+) -> Result<(), StoreError> {
     let mut connection = inner.connection().await?;
-    let invocation = admission_of(&CANCEL, store, counters, token);
     let done: Result<i64, _> =
         tokio::time::timeout(inner.timeout, invocation.invoke_async(&mut connection))
             .await
-            .unwrap_or_else(|_| {
-                Err(redis::RedisError::from(std::io::Error::from(
-                    std::io::ErrorKind::TimedOut,
-                )))
-            });
+            .unwrap_or_else(|_| Err(timed_out()));
     match done {
         Ok(_) => {
             inner.succeeded();
@@ -468,7 +495,6 @@ async fn finish_once(
     spent: Option<Nanos>,
 ) -> Result<(), StoreError> {
     let inner = &store.inner;
-    let mut connection = inner.connection().await?;
     let mut invocation = FINISH.prepare_invoke();
     invocation.arg(taken.slots.len());
     for name in &taken.slots {
@@ -485,21 +511,7 @@ async fn finish_once(
     invocation
         .key(mark(store, taken.token))
         .arg(BUDGET_GRACE_MS);
-    let done: Result<i64, _> =
-        tokio::time::timeout(inner.timeout, invocation.invoke_async(&mut connection))
-            .await
-            .unwrap_or_else(|_| {
-                Err(redis::RedisError::from(std::io::Error::from(
-                    std::io::ErrorKind::TimedOut,
-                )))
-            });
-    match done {
-        Ok(_) => {
-            inner.succeeded();
-            Ok(())
-        }
-        Err(e) => Err(inner.failed(&e).await),
-    }
+    run(inner, invocation).await
 }
 
 fn millis(d: Duration) -> u64 {
@@ -552,4 +564,23 @@ impl LimitStore for RedisLimits {
     fn problem(&self) -> Option<String> {
         self.inner.problem_text()
     }
+
+    fn seed(&self, seeds: Vec<BudgetSeed>) -> StoreFuture<()> {
+        let store = self.clone();
+        Box::pin(async move {
+            let mut invocation = SEED.prepare_invoke();
+            for s in &seeds {
+                invocation
+                    .key(store.key(&s.name))
+                    .arg(s.period.map_or(0, millis))
+                    .arg(s.spent.0);
+            }
+            invocation.arg(BUDGET_GRACE_MS);
+            run(&store.inner, invocation).await
+        })
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }

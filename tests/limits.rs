@@ -581,3 +581,83 @@ mod on_redis {
         }
     }
 }
+
+/// Budgets that a restart does not reset: past spend read back from Postgres.
+#[cfg(feature = "postgres")]
+mod persisted {
+    use super::*;
+    use common::postgres::TestPg;
+    use mcp_gatekeeper::postgres::{Database, PersistedBudgets, PgSpendSink, SpendOptions};
+
+    const DOC: &str = r#"{
+      "mcp_servers": {"tools": {"url": "URL",
+         "mcp_info": {"mcp_server_cost_info": {"default_cost_per_query": 0.05}}}},
+      "teams": [{"team_id": "t", "max_budget": 0.25}],
+      "keys": [{"key": "sk-m", "key_alias": "m", "team_id": "t", "max_budget": 0.20}]
+    }"#;
+
+    /// One process of the gateway: a fresh in-process store over the database's past spend.
+    async fn process(
+        db: &Database,
+        upstream_url: &str,
+        spool: &std::path::Path,
+    ) -> (Running, PgSpendSink) {
+        let config = Config::from_json_str(&DOC.replace("URL", upstream_url)).unwrap();
+        let gk = Gatekeeper::new(config.policy().unwrap());
+        let sink = PgSpendSink::start(db.clone(), &SpendOptions::new(spool)).unwrap();
+        let store = PersistedBudgets::new(InProcessStore::new(), db.clone());
+        let gateway = Gateway::from_config(&config, gk.clone())
+            .unwrap()
+            .build()
+            .unwrap();
+        let layer = gateway
+            .gatekeeper()
+            .layer()
+            .limit(LimitLayer::new(gk).store(store))
+            .spend_sink(sink.clone());
+        (
+            serve(gateway.router(layer), CancellationToken::new()).await,
+            sink,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_starts_every_budget_from_the_spend_already_recorded() {
+        let Some(pg) =
+            TestPg::start("a_restart_starts_every_budget_from_the_spend_already_recorded")
+        else {
+            return;
+        };
+        let db = Database::connect(&pg.url(), 4).unwrap();
+        db.migrate().await.unwrap();
+        let server = upstream();
+        let up = serve_recording(&server).await;
+        let spool = pg.scratch("spool");
+        let http = http_client();
+        {
+            let (gw, _sink) = process(&db, &up.url("/mcp"), &spool).await;
+            for _ in 0..3 {
+                assert_eq!(rest_call(&http, &gw, "sk-m", "echo").await.0, 200);
+            }
+            let written = within(Duration::from_secs(10), || async {
+                let client = db.client().await.unwrap();
+                let row = client
+                    .query_one("SELECT count(*) FROM gk_spend WHERE key_id = 'm'", &[])
+                    .await
+                    .unwrap();
+                row.get::<_, i64>(0) == 3
+            })
+            .await;
+            assert!(written.is_some(), "the three calls reach gk_spend");
+        }
+        // A new process: 0.15 of the key's 0.20 is spent, so exactly one more call fits.
+        let (gw, _sink) = process(&db, &up.url("/mcp"), &spool).await;
+        let answers = join_all((0..5).map(|_| rest_call(&http, &gw, "sk-m", "echo"))).await;
+        assert_eq!(
+            answers.iter().filter(|(s, ..)| *s == 200).count(),
+            1,
+            "{answers:?}"
+        );
+        assert_eq!(server.executions.names().len(), 4);
+    }
+}

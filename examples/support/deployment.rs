@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_gatekeeper::Gatekeeper;
-use mcp_gatekeeper::config::{Config, SpendSinkConfig};
+use mcp_gatekeeper::config::{Config, LimitStoreSettings, SpendSinkConfig};
 use mcp_gatekeeper::cost::{JsonlSink, SpendSink};
+use mcp_gatekeeper::counters::{InProcessStore, LimitStore};
+use mcp_gatekeeper::limit::LimitLayer;
 use mcp_gatekeeper::source::{self, ConfigFile, HealthReport, PolicyWatch, WatchOptions};
 
 /// What the gateway is built with, and what must live as long as it.
@@ -18,6 +20,8 @@ pub(crate) struct Deployment {
     pub(crate) spend: Option<Arc<dyn SpendSink>>,
     pub(crate) reports: Vec<(String, Arc<dyn HealthReport>)>,
     pub(crate) session_secret: Option<Vec<u8>>,
+    /// Limits and budgets, counted where `general_settings.limit_store` says.
+    pub(crate) limit: LimitLayer,
     /// The configuration with the servers a LiteLLM database registers, when it is the source.
     pub(crate) served: Option<Config>,
     pub(crate) _watch: Option<PolicyWatch>,
@@ -44,7 +48,11 @@ pub(crate) async fn setup(config: &Config, path: Option<&Path>) -> Result<Deploy
     };
     let mut reports: Vec<(String, Arc<dyn HealthReport>)> = Vec::new();
     let mut spend: Option<Arc<dyn SpendSink>> = None;
+    #[cfg_attr(not(feature = "litellm-db"), allow(unused_mut))]
     let mut served = None;
+    // The database spend goes to, which budgets then start from after a restart.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
+    let mut spend_db: SpendDb = None;
     let litellm = settings.database_schema == mcp_gatekeeper::config::DatabaseSchema::Litellm;
     let (gatekeeper, watch) = match (&settings.database_url, path) {
         (Some(url), _) if litellm => {
@@ -106,6 +114,7 @@ pub(crate) async fn setup(config: &Config, path: Option<&Path>) -> Result<Deploy
                     if let Some(mb) = max_spool_mb {
                         options.max_spool_bytes = mb << 20;
                     }
+                    spend_db = Some(db.clone());
                     let sink = PgSpendSink::start(db, &options)
                         .map_err(|e| format!("spend spool {spool_dir}: {e}"))?;
                     reports.push(("spend".into(), Arc::new(sink.clone())));
@@ -147,15 +156,68 @@ pub(crate) async fn setup(config: &Config, path: Option<&Path>) -> Result<Deploy
             .map_err(|e| format!("cannot open the spend log {path}: {e}"))?;
         spend = Some(Arc::new(JsonlSink::new(file)));
     }
+    let limit = limit_layer(&gatekeeper, &settings, spend_db)?;
+    reports.push(("limits".into(), Arc::new(limit.clone())));
     log_changes(reports.clone());
     Ok(Deployment {
         gatekeeper,
         spend,
         reports,
         session_secret: settings.session_secret,
+        limit,
         served,
         _watch: watch,
     })
+}
+
+/// The database spend goes to, when it is Postgres.
+#[cfg(feature = "postgres")]
+type SpendDb = Option<mcp_gatekeeper::postgres::Database>;
+#[cfg(not(feature = "postgres"))]
+type SpendDb = Option<std::convert::Infallible>;
+
+/// The limit layer, counting in this process or in Redis; with spend in Postgres, budgets start
+/// from what was spent before a restart.
+fn limit_layer(
+    gatekeeper: &Gatekeeper,
+    settings: &mcp_gatekeeper::config::Deployment,
+    spend_db: SpendDb,
+) -> Result<LimitLayer, String> {
+    let layer = LimitLayer::new(gatekeeper.clone()).on_store_error(settings.on_limit_store_error);
+    let store: Arc<dyn LimitStore> = match &settings.limit_store {
+        LimitStoreSettings::Redis {
+            url,
+            key_prefix,
+            timeout,
+        } => {
+            #[cfg(feature = "redis")]
+            {
+                let store = mcp_gatekeeper::redis_limits::RedisLimits::new(url)
+                    .map_err(|e| format!("general_settings.limit_store: {e}"))?
+                    .prefix(key_prefix)
+                    .timeout(*timeout);
+                Arc::new(store)
+            }
+            #[cfg(not(feature = "redis"))]
+            {
+                let _ = (url, key_prefix, timeout);
+                return Err(
+                    "general_settings.limit_store: redis needs the `redis` feature: \
+                     cargo run --features gateway,redis --example gateway"
+                        .into(),
+                );
+            }
+        }
+        _ => Arc::new(InProcessStore::new()),
+    };
+    #[cfg(feature = "postgres")]
+    if let Some(db) = spend_db {
+        let persisted = mcp_gatekeeper::postgres::PersistedBudgets::new(store, db);
+        return Ok(layer.store(persisted));
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = spend_db;
+    Ok(layer.store(store))
 }
 
 fn resolve(value: &str) -> Result<String, String> {

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{ConfigError, GeneralSettings, resolve_env};
+use super::{ConfigError, GeneralSettings, Secret, resolve_env};
 
 /// `general_settings.spend_sink`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -21,6 +21,42 @@ pub enum SpendSinkConfig {
     Jsonl {
         /// The file.
         path: String,
+    },
+}
+
+/// `general_settings.limit_store`: where limit and budget counters live.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LimitStoreConfig {
+    /// `{type: in_process}` (the default): in this process only; each replica counts alone.
+    InProcess,
+    /// `{type: redis, url: …}`: in Redis, shared by every replica that uses it (needs the
+    /// `redis` feature).
+    Redis {
+        /// `redis://[:password@]host:port[/db]` (`os.environ/REDIS_URL` works; a secret).
+        url: Secret,
+        /// Keys start with `{key_prefix}:` (default `mcp-gatekeeper`).
+        key_prefix: Option<String>,
+        /// How long one operation may take, in milliseconds (default 1000).
+        timeout_ms: Option<u64>,
+    },
+}
+
+/// Where limit counters live, resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitStoreSettings {
+    /// In this process.
+    #[default]
+    InProcess,
+    /// In Redis.
+    Redis {
+        /// The URL (a secret: never print it).
+        url: String,
+        /// The key prefix.
+        key_prefix: String,
+        /// The timeout of one operation.
+        timeout: std::time::Duration,
     },
 }
 
@@ -53,6 +89,10 @@ pub struct Deployment {
     pub litellm_salt_key: Option<String>,
     /// Seconds between two checks of a LiteLLM database for changes.
     pub policy_poll_seconds: u64,
+    /// Where limit counters live.
+    pub limit_store: LimitStoreSettings,
+    /// What the limit layer does while its store cannot be reached.
+    pub on_limit_store_error: crate::limit::OnStoreError,
 }
 
 impl GeneralSettings {
@@ -171,6 +211,44 @@ impl GeneralSettings {
                 }
             }
         }
+        let limit_store = match &self.limit_store {
+            None | Some(LimitStoreConfig::InProcess) => LimitStoreSettings::InProcess,
+            Some(LimitStoreConfig::Redis {
+                url,
+                key_prefix,
+                timeout_ms,
+            }) => {
+                let at = "general_settings.limit_store";
+                let url = url.resolve(&format!("{at}.url"))?;
+                let t = url.trim();
+                if !(t.starts_with("redis://") || t.starts_with("rediss://")) {
+                    return Err(ConfigError::at(
+                        format!("{at}.url"),
+                        "write a Redis URL: redis://[:password@]host:6379[/db]",
+                    ));
+                }
+                let key_prefix = key_prefix
+                    .clone()
+                    .unwrap_or_else(|| "mcp-gatekeeper".into());
+                if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
+                    return Err(ConfigError::at(
+                        format!("{at}.key_prefix"),
+                        "name a prefix without braces (it becomes the keys' hash tag)",
+                    ));
+                }
+                if *timeout_ms == Some(0) {
+                    return Err(ConfigError::at(
+                        format!("{at}.timeout_ms"),
+                        "the timeout must be at least 1 ms",
+                    ));
+                }
+                LimitStoreSettings::Redis {
+                    url,
+                    key_prefix,
+                    timeout: std::time::Duration::from_millis(timeout_ms.unwrap_or(1_000)),
+                }
+            }
+        };
         if self.policy_resync_seconds == Some(0) {
             return Err(ConfigError::at(
                 "general_settings.policy_resync_seconds",
@@ -185,6 +263,8 @@ impl GeneralSettings {
             database_schema,
             litellm_salt_key,
             policy_poll_seconds: self.policy_poll_seconds.unwrap_or(2),
+            limit_store,
+            on_limit_store_error: self.on_limit_store_error.unwrap_or_default(),
         })
     }
 }

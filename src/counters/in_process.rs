@@ -4,9 +4,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Admission, Admitting, CounterKind, CounterOp, LimitStore, Taken};
+use super::{
+    Admission, Admitting, BudgetSeed, CounterKind, CounterOp, LimitStore, StoreFuture, Taken,
+};
 use crate::engine::Nanos;
 
 /// The state of one counter, as [`InProcessStore::usage`] reports it.
@@ -67,15 +69,18 @@ impl Default for InProcessStore {
 }
 
 impl InProcessStore {
-    /// An empty store on the monotonic clock.
+    /// An empty store on the system clock.
     #[must_use]
     pub fn new() -> Self {
-        let origin = Instant::now();
-        Self::with_clock(move || origin.elapsed())
+        Self::with_clock(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+        })
     }
 
-    /// An empty store whose time is `clock` (time since any fixed origin; it must not go
-    /// back). Tests move time forward with it.
+    /// An empty store whose time is `clock`: time since the Unix epoch (budget periods are
+    /// aligned to it). Tests move time forward with it.
     #[must_use]
     pub fn with_clock(clock: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
         Self {
@@ -206,13 +211,7 @@ fn check(entry: Option<&Entry>, kind: CounterKind, now: Duration) -> Result<(), 
             // Over the budget with this price, or spent in full (then even a free call waits
             // for the next period, as a spent LiteLLM budget refuses everything).
             if used.saturating_add(amount.0) > max.0 || (max.0 > 0 && used >= max.0) {
-                let reset = match (period, entry) {
-                    (Some(p), Some(Entry::Budget { start, .. })) if now < *start + p => {
-                        Some(*start + p - now)
-                    }
-                    (Some(p), _) => Some(p),
-                    (None, _) => None,
-                };
+                let reset = period.map(|p| period_start(now, p) + p - now);
                 Err(reset)
             } else {
                 Ok(())
@@ -259,7 +258,7 @@ fn take(entry: Option<&mut Entry>, kind: CounterKind, now: Duration) -> Entry {
             }
         }
         (CounterKind::Budget { period, amount, .. }, _) => Entry::Budget {
-            start: now,
+            start: period.map_or(Duration::ZERO, |p| period_start(now, p)),
             period,
             spent: 0,
             reserved: amount.0,
@@ -267,15 +266,67 @@ fn take(entry: Option<&mut Entry>, kind: CounterKind, now: Duration) -> Entry {
     }
 }
 
-/// A budget period that has ended starts again now, with nothing spent.
+/// The budget period `now` is in, and what was spent in it: periods are whole multiples of
+/// their length since the Unix epoch (a `1d` budget starts again at midnight UTC), so every
+/// replica and a restarted process agree on them.
 fn roll(start: Duration, spent: u64, period: Option<Duration>, now: Duration) -> (Duration, u64) {
     match period {
-        Some(p) if now >= start + p => (now, 0),
-        _ => (start, spent),
+        Some(p) => {
+            let current = period_start(now, p);
+            if current == start {
+                (start, spent)
+            } else {
+                (current, 0)
+            }
+        }
+        None => (start, spent),
     }
 }
 
+/// The start of the period of length `p` that `now` is in.
+pub(crate) fn period_start(now: Duration, p: Duration) -> Duration {
+    let (now, p) = (now.as_millis(), p.as_millis().max(1));
+    Duration::from_millis(u64::try_from(now - now % p).unwrap_or(u64::MAX))
+}
+
 impl LimitStore for InProcessStore {
+    fn seed(&self, seeds: Vec<BudgetSeed>) -> StoreFuture<()> {
+        let now = (self.clock)();
+        for seed in seeds {
+            let start = seed.period.map_or(Duration::ZERO, |p| period_start(now, p));
+            let mut shard = self.shards[self.shard_of(&seed.name)]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entry = shard.map.entry(Arc::clone(&seed.name));
+            let held = match entry {
+                std::collections::hash_map::Entry::Occupied(ref e) => match *e.get() {
+                    Entry::Budget {
+                        start: s, reserved, ..
+                    } => (s == start, reserved),
+                    _ => (false, 0),
+                },
+                std::collections::hash_map::Entry::Vacant(_) => (false, 0),
+            };
+            if !held.0 {
+                let fresh = Entry::Budget {
+                    start,
+                    period: seed.period,
+                    spent: seed.spent.0,
+                    reserved: held.1,
+                };
+                match entry {
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        e.insert(fresh);
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(fresh);
+                    }
+                }
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn admit(&self, counters: &[CounterOp]) -> Admitting {
         let now = (self.clock)();
         let (mut guards, at) = self.lock(counters.iter().map(|c| &*c.name));
@@ -366,6 +417,7 @@ mod tests {
         CounterOp {
             name: name.into(),
             kind,
+            ledger: None,
         }
     }
 
@@ -478,7 +530,11 @@ mod tests {
             Admission::Refused {
                 retry_after: Some(r),
                 ..
-            } => assert_eq!(r, Duration::from_secs(3_600)),
+            } => assert_eq!(
+                r,
+                Duration::from_secs(3_599),
+                "the hour that began at 0 ends"
+            ),
             other => panic!("a spent budget refuses: {other:?}"),
         }
         ms.fetch_add(3_600_000, Ordering::SeqCst);

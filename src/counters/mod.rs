@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::engine::Nanos;
+use crate::engine::{Level, Nanos};
 
 mod in_process;
 
+#[cfg(feature = "postgres")]
+pub(crate) use in_process::period_start;
 pub use in_process::{InProcessStore, Usage};
 
 /// One counter a call is checked against.
@@ -31,6 +33,9 @@ pub struct CounterOp {
     pub name: Arc<str>,
     /// What the call takes from it.
     pub kind: CounterKind,
+    /// For a budget: the level and id its spend is recorded under, where a store that
+    /// persists budgets reads what was spent before it started.
+    pub ledger: Option<(Level, Arc<str>)>,
 }
 
 /// What a call takes from one counter.
@@ -48,8 +53,8 @@ pub enum CounterKind {
         /// Slots.
         limit: u64,
     },
-    /// A reservation of `amount` against `max` for the period (`None`: for ever); the period
-    /// starts with the first reservation after the previous one ended.
+    /// A reservation of `amount` against `max` for the period (`None`: for ever). Periods are
+    /// whole multiples of their length since the Unix epoch.
     Budget {
         /// The most that may be spent in a period.
         max: Nanos,
@@ -149,6 +154,20 @@ impl Future for Admitting {
     }
 }
 
+/// What was spent in the current period of one budget before this store counted it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetSeed {
+    /// The budget's counter.
+    pub name: Arc<str>,
+    /// Its period (`None`: for ever).
+    pub period: Option<Duration>,
+    /// What was spent in the period `now` is in.
+    pub spent: Nanos,
+}
+
+/// A store operation answered later.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
 /// Where limit counters live.
 pub trait LimitStore: Send + Sync + 'static {
     /// Takes a share of every counter, or of none.
@@ -162,6 +181,14 @@ pub trait LimitStore: Send + Sync + 'static {
     fn problem(&self) -> Option<String> {
         None
     }
+
+    /// Takes over what was spent before the store counted a budget: for each seed whose budget
+    /// the store holds nothing for in the current period, that period starts with `spent`
+    /// (what is already counted is never replaced). Stores that keep no budgets ignore it.
+    fn seed(&self, seeds: Vec<BudgetSeed>) -> StoreFuture<()> {
+        let _ = seeds;
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 impl<T: LimitStore + ?Sized> LimitStore for Arc<T> {
@@ -173,5 +200,8 @@ impl<T: LimitStore + ?Sized> LimitStore for Arc<T> {
     }
     fn problem(&self) -> Option<String> {
         (**self).problem()
+    }
+    fn seed(&self, seeds: Vec<BudgetSeed>) -> StoreFuture<()> {
+        (**self).seed(seeds)
     }
 }

@@ -230,14 +230,14 @@ fn compile(
         .map_err(IdentityConfigError::Permissions)
 }
 
+/// The limits of one entry: `id` names its counters, `ledger` its spend, `named` it in errors.
 fn limits(
     catalog: &Catalog,
     level: Level,
-    id: &str,
-    named: &str,
+    (id, ledger, named): (&str, &str, &str),
     spec: Option<&LimitSpec>,
 ) -> Result<Option<Arc<LevelLimits>>, IdentityConfigError> {
-    compile_level(catalog, level, &subject(level, id), spec).map_err(|error| {
+    compile_level(catalog, level, &subject(level, id), ledger, spec).map_err(|error| {
         IdentityConfigError::Limits {
             level,
             id: named.to_owned(),
@@ -256,7 +256,7 @@ fn members(
         let member = Member {
             id: m.id.as_str().into(),
             permissions: compile(catalog, m.permissions.as_ref())?,
-            limits: limits(catalog, level, &m.id, &m.id, m.limits.as_ref())?,
+            limits: limits(catalog, level, (&m.id, &m.id, &m.id), m.limits.as_ref())?,
         };
         if out.insert(m.id.as_str().into(), member).is_some() {
             return Err(IdentityConfigError::DuplicateId {
@@ -297,13 +297,8 @@ impl IdentityStore {
                 org(o)?;
             }
             let perms = compile(catalog, t.permissions.as_ref())?;
-            let lims = limits(
-                catalog,
-                Level::Team,
-                &t.team_id,
-                &t.team_id,
-                t.limits.as_ref(),
-            )?;
+            let id = t.team_id.as_str();
+            let lims = limits(catalog, Level::Team, (id, id, id), t.limits.as_ref())?;
             if teams.insert(t.team_id.as_str(), (t, perms, lims)).is_some() {
                 return Err(IdentityConfigError::DuplicateId {
                     level: Level::Team,
@@ -346,11 +341,12 @@ impl IdentityStore {
                     id: agent.clone(),
                 });
             }
+            let key_id: Arc<str> = k
+                .key_alias
+                .as_deref()
+                .map_or_else(|| digest.short_id().into(), Into::into);
             let record = KeyRecord {
-                key_id: k
-                    .key_alias
-                    .as_deref()
-                    .map_or_else(|| digest.short_id().into(), Into::into),
+                key_id: Arc::clone(&key_id),
                 alias: k.key_alias.as_deref().map(Into::into),
                 team_id: k.team_id.as_deref().map(Into::into),
                 organization_id: organization.map(|o| Arc::clone(&o.id)),
@@ -366,8 +362,7 @@ impl IdentityStore {
                     limits(
                         catalog,
                         Level::Key,
-                        &digest.hex_prefix(),
-                        &who,
+                        (&digest.hex_prefix(), &key_id, &who),
                         k.limits.as_ref(),
                     )?,
                     team.and_then(|(.., l)| l.clone()),

@@ -33,7 +33,9 @@ impl Nanos {
 }
 
 /// How long a budget lasts before it starts again: LiteLLM's `budget_duration`, `<n>s`, `<n>m`,
-/// `<n>h`, `<n>d`, `<n>w` or `<n>mo` (a month is 30 days).
+/// `<n>h`, `<n>d`, `<n>w` or `<n>mo` (a month is 30 days). Periods are whole multiples of
+/// their length since the Unix epoch, so every replica (and a restarted one) agrees on them: a
+/// `1d` budget starts again at midnight UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BudgetPeriod(pub Duration);
 
@@ -141,6 +143,9 @@ pub struct Limit {
     pub counter: Arc<str>,
     /// The level the limit belongs to.
     pub level: Level,
+    /// The id the spend ledger records the level under (a key's alias, else its short digest
+    /// id; the id of any other level): where a budget's past spend is read from.
+    pub ledger: Arc<str>,
     /// What is limited.
     pub kind: LimitKind,
     /// Where it applies: all servers, one server, or one tool of one server.
@@ -209,13 +214,16 @@ impl LevelLimits {
         catalog: &Catalog,
         level: Level,
         subject: &str,
+        ledger: &str,
         spec: &LimitSpec,
     ) -> Result<Self, LimitError> {
         let mut limits = Vec::new();
+        let ledger: Arc<str> = ledger.into();
         let mut push = |what: &str, kind: LimitKind, applies_to: AppliesTo| {
             limits.push(Limit {
                 counter: format!("{subject}:{what}").into(),
                 level,
+                ledger: Arc::clone(&ledger),
                 kind,
                 applies_to,
             });
@@ -350,11 +358,12 @@ pub(crate) fn compile_level(
     catalog: &Catalog,
     level: Level,
     subject: &str,
+    ledger: &str,
     spec: Option<&LimitSpec>,
 ) -> Result<Option<Arc<LevelLimits>>, LimitError> {
     match spec {
         Some(spec) if !spec.is_empty() => {
-            LevelLimits::compile(catalog, level, subject, spec).map(|l| Some(Arc::new(l)))
+            LevelLimits::compile(catalog, level, subject, ledger, spec).map(|l| Some(Arc::new(l)))
         }
         Some(spec) if spec.budget_duration.is_some() => Err(LimitError::Invalid(
             "budget_duration needs max_budget".into(),

@@ -50,8 +50,10 @@
 //! libpq, `prefer` and `require` encrypt without checking the certificate unless `sslrootcert` is
 //! given; use `verify-full` wherever the network is not yours.
 
+mod budgets;
 mod keys;
 mod load;
+#[cfg(feature = "litellm-db")]
 pub(crate) use load::string_lists;
 mod migrate;
 mod policy;
@@ -59,6 +61,7 @@ mod spend;
 mod spool;
 mod tls;
 
+pub use budgets::PersistedBudgets;
 pub use deadpool_postgres;
 pub use keys::{CreatedKey, KeyInfo, KeyRef, NewKey};
 pub use policy::PgPolicySource;
