@@ -31,6 +31,8 @@ pub(crate) use compile::build_identities;
 pub use deploy::{
     DatabaseSchema, Deployment, LimitStoreConfig, LimitStoreSettings, SpendSinkConfig,
 };
+#[cfg(feature = "postgres")]
+pub(crate) use levels::limits_from_json;
 pub use levels::{
     AgentConfig, EndUserConfig, KeyConfig, ObjectPermission, OrganizationConfig, TeamConfig,
     ToolLimitConfig,

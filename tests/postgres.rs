@@ -631,3 +631,54 @@ async fn tls_to_the_database_follows_libpq_sslmode() {
     let err = Database::connect(&format!("{base}?sslmode=maybe"), 2).unwrap_err();
     assert!(err.to_string().contains("sslmode must be"), "{err}");
 }
+
+#[tokio::test]
+async fn limits_in_the_database_apply_and_a_row_whose_limits_cannot_be_used_fails_closed() {
+    let Some(pg) = TestPg::start("limits") else {
+        return;
+    };
+    let up = upstreams().await;
+    let a = replica(&pg.url(), &up.config, None).await;
+    assert!(a.watch.loaded(Duration::from_secs(10)).await);
+    let db = Database::connect(&pg.url(), 4).unwrap();
+    sql(
+        &db,
+        r#"INSERT INTO gk_object_permissions (mcp_servers) VALUES ('{github}');
+           INSERT INTO gk_teams (team_id, object_permission_id, limits)
+               SELECT 'eng', max(id), '{"mcp_rpm_limit": {"github": 2}}' FROM gk_object_permissions;"#,
+    )
+    .await;
+    let mut alice = NewKey::alias("alice");
+    alice.team_id = Some("eng".into());
+    let alice = db.create_key(&alice).await.unwrap().key;
+    let bob = db.create_key(&NewKey::alias("bob")).await.unwrap().key;
+    sql(
+        &db,
+        r#"UPDATE gk_keys SET limits = '{"rpm_limit": 0}' WHERE key_alias = 'bob'"#,
+    )
+    .await;
+    let ready = within(Duration::from_secs(2), || async {
+        tools(&a, &alice).await.is_ok()
+    })
+    .await;
+    assert!(ready.is_some());
+    // The team's two calls a minute to github, then a refusal naming the limit.
+    let statuses: Vec<u16> = futures_util::future::join_all(
+        (0..3).map(|_| rest_call(&a, &alice, "u", "github-list_issues")),
+    )
+    .await
+    .into_iter()
+    .map(|(s, _)| s)
+    .collect();
+    let mut sorted = statuses.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [200, 200, 429], "{statuses:?}");
+    // A limit of zero calls cannot be used: bob is refused, and the problem is reported.
+    assert_eq!(tools(&a, &bob).await.unwrap_err().0, 401);
+    let health = health_as(&a.running, Some("sk-master")).await;
+    let problems = health["policy"]["problems"].to_string();
+    assert!(
+        problems.contains("key \\\"bob\\\"") && problems.contains("rpm_limit"),
+        "{health}"
+    );
+}

@@ -60,6 +60,43 @@ macro_rules! level_config {
     };
 }
 
+/// The limit fields alone: a `limits` column of the Postgres store.
+#[cfg(feature = "postgres")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsDoc {
+    rpm_limit: Option<u64>,
+    max_parallel_requests: Option<u64>,
+    mcp_rpm_limit: Option<UniqueMap<u64>>,
+    mcp_tool_limits: Option<UniqueMap<UniqueMap<ToolLimitConfig>>>,
+    max_budget: Option<f64>,
+    budget_duration: Option<String>,
+}
+
+/// Reads limits written as the configuration writes them (a JSON object of the limit fields),
+/// checked against `catalog`; `at` names the value in errors.
+#[cfg(feature = "postgres")]
+pub(crate) fn limits_from_json(
+    value: &serde_json::Value,
+    catalog: &Catalog,
+    at: &str,
+) -> Result<Option<LimitSpec>, ConfigError> {
+    let doc: LimitsDoc = serde_path_to_error::deserialize(value)
+        .map_err(|e| ConfigError::at(format!("{at}.{}", e.path()), e.inner().to_string()))?;
+    limit_spec(
+        LimitFields {
+            rpm_limit: doc.rpm_limit,
+            max_parallel_requests: doc.max_parallel_requests,
+            mcp_rpm_limit: doc.mcp_rpm_limit.as_ref(),
+            mcp_tool_limits: doc.mcp_tool_limits.as_ref(),
+            max_budget: doc.max_budget,
+            budget_duration: doc.budget_duration.as_deref(),
+        },
+        catalog,
+        at,
+    )
+}
+
 struct LimitFields<'a> {
     rpm_limit: Option<u64>,
     max_parallel_requests: Option<u64>,

@@ -10,8 +10,8 @@ use tokio_postgres::Row;
 use super::{Database, DbError};
 use crate::config::Config;
 use crate::engine::{
-    Catalog, IdentitySpec, KeyDigest, KeyMaterial, KeySpec, MemberSpec, PermissionSpec, ServerSpec,
-    TeamSpec,
+    Catalog, IdentitySpec, KeyDigest, KeyMaterial, KeySpec, LimitSpec, MemberSpec, PermissionSpec,
+    ServerSpec, TeamSpec,
 };
 use crate::gatekeeper::PolicySnapshot;
 
@@ -79,6 +79,27 @@ impl Levels<'_> {
             None => (Some(nothing()), false),
         }
     }
+
+    /// The limits of `who`'s row, and whether they could be used: when not, the problem is
+    /// reported and the row's callers are refused (a limit is never silently lifted).
+    fn limits(
+        &mut self,
+        catalog: &Catalog,
+        who: &str,
+        limits: Option<Value>,
+    ) -> (Option<LimitSpec>, bool) {
+        let Some(value) = limits else {
+            return (None, true);
+        };
+        match crate::config::limits_from_json(&value, catalog, "limits") {
+            Ok(spec) => (spec, true),
+            Err(e) => {
+                self.problems
+                    .push(format!("{who}: {e}; refused until fixed"));
+                (None, false)
+            }
+        }
+    }
 }
 
 /// Reads every policy table in one read-only, repeatable-read transaction.
@@ -94,12 +115,14 @@ async fn rows(db: &Database) -> Result<[Vec<Row>; 7], DbError> {
     let mut out: [Vec<Row>; 7] = Default::default();
     let queries = [
         "SELECT id, mcp_servers, mcp_access_groups, mcp_tool_permissions FROM gk_object_permissions",
-        "SELECT organization_id, object_permission_id FROM gk_organizations ORDER BY organization_id",
-        "SELECT team_id, organization_id, object_permission_id FROM gk_teams ORDER BY team_id",
-        "SELECT user_id, object_permission_id FROM gk_end_users ORDER BY user_id",
-        "SELECT agent_id, object_permission_id FROM gk_agents ORDER BY agent_id",
+        "SELECT organization_id, object_permission_id, limits FROM gk_organizations \
+         ORDER BY organization_id",
+        "SELECT team_id, organization_id, object_permission_id, limits FROM gk_teams \
+         ORDER BY team_id",
+        "SELECT user_id, object_permission_id, limits FROM gk_end_users ORDER BY user_id",
+        "SELECT agent_id, object_permission_id, limits FROM gk_agents ORDER BY agent_id",
         "SELECT key_digest, key_alias, team_id, organization_id, agent_id, object_permission_id, \
-         expires_at, blocked FROM gk_keys ORDER BY key_digest",
+         expires_at, blocked, limits FROM gk_keys ORDER BY key_digest",
         "SELECT server_name, access_groups, allowed_tools, disallowed_tools, allowed_params, \
          allow_all_keys, default_cost_per_query, tool_costs FROM gk_server_rules \
          ORDER BY server_name",
@@ -211,39 +234,47 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
     };
     for row in &orgs {
         let id: String = row.get(0);
-        let (permissions, _) = levels.of(format!("organization {id:?}"), row.get(1));
+        let who = format!("organization {id:?}");
+        let (permissions, _) = levels.of(who.clone(), row.get(1));
+        let (limits, usable) = levels.limits(&catalog, &who, row.get(2));
         spec.organizations.push(MemberSpec {
             id,
-            permissions,
-            limits: None,
+            permissions: if usable { permissions } else { Some(nothing()) },
+            limits,
         });
     }
     for row in &teams {
         let id: String = row.get(0);
-        let (permissions, _) = levels.of(format!("team {id:?}"), row.get(2));
+        let who = format!("team {id:?}");
+        let (permissions, _) = levels.of(who.clone(), row.get(2));
+        let (limits, usable) = levels.limits(&catalog, &who, row.get(3));
         spec.teams.push(TeamSpec {
             team_id: id,
             organization_id: row.get(1),
-            permissions,
-            limits: None,
+            permissions: if usable { permissions } else { Some(nothing()) },
+            limits,
         });
     }
     for row in &users {
         let id: String = row.get(0);
-        let (permissions, _) = levels.of(format!("end user {id:?}"), row.get(1));
+        let who = format!("end user {id:?}");
+        let (permissions, _) = levels.of(who.clone(), row.get(1));
+        let (limits, usable) = levels.limits(&catalog, &who, row.get(2));
         spec.end_users.push(MemberSpec {
             id,
-            permissions,
-            limits: None,
+            permissions: if usable { permissions } else { Some(nothing()) },
+            limits,
         });
     }
     for row in &agents {
         let id: String = row.get(0);
-        let (permissions, _) = levels.of(format!("agent {id:?}"), row.get(1));
+        let who = format!("agent {id:?}");
+        let (permissions, _) = levels.of(who.clone(), row.get(1));
+        let (limits, usable) = levels.limits(&catalog, &who, row.get(2));
         spec.agents.push(MemberSpec {
             id,
-            permissions,
-            limits: None,
+            permissions: if usable { permissions } else { Some(nothing()) },
+            limits,
         });
     }
     for row in &keys {
@@ -257,6 +288,7 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
             Some(alias) => format!("key {alias:?}"),
             None => format!("key {}", digest.short_id()),
         };
+        let (limits, limits_usable) = levels.limits(&catalog, &who, row.get(8));
         let (permissions, usable) = levels.of(who, row.get(5));
         spec.keys.push(KeySpec {
             key: Some(KeyMaterial::Digest(digest)),
@@ -266,10 +298,10 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
             agent_id: row.get(4),
             permissions,
             expires_at: row.get::<_, Option<SystemTime>>(6),
-            blocked: row.get::<_, bool>(7) || !usable,
+            blocked: row.get::<_, bool>(7) || !usable || !limits_usable,
             over_budget: false,
             hierarchy: crate::engine::Hierarchy::Gatekeeper,
-            limits: None,
+            limits,
         });
     }
     let identities = crate::config::build_identities(&catalog, &spec)

@@ -14,6 +14,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "spend",
         include_str!("../../migrations/postgres/0002_spend.sql"),
     ),
+    (
+        3,
+        "limits",
+        include_str!("../../migrations/postgres/0003_limits.sql"),
+    ),
 ];
 
 /// Any constant: the advisory lock replicas take while migrating.
