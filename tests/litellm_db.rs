@@ -694,6 +694,54 @@ async fn changes_made_through_litellm_reach_the_gateway_and_a_bad_row_fails_alon
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn litellm_request_limits_hold_and_a_limit_of_zero_refuses_the_key() {
+    let Some(w) = world("litellm-limits").await else {
+        return;
+    };
+    sql(&w.db, &principals()).await;
+    sql(
+        &w.db,
+        &format!(
+            r#"INSERT INTO "LiteLLM_VerificationToken"
+                   (token, key_alias, object_permission_id, models, rpm_limit, metadata)
+               VALUES ('{}', 'limited', 'op-store', '{{}}', 3, '{{"mcp_rpm_limit": {{"status": 1}}}}'),
+                      ('{}', 'zero', 'op-store', '{{}}', 0, '{{}}')"#,
+            digest("sk-limited"),
+            digest("sk-zero")
+        ),
+    )
+    .await;
+    let gw = gateway(&w).await;
+    let call = |key: &'static str, name: &'static str| {
+        let url = gw.running.url("/mcp-rest/tools/call");
+        async move {
+            http_client()
+                .post(url)
+                .header("x-litellm-api-key", key)
+                .json(&json!({"name": name, "arguments": {}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // One call a minute to `status` (its metadata), three to anything (its rpm_limit).
+    assert_eq!(call("sk-limited", "status-ping").await, 200);
+    assert_eq!(call("sk-limited", "status-ping").await, 429);
+    assert_eq!(call("sk-limited", "store-query").await, 200);
+    assert_eq!(call("sk-limited", "store-query").await, 200);
+    assert_eq!(call("sk-limited", "store-query").await, 429);
+    // A limit of zero refuses every call: the key is refused, and the problem reported.
+    assert_eq!(rest_list(&gw, "sk-zero").await.0, 401);
+    let problems = (gw.problems)().join("\n");
+    assert!(
+        problems.contains("rpm_limit 0 refuses every call"),
+        "{problems}"
+    );
+}
+
 /// A gateway serving the servers and the policy of `source`.
 async fn serve_gateway(source: LiteLlmSource, options: WatchOptions) -> Gw {
     let served = source.config().clone();

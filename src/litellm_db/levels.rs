@@ -9,9 +9,54 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::read::PermissionRow;
-use crate::engine::PermissionSpec;
+use super::read::{LimitRow, PermissionRow};
+use crate::engine::{LimitSpec, PermissionSpec};
 use crate::postgres::string_lists;
+
+/// LiteLLM's request limits of one row as a [`LimitSpec`]: `rpm_limit` and
+/// `max_parallel_requests` over every tool call, `mcp_rpm_limit` per server (by id, name or
+/// alias). A limit of zero or less refuses every call, so the row is refused (`Err`); a server
+/// that is not served is left out with a note. LiteLLM's `max_budget` is not here: its spend
+/// is LiteLLM's to count (see the key's budget check).
+pub(crate) fn limits(
+    names: &Names,
+    row: &LimitRow,
+    who: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<LimitSpec>, String> {
+    let positive = |n: Option<i64>, field: &str| match n {
+        Some(n) if n <= 0 => Err(format!("{field} {n} refuses every call")),
+        n => Ok(n.map(i64::unsigned_abs)),
+    };
+    let mut spec = LimitSpec {
+        rpm_limit: positive(row.rpm_limit, "rpm_limit")?,
+        max_parallel_requests: positive(
+            row.max_parallel_requests.map(i64::from),
+            "max_parallel_requests",
+        )?,
+        ..LimitSpec::default()
+    };
+    match &row.mcp_rpm_limit {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (server, n) in map {
+                let field = format!("mcp_rpm_limit of {server:?}");
+                let Some(n) = n.as_i64() else {
+                    return Err(format!("{field} is not a whole number"));
+                };
+                let n = positive(Some(n), &field)?.unwrap_or(1);
+                match names.refs.get(server) {
+                    Some(name) => spec.mcp_rpm_limit.push((name.clone(), n)),
+                    None => notes.push(format!(
+                        "{who}: {field} names a server that is not served; that limit is left out"
+                    )),
+                }
+            }
+        }
+        Some(_) => return Err("metadata.mcp_rpm_limit is not {server: calls per minute}".into()),
+    }
+    Ok((!spec.is_empty()).then_some(spec))
+}
 
 /// LiteLLM's `mcp_servers` entry that opts a key out of every server.
 const NO_SERVERS: &str = "no-mcp-servers";

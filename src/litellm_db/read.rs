@@ -54,6 +54,16 @@ pub(crate) struct KeyRow {
     pub(crate) spend: f64,
     pub(crate) max_budget: Option<f64>,
     pub(crate) access_group_ids: Vec<String>,
+    pub(crate) limits: LimitRow,
+}
+
+/// LiteLLM's request limits of a key, team, organisation or end user.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct LimitRow {
+    pub(crate) rpm_limit: Option<i64>,
+    pub(crate) max_parallel_requests: Option<i32>,
+    /// `metadata -> 'mcp_rpm_limit'` of a key or team: `{server: calls per minute}`.
+    pub(crate) mcp_rpm_limit: Option<serde_json::Value>,
 }
 
 /// A team, organisation, end user, agent or internal user: its id, object permission and
@@ -70,6 +80,8 @@ pub(crate) struct MemberRow {
     pub(crate) max_budget: Option<f64>,
     /// Unified access groups (`LiteLLM_AccessGroupTable`) of a team or agent.
     pub(crate) access_group_ids: Vec<String>,
+    /// Request limits (a team's own; an organisation's or end user's budget row's).
+    pub(crate) limits: LimitRow,
 }
 
 /// `LiteLLM_AccessGroupTable`: only which MCP servers a group grants.
@@ -106,15 +118,18 @@ const QUERIES: [&str; 9] = [
               blocked_tools, mcp_toolsets
        FROM "LiteLLM_ObjectPermissionTable""#,
     r#"SELECT token, key_alias, user_id, team_id, organization_id, agent_id,
-              object_permission_id, expires, blocked, spend, max_budget, access_group_ids
+              object_permission_id, expires, blocked, spend, max_budget, access_group_ids,
+              rpm_limit, max_parallel_requests, metadata -> 'mcp_rpm_limit'
        FROM "LiteLLM_VerificationToken""#,
     r#"SELECT team_id, object_permission_id, organization_id, blocked, spend, max_budget,
-              access_group_ids
+              access_group_ids, rpm_limit, max_parallel_requests, metadata -> 'mcp_rpm_limit'
        FROM "LiteLLM_TeamTable""#,
-    r#"SELECT o.organization_id, o.object_permission_id, o.spend, b.max_budget
+    r#"SELECT o.organization_id, o.object_permission_id, o.spend, b.max_budget,
+              b.rpm_limit, b.max_parallel_requests
        FROM "LiteLLM_OrganizationTable" o
        LEFT JOIN "LiteLLM_BudgetTable" b ON b.budget_id = o.budget_id"#,
-    r#"SELECT e.user_id, e.object_permission_id, e.blocked, e.spend, b.max_budget
+    r#"SELECT e.user_id, e.object_permission_id, e.blocked, e.spend, b.max_budget,
+              b.rpm_limit, b.max_parallel_requests
        FROM "LiteLLM_EndUserTable" e
        LEFT JOIN "LiteLLM_BudgetTable" b ON b.budget_id = e.budget_id"#,
     r#"SELECT agent_id, object_permission_id, access_group_ids
@@ -212,6 +227,11 @@ fn parse(all: [Vec<Row>; 9]) -> Result<Rows, DbError> {
                 spend: get(r, 9)?,
                 max_budget: get(r, 10)?,
                 access_group_ids: list(r, 11)?,
+                limits: LimitRow {
+                    rpm_limit: get(r, 12)?,
+                    max_parallel_requests: get(r, 13)?,
+                    mcp_rpm_limit: get(r, 14)?,
+                },
             })
         })?,
         teams: each(&teams, |r| {
@@ -221,6 +241,11 @@ fn parse(all: [Vec<Row>; 9]) -> Result<Rows, DbError> {
                 spend: get(r, 4)?,
                 max_budget: get(r, 5)?,
                 access_group_ids: list(r, 6)?,
+                limits: LimitRow {
+                    rpm_limit: get(r, 7)?,
+                    max_parallel_requests: get(r, 8)?,
+                    mcp_rpm_limit: get(r, 9)?,
+                },
                 ..member(r)?
             })
         })?,
@@ -228,6 +253,11 @@ fn parse(all: [Vec<Row>; 9]) -> Result<Rows, DbError> {
             Ok(MemberRow {
                 spend: get(r, 2)?,
                 max_budget: get(r, 3)?,
+                limits: LimitRow {
+                    rpm_limit: get(r, 4)?,
+                    max_parallel_requests: get(r, 5)?,
+                    mcp_rpm_limit: None,
+                },
                 ..member(r)?
             })
         })?,
@@ -236,6 +266,11 @@ fn parse(all: [Vec<Row>; 9]) -> Result<Rows, DbError> {
                 blocked: get(r, 2)?,
                 spend: get(r, 3)?,
                 max_budget: get(r, 4)?,
+                limits: LimitRow {
+                    rpm_limit: get(r, 5)?,
+                    max_parallel_requests: get(r, 6)?,
+                    mcp_rpm_limit: None,
+                },
                 ..member(r)?
             })
         })?,

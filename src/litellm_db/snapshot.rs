@@ -216,14 +216,19 @@ pub(crate) fn snapshot(
     let mut org_over = HashSet::new();
     for o in &rows.organizations {
         let who = format!("organization {:?}", o.id);
-        let permissions = usable(&level_of(&o.object_permission_id), &who, &mut problems);
+        let mut level = level_of(&o.object_permission_id);
+        let limits = levels::limits(&names, &o.limits, &who, &mut problems).unwrap_or_else(|why| {
+            level = Err(why);
+            None
+        });
+        let permissions = usable(&level, &who, &mut problems);
         if over(o.spend, o.max_budget, true) {
             org_over.insert(o.id.as_str());
         }
         spec.organizations.push(MemberSpec {
             id: o.id.clone(),
             permissions,
-            limits: None,
+            limits,
         });
     }
     let orgs: HashSet<&str> = rows.organizations.iter().map(|o| o.id.as_str()).collect();
@@ -242,27 +247,36 @@ pub(crate) fn snapshot(
             level = Err(format!("its organization {org:?} does not exist"));
             organization_id = None;
         }
+        let limits = levels::limits(&names, &t.limits, &who, &mut problems).unwrap_or_else(|why| {
+            level = Err(why);
+            None
+        });
         let permissions = usable(&level, &who, &mut problems);
         teams.insert(&t.id, (t, permissions.is_some()));
         spec.teams.push(TeamSpec {
             team_id: t.id.clone(),
             organization_id,
             permissions,
-            limits: None,
+            limits,
         });
     }
     for e in &rows.end_users {
         let who = format!("end user {:?}", e.id);
+        let mut level = level_of(&e.object_permission_id);
+        let limits = levels::limits(&names, &e.limits, &who, &mut problems).unwrap_or_else(|why| {
+            level = Err(why);
+            None
+        });
         let permissions = if e.blocked || over(e.spend, e.max_budget, false) {
             // Refused as LiteLLM refuses it, for every server.
             Some(levels::nothing())
         } else {
-            usable(&level_of(&e.object_permission_id), &who, &mut problems)
+            usable(&level, &who, &mut problems)
         };
         spec.end_users.push(MemberSpec {
             id: e.id.clone(),
             permissions,
-            limits: None,
+            limits,
         });
     }
     let mut agents = HashSet::new();
@@ -305,7 +319,11 @@ pub(crate) fn snapshot(
             org_over: &org_over,
             public_only: &public_only,
         };
-        match key_spec(k, digest, &context) {
+        let with_limits = key_spec(k, digest, &context).and_then(|mut key| {
+            key.limits = levels::limits(&names, &k.limits, &who, &mut problems)?;
+            Ok(key)
+        });
+        match with_limits {
             Ok(key) => spec.keys.push(key),
             Err(why) => {
                 problems.push(format!("{who}: {why}; it is refused until fixed"));
