@@ -334,3 +334,83 @@ fn a_blocked_key_is_refused_with_its_own_text() {
         KeyRefusal::Unknown
     );
 }
+
+#[test]
+fn limit_mistakes_name_the_path_and_the_fix() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}}, "keys": [{"key": "k", "rpm_limit": 0}]}"#,
+            "at keys[0].rpm_limit: a limit must be at least 1",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}}, "teams": [{"team_id": "t", "mcp_rpm_limit": {"b": 5}}]}"#,
+            "at teams[0].mcp_rpm_limit.b: `b` is not a configured server",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}}, "organizations": [{"organization_id": "o", "mcp_tool_limits": {"a": {"t": {"max_parallel": 0}}}}]}"#,
+            "at organizations[0].mcp_tool_limits.a.t.max_parallel: a limit must be at least 1",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}}, "end_users": [{"user_id": "u", "max_budget": -1}]}"#,
+            "at end_users[0].max_budget: a budget is a number of dollars, zero or more",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}}, "agents": [{"agent_id": "g", "budget_duration": "1d"}]}"#,
+            "at agents[0].budget_duration: budget_duration needs max_budget",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}}, "keys": [{"key": "k", "max_budget": 1, "budget_duration": "1y"}]}"#,
+            "at keys[0].budget_duration: `1y` is not a duration like 30s, 1h, 1d, 4w or 1mo",
+        ),
+        (
+            r#"{"mcp_servers": {"a": {"url": "u"}}, "keys": [{"key": "k", "mcp_tool_limits": {"a": {"t": {"rpm": 1, "burst": 2}}}}]}"#,
+            "unknown field `burst`",
+        ),
+        (
+            r#"{"general_settings": {"on_limit_store_error": "ignore"}}"#,
+            "at general_settings.on_limit_store_error: unknown variant `ignore`, expected `deny` or `allow`",
+        ),
+    ];
+    for (json, want) in cases {
+        let got = err(json);
+        assert!(got.contains(want), "{json}\n  got:  {got}\n  want: {want}");
+    }
+}
+
+#[test]
+fn limit_store_settings_are_checked_and_the_url_never_printed() {
+    let deployment = |json: &str| {
+        Config::from_json_str(json)
+            .unwrap()
+            .general_settings
+            .deployment()
+    };
+    let bad = deployment(
+        r#"{"general_settings": {"limit_store": {"type": "redis", "url": "http://:hunter2@cache:6379"}}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad.contains("at general_settings.limit_store.url: write a Redis URL"),
+        "{bad}"
+    );
+    assert!(!bad.contains("hunter2"), "{bad}");
+    let braces = deployment(
+        r#"{"general_settings": {"limit_store": {"type": "redis", "url": "redis://cache", "key_prefix": "{x}"}}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(braces.contains("key_prefix"), "{braces}");
+    let good = deployment(
+        r#"{"general_settings": {"limit_store": {"type": "redis", "url": "redis://cache:6379"}, "on_limit_store_error": "allow"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        good.on_limit_store_error,
+        mcp_gatekeeper::limit::OnStoreError::Allow
+    );
+    assert!(matches!(
+        good.limit_store,
+        mcp_gatekeeper::config::LimitStoreSettings::Redis { .. }
+    ));
+}

@@ -43,7 +43,7 @@ pub enum LimitStoreConfig {
 }
 
 /// Where limit counters live, resolved.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LimitStoreSettings {
     /// In this process.
@@ -58,6 +58,24 @@ pub enum LimitStoreSettings {
         /// The timeout of one operation.
         timeout: std::time::Duration,
     },
+}
+
+impl std::fmt::Debug for LimitStoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InProcess => f.write_str("InProcess"),
+            // The URL may hold a password.
+            Self::Redis {
+                key_prefix,
+                timeout,
+                ..
+            } => f
+                .debug_struct("Redis")
+                .field("key_prefix", key_prefix)
+                .field("timeout", timeout)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// `general_settings.database_schema`: whose tables the database holds.

@@ -487,6 +487,50 @@ mod tests {
         assert!(matches!(admit(&store, &ops), Admission::Admitted(_)));
     }
 
+    proptest::proptest! {
+        /// Whatever the interleaving of reservations, settlements (at no more than was
+        /// reserved) and releases, what is settled never exceeds the budget, nothing goes
+        /// negative, and once every call has ended nothing stays reserved.
+        #[test]
+        fn settled_spend_never_exceeds_the_budget(
+            steps in proptest::collection::vec((0u8..3, 0u64..400_000_000, 0usize..64, 0u64..=100), 1..200)
+        ) {
+            let (store, _) = clocked();
+            let max = Nanos::from_dollars(1.0);
+            let mut open: Vec<(Taken, u64)> = Vec::new();
+            let mut settled = 0u64;
+            for (what, amount, pick, percent) in steps {
+                match what {
+                    0 => {
+                        let ops = [op("b", CounterKind::Budget { max, period: None, amount: Nanos(amount) })];
+                        if let Admission::Admitted(t) = admit(&store, &ops) {
+                            open.push((t, amount));
+                        }
+                    }
+                    _ if open.is_empty() => {}
+                    1 => {
+                        let (t, amount) = open.swap_remove(pick % open.len());
+                        let cost = amount * percent / 100;
+                        settled += cost;
+                        store.finish(t, Some(Nanos(cost)));
+                    }
+                    _ => {
+                        let (t, _) = open.swap_remove(pick % open.len());
+                        store.finish(t, None);
+                    }
+                }
+                let usage = store.usage("b");
+                proptest::prop_assert!(usage.spent.0 + usage.reserved.0 <= max.0);
+                proptest::prop_assert_eq!(usage.spent.0, settled);
+            }
+            for (t, _) in open.drain(..) {
+                store.finish(t, None);
+            }
+            proptest::prop_assert!(settled <= max.0);
+            proptest::prop_assert_eq!(store.outstanding(), (0, Nanos(0)));
+        }
+    }
+
     #[test]
     fn a_budget_reserves_settles_releases_and_starts_again_each_period() {
         let (store, ms) = clocked();
