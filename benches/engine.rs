@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the per-request work: parsing, grant resolution, the tool
 //! predicate, list filtering (JSON and SSE, with schema pruning), allowed_params, key lookup;
 //! and one `tools/call` through the five layers against the service alone: an instant service,
-//! the same with caches cold, and a real rmcp server in process.
+//! the same with caches cold, and a real rmcp server in process; and the in-process limit
+//! store's admission and hand-back of one call.
 
 #![allow(missing_docs)]
 
@@ -420,12 +421,56 @@ impl rmcp::ServerHandler for Echo {
     }
 }
 
+/// One admission and hand-back of five counters (two rate windows, two parallel limits, a
+/// budget) in the in-process store: what the limit layer adds to a limited call.
+fn bench_limits(c: &mut Criterion) {
+    use mcp_gatekeeper::counters::{
+        Admission, Admitting, CounterKind, CounterOp, InProcessStore, LimitStore,
+    };
+    use mcp_gatekeeper::engine::Nanos;
+    use std::time::Duration;
+    let store = InProcessStore::new();
+    let op = |name: &str, kind| CounterOp {
+        name: name.into(),
+        kind,
+        ledger: None,
+    };
+    let rate = CounterKind::Rate {
+        limit: u64::MAX,
+        window: Duration::from_secs(60),
+    };
+    let parallel = CounterKind::Parallel { limit: u64::MAX };
+    let ops = [
+        op("key:k:rpm", rate),
+        op("key:k:parallel", parallel),
+        op("key:k:rpm:bench/echo", rate),
+        op("key:k:parallel:bench/echo", parallel),
+        op(
+            "team:t:budget",
+            CounterKind::Budget {
+                max: Nanos(u64::MAX / 2),
+                period: Some(Duration::from_secs(86_400)),
+                amount: Nanos::from_dollars(0.001),
+            },
+        ),
+    ];
+    c.bench_function("limits: admit and settle 5 counters", |b| {
+        b.iter(|| match store.admit(black_box(&ops)) {
+            Admitting::Ready(Some(Ok(Admission::Admitted(taken)))) => {
+                store.finish(taken, Some(Nanos::from_dollars(0.001)));
+            }
+            _ => unreachable!("admitted at once"),
+        });
+    });
+}
+
 criterion_group!(
     benches,
     bench_parse,
     bench_grant,
     bench_filter,
     bench_keys,
-    bench_stack
+    bench_stack,
+    bench_limits
 );
 criterion_main!(benches);

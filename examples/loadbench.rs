@@ -4,6 +4,7 @@
 //! cargo run --release --features gateway --example loadbench             # full run
 //! cargo run --release --features gateway --example loadbench -- --quick   # under a minute
 //! cargo run --release --features gateway --example loadbench -- --pin     # client on CPU 0, servers on CPU 1
+//! cargo run --release --features gateway,redis --example loadbench -- --limits [--quick]
 //! cargo run --release --features gateway --example loadbench -- --soak 1000000
 //! cargo run --release --features gateway --example loadbench -- --soak-gateway 1000000
 //! cargo run --release --features gateway --example loadbench -- --serve bare   # prints READY <port>
@@ -22,8 +23,12 @@
 //! TLS handshake for (e)). `--soak N` sends N requests through (b) and reports its resident
 //! memory at the start, middle and end; `--soak-gateway N` does the same through (c).
 
+#[path = "support/limits_bench.rs"]
+mod limits_bench;
 #[path = "support/load.rs"]
 mod load;
+#[path = "support/throwaway_redis.rs"]
+mod throwaway_redis;
 #[path = "support/tls_listener.rs"]
 mod tls_listener;
 
@@ -208,7 +213,12 @@ async fn serve_tls(router: axum::Router) {
         .expect("serve");
 }
 
-async fn serve_role(role: &str, upstream: Option<String>, ca: Option<String>) {
+async fn serve_role(
+    role: &str,
+    upstream: Option<String>,
+    ca: Option<String>,
+    redis: Option<String>,
+) {
     match role {
         "bare" => serve(axum::Router::new().fallback_service(bare_service())).await,
         "bare-tls" => serve_tls(axum::Router::new().fallback_service(bare_service())).await,
@@ -220,6 +230,16 @@ async fn serve_role(role: &str, upstream: Option<String>, ca: Option<String>) {
             )
             .with_mount(Mount::Single("bench".into()));
             let stack = gk.layer().spend_sink(|_e| {}).layer(bare_service());
+            serve(axum::Router::new().fallback_service(stack)).await;
+        }
+        "stack-limited" | "stack-redis" => {
+            let gk = limits_bench::limited_gatekeeper();
+            let store = limits_bench::store(redis.as_deref());
+            let stack = gk
+                .layer()
+                .limit(limits_bench::layer(&gk, store))
+                .spend_sink(|_e| {})
+                .layer(bare_service());
             serve(axum::Router::new().fallback_service(stack)).await;
         }
         "gateway" | "gateway-sessions" | "gateway-tls" => {
@@ -264,6 +284,14 @@ impl Drop for Server {
 static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn spawn(role: &str, upstream: Option<&Server>) -> Server {
+    spawn_full(role, upstream, &[])
+}
+
+fn spawn_with(role: &str, extra: &[&str]) -> Server {
+    spawn_full(role, None, extra)
+}
+
+fn spawn_full(role: &str, upstream: Option<&Server>, extra: &[&str]) -> Server {
     let exe = std::env::current_exe().expect("exe");
     let mut cmd = if PIN.load(Ordering::Relaxed) {
         let mut c = Command::new("taskset");
@@ -273,6 +301,7 @@ fn spawn(role: &str, upstream: Option<&Server>) -> Server {
         Command::new(exe)
     };
     cmd.args(["--serve", role])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(u) = upstream {
@@ -448,6 +477,36 @@ async fn run(quick: bool) {
     }
 }
 
+/// `--limits`: the six layers without limits, with five limits in process, and in Redis.
+async fn limits(quick: bool) {
+    let redis = throwaway_redis::TestRedis::start("loadbench --limits").expect("redis-server");
+    let redis_pid = redis.pid();
+    let plain = spawn("stack", None);
+    let local = spawn("stack-limited", None);
+    let shared = spawn_with("stack-redis", &["--redis", &redis.url()]);
+    let targets = [
+        limits_bench::Target {
+            name: "b no limits",
+            url: &plain.url,
+            pid: plain.child.id(),
+            helper: None,
+        },
+        limits_bench::Target {
+            name: "l in process",
+            url: &local.url,
+            pid: local.child.id(),
+            helper: None,
+        },
+        limits_bench::Target {
+            name: "r redis",
+            url: &shared.url,
+            pid: shared.child.id(),
+            helper: Some(redis_pid),
+        },
+    ];
+    limits_bench::run(&targets, quick).await;
+}
+
 /// The connections `upstream` has accepted so far (0 without one).
 async fn accepted(counter: &reqwest::Client, upstream: Option<&Server>) -> u64 {
     let Some(up) = upstream else {
@@ -537,7 +596,14 @@ fn main() {
         .build()
         .expect("runtime");
     if let Some(role) = value("--serve") {
-        rt.block_on(serve_role(&role, value("--upstream"), value("--ca")));
+        rt.block_on(serve_role(
+            &role,
+            value("--upstream"),
+            value("--ca"),
+            value("--redis"),
+        ));
+    } else if args.iter().any(|a| a == "--limits") {
+        rt.block_on(limits(args.iter().any(|a| a == "--quick")));
     } else if let Some(url) = value("--drive") {
         // For profiling one server process: `--drive URL [--prefixed] [--sessions]` sends
         // `tools/call` at concurrency 32 until killed, printing requests/s every 20,000.
