@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the per-request work: parsing, grant resolution, the tool
 //! predicate, list filtering (JSON and SSE, with schema pruning), allowed_params, key lookup;
-//! and one `tools/call` through the five layers against the service alone: an instant service,
+//! and one `tools/call` through the six layers against the service alone: an instant service,
 //! the same with caches cold, and a real rmcp server in process; and the in-process limit
 //! store's admission and hand-back of one call.
 
@@ -189,7 +189,7 @@ fn bench_keys(c: &mut Criterion) {
     group.finish();
 }
 
-/// One `tools/call` through all five layers around a service that answers at once, against
+/// One `tools/call` through all six layers around a service that answers at once, against
 /// the same service alone: the layers' whole cost per request, framework included (the
 /// request and response bodies, extensions, futures, the cost event), on one thread.
 fn bench_stack(c: &mut Criterion) {
@@ -230,7 +230,7 @@ fn bench_stack(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("tools/call round trip");
-    let ids = ["bare service", "five layers"].map(BenchmarkId::from_parameter);
+    let ids = ["bare service", "six layers"].map(BenchmarkId::from_parameter);
     alone_and_layered(&mut group, &rt, &gk, ids, answer, request);
     group.finish();
 
@@ -265,7 +265,7 @@ fn bench_stack(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("tools/call round trip, rmcp server");
-    let ids = ["rmcp alone", "five layers"].map(BenchmarkId::from_parameter);
+    let ids = ["rmcp alone", "six layers"].map(BenchmarkId::from_parameter);
     alone_and_layered(&mut group, &rt, &gk, ids, rmcp_service, host_request);
     group.finish();
 
@@ -282,7 +282,7 @@ fn bench_stack(c: &mut Criterion) {
                 }
             })
         };
-        let ids = ["bare service", "five layers"].map(|name| BenchmarkId::new(name, kib));
+        let ids = ["bare service", "six layers"].map(|name| BenchmarkId::new(name, kib));
         alone_and_layered(&mut group, &rt, &gk, ids, sweeping, request);
     }
     group.finish();
@@ -299,13 +299,13 @@ fn bench_stack(c: &mut Criterion) {
         );
         group.throughput(Throughput::Bytes(size as u64));
         let answering = move || replying(reply.clone(), || ());
-        let ids = ["bare service", "five layers"].map(|name| BenchmarkId::new(name, size));
+        let ids = ["bare service", "six layers"].map(|name| BenchmarkId::new(name, size));
         alone_and_layered(&mut group, &rt, &gk, ids, answering, request);
     }
     group.finish();
 }
 
-/// One call of the service `make` builds, alone and behind the five layers, under the two ids.
+/// One call of the service `make` builds, alone and behind the six layers, under the two ids.
 fn alone_and_layered<S>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     rt: &tokio::runtime::Runtime,

@@ -1,4 +1,4 @@
-//! An in-house rmcp server wrapped by the five layers and mounted in an axum app.
+//! An in-house rmcp server wrapped by the six layers and mounted in an axum app.
 //!
 //! `cargo run --example axum_inhouse` and try the printed curl lines.
 

@@ -1,4 +1,4 @@
-//! An in-house rmcp server behind the five layers, accepting OAuth bearer tokens from an
+//! An in-house rmcp server behind the six layers, accepting OAuth bearer tokens from an
 //! authorization server besides API keys, with its protected resource metadata (RFC 9728).
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! Load benchmark: the overhead of the five layers and of the gateway hop, from ONE run.
+//! Load benchmark: the overhead of the six layers and of the gateway hop, from ONE run.
 //!
 //! ```text
 //! cargo run --release --features gateway --example loadbench             # full run
@@ -11,7 +11,7 @@
 //! cargo run --release --features gateway --example loadbench -- --drive URL [--prefixed] [--sessions]
 //! ```
 //! It starts four server processes on loopback (TCP_NODELAY on every socket): (a) a bare rmcp
-//! `StreamableHttpService`, (b) the same service behind the five layers, (c) the gateway (with
+//! `StreamableHttpService`, (b) the same service behind the six layers, (c) the gateway (with
 //! the layers) in front of process (a) as its upstream, all three stateless, and (d) the same
 //! gateway on a stateful endpoint, where each client worker opens a session first. It drives
 //! `tools/call` and `tools/list` at concurrency 1, 8 and 32 with a fixed number of requests
@@ -520,7 +520,7 @@ async fn accepted(counter: &reqwest::Client, upstream: Option<&Server>) -> u64 {
         .expect("the upstream's connection count")
 }
 
-/// `n` calls through the five layers (`gateway` false) or through the gateway in front of a
+/// `n` calls through the six layers (`gateway` false) or through the gateway in front of a
 /// bare server, with the resident memory of that process at the start, middle and end.
 async fn soak(n: usize, gateway: bool) {
     let upstream = gateway.then(|| spawn("bare", None));
@@ -549,7 +549,7 @@ async fn soak(n: usize, gateway: bool) {
     let through = if gateway {
         "the gateway (with its layers)"
     } else {
-        "the five layers"
+        "the six layers"
     };
     println!("soak: {n} tools/call through {through} at concurrency 8");
     println!(

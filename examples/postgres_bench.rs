@@ -4,7 +4,7 @@
 //! cargo run --release --features gateway,postgres --example postgres_bench [-- --database-url URL]
 //! ```
 //! 1. loading the whole policy (10,000 keys, 100 teams) from the database;
-//! 2. the per-call decision of the five layers with that snapshot beside one built from a
+//! 2. the per-call decision of the six layers with that snapshot beside one built from a
 //!    configuration file with the same keys (both are the same in-memory structures);
 //! 3. how long a created and a revoked key take to reach a watching replica (LISTEN/NOTIFY);
 //! 4. the spend sink: the cost of `record` on the caller's path, and the rows per second the
@@ -94,7 +94,7 @@ async fn seed(db: &Database) {
         .unwrap();
 }
 
-/// Nanoseconds per `tools/call` decided by the five layers of `gatekeeper` in front of a
+/// Nanoseconds per `tools/call` decided by the six layers of `gatekeeper` in front of a
 /// service that answers at once.
 async fn decide(gatekeeper: &Gatekeeper, calls: usize) -> f64 {
     let inner = tower::service_fn(|_: http::Request<Body>| async {
@@ -279,7 +279,7 @@ async fn main() {
     }
     let (db_ns, file_ns) = (median(db_ns), median(file_ns));
     println!(
-        "decision per tools/call (five layers, in process): postgres snapshot {:.2} µs, \
+        "decision per tools/call (six layers, in process): postgres snapshot {:.2} µs, \
          configuration file {:.2} µs, ratio {:.2}",
         db_ns / 1e3,
         file_ns / 1e3,

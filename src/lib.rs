@@ -3,16 +3,16 @@
 //! Tower layers that put MCP (Model Context Protocol) access control in front of any MCP
 //! service: who is calling, which servers the request names, what each key, team,
 //! organisation, end user and agent may list and call, which arguments a tool call may carry,
-//! and what each call costs. The behaviour follows LiteLLM's MCP gateway permission model,
+//! how many calls and dollars each may spend, and what each call costs. The behaviour follows LiteLLM's MCP gateway permission model,
 //! with its known leaks closed.
 //!
 //! ## Layer order
 //!
 //! ```text
-//! request ─▶ IdentityLayer ─▶ NamespaceLayer ─▶ PermissionLayer ─▶ AllowedParamsLayer ─▶ CostLayer ─▶ MCP service
-//!            Principal        Scope              Grant, list        refuses bad args       ToolCallEvent
-//!            (401 first)      (403 if unknown    filtering on the                          → CostHook
-//!                              or forbidden)      way back                                   → SpendSink
+//! request ─▶ IdentityLayer ─▶ NamespaceLayer ─▶ PermissionLayer ─▶ AllowedParamsLayer ─▶ LimitLayer ─▶ CostLayer ─▶ MCP service
+//!            Principal        Scope              Grant, list        refuses bad args       rate, parallel  ToolCallEvent
+//!            (401 first)      (403 if unknown    filtering on the                          and budget      → CostHook
+//!                              or forbidden)      way back                                   limits          → SpendSink
 //! ```
 //!
 //! Each layer is usable alone and reads and writes typed request extensions
@@ -60,6 +60,7 @@
 //! | `gateway` | the aggregating gateway (rmcp, axum, reqwest, rustls) |
 //! | `oauth` | an OAuth 2.1 resource server: bearer tokens besides keys |
 //! | `postgres` | policy and spend in Postgres, shared by several replicas (`tokio-postgres`, `deadpool-postgres`) |
+//! | `redis` | limit counters shared by several replicas in Redis ([`redis_limits`]) |
 //! | `litellm-db` | the policy read from a LiteLLM proxy's own database, as LiteLLM means it (`postgres`, `crypto_secretbox`) |
 //!
 //! A policy can come from anywhere: [`source::PolicySource`] says where a snapshot comes from

@@ -1,7 +1,7 @@
 //! The gateway (feature `gateway`): many upstream MCP servers behind one governed endpoint.
 //!
 //! [`Gateway`] is an aggregating MCP server and, like any other MCP service, just the inner
-//! service of the five layers. It connects to upstreams through rmcp's clients (streamable
+//! service of the six layers. It connects to upstreams through rmcp's clients (streamable
 //! HTTP, stdio child processes, and a legacy HTTP+SSE client of its own), keeps one upstream
 //! session per caller, merges tools, prompts and resources under `{server}{sep}` prefixes (or
 //! bare names), and routes each call to the right upstream with its bare name. One upstream

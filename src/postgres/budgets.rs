@@ -61,25 +61,31 @@ fn column(level: Level) -> &'static str {
     }
 }
 
-async fn read_spend(
-    db: &Database,
-    todo: &[(Arc<str>, Option<Duration>, Level, Arc<str>, Duration)],
-) -> Result<Vec<BudgetSeed>, StoreError> {
+/// A budget to seed: its counter, period, level, ledger id, and the start of its period.
+struct Unseeded {
+    name: Arc<str>,
+    period: Option<Duration>,
+    level: Level,
+    id: Arc<str>,
+    start: Duration,
+}
+
+async fn read_spend(db: &Database, todo: &[Unseeded]) -> Result<Vec<BudgetSeed>, StoreError> {
     let client = db.client().await.map_err(|e| StoreError(e.to_string()))?;
     let mut seeds = Vec::with_capacity(todo.len());
-    for (name, period, level, id, start) in todo {
+    for u in todo {
         let sql = format!(
             "SELECT coalesce(sum(cost), 0)::float8 FROM gk_spend WHERE {} = $1 AND started_at >= $2",
-            column(*level)
+            column(u.level)
         );
-        let since = UNIX_EPOCH + *start;
+        let since = UNIX_EPOCH + u.start;
         let row = client
-            .query_one(&sql, &[&&**id, &since])
+            .query_one(&sql, &[&&*u.id, &since])
             .await
             .map_err(|e| StoreError(format!("reading past spend: {e}")))?;
         seeds.push(BudgetSeed {
-            name: Arc::clone(name),
-            period: *period,
+            name: Arc::clone(&u.name),
+            period: u.period,
             spent: Nanos::from_dollars(row.get::<_, f64>(0)),
         });
     }
@@ -102,8 +108,13 @@ impl LimitStore for PersistedBudgets {
                     (CounterKind::Budget { period, .. }, Some((level, id))) => {
                         // The epoch for a budget that never starts again.
                         let start = period.map_or(Duration::ZERO, |p| period_start(now, p));
-                        (seeded.get(&c.name) != Some(&start))
-                            .then(|| (Arc::clone(&c.name), period, *level, Arc::clone(id), start))
+                        (seeded.get(&c.name) != Some(&start)).then(|| Unseeded {
+                            name: Arc::clone(&c.name),
+                            period,
+                            level: *level,
+                            id: Arc::clone(id),
+                            start,
+                        })
                     }
                     _ => None,
                 })
@@ -131,8 +142,8 @@ impl LimitStore for PersistedBudgets {
                 let mut seeded = seeded
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (name, _, _, _, start) in todo {
-                    seeded.insert(name, start);
+                for u in todo {
+                    seeded.insert(u.name, u.start);
                 }
             }
             inner.admit(&counters).await
