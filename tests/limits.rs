@@ -362,17 +362,17 @@ mod on_redis {
     use mcp_gatekeeper::limit::OnStoreError;
     use mcp_gatekeeper::redis_limits::RedisLimits;
 
-    /// A replica over `doc` counting in Redis at `url`; its health report lists the store.
+    /// A replica of `SHARED` over `up`, counting in `redis`; its health report lists the store.
     async fn replica(
-        doc: &str,
-        upstream_url: &str,
-        url: &str,
+        up: &Running,
+        redis: &TestRedis,
         on_error: OnStoreError,
         timeout: Duration,
     ) -> Running {
-        let config = Config::from_json_str(&doc.replace("URL", upstream_url)).unwrap();
+        let (doc, upstream_url, url) = (SHARED, up.url("/mcp"), redis.url());
+        let config = Config::from_json_str(&doc.replace("URL", &upstream_url)).unwrap();
         let gk = Gatekeeper::new(config.policy().unwrap());
-        let store = RedisLimits::new(url).unwrap().timeout(timeout);
+        let store = RedisLimits::new(&url).unwrap().timeout(timeout);
         let limit = LimitLayer::new(gk.clone())
             .store(store)
             .on_store_error(on_error);
@@ -408,22 +408,8 @@ mod on_redis {
         let up = serve_recording(&server).await;
         // A generous timeout: a thousand scripts at once on a loaded machine must not time out.
         let patient = Duration::from_secs(10);
-        let one = replica(
-            SHARED,
-            &up.url("/mcp"),
-            &redis.url(),
-            OnStoreError::Deny,
-            patient,
-        )
-        .await;
-        let two = replica(
-            SHARED,
-            &up.url("/mcp"),
-            &redis.url(),
-            OnStoreError::Deny,
-            patient,
-        )
-        .await;
+        let one = replica(&up, &redis, OnStoreError::Deny, patient).await;
+        let two = replica(&up, &redis, OnStoreError::Deny, patient).await;
         let http = http_client();
         // 1,000 calls at once from two keys of one team, alternating replicas: rpm 100.
         let calls = (0..1000).map(|i| {
@@ -464,14 +450,24 @@ mod on_redis {
         let par = join_all(par).await;
         assert!(par.iter().filter(|(s, ..)| *s == 200).count() >= 3);
         assert!(server.most_pausing.load(Ordering::SeqCst) <= 3);
-        // Nothing is left held: no parallel counter, no reservation.
-        let leftover = within(Duration::from_secs(5), || async {
+        nothing_held(&redis).await;
+    }
+
+    /// After a run: no parallel slot taken, nothing reserved, no counter below zero.
+    async fn nothing_held(redis: &TestRedis) {
+        let freed = within(Duration::from_secs(10), || async {
             redis.cli(&["--scan", "--pattern", "*parallel*"]).is_empty()
         })
         .await;
-        assert!(leftover.is_some(), "every parallel slot was freed");
-        for budget in redis.cli(&["--scan", "--pattern", "*budget*"]).lines() {
-            assert_eq!(redis.cli(&["HGET", budget, "reserved"]), "0", "{budget}");
+        assert!(freed.is_some(), "every parallel slot was freed");
+        for key in redis.cli(&["--scan", "--pattern", "*"]).lines() {
+            if key.contains("budget") {
+                let reserved: i64 = redis.cli(&["HGET", key, "reserved"]).parse().unwrap();
+                assert_eq!(reserved, 0, "{key}");
+            } else {
+                let n: i64 = redis.cli(&["GET", key]).parse().unwrap();
+                assert!(n >= 0, "{key} = {n}");
+            }
         }
     }
 
@@ -485,22 +481,8 @@ mod on_redis {
         let server = upstream();
         let up = serve_recording(&server).await;
         let quick = Duration::from_millis(300);
-        let deny = replica(
-            SHARED,
-            &up.url("/mcp"),
-            &redis.url(),
-            OnStoreError::Deny,
-            quick,
-        )
-        .await;
-        let allow = replica(
-            SHARED,
-            &up.url("/mcp"),
-            &redis.url(),
-            OnStoreError::Allow,
-            quick,
-        )
-        .await;
+        let deny = replica(&up, &redis, OnStoreError::Deny, quick).await;
+        let allow = replica(&up, &redis, OnStoreError::Allow, quick).await;
         let http = http_client();
         // Calls in flight when Redis pauses keep their slots and reservations until it answers
         // again; then they are handed back.
@@ -553,32 +535,11 @@ mod on_redis {
         assert!(resumed.is_some());
         // Counted on a patient replica (the quick one could time out under this load).
         let patient = Duration::from_secs(10);
-        let third = replica(
-            SHARED,
-            &up.url("/mcp"),
-            &redis.url(),
-            OnStoreError::Deny,
-            patient,
-        )
-        .await;
+        let third = replica(&up, &redis, OnStoreError::Deny, patient).await;
         let answers = join_all((0..150).map(|_| rest_call(&http, &third, "sk-b", "echo"))).await;
         let ok = answers.iter().filter(|(s, ..)| *s == 200).count();
         assert_eq!(ok, 99, "the team's 100 a minute, one of them taken above");
-        // Nothing went negative or stayed held.
-        let settled = within(Duration::from_secs(10), || async {
-            redis.cli(&["--scan", "--pattern", "*parallel*"]).is_empty()
-        })
-        .await;
-        assert!(settled.is_some());
-        for key in redis.cli(&["--scan", "--pattern", "*"]).lines() {
-            if key.contains("budget") {
-                let reserved: i64 = redis.cli(&["HGET", key, "reserved"]).parse().unwrap();
-                assert_eq!(reserved, 0, "{key}");
-            } else {
-                let n: i64 = redis.cli(&["GET", key]).parse().unwrap();
-                assert!(n >= 0, "{key} = {n}");
-            }
-        }
+        nothing_held(&redis).await;
     }
 }
 

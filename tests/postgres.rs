@@ -165,7 +165,8 @@ async fn migrations_apply_once_even_when_replicas_start_together() {
     db.migrate().await.unwrap();
     assert_eq!(
         count(&db, "SELECT count(*) FROM gk_schema_migrations").await,
-        2
+        3,
+        "0001_policy, 0002_spend, 0003_limits"
     );
     // A database with a migration this build does not know is refused, not used.
     sql(
