@@ -1,12 +1,4 @@
 //! [`PersistedBudgets`]: budgets that a restart does not reset.
-//!
-//! The spend of every call is already kept in `gk_spend` (see [`PgSpendSink`](super::PgSpendSink)).
-//! Before a budget is first checked in a period, this store reads what its level spent in that
-//! period from there (`sum(cost)` since the period began, by the key's alias or short id, the
-//! team, organisation, end user or agent id) and seeds the store it wraps with it; a store that
-//! already counts the period (a Redis shared by replicas that stayed up) keeps its own count.
-//! A read that fails fails the admission, which the limit layer then denies or allows as
-//! `on_limit_store_error` says: a budget is never checked against a count that forgot the past.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,8 +12,15 @@ use crate::counters::{
 };
 use crate::engine::{Level, Nanos};
 
-/// A [`LimitStore`] whose budgets start from the spend recorded in Postgres. See the
-/// [module docs](self).
+/// A [`LimitStore`] whose budgets start from the spend recorded in Postgres.
+///
+/// The spend of every call is kept in `gk_spend` (see [`PgSpendSink`](super::PgSpendSink)).
+/// Before a budget is first checked in a period, this store reads what its level spent in that
+/// period from there (`sum(cost)` since the period began, by the key's alias or short id, the
+/// team, organisation, end user or agent id) and seeds the store it wraps with it; a store that
+/// already counts the period (a Redis shared by replicas that stayed up) keeps its own count.
+/// A read that fails fails the admission, which the limit layer then denies or allows as
+/// `on_limit_store_error` says: a budget is never checked against a count that forgot the past.
 pub struct PersistedBudgets {
     inner: Arc<dyn LimitStore>,
     db: Database,
