@@ -310,6 +310,58 @@ impl fmt::Display for Wait {
 mod tests {
     use super::*;
 
+    use crate::counters::{Admission, Admitting, CounterKind, CounterOp, InProcessStore};
+
+    /// A hold of one reservation of 0.05 from a budget of 1.00 in `store`.
+    fn hold(store: &Arc<InProcessStore>) -> CallHold {
+        let op = CounterOp {
+            name: "k:budget".into(),
+            kind: CounterKind::Budget {
+                max: Nanos::from_dollars(1.0),
+                period: None,
+                amount: Nanos::from_dollars(0.05),
+            },
+            ledger: None,
+        };
+        let Admitting::Ready(Some(Ok(Admission::Admitted(taken)))) = store.admit(&[op]) else {
+            panic!("admitted")
+        };
+        CallHold::new(Arc::clone(store) as _, taken, Nanos::from_dollars(0.05))
+    }
+
+    #[test]
+    fn a_hold_settles_at_the_decided_cost_or_the_price_and_releases_what_never_ran() {
+        let store = Arc::new(InProcessStore::new());
+        let spent = |store: &InProcessStore| store.usage("k:budget").spent;
+        // Dropped before the inner service ran (the client went away first): released.
+        drop(hold(&store));
+        assert_eq!(spent(&store), Nanos(0));
+        // Ran, and nobody said what it cost: the price.
+        let h = hold(&store);
+        h.sent();
+        drop(h);
+        assert_eq!(spent(&store), Nanos::from_dollars(0.05));
+        // Ran, and the cost layer settled it at 0.01 (a second word does not change it).
+        let h = hold(&store);
+        h.sent();
+        h.settler().settle(0.01);
+        h.settler().release();
+        drop(h);
+        assert_eq!(spent(&store), Nanos::from_dollars(0.06));
+        // Ran, but failed on the way to the upstream: released.
+        let h = hold(&store);
+        h.sent();
+        h.settler().release();
+        drop(h);
+        // Refused further in: released whatever was decided.
+        let h = hold(&store);
+        h.sent();
+        h.settler().settle(0.5);
+        h.release();
+        assert_eq!(spent(&store), Nanos::from_dollars(0.06));
+        assert_eq!(store.outstanding(), (0, Nanos(0)));
+    }
+
     #[test]
     fn waits_read_in_whole_units_rounded_up() {
         let w = |ms: u64| Wait(Duration::from_millis(ms)).to_string();
