@@ -131,6 +131,68 @@ async fn a_thousand_concurrent_calls_against_rpm_100_let_exactly_100_through_on_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_sse_bridge_counts_against_the_same_limits_as_rest() {
+    let server = upstream();
+    let up = serve_recording(&server).await;
+    let doc = r#"{
+      "mcp_servers": {"tools": {"url": "URL"}},
+      "keys": [{"key": "sk-a", "mcp_tool_limits": {"tools": {"echo": {"rpm": 2}}}}]
+    }"#;
+    let (gw, _g) = gateway(doc, &up.url("/mcp"), Arc::new(InProcessStore::new())).await;
+    let http = http_client();
+    assert_eq!(rest_call(&http, &gw, "sk-a", "echo").await.0, 200);
+    let mut stream = http
+        .get(gw.url("/sse"))
+        .header("x-litellm-api-key", "sk-a")
+        .send()
+        .await
+        .unwrap();
+    let endpoint = legacy_endpoint(&mut stream).await;
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"0"}}});
+    for body in [
+        init,
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"tools-echo","arguments":{}}}),
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"tools-echo","arguments":{}}}),
+    ] {
+        let r = http
+            .post(gw.url(&endpoint))
+            .header("x-litellm-api-key", "sk-a")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let mut buf = String::new();
+    let seen = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_until(&mut stream, &mut buf, |m| m["id"] == 3),
+    )
+    .await
+    .expect("both answers arrive on the stream");
+    let answer = |id: i64| seen.iter().find(|m| m["id"] == id).unwrap().clone();
+    assert_eq!(
+        answer(2)["result"]["content"][0]["text"],
+        "ran echo with {}",
+        "{seen:?}"
+    );
+    assert_ne!(answer(2)["result"]["isError"], true, "{seen:?}");
+    let refused = answer(3);
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("2 tool calls per minute to tool `echo`"),
+        "{refused}"
+    );
+    assert_eq!(
+        server.executions.names().len(),
+        2,
+        "REST and the bridge share one count"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_parallel_2_never_lets_a_third_call_in_and_frees_its_slots() {
     let server = upstream();
     let up = serve_recording(&server).await;
