@@ -106,7 +106,9 @@ impl fmt::Debug for LimitLayer {
 }
 
 impl LimitLayer {
-    /// Limits under `gatekeeper`'s policy, counted in this process.
+    /// Limits under `gatekeeper`'s policy, counted in a store of this process that the
+    /// layer's clones share (layer one service twice with one `LimitLayer`, or its clones, so
+    /// both count against the same limits).
     #[must_use]
     pub fn new(gatekeeper: Gatekeeper) -> Self {
         Self {
