@@ -21,6 +21,33 @@ use mcp_gatekeeper::limit::LimitLayer;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+/// An HTTP/2 client (cleartext, prior knowledge): a thousand calls at once are a thousand
+/// streams on one connection, not a thousand sockets (open files are often limited to 1,024).
+fn h2() -> reqwest::Client {
+    let _ = http_client(); // installs the crypto provider reqwest's rustls needs
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
+
+/// rmcp's client transport to `url` over [`h2`], sending the gateway key `key`.
+fn h2_transport(
+    url: &str,
+    key: &'static str,
+) -> rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let headers = std::collections::HashMap::from([(
+        http::HeaderName::from_static("x-litellm-api-key"),
+        http::HeaderValue::from_static(key),
+    )]);
+    StreamableHttpClientTransport::with_client(
+        h2(),
+        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
+    )
+}
+
 fn upstream() -> RecordingServer {
     RecordingServer::new(
         vec![
@@ -83,11 +110,11 @@ async fn a_thousand_concurrent_calls_against_rpm_100_let_exactly_100_through_on_
     let store = Arc::new(InProcessStore::new());
     let (gw, _g) = gateway(RPM, &up.url("/mcp"), Arc::clone(&store)).await;
     let client = Arc::new(
-        rmcp::ServiceExt::serve((), keyed_transport(&gw.url("/mcp"), "sk-a"))
+        rmcp::ServiceExt::serve((), h2_transport(&gw.url("/mcp"), "sk-a"))
             .await
             .unwrap(),
     );
-    let http = http_client();
+    let http = h2();
     // 500 over MCP (one session) and 500 over REST, all at once.
     let mcp = (0..500).map(|_| {
         let client = Arc::clone(&client);
@@ -139,7 +166,7 @@ async fn the_legacy_sse_bridge_counts_against_the_same_limits_as_rest() {
       "keys": [{"key": "sk-a", "mcp_tool_limits": {"tools": {"echo": {"rpm": 2}}}}]
     }"#;
     let (gw, _g) = gateway(doc, &up.url("/mcp"), Arc::new(InProcessStore::new())).await;
-    let http = http_client();
+    let http = h2();
     assert_eq!(rest_call(&http, &gw, "sk-a", "echo").await.0, 200);
     let mut stream = http
         .get(gw.url("/sse"))
@@ -203,7 +230,7 @@ async fn max_parallel_2_never_lets_a_third_call_in_and_frees_its_slots() {
       "keys": [{"key": "sk-a", "team_id": "t"}, {"key": "sk-b", "team_id": "t"}]
     }"#;
     let (gw, _g) = gateway(doc, &up.url("/mcp"), Arc::clone(&store)).await;
-    let http = http_client();
+    let http = h2();
     // Two keys of one team, 20 calls at once: the team's limit holds across both.
     let calls = (0..20).map(|i| {
         rest_call(
@@ -254,7 +281,7 @@ async fn a_budget_of_one_dollar_at_five_cents_admits_exactly_20_calls_one_by_one
     let up = serve_recording(&server).await;
     let store = Arc::new(InProcessStore::new());
     let (gw, _g) = gateway(BUDGET, &up.url("/mcp"), Arc::clone(&store)).await;
-    let http = http_client();
+    let http = h2();
     let mut ok = 0;
     for _ in 0..25 {
         let (status, _, body) = rest_call(&http, &gw, "sk-one", "echo").await;
@@ -292,7 +319,7 @@ async fn a_failed_call_gives_its_reservation_back_a_tool_error_is_spent_and_the_
     let up = serve_recording(&server).await;
     let store = Arc::new(InProcessStore::new());
     let (gw, _g) = gateway(BUDGET, &up.url("/mcp"), Arc::clone(&store)).await;
-    let http = http_client();
+    let http = h2();
     // Ten calls to an upstream that is not there: none reaches it, nothing is spent.
     for _ in 0..10 {
         let r = http
@@ -360,7 +387,7 @@ async fn a_cost_hook_settles_the_reservation_at_the_final_cost() {
         .limit(LimitLayer::new(gk).store(Arc::clone(&store)))
         .cost_hook(hook);
     let gw = serve(gateway.router(layer), CancellationToken::new()).await;
-    let http = http_client();
+    let http = h2();
     let mut ok = 0;
     while rest_call(&http, &gw, "sk-a", "echo").await.0 == 200 {
         ok += 1;
@@ -384,7 +411,7 @@ async fn a_narrower_level_never_raises_a_wider_limit_and_jsonrpc_denials_carry_t
       "keys": [{"key": "sk-a", "team_id": "t", "rpm_limit": 1000}]
     }"#;
     let (gw, _g) = gateway(doc, &up.url("/mcp"), store).await;
-    let http = http_client();
+    let http = h2();
     let session = raw_session(&http, &gw.url("/mcp"), "sk-a").await;
     let mut texts = Vec::new();
     for id in 0..5 {
@@ -472,7 +499,7 @@ mod on_redis {
         let patient = Duration::from_secs(10);
         let one = replica(&up, &redis, OnStoreError::Deny, patient).await;
         let two = replica(&up, &redis, OnStoreError::Deny, patient).await;
-        let http = http_client();
+        let http = h2();
         // 1,000 calls at once from two keys of one team, alternating replicas: rpm 100.
         let calls = (0..1000).map(|i| {
             let gw = if i % 2 == 0 { &one } else { &two };
@@ -545,7 +572,7 @@ mod on_redis {
         let quick = Duration::from_millis(300);
         let deny = replica(&up, &redis, OnStoreError::Deny, quick).await;
         let allow = replica(&up, &redis, OnStoreError::Allow, quick).await;
-        let http = http_client();
+        let http = h2();
         // Calls in flight when Redis pauses keep their slots and reservations until it answers
         // again; then they are handed back.
         let in_flight = join_all((0..3).map(|_| rest_call(&http, &deny, "sk-par", "pause")));
@@ -576,7 +603,7 @@ mod on_redis {
         }
         // Redis answers again: limits resume.
         let back = within(Duration::from_secs(10), || async {
-            rest_call(&http_client(), &deny, "sk-a", "echo").await.0 == 200
+            rest_call(&h2(), &deny, "sk-a", "echo").await.0 == 200
         })
         .await;
         assert!(back.is_some(), "calls go through once Redis answers");
@@ -591,7 +618,7 @@ mod on_redis {
         assert_eq!(status, 503);
         redis.up();
         let resumed = within(Duration::from_secs(10), || async {
-            rest_call(&http_client(), &deny, "sk-a", "echo").await.0 == 200
+            rest_call(&h2(), &deny, "sk-a", "echo").await.0 == 200
         })
         .await;
         assert!(resumed.is_some());
@@ -656,7 +683,7 @@ mod persisted {
         let server = upstream();
         let up = serve_recording(&server).await;
         let spool = pg.scratch("spool");
-        let http = http_client();
+        let http = h2();
         {
             let (gw, _sink) = process(&db, &up.url("/mcp"), &spool).await;
             for _ in 0..3 {
