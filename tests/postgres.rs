@@ -658,8 +658,10 @@ async fn limits_in_the_database_apply_and_a_row_whose_limits_cannot_be_used_fail
         r#"UPDATE gk_keys SET limits = '{"rpm_limit": 0}' WHERE key_alias = 'bob'"#,
     )
     .await;
+    // Both changes loaded: alice is served and bob, whose limit of zero calls cannot be used,
+    // is refused.
     let ready = within(Duration::from_secs(2), || async {
-        tools(&a, &alice).await.is_ok()
+        tools(&a, &alice).await.is_ok() && tools(&a, &bob).await.is_err()
     })
     .await;
     assert!(ready.is_some());
@@ -674,7 +676,7 @@ async fn limits_in_the_database_apply_and_a_row_whose_limits_cannot_be_used_fail
     let mut sorted = statuses.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, [200, 200, 429], "{statuses:?}");
-    // A limit of zero calls cannot be used: bob is refused, and the problem is reported.
+    // Refused as a blocked key is (401), and the problem is reported.
     assert_eq!(tools(&a, &bob).await.unwrap_err().0, 401);
     let health = health_as(&a.running, Some("sk-master")).await;
     let problems = health["policy"]["problems"].to_string();
