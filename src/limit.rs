@@ -72,8 +72,11 @@ use tower_service::Service;
 use crate::body::ReplyBody;
 use crate::context::{self, ContextView, ToolTarget};
 use crate::counters::{Admission, Admitting, CounterKind, CounterOp, InProcessStore, LimitStore};
-use crate::engine::{Attribution, DenialStyle, Level, LimitKind, NameKind, Nanos, Principal};
-use crate::gatekeeper::Gatekeeper;
+use crate::engine::{
+    Attribution, DenialStyle, Level, Limit as LevelLimit, LimitKind, NameKind, Nanos, Principal,
+    ServerId,
+};
+use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
 use crate::limit_hold::{CallHold, LimitRefusal};
 use crate::protocol::{McpRequest, Method};
 use crate::rejection::Rejection;
@@ -172,69 +175,79 @@ impl<S: fmt::Debug> fmt::Debug for Limit<S> {
 
 crate::inner::inner_access!(impl<S> Limit<S>);
 
-/// The counters a call is checked against, and the limit behind each (for the refusal text).
+/// The counters a call is checked against, and the price it reserves.
 struct Charge {
     counters: Vec<CounterOp>,
-    limits: Vec<(Level, usize)>,
-    server: Arc<str>,
-    tool: Box<str>,
     price: Nanos,
+}
+
+/// The tool call this request is, and where it goes: `None` for anything else, or for a name
+/// no server owns (the permission layer's to refuse).
+fn target<'e>(
+    ext: &'e http::Extensions,
+    policy: &PolicySnapshot,
+    gk: &Gatekeeper,
+) -> Option<(&'e McpRequest, ServerId, &'e str)> {
+    let head = ext.get::<McpRequest>()?;
+    if head.request_method() != Some(&Method::ToolsCall) {
+        return None;
+    }
+    let name = head.target.as_deref().unwrap_or_default();
+    let (server, bare) = match ext.get::<ToolTarget>() {
+        Some(t) => (t.server, t.bare(name)),
+        None => match policy.catalog().attribute(
+            gk.mount(),
+            Some(&gk.name_index()),
+            NameKind::Tool,
+            name,
+        ) {
+            Some(Attribution::Server(server, bare)) => (server, bare),
+            _ => return None,
+        },
+    };
+    Some((head, server, bare))
+}
+
+/// Every limit of the caller that applies to a call of `bare` on `server`, level by level: the
+/// order of the counters a charge holds.
+fn applying<'a>(
+    principal: &'a Principal,
+    server: ServerId,
+    bare: &'a str,
+) -> impl Iterator<Item = (Level, &'a LevelLimit)> + 'a {
+    Level::ALL
+        .into_iter()
+        .filter_map(|level| Some((level, principal.limits[level as usize].as_deref()?)))
+        .flat_map(move |(level, of_level)| {
+            of_level
+                .applying_to(server, bare)
+                .map(move |limit| (level, limit))
+        })
 }
 
 /// What the limits of the caller say about this request: `None` when nothing applies.
 fn charge(ext: &mut http::Extensions, gk: &Gatekeeper) -> Option<Charge> {
     let context = ContextView::of(ext, gk);
     let (policy, ext) = (context.policy(), context.extensions());
-    let head = ext.get::<McpRequest>()?;
-    if head.request_method() != Some(&Method::ToolsCall) {
-        return None;
-    }
     let principal = ext.get::<Principal>()?;
     if principal.limits.iter().all(Option::is_none) {
         return None;
     }
-    let name = head.target.as_deref().unwrap_or_default();
-    let catalog = policy.catalog();
-    let (server, bare) = match ext.get::<ToolTarget>() {
-        Some(t) => (t.server, t.bare(name)),
-        None => match catalog.attribute(gk.mount(), Some(&gk.name_index()), NameKind::Tool, name) {
-            Some(Attribution::Server(server, bare)) => (server, bare),
-            // Unattributable names are the permission layer's to refuse.
-            _ => return None,
-        },
-    };
-    let price = Nanos::from_dollars(catalog.server(server).price(bare));
-    let mut counters = Vec::new();
-    let mut limits = Vec::new();
-    for level in Level::ALL {
-        let Some(of_level) = principal.limits[level as usize].as_ref() else {
-            continue;
-        };
-        for (i, limit) in of_level.all().iter().enumerate() {
-            if !limit.applies(server, bare) {
-                continue;
-            }
+    let (_, server, bare) = target(ext, policy, gk)?;
+    let price = Nanos::from_dollars(policy.catalog().server(server).price(bare));
+    let counters: Vec<CounterOp> = applying(principal, server, bare)
+        .map(|(level, limit)| {
             let kind = counter_kind(limit.kind, price);
             let ledger = matches!(kind, CounterKind::Budget { .. })
                 .then(|| (level, Arc::clone(&limit.ledger)));
-            counters.push(CounterOp {
+            CounterOp {
                 name: Arc::clone(&limit.counter),
                 kind,
                 ledger,
-            });
-            limits.push((level, i));
-        }
-    }
-    if counters.is_empty() {
-        return None;
-    }
-    Some(Charge {
-        counters,
-        limits,
-        server: Arc::clone(catalog.server(server).shared_name()),
-        tool: bare.into(),
-        price,
-    })
+            }
+        })
+        .collect();
+    (!counters.is_empty()).then_some(Charge { counters, price })
 }
 
 /// What a call takes from the counter of one limit, at `price`.
@@ -254,31 +267,31 @@ fn counter_kind(kind: LimitKind, price: Nanos) -> CounterKind {
     }
 }
 
-/// The refusal for the counter at `index`.
+/// The refusal for the counter at `index` of the charge (found again: refusals are rare).
 fn refusal(
-    ext: &http::Extensions,
-    charge: &Charge,
+    ext: &mut http::Extensions,
+    gk: &Gatekeeper,
     index: usize,
     retry_after: Option<std::time::Duration>,
 ) -> Rejection {
-    let (level, i) = charge.limits[index];
+    let context = ContextView::of(ext, gk);
+    let (policy, ext) = (context.policy(), context.extensions());
     let principal = ext.get::<Principal>().expect("charged callers have one");
-    let limit = &principal.limits[level as usize]
-        .as_ref()
-        .expect("charged levels have limits")
-        .all()[i];
+    let (head, server, bare) = target(ext, policy, gk).expect("charged requests are tool calls");
+    let (_, limit) = applying(principal, server, bare)
+        .nth(index)
+        .expect("the store names one of the counters it was given");
     let text = LimitRefusal {
         limit,
-        server: &charge.server,
-        tool: &charge.tool,
+        server: policy.catalog().server(server).name(),
+        tool: bare,
         retry_after,
     }
     .to_string();
-    let mut r = Rejection::limit_exceeded(text).with_retry_after(retry_after);
-    if let Some(head) = ext.get::<McpRequest>() {
-        r = r.answering(head);
-        crate::trace::refused(ext.get(), Some(head), &r);
-    }
+    let r = Rejection::limit_exceeded(text)
+        .with_retry_after(retry_after)
+        .answering(head);
+    crate::trace::refused(ext.get(), Some(head), &r);
     r
 }
 
@@ -312,7 +325,7 @@ fn decided(
             Decided::Go(Some(hold))
         }
         Ok(Admission::Refused { index, retry_after }) => {
-            Decided::Refuse(refusal(ext, &charge, index, retry_after))
+            Decided::Refuse(refusal(ext, &layer.gatekeeper, index, retry_after))
         }
         Err(e) => match layer.on_error {
             OnStoreError::Deny => Decided::Refuse(unavailable(ext, &e)),
