@@ -102,7 +102,7 @@ pub struct LimitSpec {
 }
 
 impl LimitSpec {
-    /// Whether nothing is limited.
+    /// Whether nothing is set (a `budget_duration` alone is set, and refused by compiling).
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.rpm_limit.is_none()
@@ -110,6 +110,7 @@ impl LimitSpec {
             && self.mcp_rpm_limit.is_empty()
             && self.mcp_tool_limits.is_empty()
             && self.max_budget.is_none()
+            && self.budget_duration.is_none()
     }
 }
 
@@ -365,9 +366,6 @@ pub(crate) fn compile_level(
         Some(spec) if !spec.is_empty() => {
             LevelLimits::compile(catalog, level, subject, ledger, spec).map(|l| Some(Arc::new(l)))
         }
-        Some(spec) if spec.budget_duration.is_some() => Err(LimitError::Invalid(
-            "budget_duration needs max_budget".into(),
-        )),
         _ => Ok(None),
     }
 }

@@ -139,6 +139,16 @@ const QUERIES: [&str; 9] = [
     r#"SELECT access_group_id, access_mcp_server_ids FROM "LiteLLM_AccessGroupTable""#,
 ];
 
+/// `rpm_limit` and `max_parallel_requests` from column `at` on, and `metadata -> 'mcp_rpm_limit'`
+/// after them when the row has one (keys and teams).
+fn limits(row: &Row, at: usize, mcp: bool) -> Result<LimitRow, DbError> {
+    Ok(LimitRow {
+        rpm_limit: get(row, at)?,
+        max_parallel_requests: get(row, at + 1)?,
+        mcp_rpm_limit: if mcp { get(row, at + 2)? } else { None },
+    })
+}
+
 /// One column, or an error naming it when its type is not the one the pinned schema has.
 fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, DbError> {
     row.try_get(i).map_err(|e| {
@@ -227,11 +237,7 @@ fn parse(all: [Vec<Row>; 9]) -> Result<Rows, DbError> {
                 spend: get(r, 9)?,
                 max_budget: get(r, 10)?,
                 access_group_ids: list(r, 11)?,
-                limits: LimitRow {
-                    rpm_limit: get(r, 12)?,
-                    max_parallel_requests: get(r, 13)?,
-                    mcp_rpm_limit: get(r, 14)?,
-                },
+                limits: limits(r, 12, true)?,
             })
         })?,
         teams: each(&teams, |r| {
@@ -241,11 +247,7 @@ fn parse(all: [Vec<Row>; 9]) -> Result<Rows, DbError> {
                 spend: get(r, 4)?,
                 max_budget: get(r, 5)?,
                 access_group_ids: list(r, 6)?,
-                limits: LimitRow {
-                    rpm_limit: get(r, 7)?,
-                    max_parallel_requests: get(r, 8)?,
-                    mcp_rpm_limit: get(r, 9)?,
-                },
+                limits: limits(r, 7, true)?,
                 ..member(r)?
             })
         })?,
@@ -253,11 +255,7 @@ fn parse(all: [Vec<Row>; 9]) -> Result<Rows, DbError> {
             Ok(MemberRow {
                 spend: get(r, 2)?,
                 max_budget: get(r, 3)?,
-                limits: LimitRow {
-                    rpm_limit: get(r, 4)?,
-                    max_parallel_requests: get(r, 5)?,
-                    mcp_rpm_limit: None,
-                },
+                limits: limits(r, 4, false)?,
                 ..member(r)?
             })
         })?,
@@ -266,11 +264,7 @@ fn parse(all: [Vec<Row>; 9]) -> Result<Rows, DbError> {
                 blocked: get(r, 2)?,
                 spend: get(r, 3)?,
                 max_budget: get(r, 4)?,
-                limits: LimitRow {
-                    rpm_limit: get(r, 5)?,
-                    max_parallel_requests: get(r, 6)?,
-                    mcp_rpm_limit: None,
-                },
+                limits: limits(r, 5, false)?,
                 ..member(r)?
             })
         })?,
