@@ -222,13 +222,18 @@ impl Rejection {
         Self::new(RejectionKind::SessionNotFound, "Session not found")
     }
 
-    /// A tool outside the grant. The same text whether the tool exists or not.
+    /// A tool outside the grant. The same text whether the tool exists or not — but for a tool
+    /// the caller may use that tool pinning holds back, which says so.
     #[must_use]
     pub fn tool_denied(tool: &str, by: DeniedBy) -> Self {
-        Self::new(
-            RejectionKind::ToolDenied { by },
-            format!("Tool {tool} is not allowed for this key"),
-        )
+        let message = if by == DeniedBy::Quarantined {
+            format!(
+                "Tool {tool} is held back by tool pinning: its definition changed or was never                  approved; an administrator must approve it"
+            )
+        } else {
+            format!("Tool {tool} is not allowed for this key")
+        };
+        Self::new(RejectionKind::ToolDenied { by }, message)
     }
 
     /// Arguments outside `allowed_params`, with LiteLLM's exact text.
@@ -268,10 +273,14 @@ impl Rejection {
     /// A prompt outside the grant.
     #[must_use]
     pub fn prompt_denied(name: &str, by: DeniedBy) -> Self {
-        Self::new(
-            RejectionKind::PromptDenied { by },
-            format!("Prompt {name} is not allowed for this key"),
-        )
+        let message = if by == DeniedBy::Quarantined {
+            format!(
+                "Prompt {name} is held back by tool pinning: its definition changed or was                  never approved; an administrator must approve it"
+            )
+        } else {
+            format!("Prompt {name} is not allowed for this key")
+        };
+        Self::new(RejectionKind::PromptDenied { by }, message)
     }
 
     /// A resource outside the grant.

@@ -65,6 +65,11 @@ pub struct ServerSpec {
     pub allow_all_keys: bool,
     /// Prices.
     pub cost: CostInfo,
+    /// Tool and prompt pinning (`tool_pinning`, `pinned_tools`, ...); names bare or prefixed.
+    pub pinning: super::PinRules,
+    /// `audit_redact`: when set, audit events carry this server's argument values, those of
+    /// these argument names replaced; otherwise argument names only.
+    pub audit_redact: Option<Vec<String>>,
 }
 
 /// A validated server of a [`Catalog`].
@@ -80,6 +85,8 @@ pub struct Server {
     allow_all_keys: bool,
     default_cost: f64,
     tool_costs: HashMap<Box<str>, f64>,
+    pinning: super::PinRules,
+    audit_redact: Option<Box<[Box<str>]>>,
 }
 
 impl Server {
@@ -116,6 +123,17 @@ impl Server {
     #[must_use]
     pub fn allowed_params(&self, bare_tool: &str) -> Option<&[Box<str>]> {
         self.allowed_params.get(bare_tool).map(|v| &**v)
+    }
+    /// The server's pinning rules.
+    #[must_use]
+    pub fn pin_rules(&self) -> &super::PinRules {
+        &self.pinning
+    }
+    /// The argument names whose values audit events replace, when the server lets them carry
+    /// values at all.
+    #[must_use]
+    pub fn audit_redact(&self) -> Option<&[Box<str>]> {
+        self.audit_redact.as_deref()
     }
     /// Whether the server's own rules (`allowed_tools`, `disallowed_tools`) admit a bare tool.
     pub(crate) fn rules_admit(&self, bare_tool: &str) -> Result<(), super::DeniedBy> {
@@ -333,6 +351,13 @@ impl Catalog {
             if spec.allow_all_keys {
                 public.insert(id);
             }
+            let mut pinning = spec.pinning;
+            for pins in [&mut pinning.tools, &mut pinning.prompts] {
+                *pins = std::mem::take(pins)
+                    .into_iter()
+                    .map(|(name, pin)| (own.strip(&name).map_or(name.clone(), Into::into), pin))
+                    .collect();
+            }
             servers.push(Server {
                 name: spec.name.into(),
                 alias: spec.alias.map(Into::into),
@@ -344,6 +369,10 @@ impl Catalog {
                 allow_all_keys: spec.allow_all_keys,
                 default_cost,
                 tool_costs,
+                pinning,
+                audit_redact: spec
+                    .audit_redact
+                    .map(|names| names.into_iter().map(Into::into).collect()),
             });
         }
         if let Some(name) = groups.keys().find(|g| names.contains_key(*g)) {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Catalog, Hierarchy, Level, Permissions, ServerId, ServerSet};
+use super::{Catalog, Hierarchy, Level, Permissions, PinKind, ServerId, ServerSet};
 
 /// The caller of one request, as an identity resolver establishes it.
 ///
@@ -67,6 +67,9 @@ pub enum DeniedBy {
     Ambiguous,
     /// The caller's permissions were compiled against another catalog (a reload raced).
     StalePolicy,
+    /// The definition no longer matches its pin, or appeared after pinning (`tool_pinning:
+    /// enforce`).
+    Quarantined,
 }
 
 impl fmt::Display for DeniedBy {
@@ -79,6 +82,7 @@ impl fmt::Display for DeniedBy {
             Self::UnknownName => f.write_str("unknown name"),
             Self::Ambiguous => f.write_str("name offered by several servers"),
             Self::StalePolicy => f.write_str("policy changed while resolving"),
+            Self::Quarantined => f.write_str("tool pinning (definition changed or unapproved)"),
         }
     }
 }
@@ -104,6 +108,7 @@ pub struct Grant {
     levels: [Option<Arc<Permissions>>; 5],
     stale: bool,
     hierarchy: Hierarchy,
+    pins: Option<Arc<super::PinBook>>,
 }
 
 impl Grant {
@@ -127,6 +132,7 @@ impl Grant {
             levels: principal.levels.clone(),
             stale,
             hierarchy: principal.hierarchy,
+            pins: None,
         };
         if stale {
             return grant;
@@ -218,6 +224,7 @@ impl Grant {
             _ => false,
         };
         Arc::ptr_eq(&self.catalog, &other.catalog)
+            && self.pins.as_ref().map(Arc::as_ptr) == other.pins.as_ref().map(Arc::as_ptr)
             && self.stale == other.stale
             && self.hierarchy == other.hierarchy
             && self.servers == other.servers
@@ -291,7 +298,8 @@ impl Grant {
                 by,
             })
         };
-        if let Err(by) = self.catalog.server(server).rules_admit(bare_tool) {
+        let spec = self.catalog.server(server);
+        if let Err(by) = spec.rules_admit(bare_tool) {
             return deny(by);
         }
         for level in Level::ALL {
@@ -303,7 +311,50 @@ impl Grant {
                 return deny(DeniedBy::Level(level));
             }
         }
+        // Last, so that only a caller who may otherwise use the tool learns it is held back.
+        if !self.pin_admits(PinKind::Tool, spec, bare_tool) {
+            return deny(DeniedBy::Quarantined);
+        }
         Ok(())
+    }
+
+    /// Checks a prompt (its server and bare name): the server must be in the grant and the
+    /// prompt not quarantined by pinning.
+    ///
+    /// # Errors
+    ///
+    /// A [`Denial`] naming what refused it.
+    pub fn check_prompt(&self, server: ServerId, bare_prompt: &str) -> Result<(), Denial> {
+        self.check_server(server)?;
+        if self.pin_admits(PinKind::Prompt, self.catalog.server(server), bare_prompt) {
+            Ok(())
+        } else {
+            Err(Denial {
+                server: Some(server),
+                by: DeniedBy::Quarantined,
+            })
+        }
+    }
+
+    fn pin_admits(&self, kind: PinKind, server: &super::Server, bare: &str) -> bool {
+        match &self.pins {
+            Some(book) => book.admits(kind, server.name(), bare, server.pin_rules()),
+            None => true,
+        }
+    }
+
+    /// Holds quarantined definitions back, as `book` says (the permission layer attaches the
+    /// gatekeeper's book when a server of the catalog pins).
+    #[must_use]
+    pub fn with_pins(mut self, book: Arc<super::PinBook>) -> Self {
+        self.pins = Some(book);
+        self
+    }
+
+    /// The pin book this grant consults, if any.
+    #[must_use]
+    pub fn pins(&self) -> Option<&Arc<super::PinBook>> {
+        self.pins.as_ref()
     }
 
     /// Says why a server is outside the grant (meaningful only when it is).

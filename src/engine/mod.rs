@@ -13,6 +13,8 @@ mod key_digest;
 mod limits;
 mod names;
 mod params;
+mod pin_book;
+mod pin_digest;
 mod scope;
 mod set;
 
@@ -30,6 +32,13 @@ pub use limits::{
 };
 pub use names::{NameIndex, NameKind, Owner};
 pub use params::ParamsDenial;
+pub use pin_book::{
+    ApproveError, NewTools, PinBook, PinChange, PinMode, PinRules, PinStore, Quarantined, StoredPin,
+};
+pub use pin_digest::{
+    BadDefinition, BadDigest, Fingerprint, PinDigest, PinKind, PinParts, canonical_definition,
+    fingerprint, fingerprint_value,
+};
 pub use scope::{Scope, ScopeDenial};
 pub use set::ServerSet;
 

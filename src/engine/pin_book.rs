@@ -1,0 +1,459 @@
+//! [`PinBook`]: the pins every server's tools and prompts are held to, what was last seen of
+//! each, and which ones are quarantined.
+//!
+//! A definition is quarantined when what the server lists no longer matches its pin (a rug
+//! pull), or — with `pin_new_tools: quarantine` — when it has no pin and appeared after its
+//! server's definitions were pinned. The pin of a definition is, in this order: the
+//! configuration's (`pinned_tools`, `pinned_prompts`), the stored one (approved, or learned the
+//! first time the server listed it). One book is shared by every request and survives policy
+//! reloads; the permission layer reads it for lists and calls alike.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use super::pin_digest::{Fingerprint, PinDigest, PinKind, PinParts, fingerprint};
+
+/// `tool_pinning` of a server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PinMode {
+    /// Definitions are not looked at.
+    #[default]
+    Off,
+    /// Changes are reported, nothing is withheld.
+    Observe,
+    /// Quarantined tools and prompts are withheld from lists and refused.
+    Enforce,
+}
+
+/// `pin_new_tools` of a server: what happens to a definition without a pin once the server's
+/// definitions were pinned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NewTools {
+    /// It is pinned as it is first seen (trust on first use).
+    #[default]
+    Pin,
+    /// It is quarantined until approved.
+    Quarantine,
+}
+
+/// A server's pinning rules, as configuration gives them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PinRules {
+    /// `tool_pinning`.
+    pub mode: PinMode,
+    /// `pin_new_tools`.
+    pub new_tools: NewTools,
+    /// `pinned_tools`: bare tool name and its pin.
+    pub tools: HashMap<Box<str>, PinDigest>,
+    /// `pinned_prompts`: bare prompt name and its pin.
+    pub prompts: HashMap<Box<str>, PinDigest>,
+}
+
+impl PinRules {
+    fn configured(&self, kind: PinKind) -> &HashMap<Box<str>, PinDigest> {
+        match kind {
+            PinKind::Tool => &self.tools,
+            PinKind::Prompt => &self.prompts,
+        }
+    }
+}
+
+/// A pin as a [`PinStore`] keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPin {
+    /// Tool or prompt.
+    pub kind: PinKind,
+    /// The server's name.
+    pub server: Box<str>,
+    /// The bare name.
+    pub name: Box<str>,
+    /// The pin.
+    pub digest: PinDigest,
+    /// Its parts, when known (to tell which parts of a later definition changed).
+    pub parts: Option<PinParts>,
+}
+
+/// Where learned and approved pins are kept, so that a restart does not trust anew.
+///
+/// `save` is called with the pins learned from one list (or one approval); it must not wait on
+/// a network (spawn, or write a small local file) and reports its own failures.
+pub trait PinStore: Send + Sync + 'static {
+    /// Keeps `pins` (each replacing any earlier pin of the same kind, server and name).
+    fn save(&self, pins: Vec<StoredPin>);
+    /// What is wrong with the store, if anything (shown in `/health`).
+    fn problem(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A definition that is not what its pin says, reported once per new definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinChange {
+    /// Tool or prompt.
+    pub kind: PinKind,
+    /// The server.
+    pub server: Box<str>,
+    /// The bare name.
+    pub name: Box<str>,
+    /// Its pin; `None` for a definition that appeared after pinning.
+    pub pinned: Option<PinDigest>,
+    /// What the server lists now.
+    pub seen: PinDigest,
+    /// The fields that changed, when the pin's parts are known.
+    pub changed: Option<Vec<&'static str>>,
+    /// Whether it is withheld (`enforce`) or only reported (`observe`).
+    pub enforced: bool,
+}
+
+/// Why an approval could not be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApproveError {
+    /// No digest was given and nothing has been seen of the definition.
+    NothingSeen,
+    /// The configuration pins it to another digest; the configuration wins.
+    PinnedByConfig(PinDigest),
+}
+
+impl std::fmt::Display for ApproveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NothingSeen => {
+                f.write_str("nothing has been seen of this definition; give the digest to approve")
+            }
+            Self::PinnedByConfig(d) => write!(
+                f,
+                "the configuration pins it to {d}; change the configuration instead"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ApproveError {}
+
+struct Seen {
+    /// A keyed hash of the definition's text as listed: the same text is not digested again.
+    text_hash: u64,
+    fingerprint: Fingerprint,
+}
+
+#[derive(Default)]
+struct Entry {
+    pinned: Option<(PinDigest, Option<PinParts>)>,
+    seen: Option<Seen>,
+    /// The definition last reported, so that each change is reported once.
+    reported: Option<PinDigest>,
+}
+
+#[derive(Default)]
+struct ServerPins {
+    /// Per kind: whether a full list of the server has been pinned (definitions that appear
+    /// later are new).
+    sealed: [bool; 2],
+    items: [HashMap<Box<str>, Entry>; 2],
+}
+
+/// The state of pinning for every server (see the [module docs](self)).
+pub struct PinBook {
+    servers: RwLock<HashMap<Box<str>, ServerPins>>,
+    generation: AtomicU64,
+    hasher: std::collections::hash_map::RandomState,
+    store: Option<Arc<dyn PinStore>>,
+    unsaved: Mutex<Vec<StoredPin>>,
+}
+
+impl std::fmt::Debug for PinBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinBook")
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PinBook {
+    fn default() -> Self {
+        Self::new(Vec::new(), None)
+    }
+}
+
+/// One definition in quarantine, as `/health` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Tool or prompt.
+    pub kind: PinKind,
+    /// The server.
+    pub server: String,
+    /// The bare name.
+    pub name: String,
+    /// Its pin, if it has one.
+    pub pinned: Option<PinDigest>,
+    /// What the server lists now.
+    pub seen: Option<PinDigest>,
+}
+
+type Verdict = Result<(), ()>;
+
+fn verdict(
+    entry: Option<&Entry>,
+    configured: Option<PinDigest>,
+    new_is_quarantined: bool,
+) -> Verdict {
+    let pin = configured.or_else(|| entry.and_then(|e| e.pinned.map(|p| p.0)));
+    match (pin, entry.and_then(|e| e.seen.as_ref())) {
+        (Some(pin), Some(seen)) if seen.fingerprint.digest != pin => Err(()),
+        (Some(_), _) => Ok(()),
+        (None, _) if new_is_quarantined => Err(()),
+        (None, _) => Ok(()),
+    }
+}
+
+fn slot(kind: PinKind) -> usize {
+    kind as usize
+}
+
+impl PinBook {
+    /// A book holding `pins` (from a store), saving what it learns to `store`.
+    #[must_use]
+    pub fn new(pins: Vec<StoredPin>, store: Option<Arc<dyn PinStore>>) -> Self {
+        let mut servers: HashMap<Box<str>, ServerPins> = HashMap::new();
+        for pin in pins {
+            let s = servers.entry(pin.server).or_default();
+            s.sealed[slot(pin.kind)] = true;
+            s.items[slot(pin.kind)].entry(pin.name).or_default().pinned =
+                Some((pin.digest, pin.parts));
+        }
+        Self {
+            servers: RwLock::new(servers),
+            generation: AtomicU64::new(0),
+            hasher: std::collections::hash_map::RandomState::new(),
+            store,
+            unsaved: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Changes whenever a definition enters or leaves quarantine (list caches compare it).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn new_is_quarantined(rules: &PinRules, kind: PinKind, server: Option<&ServerPins>) -> bool {
+        rules.new_tools == NewTools::Quarantine
+            && (!rules.configured(kind).is_empty() || server.is_some_and(|s| s.sealed[slot(kind)]))
+    }
+
+    /// Whether a definition may be listed and used under `rules` (always, unless `rules` enforce
+    /// pinning and it is quarantined).
+    #[must_use]
+    pub fn admits(&self, kind: PinKind, server: &str, name: &str, rules: &PinRules) -> bool {
+        if rules.mode != PinMode::Enforce {
+            return true;
+        }
+        let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
+        let pins = servers.get(server);
+        let entry = pins.and_then(|s| s.items[slot(kind)].get(name));
+        let new_is_quarantined = Self::new_is_quarantined(rules, kind, pins);
+        verdict(
+            entry,
+            rules.configured(kind).get(name).copied(),
+            new_is_quarantined,
+        )
+        .is_ok()
+    }
+
+    /// Records what a list says of one definition (`members`: its keys and JSON texts, `name`
+    /// its bare name), learning its pin if it has none and may have one. Returns the change to
+    /// report, once per definition that does not match.
+    pub fn observe<'a>(
+        &self,
+        kind: PinKind,
+        server: &str,
+        name: &str,
+        rules: &PinRules,
+        members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> Option<PinChange> {
+        if rules.mode == PinMode::Off {
+            return None;
+        }
+        let mut h = self.hasher.build_hasher();
+        for (k, v) in members.clone().filter(|(k, _)| kind.fields().contains(k)) {
+            h.write(k.as_bytes());
+            h.write_u8(0);
+            h.write(v.as_bytes());
+            h.write_u8(0);
+        }
+        let text_hash = h.finish();
+        {
+            let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
+            let seen = servers
+                .get(server)
+                .and_then(|s| s.items[slot(kind)].get(name))
+                .and_then(|e| e.seen.as_ref());
+            if seen.is_some_and(|s| s.text_hash == text_hash) {
+                return None;
+            }
+        }
+        // A definition whose pinned fields are not JSON cannot match any pin.
+        let fingerprint = fingerprint(kind, name, members).unwrap_or(Fingerprint {
+            digest: PinDigest([0; 32]),
+            parts: PinParts([u64::MAX; 6]),
+        });
+        let configured = rules.configured(kind).get(name).copied();
+        let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
+        let pins = servers.entry(server.into()).or_default();
+        let new_is_quarantined = Self::new_is_quarantined(rules, kind, Some(pins));
+        let entry = pins.items[slot(kind)].entry(name.into()).or_default();
+        let before = verdict(Some(entry), configured, new_is_quarantined);
+        entry.seen = Some(Seen {
+            text_hash,
+            fingerprint,
+        });
+        if configured.is_none() && entry.pinned.is_none() && !new_is_quarantined {
+            entry.pinned = Some((fingerprint.digest, Some(fingerprint.parts)));
+            self.unsaved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(StoredPin {
+                    kind,
+                    server: server.into(),
+                    name: name.into(),
+                    digest: fingerprint.digest,
+                    parts: Some(fingerprint.parts),
+                });
+        }
+        let after = verdict(Some(entry), configured, new_is_quarantined);
+        if before != after {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        if after.is_ok() {
+            entry.reported = None;
+            return None;
+        }
+        if entry.reported == Some(fingerprint.digest) {
+            return None;
+        }
+        entry.reported = Some(fingerprint.digest);
+        let pinned = configured.or(entry.pinned.map(|p| p.0));
+        let changed = match entry.pinned {
+            Some((digest, Some(parts))) if Some(digest) == pinned => {
+                Some(parts.changed(&fingerprint.parts, kind))
+            }
+            _ => None,
+        };
+        Some(PinChange {
+            kind,
+            server: server.into(),
+            name: name.into(),
+            pinned,
+            seen: fingerprint.digest,
+            changed,
+            enforced: rules.mode == PinMode::Enforce,
+        })
+    }
+
+    /// Ends one list of `servers`' definitions of `kind`: a complete list (no further page)
+    /// seals them (a definition that appears later is new), and the pins learned are saved.
+    pub fn finish_list<'s>(
+        &self,
+        kind: PinKind,
+        complete: bool,
+        servers: impl IntoIterator<Item = &'s str>,
+    ) {
+        if complete {
+            let mut book = self.servers.write().unwrap_or_else(PoisonError::into_inner);
+            for server in servers {
+                if let Some(s) = book.get_mut(server) {
+                    s.sealed[slot(kind)] = true;
+                }
+            }
+        }
+        let unsaved =
+            std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(PoisonError::into_inner));
+        if let (false, Some(store)) = (unsaved.is_empty(), &self.store) {
+            store.save(unsaved);
+        }
+    }
+
+    /// Pins a definition to `digest`, or to what was last seen of it: it leaves quarantine at
+    /// once, and the pin is saved.
+    ///
+    /// # Errors
+    ///
+    /// Nothing seen and no digest given, or the configuration pins it otherwise.
+    pub fn approve(
+        &self,
+        kind: PinKind,
+        server: &str,
+        name: &str,
+        rules: &PinRules,
+        digest: Option<PinDigest>,
+    ) -> Result<PinDigest, ApproveError> {
+        let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
+        let pins = servers.entry(server.into()).or_default();
+        let entry = pins.items[slot(kind)].entry(name.into()).or_default();
+        let seen = entry.seen.as_ref().map(|s| s.fingerprint);
+        let digest = digest
+            .or(seen.map(|s| s.digest))
+            .ok_or(ApproveError::NothingSeen)?;
+        if let Some(configured) = rules.configured(kind).get(name)
+            && *configured != digest
+        {
+            return Err(ApproveError::PinnedByConfig(*configured));
+        }
+        let parts = seen.filter(|s| s.digest == digest).map(|s| s.parts);
+        entry.pinned = Some((digest, parts));
+        entry.reported = None;
+        drop(servers);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(store) = &self.store {
+            store.save(vec![StoredPin {
+                kind,
+                server: server.into(),
+                name: name.into(),
+                digest,
+                parts,
+            }]);
+        }
+        Ok(digest)
+    }
+
+    /// Every definition quarantined now, for the servers `rules` knows (by name).
+    pub fn quarantined<'r>(
+        &self,
+        rules: impl Fn(&str) -> Option<&'r PinRules>,
+    ) -> Vec<Quarantined> {
+        let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        for (server, pins) in servers.iter() {
+            let Some(rules) = rules(server).filter(|r| r.mode != PinMode::Off) else {
+                continue;
+            };
+            for kind in [PinKind::Tool, PinKind::Prompt] {
+                let new_is_quarantined = Self::new_is_quarantined(rules, kind, Some(pins));
+                for (name, entry) in &pins.items[slot(kind)] {
+                    let configured = rules.configured(kind).get(name).copied();
+                    if verdict(Some(entry), configured, new_is_quarantined).is_err()
+                        && entry.seen.is_some()
+                    {
+                        out.push(Quarantined {
+                            kind,
+                            server: server.to_string(),
+                            name: name.to_string(),
+                            pinned: configured.or(entry.pinned.map(|p| p.0)),
+                            seen: entry.seen.as_ref().map(|s| s.fingerprint.digest),
+                        });
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.server, a.kind, &a.name).cmp(&(&b.server, b.kind, &b.name)));
+        out
+    }
+
+    /// What is wrong with the store, if anything.
+    #[must_use]
+    pub fn store_problem(&self) -> Option<String> {
+        self.store.as_ref().and_then(|s| s.problem())
+    }
+}
