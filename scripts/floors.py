@@ -17,11 +17,11 @@ from pathlib import Path
 # (floor 4) share a floor so that none of them can import another.
 FLOORS = {
     1: ["protocol", "engine", "body", "future", "inner"],
-    2: ["rejection", "list_memo", "counters"],
-    3: ["gatekeeper", "trace"],
-    4: ["context", "limit_hold"],
+    2: ["rejection", "list_memo", "counters", "audit"],
+    3: ["gatekeeper"],
+    4: ["context", "limit_hold", "trace"],
     5: ["identity", "namespace", "permission", "params", "limit", "cost"],
-    6: ["stack", "config", "openai"],
+    6: ["stack", "config", "openai", "pin_file"],
     7: ["fuzzing", "tls", "source", "redis_limits"],
     8: ["oauth", "postgres"],
     9: ["gateway", "litellm_db"],
@@ -45,7 +45,7 @@ GATEWAY_FLOORS = {
     11: ["gateway/endpoint"],
     12: ["gateway/endpoint_call", "gateway/endpoint_lists"],
     13: ["gateway/inner_call"],
-    14: ["gateway/sse_bridge"],
+    14: ["gateway/sse_bridge", "gateway/pins_admin"],
     15: ["gateway/router", "gateway/mod"],
 }
 

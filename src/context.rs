@@ -45,16 +45,17 @@ impl ToolTarget {
 /// to the one snapshot every request shares.
 pub(crate) struct ContextView<'a> {
     ext: &'a mut Extensions,
+    gk: &'a Gatekeeper,
 }
 
 impl<'a> ContextView<'a> {
     /// The context of the request whose extensions are `ext`, its policy snapshot taken from
     /// `gk` unless a layer before took it.
-    pub(crate) fn of(ext: &'a mut Extensions, gk: &Gatekeeper) -> Self {
+    pub(crate) fn of(ext: &'a mut Extensions, gk: &'a Gatekeeper) -> Self {
         if ext.get::<Arc<PolicySnapshot>>().is_none() {
             ext.insert(gk.policy());
         }
-        Self { ext }
+        Self { ext, gk }
     }
 
     /// The request's policy snapshot.
@@ -87,7 +88,8 @@ impl<'a> ContextView<'a> {
                 .ext
                 .get::<Principal>()
                 .ok_or_else(Rejection::missing_credential)?;
-            let mut grant = Grant::resolve(self.policy().catalog(), principal);
+            let mut grant = Grant::resolve(self.policy().catalog(), principal)
+                .with_pins(Arc::clone(self.gk.pins()));
             if let Some(scope) = self.ext.get::<Scope>() {
                 scope.apply(&mut grant)?;
             }
@@ -131,6 +133,11 @@ where
         rejection.answering(&head)
     })?;
     parts.extensions.insert(head);
+    if gk.audit().is_enabled() {
+        parts
+            .extensions
+            .insert(crate::audit::AuditedBody(bytes.clone()));
+    }
     Ok(Request::from_parts(parts, B::from(bytes)))
 }
 

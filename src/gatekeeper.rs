@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::engine::{Catalog, IdentityStore, Mount, NameIndex};
+use crate::audit::Auditor;
+use crate::engine::{Catalog, IdentityStore, Mount, NameIndex, PinBook};
 
 /// One consistent version of the policy: the catalog and the identity store built with it.
 ///
@@ -91,6 +92,8 @@ struct Handle {
     shared: Arc<Shared>,
     mount: Mount,
     limits: Limits,
+    pins: Arc<PinBook>,
+    audit: Auditor,
 }
 
 /// Shared by every handle cloned from one [`Gatekeeper::new`], whatever their options.
@@ -139,6 +142,8 @@ impl Gatekeeper {
                 }),
                 mount: Mount::Aggregate,
                 limits: Limits::default(),
+                pins: Arc::default(),
+                audit: Auditor::disabled(),
             }),
         }
     }
@@ -161,6 +166,33 @@ impl Gatekeeper {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         Arc::make_mut(&mut self.handle).limits = limits;
         self
+    }
+
+    /// Sets the book of tool and prompt pins (by default an empty one kept in memory; give one
+    /// with a [`PinStore`](crate::engine::PinStore) so that pins survive a restart).
+    #[must_use]
+    pub fn with_pins(mut self, pins: Arc<PinBook>) -> Self {
+        Arc::make_mut(&mut self.handle).pins = pins;
+        self
+    }
+
+    /// Sets where decision events go (by default nowhere but `tracing`, with that feature).
+    #[must_use]
+    pub fn with_audit(mut self, audit: Auditor) -> Self {
+        Arc::make_mut(&mut self.handle).audit = audit;
+        self
+    }
+
+    /// The book of tool and prompt pins.
+    #[must_use]
+    pub fn pins(&self) -> &Arc<PinBook> {
+        &self.handle.pins
+    }
+
+    /// Where decision events go.
+    #[must_use]
+    pub fn audit(&self) -> &Auditor {
+        &self.handle.audit
     }
 
     /// Swaps in a new policy for every request that starts from now on.

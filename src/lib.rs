@@ -71,6 +71,7 @@
 //! plus `sha2` (key digests), `arc-swap` (the reloadable policy) and `serde_path_to_error`
 //! (config error paths).
 
+pub mod audit;
 pub mod body;
 pub mod config;
 mod context;
@@ -94,6 +95,7 @@ pub mod namespace;
 pub mod openai;
 pub mod params;
 pub mod permission;
+pub mod pin_file;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod protocol;

@@ -274,6 +274,17 @@ fn refusal(
     index: usize,
     retry_after: Option<std::time::Duration>,
 ) -> Rejection {
+    let (rejection, level, rule) = limit_refusal(ext, gk, index, retry_after);
+    crate::trace::refused_later(gk, ext, &rejection, Some(rule), Some(level));
+    rejection
+}
+
+fn limit_refusal(
+    ext: &mut http::Extensions,
+    gk: &Gatekeeper,
+    index: usize,
+    retry_after: Option<std::time::Duration>,
+) -> (Rejection, &'static str, &'static str) {
     let context = ContextView::of(ext, gk);
     let (policy, ext) = (context.policy(), context.extensions());
     let principal = ext.get::<Principal>().expect("charged callers have one");
@@ -291,8 +302,12 @@ fn refusal(
     let r = Rejection::limit_exceeded(text)
         .with_retry_after(retry_after)
         .answering(head);
-    crate::trace::refused(ext.get(), Some(head), &r);
-    r
+    let rule = match limit.kind {
+        crate::engine::LimitKind::Rate(_) => "rate",
+        crate::engine::LimitKind::Parallel(_) => "parallel",
+        crate::engine::LimitKind::Budget { .. } => "budget",
+    };
+    (r, crate::audit::level_name(limit.level), rule)
 }
 
 fn unavailable(ext: &http::Extensions, error: &crate::counters::StoreError) -> Rejection {
@@ -328,7 +343,11 @@ fn decided(
             Decided::Refuse(refusal(ext, &layer.gatekeeper, index, retry_after))
         }
         Err(e) => match layer.on_error {
-            OnStoreError::Deny => Decided::Refuse(unavailable(ext, &e)),
+            OnStoreError::Deny => {
+                let r = unavailable(ext, &e);
+                crate::trace::refused_later(&layer.gatekeeper, ext, &r, None, None);
+                Decided::Refuse(r)
+            }
             OnStoreError::Allow => {
                 crate::trace::backend_error(&e);
                 Decided::Go(None)

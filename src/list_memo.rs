@@ -31,8 +31,27 @@ impl std::fmt::Debug for ListMemo {
     }
 }
 
+/// What the audit event of a list reports: how many items it offered and what was withheld,
+/// by rule (kept with a memorised reply, whose event is recorded again on each use).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) offered: u32,
+    pub(crate) withheld_by: Vec<(&'static str, u32)>,
+}
+
+impl Tally {
+    pub(crate) fn withhold(&mut self, rule: &'static str) {
+        match self.withheld_by.iter_mut().find(|(r, _)| *r == rule) {
+            Some((_, n)) => *n += 1,
+            None => self.withheld_by.push((rule, 1)),
+        }
+    }
+}
+
 pub(crate) struct Entry {
     grant: Grant,
+    pins: u64,
+    tally: Tally,
     index: Arc<NameIndex>,
     mount: Mount,
     method: Method,
@@ -49,6 +68,9 @@ pub(crate) struct Key<'a> {
     pub(crate) index: &'a Arc<NameIndex>,
     pub(crate) mount: &'a Mount,
     pub(crate) method: &'a Method,
+    /// The pin book's generation when filtering began (a quarantine or an approval changes
+    /// what a list may show).
+    pub(crate) pins: u64,
 }
 
 /// Ids are short; a reply whose length differs by more than this is another reply.
@@ -57,6 +79,7 @@ const MAX_ID_GROWTH: usize = 64;
 impl Entry {
     fn same_key(&self, key: &Key<'_>) -> bool {
         self.method == *key.method
+            && self.pins == key.pins
             && self.mount == *key.mount
             && Arc::ptr_eq(&self.index, key.index)
             && self.grant.same_decisions(key.grant)
@@ -101,7 +124,12 @@ impl Entry {
 impl ListMemo {
     /// The filtered reply for `input`, answering request `id`, if an equal reply (but for its
     /// id) was filtered before under the same key.
-    pub(crate) fn get(&self, key: &Key<'_>, input: &str, id: &RequestId) -> Option<String> {
+    pub(crate) fn get(
+        &self,
+        key: &Key<'_>,
+        input: &str,
+        id: &RequestId,
+    ) -> Option<(String, Tally)> {
         let candidates: Vec<Arc<Entry>> = {
             let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
             entries
@@ -120,7 +148,7 @@ impl ListMemo {
         {
             entries.push_front(e); // most recently used first
         }
-        Some(out)
+        Some((out, hit.tally.clone()))
     }
 
     /// Remembers that `input` (its id's value at `input_id`) filtered to `output` (the id's value
@@ -132,9 +160,12 @@ impl ListMemo {
         input_id: (usize, usize),
         output: &str,
         output_id: (usize, usize),
+        tally: Tally,
     ) {
         let entry = Arc::new(Entry {
             grant: key.grant.clone(),
+            pins: key.pins,
+            tally,
             index: key.index.clone(),
             mount: key.mount.clone(),
             method: key.method.clone(),

@@ -119,13 +119,22 @@ future::layer_future!(
 );
 
 fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
+    match refusal(ext, gk) {
+        None => Ok(()),
+        Some(refusal) => {
+            crate::trace::refused_later(gk, ext, &refusal, None, None);
+            Err(refusal)
+        }
+    }
+}
+
+/// The refusal of a `tools/call` whose arguments `allowed_params` does not allow.
+fn refusal(ext: &mut http::Extensions, gk: &Gatekeeper) -> Option<Rejection> {
     let context = ContextView::of(ext, gk);
     let (policy, ext) = (context.policy(), context.extensions());
-    let Some(head) = ext.get::<McpRequest>() else {
-        return Ok(());
-    };
+    let head = ext.get::<McpRequest>()?;
     if head.request_method() != Some(&Method::ToolsCall) {
-        return Ok(());
+        return None;
     }
     let name = head.target.as_deref().unwrap_or_default();
     let catalog = policy.catalog();
@@ -136,17 +145,14 @@ fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
             match catalog.attribute(gk.mount(), Some(&index), NameKind::Tool, name) {
                 Some(Attribution::Server(server, bare)) => (server, bare),
                 // Unattributable names are the permission layer's to refuse.
-                _ => return Ok(()),
+                _ => return None,
             }
         }
     };
     catalog
         .check_params(server, bare, &head.argument_keys)
-        .map_err(|d| {
-            let r = Rejection::params_denied(&d).answering(head);
-            crate::trace::refused(ext.get(), Some(head), &r);
-            r
-        })
+        .err()
+        .map(|d| Rejection::params_denied(&d).answering(head))
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AllowedParams<S>

@@ -1,67 +1,193 @@
-//! Decision events (feature `tracing`). Without the feature every function here is empty and
-//! compiles away.
-//!
-//! Events name the principal by ids only (key alias or digest prefix, team, organisation, end
-//! user, agent): never a key, a credential or a header value.
+//! Decision events: each decision the layers make becomes one [`AuditEvent`] handed to the
+//! gatekeeper's [`Auditor`](crate::audit::Auditor) (and, with the `tracing` feature, a
+//! `tracing` event). Events name the principal by ids only (key alias or digest prefix, team,
+//! organisation, end user, agent): never a key, a credential or a header value.
 
-#![cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+use std::borrow::Cow;
+use std::sync::Arc;
 
-use crate::engine::Principal;
+use http::Extensions;
+
+use crate::audit::{AuditEvent, AuditedBody, EventKind, Outcome, Pending, level_name};
+use crate::engine::{DeniedBy, PinChange, Principal, Server};
+use crate::gatekeeper::Gatekeeper;
 use crate::protocol::McpRequest;
-use crate::rejection::Rejection;
+use crate::rejection::{Rejection, RejectionKind};
+
+/// The rule (and level) a denial names, as events write it.
+pub(crate) fn rule_of(by: DeniedBy) -> (&'static str, Option<&'static str>) {
+    match by {
+        DeniedBy::Level(level) => ("permissions", Some(level_name(level))),
+        DeniedBy::Scope => ("scope", None),
+        DeniedBy::AllowedTools => ("allowed_tools", None),
+        DeniedBy::DisallowedTools => ("disallowed_tools", None),
+        DeniedBy::UnknownName => ("unknown_name", None),
+        DeniedBy::Ambiguous => ("ambiguous_name", None),
+        DeniedBy::StalePolicy => ("stale_policy", None),
+        DeniedBy::Quarantined => ("tool_pinning", None),
+    }
+}
+
+fn kind_of(rejection: &Rejection) -> (EventKind, Option<&'static str>, Option<&'static str>) {
+    use RejectionKind as K;
+    match rejection.kind() {
+        K::MissingCredential => (EventKind::Auth, Some("missing_credential"), None),
+        K::InvalidCredential => (EventKind::Auth, Some("invalid_credential"), None),
+        K::IdentityUnavailable => (EventKind::Auth, Some("identity_unavailable"), None),
+        K::InsufficientScope => (EventKind::Scope, Some("insufficient_scope"), None),
+        K::ScopeForbidden => (EventKind::Scope, Some("scope"), None),
+        K::ToolDenied { by } | K::PromptDenied { by } | K::ResourceDenied { by } => {
+            let (rule, level) = rule_of(*by);
+            (EventKind::Call, Some(rule), level)
+        }
+        K::ParamsDenied => (EventKind::Call, Some("allowed_params"), None),
+        K::BudgetExceeded => (EventKind::Limit, Some("budget"), Some("key")),
+        K::LimitExceeded => (EventKind::Limit, Some("limit"), None),
+        K::LimitsUnavailable => (EventKind::Limit, Some("limit_store"), None),
+        K::BadRequest => (EventKind::Request, Some("bad_request"), None),
+        K::HeaderMismatch => (EventKind::Request, Some("header_mismatch"), None),
+        K::PayloadTooLarge => (EventKind::Request, Some("payload_too_large"), None),
+        K::SessionNotFound => (EventKind::Request, Some("session_not_found"), None),
+    }
+}
+
+fn method_of(request: Option<&McpRequest>) -> Option<Cow<'static, str>> {
+    request
+        .and_then(|r| r.method.as_ref())
+        .map(|m| Cow::Owned(m.as_str().to_owned()))
+}
 
 /// A request was refused.
 pub(crate) fn refused(
+    gk: &Gatekeeper,
     principal: Option<&Principal>,
     request: Option<&McpRequest>,
     rejection: &Rejection,
 ) {
-    #[cfg(feature = "tracing")]
-    {
-        let p = principal.cloned().unwrap_or_default();
-        tracing::info!(
-            target: "mcp_gatekeeper",
-            decision = "refused",
-            key = p.key_id.as_deref(),
-            team = p.team_id.as_deref(),
-            organization = p.organization_id.as_deref(),
-            end_user = p.end_user_id.as_deref(),
-            agent = p.agent_id.as_deref(),
-            method = request.and_then(|r| r.method.as_ref()).map(|m| m.as_str()),
-            target_name = request.and_then(|r| r.target.as_deref()),
-            kind = ?rejection.kind(),
-            reason = rejection.message(),
-        );
+    let audit = gk.audit();
+    if !audit.is_enabled() {
+        return;
     }
+    let (kind, rule, level) = kind_of(rejection);
+    let mut e = AuditEvent::new(kind, Outcome::Refused).by(principal);
+    e.method = method_of(request);
+    e.name = request.and_then(|r| r.target.clone());
+    e.rule = rule;
+    e.level = level;
+    e.reason = Some(Cow::Owned(rejection.message().to_owned()));
+    e.status = Some(rejection.status().as_u16());
+    if kind == EventKind::Call {
+        e.arguments = request
+            .filter(|r| r.has_arguments)
+            .map(|r| Arc::clone(&r.argument_keys));
+    }
+    audit.record(e);
 }
 
-/// A request was let through.
-pub(crate) fn allowed(principal: Option<&Principal>, request: &McpRequest, server: Option<&str>) {
+/// A call the permission layer allowed was refused further in (`allowed_params`, a limit): the
+/// call's one event is this refusal, with what the permission layer knew of the call.
+pub(crate) fn refused_later(
+    gk: &Gatekeeper,
+    ext: &mut Extensions,
+    rejection: &Rejection,
+    rule: Option<&'static str>,
+    level: Option<&'static str>,
+) {
+    let Some(mut e) = Pending::take(ext) else {
+        if !gk.audit().is_enabled() {
+            return;
+        }
+        let (kind, default_rule, default_level) = kind_of(rejection);
+        let request = ext.get::<McpRequest>();
+        let mut e = AuditEvent::new(kind, Outcome::Refused).by(ext.get());
+        e.method = method_of(request);
+        e.name = request.and_then(|r| r.target.clone());
+        e.rule = rule.or(default_rule);
+        e.level = level.or(default_level);
+        e.reason = Some(Cow::Owned(rejection.message().to_owned()));
+        e.status = Some(rejection.status().as_u16());
+        return gk.audit().record(e);
+    };
+    let (kind, default_rule, default_level) = kind_of(rejection);
+    e.event = kind;
+    e.outcome = Outcome::Refused;
+    e.rule = rule.or(default_rule);
+    e.level = level.or(default_level);
+    e.reason = Some(Cow::Owned(rejection.message().to_owned()));
+    e.status = Some(rejection.status().as_u16());
+    gk.audit().record(*e);
+}
+
+/// A call (tool call, prompt get, resource read) passed the permission layer: its event is
+/// kept pending in `ext` until the call is handed on or refused further in.
+pub(crate) fn allowed(gk: &Gatekeeper, ext: &mut Extensions, server: &Server) {
+    let audit = gk.audit();
+    if !audit.is_enabled() {
+        return;
+    }
+    let (Some(principal), Some(request)) = (ext.get::<Principal>(), ext.get::<McpRequest>()) else {
+        return;
+    };
+    let mut e = AuditEvent::new(EventKind::Call, Outcome::Allowed).by(Some(principal));
+    e.method = method_of(Some(request));
+    e.server = Some(Arc::clone(server.shared_name()));
+    e.name = request.target.clone();
+    if request.has_arguments {
+        e.arguments = Some(Arc::clone(&request.argument_keys));
+        if let (Some(redact), Some(body)) = (server.audit_redact(), ext.get::<AuditedBody>()) {
+            e.argument_values = crate::audit::redacted_arguments(&body.0, redact);
+        }
+    }
+    ext.insert(Pending::new(audit.clone(), e));
+}
+
+pub(crate) use crate::list_memo::Tally as ListTally;
+
+/// A list reply was filtered for a caller.
+pub(crate) fn listed(
+    gk: &Gatekeeper,
+    principal: Option<&Principal>,
+    method: &crate::protocol::Method,
+    tally: &ListTally,
+) {
+    let audit = gk.audit();
+    if !audit.is_enabled() {
+        return;
+    }
+    let mut e = AuditEvent::new(EventKind::List, Outcome::Filtered).by(principal);
+    e.method = Some(Cow::Owned(method.as_str().to_owned()));
+    e.offered = Some(tally.offered);
+    e.withheld = Some(tally.withheld_by.iter().map(|(_, n)| n).sum());
+    e.withheld_by.clone_from(&tally.withheld_by);
+    audit.record(e);
+}
+
+/// A definition does not match its pin (reported once per new definition).
+pub(crate) fn pin_changed(gk: &Gatekeeper, change: &PinChange) {
     #[cfg(feature = "tracing")]
-    {
-        let p = principal.cloned().unwrap_or_default();
-        tracing::debug!(
-            target: "mcp_gatekeeper",
-            decision = "allowed",
-            key = p.key_id.as_deref(),
-            team = p.team_id.as_deref(),
-            organization = p.organization_id.as_deref(),
-            end_user = p.end_user_id.as_deref(),
-            agent = p.agent_id.as_deref(),
-            method = request.method.as_ref().map(|m| m.as_str()),
-            server,
-            target_name = request.target.as_deref(),
-        );
+    tracing::warn!(
+        target: "mcp_gatekeeper",
+        server = &*change.server,
+        name = &*change.name,
+        "a {} definition does not match its pin{}",
+        change.kind.as_str(),
+        if change.enforced { "; it is quarantined" } else { "" }
+    );
+    let audit = gk.audit();
+    if audit.is_enabled() {
+        audit.record(AuditEvent::pin(change));
     }
 }
 
 /// A pluggable backend (identity resolver, cost hook) failed.
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn backend_error(error: &(dyn std::error::Error + Send + Sync)) {
     #[cfg(feature = "tracing")]
     tracing::warn!(target: "mcp_gatekeeper", error = %error, "backend failed; failing closed");
 }
 
 /// Something worth a warning that is not a decision (a hook panicked, a reply was too large).
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn warn(message: &str) {
     #[cfg(feature = "tracing")]
     tracing::warn!(target: "mcp_gatekeeper", "{message}");

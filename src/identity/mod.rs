@@ -421,7 +421,7 @@ impl<S, R> Identity<S, R> {
         if !policy.is_loaded() {
             // Never decide with a policy that was not loaded: everything waits for it.
             let rejection = Rejection::policy_unavailable();
-            crate::trace::refused(None, None, &rejection);
+            crate::trace::refused(&self.layer.gatekeeper, None, None, &rejection);
             return future::ResponseFuture::ready(rejection.into_response(style));
         }
         let (parts, body) = request.into_parts();
@@ -429,7 +429,7 @@ impl<S, R> Identity<S, R> {
             let presented = match presented(&self.layer.headers, &parts) {
                 Ok(p) => p,
                 Err(rejection) => {
-                    crate::trace::refused(None, None, &rejection);
+                    crate::trace::refused(&self.layer.gatekeeper, None, None, &rejection);
                     return future::ResponseFuture::ready(rejection.into_response(style));
                 }
             };
@@ -450,7 +450,12 @@ impl<S, R> Identity<S, R> {
         let pending = match resolution {
             Resolution::Now(answer) => {
                 // Called from here: no boxed future, no clone of the inner service.
-                return match admit(&self.layer, parts, outcome(digest, answer), policy) {
+                return match admit(
+                    &self.layer,
+                    parts,
+                    outcome(&self.layer.gatekeeper, digest, answer),
+                    policy,
+                ) {
                     Ok((parts, post)) => future::ResponseFuture::inner(
                         self.inner.call(Request::from_parts(parts, body)),
                         post,
@@ -465,7 +470,12 @@ impl<S, R> Identity<S, R> {
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         future::ResponseFuture::boxed(Box::pin(async move {
-            match admit(&layer, parts, outcome(digest, pending.await), policy) {
+            match admit(
+                &layer,
+                parts,
+                outcome(&layer.gatekeeper, digest, pending.await),
+                policy,
+            ) {
                 Ok((parts, post)) => {
                     let response = inner.call(Request::from_parts(parts, body)).await?;
                     Ok(post.bind(response))
@@ -478,6 +488,7 @@ impl<S, R> Identity<S, R> {
 
 /// The resolver's answer for a request that presented the key of `digest` (none: no key).
 fn outcome(
+    gk: &Gatekeeper,
     digest: Option<KeyDigest>,
     answer: Result<Principal, IdentityError>,
 ) -> Result<(Principal, Option<KeyDigest>), Rejection> {
@@ -495,7 +506,7 @@ fn outcome(
         }
         Err(IdentityError::Refused(rejection)) => rejection,
     };
-    crate::trace::refused(None, None, &refusal);
+    crate::trace::refused(gk, None, None, &refusal);
     Err(refusal)
 }
 
@@ -517,7 +528,7 @@ fn admit<R>(
         Some(bindings) => match Binding::admit(bindings, &mut parts, digest) {
             Ok(binding) => Some(binding),
             Err(rejection) => {
-                crate::trace::refused(Some(&principal), None, &rejection);
+                crate::trace::refused(&layer.gatekeeper, Some(&principal), None, &rejection);
                 return Err(rejection);
             }
         },

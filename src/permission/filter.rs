@@ -2,7 +2,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::engine::{Attribution, Catalog, Grant, NameIndex, NameKind};
+use super::scan::Scan;
+use crate::engine::{Catalog, Grant, NameIndex, NameKind};
 use crate::protocol::{Method, RequestId};
 
 /// What to filter in one list reply, and for whom.
@@ -17,6 +18,8 @@ pub struct ListFilter {
     /// For the mount and, with unprefixed names, the name index as it is when the reply
     /// arrives (an aggregating service updates it while answering the list).
     pub(crate) gatekeeper: crate::gatekeeper::Gatekeeper,
+    /// Who asked, when decisions are audited (the list's event names them).
+    pub(crate) caller: Option<crate::engine::Principal>,
 }
 
 impl ListFilter {
@@ -33,6 +36,7 @@ impl ListFilter {
             method,
             id,
             gatekeeper: gatekeeper.clone(),
+            caller: None,
         }
     }
 
@@ -47,12 +51,14 @@ impl ListFilter {
             return false;
         }
         if let Some(result) = obj.get_mut("result").and_then(Value::as_object_mut) {
-            self.filter_result(result);
+            let mut scan = Scan::new();
+            self.filter_result(result, &mut scan);
+            self.finish(&scan, true);
         }
         true
     }
 
-    pub(crate) fn filter_result(&self, result: &mut Map<String, Value>) {
+    pub(crate) fn filter_result(&self, result: &mut Map<String, Value>, scan: &mut Scan) {
         let (key, field, kind) = match self.method {
             Method::ToolsList => ("tools", "name", NameKind::Tool),
             Method::PromptsList => ("prompts", "name", NameKind::Prompt),
@@ -64,9 +70,10 @@ impl ListFilter {
         };
         let catalog = self.grant.catalog();
         let index = self.gatekeeper.name_index();
+        scan.complete = !result.contains_key("nextCursor");
         match result.get_mut(key) {
             Some(Value::Array(items)) => {
-                items.retain_mut(|item| self.keep(catalog, &index, kind, field, item));
+                items.retain_mut(|item| self.keep(catalog, &index, kind, field, item, scan));
             }
             // Fail closed on a shape we do not understand.
             _ => {
@@ -88,20 +95,25 @@ impl ListFilter {
         kind: NameKind,
         field: &str,
         item: &mut Value,
+        scan: &mut Scan,
     ) -> bool {
         let Some(name) = item.get(field).and_then(Value::as_str) else {
+            scan.tally.offered += 1;
+            scan.tally.withhold("unnamed");
             return false;
         };
-        let Some(Attribution::Server(server, bare)) =
-            catalog.attribute(self.gatekeeper.mount(), Some(index), kind, name)
-        else {
+        let texts: Vec<(&str, String)> = match item.as_object() {
+            Some(object) if self.grant.pins().is_some() => object
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.to_string()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let members = texts.iter().map(|(k, v)| (*k, v.as_str()));
+        let Some((server, bare)) = self.judge(catalog, index, kind, name, members, scan) else {
             return false;
         };
-        let allowed = match kind {
-            NameKind::Tool => self.grant.check_tool(server, bare).is_ok(),
-            _ => self.grant.check_server(server).is_ok(),
-        };
-        if allowed && kind == NameKind::Tool {
+        if kind == NameKind::Tool {
             let params = catalog
                 .server(server)
                 .allowed_params(bare)
@@ -110,7 +122,7 @@ impl ListFilter {
                 prune_schema(item, &params);
             }
         }
-        allowed
+        true
     }
 }
 
@@ -136,7 +148,10 @@ pub(crate) fn filter_any_list(
     } else {
         return false;
     };
-    ListFilter::new(grant.clone(), method, RequestId::Number(0), gk).filter_result(result);
+    let filter = ListFilter::new(grant.clone(), method, RequestId::Number(0), gk);
+    let mut scan = Scan::new();
+    filter.filter_result(result, &mut scan);
+    filter.finish(&scan, false);
     true
 }
 

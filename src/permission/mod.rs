@@ -64,9 +64,11 @@
 mod body;
 mod filter;
 mod raw;
+mod scan;
 mod text_filter;
 
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -130,8 +132,12 @@ fn check_named(
     kind: NameKind,
     name: &str,
 ) -> Result<ServerId, Denial> {
-    let (server, _) = attribute(gk, grant, kind, name)?;
-    grant.check_server(server).map(|()| server)
+    let (server, bare) = attribute(gk, grant, kind, name)?;
+    match kind {
+        NameKind::Prompt => grant.check_prompt(server, bare),
+        _ => grant.check_server(server),
+    }
+    .map(|()| server)
 }
 
 /// Adds [`Permission`] to a service. See the [module docs](self).
@@ -290,29 +296,25 @@ fn decide(
     let target = head.target.as_deref().unwrap_or_default();
     let refused = |r: Rejection| {
         let r = r.answering(head);
-        crate::trace::refused(ext.get::<Principal>(), Some(head), &r);
+        crate::trace::refused(gk, ext.get::<Principal>(), Some(head), &r);
         Err(r)
     };
-    match method {
+    let allowed = match method {
         Method::ToolsCall => match resolve_tool(gk, grant, target) {
             Ok(t) => {
-                crate::trace::allowed(
-                    ext.get::<Principal>(),
-                    head,
-                    Some(grant.catalog().server(t.server).name()),
-                );
                 ext.insert(t);
+                t.server
             }
             Err(d) => return refused(Rejection::tool_denied(target, d.by)),
         },
-        Method::PromptsGet => {
-            if let Err(d) = check_named(gk, grant, NameKind::Prompt, target) {
-                return refused(Rejection::prompt_denied(target, d.by));
-            }
-        }
+        Method::PromptsGet => match check_named(gk, grant, NameKind::Prompt, target) {
+            Ok(server) => server,
+            Err(d) => return refused(Rejection::prompt_denied(target, d.by)),
+        },
         Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
-            if let Err(d) = check_named(gk, grant, NameKind::Resource, target) {
-                return refused(Rejection::resource_denied(target, d.by));
+            match check_named(gk, grant, NameKind::Resource, target) {
+                Ok(server) => server,
+                Err(d) => return refused(Rejection::resource_denied(target, d.by)),
             }
         }
         // A listen stream tells of changes to the resources it names: only to those this
@@ -323,12 +325,22 @@ fn decide(
                     return refused(Rejection::resource_denied(uri, d.by));
                 }
             }
+            return Ok(reply);
         }
         m if m.is_list() => {
             let id = head.id.clone().expect("requests have an id");
-            reply.filter = Some(ListFilter::new(grant.clone(), m.clone(), id, gk));
+            let mut filter = ListFilter::new(grant.clone(), m.clone(), id, gk);
+            if gk.audit().is_enabled() {
+                filter.caller = ext.get::<Principal>().cloned();
+            }
+            reply.filter = Some(filter);
+            return Ok(reply);
         }
-        _ => {}
+        _ => return Ok(reply),
+    };
+    if gk.audit().is_enabled() {
+        let catalog = Arc::clone(ext.get::<Grant>().expect("resolved above").catalog());
+        crate::trace::allowed(gk, ext, catalog.server(allowed));
     }
     Ok(reply)
 }

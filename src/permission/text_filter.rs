@@ -14,7 +14,8 @@ use serde_json::value::RawValue;
 
 use super::filter::{ListFilter, prune_schema};
 use super::raw::{Member, prune_members, text_of, write_members};
-use crate::engine::{Attribution, NameIndex, NameKind};
+use super::scan::Scan;
+use crate::engine::{NameIndex, NameKind};
 use crate::protocol::{Key, Method};
 
 /// A list reply that is not one JSON object without duplicate keys.
@@ -56,7 +57,9 @@ impl ListFilter {
     pub fn apply_text(&self, text: &str) -> Result<Option<String>, Unreadable> {
         let index = self.gatekeeper.name_index();
         if text.len() < crate::list_memo::MIN_LEN {
-            return Ok(self.filter_text(text, &index)?.into_reply());
+            let (top, scan) = self.filter_text(text, &index)?;
+            self.finish(&scan, top.id_matches);
+            return Ok(top.into_reply());
         }
         // Large lists come back unchanged again and again, under a new id each time: see `memo`.
         let key = crate::list_memo::Key {
@@ -64,14 +67,19 @@ impl ListFilter {
             index: &index,
             mount: self.gatekeeper.mount(),
             method: &self.method,
+            pins: self.grant.pins().map_or(0, |p| p.generation()),
         };
         let memo = self.gatekeeper.list_memo();
-        if let Some(out) = memo.get(&key, text, &self.id) {
+        if let Some((out, tally)) = memo.get(&key, text, &self.id) {
+            if self.caller.is_some() {
+                crate::trace::listed(&self.gatekeeper, self.caller.as_ref(), &self.method, &tally);
+            }
             return Ok(Some(out));
         }
-        let top = self.filter_text(text, &index)?;
+        let (top, scan) = self.filter_text(text, &index)?;
+        self.finish(&scan, top.id_matches);
         if let (true, Some((in_id, out_id))) = (top.id_matches, top.id_spans) {
-            memo.put(&key, text, in_id, &top.out, out_id);
+            memo.put(&key, text, in_id, &top.out, out_id, scan.tally);
         }
         Ok(top.into_reply())
     }
@@ -80,24 +88,26 @@ impl ListFilter {
     /// listing costs (benchmarks, fuzzing).
     #[doc(hidden)]
     pub fn apply_text_uncached(&self, text: &str) -> Result<Option<String>, Unreadable> {
-        Ok(self
-            .filter_text(text, &self.gatekeeper.name_index())?
-            .into_reply())
+        let (top, scan) = self.filter_text(text, &self.gatekeeper.name_index())?;
+        self.finish(&scan, top.id_matches);
+        Ok(top.into_reply())
     }
 
-    fn filter_text(&self, text: &str, index: &NameIndex) -> Result<Top, Unreadable> {
+    fn filter_text(&self, text: &str, index: &NameIndex) -> Result<(Top, Scan), Unreadable> {
         let mut de = serde_json::Deserializer::from_str(text);
+        let mut scan = Scan::new();
         let top = serde::de::DeserializeSeed::deserialize(
             TopSeed {
                 filter: self,
                 text,
                 index,
+                scan: &mut scan,
             },
             &mut de,
         )
         .map_err(|_| Unreadable)?;
         de.end().map_err(|_| Unreadable)?;
-        Ok(top)
+        Ok((top, scan))
     }
 
     fn items_key(&self) -> Option<(&'static str, &'static str, NameKind)> {
@@ -121,28 +131,25 @@ impl ListFilter {
         index: &NameIndex,
         out: &mut String,
         first: &mut bool,
+        scan: &mut Scan,
     ) -> Result<(), Unreadable> {
         // Exactly one name, and a string: anything else is ambiguous or unnamed, and dropped.
         let mut names = members.iter().filter(|(k, _)| k == field);
         let (Some((_, name)), None) = (names.next(), names.next()) else {
+            scan.tally.offered += 1;
+            scan.tally.withhold("unnamed");
             return Ok(());
         };
         let Ok(name) = text_of(name) else {
+            scan.tally.offered += 1;
+            scan.tally.withhold("unnamed");
             return Ok(());
         };
         let catalog = self.grant.catalog();
-        let Some(Attribution::Server(server, bare)) =
-            catalog.attribute(self.gatekeeper.mount(), Some(index), kind, &name)
-        else {
+        let texts = members.iter().map(|(k, v)| (&**k, *v));
+        let Some((server, bare)) = self.judge(catalog, index, kind, &name, texts, scan) else {
             return Ok(());
         };
-        let allowed = match kind {
-            NameKind::Tool => self.grant.check_tool(server, bare).is_ok(),
-            _ => self.grant.check_server(server).is_ok(),
-        };
-        if !allowed {
-            return Ok(());
-        }
         if !std::mem::take(first) {
             out.push(',');
         }
@@ -168,6 +175,7 @@ struct TopSeed<'f> {
     filter: &'f ListFilter,
     text: &'f str,
     index: &'f NameIndex,
+    scan: &'f mut Scan,
 }
 
 struct Top {
@@ -214,6 +222,7 @@ impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
                     filter: self.filter,
                     index: self.index,
                     out: &mut out,
+                    scan: &mut *self.scan,
                 })?;
             } else {
                 let raw: &'de RawValue = map.next_value()?;
@@ -253,6 +262,7 @@ struct ResultSeed<'f, 'o> {
     filter: &'f ListFilter,
     index: &'f NameIndex,
     out: &'o mut String,
+    scan: &'o mut Scan,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for ResultSeed<'_, '_> {
@@ -271,7 +281,7 @@ impl<'de> serde::de::Visitor<'de> for ResultSeed<'_, '_> {
         let Some((key, field, kind)) = self.filter.items_key() else {
             return Err(serde::de::Error::custom("not a list method"));
         };
-        let (index, out) = (self.index, self.out);
+        let (index, out, scan) = (self.index, self.out, self.scan);
         out.push('{');
         let mut first = true;
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
@@ -287,9 +297,13 @@ impl<'de> serde::de::Visitor<'de> for ResultSeed<'_, '_> {
                     kind,
                     index,
                     out: &mut *out,
+                    scan: &mut *scan,
                 })?;
             } else {
                 let raw: &'de RawValue = map.next_value()?;
+                if k == "nextCursor" {
+                    scan.complete = false;
+                }
                 if k == "cacheScope" && raw.get() == "\"public\"" {
                     // A list cut for one caller must never be cached as shared.
                     push_field(out, &mut first, &k, "\"private\"");
@@ -402,6 +416,7 @@ struct ItemsSeed<'f, 'i, 'o> {
     kind: NameKind,
     index: &'i NameIndex,
     out: &'o mut String,
+    scan: &'o mut Scan,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_, '_, '_> {
@@ -437,8 +452,12 @@ impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_, '_, '_> {
                 self.filter
                     .keep_members(
                         &members, self.field, self.kind, self.index, self.out, &mut first,
+                        self.scan,
                     )
                     .map_err(serde::de::Error::custom)?;
+            } else {
+                self.scan.tally.offered += 1;
+                self.scan.tally.withhold("unnamed");
             }
         }
         self.out.push(']');

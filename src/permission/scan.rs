@@ -1,0 +1,116 @@
+//! What one list filtering learns on its way: each item's verdict (shared by the text and the
+//! tree paths), the definitions that no longer match their pins, and the tally its audit event
+//! reports.
+
+use crate::engine::{Attribution, Catalog, NameIndex, NameKind, PinChange, PinKind, PinMode};
+use crate::engine::{DeniedBy, ServerId};
+use crate::protocol::Method;
+use crate::trace::{ListTally, rule_of};
+
+use super::ListFilter;
+
+/// The state of one list being filtered.
+pub(crate) struct Scan {
+    pub(crate) tally: ListTally,
+    changes: Vec<PinChange>,
+    /// Servers whose definitions were held to their pins in this list.
+    observed: Vec<ServerId>,
+    /// Whether the list is complete (the reply names no further page).
+    pub(crate) complete: bool,
+}
+
+impl Scan {
+    pub(crate) fn new() -> Self {
+        Self {
+            tally: ListTally::default(),
+            changes: Vec::new(),
+            observed: Vec::new(),
+            complete: true,
+        }
+    }
+}
+
+fn pin_kind(kind: NameKind) -> Option<PinKind> {
+    match kind {
+        NameKind::Tool => Some(PinKind::Tool),
+        NameKind::Prompt => Some(PinKind::Prompt),
+        NameKind::Resource => None,
+    }
+}
+
+impl ListFilter {
+    /// Whether the item named `name` (with `members`, its keys and JSON texts) stays in the list,
+    /// and as which server's and bare name. Its definition is held to its pin first, so a
+    /// definition that changed is withheld from the very list that shows the change.
+    pub(crate) fn judge<'n, 'm>(
+        &self,
+        catalog: &Catalog,
+        index: &NameIndex,
+        kind: NameKind,
+        name: &'n str,
+        members: impl Iterator<Item = (&'m str, &'m str)> + Clone,
+        scan: &mut Scan,
+    ) -> Option<(ServerId, &'n str)> {
+        scan.tally.offered += 1;
+        let Some(Attribution::Server(server, bare)) =
+            catalog.attribute(self.gatekeeper.mount(), Some(index), kind, name)
+        else {
+            scan.tally.withhold(rule_of(DeniedBy::UnknownName).0);
+            return None;
+        };
+        if let (Some(book), Some(pin)) = (self.grant.pins(), pin_kind(kind)) {
+            let spec = catalog.server(server);
+            let rules = spec.pin_rules();
+            if rules.mode != PinMode::Off {
+                if let Some(change) = book.observe(pin, spec.name(), bare, rules, members) {
+                    scan.changes.push(change);
+                }
+                if !scan.observed.contains(&server) {
+                    scan.observed.push(server);
+                }
+            }
+        }
+        let verdict = match kind {
+            NameKind::Tool => self.grant.check_tool(server, bare),
+            NameKind::Prompt => self.grant.check_prompt(server, bare),
+            NameKind::Resource => self.grant.check_server(server),
+        };
+        match verdict {
+            Ok(()) => Some((server, bare)),
+            Err(denial) => {
+                scan.tally.withhold(rule_of(denial.by).0);
+                None
+            }
+        }
+    }
+
+    /// Ends one list: the pins learned are kept, changes reported, and — when `ours` (the reply
+    /// to this filter's request) — the list's own event recorded.
+    pub(crate) fn finish(&self, scan: &Scan, ours: bool) {
+        let kind = match self.method {
+            Method::ToolsList => Some(PinKind::Tool),
+            Method::PromptsList => Some(PinKind::Prompt),
+            _ => None,
+        };
+        if let (Some(book), Some(kind), false) = (self.grant.pins(), kind, scan.observed.is_empty())
+        {
+            let catalog = self.grant.catalog();
+            book.finish_list(
+                kind,
+                scan.complete,
+                scan.observed.iter().map(|s| catalog.server(*s).name()),
+            );
+        }
+        for change in &scan.changes {
+            crate::trace::pin_changed(&self.gatekeeper, change);
+        }
+        if ours && self.caller.is_some() {
+            crate::trace::listed(
+                &self.gatekeeper,
+                self.caller.as_ref(),
+                &self.method,
+                &scan.tally,
+            );
+        }
+    }
+}
