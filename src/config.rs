@@ -20,12 +20,16 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+mod audit;
 mod compile;
 mod deploy;
 mod levels;
 mod oauth;
 mod ssl;
 
+pub use audit::{
+    AuditConfig, AuditSettings, AuditSinkConfig, NewToolsConfig, PinStoreConfig, ToolPinningConfig,
+};
 #[cfg(feature = "postgres")]
 pub(crate) use compile::build_identities;
 pub use deploy::{
@@ -226,6 +230,10 @@ pub struct GeneralSettings {
     /// `deny` (the default) or `allow`: what happens to a call whose limits cannot be checked
     /// because the limit store is unreachable.
     pub on_limit_store_error: Option<crate::limit::OnStoreError>,
+    /// Where audit events go (see [`AuditConfig`]; default: `tracing` only).
+    pub audit: Option<AuditConfig>,
+    /// Where tool and prompt pins are kept (see [`PinStoreConfig`]).
+    pub pin_store: Option<PinStoreConfig>,
 }
 
 /// `general_settings.tool_prefix`.
@@ -387,6 +395,21 @@ pub struct ServerConfig {
     pub ssl_client_key: Option<Secret>,
     /// Descriptive info and prices.
     pub mcp_info: Option<McpInfo>,
+    /// `off` (the default), `observe` or `enforce`: whether tool and prompt definitions are
+    /// held to their pins.
+    pub tool_pinning: Option<ToolPinningConfig>,
+    /// Pins given here: bare tool name → `sha256:…` (they win over learned and approved pins).
+    #[serde(default)]
+    pub pinned_tools: UniqueMap<String>,
+    /// Pins of prompts, as `pinned_tools`.
+    #[serde(default)]
+    pub pinned_prompts: UniqueMap<String>,
+    /// `pin` (the default: trust on first use) or `quarantine`: a definition without a pin that
+    /// appears once the server's definitions were pinned.
+    pub pin_new_tools: Option<NewToolsConfig>,
+    /// When set, audit events carry this server's argument values, with the values of these
+    /// argument names (at any depth) replaced by `"[redacted]"`; otherwise names only.
+    pub audit_redact: Option<Vec<String>>,
     /// LiteLLM's OpenAPI-to-MCP conversion: not implemented.
     #[serde(default, deserialize_with = "unsupported")]
     pub spec_path: Option<()>,

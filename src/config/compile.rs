@@ -142,6 +142,8 @@ impl Config {
                         .map(|c| c.tool_name_to_cost_per_query.0.clone())
                         .unwrap_or_default(),
                 },
+                pinning: super::audit::pin_rules(name, s)?,
+                audit_redact: s.audit_redact.clone(),
             });
         }
         Ok(specs)

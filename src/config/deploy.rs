@@ -111,9 +111,37 @@ pub struct Deployment {
     pub limit_store: LimitStoreSettings,
     /// What the limit layer does while its store cannot be reached.
     pub on_limit_store_error: crate::limit::OnStoreError,
+    /// Where audit events go.
+    pub audit: super::AuditSettings,
+    /// Where pins are kept, if the configuration says (otherwise: a file next to the
+    /// configuration, else Postgres when the database holds mcp-gatekeeper's tables, else
+    /// memory).
+    pub pin_store: Option<super::PinStoreConfig>,
 }
 
 impl GeneralSettings {
+    fn pin_store_checked(
+        &self,
+        has_database: bool,
+        schema: DatabaseSchema,
+    ) -> Result<Option<super::PinStoreConfig>, ConfigError> {
+        let at = "general_settings.pin_store";
+        match &self.pin_store {
+            Some(super::PinStoreConfig::Postgres)
+                if !has_database || schema != DatabaseSchema::Gatekeeper =>
+            {
+                Err(ConfigError::at(
+                    at,
+                    "pins go to Postgres only in a database of mcp-gatekeeper's own tables                      (database_url with database_schema: gatekeeper)",
+                ))
+            }
+            Some(super::PinStoreConfig::File { path }) if path.trim().is_empty() => Err(
+                ConfigError::at(format!("{at}.path"), "name the file pins are kept in"),
+            ),
+            other => Ok(other.clone()),
+        }
+    }
+
     /// The deployment settings with `os.environ/NAME` read, checked.
     ///
     /// # Errors
@@ -273,6 +301,8 @@ impl GeneralSettings {
                 "the resync period must be at least 1 second",
             ));
         }
+        let audit = super::AuditConfig::settings(self.audit.as_ref(), database_url.is_some())?;
+        let pin_store = self.pin_store_checked(database_url.is_some(), database_schema)?;
         Ok(Deployment {
             database_url,
             spend_sink: self.spend_sink.clone(),
@@ -283,6 +313,8 @@ impl GeneralSettings {
             policy_poll_seconds: self.policy_poll_seconds.unwrap_or(2),
             limit_store,
             on_limit_store_error: self.on_limit_store_error.unwrap_or_default(),
+            audit,
+            pin_store,
         })
     }
 }
