@@ -19,6 +19,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "limits",
         include_str!("../../migrations/postgres/0003_limits.sql"),
     ),
+    (
+        4,
+        "pins_audit",
+        include_str!("../../migrations/postgres/0004_pins_audit.sql"),
+    ),
 ];
 
 /// Any constant: the advisory lock replicas take while migrating.

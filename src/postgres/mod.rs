@@ -60,6 +60,7 @@ mod policy;
 mod spend;
 mod spool;
 mod tls;
+mod trail;
 
 pub use budgets::PersistedBudgets;
 pub use deadpool_postgres;
@@ -67,6 +68,7 @@ pub use keys::{CreatedKey, KeyInfo, KeyRef, NewKey};
 pub use policy::PgPolicySource;
 pub use spend::{PgSpendSink, SpendOptions, SpendStatus};
 pub use tokio_postgres;
+pub use trail::{PgAuditSink, PgPins};
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,0 +1,173 @@
+//! [`PinFile`]: pins kept in a small JSON file, so that a restart does not trust anew.
+//!
+//! The file is rewritten whole (to a temporary file, then renamed over the old one) each time
+//! pins are learned or approved, which happens when a server's definitions are first listed or
+//! change, never per request.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{PinDigest, PinKind, PinParts, PinStore, StoredPin};
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBody {
+    version: u32,
+    pins: Vec<FilePin>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePin {
+    kind: String,
+    server: String,
+    name: String,
+    digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parts: Option<Vec<String>>,
+}
+
+type Key = (PinKind, Box<str>, Box<str>);
+
+/// Pins in a JSON file (see the [module docs](self)).
+#[derive(Debug)]
+pub struct PinFile {
+    path: PathBuf,
+    pins: Mutex<BTreeMap<Key, (PinDigest, Option<PinParts>)>>,
+    problem: Mutex<Option<String>>,
+}
+
+/// A pin file that cannot be read.
+#[derive(Debug)]
+pub struct PinFileError(String);
+
+impl std::fmt::Display for PinFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PinFileError {}
+
+fn parse_parts(parts: &[String]) -> Option<PinParts> {
+    let mut out = [0u64; 6];
+    if parts.len() != out.len() {
+        return None;
+    }
+    for (slot, hex) in out.iter_mut().zip(parts) {
+        *slot = u64::from_str_radix(hex, 16).ok()?;
+    }
+    Some(PinParts(out))
+}
+
+impl PinFile {
+    /// Opens the pin file at `path` (a missing file holds no pins) and returns it with the pins
+    /// it holds.
+    ///
+    /// # Errors
+    ///
+    /// The file exists but cannot be read, or is not a pin file: nothing is trusted anew over
+    /// a file that could not be read.
+    pub fn open(path: impl Into<PathBuf>) -> Result<(Self, Vec<StoredPin>), PinFileError> {
+        let path = path.into();
+        let shown = path.display().to_string();
+        let mut pins: BTreeMap<Key, (PinDigest, Option<PinParts>)> = BTreeMap::new();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let body: FileBody = serde_json::from_slice(&bytes)
+                    .map_err(|e| PinFileError(format!("pin file {shown}: {e}")))?;
+                if body.version != 1 {
+                    return Err(PinFileError(format!(
+                        "pin file {shown}: version {} is not known",
+                        body.version
+                    )));
+                }
+                for p in body.pins {
+                    let kind = p.kind.parse::<PinKind>().map_err(|()| {
+                        PinFileError(format!("pin file {shown}: kind {:?} is not known", p.kind))
+                    })?;
+                    let digest = p
+                        .digest
+                        .parse::<PinDigest>()
+                        .map_err(|e| PinFileError(format!("pin file {shown}: {e}")))?;
+                    let parts = p.parts.as_deref().and_then(parse_parts);
+                    pins.insert((kind, p.server.into(), p.name.into()), (digest, parts));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PinFileError(format!("pin file {shown}: {e}"))),
+        }
+        let stored = pins
+            .iter()
+            .map(|((kind, server, name), (digest, parts))| StoredPin {
+                kind: *kind,
+                server: server.clone(),
+                name: name.clone(),
+                digest: *digest,
+                parts: *parts,
+            })
+            .collect();
+        Ok((
+            Self {
+                path,
+                pins: Mutex::new(pins),
+                problem: Mutex::new(None),
+            },
+            stored,
+        ))
+    }
+
+    /// Where the pins are kept.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self, pins: &BTreeMap<Key, (PinDigest, Option<PinParts>)>) -> std::io::Result<()> {
+        let body = FileBody {
+            version: 1,
+            pins: pins
+                .iter()
+                .map(|((kind, server, name), (digest, parts))| FilePin {
+                    kind: kind.as_str().to_owned(),
+                    server: server.to_string(),
+                    name: name.to_string(),
+                    digest: digest.to_string(),
+                    parts: parts.map(|p| p.0.iter().map(|v| format!("{v:016x}")).collect()),
+                })
+                .collect(),
+        };
+        let mut text = serde_json::to_vec_pretty(&body).expect("pins serialise");
+        text.push(b'\n');
+        let mut temp = self.path.clone().into_os_string();
+        temp.push(".tmp");
+        std::fs::write(&temp, &text)?;
+        std::fs::rename(&temp, &self.path)
+    }
+}
+
+impl PinStore for PinFile {
+    fn save(&self, new: Vec<StoredPin>) {
+        let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
+        for p in new {
+            pins.insert((p.kind, p.server, p.name), (p.digest, p.parts));
+        }
+        let outcome = self.write(&pins);
+        let mut problem = self.problem.lock().unwrap_or_else(PoisonError::into_inner);
+        *problem = outcome.err().map(|e| {
+            let message = format!("pin file {}: {e}", self.path.display());
+            crate::trace::warn(&message);
+            message
+        });
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
