@@ -14,6 +14,9 @@ use mcp_gatekeeper::counters::{InProcessStore, LimitStore};
 use mcp_gatekeeper::limit::LimitLayer;
 use mcp_gatekeeper::source::{self, ConfigFile, HealthReport, PolicyWatch, WatchOptions};
 
+#[path = "trail.rs"]
+mod trail;
+
 /// What the gateway is built with, and what must live as long as it.
 pub(crate) struct Deployment {
     pub(crate) gatekeeper: Gatekeeper,
@@ -54,6 +57,13 @@ pub(crate) async fn setup(config: &Config, path: Option<&Path>) -> Result<Deploy
     #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
     let mut spend_db: SpendDb = None;
     let litellm = settings.database_schema == mcp_gatekeeper::config::DatabaseSchema::Litellm;
+    let pins = Arc::new(trail::pins(&settings, path).await?);
+    let audit = trail::auditor(&settings)?;
+    let made = |policy| {
+        Gatekeeper::new(policy)
+            .with_pins(Arc::clone(&pins))
+            .with_audit(audit.clone())
+    };
     let (gatekeeper, watch) = match (&settings.database_url, path) {
         (Some(url), _) if litellm => {
             #[cfg(feature = "litellm-db")]
@@ -77,7 +87,7 @@ pub(crate) async fn setup(config: &Config, path: Option<&Path>) -> Result<Deploy
                 }
                 let with_servers = source.config().clone();
                 let catalog = with_servers.catalog().map_err(|e| e.to_string())?;
-                let gatekeeper = Gatekeeper::new(PolicySnapshot::pending(Arc::new(catalog)));
+                let gatekeeper = made(PolicySnapshot::pending(Arc::new(catalog)));
                 served = Some(with_servers);
                 let watch = source::watch(gatekeeper.clone(), Arc::new(source), options);
                 (gatekeeper, Some(watch))
@@ -102,7 +112,7 @@ pub(crate) async fn setup(config: &Config, path: Option<&Path>) -> Result<Deploy
                 let db = Database::connect(url, 16).map_err(|e| e.to_string())?;
                 let catalog = config.catalog().map_err(|e| e.to_string())?;
                 // Until the database answers, every request is refused (503).
-                let gatekeeper = Gatekeeper::new(PolicySnapshot::pending(Arc::new(catalog)));
+                let gatekeeper = made(PolicySnapshot::pending(Arc::new(catalog)));
                 let source = PgPolicySource::new(db.clone(), Arc::new(config.clone())).migrating();
                 let watch = source::watch(gatekeeper.clone(), Arc::new(source), options);
                 if let Some(SpendSinkConfig::Postgres {
@@ -133,16 +143,13 @@ pub(crate) async fn setup(config: &Config, path: Option<&Path>) -> Result<Deploy
             }
         }
         (None, Some(path)) => {
-            let gatekeeper = Gatekeeper::new(config.policy().map_err(|e| e.to_string())?);
+            let gatekeeper = made(config.policy().map_err(|e| e.to_string())?);
             let file = Arc::new(ConfigFile::new(path));
             reload_on_hangup(Arc::clone(&file));
             let watch = source::watch(gatekeeper.clone(), file, options);
             (gatekeeper, Some(watch))
         }
-        (None, None) => (
-            Gatekeeper::new(config.policy().map_err(|e| e.to_string())?),
-            None,
-        ),
+        (None, None) => (made(config.policy().map_err(|e| e.to_string())?), None),
     };
     if let Some(watch) = &watch {
         reports.push(("policy".into(), watch.status().clone()));

@@ -28,6 +28,7 @@ mod list_cache;
 mod listen;
 mod listeners;
 mod parked;
+mod pins_admin;
 mod pool;
 mod router;
 mod shared;

@@ -140,6 +140,9 @@ async fn health(State(state): State<Surface>, headers: HeaderMap) -> impl IntoRe
         for (name, part) in &shared.reports {
             body[name.as_str()] = part.report();
         }
+        let gk = state.gateway.gatekeeper();
+        body["pins"] = super::pins_admin::quarantined(gk, gk.policy().catalog());
+        body["audit"] = json!(gk.audit().stats());
     }
     (code, Json(body))
 }
@@ -201,6 +204,11 @@ impl Gateway {
             .route("/health", axum::routing::get(health))
             .route("/mcp-rest/tools/list", axum::routing::get(rest_list))
             .route("/mcp-rest/tools/call", axum::routing::post(rest_call))
+            .route("/admin/pins", axum::routing::get(super::pins_admin::list))
+            .route(
+                "/admin/pins/approve",
+                axum::routing::post(super::pins_admin::approve),
+            )
             .merge(bridge);
         if self.shared.registry {
             let gateway = self.clone();

@@ -1,0 +1,127 @@
+//! The master key's view of tool pinning: `GET /admin/pins` lists what is quarantined, and
+//! `POST /admin/pins/approve` pins a definition to what the server lists now (or to a given
+//! digest), which brings it back at once, on this replica, without a restart; the pin is saved
+//! to the pin store, where other replicas find it when they start.
+
+use axum::extract::State;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::inner_call::{McpResponse, Surface, bad, json_response};
+use crate::engine::{Catalog, PinDigest, PinKind, PinMode};
+use crate::gatekeeper::Gatekeeper;
+
+/// Every quarantined definition, as `/health` and `GET /admin/pins` show it.
+pub(crate) fn quarantined(gk: &Gatekeeper, catalog: &Catalog) -> Value {
+    let rules = |name: &str| {
+        catalog
+            .lookup(name)
+            .map(|id| catalog.server(id).pin_rules())
+    };
+    let list: Vec<Value> = gk
+        .pins()
+        .quarantined(rules)
+        .into_iter()
+        .map(|q| {
+            json!({
+                "server": q.server,
+                "kind": q.kind.as_str(),
+                "name": q.name,
+                "pinned": q.pinned.map(|d| d.to_string()),
+                "seen": q.seen.map(|d| d.to_string()),
+            })
+        })
+        .collect();
+    let mut out = json!({ "quarantined": list });
+    if let Some(problem) = gk.pins().store_problem() {
+        out["store_error"] = Value::String(problem);
+    }
+    out
+}
+
+/// `None` for the master key; otherwise the refusal.
+fn master_only(state: &Surface, headers: &HeaderMap) -> Option<McpResponse> {
+    let gk = state.gateway.gatekeeper();
+    match (state.digest)(headers) {
+        Ok(Some(d)) if gk.policy().identities().is_master(&d) => None,
+        Ok(None) => Some(json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "the master key is required"}),
+        )),
+        _ => Some(json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "only the master key may manage pins"}),
+        )),
+    }
+}
+
+pub(crate) async fn list(State(state): State<Surface>, headers: HeaderMap) -> McpResponse {
+    if let Some(refusal) = master_only(&state, &headers) {
+        return refusal;
+    }
+    let gk = state.gateway.gatekeeper();
+    json_response(StatusCode::OK, &quarantined(gk, gk.policy().catalog()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approve {
+    server: String,
+    tool: Option<String>,
+    prompt: Option<String>,
+    digest: Option<String>,
+}
+
+pub(crate) async fn approve(
+    State(state): State<Surface>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> McpResponse {
+    if let Some(refusal) = master_only(&state, &headers) {
+        return refusal;
+    }
+    let Ok(approve) = serde_json::from_slice::<Approve>(&body) else {
+        return bad(
+            "expected {\"server\", \"tool\" or \"prompt\", and optionally \"digest\": \"sha256:…\"}",
+        );
+    };
+    let (kind, name) = match (approve.tool, approve.prompt) {
+        (Some(tool), None) => (PinKind::Tool, tool),
+        (None, Some(prompt)) => (PinKind::Prompt, prompt),
+        _ => return bad("name exactly one of \"tool\" and \"prompt\""),
+    };
+    let digest = match approve.digest.as_deref().map(str::parse::<PinDigest>) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return bad(&e.to_string()),
+    };
+    let gk = state.gateway.gatekeeper();
+    let policy = gk.policy();
+    let catalog = policy.catalog();
+    let Some(server) = catalog.lookup(&approve.server).map(|id| catalog.server(id)) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "no server of that name"}),
+        );
+    };
+    if server.pin_rules().mode == PinMode::Off {
+        return bad("tool_pinning is off for this server");
+    }
+    match gk
+        .pins()
+        .approve(kind, server.name(), &name, server.pin_rules(), digest)
+    {
+        Ok(pinned) => json_response(
+            StatusCode::OK,
+            &json!({
+                "server": server.name(),
+                "kind": kind.as_str(),
+                "name": name,
+                "pinned": pinned.to_string(),
+            }),
+        ),
+        Err(e) => json_response(StatusCode::CONFLICT, &json!({"error": e.to_string()})),
+    }
+}
