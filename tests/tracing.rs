@@ -1,5 +1,5 @@
-//! With feature `tracing`, every decision is an event that names the principal by ids and says
-//! what refused it — and never carries a key.
+//! With feature `tracing`, every decision is an event (target `mcp_gatekeeper::audit`) that names
+//! the principal by ids and says what refused it — and never carries a key.
 #![cfg(feature = "tracing")]
 
 use std::convert::Infallible;
@@ -78,14 +78,14 @@ fn decisions_are_traced_without_keys() {
         .iter()
         .find(|l| l.contains("secret-launch"))
         .expect("a refusal event");
-    assert!(refused.contains("decision=\"refused\""), "{refused}");
+    assert!(refused.contains("outcome=\"refused\""), "{refused}");
     assert!(
         refused.contains("key=\"alice\"") && refused.contains("team=\"eng\""),
         "{refused}"
     );
     assert!(refused.contains("method=\"tools/call\""), "{refused}");
     assert!(
-        refused.contains("Level(Team)"),
+        refused.contains("rule=\"permissions\"") && refused.contains("level=\"team\""),
         "names the level that refused: {refused}"
     );
     let allowed = lines
@@ -93,11 +93,13 @@ fn decisions_are_traced_without_keys() {
         .find(|l| l.contains("github-list"))
         .expect("an allow event");
     assert!(
-        allowed.contains("decision=\"allowed\"") && allowed.contains("server=\"github\""),
+        allowed.contains("outcome=\"allowed\"") && allowed.contains("server=\"github\""),
         "{allowed}"
     );
     assert!(
-        lines.iter().any(|l| l.contains("InvalidCredential")),
+        lines
+            .iter()
+            .any(|l| l.contains("event=\"auth\"") && l.contains("rule=\"invalid_credential\"")),
         "{lines:?}"
     );
     for l in &lines {

@@ -1,0 +1,414 @@
+//! The audit trail through the gateway, against a real rmcp upstream: exactly one event per
+//! decision with the right fields, argument values only where a server opts in (redacted), no
+//! key, token, credential or argument value in any sink, and a full queue that drops and counts
+//! instead of holding requests up.
+#![cfg(feature = "gateway")]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mcp_gatekeeper::Gatekeeper;
+use mcp_gatekeeper::audit::{AuditEvent, AuditSink, Auditor, JsonlSink, SinkError};
+use mcp_gatekeeper::config::Config;
+use mcp_gatekeeper::counters::InProcessStore;
+use mcp_gatekeeper::gateway::Gateway;
+use mcp_gatekeeper::limit::LimitLayer;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const MASTER: &str = "sk-master-audit-0001";
+const ALICE: &str = "sk-alice-secret-key-0001";
+const BOB: &str = "sk-bob-secret-key-0002";
+const WRONG: &str = "sk-wrong-key-value-0003";
+const CREDENTIAL: &str = "cred-secret-value-0004";
+const UPSTREAM_TOKEN: &str = "upstream-token-secret-0005";
+const ARGUMENT: &str = "argument-value-secret-0006";
+const PASSWORD: &str = "hunter2-secret-0007";
+
+/// Every string that must never reach an audit sink.
+const SECRETS: &[&str] = &[
+    MASTER,
+    ALICE,
+    BOB,
+    WRONG,
+    CREDENTIAL,
+    UPSTREAM_TOKEN,
+    ARGUMENT,
+    PASSWORD,
+];
+
+fn doc(upstream: &str) -> String {
+    format!(
+        r#"{{"general_settings": {{"master_key": "{MASTER}"}},
+            "mcp_servers": {{
+              "wiki": {{"url": "{upstream}", "auth_type": "bearer_token", "auth_value": "{UPSTREAM_TOKEN}",
+                        "disallowed_tools": ["drop"], "allowed_params": {{"echo": ["text"]}}}},
+              "vault": {{"url": "{upstream}", "audit_redact": ["password"]}},
+              "payroll": {{"url": "{upstream}"}}}},
+            "keys": [
+              {{"key": "{ALICE}", "key_alias": "alice", "team_id": "eng",
+                "object_permission": {{"mcp_servers": ["wiki", "vault"]}},
+                "mcp_tool_limits": {{"wiki": {{"limited": {{"rpm": 1}}}}}}}},
+              {{"key": "{BOB}", "key_alias": "bob",
+                "object_permission": {{"mcp_servers": ["wiki"], "mcp_tool_permissions": {{"wiki": ["echo"]}}}}}}],
+            "teams": [{{"team_id": "eng"}}]}}"#
+    )
+}
+
+struct Setup {
+    gw: Running,
+    log: std::path::PathBuf,
+    auditor: Auditor,
+    seen: usize,
+    _dir: Dir,
+}
+
+struct Dir(std::path::PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn setup(name: &str, upstream: &Running) -> Setup {
+    let dir = std::env::temp_dir().join(format!("gk-audit-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("audit.jsonl");
+    let auditor = Auditor::new(vec![Arc::new(JsonlSink::open(&log).unwrap())], 10_000);
+    let config = Config::from_json_str(&doc(&upstream.url("/mcp"))).unwrap();
+    let gk = Gatekeeper::new(config.policy().unwrap()).with_audit(auditor.clone());
+    let gateway = Gateway::from_config(&config, gk.clone())
+        .unwrap()
+        .build()
+        .unwrap();
+    let layer = gateway
+        .gatekeeper()
+        .layer()
+        .limit(LimitLayer::new(gk).store(Arc::new(InProcessStore::new())));
+    Setup {
+        gw: serve(gateway.router(layer), CancellationToken::new()).await,
+        log,
+        auditor,
+        seen: 0,
+        _dir: Dir(dir),
+    }
+}
+
+impl Setup {
+    /// The events written since the last call.
+    fn new_events(&mut self) -> Vec<Value> {
+        assert!(self.auditor.flush(Duration::from_secs(5)));
+        let all: Vec<Value> = std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let new = all[self.seen..].to_vec();
+        self.seen = all.len();
+        new
+    }
+
+    /// The one event the last request made.
+    fn one(&mut self) -> Value {
+        let mut events = self.new_events();
+        assert_eq!(events.len(), 1, "{events:#?}");
+        events.remove(0)
+    }
+
+    /// One JSON-RPC request in `session`, with `key` and extra headers; its reply message.
+    async fn post(
+        &self,
+        key: &str,
+        session: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> (u16, Value) {
+        let mut r = mcp_post(&http_client(), &self.gw.url("/mcp"), key, session);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let response = r.json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = response.text().await.unwrap();
+        let message = messages(&content_type, &text)
+            .into_iter()
+            .find(|m| m.get("id").is_some())
+            .unwrap_or(Value::Null);
+        (status, message)
+    }
+}
+
+fn call_body(name: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
+}
+
+fn is_refusal(message: &Value) -> bool {
+    message["result"]["isError"] == true || message.get("error").is_some()
+}
+
+#[tokio::test]
+async fn every_decision_is_exactly_one_event_with_its_fields_and_no_secret() {
+    let upstream = RecordingServer::new(
+        vec![
+            tool("echo", &["text"]),
+            tool("drop", &[]),
+            tool("limited", &[]),
+        ],
+        &[],
+        &[],
+    );
+    let up = serve_recording(&upstream).await;
+    let mut s = setup("decisions", &up).await;
+    let http = http_client();
+    let alice = raw_session(&http, &s.gw.url("/mcp"), ALICE).await;
+    let bob = raw_session(&http, &s.gw.url("/mcp"), BOB).await;
+    assert!(s.new_events().is_empty(), "a handshake is not a decision");
+
+    // Authentication failures.
+    let (status, _) = s
+        .post(WRONG, None, &[], call_body("wiki-echo", json!({})))
+        .await;
+    assert_eq!(status, 401);
+    let e = s.one();
+    assert_eq!(
+        (e["event"].as_str(), e["outcome"].as_str()),
+        (Some("auth"), Some("refused"))
+    );
+    assert_eq!(e["rule"], "invalid_credential");
+    assert_eq!(e["status"], 401);
+    assert!(e.get("key").is_none());
+
+    // A scope the key may not use.
+    let (status, _) = s
+        .post(
+            ALICE,
+            Some(&alice),
+            &[("x-mcp-servers", "payroll")],
+            call_body("payroll-echo", json!({})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let e = s.one();
+    assert_eq!(
+        (e["event"].as_str(), e["rule"].as_str()),
+        (Some("scope"), Some("scope"))
+    );
+    assert_eq!(e["key"], "alice");
+
+    // A list: what was offered and what was withheld, by rule.
+    let (_, reply) = s
+        .post(
+            ALICE,
+            Some(&alice),
+            &[],
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}),
+        )
+        .await;
+    let listed = reply["result"]["tools"].as_array().unwrap().len();
+    let e = s.one();
+    assert_eq!(
+        (e["event"].as_str(), e["outcome"].as_str()),
+        (Some("list"), Some("filtered"))
+    );
+    assert_eq!(e["method"], "tools/list");
+    assert_eq!(
+        e["offered"], 6,
+        "three tools on each of wiki and vault: {e}"
+    );
+    assert_eq!(e["withheld"], 1);
+    assert_eq!(e["withheld_by"], json!([["disallowed_tools", 1]]));
+    assert_eq!(listed, 5);
+    assert_eq!(
+        (e["key"].as_str(), e["team"].as_str()),
+        (Some("alice"), Some("eng"))
+    );
+
+    // A call allowed: argument names, never values.
+    let (_, reply) = s
+        .post(
+            ALICE,
+            Some(&alice),
+            &[("x-mcp-auth", CREDENTIAL)],
+            call_body("wiki-echo", json!({"text": ARGUMENT})),
+        )
+        .await;
+    assert!(!is_refusal(&reply), "{reply}");
+    let e = s.one();
+    assert_eq!(
+        (e["event"].as_str(), e["outcome"].as_str()),
+        (Some("call"), Some("allowed"))
+    );
+    assert_eq!(
+        (e["server"].as_str(), e["name"].as_str()),
+        (Some("wiki"), Some("wiki-echo"))
+    );
+    assert_eq!(e["arguments"], json!(["text"]));
+    assert!(e.get("argument_values").is_none());
+
+    // Refused by the server's rule, and by a level's tool list.
+    let (_, reply) = s
+        .post(ALICE, Some(&alice), &[], call_body("wiki-drop", json!({})))
+        .await;
+    assert!(is_refusal(&reply));
+    let e = s.one();
+    assert_eq!(
+        (e["event"].as_str(), e["outcome"].as_str()),
+        (Some("call"), Some("refused"))
+    );
+    assert_eq!(e["rule"], "disallowed_tools");
+    let (_, reply) = s
+        .post(BOB, Some(&bob), &[], call_body("wiki-limited", json!({})))
+        .await;
+    assert!(is_refusal(&reply));
+    let e = s.one();
+    assert_eq!(
+        (e["rule"].as_str(), e["level"].as_str()),
+        (Some("permissions"), Some("key"))
+    );
+    assert_eq!(e["key"], "bob");
+
+    // Refused by allowed_params: one event (the refusal), not an allowed one as well.
+    let (_, reply) = s
+        .post(
+            ALICE,
+            Some(&alice),
+            &[],
+            call_body("wiki-echo", json!({"text": "a", "path": ARGUMENT})),
+        )
+        .await;
+    assert!(is_refusal(&reply));
+    let e = s.one();
+    assert_eq!(
+        (e["event"].as_str(), e["outcome"].as_str()),
+        (Some("call"), Some("refused"))
+    );
+    assert_eq!(e["rule"], "allowed_params");
+    assert_eq!(e["server"], "wiki");
+    assert_eq!(e["arguments"], json!(["text", "path"]));
+
+    // A limit: the first call is allowed, the second is one limit event naming the level.
+    let (_, reply) = s
+        .post(
+            ALICE,
+            Some(&alice),
+            &[],
+            call_body("wiki-limited", json!({})),
+        )
+        .await;
+    assert!(!is_refusal(&reply), "{reply}");
+    assert_eq!(s.one()["outcome"], "allowed");
+    let (_, reply) = s
+        .post(
+            ALICE,
+            Some(&alice),
+            &[],
+            call_body("wiki-limited", json!({})),
+        )
+        .await;
+    assert!(is_refusal(&reply));
+    let e = s.one();
+    assert_eq!(
+        (e["event"].as_str(), e["outcome"].as_str()),
+        (Some("limit"), Some("refused"))
+    );
+    assert_eq!(
+        (e["rule"].as_str(), e["level"].as_str()),
+        (Some("rate"), Some("key"))
+    );
+    assert_eq!(e["status"], 429);
+
+    // A server that opts in: values, with the listed names redacted.
+    let (_, reply) = s
+        .post(
+            ALICE,
+            Some(&alice),
+            &[],
+            call_body(
+                "vault-echo",
+                json!({"text": "visible", "nested": {"password": PASSWORD}}),
+            ),
+        )
+        .await;
+    assert!(!is_refusal(&reply), "{reply}");
+    let e = s.one();
+    assert_eq!(
+        e["argument_values"],
+        json!({"text": "visible", "nested": {"password": "[redacted]"}})
+    );
+
+    // Nothing secret anywhere in the sink.
+    let all = std::fs::read_to_string(&s.log).unwrap();
+    for secret in SECRETS {
+        assert!(!all.contains(secret), "{secret} leaked into the audit log");
+    }
+    assert_eq!(s.auditor.stats().dropped, 0);
+}
+
+/// A sink slower than the traffic.
+struct Slow;
+
+impl AuditSink for Slow {
+    fn write(&self, _: &[AuditEvent]) -> Result<(), SinkError> {
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
+    }
+}
+
+/// A sink that always fails.
+struct Broken;
+
+impl AuditSink for Broken {
+    fn write(&self, _: &[AuditEvent]) -> Result<(), SinkError> {
+        Err("disk full".into())
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_and_a_failing_sink_fails_no_request() {
+    let upstream = RecordingServer::new(vec![tool("echo", &["text"])], &[], &[]);
+    let up = serve_recording(&upstream).await;
+    let config = Config::from_json_str(&doc(&up.url("/mcp"))).unwrap();
+    let auditor = Auditor::new(vec![Arc::new(Slow), Arc::new(Broken)], 2);
+    let gk = Gatekeeper::new(config.policy().unwrap()).with_audit(auditor.clone());
+    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+    let gw = serve(
+        gateway.router(gateway.gatekeeper().layer()),
+        CancellationToken::new(),
+    )
+    .await;
+    let http = http_client();
+    let session = raw_session(&http, &gw.url("/mcp"), ALICE).await;
+    for _ in 0..20 {
+        let r = mcp_post(&http, &gw.url("/mcp"), ALICE, Some(&session))
+            .json(&call_body("wiki-echo", json!({"text": "x"})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(!r.text().await.unwrap().contains("isError\":true"));
+    }
+    assert_eq!(
+        upstream.executions.names().len(),
+        20,
+        "every call went through"
+    );
+    assert!(auditor.flush(Duration::from_secs(10)));
+    let stats = auditor.stats();
+    assert!(stats.dropped > 0, "{stats:?}");
+    assert!(
+        stats.failed > 0 && stats.problem.as_deref() == Some("disk full"),
+        "{stats:?}"
+    );
+    let health = health_as(&gw, Some(MASTER)).await;
+    assert_eq!(health["audit"]["dropped"], stats.dropped, "{health}");
+}
