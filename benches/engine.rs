@@ -2,7 +2,8 @@
 //! predicate, list filtering (JSON and SSE, with schema pruning), allowed_params, key lookup;
 //! and one `tools/call` through the six layers against the service alone: an instant service,
 //! the same with caches cold, and a real rmcp server in process; and the in-process limit
-//! store's admission and hand-back of one call.
+//! store's admission and hand-back of one call; tool pinning on a 1,000-tool list, first and
+//! repeated; and the audit trail's cost per call.
 
 #![allow(missing_docs)]
 
@@ -464,8 +465,135 @@ fn bench_limits(c: &mut Criterion) {
     });
 }
 
+/// A list of `n` distinct tools over eight servers.
+fn distinct_tool_list(n: usize) -> String {
+    let tools: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"name": format!("s{}-tool_{i}", i % 8), "description": format!("Tool {i}: does something useful with its inputs."),
+                   "inputSchema": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}, "c": {"type": "string"}}, "required": ["a"]},
+                   "annotations": {"readOnlyHint": true}})
+        })
+        .collect();
+    json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}}).to_string()
+}
+
+fn bench_pinning(c: &mut Criterion) {
+    use mcp_gatekeeper::engine::PinBook;
+    let mut doc: Value = serde_json::from_str(&policy_doc(8)).unwrap();
+    for server in doc["mcp_servers"].as_object_mut().unwrap().values_mut() {
+        server["tool_pinning"] = json!("enforce");
+        server["disallowed_tools"] = json!([]);
+        server["allowed_params"] = json!({});
+    }
+    doc["keys"][0]["object_permission"] =
+        json!({"mcp_servers": ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"]});
+    let policy = Config::from_json_str(&doc.to_string())
+        .unwrap()
+        .policy()
+        .unwrap();
+    let catalog = Arc::clone(policy.catalog());
+    let gk = Gatekeeper::new(policy);
+    let p = gk
+        .policy()
+        .identities()
+        .principal(&KeyDigest::of("k1"), None, None)
+        .unwrap();
+    let text = distinct_tool_list(1_000);
+    let filter_with = |book: Arc<PinBook>| {
+        let grant = Grant::resolve(&catalog, &p).with_pins(book);
+        ListFilter::new(grant, Method::ToolsList, RequestId::Number(1), &gk)
+    };
+    let mut group = c.benchmark_group("pinning tools/list");
+    group.throughput(Throughput::Elements(1_000));
+    let unpinned = ListFilter::new(
+        Grant::resolve(&catalog, &p),
+        Method::ToolsList,
+        RequestId::Number(1),
+        &gk,
+    );
+    group.bench_function(BenchmarkId::new("no pins", 1_000), |b| {
+        b.iter(|| unpinned.apply_text_uncached(&text).unwrap().unwrap())
+    });
+    // Every definition seen for the first time: canonical form and SHA-256 of each, pins learned.
+    group.bench_function(BenchmarkId::new("first sight", 1_000), |b| {
+        b.iter_batched(
+            || filter_with(Arc::new(PinBook::default())),
+            |filter| filter.apply_text_uncached(&text).unwrap().unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    // The same definitions again (another caller, so not the memorised reply): each is
+    // recognised by a keyed hash of its text, without digesting it again.
+    let seen = filter_with(Arc::new(PinBook::default()));
+    seen.apply_text_uncached(&text).unwrap();
+    group.bench_function(BenchmarkId::new("repeated", 1_000), |b| {
+        b.iter(|| seen.apply_text_uncached(&text).unwrap().unwrap())
+    });
+    group.bench_function(BenchmarkId::new("repeated, same caller", 1_000), |b| {
+        b.iter(|| seen.apply_text(&text).unwrap().unwrap())
+    });
+    group.finish();
+}
+
+/// One `tools/call` through the six layers with and without an audit trail (a JSONL sink).
+fn bench_audit(c: &mut Criterion) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use mcp_gatekeeper::audit::{Auditor, JsonlSink};
+    use mcp_gatekeeper::engine::Mount;
+    use tower::Layer;
+    const REPLY: &[u8] = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}"#;
+    let config = Config::from_json_str(
+        r#"{"mcp_servers": {"bench": {"url": "http://127.0.0.1/mcp"}},
+            "keys": [{"key": "sk-bench", "key_alias": "bench", "team_id": "t", "object_permission": {"mcp_servers": ["bench"]}}],
+            "teams": [{"team_id": "t"}]}"#,
+    )
+    .unwrap();
+    let request = || {
+        http::Request::post("http://127.0.0.1/mcp")
+            .header("x-litellm-api-key", "sk-bench")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(Full::new(Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","count":3}}}"#,
+            )))
+            .unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let plain = Gatekeeper::new(config.policy().unwrap()).with_mount(Mount::Single("bench".into()));
+    let sink = JsonlSink::open("/dev/null").unwrap();
+    let auditor = Auditor::new(vec![Arc::new(sink)], 1 << 16);
+    let audited = Gatekeeper::new(config.policy().unwrap())
+        .with_mount(Mount::Single("bench".into()))
+        .with_audit(auditor.clone());
+    let mut group = c.benchmark_group("tools/call round trip, audit");
+    for (name, gk) in [
+        ("six layers", plain),
+        ("six layers, audited to JSONL", audited),
+    ] {
+        let mut stack = gk
+            .layer()
+            .spend_sink(|e| drop(black_box(e)))
+            .layer(replying(Bytes::from_static(REPLY), || ()));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| round_trip(&rt, &mut stack, request()))
+        });
+    }
+    group.finish();
+    let stats = auditor.stats();
+    eprintln!(
+        "audit: {} events written, {} dropped",
+        stats.written, stats.dropped
+    );
+}
+
 criterion_group!(
     benches,
+    bench_pinning,
+    bench_audit,
     bench_parse,
     bench_grant,
     bench_filter,

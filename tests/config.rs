@@ -414,3 +414,86 @@ fn limit_store_settings_are_checked_and_the_url_never_printed() {
         mcp_gatekeeper::config::LimitStoreSettings::Redis { .. }
     ));
 }
+
+#[test]
+fn pinning_and_audit_settings_are_checked_with_their_paths() {
+    let server = |fields: &str| {
+        format!(r#"{{"mcp_servers": {{"wiki": {{"url": "http://127.0.0.1:1/mcp" {fields}}}}}}}"#)
+    };
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    let ok = server(&format!(
+        r#", "tool_pinning": "enforce", "pin_new_tools": "quarantine",
+            "pinned_tools": {{"wiki-search": "{pin}"}}, "pinned_prompts": {{"summarise": "{pin}"}},
+            "audit_redact": ["password"]"#
+    ));
+    let policy = Config::from_json_str(&ok).unwrap().policy().unwrap();
+    let catalog = policy.catalog();
+    let rules = catalog.server(catalog.lookup("wiki").unwrap()).pin_rules();
+    // A prefixed name is the server's bare name.
+    assert_eq!(
+        rules.tools.get("search").map(ToString::to_string),
+        Some(pin.clone())
+    );
+    for (fields, path, says) in [
+        (
+            r#", "tool_pinning": "enforce", "pinned_tools": {"search": "sha256:12"}"#,
+            "mcp_servers.wiki.pinned_tools.search",
+            "64 hexadecimal",
+        ),
+        (
+            r#", "pinned_tools": {"search": "sha256:00"}"#,
+            "mcp_servers.wiki.pinned_tools",
+            "tool_pinning",
+        ),
+        (
+            r#", "pin_new_tools": "quarantine""#,
+            "mcp_servers.wiki.pin_new_tools",
+            "tool_pinning",
+        ),
+        (
+            r#", "tool_pinning": "always""#,
+            "mcp_servers.wiki.tool_pinning",
+            "observe",
+        ),
+    ] {
+        let e = err(&server(fields));
+        assert!(e.contains(path) && e.contains(says), "{fields}: {e}");
+    }
+    let check = |settings: &str| -> Result<(), String> {
+        let doc = format!(r#"{{"general_settings": {settings}}}"#);
+        Config::from_json_str(&doc)
+            .and_then(|c| c.validate())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        check(
+            r#"{"audit": {"sinks": [{"type": "jsonl", "path": "audit.jsonl"}], "queue_capacity": 100}, "pin_store": {"type": "file", "path": "pins.json"}}"#
+        ),
+        Ok(())
+    );
+    for (settings, path) in [
+        (
+            r#"{"audit": {"sinks": [{"type": "postgres"}]}}"#,
+            "general_settings.audit.sinks[0]",
+        ),
+        (
+            r#"{"audit": {"queue_capacity": 0}}"#,
+            "general_settings.audit.queue_capacity",
+        ),
+        (
+            r#"{"audit": {"sinks": [{"type": "jsonl", "path": " "}]}}"#,
+            "general_settings.audit.sinks[0].path",
+        ),
+        (
+            r#"{"pin_store": {"type": "postgres"}}"#,
+            "general_settings.pin_store",
+        ),
+        (
+            r#"{"pin_store": {"type": "file", "path": ""}}"#,
+            "general_settings.pin_store.path",
+        ),
+    ] {
+        let e = check(settings).unwrap_err();
+        assert!(e.contains(path), "{settings}: {e}");
+    }
+}

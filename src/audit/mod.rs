@@ -25,7 +25,7 @@ mod event;
 mod jsonl;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -167,7 +167,9 @@ impl Auditor {
     }
 
     /// Waits until every event queued so far has been handed to the sinks, for at most
-    /// `timeout`; `true` when it has (tests, and an orderly shutdown).
+    /// `timeout`; `true` when it has (tests, and an orderly shutdown). It blocks the calling
+    /// thread: a sink that writes through an async runtime (Postgres) needs that runtime to
+    /// have another thread free meanwhile.
     #[must_use]
     pub fn flush(&self, timeout: Duration) -> bool {
         let Some(q) = &self.queue else {
@@ -187,11 +189,27 @@ impl Auditor {
 
 const BATCH: usize = 512;
 
+/// How long the audit thread sleeps between two looks at the queue: short while events come,
+/// longer when idle. It polls rather than waits on the queue, so that a request handing over
+/// an event never has to wake a thread (a system call on every decision).
+const BUSY_PAUSE: Duration = Duration::from_millis(2);
+const IDLE_PAUSE: Duration = Duration::from_millis(50);
+
 fn drain(rx: &Receiver<AuditEvent>, sinks: &[Arc<dyn AuditSink>], c: &Counters) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut reported_drops = 0;
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
+    let mut pause = BUSY_PAUSE;
+    loop {
+        match rx.try_recv() {
+            Ok(first) => batch.push(first),
+            Err(TryRecvError::Empty) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(IDLE_PAUSE);
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => return,
+        }
+        pause = BUSY_PAUSE;
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(e) => batch.push(e),

@@ -291,6 +291,24 @@ impl Grant {
     ///
     /// A [`Denial`] naming the level or server rule that refused it.
     pub fn check_tool(&self, server: ServerId, bare_tool: &str) -> Result<(), Denial> {
+        self.check_tool_unpinned(server, bare_tool)?;
+        // Last, so that only a caller who may otherwise use the tool learns it is held back.
+        if !self.pin_admits(PinKind::Tool, self.catalog.server(server), bare_tool) {
+            return Err(Denial {
+                server: Some(server),
+                by: DeniedBy::Quarantined,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Grant::check_tool`] but for pinning: list filtering asks the pin book itself while it
+    /// records what the list shows (the same verdict, one look).
+    pub(crate) fn check_tool_unpinned(
+        &self,
+        server: ServerId,
+        bare_tool: &str,
+    ) -> Result<(), Denial> {
         self.check_server(server)?;
         let deny = |by| {
             Err(Denial {
@@ -310,10 +328,6 @@ impl Grant {
             {
                 return deny(DeniedBy::Level(level));
             }
-        }
-        // Last, so that only a caller who may otherwise use the tool learns it is held back.
-        if !self.pin_admits(PinKind::Tool, spec, bare_tool) {
-            return deny(DeniedBy::Quarantined);
         }
         Ok(())
     }

@@ -9,7 +9,6 @@
 //! reloads; the permission layer reads it for lists and calls alike.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -133,9 +132,35 @@ impl std::fmt::Display for ApproveError {
 impl std::error::Error for ApproveError {}
 
 struct Seen {
-    /// A keyed hash of the definition's text as listed: the same text is not digested again.
-    text_hash: u64,
+    /// The pinned fields' texts as listed (key, NUL, value, NUL): the same text is not
+    /// digested again.
+    text: Box<str>,
     fingerprint: Fingerprint,
+}
+
+/// Whether `members` are exactly the text `seen` recorded.
+fn same_text<'a>(seen: &str, members: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    let mut rest = seen.as_bytes();
+    for (k, v) in members {
+        for part in [k, v] {
+            let n = part.len();
+            if rest.len() <= n || &rest[..n] != part.as_bytes() || rest[n] != 0 {
+                return false;
+            }
+            rest = &rest[n + 1..];
+        }
+    }
+    rest.is_empty()
+}
+
+/// What [`PinBook::observe`] found.
+#[derive(Debug)]
+pub struct Sighting {
+    /// Whether the definition may be listed.
+    pub admitted: bool,
+    /// The change to report, if this sighting is the first of a definition that does not
+    /// match.
+    pub change: Option<PinChange>,
 }
 
 #[derive(Default)]
@@ -158,7 +183,6 @@ struct ServerPins {
 pub struct PinBook {
     servers: RwLock<HashMap<Box<str>, ServerPins>>,
     generation: AtomicU64,
-    hasher: std::collections::hash_map::RandomState,
     store: Option<Arc<dyn PinStore>>,
     unsaved: Mutex<Vec<StoredPin>>,
 }
@@ -226,7 +250,6 @@ impl PinBook {
         Self {
             servers: RwLock::new(servers),
             generation: AtomicU64::new(0),
-            hasher: std::collections::hash_map::RandomState::new(),
             store,
             unsaved: Mutex::new(Vec::new()),
         }
@@ -263,8 +286,9 @@ impl PinBook {
     }
 
     /// Records what a list says of one definition (`members`: its keys and JSON texts, `name`
-    /// its bare name), learning its pin if it has none and may have one. Returns the change to
-    /// report, once per definition that does not match.
+    /// its bare name), learning its pin if it has none and may have one. Says whether it may
+    /// be listed (the verdict [`PinBook::admits`] gives a call), and the change to report, once
+    /// per definition that does not match.
     pub fn observe<'a>(
         &self,
         kind: PinKind,
@@ -272,26 +296,31 @@ impl PinBook {
         name: &str,
         rules: &PinRules,
         members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-    ) -> Option<PinChange> {
+    ) -> Sighting {
         if rules.mode == PinMode::Off {
-            return None;
+            return Sighting {
+                admitted: true,
+                change: None,
+            };
         }
-        let mut h = self.hasher.build_hasher();
-        for (k, v) in members.clone().filter(|(k, _)| kind.fields().contains(k)) {
-            h.write(k.as_bytes());
-            h.write_u8(0);
-            h.write(v.as_bytes());
-            h.write_u8(0);
-        }
-        let text_hash = h.finish();
+        let pinned_members = members.clone().filter(|(k, _)| kind.fields().contains(k));
+        let configured = rules.configured(kind).get(name).copied();
+        let enforce = rules.mode == PinMode::Enforce;
         {
+            // The same text as last time: nothing to digest, the verdict stands.
             let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
-            let seen = servers
-                .get(server)
-                .and_then(|s| s.items[slot(kind)].get(name))
-                .and_then(|e| e.seen.as_ref());
-            if seen.is_some_and(|s| s.text_hash == text_hash) {
-                return None;
+            let pins = servers.get(server);
+            let entry = pins.and_then(|s| s.items[slot(kind)].get(name));
+            if entry
+                .and_then(|e| e.seen.as_ref())
+                .is_some_and(|s| same_text(&s.text, pinned_members.clone()))
+            {
+                let new_is_quarantined = Self::new_is_quarantined(rules, kind, pins);
+                let ok = verdict(entry, configured, new_is_quarantined).is_ok();
+                return Sighting {
+                    admitted: ok || !enforce,
+                    change: None,
+                };
             }
         }
         // A definition whose pinned fields are not JSON cannot match any pin.
@@ -299,14 +328,17 @@ impl PinBook {
             digest: PinDigest([0; 32]),
             parts: PinParts([u64::MAX; 6]),
         });
-        let configured = rules.configured(kind).get(name).copied();
+        let mut text = String::new();
+        for (k, v) in pinned_members {
+            text.extend([k, "\0", v, "\0"]);
+        }
         let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
         let pins = servers.entry(server.into()).or_default();
         let new_is_quarantined = Self::new_is_quarantined(rules, kind, Some(pins));
         let entry = pins.items[slot(kind)].entry(name.into()).or_default();
         let before = verdict(Some(entry), configured, new_is_quarantined);
         entry.seen = Some(Seen {
-            text_hash,
+            text: text.into(),
             fingerprint,
         });
         if configured.is_none() && entry.pinned.is_none() && !new_is_quarantined {
@@ -326,12 +358,19 @@ impl PinBook {
         if before != after {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
+        let admitted = after.is_ok() || !enforce;
         if after.is_ok() {
             entry.reported = None;
-            return None;
+            return Sighting {
+                admitted,
+                change: None,
+            };
         }
         if entry.reported == Some(fingerprint.digest) {
-            return None;
+            return Sighting {
+                admitted,
+                change: None,
+            };
         }
         entry.reported = Some(fingerprint.digest);
         let pinned = configured.or(entry.pinned.map(|p| p.0));
@@ -341,15 +380,18 @@ impl PinBook {
             }
             _ => None,
         };
-        Some(PinChange {
-            kind,
-            server: server.into(),
-            name: name.into(),
-            pinned,
-            seen: fingerprint.digest,
-            changed,
-            enforced: rules.mode == PinMode::Enforce,
-        })
+        Sighting {
+            admitted,
+            change: Some(PinChange {
+                kind,
+                server: server.into(),
+                name: name.into(),
+                pinned,
+                seen: fingerprint.digest,
+                changed,
+                enforced: enforce,
+            }),
+        }
     }
 
     /// Ends one list of `servers`' definitions of `kind`: a complete list (no further page)

@@ -19,7 +19,7 @@ pub struct ListFilter {
     /// arrives (an aggregating service updates it while answering the list).
     pub(crate) gatekeeper: crate::gatekeeper::Gatekeeper,
     /// Who asked, when decisions are audited (the list's event names them).
-    pub(crate) caller: Option<crate::engine::Principal>,
+    pub(crate) caller: Option<Box<crate::engine::Principal>>,
 }
 
 impl ListFilter {

@@ -331,7 +331,7 @@ fn decide(
             let id = head.id.clone().expect("requests have an id");
             let mut filter = ListFilter::new(grant.clone(), m.clone(), id, gk);
             if gk.audit().is_enabled() {
-                filter.caller = ext.get::<Principal>().cloned();
+                filter.caller = ext.get::<Principal>().cloned().map(Box::new);
             }
             reply.filter = Some(filter);
             return Ok(reply);

@@ -58,30 +58,32 @@ impl ListFilter {
             scan.tally.withhold(rule_of(DeniedBy::UnknownName).0);
             return None;
         };
+        // The grant's rules first (as `Grant::check_tool` and `check_prompt`), then pinning,
+        // which records what the list shows and gives the verdict a call would get.
+        let verdict = match kind {
+            NameKind::Tool => self.grant.check_tool_unpinned(server, bare),
+            NameKind::Prompt | NameKind::Resource => self.grant.check_server(server),
+        };
+        if let Err(denial) = verdict {
+            scan.tally.withhold(rule_of(denial.by).0);
+            return None;
+        }
         if let (Some(book), Some(pin)) = (self.grant.pins(), pin_kind(kind)) {
             let spec = catalog.server(server);
             let rules = spec.pin_rules();
             if rules.mode != PinMode::Off {
-                if let Some(change) = book.observe(pin, spec.name(), bare, rules, members) {
-                    scan.changes.push(change);
-                }
+                let sighting = book.observe(pin, spec.name(), bare, rules, members);
+                scan.changes.extend(sighting.change);
                 if !scan.observed.contains(&server) {
                     scan.observed.push(server);
                 }
+                if !sighting.admitted {
+                    scan.tally.withhold(rule_of(DeniedBy::Quarantined).0);
+                    return None;
+                }
             }
         }
-        let verdict = match kind {
-            NameKind::Tool => self.grant.check_tool(server, bare),
-            NameKind::Prompt => self.grant.check_prompt(server, bare),
-            NameKind::Resource => self.grant.check_server(server),
-        };
-        match verdict {
-            Ok(()) => Some((server, bare)),
-            Err(denial) => {
-                scan.tally.withhold(rule_of(denial.by).0);
-                None
-            }
-        }
+        Some((server, bare))
     }
 
     /// Ends one list: the pins learned are kept, changes reported, and — when `ours` (the reply
@@ -107,7 +109,7 @@ impl ListFilter {
         if ours && self.caller.is_some() {
             crate::trace::listed(
                 &self.gatekeeper,
-                self.caller.as_ref(),
+                self.caller.as_deref(),
                 &self.method,
                 &scan.tally,
             );

@@ -72,7 +72,12 @@ impl ListFilter {
         let memo = self.gatekeeper.list_memo();
         if let Some((out, tally)) = memo.get(&key, text, &self.id) {
             if self.caller.is_some() {
-                crate::trace::listed(&self.gatekeeper, self.caller.as_ref(), &self.method, &tally);
+                crate::trace::listed(
+                    &self.gatekeeper,
+                    self.caller.as_deref(),
+                    &self.method,
+                    &tally,
+                );
             }
             return Ok(Some(out));
         }
@@ -126,8 +131,7 @@ impl ListFilter {
     fn keep_members(
         &self,
         members: &[Member<'_>],
-        field: &str,
-        kind: NameKind,
+        (field, kind): (&str, NameKind),
         index: &NameIndex,
         out: &mut String,
         first: &mut bool,
@@ -451,7 +455,11 @@ impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_, '_, '_> {
             if object {
                 self.filter
                     .keep_members(
-                        &members, self.field, self.kind, self.index, self.out, &mut first,
+                        &members,
+                        (self.field, self.kind),
+                        self.index,
+                        self.out,
+                        &mut first,
                         self.scan,
                     )
                     .map_err(serde::de::Error::custom)?;
