@@ -54,7 +54,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `tracing` | a `tracing` event for every decision: principal ids, method, server, tool, and for a refusal the level or rule that refused (never a key) |
+//! | `tracing` | every [`audit`] event as a `tracing` event too (target `mcp_gatekeeper::audit`, the same field names): principal ids, method, server, tool, and for a refusal the level or rule that refused (never a key) |
 //! | `config-yaml` | YAML configuration files ([`config::Config::from_yaml_str`]) |
 //! | `openai` | MCP tools as OpenAI function tools and back |
 //! | `gateway` | the aggregating gateway (rmcp, axum, reqwest, rustls) |

@@ -137,33 +137,33 @@ pub struct Fingerprint {
 }
 
 /// Writes `value` in canonical form.
-fn canonical(value: &Value, out: &mut String) {
+fn canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<(&String, &Value)> = map.iter().collect();
             keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
+            out.push(b'{');
             for (i, (k, v)) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&serde_json::to_string(k).expect("a string serialises"));
-                out.push(':');
+                serde_json::to_writer(&mut *out, k).expect("a string serialises");
+                out.push(b':');
                 canonical(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical(v, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&serde_json::to_string(other).expect("a scalar serialises")),
+        other => serde_json::to_writer(&mut *out, other).expect("a scalar serialises"),
     }
 }
 
@@ -209,27 +209,26 @@ fn fingerprint_with_text<'a>(
         }
         values[at] = Some(serde_json::from_str(raw).map_err(|_| BadDefinition)?);
     }
-    let mut text = String::with_capacity(256);
+    let mut text = Vec::with_capacity(256);
     let mut parts = PinParts::default();
-    let mut part = String::new();
-    text.push('{');
+    text.push(b'{');
     let mut first = true;
     for (i, (field, value)) in fields.iter().zip(&values).enumerate() {
         let Some(value) = value else { continue };
         if !std::mem::take(&mut first) {
-            text.push(',');
+            text.push(b',');
         }
-        text.push('"');
-        text.push_str(field);
-        text.push_str("\":");
-        part.clear();
-        canonical(value, &mut part);
-        let hash = Sha256::digest(part.as_bytes());
+        text.push(b'"');
+        text.extend_from_slice(field.as_bytes());
+        text.extend_from_slice(b"\":");
+        let start = text.len();
+        canonical(value, &mut text);
+        let hash = Sha256::digest(&text[start..]);
         parts.0[i] = u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
-        text.push_str(&part);
     }
-    text.push('}');
-    let digest = PinDigest(Sha256::digest(text.as_bytes()).into());
+    text.push(b'}');
+    let digest = PinDigest(Sha256::digest(&text).into());
+    let text = String::from_utf8(text).expect("serde_json writes UTF-8");
     Ok((Fingerprint { digest, parts }, text))
 }
 
