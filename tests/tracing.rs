@@ -67,7 +67,7 @@ fn decisions_are_traced_without_keys() {
     tracing::subscriber::with_default(capture.clone(), || {
         rt.block_on(async {
             for (key, tool) in [("sk-very-secret-alice", "secret-launch"), ("sk-very-secret-alice", "github-list"), ("sk-wrong", "x")] {
-                let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#);
+                let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"token":"arg-secret-value"}}}}}}"#);
                 let req = Request::post("/mcp").header("x-litellm-api-key", key).body(axum::body::Body::from(body)).unwrap();
                 svc.clone().oneshot(req).await.unwrap();
             }
@@ -97,6 +97,10 @@ fn decisions_are_traced_without_keys() {
         "{allowed}"
     );
     assert!(
+        allowed.contains("arguments=\"token\""),
+        "names only: {allowed}"
+    );
+    assert!(
         lines
             .iter()
             .any(|l| l.contains("event=\"auth\"") && l.contains("rule=\"invalid_credential\"")),
@@ -106,6 +110,10 @@ fn decisions_are_traced_without_keys() {
         assert!(
             !l.contains("sk-very-secret-alice") && !l.contains("sk-wrong"),
             "a key leaked into: {l}"
+        );
+        assert!(
+            !l.contains("arg-secret-value"),
+            "an argument value leaked into: {l}"
         );
     }
 }

@@ -179,7 +179,16 @@ struct ServerPins {
     items: [HashMap<Box<str>, Entry>; 2],
 }
 
-/// The state of pinning for every server (see the [module docs](self)).
+/// The state of pinning for every server: the pins every server's tools and prompts are held
+/// to, what was last seen of each, and which ones are quarantined.
+///
+/// A definition is quarantined when what the server lists no longer matches its pin (a rug
+/// pull), or — with `pin_new_tools: quarantine` — when it has no pin and appeared after its
+/// server's definitions were pinned. The pin of a definition is, in this order: the
+/// configuration's (`pinned_tools`, `pinned_prompts`), the stored one (approved, or learned the
+/// first time the server listed it). One book is shared by every request of a
+/// [`Gatekeeper`](crate::Gatekeeper) and survives policy reloads; the permission layer reads it
+/// for lists and calls alike, and a call is judged by the last definition listed.
 pub struct PinBook {
     servers: RwLock<HashMap<Box<str>, ServerPins>>,
     generation: AtomicU64,
