@@ -7,6 +7,7 @@
 //! every step after the first only intersects.
 
 mod catalog;
+mod catalog_error;
 mod grant;
 mod identities;
 mod key_digest;
