@@ -52,17 +52,6 @@ impl std::fmt::Display for PinFileError {
 
 impl std::error::Error for PinFileError {}
 
-fn parse_parts(parts: &[String]) -> Option<PinParts> {
-    let mut out = [0u64; 6];
-    if parts.len() != out.len() {
-        return None;
-    }
-    for (slot, hex) in out.iter_mut().zip(parts) {
-        *slot = u64::from_str_radix(hex, 16).ok()?;
-    }
-    Some(PinParts(out))
-}
-
 impl PinFile {
     /// Opens the pin file at `path` (a missing file holds no pins) and returns it with the pins
     /// it holds.
@@ -93,7 +82,7 @@ impl PinFile {
                         .digest
                         .parse::<PinDigest>()
                         .map_err(|e| PinFileError(format!("pin file {shown}: {e}")))?;
-                    let parts = p.parts.as_deref().and_then(parse_parts);
+                    let parts = p.parts.as_deref().and_then(PinParts::from_hex);
                     pins.insert((kind, p.server.into(), p.name.into()), (digest, parts));
                 }
             }
@@ -136,7 +125,7 @@ impl PinFile {
                     server: server.to_string(),
                     name: name.to_string(),
                     digest: digest.to_string(),
-                    parts: parts.map(|p| p.0.iter().map(|v| format!("{v:016x}")).collect()),
+                    parts: parts.map(|p| p.to_hex()),
                 })
                 .collect(),
         };

@@ -81,6 +81,19 @@ pub struct Rejection {
     retry_after: Option<u64>,
 }
 
+/// The text of a refused tool or prompt: the same whether it exists or not, unless pinning
+/// holds it back from a caller who may otherwise use it.
+fn denied(what: &str, name: &str, by: DeniedBy) -> String {
+    if by == DeniedBy::Quarantined {
+        format!(
+            "{what} {name} is held back by tool pinning: its definition changed or was never \
+             approved; an administrator must approve it"
+        )
+    } else {
+        format!("{what} {name} is not allowed for this key")
+    }
+}
+
 impl Rejection {
     fn new(kind: RejectionKind, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
@@ -226,14 +239,7 @@ impl Rejection {
     /// the caller may use that tool pinning holds back, which says so.
     #[must_use]
     pub fn tool_denied(tool: &str, by: DeniedBy) -> Self {
-        let message = if by == DeniedBy::Quarantined {
-            format!(
-                "Tool {tool} is held back by tool pinning: its definition changed or was never                  approved; an administrator must approve it"
-            )
-        } else {
-            format!("Tool {tool} is not allowed for this key")
-        };
-        Self::new(RejectionKind::ToolDenied { by }, message)
+        Self::new(RejectionKind::ToolDenied { by }, denied("Tool", tool, by))
     }
 
     /// Arguments outside `allowed_params`, with LiteLLM's exact text.
@@ -270,17 +276,13 @@ impl Rejection {
         self.retry_after
     }
 
-    /// A prompt outside the grant.
+    /// A prompt outside the grant (or held back by pinning, as [`Rejection::tool_denied`]).
     #[must_use]
     pub fn prompt_denied(name: &str, by: DeniedBy) -> Self {
-        let message = if by == DeniedBy::Quarantined {
-            format!(
-                "Prompt {name} is held back by tool pinning: its definition changed or was                  never approved; an administrator must approve it"
-            )
-        } else {
-            format!("Prompt {name} is not allowed for this key")
-        };
-        Self::new(RejectionKind::PromptDenied { by }, message)
+        Self::new(
+            RejectionKind::PromptDenied { by },
+            denied("Prompt", name, by),
+        )
     }
 
     /// A resource outside the grant.

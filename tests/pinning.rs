@@ -201,6 +201,20 @@ impl Setup {
     }
 }
 
+/// An upstream and a gateway in front of it with `server_extra` on the server, pins in memory.
+async fn started(name: &str, server_extra: &str) -> (Shifty, Running, Setup, Scratch) {
+    let scratch = Scratch::new(name);
+    let upstream = Shifty::new();
+    let up = serve_handler(upstream.clone()).await;
+    let s = gateway(
+        &doc(&up.url("/mcp"), server_extra),
+        PinBook::default(),
+        &scratch,
+    )
+    .await;
+    (upstream, up, s, scratch)
+}
+
 /// A refusal (an `isError` result naming pinning), never a transport failure.
 fn assert_pin_refusal(outcome: Result<String, String>) {
     let text = outcome.expect_err("the call must be refused");
@@ -210,15 +224,7 @@ fn assert_pin_refusal(outcome: Result<String, String>) {
 
 #[tokio::test]
 async fn a_rug_pull_in_enforce_is_withheld_and_refused_for_every_caller_until_approved() {
-    let scratch = Scratch::new("enforce");
-    let upstream = Shifty::new();
-    let up = serve_handler(upstream.clone()).await;
-    let s = gateway(
-        &doc(&up.url("/mcp"), r#", "tool_pinning": "enforce""#),
-        PinBook::default(),
-        &scratch,
-    )
-    .await;
+    let (upstream, _up, s, _scratch) = started("enforce", r#", "tool_pinning": "enforce""#).await;
     let alice = s.client("sk-alice").await;
     let bob = s.client("sk-bob").await;
     assert_eq!(tool_names(&alice).await, ["wiki-read", "wiki-search"]);
@@ -288,15 +294,7 @@ async fn a_rug_pull_in_enforce_is_withheld_and_refused_for_every_caller_until_ap
 
 #[tokio::test]
 async fn observe_only_reports() {
-    let scratch = Scratch::new("observe");
-    let upstream = Shifty::new();
-    let up = serve_handler(upstream.clone()).await;
-    let s = gateway(
-        &doc(&up.url("/mcp"), r#", "tool_pinning": "observe""#),
-        PinBook::default(),
-        &scratch,
-    )
-    .await;
+    let (upstream, _up, s, _scratch) = started("observe", r#", "tool_pinning": "observe""#).await;
     let alice = s.client("sk-alice").await;
     assert_eq!(tool_names(&alice).await, ["wiki-read", "wiki-search"]);
     upstream.set_tool("read", "inputSchema", json!({"type": "object", "properties": {"page": {"type": "string"}, "token": {"type": "string"}}}));
@@ -312,15 +310,7 @@ async fn observe_only_reports() {
 
 #[tokio::test]
 async fn the_same_definition_reordered_keeps_its_pin() {
-    let scratch = Scratch::new("canonical");
-    let upstream = Shifty::new();
-    let up = serve_handler(upstream.clone()).await;
-    let s = gateway(
-        &doc(&up.url("/mcp"), r#", "tool_pinning": "enforce""#),
-        PinBook::default(),
-        &scratch,
-    )
-    .await;
+    let (upstream, _up, s, _scratch) = started("canonical", r#", "tool_pinning": "enforce""#).await;
     let alice = s.client("sk-alice").await;
     assert_eq!(tool_names(&alice).await, ["wiki-read", "wiki-search"]);
     // The same schema, its keys in another order and written with an escape.
@@ -392,16 +382,9 @@ async fn a_restart_keeps_the_pins() {
 
 #[tokio::test]
 async fn a_tool_that_appears_after_pinning_follows_the_rule() {
-    let scratch = Scratch::new("new-tools");
-    let upstream = Shifty::new();
-    let up = serve_handler(upstream.clone()).await;
-    let s = gateway(
-        &doc(
-            &up.url("/mcp"),
-            r#", "tool_pinning": "enforce", "pin_new_tools": "quarantine""#,
-        ),
-        PinBook::default(),
-        &scratch,
+    let (upstream, _up, s, _scratch) = started(
+        "new-tools",
+        r#", "tool_pinning": "enforce", "pin_new_tools": "quarantine""#,
     )
     .await;
     let alice = s.client("sk-alice").await;
@@ -425,15 +408,8 @@ async fn a_tool_that_appears_after_pinning_follows_the_rule() {
     );
 
     // With the default rule, a new tool is pinned as first seen.
-    let scratch = Scratch::new("new-tools-pin");
-    let upstream = Shifty::new();
-    let up = serve_handler(upstream.clone()).await;
-    let s = gateway(
-        &doc(&up.url("/mcp"), r#", "tool_pinning": "enforce""#),
-        PinBook::default(),
-        &scratch,
-    )
-    .await;
+    let (upstream, _up, s, _scratch) =
+        started("new-tools-pin", r#", "tool_pinning": "enforce""#).await;
     let alice = s.client("sk-alice").await;
     assert_eq!(tool_names(&alice).await, ["wiki-read", "wiki-search"]);
     upstream.tools.lock().unwrap().push(
@@ -497,15 +473,7 @@ async fn configured_pins_win_and_a_config_change_approves_without_a_restart() {
 
 #[tokio::test]
 async fn prompts_are_pinned_too() {
-    let scratch = Scratch::new("prompts");
-    let upstream = Shifty::new();
-    let up = serve_handler(upstream.clone()).await;
-    let s = gateway(
-        &doc(&up.url("/mcp"), r#", "tool_pinning": "enforce""#),
-        PinBook::default(),
-        &scratch,
-    )
-    .await;
+    let (upstream, _up, s, _scratch) = started("prompts", r#", "tool_pinning": "enforce""#).await;
     let alice = s.client("sk-alice").await;
     let names = |r: Vec<rmcp::model::Prompt>| r.into_iter().map(|p| p.name).collect::<Vec<_>>();
     assert_eq!(

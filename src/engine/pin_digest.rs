@@ -115,6 +115,25 @@ impl FromStr for PinDigest {
 pub struct PinParts(pub [u64; 6]);
 
 impl PinParts {
+    /// The parts as stores keep them: six 16-digit hex numbers.
+    #[must_use]
+    pub fn to_hex(&self) -> Vec<String> {
+        self.0.iter().map(|v| format!("{v:016x}")).collect()
+    }
+
+    /// Parts a store kept ([`PinParts::to_hex`]); `None` if they are not six hex numbers.
+    #[must_use]
+    pub fn from_hex(parts: &[String]) -> Option<Self> {
+        let mut out = [0u64; 6];
+        if parts.len() != out.len() {
+            return None;
+        }
+        for (slot, hex) in out.iter_mut().zip(parts) {
+            *slot = u64::from_str_radix(hex, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+
     /// The names of the fields whose part differs between `self` and `other`.
     #[must_use]
     pub fn changed(&self, other: &Self, kind: PinKind) -> Vec<&'static str> {

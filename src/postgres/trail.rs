@@ -50,7 +50,7 @@ impl PgPins {
                 server: row.get::<_, String>(0).into(),
                 name: row.get::<_, String>(2).into(),
                 digest,
-                parts: parts.and_then(|p| parse_parts(&p)),
+                parts: parts.and_then(|p| PinParts::from_hex(&p)),
             });
         }
         drop(client);
@@ -65,17 +65,6 @@ impl PgPins {
     }
 }
 
-fn parse_parts(parts: &[String]) -> Option<PinParts> {
-    let mut out = [0u64; 6];
-    if parts.len() != out.len() {
-        return None;
-    }
-    for (slot, hex) in out.iter_mut().zip(parts) {
-        *slot = u64::from_str_radix(hex, 16).ok()?;
-    }
-    Some(PinParts(out))
-}
-
 async fn upsert(db: &Database, pins: &[StoredPin]) -> Result<(), DbError> {
     let mut client = db.client().await?;
     let tx = client
@@ -83,9 +72,7 @@ async fn upsert(db: &Database, pins: &[StoredPin]) -> Result<(), DbError> {
         .await
         .map_err(|e| DbError::new("saving pins", e))?;
     for p in pins {
-        let parts: Option<Vec<String>> = p
-            .parts
-            .map(|parts| parts.0.iter().map(|v| format!("{v:016x}")).collect());
+        let parts: Option<Vec<String>> = p.parts.map(|parts| parts.to_hex());
         tx.execute(
             "INSERT INTO gk_tool_pins (server, kind, name, digest, parts) \
              VALUES ($1, $2, $3, $4, $5) \
