@@ -120,6 +120,18 @@ impl Setup {
         events.remove(0)
     }
 
+    /// One request, as [`Setup::post`]: its status, its reply and the one event it made.
+    async fn decide(
+        &mut self,
+        key: &str,
+        session: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> (u16, Value, Value) {
+        let (status, reply) = self.post(key, session, headers, body).await;
+        (status, reply, self.one())
+    }
+
     /// One JSON-RPC request in `session`, with `key` and extra headers; its reply message.
     async fn post(
         &self,
@@ -156,6 +168,14 @@ fn is_refusal(message: &Value) -> bool {
     message["result"]["isError"] == true || message.get("error").is_some()
 }
 
+/// `(event, outcome)` of an event.
+fn kind(e: &Value) -> (&str, &str) {
+    (
+        e["event"].as_str().unwrap_or_default(),
+        e["outcome"].as_str().unwrap_or_default(),
+    )
+}
+
 #[tokio::test]
 async fn every_decision_is_exactly_one_event_with_its_fields_and_no_secret() {
     let upstream = RecordingServer::new(
@@ -171,55 +191,39 @@ async fn every_decision_is_exactly_one_event_with_its_fields_and_no_secret() {
     let mut s = setup("decisions", &up).await;
     let http = http_client();
     let alice = raw_session(&http, &s.gw.url("/mcp"), ALICE).await;
+    let alice = Some(alice.as_str());
     let bob = raw_session(&http, &s.gw.url("/mcp"), BOB).await;
+    let bob = Some(bob.as_str());
     assert!(s.new_events().is_empty(), "a handshake is not a decision");
 
     // Authentication failures.
-    let (status, _) = s
-        .post(WRONG, None, &[], call_body("wiki-echo", json!({})))
+    let (status, _, e) = s
+        .decide(WRONG, None, &[], call_body("wiki-echo", json!({})))
         .await;
     assert_eq!(status, 401);
-    let e = s.one();
+    assert_eq!(kind(&e), ("auth", "refused"));
     assert_eq!(
-        (e["event"].as_str(), e["outcome"].as_str()),
-        (Some("auth"), Some("refused"))
+        (e["rule"].as_str(), e["status"].as_u64()),
+        (Some("invalid_credential"), Some(401))
     );
-    assert_eq!(e["rule"], "invalid_credential");
-    assert_eq!(e["status"], 401);
     assert!(e.get("key").is_none());
 
     // A scope the key may not use.
-    let (status, _) = s
-        .post(
-            ALICE,
-            Some(&alice),
-            &[("x-mcp-servers", "payroll")],
-            call_body("payroll-echo", json!({})),
-        )
+    let scoped = [("x-mcp-servers", "payroll")];
+    let (status, _, e) = s
+        .decide(ALICE, alice, &scoped, call_body("payroll-echo", json!({})))
         .await;
     assert_eq!(status, 403);
-    let e = s.one();
     assert_eq!(
-        (e["event"].as_str(), e["rule"].as_str()),
-        (Some("scope"), Some("scope"))
+        (kind(&e).0, e["rule"].as_str(), e["key"].as_str()),
+        ("scope", Some("scope"), Some("alice"))
     );
-    assert_eq!(e["key"], "alice");
 
     // A list: what was offered and what was withheld, by rule.
-    let (_, reply) = s
-        .post(
-            ALICE,
-            Some(&alice),
-            &[],
-            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}),
-        )
-        .await;
-    let listed = reply["result"]["tools"].as_array().unwrap().len();
-    let e = s.one();
-    assert_eq!(
-        (e["event"].as_str(), e["outcome"].as_str()),
-        (Some("list"), Some("filtered"))
-    );
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    let (_, reply, e) = s.decide(ALICE, alice, &[], list).await;
+    assert_eq!(reply["result"]["tools"].as_array().unwrap().len(), 5);
+    assert_eq!(kind(&e), ("list", "filtered"));
     assert_eq!(e["method"], "tools/list");
     assert_eq!(
         e["offered"], 6,
@@ -227,27 +231,23 @@ async fn every_decision_is_exactly_one_event_with_its_fields_and_no_secret() {
     );
     assert_eq!(e["withheld"], 1);
     assert_eq!(e["withheld_by"], json!([["disallowed_tools", 1]]));
-    assert_eq!(listed, 5);
     assert_eq!(
         (e["key"].as_str(), e["team"].as_str()),
         (Some("alice"), Some("eng"))
     );
 
     // A call allowed: argument names, never values.
-    let (_, reply) = s
-        .post(
+    let carried = [("x-mcp-auth", CREDENTIAL)];
+    let (_, reply, e) = s
+        .decide(
             ALICE,
-            Some(&alice),
-            &[("x-mcp-auth", CREDENTIAL)],
+            alice,
+            &carried,
             call_body("wiki-echo", json!({"text": ARGUMENT})),
         )
         .await;
     assert!(!is_refusal(&reply), "{reply}");
-    let e = s.one();
-    assert_eq!(
-        (e["event"].as_str(), e["outcome"].as_str()),
-        (Some("call"), Some("allowed"))
-    );
+    assert_eq!(kind(&e), ("call", "allowed"));
     assert_eq!(
         (e["server"].as_str(), e["name"].as_str()),
         (Some("wiki"), Some("wiki-echo"))
@@ -256,91 +256,63 @@ async fn every_decision_is_exactly_one_event_with_its_fields_and_no_secret() {
     assert!(e.get("argument_values").is_none());
 
     // Refused by the server's rule, and by a level's tool list.
-    let (_, reply) = s
-        .post(ALICE, Some(&alice), &[], call_body("wiki-drop", json!({})))
+    let (_, reply, e) = s
+        .decide(ALICE, alice, &[], call_body("wiki-drop", json!({})))
         .await;
     assert!(is_refusal(&reply));
-    let e = s.one();
     assert_eq!(
-        (e["event"].as_str(), e["outcome"].as_str()),
-        (Some("call"), Some("refused"))
+        (kind(&e), e["rule"].as_str()),
+        (("call", "refused"), Some("disallowed_tools"))
     );
-    assert_eq!(e["rule"], "disallowed_tools");
-    let (_, reply) = s
-        .post(BOB, Some(&bob), &[], call_body("wiki-limited", json!({})))
+    let (_, reply, e) = s
+        .decide(BOB, bob, &[], call_body("wiki-limited", json!({})))
         .await;
     assert!(is_refusal(&reply));
-    let e = s.one();
     assert_eq!(
-        (e["rule"].as_str(), e["level"].as_str()),
-        (Some("permissions"), Some("key"))
+        (e["rule"].as_str(), e["level"].as_str(), e["key"].as_str()),
+        (Some("permissions"), Some("key"), Some("bob"))
     );
-    assert_eq!(e["key"], "bob");
 
     // Refused by allowed_params: one event (the refusal), not an allowed one as well.
-    let (_, reply) = s
-        .post(
-            ALICE,
-            Some(&alice),
-            &[],
-            call_body("wiki-echo", json!({"text": "a", "path": ARGUMENT})),
-        )
-        .await;
+    let extra = call_body("wiki-echo", json!({"text": "a", "path": ARGUMENT}));
+    let (_, reply, e) = s.decide(ALICE, alice, &[], extra).await;
     assert!(is_refusal(&reply));
-    let e = s.one();
     assert_eq!(
-        (e["event"].as_str(), e["outcome"].as_str()),
-        (Some("call"), Some("refused"))
+        (kind(&e), e["rule"].as_str()),
+        (("call", "refused"), Some("allowed_params"))
     );
-    assert_eq!(e["rule"], "allowed_params");
-    assert_eq!(e["server"], "wiki");
-    assert_eq!(e["arguments"], json!(["text", "path"]));
+    assert_eq!(
+        (e["server"].as_str(), &e["arguments"]),
+        (Some("wiki"), &json!(["text", "path"]))
+    );
 
     // A limit: the first call is allowed, the second is one limit event naming the level.
-    let (_, reply) = s
-        .post(
-            ALICE,
-            Some(&alice),
-            &[],
-            call_body("wiki-limited", json!({})),
-        )
+    let (_, reply, e) = s
+        .decide(ALICE, alice, &[], call_body("wiki-limited", json!({})))
         .await;
     assert!(!is_refusal(&reply), "{reply}");
-    assert_eq!(s.one()["outcome"], "allowed");
-    let (_, reply) = s
-        .post(
-            ALICE,
-            Some(&alice),
-            &[],
-            call_body("wiki-limited", json!({})),
-        )
+    assert_eq!(kind(&e), ("call", "allowed"));
+    let (_, reply, e) = s
+        .decide(ALICE, alice, &[], call_body("wiki-limited", json!({})))
         .await;
     assert!(is_refusal(&reply));
-    let e = s.one();
+    assert_eq!(kind(&e), ("limit", "refused"));
     assert_eq!(
-        (e["event"].as_str(), e["outcome"].as_str()),
-        (Some("limit"), Some("refused"))
+        (
+            e["rule"].as_str(),
+            e["level"].as_str(),
+            e["status"].as_u64()
+        ),
+        (Some("rate"), Some("key"), Some(429))
     );
-    assert_eq!(
-        (e["rule"].as_str(), e["level"].as_str()),
-        (Some("rate"), Some("key"))
-    );
-    assert_eq!(e["status"], 429);
 
     // A server that opts in: values, with the listed names redacted.
-    let (_, reply) = s
-        .post(
-            ALICE,
-            Some(&alice),
-            &[],
-            call_body(
-                "vault-echo",
-                json!({"text": "visible", "nested": {"password": PASSWORD}}),
-            ),
-        )
-        .await;
+    let redacted = call_body(
+        "vault-echo",
+        json!({"text": "visible", "nested": {"password": PASSWORD}}),
+    );
+    let (_, reply, e) = s.decide(ALICE, alice, &[], redacted).await;
     assert!(!is_refusal(&reply), "{reply}");
-    let e = s.one();
     assert_eq!(
         e["argument_values"],
         json!({"text": "visible", "nested": {"password": "[redacted]"}})
