@@ -179,6 +179,28 @@ pub(crate) fn pin_changed(gk: &Gatekeeper, change: &PinChange) {
     }
 }
 
+/// The master key approved a definition: it is pinned to `digest` from now on.
+pub(crate) fn pin_approved(
+    gk: &Gatekeeper,
+    principal: Option<&Principal>,
+    kind: crate::engine::PinKind,
+    server: &str,
+    name: &str,
+    digest: crate::engine::PinDigest,
+) {
+    let audit = gk.audit();
+    if !audit.is_enabled() {
+        return;
+    }
+    let mut e = AuditEvent::new(EventKind::Pin, Outcome::Approved).by(principal);
+    e.server = Some(server.into());
+    e.name = Some(name.into());
+    e.rule = Some("tool_pinning");
+    e.pin_kind = Some(kind.as_str());
+    e.pinned = Some(digest.to_string());
+    audit.record(e);
+}
+
 /// A pluggable backend (identity resolver, cost hook) failed.
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn backend_error(error: &(dyn std::error::Error + Send + Sync)) {

@@ -268,6 +268,7 @@ async fn a_rug_pull_in_enforce_is_withheld_and_refused_for_every_caller_until_ap
     assert_eq!(q.as_array().unwrap().len(), 1, "{health}");
     assert_eq!(q[0]["name"], "search");
     assert_eq!(q[0]["seen"], seen.to_string());
+    assert_eq!(q[0]["withheld"], true);
     assert!(
         health_as(&s.gw, Some("sk-alice"))
             .await
@@ -290,6 +291,11 @@ async fn a_rug_pull_in_enforce_is_withheld_and_refused_for_every_caller_until_ap
     assert_eq!(upstream.executed("search"), 2);
     let health = health_as(&s.gw, Some(MASTER)).await;
     assert_eq!(health["pins"]["quarantined"], json!([]));
+    // The approval is in the audit trail, after the quarantine.
+    let events = s.pin_events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["outcome"], "approved");
+    assert_eq!(events[1]["pinned"], seen.to_string());
 }
 
 #[tokio::test]
@@ -302,6 +308,11 @@ async fn observe_only_reports() {
     call(&alice, "wiki-read", json!({"page": "p"}))
         .await
         .unwrap();
+    let health = health_as(&s.gw, Some(MASTER)).await;
+    assert_eq!(
+        health["pins"]["quarantined"][0]["withheld"], false,
+        "{health}"
+    );
     let events = s.pin_events();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["outcome"], "reported");

@@ -61,6 +61,8 @@ pub enum Outcome {
     Quarantined,
     /// A definition change reported only (`tool_pinning: observe`).
     Reported,
+    /// A definition approved by the master key (`pin` events).
+    Approved,
     /// Events were lost.
     Dropped,
 }
@@ -75,6 +77,7 @@ impl Outcome {
             Self::Filtered => "filtered",
             Self::Quarantined => "quarantined",
             Self::Reported => "reported",
+            Self::Approved => "approved",
             Self::Dropped => "dropped",
         }
     }

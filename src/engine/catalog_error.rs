@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// A configuration mistake found while building a [`Catalog`] or compiling permissions.
+/// A configuration mistake found while building a [`Catalog`](super::Catalog) or compiling
+/// permissions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CatalogError {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::inner_call::{McpResponse, Surface, bad, json_response};
-use crate::engine::{Catalog, PinDigest, PinKind, PinMode};
+use crate::engine::{Catalog, PinDigest, PinKind, PinMode, Principal};
 use crate::gatekeeper::Gatekeeper;
 
 /// Every quarantined definition, as `/health` and `GET /admin/pins` show it.
@@ -25,12 +25,16 @@ pub(crate) fn quarantined(gk: &Gatekeeper, catalog: &Catalog) -> Value {
         .quarantined(rules)
         .into_iter()
         .map(|q| {
+            let withheld = catalog
+                .lookup(&q.server)
+                .is_some_and(|id| catalog.server(id).pin_rules().mode == PinMode::Enforce);
             json!({
                 "server": q.server,
                 "kind": q.kind.as_str(),
                 "name": q.name,
                 "pinned": q.pinned.map(|d| d.to_string()),
                 "seen": q.seen.map(|d| d.to_string()),
+                "withheld": withheld,
             })
         })
         .collect();
@@ -41,16 +45,19 @@ pub(crate) fn quarantined(gk: &Gatekeeper, catalog: &Catalog) -> Value {
     out
 }
 
-/// `None` for the master key; otherwise the refusal.
-fn master_only(state: &Surface, headers: &HeaderMap) -> Option<McpResponse> {
-    let gk = state.gateway.gatekeeper();
+/// The master key's principal, or the refusal.
+fn master_only(state: &Surface, headers: &HeaderMap) -> Result<Principal, McpResponse> {
+    let policy = state.gateway.gatekeeper().policy();
+    let identities = policy.identities();
     match (state.digest)(headers) {
-        Ok(Some(d)) if gk.policy().identities().is_master(&d) => None,
-        Ok(None) => Some(json_response(
+        Ok(Some(d)) if identities.is_master(&d) => {
+            Ok(identities.principal(&d, None, None).unwrap_or_default())
+        }
+        Ok(None) => Err(json_response(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "the master key is required"}),
         )),
-        _ => Some(json_response(
+        _ => Err(json_response(
             StatusCode::FORBIDDEN,
             &json!({"error": "only the master key may manage pins"}),
         )),
@@ -58,7 +65,7 @@ fn master_only(state: &Surface, headers: &HeaderMap) -> Option<McpResponse> {
 }
 
 pub(crate) async fn list(State(state): State<Surface>, headers: HeaderMap) -> McpResponse {
-    if let Some(refusal) = master_only(&state, &headers) {
+    if let Err(refusal) = master_only(&state, &headers) {
         return refusal;
     }
     let gk = state.gateway.gatekeeper();
@@ -79,9 +86,10 @@ pub(crate) async fn approve(
     headers: HeaderMap,
     body: Bytes,
 ) -> McpResponse {
-    if let Some(refusal) = master_only(&state, &headers) {
-        return refusal;
-    }
+    let master = match master_only(&state, &headers) {
+        Ok(master) => master,
+        Err(refusal) => return refusal,
+    };
     let Ok(approve) = serde_json::from_slice::<Approve>(&body) else {
         return bad(
             "expected {\"server\", \"tool\" or \"prompt\", and optionally \"digest\": \"sha256:…\"}",
@@ -113,15 +121,18 @@ pub(crate) async fn approve(
         .pins()
         .approve(kind, server.name(), &name, server.pin_rules(), digest)
     {
-        Ok(pinned) => json_response(
-            StatusCode::OK,
-            &json!({
-                "server": server.name(),
-                "kind": kind.as_str(),
-                "name": name,
-                "pinned": pinned.to_string(),
-            }),
-        ),
+        Ok(pinned) => {
+            crate::trace::pin_approved(gk, Some(&master), kind, server.name(), &name, pinned);
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "server": server.name(),
+                    "kind": kind.as_str(),
+                    "name": name,
+                    "pinned": pinned.to_string(),
+                }),
+            )
+        }
         Err(e) => json_response(StatusCode::CONFLICT, &json!({"error": e.to_string()})),
     }
 }
