@@ -45,28 +45,29 @@ pub(crate) fn quarantined(gk: &Gatekeeper, catalog: &Catalog) -> Value {
     out
 }
 
-/// The master key's principal, or the refusal.
-fn master_only(state: &Surface, headers: &HeaderMap) -> Result<Principal, McpResponse> {
+/// The master key's principal, or why the caller is refused.
+fn master_only(
+    state: &Surface,
+    headers: &HeaderMap,
+) -> Result<Principal, (StatusCode, &'static str)> {
     let policy = state.gateway.gatekeeper().policy();
     let identities = policy.identities();
     match (state.digest)(headers) {
         Ok(Some(d)) if identities.is_master(&d) => {
             Ok(identities.principal(&d, None, None).unwrap_or_default())
         }
-        Ok(None) => Err(json_response(
-            StatusCode::UNAUTHORIZED,
-            &json!({"error": "the master key is required"}),
-        )),
-        _ => Err(json_response(
-            StatusCode::FORBIDDEN,
-            &json!({"error": "only the master key may manage pins"}),
-        )),
+        Ok(None) => Err((StatusCode::UNAUTHORIZED, "the master key is required")),
+        _ => Err((StatusCode::FORBIDDEN, "only the master key may manage pins")),
     }
 }
 
+fn refused((status, why): (StatusCode, &str)) -> McpResponse {
+    json_response(status, &json!({ "error": why }))
+}
+
 pub(crate) async fn list(State(state): State<Surface>, headers: HeaderMap) -> McpResponse {
-    if let Err(refusal) = master_only(&state, &headers) {
-        return refusal;
+    if let Err(why) = master_only(&state, &headers) {
+        return refused(why);
     }
     let gk = state.gateway.gatekeeper();
     json_response(StatusCode::OK, &quarantined(gk, gk.policy().catalog()))
@@ -88,7 +89,7 @@ pub(crate) async fn approve(
 ) -> McpResponse {
     let master = match master_only(&state, &headers) {
         Ok(master) => master,
-        Err(refusal) => return refusal,
+        Err(why) => return refused(why),
     };
     let Ok(approve) = serde_json::from_slice::<Approve>(&body) else {
         return bad(
