@@ -18,8 +18,8 @@ from pathlib import Path
 FLOORS = {
     1: ["protocol", "engine", "body", "future", "inner"],
     2: ["rejection", "list_memo", "counters", "audit"],
-    3: ["gatekeeper"],
-    4: ["context", "limit_hold", "trace"],
+    3: ["gatekeeper", "trace"],
+    4: ["context", "limit_hold"],
     5: ["identity", "namespace", "permission", "params", "limit", "cost"],
     6: ["stack", "config", "openai", "pin_file"],
     7: ["fuzzing", "tls", "source", "redis_limits"],

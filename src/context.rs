@@ -171,10 +171,19 @@ where
     let clone = inner.clone();
     let mut inner = std::mem::replace(inner, clone);
     let gk = gk.clone();
+    // Who asked, for the event of a body refused before any layer decided on it.
+    let caller = gk
+        .audit()
+        .is_enabled()
+        .then(|| request.extensions().get::<Principal>().cloned())
+        .flatten();
     ResponseFuture::boxed(Box::pin(async move {
         let mut request = match inspect(request, &gk).await {
             Ok(r) => r,
-            Err(rejection) => return Ok(rejection.into_response(style)),
+            Err(rejection) => {
+                crate::trace::refused(gk.audit(), caller.as_ref(), None, &rejection);
+                return Ok(rejection.into_response(style));
+            }
         };
         match decide(request.extensions_mut()) {
             Ok(post) => match inner.call(request).await {

@@ -275,7 +275,7 @@ fn refusal(
     retry_after: Option<std::time::Duration>,
 ) -> Rejection {
     let (rejection, level, rule) = limit_refusal(ext, gk, index, retry_after);
-    crate::trace::refused_later(gk, ext, &rejection, Some(rule), Some(level));
+    crate::trace::refused_later(gk.audit(), ext, &rejection, Some(rule), Some(level));
     rejection
 }
 
@@ -345,7 +345,7 @@ fn decided(
         Err(e) => match layer.on_error {
             OnStoreError::Deny => {
                 let r = unavailable(ext, &e);
-                crate::trace::refused_later(&layer.gatekeeper, ext, &r, None, None);
+                crate::trace::refused_later(layer.gatekeeper.audit(), ext, &r, None, None);
                 Decided::Refuse(r)
             }
             OnStoreError::Allow => {

@@ -254,7 +254,7 @@ where
         ResponseFuture::from_inner(match scope_request(&mut request, &self.layer) {
             Ok(()) => future::ResponseFuture::inner(self.inner.call(request), NoPost),
             Err(rejection) => {
-                crate::trace::refused(gk, request.extensions().get(), None, &rejection);
+                crate::trace::refused(gk.audit(), request.extensions().get(), None, &rejection);
                 future::ResponseFuture::ready(rejection.into_response(style))
             }
         })

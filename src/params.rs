@@ -122,7 +122,7 @@ fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
     match refusal(ext, gk) {
         None => Ok(()),
         Some(refusal) => {
-            crate::trace::refused_later(gk, ext, &refusal, None, None);
+            crate::trace::refused_later(gk.audit(), ext, &refusal, None, None);
             Err(refusal)
         }
     }

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use http::Extensions;
 
-use crate::audit::{AuditEvent, AuditedBody, EventKind, Outcome, Pending, level_name};
+use crate::audit::{AuditEvent, AuditedBody, Auditor, EventKind, Outcome, Pending, level_name};
 use crate::engine::{DeniedBy, PinChange, Principal, Server};
-use crate::gatekeeper::Gatekeeper;
 use crate::protocol::McpRequest;
 use crate::rejection::{Rejection, RejectionKind};
 
@@ -59,12 +58,11 @@ fn method_of(request: Option<&McpRequest>) -> Option<Cow<'static, str>> {
 
 /// A request was refused.
 pub(crate) fn refused(
-    gk: &Gatekeeper,
+    audit: &Auditor,
     principal: Option<&Principal>,
     request: Option<&McpRequest>,
     rejection: &Rejection,
 ) {
-    let audit = gk.audit();
     if !audit.is_enabled() {
         return;
     }
@@ -87,14 +85,14 @@ pub(crate) fn refused(
 /// A call the permission layer allowed was refused further in (`allowed_params`, a limit): the
 /// call's one event is this refusal, with what the permission layer knew of the call.
 pub(crate) fn refused_later(
-    gk: &Gatekeeper,
+    audit: &Auditor,
     ext: &mut Extensions,
     rejection: &Rejection,
     rule: Option<&'static str>,
     level: Option<&'static str>,
 ) {
     let Some(mut e) = Pending::take(ext) else {
-        if !gk.audit().is_enabled() {
+        if !audit.is_enabled() {
             return;
         }
         let (kind, default_rule, default_level) = kind_of(rejection);
@@ -106,7 +104,7 @@ pub(crate) fn refused_later(
         e.level = level.or(default_level);
         e.reason = Some(Cow::Owned(rejection.message().to_owned()));
         e.status = Some(rejection.status().as_u16());
-        return gk.audit().record(e);
+        return audit.record(e);
     };
     let (kind, default_rule, default_level) = kind_of(rejection);
     e.event = kind;
@@ -115,13 +113,12 @@ pub(crate) fn refused_later(
     e.level = level.or(default_level);
     e.reason = Some(Cow::Owned(rejection.message().to_owned()));
     e.status = Some(rejection.status().as_u16());
-    gk.audit().record(*e);
+    audit.record(*e);
 }
 
 /// A call (tool call, prompt get, resource read) passed the permission layer: its event is
 /// kept pending in `ext` until the call is handed on or refused further in.
-pub(crate) fn allowed(gk: &Gatekeeper, ext: &mut Extensions, server: &Server) {
-    let audit = gk.audit();
+pub(crate) fn allowed(audit: &Auditor, ext: &mut Extensions, server: &Server) {
     if !audit.is_enabled() {
         return;
     }
@@ -145,12 +142,11 @@ pub(crate) use crate::list_memo::Tally as ListTally;
 
 /// A list reply was filtered for a caller.
 pub(crate) fn listed(
-    gk: &Gatekeeper,
+    audit: &Auditor,
     principal: Option<&Principal>,
     method: &crate::protocol::Method,
     tally: &ListTally,
 ) {
-    let audit = gk.audit();
     if !audit.is_enabled() {
         return;
     }
@@ -163,7 +159,7 @@ pub(crate) fn listed(
 }
 
 /// A definition does not match its pin (reported once per new definition).
-pub(crate) fn pin_changed(gk: &Gatekeeper, change: &PinChange) {
+pub(crate) fn pin_changed(audit: &Auditor, change: &PinChange) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
         target: "mcp_gatekeeper",
@@ -173,7 +169,6 @@ pub(crate) fn pin_changed(gk: &Gatekeeper, change: &PinChange) {
         change.kind.as_str(),
         if change.enforced { "; it is quarantined" } else { "" }
     );
-    let audit = gk.audit();
     if audit.is_enabled() {
         audit.record(AuditEvent::pin(change));
     }
@@ -181,14 +176,13 @@ pub(crate) fn pin_changed(gk: &Gatekeeper, change: &PinChange) {
 
 /// The master key approved a definition: it is pinned to `digest` from now on.
 pub(crate) fn pin_approved(
-    gk: &Gatekeeper,
+    audit: &Auditor,
     principal: Option<&Principal>,
     kind: crate::engine::PinKind,
     server: &str,
     name: &str,
     digest: crate::engine::PinDigest,
 ) {
-    let audit = gk.audit();
     if !audit.is_enabled() {
         return;
     }

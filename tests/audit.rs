@@ -208,6 +208,20 @@ async fn every_decision_is_exactly_one_event_with_its_fields_and_no_secret() {
     );
     assert!(e.get("key").is_none());
 
+    // A body that is not one JSON-RPC object (a key given twice).
+    let r = mcp_post(&http, &s.gw.url("/mcp"), ALICE, alice)
+        .body(r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e = s.one();
+    assert_eq!(kind(&e), ("request", "refused"));
+    assert_eq!(
+        (e["rule"].as_str(), e["key"].as_str()),
+        (Some("bad_request"), Some("alice"))
+    );
+
     // A scope the key may not use.
     let scoped = [("x-mcp-servers", "payroll")];
     let (status, _, e) = s

@@ -123,7 +123,14 @@ pub(crate) async fn approve(
         .approve(kind, server.name(), &name, server.pin_rules(), digest)
     {
         Ok(pinned) => {
-            crate::trace::pin_approved(gk, Some(&master), kind, server.name(), &name, pinned);
+            crate::trace::pin_approved(
+                gk.audit(),
+                Some(&master),
+                kind,
+                server.name(),
+                &name,
+                pinned,
+            );
             json_response(
                 StatusCode::OK,
                 &json!({

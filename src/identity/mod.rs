@@ -421,7 +421,7 @@ impl<S, R> Identity<S, R> {
         if !policy.is_loaded() {
             // Never decide with a policy that was not loaded: everything waits for it.
             let rejection = Rejection::policy_unavailable();
-            crate::trace::refused(&self.layer.gatekeeper, None, None, &rejection);
+            crate::trace::refused(self.layer.gatekeeper.audit(), None, None, &rejection);
             return future::ResponseFuture::ready(rejection.into_response(style));
         }
         let (parts, body) = request.into_parts();
@@ -429,7 +429,7 @@ impl<S, R> Identity<S, R> {
             let presented = match presented(&self.layer.headers, &parts) {
                 Ok(p) => p,
                 Err(rejection) => {
-                    crate::trace::refused(&self.layer.gatekeeper, None, None, &rejection);
+                    crate::trace::refused(self.layer.gatekeeper.audit(), None, None, &rejection);
                     return future::ResponseFuture::ready(rejection.into_response(style));
                 }
             };
@@ -506,7 +506,7 @@ fn outcome(
         }
         Err(IdentityError::Refused(rejection)) => rejection,
     };
-    crate::trace::refused(gk, None, None, &refusal);
+    crate::trace::refused(gk.audit(), None, None, &refusal);
     Err(refusal)
 }
 
@@ -528,7 +528,7 @@ fn admit<R>(
         Some(bindings) => match Binding::admit(bindings, &mut parts, digest) {
             Ok(binding) => Some(binding),
             Err(rejection) => {
-                crate::trace::refused(&layer.gatekeeper, Some(&principal), None, &rejection);
+                crate::trace::refused(layer.gatekeeper.audit(), Some(&principal), None, &rejection);
                 return Err(rejection);
             }
         },

@@ -296,7 +296,7 @@ fn decide(
     let target = head.target.as_deref().unwrap_or_default();
     let refused = |r: Rejection| {
         let r = r.answering(head);
-        crate::trace::refused(gk, ext.get::<Principal>(), Some(head), &r);
+        crate::trace::refused(gk.audit(), ext.get::<Principal>(), Some(head), &r);
         Err(r)
     };
     let allowed = match method {
@@ -340,7 +340,7 @@ fn decide(
     };
     if gk.audit().is_enabled() {
         let catalog = Arc::clone(ext.get::<Grant>().expect("resolved above").catalog());
-        crate::trace::allowed(gk, ext, catalog.server(allowed));
+        crate::trace::allowed(gk.audit(), ext, catalog.server(allowed));
     }
     Ok(reply)
 }

@@ -104,11 +104,11 @@ impl ListFilter {
             );
         }
         for change in &scan.changes {
-            crate::trace::pin_changed(&self.gatekeeper, change);
+            crate::trace::pin_changed(self.gatekeeper.audit(), change);
         }
         if ours && self.caller.is_some() {
             crate::trace::listed(
-                &self.gatekeeper,
+                self.gatekeeper.audit(),
                 self.caller.as_deref(),
                 &self.method,
                 &scan.tally,

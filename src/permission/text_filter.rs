@@ -73,7 +73,7 @@ impl ListFilter {
         if let Some((out, tally)) = memo.get(&key, text, &self.id) {
             if self.caller.is_some() {
                 crate::trace::listed(
-                    &self.gatekeeper,
+                    self.gatekeeper.audit(),
                     self.caller.as_deref(),
                     &self.method,
                     &tally,
