@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +37,9 @@ type Key = (PinKind, Box<str>, Box<str>);
 #[derive(Debug)]
 pub struct PinFile {
     path: PathBuf,
-    pins: Mutex<BTreeMap<Key, (PinDigest, Option<PinParts>)>>,
+    pins: Mutex<Pins>,
+    /// When the file was last read or written by this process.
+    modified: Mutex<Option<SystemTime>>,
     problem: Mutex<Option<String>>,
 }
 
@@ -52,6 +55,52 @@ impl std::fmt::Display for PinFileError {
 
 impl std::error::Error for PinFileError {}
 
+type Pins = BTreeMap<Key, (PinDigest, Option<PinParts>)>;
+
+/// The pins in the file at `path` (none if it does not exist), and when it was last modified.
+fn read(path: &Path) -> Result<(Pins, Option<SystemTime>), PinFileError> {
+    let shown = path.display().to_string();
+    let mut pins = Pins::new();
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((pins, None)),
+        Err(e) => return Err(PinFileError(format!("pin file {shown}: {e}"))),
+    };
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let body: FileBody = serde_json::from_slice(&bytes)
+        .map_err(|e| PinFileError(format!("pin file {shown}: {e}")))?;
+    if body.version != 1 {
+        return Err(PinFileError(format!(
+            "pin file {shown}: version {} is not known",
+            body.version
+        )));
+    }
+    for p in body.pins {
+        let kind = p.kind.parse::<PinKind>().map_err(|()| {
+            PinFileError(format!("pin file {shown}: kind {:?} is not known", p.kind))
+        })?;
+        let digest = p
+            .digest
+            .parse::<PinDigest>()
+            .map_err(|e| PinFileError(format!("pin file {shown}: {e}")))?;
+        let parts = p.parts.as_deref().and_then(PinParts::from_hex);
+        pins.insert((kind, p.server.into(), p.name.into()), (digest, parts));
+    }
+    Ok((pins, modified))
+}
+
+fn stored(pins: &Pins) -> Vec<StoredPin> {
+    pins.iter()
+        .map(|((kind, server, name), (digest, parts))| StoredPin {
+            kind: *kind,
+            server: server.clone(),
+            name: name.clone(),
+            digest: *digest,
+            parts: *parts,
+        })
+        .collect()
+}
+
 impl PinFile {
     /// Opens the pin file at `path` (a missing file holds no pins) and returns it with the pins
     /// it holds.
@@ -62,51 +111,40 @@ impl PinFile {
     /// a file that could not be read.
     pub fn open(path: impl Into<PathBuf>) -> Result<(Self, Vec<StoredPin>), PinFileError> {
         let path = path.into();
-        let shown = path.display().to_string();
-        let mut pins: BTreeMap<Key, (PinDigest, Option<PinParts>)> = BTreeMap::new();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let body: FileBody = serde_json::from_slice(&bytes)
-                    .map_err(|e| PinFileError(format!("pin file {shown}: {e}")))?;
-                if body.version != 1 {
-                    return Err(PinFileError(format!(
-                        "pin file {shown}: version {} is not known",
-                        body.version
-                    )));
-                }
-                for p in body.pins {
-                    let kind = p.kind.parse::<PinKind>().map_err(|()| {
-                        PinFileError(format!("pin file {shown}: kind {:?} is not known", p.kind))
-                    })?;
-                    let digest = p
-                        .digest
-                        .parse::<PinDigest>()
-                        .map_err(|e| PinFileError(format!("pin file {shown}: {e}")))?;
-                    let parts = p.parts.as_deref().and_then(PinParts::from_hex);
-                    pins.insert((kind, p.server.into(), p.name.into()), (digest, parts));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(PinFileError(format!("pin file {shown}: {e}"))),
-        }
-        let stored = pins
-            .iter()
-            .map(|((kind, server, name), (digest, parts))| StoredPin {
-                kind: *kind,
-                server: server.clone(),
-                name: name.clone(),
-                digest: *digest,
-                parts: *parts,
-            })
-            .collect();
+        let (pins, modified) = read(&path)?;
+        let all = stored(&pins);
         Ok((
             Self {
                 path,
                 pins: Mutex::new(pins),
+                modified: Mutex::new(modified),
                 problem: Mutex::new(None),
             },
-            stored,
+            all,
         ))
+    }
+
+    /// The pins of the file if someone else changed it since it was last read or written (an
+    /// administrator's edit): give them to [`PinBook::absorb`](crate::engine::PinBook::absorb)
+    /// and they take effect without a restart. `Ok(None)` when it is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// The changed file cannot be read; the pins held so far stay.
+    pub fn reread(&self) -> Result<Option<Vec<StoredPin>>, PinFileError> {
+        // The same order as `save` (pins, then the time): never one waiting on the other.
+        let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut modified = self.modified.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if now == *modified {
+            return Ok(None);
+        }
+        let (read, at) = read(&self.path)?;
+        *pins = read;
+        *modified = at;
+        Ok(Some(stored(&pins)))
     }
 
     /// Where the pins are kept.
@@ -115,7 +153,7 @@ impl PinFile {
         &self.path
     }
 
-    fn write(&self, pins: &BTreeMap<Key, (PinDigest, Option<PinParts>)>) -> std::io::Result<()> {
+    fn write(&self, pins: &Pins) -> std::io::Result<()> {
         let body = FileBody {
             version: 1,
             pins: pins
@@ -134,7 +172,12 @@ impl PinFile {
         let mut temp = self.path.clone().into_os_string();
         temp.push(".tmp");
         std::fs::write(&temp, &text)?;
-        std::fs::rename(&temp, &self.path)
+        std::fs::rename(&temp, &self.path)?;
+        *self.modified.lock().unwrap_or_else(PoisonError::into_inner) =
+            std::fs::metadata(&self.path)
+                .and_then(|m| m.modified())
+                .ok();
+        Ok(())
     }
 }
 

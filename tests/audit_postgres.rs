@@ -13,7 +13,7 @@ use common::*;
 use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::audit::Auditor;
 use mcp_gatekeeper::config::Config;
-use mcp_gatekeeper::engine::{PinBook, PinStore};
+use mcp_gatekeeper::engine::{PinBook, PinKind, PinStore, fingerprint_value};
 use mcp_gatekeeper::gateway::Gateway;
 use mcp_gatekeeper::postgres::{Database, PgAuditSink, PgPins};
 use serde_json::{Value, json};
@@ -44,10 +44,13 @@ async fn gateway(db: &Database, url: &str) -> (Running, Auditor) {
     )
     .unwrap();
     let (store, pins) = PgPins::load(db.clone()).await.unwrap();
-    let store: Arc<dyn PinStore> = Arc::new(store);
+    let store = Arc::new(store);
+    let book = Arc::new(PinBook::new(pins, Some(store.clone() as Arc<dyn PinStore>)));
+    // Approvals made elsewhere (another replica, a row changed by hand) are taken in.
+    store.follow(Arc::downgrade(&book), Duration::from_millis(100));
     let auditor = Auditor::new(vec![Arc::new(PgAuditSink::new(db.clone()))], 1_000);
     let gk = Gatekeeper::new(config.policy().unwrap())
-        .with_pins(Arc::new(PinBook::new(pins, Some(store))))
+        .with_pins(book)
         .with_audit(auditor.clone());
     let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
     let router = gateway.router(gateway.gatekeeper().layer());
@@ -101,6 +104,27 @@ async fn pins_survive_a_restart_and_audit_rows_hold_no_secret() {
     assert!(refused.contains("tool pinning"), "{refused}");
     assert!(after.executions.names().is_empty());
     assert!(auditor.flush(Duration::from_secs(10)));
+
+    // An approval written to the store elsewhere takes effect here without a restart.
+    let listed = &after.tools[0];
+    let approved = fingerprint_value(PinKind::Tool, "search", listed)
+        .unwrap()
+        .digest;
+    sql(
+        &db,
+        &format!(
+            "UPDATE gk_tool_pins SET digest = '{approved}', parts = NULL WHERE name = 'search'"
+        ),
+    )
+    .await;
+    let back = within(Duration::from_secs(10), || async {
+        tool_names(&alice).await == ["wiki-read", "wiki-search"]
+    })
+    .await;
+    assert!(back.is_some(), "the approval reached this replica");
+    call(&alice, "wiki-search", json!({"q": "x"}))
+        .await
+        .unwrap();
 
     let rows = db
         .client()

@@ -508,3 +508,52 @@ async fn prompts_are_pinned_too() {
     assert_eq!(events[0]["pin_kind"], "prompt");
     assert_eq!(events[0]["changed"], json!(["description"]));
 }
+
+#[tokio::test]
+async fn an_edited_pin_file_takes_effect_without_a_restart() {
+    let scratch = Scratch::new("edited");
+    let upstream = Shifty::new();
+    let up = serve_handler(upstream.clone()).await;
+    let pins_path = scratch.file("gateway.pins.json");
+    let (file, pins) = PinFile::open(&pins_path).unwrap();
+    let file = Arc::new(file);
+    let book = Arc::new(PinBook::new(pins, Some(file.clone() as Arc<dyn PinStore>)));
+    let config =
+        Config::from_json_str(&doc(&up.url("/mcp"), r#", "tool_pinning": "enforce""#)).unwrap();
+    let gk = Gatekeeper::new(config.policy().unwrap()).with_pins(Arc::clone(&book));
+    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+    let gw = serve(
+        gateway.router(gateway.gatekeeper().layer()),
+        CancellationToken::new(),
+    )
+    .await;
+    let alice = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-alice")])
+        .await
+        .unwrap();
+    assert_eq!(tool_names(&alice).await, ["wiki-read", "wiki-search"]);
+    // Our own writes are not news.
+    assert_eq!(file.reread().unwrap(), None);
+    upstream.set_tool("search", "description", json!("Find pages and more"));
+    assert_eq!(tool_names(&alice).await, ["wiki-read"]);
+    // An administrator writes the new digest into the file.
+    let now = upstream.tools.lock().unwrap()[0].clone();
+    let digest = fingerprint_value(PinKind::Tool, "search", &now)
+        .unwrap()
+        .digest;
+    let mut text: Value =
+        serde_json::from_str(&std::fs::read_to_string(&pins_path).unwrap()).unwrap();
+    for pin in text["pins"].as_array_mut().unwrap() {
+        if pin["name"] == "search" {
+            pin["digest"] = json!(digest.to_string());
+        }
+    }
+    // A different modification time than the gateway's own last write.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&pins_path, serde_json::to_vec(&text).unwrap()).unwrap();
+    let pins = file.reread().unwrap().expect("the edit is seen");
+    assert_eq!(book.absorb(pins), 1);
+    assert_eq!(tool_names(&alice).await, ["wiki-read", "wiki-search"]);
+    call(&alice, "wiki-search", json!({"q": "x"}))
+        .await
+        .unwrap();
+}

@@ -57,7 +57,7 @@ pub(crate) async fn setup(config: &Config, path: Option<&Path>) -> Result<Deploy
     #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
     let mut spend_db: SpendDb = None;
     let litellm = settings.database_schema == mcp_gatekeeper::config::DatabaseSchema::Litellm;
-    let pins = Arc::new(trail::pins(&settings, path).await?);
+    let pins = trail::pins(&settings, path).await?;
     let audit = trail::auditor(&settings)?;
     let made = |policy| {
         Gatekeeper::new(policy)

@@ -10,8 +10,14 @@ use mcp_gatekeeper::config::{AuditSinkConfig, DatabaseSchema, Deployment, PinSto
 use mcp_gatekeeper::engine::{PinBook, PinStore};
 use mcp_gatekeeper::pin_file::PinFile;
 
-/// The pin book, loaded from its store.
-pub(crate) async fn pins(settings: &Deployment, config: Option<&Path>) -> Result<PinBook, String> {
+/// How often a pin store is read again for approvals made elsewhere (another replica, an edit).
+const FOLLOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The pin book, loaded from its store and following it.
+pub(crate) async fn pins(
+    settings: &Deployment,
+    config: Option<&Path>,
+) -> Result<Arc<PinBook>, String> {
     let own_database =
         settings.database_url.is_some() && settings.database_schema == DatabaseSchema::Gatekeeper;
     let chosen = match (&settings.pin_store, config) {
@@ -27,11 +33,28 @@ pub(crate) async fn pins(settings: &Deployment, config: Option<&Path>) -> Result
         (None, None) => PinStoreConfig::Memory,
     };
     match chosen {
-        PinStoreConfig::Memory => Ok(PinBook::default()),
+        PinStoreConfig::Memory => Ok(Arc::default()),
         PinStoreConfig::File { path } => {
             let (file, pins) = PinFile::open(super::resolve(&path)?).map_err(|e| e.to_string())?;
-            let store: Arc<dyn PinStore> = Arc::new(file);
-            Ok(PinBook::new(pins, Some(store)))
+            let file = Arc::new(file);
+            let store: Arc<dyn PinStore> = file.clone();
+            let book = Arc::new(PinBook::new(pins, Some(store)));
+            let weak = Arc::downgrade(&book);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(FOLLOW).await;
+                    let Some(book) = weak.upgrade() else { return };
+                    match file.reread() {
+                        Ok(Some(pins)) => {
+                            let changed = book.absorb(pins);
+                            eprintln!("gateway: pin file changed: {changed} pin(s) taken in");
+                        }
+                        Ok(None) => {}
+                        Err(e) => eprintln!("gateway: {e}; the pins held so far stay"),
+                    }
+                }
+            });
+            Ok(book)
         }
         PinStoreConfig::Postgres => {
             #[cfg(feature = "postgres")]
@@ -47,8 +70,10 @@ pub(crate) async fn pins(settings: &Deployment, config: Option<&Path>) -> Result
                     };
                     match loaded {
                         Ok((store, pins)) => {
-                            let store: Arc<dyn PinStore> = Arc::new(store);
-                            return Ok(PinBook::new(pins, Some(store)));
+                            let store = Arc::new(store);
+                            let book = Arc::new(PinBook::new(pins, Some(store.clone())));
+                            store.follow(Arc::downgrade(&book), FOLLOW);
+                            return Ok(book);
                         }
                         Err(e) => {
                             eprintln!("gateway: pins: {e}; trying again in 2 s");

@@ -502,6 +502,29 @@ impl PinBook {
         out
     }
 
+    /// Takes in pins the store holds now (approved elsewhere: another replica, an edit of the
+    /// store): each that differs from the book's replaces it at once, so a definition it
+    /// matches leaves quarantine without a restart. Returns how many changed.
+    pub fn absorb(&self, pins: Vec<StoredPin>) -> usize {
+        let mut changed = 0;
+        let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
+        for pin in pins {
+            let s = servers.entry(pin.server).or_default();
+            s.sealed[slot(pin.kind)] = true;
+            let entry = s.items[slot(pin.kind)].entry(pin.name).or_default();
+            if entry.pinned.map(|p| p.0) != Some(pin.digest) {
+                entry.pinned = Some((pin.digest, pin.parts));
+                entry.reported = None;
+                changed += 1;
+            }
+        }
+        drop(servers);
+        if changed > 0 {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        changed
+    }
+
     /// What is wrong with the store, if anything.
     #[must_use]
     pub fn store_problem(&self) -> Option<String> {

@@ -1,10 +1,11 @@
 //! Pins (`gk_tool_pins`) and the audit trail (`gk_audit`) in Postgres.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use super::{Database, DbError};
 use crate::audit::{AuditEvent, AuditSink, SinkError};
-use crate::engine::{PinDigest, PinKind, PinParts, PinStore, StoredPin};
+use crate::engine::{PinBook, PinDigest, PinKind, PinParts, PinStore, StoredPin};
 
 /// Pins kept in `gk_tool_pins`, shared by every replica on the database: what one replica
 /// learns or approves, the others load when they start.
@@ -28,32 +29,7 @@ impl PgPins {
     ///
     /// The pins cannot be read (nothing is trusted anew over a store that could not be read).
     pub async fn load(db: Database) -> Result<(Self, Vec<StoredPin>), DbError> {
-        let client = db.client().await?;
-        let rows = client
-            .query(
-                "SELECT server, kind, name, digest, parts FROM gk_tool_pins",
-                &[],
-            )
-            .await
-            .map_err(|e| DbError::new("reading gk_tool_pins", e))?;
-        let mut pins = Vec::with_capacity(rows.len());
-        for row in rows {
-            let kind: String = row.get(1);
-            let digest: String = row.get(3);
-            let parts: Option<Vec<String>> = row.get(4);
-            let (Ok(kind), Ok(digest)) = (kind.parse::<PinKind>(), digest.parse::<PinDigest>())
-            else {
-                continue;
-            };
-            pins.push(StoredPin {
-                kind,
-                server: row.get::<_, String>(0).into(),
-                name: row.get::<_, String>(2).into(),
-                digest,
-                parts: parts.and_then(|p| PinParts::from_hex(&p)),
-            });
-        }
-        drop(client);
+        let pins = read_pins(&db).await?;
         Ok((
             Self {
                 db,
@@ -63,6 +39,57 @@ impl PgPins {
             pins,
         ))
     }
+
+    /// Every `every`, reads the pins the database holds and hands them to `book`
+    /// ([`PinBook::absorb`]): an approval made on another replica, or a row changed by hand,
+    /// takes effect here without a restart. Stops when the book is dropped.
+    pub fn follow(&self, book: Weak<PinBook>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let db = self.db.clone();
+        let problem = std::sync::Arc::clone(&self.problem);
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(book) = book.upgrade() else { return };
+                match read_pins(&db).await {
+                    Ok(pins) => {
+                        book.absorb(pins);
+                    }
+                    Err(e) => {
+                        *problem.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(e.to_string());
+                    }
+                }
+            }
+        })
+    }
+}
+
+async fn read_pins(db: &Database) -> Result<Vec<StoredPin>, DbError> {
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            "SELECT server, kind, name, digest, parts FROM gk_tool_pins",
+            &[],
+        )
+        .await
+        .map_err(|e| DbError::new("reading gk_tool_pins", e))?;
+    let mut pins = Vec::with_capacity(rows.len());
+    for row in rows {
+        let kind: String = row.get(1);
+        let digest: String = row.get(3);
+        let parts: Option<Vec<String>> = row.get(4);
+        let (Ok(kind), Ok(digest)) = (kind.parse::<PinKind>(), digest.parse::<PinDigest>()) else {
+            continue;
+        };
+        pins.push(StoredPin {
+            kind,
+            server: row.get::<_, String>(0).into(),
+            name: row.get::<_, String>(2).into(),
+            digest,
+            parts: parts.and_then(|p| PinParts::from_hex(&p)),
+        });
+    }
+    Ok(pins)
 }
 
 async fn upsert(db: &Database, pins: &[StoredPin]) -> Result<(), DbError> {
