@@ -14,6 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use mcp_gatekeeper::Gatekeeper;
+use mcp_gatekeeper::audit::{Auditor, JsonlSink};
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::gateway::Gateway;
 use mcp_gatekeeper::identity::IdentityLayer;
@@ -253,7 +254,33 @@ struct Setup {
     _upstreams: (Running, Running),
     github: RecordingServer,
     wiki: RecordingServer,
+    audit: Auditor,
+    audit_log: std::path::PathBuf,
 }
+
+impl Setup {
+    /// Every audit event so far, as written; no token (nor any part of one) may be in it.
+    fn audit_without(&self, tokens: &[&str]) -> String {
+        assert!(self.audit.flush(std::time::Duration::from_secs(5)));
+        let log = std::fs::read_to_string(&self.audit_log).unwrap();
+        for token in tokens {
+            // Any of its three parts (the claims part of a token names its subject and team).
+            let parts = token.split('.').filter(|p| p.len() > 8);
+            for part in std::iter::once(*token).chain(parts) {
+                assert!(!log.contains(part), "a token leaked into the audit log");
+            }
+        }
+        log
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.audit_log);
+    }
+}
+
+static LOGS: AtomicUsize = AtomicUsize::new(0);
 
 /// A gateway in front of `github` and `wiki`, accepting tokens of `idp` and the key `sk-alice`.
 async fn gateway(idp: &Idp, extra: Value) -> Setup {
@@ -307,7 +334,14 @@ async fn gateway(idp: &Idp, extra: Value) -> Setup {
         "keys": [{"key": "sk-alice", "key_alias": "alice", "object_permission": {"mcp_servers": ["wiki"]}}]
     });
     let config = Config::from_json_str(&doc.to_string()).unwrap();
-    let gk = Gatekeeper::new(config.policy().unwrap());
+    let audit_log = std::env::temp_dir().join(format!(
+        "gk-oauth-audit-{}-{}.jsonl",
+        std::process::id(),
+        LOGS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&audit_log);
+    let audit = Auditor::new(vec![Arc::new(JsonlSink::open(&audit_log).unwrap())], 10_000);
+    let gk = Gatekeeper::new(config.policy().unwrap()).with_audit(audit.clone());
     let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
     let oauth = gateway.oauth().expect("oauth configured").clone();
     let layer = gateway
@@ -323,6 +357,8 @@ async fn gateway(idp: &Idp, extra: Value) -> Setup {
         _upstreams: (up_github, up_wiki),
         github,
         wiki,
+        audit,
+        audit_log,
     }
 }
 
@@ -423,6 +459,12 @@ async fn a_valid_token_lists_and_calls_exactly_its_principals_tools() {
         ["github-headers", "github-list_issues"]
     );
     client.cancel().await.unwrap();
+    // The audit trail names the token's caller by ids, never the token or the key.
+    let log = s.audit_without(&[&token, "sk-alice"]);
+    assert!(
+        log.contains(r#""event":"call","outcome":"allowed""#),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -541,6 +583,16 @@ async fn every_bad_token_is_refused_with_its_challenge_and_the_upstream_never_ru
         "Bearer resource_metadata=\"http://localhost:4000/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\""
     );
     assert_eq!(s.github.executions.names(), ["list_issues", "list_issues"]);
+    // Every refusal is in the audit trail; no token is.
+    let mut tokens: Vec<&str> = cases.iter().map(|(_, t)| t.as_str()).collect();
+    tokens.extend([own.as_str(), unscoped.as_str()]);
+    let log = s.audit_without(&tokens);
+    let auth = log
+        .lines()
+        .filter(|l| l.contains(r#""event":"auth""#))
+        .count();
+    assert!(auth >= cases.len(), "{log}");
+    assert!(log.contains(r#""rule":"insufficient_scope""#), "{log}");
 }
 
 #[tokio::test]
