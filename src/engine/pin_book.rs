@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use sha2::{Digest as _, Sha256};
+
 use super::pin_digest::{Fingerprint, PinDigest, PinKind, PinParts, fingerprint};
 
 /// `tool_pinning` of a server.
@@ -113,6 +115,8 @@ pub enum ApproveError {
     NothingSeen,
     /// The configuration pins it to another digest; the configuration wins.
     PinnedByConfig(PinDigest),
+    /// What the server lists has no canonical form (a field given twice): nothing can pin it.
+    Unreadable,
 }
 
 impl std::fmt::Display for ApproveError {
@@ -121,6 +125,9 @@ impl std::fmt::Display for ApproveError {
             Self::NothingSeen => {
                 f.write_str("nothing has been seen of this definition; give the digest to approve")
             }
+            Self::Unreadable => f.write_str(
+                "the server lists this definition with a field given twice; it cannot be pinned",
+            ),
             Self::PinnedByConfig(d) => write!(
                 f,
                 "the configuration pins it to {d}; change the configuration instead"
@@ -135,7 +142,12 @@ struct Seen {
     /// The pinned fields' texts as listed (key, NUL, value, NUL): the same text is not
     /// digested again.
     text: Box<str>,
+    /// Its fingerprint; for a definition that has none (a pinned field given twice), the
+    /// SHA-256 of `text`, with `readable` false.
     fingerprint: Fingerprint,
+    /// Whether the definition has a canonical form. One that has none matches no pin and is
+    /// never pinned: what a client makes of a field given twice is not what was digested.
+    readable: bool,
 }
 
 /// Whether `members` are exactly the text `seen` recorded.
@@ -234,6 +246,7 @@ fn verdict(
 ) -> Verdict {
     let pin = configured.or_else(|| entry.and_then(|e| e.pinned.map(|p| p.0)));
     match (pin, entry.and_then(|e| e.seen.as_ref())) {
+        (_, Some(seen)) if !seen.readable => Err(()),
         (Some(pin), Some(seen)) if seen.fingerprint.digest != pin => Err(()),
         (Some(_), _) => Ok(()),
         (None, _) if new_is_quarantined => Err(()),
@@ -332,15 +345,21 @@ impl PinBook {
                 };
             }
         }
-        // A definition whose pinned fields are not JSON cannot match any pin.
-        let fingerprint = fingerprint(kind, name, members).unwrap_or(Fingerprint {
-            digest: PinDigest([0; 32]),
-            parts: PinParts([u64::MAX; 6]),
-        });
         let mut text = String::new();
         for (k, v) in pinned_members {
             text.extend([k, "\0", v, "\0"]);
         }
+        let readable = fingerprint(kind, name, members);
+        let (fingerprint, readable) = match readable {
+            Ok(f) => (f, true),
+            Err(_) => (
+                Fingerprint {
+                    digest: PinDigest(Sha256::digest(text.as_bytes()).into()),
+                    parts: PinParts::default(),
+                },
+                false,
+            ),
+        };
         let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
         let pins = servers.entry(server.into()).or_default();
         let new_is_quarantined = Self::new_is_quarantined(rules, kind, Some(pins));
@@ -349,8 +368,9 @@ impl PinBook {
         entry.seen = Some(Seen {
             text: text.into(),
             fingerprint,
+            readable,
         });
-        if configured.is_none() && entry.pinned.is_none() && !new_is_quarantined {
+        if readable && configured.is_none() && entry.pinned.is_none() && !new_is_quarantined {
             entry.pinned = Some((fingerprint.digest, Some(fingerprint.parts)));
             self.unsaved
                 .lock()
@@ -384,7 +404,7 @@ impl PinBook {
         entry.reported = Some(fingerprint.digest);
         let pinned = configured.or(entry.pinned.map(|p| p.0));
         let changed = match entry.pinned {
-            Some((digest, Some(parts))) if Some(digest) == pinned => {
+            Some((digest, Some(parts))) if readable && Some(digest) == pinned => {
                 Some(parts.changed(&fingerprint.parts, kind))
             }
             _ => None,
@@ -443,6 +463,9 @@ impl PinBook {
         let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
         let pins = servers.entry(server.into()).or_default();
         let entry = pins.items[slot(kind)].entry(name.into()).or_default();
+        if entry.seen.as_ref().is_some_and(|s| !s.readable) {
+            return Err(ApproveError::Unreadable);
+        }
         let seen = entry.seen.as_ref().map(|s| s.fingerprint);
         let digest = digest
             .or(seen.map(|s| s.digest))
