@@ -88,8 +88,11 @@ impl<'a> ContextView<'a> {
                 .ext
                 .get::<Principal>()
                 .ok_or_else(Rejection::missing_credential)?;
-            let mut grant = Grant::resolve(self.policy().catalog(), principal)
-                .with_pins(Arc::clone(self.gk.pins()));
+            let catalog = self.policy().catalog();
+            let mut grant = Grant::resolve(catalog, principal);
+            if catalog.pins_definitions() {
+                grant = grant.with_pins(Arc::clone(self.gk.pins()));
+            }
             if let Some(scope) = self.ext.get::<Scope>() {
                 scope.apply(&mut grant)?;
             }
@@ -132,8 +135,15 @@ where
         };
         rejection.answering(&head)
     })?;
+    // A tool call's body is kept only where an audit event may carry its argument values.
+    let keep_body = head.request_method() == Some(&protocol::Method::ToolsCall)
+        && gk.audit().is_enabled()
+        && parts
+            .extensions
+            .get::<Arc<PolicySnapshot>>()
+            .is_some_and(|p| p.catalog().audits_argument_values());
     parts.extensions.insert(head);
-    if gk.audit().is_enabled() {
+    if keep_body {
         parts
             .extensions
             .insert(crate::audit::AuditedBody(bytes.clone()));

@@ -51,7 +51,7 @@ impl Tally {
 pub(crate) struct Entry {
     grant: Grant,
     pins: u64,
-    tally: Tally,
+    tally: Arc<Tally>,
     index: Arc<NameIndex>,
     mount: Mount,
     method: Method,
@@ -129,7 +129,7 @@ impl ListMemo {
         key: &Key<'_>,
         input: &str,
         id: &RequestId,
-    ) -> Option<(String, Tally)> {
+    ) -> Option<(String, Arc<Tally>)> {
         let candidates: Vec<Arc<Entry>> = {
             let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
             entries
@@ -148,7 +148,7 @@ impl ListMemo {
         {
             entries.push_front(e); // most recently used first
         }
-        Some((out, hit.tally.clone()))
+        Some((out, Arc::clone(&hit.tally)))
     }
 
     /// Remembers that `input` (its id's value at `input_id`) filtered to `output` (the id's value
@@ -165,7 +165,7 @@ impl ListMemo {
         let entry = Arc::new(Entry {
             grant: key.grant.clone(),
             pins: key.pins,
-            tally,
+            tally: Arc::new(tally),
             index: key.index.clone(),
             mount: key.mount.clone(),
             method: key.method.clone(),

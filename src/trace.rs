@@ -50,10 +50,34 @@ fn kind_of(rejection: &Rejection) -> (EventKind, Option<&'static str>, Option<&'
     }
 }
 
-fn method_of(request: Option<&McpRequest>) -> Option<Cow<'static, str>> {
-    request
-        .and_then(|r| r.method.as_ref())
-        .map(|m| Cow::Owned(m.as_str().to_owned()))
+/// A refusal event of `principal` for `request` (its method, name and argument names).
+fn refusal_by(principal: Option<&Principal>, request: Option<&McpRequest>) -> AuditEvent {
+    let mut e = AuditEvent::new(EventKind::Request, Outcome::Refused).by(principal);
+    if let Some(r) = request {
+        e.method.clone_from(&r.method);
+        e.name.clone_from(&r.target);
+        if r.has_arguments {
+            e.arguments = Some(Arc::clone(&r.argument_keys));
+        }
+    }
+    e
+}
+
+/// Makes `e` the event of `rejection`: its kind, and the rule and level that refused (those
+/// given, else the rejection's own).
+fn refusing(
+    e: &mut AuditEvent,
+    rejection: &Rejection,
+    rule: Option<&'static str>,
+    level: Option<&'static str>,
+) {
+    let (kind, default_rule, default_level) = kind_of(rejection);
+    e.event = kind;
+    e.outcome = Outcome::Refused;
+    e.rule = rule.or(default_rule);
+    e.level = level.or(default_level);
+    e.reason = Some(Cow::Owned(rejection.message().to_owned()));
+    e.status = Some(rejection.status().as_u16());
 }
 
 /// A request was refused.
@@ -66,19 +90,8 @@ pub(crate) fn refused(
     if !audit.is_enabled() {
         return;
     }
-    let (kind, rule, level) = kind_of(rejection);
-    let mut e = AuditEvent::new(kind, Outcome::Refused).by(principal);
-    e.method = method_of(request);
-    e.name = request.and_then(|r| r.target.clone());
-    e.rule = rule;
-    e.level = level;
-    e.reason = Some(Cow::Owned(rejection.message().to_owned()));
-    e.status = Some(rejection.status().as_u16());
-    if kind == EventKind::Call {
-        e.arguments = request
-            .filter(|r| r.has_arguments)
-            .map(|r| Arc::clone(&r.argument_keys));
-    }
+    let mut e = refusal_by(principal, request);
+    refusing(&mut e, rejection, None, None);
     audit.record(e);
 }
 
@@ -91,42 +104,24 @@ pub(crate) fn refused_later(
     rule: Option<&'static str>,
     level: Option<&'static str>,
 ) {
-    let Some(mut e) = Pending::take(ext) else {
-        if !audit.is_enabled() {
-            return;
-        }
-        let (kind, default_rule, default_level) = kind_of(rejection);
-        let request = ext.get::<McpRequest>();
-        let mut e = AuditEvent::new(kind, Outcome::Refused).by(ext.get());
-        e.method = method_of(request);
-        e.name = request.and_then(|r| r.target.clone());
-        e.rule = rule.or(default_rule);
-        e.level = level.or(default_level);
-        e.reason = Some(Cow::Owned(rejection.message().to_owned()));
-        e.status = Some(rejection.status().as_u16());
-        return audit.record(e);
+    let mut e = match Pending::take(ext) {
+        Some(e) => *e,
+        None if audit.is_enabled() => refusal_by(ext.get(), ext.get()),
+        None => return,
     };
-    let (kind, default_rule, default_level) = kind_of(rejection);
-    e.event = kind;
-    e.outcome = Outcome::Refused;
-    e.rule = rule.or(default_rule);
-    e.level = level.or(default_level);
-    e.reason = Some(Cow::Owned(rejection.message().to_owned()));
-    e.status = Some(rejection.status().as_u16());
-    audit.record(*e);
+    refusing(&mut e, rejection, rule, level);
+    audit.record(e);
 }
 
-/// A call (tool call, prompt get, resource read) passed the permission layer: its event is
-/// kept pending in `ext` until the call is handed on or refused further in.
-pub(crate) fn allowed(audit: &Auditor, ext: &mut Extensions, server: &Server) {
+/// A call (tool call, prompt get, resource read) passed the permission layer: its event, to
+/// keep pending in the request's extensions until the call is handed on or refused further in.
+pub(crate) fn allowed(audit: &Auditor, ext: &Extensions, server: &Server) -> Option<Pending> {
     if !audit.is_enabled() {
-        return;
+        return None;
     }
-    let (Some(principal), Some(request)) = (ext.get::<Principal>(), ext.get::<McpRequest>()) else {
-        return;
-    };
+    let (principal, request) = (ext.get::<Principal>()?, ext.get::<McpRequest>()?);
     let mut e = AuditEvent::new(EventKind::Call, Outcome::Allowed).by(Some(principal));
-    e.method = method_of(Some(request));
+    e.method.clone_from(&request.method);
     e.server = Some(Arc::clone(server.shared_name()));
     e.name = request.target.clone();
     if request.has_arguments {
@@ -135,7 +130,7 @@ pub(crate) fn allowed(audit: &Auditor, ext: &mut Extensions, server: &Server) {
             e.argument_values = crate::audit::redacted_arguments(&body.0, redact);
         }
     }
-    ext.insert(Pending::new(audit.clone(), e));
+    Some(Pending::new(audit.clone(), e))
 }
 
 pub(crate) use crate::list_memo::Tally as ListTally;
@@ -151,7 +146,7 @@ pub(crate) fn listed(
         return;
     }
     let mut e = AuditEvent::new(EventKind::List, Outcome::Filtered).by(principal);
-    e.method = Some(Cow::Owned(method.as_str().to_owned()));
+    e.method = Some(method.clone());
     e.offered = Some(tally.offered);
     e.withheld = Some(tally.withheld_by.iter().map(|(_, n)| n).sum());
     e.withheld_by.clone_from(&tally.withheld_by);
@@ -175,6 +170,7 @@ pub(crate) fn pin_changed(audit: &Auditor, change: &PinChange) {
 }
 
 /// The master key approved a definition: it is pinned to `digest` from now on.
+#[cfg(feature = "gateway")]
 pub(crate) fn pin_approved(
     audit: &Auditor,
     principal: Option<&Principal>,

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::{Level, PinChange, Principal};
+use crate::protocol::Method;
 
 /// What kind of decision an event records (`event`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -114,8 +115,11 @@ pub struct AuditEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<Arc<str>>,
     /// The JSON-RPC method.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<Cow<'static, str>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "method_name"
+    )]
+    pub method: Option<Method>,
     /// The server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<Arc<str>>,
@@ -165,6 +169,13 @@ pub struct AuditEvent {
     /// How many events were dropped because the queue was full (`audit` events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped: Option<u64>,
+}
+
+fn method_name<S: serde::Serializer>(method: &Option<Method>, s: S) -> Result<S::Ok, S::Error> {
+    match method {
+        Some(m) => s.serialize_str(m.as_str()),
+        None => s.serialize_none(),
+    }
 }
 
 fn now_ms() -> u64 {

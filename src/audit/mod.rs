@@ -265,7 +265,7 @@ fn emit(e: &AuditEvent) {
                 organization = e.organization.as_deref(),
                 end_user = e.end_user.as_deref(),
                 agent = e.agent.as_deref(),
-                method = e.method.as_deref(),
+                method = e.method.as_ref().map(crate::protocol::Method::as_str),
                 server = e.server.as_deref(),
                 name = e.name.as_deref(),
                 rule = e.rule,

@@ -168,6 +168,10 @@ pub struct Catalog {
     public: ServerSet,
     all: ServerSet,
     settings: Settings,
+    /// Whether a server has `tool_pinning` on.
+    pins: bool,
+    /// Whether a server has `audit_redact` (its audit events carry argument values).
+    audits_values: bool,
 }
 
 impl Catalog {
@@ -284,6 +288,10 @@ impl Catalog {
         Ok(Self {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             all: ServerSet::first(servers.len()),
+            pins: servers
+                .iter()
+                .any(|s| s.pinning.mode != super::PinMode::Off),
+            audits_values: servers.iter().any(|s| s.audit_redact.is_some()),
             servers,
             names,
             groups,
@@ -296,6 +304,18 @@ impl Catalog {
     #[must_use]
     pub fn empty() -> Self {
         Self::new(Settings::default(), Vec::new()).expect("an empty catalog is valid")
+    }
+
+    /// Whether any server holds its definitions to pins (`tool_pinning` other than `off`).
+    #[must_use]
+    pub fn pins_definitions(&self) -> bool {
+        self.pins
+    }
+
+    /// Whether any server's audit events carry argument values (`audit_redact`).
+    #[must_use]
+    pub fn audits_argument_values(&self) -> bool {
+        self.audits_values
     }
 
     /// A number unique to this catalog, so permissions compiled against another are caught.

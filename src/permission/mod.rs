@@ -68,7 +68,6 @@ mod scan;
 mod text_filter;
 
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -338,9 +337,13 @@ fn decide(
         }
         _ => return Ok(reply),
     };
-    if gk.audit().is_enabled() {
-        let catalog = Arc::clone(ext.get::<Grant>().expect("resolved above").catalog());
-        crate::trace::allowed(gk.audit(), ext, catalog.server(allowed));
+    let server = ext
+        .get::<Grant>()
+        .expect("resolved above")
+        .catalog()
+        .server(allowed);
+    if let Some(pending) = crate::trace::allowed(gk.audit(), ext, server) {
+        ext.insert(pending);
     }
     Ok(reply)
 }
