@@ -36,6 +36,11 @@ fn connection(server: &ServerConfig) -> ServerConfig {
         allowed_params: Default::default(),
         allow_all_keys: false,
         mcp_info: None,
+        tool_pinning: None,
+        pinned_tools: Default::default(),
+        pinned_prompts: Default::default(),
+        pin_new_tools: None,
+        audit_redact: None,
         ..server.clone()
     }
 }
