@@ -243,7 +243,8 @@ fn principals() -> String {
           ('op-user',       ARRAY['id-wiki'], ARRAY[]::text[], NULL),
           ('op-opt-out',    ARRAY['no-mcp-servers'], ARRAY[]::text[], NULL),
           ('op-store',      ARRAY['store'], ARRAY[]::text[], NULL),
-          ('op-empty',      ARRAY[]::text[], ARRAY[]::text[], NULL);
+          ('op-empty',      ARRAY[]::text[], ARRAY[]::text[], NULL),
+          ('op-gone',       ARRAY['id-deleted-long-ago'], ARRAY[]::text[], NULL);
         INSERT INTO "LiteLLM_BudgetTable" (budget_id, max_budget, created_by, updated_by) VALUES
           ('b-org', NULL, 'admin', 'admin'), ('b-spent', 1.0, 'admin', 'admin');
         INSERT INTO "LiteLLM_OrganizationTable" (organization_id, organization_alias, budget_id, object_permission_id, spend, created_by, updated_by) VALUES
@@ -262,7 +263,7 @@ fn principals() -> String {
           ('u-wiki', 'op-user', '{}');
         "#,
     );
-    let keys: [(&str, &str); 17] = [
+    let keys: [(&str, &str); 18] = [
         (
             "sk-none",
             "NULL, NULL, NULL, NULL, NULL, NULL, false, 0, NULL",
@@ -310,6 +311,10 @@ fn principals() -> String {
         (
             "sk-store",
             "'op-store', NULL, NULL, NULL, NULL, NULL, false, 0, NULL",
+        ),
+        (
+            "sk-gone",
+            "'op-gone', NULL, NULL, NULL, NULL, NULL, false, 0, NULL",
         ),
         (
             "sk-blocked",
@@ -513,8 +518,11 @@ async fn every_principal_lists_exactly_what_it_can_call_as_litellm_means_its_row
         ("sk-team", Some("eu-blocked"), BTreeSet::new()),
         ("sk-agent", None, cat(&[&github, &status])),
         ("sk-read", None, set(&["wiki-read_page", "status-ping"])),
-        // A tool permission does not grant its server (LiteLLM would grant store-query).
-        ("sk-tools-only", None, cat(&[&status])),
+        // A tool permission does not grant its server (LiteLLM would grant store-query), and a
+        // level that restricts yet lists no served server grants nothing, allow_all_keys
+        // servers included (LiteLLM would leave status-ping).
+        ("sk-tools-only", None, BTreeSet::new()),
+        ("sk-gone", None, BTreeSet::new()),
         ("sk-user", None, cat(&[&wiki, &status])),
         ("sk-opt-out", None, BTreeSet::new()),
         ("sk-store", None, set(&["store-query", "status-ping"])),
@@ -653,7 +661,9 @@ async fn changes_made_through_litellm_reach_the_gateway_and_a_bad_row_fails_alon
     );
     assert_eq!(gw.watch.status().report()["state"], "ok");
 
-    // A server deleted in LiteLLM is withheld at once from everyone.
+    // A server deleted in LiteLLM is withheld at once from everyone; a key that listed only
+    // that server now lists nothing served, so it reaches nothing (not even the
+    // allow_all_keys server, which LiteLLM would leave it).
     sql(
         &w.db,
         r#"DELETE FROM "LiteLLM_MCPServerTable" WHERE server_id = 'id-store'"#,
@@ -664,7 +674,7 @@ async fn changes_made_through_litellm_reach_the_gateway_and_a_bad_row_fails_alon
             names(rest_list(&gw, MASTER).await.1)
                 .iter()
                 .all(|n| !n.starts_with("store-"))
-                && names(rest_list(&gw, "sk-store").await.1) == set(&["status-ping"])
+                && names(rest_list(&gw, "sk-store").await.1).is_empty()
         })
         .await
         .is_some(),
@@ -681,8 +691,8 @@ async fn changes_made_through_litellm_reach_the_gateway_and_a_bad_row_fails_alon
         .is_some()
     );
     assert_eq!(
-        names(rest_list(&gw, "sk-new").await.1),
-        set(&["status-ping"])
+        names(rest_list(&gw, "sk-key").await.1),
+        set(&["wiki-edit_page", "wiki-read_page", "status-ping"])
     );
     w.pg.up();
     assert!(

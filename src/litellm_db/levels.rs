@@ -4,8 +4,9 @@
 //! A LiteLLM list that is empty restricts nothing at its level. A level restricts when its
 //! row lists servers, access groups, tool permissions or toolsets; it then grants the servers
 //! it lists and those of its access groups — never a server named only by a tool permission,
-//! which only narrows tools. A level that restricts yet lists no server that is served leaves
-//! the `allow_all_keys` servers, as in LiteLLM; `no-mcp-servers` leaves none.
+//! which only narrows tools. A level that restricts yet lists no server that is served grants
+//! nothing, the `allow_all_keys` servers included (LiteLLM leaves those), as does
+//! `no-mcp-servers`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -139,11 +140,6 @@ impl Names {
                 None => per_server.push((name.clone(), list)),
             }
         }
-        if servers.is_empty() {
-            // It restricts, yet lists no server that is served: as in LiteLLM, only the
-            // allow_all_keys servers remain.
-            servers.clone_from(&self.public);
-        }
         Ok(Some(PermissionSpec {
             mcp_servers: Some(servers.into_iter().collect()),
             mcp_access_groups: None,
@@ -240,10 +236,9 @@ mod tests {
             ..row()
         };
         let spec = n.level(&r, &mut Vec::new()).unwrap().unwrap();
-        assert_eq!(
-            spec.mcp_servers.unwrap(),
-            ["status"],
-            "allow_all_keys servers only"
+        assert!(
+            spec.mcp_servers.unwrap().is_empty(),
+            "no server, allow_all_keys servers included"
         );
         assert_eq!(
             spec.mcp_tool_permissions.unwrap(),
