@@ -87,10 +87,22 @@ pub(crate) fn refused(
     request: Option<&McpRequest>,
     rejection: &Rejection,
 ) {
+    refused_on(audit, principal, request, None, rejection);
+}
+
+/// A request about a name of `server` (when the name was attributed to one) was refused.
+pub(crate) fn refused_on(
+    audit: &Auditor,
+    principal: Option<&Principal>,
+    request: Option<&McpRequest>,
+    server: Option<&Server>,
+    rejection: &Rejection,
+) {
     if !audit.is_enabled() {
         return;
     }
     let mut e = refusal_by(principal, request);
+    e.server = server.map(|s| Arc::clone(s.shared_name()));
     refusing(&mut e, rejection, None, None);
     audit.record(e);
 }

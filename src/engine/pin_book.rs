@@ -173,14 +173,32 @@ pub struct Sighting {
     /// The change to report, if this sighting is the first of a definition that does not
     /// match.
     pub change: Option<PinChange>,
+    /// The list showed this name before with another definition: the name is withheld and
+    /// refused until a list shows it once, and the list must be judged again (its earlier
+    /// entry of the name was judged before the second one showed up).
+    pub twice: bool,
 }
 
 #[derive(Default)]
 struct Entry {
     pinned: Option<(PinDigest, Option<PinParts>)>,
     seen: Option<Seen>,
-    /// The definition last reported, so that each change is reported once.
-    reported: Option<PinDigest>,
+    /// The definitions reported so far (until an approval), so that each change is reported
+    /// once however often a server alternates between definitions.
+    reported: Vec<PinDigest>,
+    /// The server's last list showed this name twice, with two definitions.
+    twice: bool,
+}
+
+impl Entry {
+    /// Reports `digest` unless it was reported already; says whether to.
+    fn report(&mut self, digest: PinDigest) -> bool {
+        if self.reported.contains(&digest) {
+            return false;
+        }
+        self.reported.push(digest);
+        true
+    }
 }
 
 #[derive(Default)]
@@ -244,6 +262,9 @@ fn verdict(
     configured: Option<PinDigest>,
     new_is_quarantined: bool,
 ) -> Verdict {
+    if entry.is_some_and(|e| e.twice) {
+        return Err(());
+    }
     let pin = configured.or_else(|| entry.and_then(|e| e.pinned.map(|p| p.0)));
     match (pin, entry.and_then(|e| e.seen.as_ref())) {
         (_, Some(seen)) if !seen.readable => Err(()),
@@ -307,10 +328,13 @@ impl PinBook {
         .is_ok()
     }
 
-    /// Records what a list says of one definition (`members`: its keys and JSON texts, `name`
-    /// its bare name), learning its pin if it has none and may have one. Says whether it may
-    /// be listed (the verdict [`PinBook::admits`] gives a call), and the change to report, once
-    /// per definition that does not match.
+    /// Records what the server lists now of one definition (`members`: its keys and JSON
+    /// texts, `name` its bare name), learning its pin if it has none and may have one. Says
+    /// whether it may be listed (the verdict [`PinBook::admits`] gives a call), and the change
+    /// to report, once per distinct definition that does not match.
+    ///
+    /// Only what the server itself lists now may be observed: a definition replayed from a
+    /// cache is judged with [`PinBook::admits_listed`], which learns nothing from it.
     pub fn observe<'a>(
         &self,
         kind: PinKind,
@@ -319,10 +343,25 @@ impl PinBook {
         rules: &PinRules,
         members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     ) -> Sighting {
+        self.sight(kind, server, name, rules, members, false)
+    }
+
+    /// [`PinBook::observe`], told whether the same list showed `name` before (`again`): a
+    /// second definition of one name in one list quarantines the name.
+    pub(crate) fn sight<'a>(
+        &self,
+        kind: PinKind,
+        server: &str,
+        name: &str,
+        rules: &PinRules,
+        members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+        again: bool,
+    ) -> Sighting {
         if rules.mode == PinMode::Off {
             return Sighting {
                 admitted: true,
                 change: None,
+                twice: false,
             };
         }
         let pinned_members = members.clone().filter(|(k, _)| kind.fields().contains(k));
@@ -333,7 +372,10 @@ impl PinBook {
             let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
             let pins = servers.get(server);
             let entry = pins.and_then(|s| s.items[slot(kind)].get(name));
+            // (The first sighting in a list of a name held for being listed twice must clear
+            // that, below.)
             if entry
+                .filter(|e| again || !e.twice)
                 .and_then(|e| e.seen.as_ref())
                 .is_some_and(|s| same_text(&s.text, pinned_members.clone()))
             {
@@ -342,6 +384,7 @@ impl PinBook {
                 return Sighting {
                     admitted: ok || !enforce,
                     change: None,
+                    twice: false,
                 };
             }
         }
@@ -365,6 +408,29 @@ impl PinBook {
         let new_is_quarantined = Self::new_is_quarantined(rules, kind, Some(pins));
         let entry = pins.items[slot(kind)].entry(name.into()).or_default();
         let before = verdict(Some(entry), configured, new_is_quarantined);
+        if again {
+            // The same list showed this name with another definition: neither is the one.
+            entry.twice = true;
+            let after = verdict(Some(entry), configured, new_is_quarantined);
+            if before != after {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
+            let change = entry.report(fingerprint.digest).then(|| PinChange {
+                kind,
+                server: server.into(),
+                name: name.into(),
+                pinned: configured.or(entry.pinned.map(|p| p.0)),
+                seen: fingerprint.digest,
+                changed: None,
+                enforced: enforce,
+            });
+            return Sighting {
+                admitted: !enforce,
+                change,
+                twice: true,
+            };
+        }
+        entry.twice = false;
         entry.seen = Some(Seen {
             text: text.into(),
             fingerprint,
@@ -388,20 +454,13 @@ impl PinBook {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         let admitted = after.is_ok() || !enforce;
-        if after.is_ok() {
-            entry.reported = None;
+        if after.is_ok() || !entry.report(fingerprint.digest) {
             return Sighting {
                 admitted,
                 change: None,
+                twice: false,
             };
         }
-        if entry.reported == Some(fingerprint.digest) {
-            return Sighting {
-                admitted,
-                change: None,
-            };
-        }
-        entry.reported = Some(fingerprint.digest);
         let pinned = configured.or(entry.pinned.map(|p| p.0));
         let changed = match entry.pinned {
             Some((digest, Some(parts))) if readable && Some(digest) == pinned => {
@@ -420,7 +479,48 @@ impl PinBook {
                 changed,
                 enforced: enforce,
             }),
+            twice: false,
         }
+    }
+
+    /// Whether a definition that was *not* just listed by its server — replayed from a cache,
+    /// or from a stream resumed after a reconnection — may be shown: only when the name is
+    /// admitted (as [`PinBook::admits`] says) and the definition is the pinned one. It learns
+    /// nothing, so a stale copy can neither release a quarantined definition nor pin one.
+    pub fn admits_listed<'a>(
+        &self,
+        kind: PinKind,
+        server: &str,
+        name: &str,
+        rules: &PinRules,
+        members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> bool {
+        if rules.mode != PinMode::Enforce {
+            return true;
+        }
+        let configured = rules.configured(kind).get(name).copied();
+        let pin = {
+            let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
+            let pins = servers.get(server);
+            let entry = pins.and_then(|s| s.items[slot(kind)].get(name));
+            let new_is_quarantined = Self::new_is_quarantined(rules, kind, pins);
+            if verdict(entry, configured, new_is_quarantined).is_err() {
+                return false;
+            }
+            let Some(pin) = configured.or_else(|| entry.and_then(|e| e.pinned.map(|p| p.0))) else {
+                // Not pinned yet, and not held back: what the server lists next decides.
+                return true;
+            };
+            // The text last listed, when it is the pinned definition, needs no digest.
+            let pinned_members = members.clone().filter(|(k, _)| kind.fields().contains(k));
+            if entry.and_then(|e| e.seen.as_ref()).is_some_and(|s| {
+                s.readable && s.fingerprint.digest == pin && same_text(&s.text, pinned_members)
+            }) {
+                return true;
+            }
+            pin
+        };
+        fingerprint(kind, name, members).is_ok_and(|f| f.digest == pin)
     }
 
     /// Ends one list of `servers`' definitions of `kind`: a complete list (no further page)
@@ -477,7 +577,7 @@ impl PinBook {
         }
         let parts = seen.filter(|s| s.digest == digest).map(|s| s.parts);
         entry.pinned = Some((digest, parts));
-        entry.reported = None;
+        entry.reported.clear();
         drop(servers);
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(store) = &self.store {
@@ -537,7 +637,7 @@ impl PinBook {
             let entry = s.items[slot(pin.kind)].entry(pin.name).or_default();
             if entry.pinned.map(|p| p.0) != Some(pin.digest) {
                 entry.pinned = Some((pin.digest, pin.parts));
-                entry.reported = None;
+                entry.reported.clear();
                 changed += 1;
             }
         }

@@ -17,6 +17,7 @@ use super::endpoint::{Endpoint, Taken, collect};
 use super::endpoint_reply::{json_reply, legacy, reply_bytes, stream_response};
 use super::shared::Shared;
 use super::upstream::UpstreamTransport;
+use crate::permission::ReplayedLists;
 use crate::protocol::sse;
 
 /// Answers the list request (of `L`) of `parts` and `body`, or gives them back untouched for
@@ -61,10 +62,11 @@ where
         return back(parts, bytes);
     }
     let downstream = session.as_ref().and_then(|s| shared.downstream(s));
+    let replayed = parts.extensions.get::<ReplayedLists>();
     let listed = upstreams
         .all(downstream.as_ref(), |_, relay| async move {
             let seen = match relay.lists().kept(L::LISTED) {
-                Ok(items) => return Ok(Some(items)),
+                Ok(items) => return Ok(Some((items, true))),
                 Err(seen) => seen,
             };
             let Some(route) = relay.route() else {
@@ -75,7 +77,7 @@ where
             match fetched {
                 Some(Ok(items)) => {
                     relay.lists().keep(L::LISTED, seen, &items);
-                    Ok(Some(items))
+                    Ok(Some((items, false)))
                 }
                 Some(Err(e)) => Err(e),
                 None => Ok(None),
@@ -85,9 +87,12 @@ where
     let mut merged = Vec::with_capacity(listed.len());
     for (id, name, items) in listed {
         // A session not recorded yet: rmcp's, whole (a list is safe to ask again).
-        let Some(items) = items else {
+        let Some((items, kept)) = items else {
             return back(parts, bytes);
         };
+        if let (true, Some(replayed)) = (kept, replayed) {
+            replayed.mark(&name);
+        }
         merged.push((id, name, items));
     }
     let items = aggregate::merge(shared, Some(L::KIND), merged, L::name, L::rename);

@@ -29,6 +29,7 @@ use super::shared::Shared;
 use super::tool_call::{self, ToolCall, forward_meta, relayed};
 use super::upstream_client::Relay;
 use crate::engine::NameKind;
+use crate::permission::ReplayedLists;
 
 /// One downstream session of the gateway (or one request, when stateless).
 #[derive(Clone)]
@@ -89,9 +90,22 @@ impl GatewayHandler {
     ) -> Vec<T>
     where
         F: Fn(Peer<RoleClient>, Relay) -> Fut,
-        Fut: Future<Output = Result<Vec<T>, ServiceError>>,
+        Fut: Future<Output = Result<(Vec<T>, bool), ServiceError>>,
     {
         let lists = self.upstreams(ctx).all(Some(&ctx.peer), fetch).await;
+        let replayed = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<ReplayedLists>());
+        let lists = lists
+            .into_iter()
+            .map(|(id, server, (items, kept))| {
+                if let (true, Some(replayed)) = (kept, replayed) {
+                    replayed.mark(&server);
+                }
+                (id, server, items)
+            })
+            .collect();
         aggregate::merge(&self.shared, kind, lists, name, set_name)
     }
 }

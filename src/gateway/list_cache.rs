@@ -83,23 +83,24 @@ impl ListCache {
         slots.changes[list.slot()] += 1;
     }
 
-    /// `list` as kept, else as `fetch` gets it (kept for next time).
+    /// `list` as kept, else as `fetch` gets it (kept for next time); and whether it was kept
+    /// (a replay, which tool pinning must not learn from).
     pub(crate) async fn get_or_fetch<T, Fut>(
         &self,
         list: Listed,
         fetch: impl FnOnce() -> Fut,
-    ) -> Result<Vec<T>, ServiceError>
+    ) -> Result<(Vec<T>, bool), ServiceError>
     where
         T: Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<T>, ServiceError>>,
     {
         let seen = match self.kept(list) {
-            Ok(items) => return Ok(items),
+            Ok(items) => return Ok((items, true)),
             Err(seen) => seen,
         };
         let items = fetch().await?;
         self.keep(list, seen, &items);
-        Ok(items)
+        Ok((items, false))
     }
 
     /// `list` as kept, if it is; else what to hand [`keep`](Self::keep) with the list fetched
@@ -146,45 +147,54 @@ mod tests {
     async fn a_list_is_kept_until_it_changes_or_expires() {
         let cache = ListCache::new(Duration::from_secs(3600));
         assert_eq!(
-            cache.get_or_fetch(Listed::Tools, fetch(1)).await.unwrap(),
+            cache.get_or_fetch(Listed::Tools, fetch(1)).await.unwrap().0,
             [1]
         );
         assert_eq!(
             cache.get_or_fetch(Listed::Tools, fetch(2)).await.unwrap(),
-            [1]
+            (vec![1], true),
+            "kept, and said to be"
         );
         // Each list is its own.
         assert_eq!(
-            cache.get_or_fetch(Listed::Prompts, fetch(3)).await.unwrap(),
+            cache
+                .get_or_fetch(Listed::Prompts, fetch(3))
+                .await
+                .unwrap()
+                .0,
             [3]
         );
         cache.changed(Listed::Tools);
         assert_eq!(
-            cache.get_or_fetch(Listed::Tools, fetch(4)).await.unwrap(),
+            cache.get_or_fetch(Listed::Tools, fetch(4)).await.unwrap().0,
             [4]
         );
         assert_eq!(
-            cache.get_or_fetch(Listed::Prompts, fetch(5)).await.unwrap(),
+            cache
+                .get_or_fetch(Listed::Prompts, fetch(5))
+                .await
+                .unwrap()
+                .0,
             [3]
         );
         // Expired: fetched again.
         let brief = ListCache::new(Duration::from_nanos(1));
         assert_eq!(
-            brief.get_or_fetch(Listed::Tools, fetch(6)).await.unwrap(),
+            brief.get_or_fetch(Listed::Tools, fetch(6)).await.unwrap().0,
             [6]
         );
         assert_eq!(
-            brief.get_or_fetch(Listed::Tools, fetch(7)).await.unwrap(),
+            brief.get_or_fetch(Listed::Tools, fetch(7)).await.unwrap().0,
             [7]
         );
         // A zero time to live keeps nothing.
         let off = ListCache::new(Duration::ZERO);
         assert_eq!(
-            off.get_or_fetch(Listed::Tools, fetch(8)).await.unwrap(),
+            off.get_or_fetch(Listed::Tools, fetch(8)).await.unwrap().0,
             [8]
         );
         assert_eq!(
-            off.get_or_fetch(Listed::Tools, fetch(9)).await.unwrap(),
+            off.get_or_fetch(Listed::Tools, fetch(9)).await.unwrap().0,
             [9]
         );
     }
@@ -200,8 +210,8 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(got, [1]);
-        let again = cache.get_or_fetch(Listed::Tools, fetch(2)).await.unwrap();
+        assert_eq!(got, (vec![1], false));
+        let again = cache.get_or_fetch(Listed::Tools, fetch(2)).await.unwrap().0;
         assert_eq!(again, [2], "the list fetched across a change was not kept");
     }
 }

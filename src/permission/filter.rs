@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 
+use super::replayed::{Replay, ReplayedLists};
 use super::scan::Scan;
 use crate::engine::{Catalog, Grant, NameIndex, NameKind};
 use crate::protocol::{Method, RequestId};
@@ -20,6 +21,8 @@ pub struct ListFilter {
     pub(crate) gatekeeper: crate::gatekeeper::Gatekeeper,
     /// Who asked, when decisions are audited (the list's event names them).
     pub(crate) caller: Option<Box<crate::engine::Principal>>,
+    /// Which servers' parts the inner service answered from a kept copy.
+    pub(crate) replayed: Option<ReplayedLists>,
 }
 
 impl ListFilter {
@@ -37,7 +40,15 @@ impl ListFilter {
             id,
             gatekeeper: gatekeeper.clone(),
             caller: None,
+            replayed: None,
         }
+    }
+
+    /// What of the reply was replayed from a kept copy, as marked by now.
+    pub(crate) fn replay(&self) -> Replay {
+        self.replayed
+            .as_ref()
+            .map_or(Replay::None, ReplayedLists::get)
     }
 
     /// If `message` is the JSON-RPC reply to our request, filters it (items outside the grant
@@ -51,7 +62,7 @@ impl ListFilter {
             return false;
         }
         if let Some(result) = obj.get_mut("result").and_then(Value::as_object_mut) {
-            let mut scan = Scan::new();
+            let mut scan = Scan::new(self.replay());
             self.filter_result(result, &mut scan);
             self.finish(&scan, true);
         }
@@ -73,7 +84,27 @@ impl ListFilter {
         scan.complete = !result.contains_key("nextCursor");
         match result.get_mut(key) {
             Some(Value::Array(items)) => {
-                items.retain_mut(|item| self.keep(catalog, &index, kind, field, item, scan));
+                let judge = |scan: &mut Scan| -> Vec<Option<Option<Vec<Box<str>>>>> {
+                    items
+                        .iter()
+                        .map(|item| self.keep(catalog, &index, kind, field, item, scan))
+                        .collect()
+                };
+                let mut verdicts = judge(scan);
+                if scan.twice {
+                    // A name showed twice: its first entry was judged before that was known.
+                    *scan = std::mem::replace(scan, Scan::new(Replay::All)).again();
+                    verdicts = judge(scan);
+                }
+                let mut verdicts = verdicts.into_iter();
+                items.retain_mut(|item| match verdicts.next().flatten() {
+                    Some(Some(params)) => {
+                        prune_schema(item, &params);
+                        true
+                    }
+                    Some(None) => true,
+                    None => false,
+                });
             }
             // Fail closed on a shape we do not understand.
             _ => {
@@ -88,19 +119,20 @@ impl ListFilter {
         }
     }
 
+    /// Whether `item` stays (`Some`), and the arguments its schema is pruned to, if any.
     fn keep(
         &self,
         catalog: &Catalog,
         index: &NameIndex,
         kind: NameKind,
         field: &str,
-        item: &mut Value,
+        item: &Value,
         scan: &mut Scan,
-    ) -> bool {
+    ) -> Option<Option<Vec<Box<str>>>> {
         let Some(name) = item.get(field).and_then(Value::as_str) else {
             scan.tally.offered += 1;
             scan.tally.withhold("unnamed");
-            return false;
+            return None;
         };
         let texts: Vec<(&str, String)> = match item.as_object() {
             Some(object) if self.grant.pins().is_some() => object
@@ -110,19 +142,14 @@ impl ListFilter {
             _ => Vec::new(),
         };
         let members = texts.iter().map(|(k, v)| (*k, v.as_str()));
-        let Some((server, bare)) = self.judge(catalog, index, kind, name, members, scan) else {
-            return false;
-        };
-        if kind == NameKind::Tool {
-            let params = catalog
+        let (server, bare) = self.judge(catalog, index, kind, name, members, scan)?;
+        Some(match kind {
+            NameKind::Tool => catalog
                 .server(server)
                 .allowed_params(bare)
-                .map(<[Box<str>]>::to_vec);
-            if let Some(params) = params {
-                prune_schema(item, &params);
-            }
-        }
-        true
+                .map(<[Box<str>]>::to_vec),
+            _ => None,
+        })
     }
 }
 
@@ -149,7 +176,8 @@ pub(crate) fn filter_any_list(
         return false;
     };
     let filter = ListFilter::new(grant.clone(), method, RequestId::Number(0), gk);
-    let mut scan = Scan::new();
+    // Not the reply to a request of this stream's: an earlier one, sent again.
+    let mut scan = Scan::new(Replay::All);
     filter.filter_result(result, &mut scan);
     filter.finish(&scan, false);
     true

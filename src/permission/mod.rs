@@ -64,6 +64,7 @@
 mod body;
 mod filter;
 mod raw;
+mod replayed;
 mod scan;
 mod text_filter;
 
@@ -86,6 +87,7 @@ use crate::rejection::Rejection;
 
 use self::body::FilterBody;
 pub use self::filter::ListFilter;
+pub use self::replayed::ReplayedLists;
 pub use self::text_filter::Unreadable;
 pub use crate::context::ToolTarget;
 
@@ -293,9 +295,10 @@ fn decide(
     }
     let method = head.method.as_ref().expect("requests have a method");
     let target = head.target.as_deref().unwrap_or_default();
-    let refused = |r: Rejection| {
+    let refused = |r: Rejection, server: Option<ServerId>| {
         let r = r.answering(head);
-        crate::trace::refused(gk.audit(), ext.get::<Principal>(), Some(head), &r);
+        let server = server.map(|s| grant.catalog().server(s));
+        crate::trace::refused_on(gk.audit(), ext.get::<Principal>(), Some(head), server, &r);
         Err(r)
     };
     let allowed = match method {
@@ -304,16 +307,16 @@ fn decide(
                 ext.insert(t);
                 t.server
             }
-            Err(d) => return refused(Rejection::tool_denied(target, d.by)),
+            Err(d) => return refused(Rejection::tool_denied(target, d.by), d.server),
         },
         Method::PromptsGet => match check_named(gk, grant, NameKind::Prompt, target) {
             Ok(server) => server,
-            Err(d) => return refused(Rejection::prompt_denied(target, d.by)),
+            Err(d) => return refused(Rejection::prompt_denied(target, d.by), d.server),
         },
         Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
             match check_named(gk, grant, NameKind::Resource, target) {
                 Ok(server) => server,
-                Err(d) => return refused(Rejection::resource_denied(target, d.by)),
+                Err(d) => return refused(Rejection::resource_denied(target, d.by), d.server),
             }
         }
         // A listen stream tells of changes to the resources it names: only to those this
@@ -321,7 +324,7 @@ fn decide(
         Method::SubscriptionsListen => {
             for uri in head.subscriptions.iter() {
                 if let Err(d) = check_named(gk, grant, NameKind::Resource, uri) {
-                    return refused(Rejection::resource_denied(uri, d.by));
+                    return refused(Rejection::resource_denied(uri, d.by), d.server);
                 }
             }
             return Ok(reply);
@@ -332,7 +335,14 @@ fn decide(
             if gk.audit().is_enabled() {
                 filter.caller = ext.get::<Principal>().cloned().map(Box::new);
             }
+            // Pinning learns only from lists a server gave now: an inner service with a cache
+            // marks what it replayed.
+            let replayed = filter.grant.pins().map(|_| ReplayedLists::default());
+            filter.replayed.clone_from(&replayed);
             reply.filter = Some(filter);
+            if let Some(replayed) = replayed {
+                ext.insert(replayed);
+            }
             return Ok(reply);
         }
         _ => return Ok(reply),

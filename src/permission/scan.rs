@@ -2,12 +2,16 @@
 //! tree paths), the definitions that no longer match their pins, and the tally its audit event
 //! reports.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+
 use crate::engine::{Attribution, Catalog, NameIndex, NameKind, PinChange, PinKind, PinMode};
 use crate::engine::{DeniedBy, ServerId};
 use crate::protocol::Method;
 use crate::trace::{ListTally, rule_of};
 
 use super::ListFilter;
+use super::replayed::Replay;
 
 /// The state of one list being filtered.
 pub(crate) struct Scan {
@@ -17,15 +21,41 @@ pub(crate) struct Scan {
     observed: Vec<ServerId>,
     /// Whether the list is complete (the reply names no further page).
     pub(crate) complete: bool,
+    /// Which servers' parts of the list were not listed by them now (judged, never learned
+    /// from).
+    replay: Replay,
+    /// The pinned names this list showed so far (by a hash of server and name), to tell a name
+    /// listed twice.
+    names: HashSet<u64>,
+    hasher: RandomState,
+    /// A name was listed twice with two definitions: its earlier entry was judged before that
+    /// showed, so the list must be judged again (see [`Scan::again`]).
+    pub(crate) twice: bool,
 }
 
 impl Scan {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(replay: Replay) -> Self {
         Self {
             tally: ListTally::default(),
             changes: Vec::new(),
             observed: Vec::new(),
             complete: true,
+            replay,
+            names: HashSet::new(),
+            hasher: RandomState::new(),
+            twice: false,
+        }
+    }
+
+    /// The scan of a second judgement of the same list, after a name showed twice: every item
+    /// judged by what the pin book holds now (the first judgement recorded it), learning
+    /// nothing more; the changes and servers the first one saw are kept for
+    /// [`ListFilter::finish`].
+    pub(crate) fn again(self) -> Self {
+        Self {
+            changes: self.changes,
+            observed: self.observed,
+            ..Self::new(Replay::All)
         }
     }
 }
@@ -72,12 +102,21 @@ impl ListFilter {
             let spec = catalog.server(server);
             let rules = spec.pin_rules();
             if rules.mode != PinMode::Off {
-                let sighting = book.observe(pin, spec.name(), bare, rules, members);
-                scan.changes.extend(sighting.change);
-                if !scan.observed.contains(&server) {
-                    scan.observed.push(server);
-                }
-                if !sighting.admitted {
+                let admitted = if scan.replay.covers(spec.name()) {
+                    book.admits_listed(pin, spec.name(), bare, rules, members)
+                } else {
+                    let first = scan
+                        .names
+                        .insert(scan.hasher.hash_one((server, pin as u8, bare)));
+                    let sighting = book.sight(pin, spec.name(), bare, rules, members, !first);
+                    scan.changes.extend(sighting.change);
+                    scan.twice |= sighting.twice;
+                    if !scan.observed.contains(&server) {
+                        scan.observed.push(server);
+                    }
+                    sighting.admitted
+                };
+                if !admitted {
                     scan.tally.withhold(rule_of(DeniedBy::Quarantined).0);
                     return None;
                 }

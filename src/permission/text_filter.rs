@@ -99,8 +99,21 @@ impl ListFilter {
     }
 
     fn filter_text(&self, text: &str, index: &NameIndex) -> Result<(Top, Scan), Unreadable> {
+        let (top, scan) = self.filter_text_with(text, index, Scan::new(self.replay()))?;
+        if scan.twice {
+            // A name showed twice: its first entry was judged before that was known.
+            return self.filter_text_with(text, index, scan.again());
+        }
+        Ok((top, scan))
+    }
+
+    fn filter_text_with(
+        &self,
+        text: &str,
+        index: &NameIndex,
+        mut scan: Scan,
+    ) -> Result<(Top, Scan), Unreadable> {
         let mut de = serde_json::Deserializer::from_str(text);
-        let mut scan = Scan::new();
         let top = serde::de::DeserializeSeed::deserialize(
             TopSeed {
                 filter: self,
