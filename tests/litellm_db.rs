@@ -628,6 +628,30 @@ async fn changes_made_through_litellm_reach_the_gateway_and_a_bad_row_fails_alon
     .await;
     assert!(took.is_some(), "a new key was not picked up");
 
+    // A row holding the master key: left out and reported; everything else keeps loading.
+    let master_sees = names(rest_list(&gw, MASTER).await.1);
+    assert!(master_sees.len() > 4, "{master_sees:?}");
+    sql(
+        &w.db,
+        &format!(
+            r#"INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, object_permission_id, models)
+               VALUES ('{}', 'impostor', 'op-store', '{{}}')"#,
+            digest(MASTER)
+        ),
+    )
+    .await;
+    assert!(
+        within(Duration::from_secs(5), || async {
+            (gw.problems)().join("\n").contains("impostor")
+        })
+        .await
+        .is_some(),
+        "{:?}",
+        gw.watch.status().report()
+    );
+    assert_eq!(gw.watch.status().report()["state"], "ok");
+    assert_eq!(names(rest_list(&gw, MASTER).await.1), master_sees);
+
     // A permission edited in place (the team gains a server) and a key blocked.
     sql(&w.db, r#"UPDATE "LiteLLM_ObjectPermissionTable" SET mcp_servers = ARRAY['id-wiki'] WHERE object_permission_id = 'op-key-github';
                  UPDATE "LiteLLM_VerificationToken" SET blocked = true, updated_at = now() WHERE key_alias = 'sk-both'"#).await;

@@ -399,6 +399,133 @@ async fn a_row_that_cannot_be_used_fails_closed_for_its_principal_only() {
 }
 
 #[tokio::test]
+async fn a_dangling_reference_fails_closed_for_its_principal_alone_on_every_replica() {
+    let Some(pg) = TestPg::start("dangling") else {
+        return;
+    };
+    let up = upstreams().await;
+    let a = replica(&pg.url(), &up.config, None).await;
+    let b = replica(&pg.url(), &up.config, None).await;
+    assert!(a.watch.loaded(Duration::from_secs(10)).await);
+    assert!(b.watch.loaded(Duration::from_secs(10)).await);
+    let db = Database::connect(&pg.url(), 4).unwrap();
+    sql(
+        &db,
+        "INSERT INTO gk_object_permissions (mcp_servers) VALUES ('{github}');
+         INSERT INTO gk_organizations (organization_id) VALUES ('acme');
+         INSERT INTO gk_teams (team_id, object_permission_id)
+             SELECT 'eng', max(id) FROM gk_object_permissions;
+         INSERT INTO gk_teams (team_id, organization_id) VALUES ('ops', 'acme');",
+    )
+    .await;
+    let in_team = |alias: &str, team: &str| {
+        let mut new = NewKey::alias(alias);
+        new.team_id = Some(team.into());
+        new
+    };
+    let good = db.create_key(&in_team("good", "eng")).await.unwrap().key;
+    let doomed = db.create_key(&in_team("doomed", "eng")).await.unwrap().key;
+    let orphan = db.create_key(&in_team("orphan", "eng")).await.unwrap().key;
+    let ops = db.create_key(&in_team("ops-key", "ops")).await.unwrap().key;
+    let github = vec![
+        "github-create_issue".to_owned(),
+        "github-list_issues".into(),
+    ];
+    within(Duration::from_secs(2), || async {
+        for r in [&a, &b] {
+            for k in [&good, &doomed, &orphan] {
+                if tools(r, k).await.ok().as_ref() != Some(&github) {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await
+    .expect("every key works on both replicas");
+    // References to rows that do not exist, written past the foreign keys (as a restore with
+    // triggers off or a logical replica writes them). No notification fires either.
+    sql(
+        &db,
+        "BEGIN;
+         SET LOCAL session_replication_role = replica;
+         UPDATE gk_keys SET team_id = 'gone' WHERE key_alias = 'orphan';
+         UPDATE gk_teams SET organization_id = 'vanished' WHERE team_id = 'ops';
+         INSERT INTO gk_keys (key_digest, key_alias, agent_id)
+             VALUES (sha256('sk-ghost-agent'::bytea), 'ghost', 'no-such-agent');
+         COMMIT;
+         INSERT INTO gk_keys (key_digest, key_alias) VALUES (sha256('sk-master'::bytea), 'impostor');",
+    )
+    .await;
+    // Then ordinary changes: a key revoked, a key created. Each replica applies them, while
+    // each bad reference fails closed for its own principal alone.
+    db.revoke_key(&KeyRef::Alias("doomed".into()))
+        .await
+        .unwrap();
+    let fresh = db.create_key(&in_team("fresh", "eng")).await.unwrap().key;
+    let took =
+        within(Duration::from_secs(2), || async {
+            for r in [&a, &b] {
+                let refused = |k: &str| {
+                    let k = k.to_owned();
+                    async move {
+                        matches!(tools(r, &k).await, Err((401, body)) if body.contains("blocked"))
+                    }
+                };
+                // (Each refused as a key that is known and blocked, not as an unknown one.)
+                if !(refused(&doomed).await
+                    && refused(&orphan).await
+                    && refused("sk-ghost-agent").await
+                    && tools(r, &good).await.ok().as_ref() == Some(&github)
+                    && tools(r, &fresh).await.ok().as_ref() == Some(&github)
+                    && tools(r, &ops).await.ok() == Some(Vec::new())
+                    && tools(r, "sk-master").await.is_ok_and(|t| t.len() == 3))
+                {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    assert!(
+        took.is_some(),
+        "a: {:?} / b: {:?}",
+        a.watch.status().report(),
+        b.watch.status().report()
+    );
+    for r in [&a, &b] {
+        let health = health_as(&r.running, Some("sk-master")).await;
+        assert_eq!(health["policy"]["state"], "ok", "{health}");
+        let problems = health["policy"]["problems"].to_string();
+        for what in [
+            "key \\\"orphan\\\": its team \\\"gone\\\"",
+            "team \\\"ops\\\": its organization \\\"vanished\\\"",
+            "key \\\"ghost\\\": its agent \\\"no-such-agent\\\"",
+            "key \\\"impostor\\\": the same key is in the configuration",
+        ] {
+            assert!(problems.contains(what), "{what} not in {problems}");
+        }
+    }
+    // The bad reference fixed: applied on both replicas as fast as any change.
+    let fixed = std::time::Instant::now();
+    sql(
+        &db,
+        "UPDATE gk_keys SET team_id = 'eng' WHERE key_alias = 'orphan'",
+    )
+    .await;
+    let took = within(Duration::from_secs(2), || async {
+        tools(&a, &orphan).await.ok().as_ref() == Some(&github)
+            && tools(&b, &orphan).await.ok().as_ref() == Some(&github)
+    })
+    .await;
+    assert!(took.is_some(), "the fixed key works on both replicas");
+    eprintln!(
+        "a fixed row applied on both replicas after {:?}",
+        fixed.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_replica_that_never_loaded_refuses_everything_then_serves_when_the_database_answers() {
     let Some(pg) = TestPg::start("never-loaded") else {
         return;

@@ -309,6 +309,13 @@ pub(crate) fn snapshot(
             Some(alias) => format!("key {alias:?}"),
             None => format!("key {}", digest.short_id()),
         };
+        if spec.master_key.as_ref().map(KeyMaterial::digest) == Some(digest) {
+            // The master key stays the master key; the row is left out.
+            problems.push(format!(
+                "{who}: it is the master key of the configuration; the row is left out"
+            ));
+            continue;
+        }
         let context = KeyContext {
             teams: &teams,
             orgs: &orgs,

@@ -75,8 +75,14 @@ impl Levels<'_> {
                 ));
                 (Some(nothing()), false)
             }
-            // The foreign key keeps the row; gone between two reads of one snapshot it cannot be.
-            None => (Some(nothing()), false),
+            // The foreign key keeps the row, unless it was bypassed (a restore with triggers
+            // off, a logical replica).
+            None => {
+                self.problems.push(format!(
+                    "{who}: its object permission {id} does not exist; refused until fixed"
+                ));
+                (Some(nothing()), false)
+            }
         }
     }
 
@@ -99,6 +105,130 @@ impl Levels<'_> {
                 (None, false)
             }
         }
+    }
+}
+
+/// Rows that repeat what the configuration defines (the same key, or the master key; a team,
+/// organisation, end user or agent of the same id): the configuration's entry applies, the row
+/// is left out and reported, and the rest of the policy loads. `from_config` counts the
+/// configuration's keys, teams, organisations, end users and agents, which come first.
+fn drop_duplicates(spec: &mut IdentitySpec, from_config: &[usize; 5], problems: &mut Vec<String>) {
+    use std::collections::HashSet;
+    fn drop<T>(
+        list: &mut Vec<T>,
+        from_config: usize,
+        id: impl Fn(&T) -> &str,
+        what: &str,
+        problems: &mut Vec<String>,
+    ) {
+        let configured: HashSet<String> = list[..from_config]
+            .iter()
+            .map(|t| id(t).to_owned())
+            .collect();
+        let mut i = 0;
+        list.retain(|t| {
+            i += 1;
+            let repeated = i > from_config && configured.contains(id(t));
+            if repeated {
+                problems.push(format!(
+                    "{what} {:?}: defined in the configuration too; the configuration's entry \
+                     applies and the row is left out",
+                    id(t)
+                ));
+            }
+            !repeated
+        });
+    }
+    let [keys, teams, orgs, end_users, agents] = *from_config;
+    drop(&mut spec.teams, teams, |t| &t.team_id, "team", problems);
+    drop(
+        &mut spec.organizations,
+        orgs,
+        |o| &o.id,
+        "organization",
+        problems,
+    );
+    drop(
+        &mut spec.end_users,
+        end_users,
+        |e| &e.id,
+        "end user",
+        problems,
+    );
+    drop(&mut spec.agents, agents, |a| &a.id, "agent", problems);
+    let mut taken: HashSet<KeyDigest> = spec.keys[..keys]
+        .iter()
+        .filter_map(|k| k.key.as_ref().map(KeyMaterial::digest))
+        .chain(spec.master_key.as_ref().map(KeyMaterial::digest))
+        .collect();
+    let mut i = 0;
+    spec.keys.retain(|k| {
+        i += 1;
+        let Some(digest) = k.key.as_ref().map(KeyMaterial::digest) else {
+            return true;
+        };
+        if i <= keys || taken.insert(digest) {
+            return true;
+        }
+        let who = k
+            .key_alias
+            .as_ref()
+            .map_or_else(|| digest.short_id().to_string(), |a| format!("{a:?}"));
+        problems.push(format!(
+            "key {who}: the same key is in the configuration (or is the master key); the \
+             configuration's entry applies and the row is left out"
+        ));
+        false
+    });
+}
+
+/// References to ids that do not exist — which the foreign keys prevent, unless they were
+/// bypassed (a restore with triggers off, a logical replica) — fail closed for the principal
+/// that holds them, and are reported; the rest of the policy loads. A team whose organisation
+/// is missing grants nothing (so neither do its keys); a key whose team, organisation or agent
+/// is missing is refused.
+fn fail_dangling(spec: &mut IdentitySpec, problems: &mut Vec<String>) {
+    use std::collections::HashSet;
+    let orgs: HashSet<String> = spec.organizations.iter().map(|o| o.id.clone()).collect();
+    let agents: HashSet<String> = spec.agents.iter().map(|a| a.id.clone()).collect();
+    for team in &mut spec.teams {
+        if let Some(org) = &team.organization_id
+            && !orgs.contains(org)
+        {
+            problems.push(format!(
+                "team {:?}: its organization {org:?} does not exist; it grants nothing until \
+                 fixed",
+                team.team_id
+            ));
+            team.organization_id = None;
+            team.permissions = Some(nothing());
+        }
+    }
+    let teams: HashSet<String> = spec.teams.iter().map(|t| t.team_id.clone()).collect();
+    for key in &mut spec.keys {
+        let mut missing = Vec::new();
+        if let Some(team) = key.team_id.take_if(|t| !teams.contains(t)) {
+            missing.push(format!("its team {team:?}"));
+        }
+        if let Some(org) = key.organization_id.take_if(|o| !orgs.contains(o)) {
+            missing.push(format!("its organization {org:?}"));
+        }
+        if let Some(agent) = key.agent_id.take_if(|a| !agents.contains(a)) {
+            missing.push(format!("its agent {agent:?}"));
+        }
+        if missing.is_empty() {
+            continue;
+        }
+        let who = match (&key.key_alias, &key.key) {
+            (Some(alias), _) => format!("key {alias:?}"),
+            (None, Some(KeyMaterial::Digest(d))) => format!("key {}", d.short_id()),
+            (None, _) => "a key".to_owned(),
+        };
+        problems.push(format!(
+            "{who}: {} does not exist; refused until fixed",
+            missing.join(", ")
+        ));
+        key.blocked = true;
     }
 }
 
@@ -204,6 +334,13 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
         .identity_spec(&catalog)
         .map_err(|e| DbError::new("reading the configuration", e.to_string()))?;
 
+    let from_config = [
+        spec.keys.len(),
+        spec.teams.len(),
+        spec.organizations.len(),
+        spec.end_users.len(),
+        spec.agents.len(),
+    ];
     // Object permissions by id: each usable against this catalog, or why not.
     let mut permissions = HashMap::new();
     for row in &perms {
@@ -304,6 +441,8 @@ pub(crate) async fn load(db: &Database, config: &Config) -> Result<Loaded, DbErr
             limits,
         });
     }
+    drop_duplicates(&mut spec, &from_config, &mut problems);
+    fail_dangling(&mut spec, &mut problems);
     let identities = crate::config::build_identities(&catalog, &spec)
         .map_err(|e| DbError::new("building the identities", e.to_string()))?;
     Ok(Loaded {

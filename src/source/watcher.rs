@@ -85,7 +85,13 @@ async fn run(
                     "policy: cannot load from {name}: {e}; {serving}; retrying in {backoff:?}"
                 ));
                 status.record_failure(&e);
-                tokio::time::sleep(backoff).await;
+                // Retried after the back-off, or at once when the source says it changed (the
+                // fix of what made this load fail, say); a source that cannot say so now only
+                // waits.
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    Ok(()) = source.changed() => {}
+                }
                 backoff = (backoff * 2).min(options.max_backoff);
                 continue;
             }
@@ -103,5 +109,64 @@ async fn run(
             }
             () = tokio::time::sleep(options.resync) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::gatekeeper::PolicySnapshot;
+    use crate::source::{SourceError, SourceFuture};
+
+    /// Fails its first load; says it changed when told to.
+    struct FailsOnce {
+        loads: AtomicUsize,
+        changed: tokio::sync::Notify,
+    }
+
+    impl PolicySource for FailsOnce {
+        fn describe(&self) -> String {
+            "fails once".into()
+        }
+        fn load(&self) -> SourceFuture<'_, PolicySnapshot> {
+            Box::pin(async move {
+                if self.loads.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(SourceError::new("a row that cannot be read"));
+                }
+                Ok(Config::from_json_str("{}").unwrap().policy().unwrap())
+            })
+        }
+        fn changed(&self) -> SourceFuture<'_, ()> {
+            Box::pin(async move {
+                self.changed.notified().await;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_is_retried_as_soon_as_the_source_changes() {
+        let source = Arc::new(FailsOnce {
+            loads: AtomicUsize::new(0),
+            changed: tokio::sync::Notify::new(),
+        });
+        let options = WatchOptions {
+            min_backoff: Duration::from_secs(3600),
+            ..WatchOptions::default()
+        };
+        let config = Config::from_json_str("{}").unwrap();
+        let gk = Gatekeeper::new(PolicySnapshot::pending(Arc::new(config.catalog().unwrap())));
+        let watch = watch(gk, source.clone(), options);
+        while source.loads.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!watch.loaded(Duration::from_millis(50)).await);
+        // Fixed and announced: loaded at once, not after the hour-long back-off.
+        source.changed.notify_one();
+        assert!(watch.loaded(Duration::from_secs(5)).await);
+        assert!(watch.status().is_healthy());
     }
 }
