@@ -16,14 +16,17 @@ mod tls_listener;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use axum::response::IntoResponse;
 use axum::serve::ListenerExt;
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::cost::JsonlSink;
 use mcp_gatekeeper::engine::ToolPrefix;
 use mcp_gatekeeper::gateway::{Gateway, UpstreamSpec};
 use mcp_gatekeeper::identity::{IdentityLayer, SessionBindings};
+use mcp_gatekeeper::rejection::Rejection;
+use tower::ServiceExt;
 
 const DEMO: &str = include_str!("support/demo.json");
 
@@ -72,7 +75,9 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-async fn build(args: &Args) -> Result<(Gateway, deployment::Deployment), String> {
+/// The configuration to serve (the file's, or the embedded demo's, then `true`), checked as far
+/// as it can be without a database.
+fn configuration(args: &Args) -> Result<(Config, bool), String> {
     let (config, demo) = match &args.config {
         Some(path) => (Config::from_path(path).map_err(|e| e.to_string())?, false),
         None => (
@@ -80,6 +85,23 @@ async fn build(args: &Args) -> Result<(Gateway, deployment::Deployment), String>
             true,
         ),
     };
+    let named = |e: String| match &args.config {
+        Some(path) => format!("{}: {e}", path.display()),
+        None => e,
+    };
+    config
+        .general_settings
+        .deployment()
+        .map_err(|e| named(e.to_string()))?;
+    config.catalog().map_err(|e| named(e.to_string()))?;
+    Ok((config, demo))
+}
+
+async fn build(
+    args: &Args,
+    config: Config,
+    demo: bool,
+) -> Result<(Gateway, deployment::Deployment), String> {
     let deployment = deployment::setup(&config, args.config.as_deref())
         .await
         .map_err(|e| match &args.config {
@@ -155,43 +177,29 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (gateway, deployment) = match build(&args).await {
-        Ok(g) => g,
+    // What can be checked without a database is checked before anything listens: a bad
+    // configuration exits at once.
+    let (config, demo) = match configuration(&args) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("gateway: bad configuration: {e}");
             return ExitCode::from(2);
         }
     };
-    let mut layer = gateway.gatekeeper().layer().limit(deployment.limit.clone());
-    if let Some(spend) = &deployment.spend {
-        layer = layer.spend_sink(deployment::SharedSink(Arc::clone(spend)));
-    }
-    if let Some(path) = &args.spend_log {
-        match std::fs::OpenOptions::new()
+    let spend_log = match &args.spend_log {
+        Some(path) => match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
         {
-            Ok(file) => layer = layer.spend_sink(JsonlSink::new(file)),
+            Ok(file) => Some(JsonlSink::new(file)),
             Err(e) => {
                 eprintln!("gateway: cannot open the spend log {}: {e}", path.display());
                 return ExitCode::from(2);
             }
-        }
-    }
-    if gateway
-        .gatekeeper()
-        .policy()
-        .catalog()
-        .settings()
-        .tool_prefix
-        == ToolPrefix::Never
-    {
-        // Bare names are placed by an index of what each upstream offers: fill it now, so
-        // clients with pinned tool names can call before anyone lists.
-        let gateway = gateway.clone();
-        tokio::spawn(async move { gateway.refresh_names().await });
-    }
+        },
+        None => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => match tls_listener::server_config(cert, key) {
             Ok(config) => Some(config),
@@ -202,33 +210,6 @@ async fn main() -> ExitCode {
         },
         _ => None,
     };
-    // With `general_settings.session_secret`, session ids are signed for their caller so every
-    // replica verifies them alike.
-    let bindings = Arc::new(match &deployment.session_secret {
-        Some(secret) => SessionBindings::signed(secret),
-        None => SessionBindings::default(),
-    });
-    // With `general_settings.oauth`, bearer tokens are accepted besides keys.
-    #[cfg(feature = "oauth")]
-    let router = match gateway.oauth() {
-        Some(oauth) => {
-            let identity =
-                IdentityLayer::with_resolver(gateway.gatekeeper().clone(), oauth.clone())
-                    .session_bindings(Some(bindings));
-            gateway.router(layer.identity(identity))
-        }
-        None => {
-            let identity =
-                IdentityLayer::new(gateway.gatekeeper().clone()).session_bindings(Some(bindings));
-            gateway.router(layer.identity(identity))
-        }
-    };
-    #[cfg(not(feature = "oauth"))]
-    let router = {
-        let identity =
-            IdentityLayer::new(gateway.gatekeeper().clone()).session_bindings(Some(bindings));
-        gateway.router(layer.identity(identity))
-    };
     let listener = match tokio::net::TcpListener::bind(args.bind).await {
         Ok(l) => l,
         Err(e) => {
@@ -236,6 +217,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let style = config.settings().denial_style;
     let addr = listener.local_addr().expect("bound");
     let scheme = if tls.is_some() { "https" } else { "http" };
     let offers = if tls.is_some() {
@@ -244,9 +226,39 @@ async fn main() -> ExitCode {
         " (plain HTTP)"
     };
     println!("mcp-gatekeeper gateway listening on {scheme}://{addr}/mcp{offers}");
-    if args.config.is_none() {
-        println!("{}", curl_lines(&format!("{scheme}://{addr}")));
+    // The stores (policy, pins, spend, audit, limits) connect in the background: until they
+    // are set up, `/health` answers 503 `unavailable` and every other request the 503 of a
+    // policy not loaded yet; then everything is served.
+    let ready: Arc<OnceLock<Ready>> = Arc::default();
+    {
+        let ready = Arc::clone(&ready);
+        let base = format!("{scheme}://{addr}");
+        tokio::spawn(async move {
+            match assemble(&args, config, demo, spend_log).await {
+                Ok(assembled) => {
+                    let _ = ready.set(assembled);
+                    if demo {
+                        println!("{}", curl_lines(&base));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("gateway: bad configuration: {e}");
+                    std::process::exit(2);
+                }
+            }
+        });
     }
+    let router = axum::Router::new().fallback_service(tower::service_fn(
+        move |request: axum::extract::Request| {
+            let ready = Arc::clone(&ready);
+            async move {
+                match ready.get() {
+                    Some(ready) => ready.router.clone().oneshot(request).await,
+                    None => Ok(starting(&request, style)),
+                }
+            }
+        },
+    ));
     // Ctrl-C or SIGTERM: stop accepting, give requests in flight a few seconds (event streams
     // never end by themselves), then exit; stdio upstreams are killed as the gateway drops.
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -284,8 +296,6 @@ async fn main() -> ExitCode {
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         } => Ok(()),
     };
-    drop(gateway);
-    drop(deployment);
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -293,6 +303,94 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The gateway once its stores are set up, and what must live as long as it.
+struct Ready {
+    router: axum::Router,
+    _gateway: Gateway,
+    _deployment: deployment::Deployment,
+}
+
+/// The answer while the stores are being set up: `/health` is `unavailable`, anything else
+/// refused as it is while the policy is not loaded (503).
+fn starting(
+    request: &axum::extract::Request,
+    style: mcp_gatekeeper::engine::DenialStyle,
+) -> axum::response::Response {
+    if request.uri().path() == "/health" {
+        return (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "unavailable"})),
+        )
+            .into_response();
+    }
+    Rejection::policy_unavailable()
+        .into_response::<mcp_gatekeeper::body::Body>(style)
+        .map(axum::body::Body::new)
+}
+
+/// Builds the gateway and its stack; waits for whatever must be read before anything is
+/// served (a LiteLLM database's servers, stored pins).
+async fn assemble(
+    args: &Args,
+    config: Config,
+    demo: bool,
+    spend_log: Option<JsonlSink<std::fs::File>>,
+) -> Result<Ready, String> {
+    let (gateway, deployment) = build(args, config, demo).await?;
+    let mut layer = gateway.gatekeeper().layer().limit(deployment.limit.clone());
+    if let Some(spend) = &deployment.spend {
+        layer = layer.spend_sink(deployment::SharedSink(Arc::clone(spend)));
+    }
+    if let Some(sink) = spend_log {
+        layer = layer.spend_sink(sink);
+    }
+    if gateway
+        .gatekeeper()
+        .policy()
+        .catalog()
+        .settings()
+        .tool_prefix
+        == ToolPrefix::Never
+    {
+        // Bare names are placed by an index of what each upstream offers: fill it now, so
+        // clients with pinned tool names can call before anyone lists.
+        let gateway = gateway.clone();
+        tokio::spawn(async move { gateway.refresh_names().await });
+    }
+    // With `general_settings.session_secret`, session ids are signed for their caller so every
+    // replica verifies them alike.
+    let bindings = Arc::new(match &deployment.session_secret {
+        Some(secret) => SessionBindings::signed(secret),
+        None => SessionBindings::default(),
+    });
+    // With `general_settings.oauth`, bearer tokens are accepted besides keys.
+    #[cfg(feature = "oauth")]
+    let router = match gateway.oauth() {
+        Some(oauth) => {
+            let identity =
+                IdentityLayer::with_resolver(gateway.gatekeeper().clone(), oauth.clone())
+                    .session_bindings(Some(bindings));
+            gateway.router(layer.identity(identity))
+        }
+        None => {
+            let identity =
+                IdentityLayer::new(gateway.gatekeeper().clone()).session_bindings(Some(bindings));
+            gateway.router(layer.identity(identity))
+        }
+    };
+    #[cfg(not(feature = "oauth"))]
+    let router = {
+        let identity =
+            IdentityLayer::new(gateway.gatekeeper().clone()).session_bindings(Some(bindings));
+        gateway.router(layer.identity(identity))
+    };
+    Ok(Ready {
+        router,
+        _gateway: gateway,
+        _deployment: deployment,
+    })
 }
 
 /// The configured upstreams whose certificates are not verified (`ssl_verify: false`).

@@ -233,6 +233,95 @@ async fn replica(config: &Path, url: &str, key: &str) -> (tokio::process::Child,
 
 #[cfg(all(unix, feature = "postgres"))]
 #[tokio::test]
+async fn a_replica_started_while_its_database_is_down_answers_at_once_and_serves_when_it_is_back() {
+    use common::postgres::TestPg;
+    let Some(pg) = TestPg::start("down-at-start") else {
+        return;
+    };
+    let (up, _github) = upstream().await;
+    let config = pg.scratch("config").join("gateway.json");
+    // The README's replica configuration: policy, pins and spend in the database.
+    std::fs::write(
+        &config,
+        json!({
+            "general_settings": {
+                "master_key": "sk-master",
+                "database_url": "os.environ/GK_TEST_DATABASE_URL",
+                "spend_sink": {"type": "postgres", "spool_dir": pg.scratch("spool").to_str().unwrap()},
+                "audit": {"sinks": [{"type": "postgres"}]},
+            },
+            "mcp_servers": {"github": {"url": up.url("/mcp")}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    pg.down();
+    let started = Instant::now();
+    let (mut child, line) = example_gateway(
+        &[
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--bind"),
+            OsStr::new("127.0.0.1:0"),
+        ],
+        &[("GK_TEST_DATABASE_URL", OsStr::new(&pg.url()))],
+    )
+    .await;
+    let port = port_in(&line);
+    let http = http_client();
+    // Listening at once: /health says unavailable (503), MCP and REST get the 503 of a policy
+    // not loaded yet, for as long as the database is away.
+    for _ in 0..3 {
+        let health = http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .expect("the replica answers while its database is down");
+        assert_eq!(health.status(), 503);
+        assert_eq!(
+            health.json::<Value>().await.unwrap(),
+            json!({"status": "unavailable"})
+        );
+        let mcp = http
+            .post(format!("http://127.0.0.1:{port}/mcp"))
+            .header("x-litellm-api-key", "sk-master")
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(mcp.status(), 503);
+        let body = mcp.text().await.unwrap();
+        assert!(body.contains("not loaded"), "{body}");
+        assert_eq!(status_of(port, "sk-master").await, 503);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!(
+        "answered while the database was down, {:?} after start",
+        started.elapsed()
+    );
+    // The database back: everything is served, without a restart.
+    pg.up();
+    let back = Instant::now();
+    assert!(
+        until(Duration::from_secs(30), || async {
+            status_of(port, "sk-master").await == 200
+        })
+        .await,
+        "the replica serves once its database answers"
+    );
+    eprintln!("serving {:?} after the database came back", back.elapsed());
+    let health = http
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    child.kill().await.unwrap();
+}
+
+#[cfg(all(unix, feature = "postgres"))]
+#[tokio::test]
 async fn a_replica_killed_mid_load_loses_no_spend_for_an_answered_call() {
     use common::postgres::TestPg;
     use mcp_gatekeeper::postgres::Database;
