@@ -70,6 +70,7 @@
 //! The core depends only on tower, http, http-body, bytes, serde, serde_json and futures,
 //! plus `sha2` (key digests), `arc-swap` (the reloadable policy) and `serde_path_to_error`
 //! (config error paths).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
 pub mod body;
@@ -89,17 +90,21 @@ pub mod limit;
 mod limit_hold;
 mod list_memo;
 #[cfg(feature = "litellm-db")]
+#[cfg_attr(docsrs, doc(cfg(feature = "litellm-db")))]
 pub mod litellm_db;
 pub mod namespace;
 #[cfg(feature = "openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub mod openai;
 pub mod params;
 pub mod permission;
 pub mod pin_file;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod protocol;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_limits;
 pub mod rejection;
 pub mod source;
@@ -111,6 +116,8 @@ mod trace;
 pub use gatekeeper::{Gatekeeper, Limits, PolicySnapshot};
 pub use stack::{GatekeeperLayer, Stack};
 #[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
 #[cfg(feature = "oauth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oauth")))]
 pub mod oauth;
