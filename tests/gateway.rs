@@ -88,7 +88,22 @@ async fn call_until_ok(client: &Client, name: &str) -> Result<String, String> {
 }
 
 fn config(up: &Upstreams, extra: &str) -> Config {
-    let doc = format!(
+    Config::from_json_str(&config_doc(up, extra)).unwrap()
+}
+
+/// [`config`] with the upstreams spoken to with the initialize handshake, for what exists only
+/// there: upstream sessions, and an upstream's requests in the middle of a call (2026-07-28,
+/// which the default discovers and rmcp speaks, returns input-required results instead).
+fn handshake_config(up: &Upstreams, extra: &str) -> Config {
+    let doc = config_doc(up, extra).replace(
+        r#""url": ""#,
+        r#""protocol_version": "2025-11-25", "url": ""#,
+    );
+    Config::from_json_str(&doc).unwrap()
+}
+
+fn config_doc(up: &Upstreams, extra: &str) -> String {
+    format!(
         r#"{{
       "general_settings": {{"master_key": "sk-admin", "enable_mcp_registry": true{extra}}},
       "mcp_servers": {{
@@ -107,8 +122,7 @@ fn config(up: &Upstreams, extra: &str) -> Config {
     }}"#,
         gh = up.urls[0],
         wiki = up.urls[1]
-    );
-    Config::from_json_str(&doc).unwrap()
+    )
 }
 
 async fn gateway_with(
@@ -218,7 +232,7 @@ async fn callers_see_and_call_exactly_their_tools_across_upstreams() {
 #[tokio::test]
 async fn one_upstream_session_per_caller_never_shared() {
     let up = upstreams().await;
-    let (gw, gateway) = gateway_with(&config(&up, ""), |b| b).await;
+    let (gw, gateway) = gateway_with(&handshake_config(&up, ""), |b| b).await;
     let url = gw.url("/mcp");
     for _ in 0..3 {
         let alice = connect(&url, &[("x-litellm-api-key", "sk-alice")])
@@ -1035,7 +1049,7 @@ async fn modern_client<H: rmcp::ClientHandler>(
 async fn upstream_sampling_reaches_modern_callers_in_rounds_bound_to_the_caller() {
     use rmcp::model::{CallToolRequestParams, CallToolResponse, InputResponses};
     let up = upstreams().await;
-    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let (gw, _) = gateway_with(&handshake_config(&up, ""), |b| b).await;
     let url = gw.url("/mcp");
     // rmcp's client runs the rounds itself: the upstream's question, asked of a caller on
     // 2026-07-28, comes back in an InputRequiredResult and its answer reaches the upstream.
@@ -1161,7 +1175,7 @@ async fn upstream_sampling_reaches_handshake_callers_on_the_direct_path() {
     use rmcp::ServiceExt;
     use rmcp::model::CallToolRequestParams;
     let up = upstreams().await;
-    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let (gw, _) = gateway_with(&handshake_config(&up, ""), |b| b).await;
     let url = gw.url("/mcp");
     let client =
         |key: &'static str, answer: &'static str| Sampler(answer).serve(keyed_transport(&url, key));
@@ -1188,7 +1202,8 @@ async fn upstream_sampling_reaches_handshake_callers_on_the_direct_path() {
 async fn stateless_gateway(up: &Upstreams, json_response: bool) -> Running {
     use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
     use tower::Layer;
-    let config = config(up, "");
+    // The upstreams' requests in a call are what these tests are about: the handshake.
+    let config = handshake_config(up, "");
     let gk = Gatekeeper::new(config.policy().unwrap());
     let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
     let mut c = StreamableHttpServerConfig::default();
@@ -1361,7 +1376,7 @@ async fn warm(http: &reqwest::Client, url: &str, key: &str, sid: &str, name: &st
 async fn upstream_requests_reach_session_callers_answered_by_the_endpoint_and_only_their_answers_return()
  {
     let up = upstreams().await;
-    let (gw, _) = gateway_with(&config(&up, ""), |b| b).await;
+    let (gw, _) = gateway_with(&handshake_config(&up, ""), |b| b).await;
     let http = http_client();
     let url = gw.url("/mcp");
     let bob = raw_session(&http, &url, "sk-bob").await;

@@ -1,7 +1,8 @@
 //! The gateway keeps each upstream session's lists: a caller's next `tools/list` is answered
 //! without asking the upstream, a changed list is seen once the upstream announces the change
 //! or the list's time to live has passed, and a list is never served to a caller with other
-//! credentials than the ones the upstream gave it to.
+//! credentials than the ones the upstream gave it to. The upstream is spoken to with the
+//! handshake (pinned), whose sessions carry its change announcements.
 #![cfg(feature = "gateway")]
 
 mod common;
@@ -102,7 +103,7 @@ async fn caller(gw: &Running, credential: &str) -> Client {
 async fn gateway(upstream: &Running, ttl_seconds: u64) -> Running {
     let (gw, _) = gateway_from_json(&format!(
         r#"{{"general_settings": {{"master_key": "sk-admin", "mcp_list_cache_ttl_seconds": {ttl_seconds}}},
-             "mcp_servers": {{"catalogue": {{"url": "{}"}}}}}}"#,
+             "mcp_servers": {{"catalogue": {{"url": "{}", "protocol_version": "2025-11-25"}}}}}}"#,
         upstream.url("/mcp")
     ))
     .await;

@@ -2,7 +2,9 @@
 //! streams are told only about servers in its grant and scope, and about the resources it
 //! named, which it must be allowed to read; upstream announcements reach handshake callers
 //! under the names they know. Capabilities: an upstream's request the caller did not declare
-//! it can answer fails the call with -32021.
+//! it can answer fails the call with -32021. The upstreams are spoken to with the handshake
+//! (pinned: the default discovers 2026-07-28, where upstreams announce on listen streams and
+//! make no requests of their client).
 #![cfg(feature = "gateway")]
 #![allow(deprecated)] // sampling is deprecated in the newest protocol; upstreams still ask for it
 
@@ -50,7 +52,8 @@ async fn setup() -> Setup {
     let doc = format!(
         r#"{{
       "general_settings": {{"master_key": "sk-admin"}},
-      "mcp_servers": {{"github": {{"url": "{}"}}, "wiki": {{"url": "{}"}}}},
+      "mcp_servers": {{"github": {{"url": "{}", "protocol_version": "2025-11-25"}},
+                      "wiki": {{"url": "{}", "protocol_version": "2025-11-25"}}}},
       "keys": [
         {{"key": "sk-alice", "object_permission": {{"mcp_servers": ["github", "wiki"]}}}},
         {{"key": "sk-bob", "object_permission": {{"mcp_servers": ["wiki"]}}}}

@@ -87,19 +87,63 @@ pub struct UpstreamSpec {
     pub protocol: UpstreamProtocol,
     /// How its certificate is verified and which certificate it is shown (`https` URLs).
     pub tls: UpstreamTls,
+    /// What its last session was opened with (see [`Spoken`]), shared by the spec's clones.
+    pub(crate) spoken: Arc<std::sync::atomic::AtomicU8>,
 }
 
 /// The protocol the gateway speaks to an upstream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UpstreamProtocol {
-    /// The initialize handshake, at 2025-11-25 (or what the server answers with).
+    /// What a client does (the default): ask with `server/discover` and speak the newest era
+    /// the server offers (2026-07-28), else the initialize handshake (2025-11-25, or what the
+    /// server answers with).
     #[default]
+    Discover,
+    /// The initialize handshake only, at 2025-11-25 (`protocol_version: "2025-11-25"`).
     Handshake,
-    /// 2026-07-28 where the server speaks it (asked with `server/discover`), else the handshake.
-    /// The server's input-required results then reach callers as the requests they carry (see
-    /// the gateway's rounds), and its requests of its client are gone.
+    /// 2026-07-28 only (`protocol_version: "2026-07-28"`): a server that does not speak it is
+    /// not served. With 2026-07-28 (chosen or discovered), the server's input-required results
+    /// reach callers as the requests they carry (see the gateway's rounds), and its requests of
+    /// its client are gone.
     Latest,
+}
+
+/// What an upstream's last session was opened with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Spoken {
+    /// No session yet.
+    Unknown = 0,
+    /// The initialize handshake.
+    Handshake = 1,
+    /// 2026-07-28.
+    Latest = 2,
+}
+
+impl UpstreamSpec {
+    /// What its last session was opened with.
+    pub(crate) fn spoken(&self) -> Spoken {
+        match self.spoken.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Spoken::Handshake,
+            2 => Spoken::Latest,
+            _ => Spoken::Unknown,
+        }
+    }
+
+    /// Whether its sessions are opened with the handshake, as configured or as discovered.
+    pub(crate) fn speaks_handshake(&self) -> bool {
+        match self.protocol {
+            UpstreamProtocol::Handshake => true,
+            UpstreamProtocol::Latest => false,
+            UpstreamProtocol::Discover => self.spoken() == Spoken::Handshake,
+        }
+    }
+
+    /// Whether it may speak 2026-07-28 (configured, or open to discovery).
+    pub(crate) fn may_speak_latest(&self) -> bool {
+        self.protocol != UpstreamProtocol::Handshake
+    }
 }
 
 impl fmt::Debug for UpstreamSpec {
@@ -135,8 +179,9 @@ impl UpstreamSpec {
             extra_headers: Vec::new(),
             static_headers: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
-            protocol: UpstreamProtocol::Handshake,
+            protocol: UpstreamProtocol::Discover,
             tls: UpstreamTls::default(),
+            spoken: Arc::default(),
         }
     }
 
@@ -306,8 +351,10 @@ impl UpstreamSpec {
             timeout: c.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64),
             protocol: match c.protocol_version.as_deref() {
                 Some("2026-07-28") => UpstreamProtocol::Latest,
-                _ => UpstreamProtocol::Handshake,
+                Some(_) => UpstreamProtocol::Handshake,
+                None => UpstreamProtocol::Discover,
             },
+            spoken: Arc::default(),
         })
     }
 }
@@ -399,6 +446,7 @@ pub(crate) fn connect(
     let spec = spec.clone();
     Box::pin(async move {
         let protocol = spec.protocol;
+        let spoken = Arc::clone(&spec.spoken);
         match &spec.transport {
             UpstreamTransport::Http(url) => {
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
@@ -414,6 +462,7 @@ pub(crate) fn connect(
                     relay.clone(),
                     StreamableHttpClientTransport::with_client(client, config),
                     protocol,
+                    &spoken,
                 )
                 .await
                 .map_err(|e| {
@@ -441,7 +490,7 @@ pub(crate) fn connect(
             }
             UpstreamTransport::Sse(url) => {
                 let transport = sse_client::connect(http, url.clone(), headers).await?;
-                open(relay, transport, protocol).await
+                open(relay, transport, protocol, &spoken).await
             }
             UpstreamTransport::Stdio { command, args, env } => {
                 let mut cmd = tokio::process::Command::new(command);
@@ -451,12 +500,12 @@ pub(crate) fn connect(
                     .kill_on_drop(true);
                 let child = TokioChildProcess::new(cmd)
                     .map_err(|e| format!("cannot start {command}: {e}"))?;
-                open(relay, child, protocol).await
+                open(relay, child, protocol, &spoken).await
             }
             UpstreamTransport::InProcess(factory) => {
                 let (client_end, server_end) = tokio::io::duplex(1 << 16);
                 factory(server_end);
-                open(relay, client_end, protocol).await
+                open(relay, client_end, protocol, &spoken).await
             }
         }
     })
@@ -467,6 +516,7 @@ async fn open<T, E, A>(
     relay: Relay,
     transport: T,
     protocol: UpstreamProtocol,
+    spoken: &std::sync::atomic::AtomicU8,
 ) -> Result<RunningService<RoleClient, Relay>, String>
 where
     T: rmcp::transport::IntoTransport<RoleClient, E, A>,
@@ -476,7 +526,10 @@ where
     use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _};
     let lifecycle = match protocol {
         UpstreamProtocol::Handshake => ClientLifecycleMode::Initialize,
-        UpstreamProtocol::Latest => ClientLifecycleMode::Auto {
+        UpstreamProtocol::Latest => ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+        UpstreamProtocol::Discover => ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: None,
         },
@@ -486,6 +539,16 @@ where
         .serve_with_lifecycle(transport, lifecycle)
         .await
         .map_err(|e| crate::tls::failure(&e).unwrap_or_else(|| e.to_string()))?;
+    let handshake = service
+        .peer()
+        .peer_info()
+        .is_none_or(|info| info.protocol_version.has_initialize());
+    let era = if handshake {
+        Spoken::Handshake
+    } else {
+        Spoken::Latest
+    };
+    spoken.store(era as u8, std::sync::atomic::Ordering::Relaxed);
     // A 2026-07-28 upstream announces changes only on a listen stream.
     relay.listen_upstream(service.peer());
     Ok(service)
