@@ -101,6 +101,7 @@ struct Shared {
     policy: ArcSwap<PolicySnapshot>,
     index: ArcSwap<NameIndex>,
     list_memo: crate::list_memo::ListMemo,
+    apps: crate::engine::AppIndex,
 }
 
 /// The handle the layers share: a swappable [`PolicySnapshot`], how the inner service names its
@@ -139,6 +140,7 @@ impl Gatekeeper {
                     policy: ArcSwap::from_pointee(policy),
                     index: ArcSwap::from_pointee(NameIndex::default()),
                     list_memo: crate::list_memo::ListMemo::default(),
+                    apps: crate::engine::AppIndex::default(),
                 }),
                 mount: Mount::Aggregate,
                 limits: Limits::default(),
@@ -215,6 +217,11 @@ impl Gatekeeper {
     #[must_use]
     pub fn name_index(&self) -> Arc<NameIndex> {
         self.handle.shared.index.load_full()
+    }
+
+    /// Which tools name which UI resource (MCP Apps), as the tool lists showed.
+    pub(crate) fn apps(&self) -> &crate::engine::AppIndex {
+        &self.handle.shared.apps
     }
 
     /// How the inner service names its tools.

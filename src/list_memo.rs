@@ -51,6 +51,7 @@ impl Tally {
 pub(crate) struct Entry {
     grant: Grant,
     pins: u64,
+    apps: u64,
     tally: Arc<Tally>,
     index: Arc<NameIndex>,
     mount: Mount,
@@ -71,6 +72,9 @@ pub(crate) struct Key<'a> {
     /// The pin book's generation when filtering began (a quarantine or an approval changes
     /// what a list may show).
     pub(crate) pins: u64,
+    /// The app index's generation (which tools name which UI resource decides which UI
+    /// resources a list may show).
+    pub(crate) apps: u64,
 }
 
 /// Ids are short; a reply whose length differs by more than this is another reply.
@@ -80,6 +84,7 @@ impl Entry {
     fn same_key(&self, key: &Key<'_>) -> bool {
         self.method == *key.method
             && self.pins == key.pins
+            && self.apps == key.apps
             && self.mount == *key.mount
             && Arc::ptr_eq(&self.index, key.index)
             && self.grant.same_decisions(key.grant)
@@ -165,6 +170,7 @@ impl ListMemo {
         let entry = Arc::new(Entry {
             grant: key.grant.clone(),
             pins: key.pins,
+            apps: key.apps,
             tally: Arc::new(tally),
             index: key.index.clone(),
             mount: key.mount.clone(),

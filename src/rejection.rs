@@ -290,7 +290,7 @@ impl Rejection {
     pub fn resource_denied(uri: &str, by: DeniedBy) -> Self {
         Self::new(
             RejectionKind::ResourceDenied { by },
-            format!("Resource {uri} is not allowed for this key"),
+            denied("Resource", uri, by),
         )
     }
 

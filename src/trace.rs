@@ -24,6 +24,7 @@ pub(crate) fn rule_of(by: DeniedBy) -> (&'static str, Option<&'static str>) {
         DeniedBy::Ambiguous => ("ambiguous_name", None),
         DeniedBy::StalePolicy => ("stale_policy", None),
         DeniedBy::Quarantined => ("tool_pinning", None),
+        DeniedBy::AppTool => ("app_tool", None),
     }
 }
 

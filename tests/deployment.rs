@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::tls::{example_gateway, port_in};
+use common::tls::{example_gateway, port_in, start_example_gateway};
 use common::*;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -257,7 +257,7 @@ async fn a_replica_started_while_its_database_is_down_answers_at_once_and_serves
     .unwrap();
     pg.down();
     let started = Instant::now();
-    let (mut child, line) = example_gateway(
+    let (mut child, line) = start_example_gateway(
         &[
             OsStr::new("--config"),
             config.as_os_str(),
@@ -265,6 +265,7 @@ async fn a_replica_started_while_its_database_is_down_answers_at_once_and_serves
             OsStr::new("127.0.0.1:0"),
         ],
         &[("GK_TEST_DATABASE_URL", OsStr::new(&pg.url()))],
+        false,
     )
     .await;
     let port = port_in(&line);

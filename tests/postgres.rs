@@ -165,8 +165,8 @@ async fn migrations_apply_once_even_when_replicas_start_together() {
     db.migrate().await.unwrap();
     assert_eq!(
         count(&db, "SELECT count(*) FROM gk_schema_migrations").await,
-        4,
-        "0001_policy, 0002_spend, 0003_limits, 0004_pins_audit"
+        5,
+        "0001_policy, 0002_spend, 0003_limits, 0004_pins_audit, 0005_app_pins"
     );
     // A database with a migration this build does not know is refused, not used.
     sql(

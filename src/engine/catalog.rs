@@ -394,8 +394,27 @@ impl Catalog {
         best.filter(|(_, rest)| !rest.is_empty())
     }
 
+    /// How an aggregating service names `server`'s UI resource `uri` (`ui://{rest}`):
+    /// `ui://{server}{separator}{rest}`, in every prefixing mode, so that the scheme hosts look
+    /// for stays and two servers' UI resources never share a name. `None` for a URI of another
+    /// scheme.
+    #[must_use]
+    pub fn ui_uri(&self, server: &str, uri: &str) -> Option<String> {
+        let rest = uri.strip_prefix(super::UI_SCHEME)?;
+        Some(format!(
+            "{}{server}{}{rest}",
+            super::UI_SCHEME,
+            self.settings.separator
+        ))
+    }
+
     /// Which server a tool, prompt or resource name of the inner service belongs to, and its
     /// name on that server.
+    ///
+    /// A UI resource of MCP Apps keeps its `ui://` scheme through an aggregating service, in
+    /// every prefixing mode: a server's `ui://{rest}` is named `ui://{server}{separator}{rest}`
+    /// (see [`Catalog::ui_uri`]), and its name on that server, as returned here, is `{rest}`:
+    /// the server's own URI is [`UI_SCHEME`](super::UI_SCHEME) followed by it.
     #[must_use]
     pub fn attribute<'n>(
         &self,
@@ -406,6 +425,12 @@ impl Catalog {
     ) -> Option<Attribution<'n>> {
         match mount {
             Mount::Single(server) => self.lookup(server).map(|id| Attribution::Server(id, name)),
+            Mount::Aggregate
+                if kind == NameKind::Resource && name.starts_with(super::UI_SCHEME) =>
+            {
+                self.split_prefixed(&name[super::UI_SCHEME.len()..])
+                    .map(|(id, rest)| Attribution::Server(id, rest))
+            }
             Mount::Aggregate => match self.settings.tool_prefix {
                 ToolPrefix::Always => self
                     .split_prefixed(name)
@@ -434,6 +459,7 @@ impl Catalog {
         let found = self.attribute(mount, index, kind, name);
         if found.is_some()
             || kind != NameKind::Resource
+            || name.starts_with(super::UI_SCHEME)
             || *mount != Mount::Aggregate
             || self.settings.tool_prefix != ToolPrefix::Never
         {

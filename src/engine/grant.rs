@@ -70,6 +70,8 @@ pub enum DeniedBy {
     /// The definition no longer matches its pin, or appeared after pinning (`tool_pinning:
     /// enforce`).
     Quarantined,
+    /// A UI resource (MCP Apps) that no tool the caller may call names.
+    AppTool,
 }
 
 impl fmt::Display for DeniedBy {
@@ -83,6 +85,7 @@ impl fmt::Display for DeniedBy {
             Self::Ambiguous => f.write_str("name offered by several servers"),
             Self::StalePolicy => f.write_str("policy changed while resolving"),
             Self::Quarantined => f.write_str("tool pinning (definition changed or unapproved)"),
+            Self::AppTool => f.write_str("no tool the caller may call shows this UI resource"),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! on the per-request path for catalogs of up to 128 servers, and it must never widen access:
 //! every step after the first only intersects.
 
+mod apps;
 mod catalog;
 mod catalog_error;
 mod grant;
@@ -21,6 +22,7 @@ mod set;
 
 use std::fmt;
 
+pub use apps::{AppIndex, UI_SCHEME, server_uri, ui_resource_of};
 pub use catalog::{Attribution, Catalog, CatalogError, CostInfo, Server, ServerSpec, Settings};
 pub use grant::{Denial, DeniedBy, Grant, Principal};
 pub use identities::{

@@ -52,11 +52,16 @@ pub struct PinRules {
     pub prompts: HashMap<Box<str>, PinDigest>,
 }
 
+/// The configuration pins no UI resource (MCP Apps): their pins are learned or approved.
+static NO_PINS: std::sync::LazyLock<HashMap<Box<str>, PinDigest>> =
+    std::sync::LazyLock::new(HashMap::new);
+
 impl PinRules {
     fn configured(&self, kind: PinKind) -> &HashMap<Box<str>, PinDigest> {
         match kind {
             PinKind::Tool => &self.tools,
             PinKind::Prompt => &self.prompts,
+            PinKind::App => &NO_PINS,
         }
     }
 }
@@ -205,8 +210,8 @@ impl Entry {
 struct ServerPins {
     /// Per kind: whether a full list of the server has been pinned (definitions that appear
     /// later are new).
-    sealed: [bool; 2],
-    items: [HashMap<Box<str>, Entry>; 2],
+    sealed: [bool; 3],
+    items: [HashMap<Box<str>, Entry>; 3],
 }
 
 /// The state of pinning for every server: the pins every server's tools and prompts are held
@@ -603,7 +608,7 @@ impl PinBook {
             let Some(rules) = rules(server).filter(|r| r.mode != PinMode::Off) else {
                 continue;
             };
-            for kind in [PinKind::Tool, PinKind::Prompt] {
+            for kind in [PinKind::Tool, PinKind::Prompt, PinKind::App] {
                 let new_is_quarantined = Self::new_is_quarantined(rules, kind, Some(pins));
                 for (name, entry) in &pins.items[slot(kind)] {
                     let configured = rules.configured(kind).get(name).copied();

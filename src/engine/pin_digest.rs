@@ -1,9 +1,11 @@
-//! The fingerprint of a tool or prompt definition: SHA-256 over a canonical form.
+//! The fingerprint of a tool or prompt definition, or of an MCP App's UI: SHA-256 over a
+//! canonical form.
 //!
 //! The canonical form is the JSON object of the fields that reach the model, with the
 //! definition's own (bare) name: for a tool `name`, `title`, `description`, `inputSchema`,
 //! `outputSchema` and `annotations`; for a prompt `name`, `title`, `description` and
-//! `arguments`. Absent fields are left out; every object's keys are sorted by their UTF-8 bytes,
+//! `arguments`; for a UI resource (MCP Apps) its URI as `name` and the `contents` a read
+//! returns (each without its `uri`), which the host runs. Absent fields are left out; every object's keys are sorted by their UTF-8 bytes,
 //! there is no whitespace, and strings and numbers are written the way `serde_json` writes them
 //! (escapes resolved), so the same definition gives the same digest whatever its key order,
 //! spacing or escaping.
@@ -21,6 +23,8 @@ pub enum PinKind {
     Tool,
     /// A prompt (`prompts/list`).
     Prompt,
+    /// The UI resource of an MCP App (`resources/read` of a `ui://` resource).
+    App,
 }
 
 impl PinKind {
@@ -30,6 +34,7 @@ impl PinKind {
         match self {
             Self::Tool => "tool",
             Self::Prompt => "prompt",
+            Self::App => "app",
         }
     }
 
@@ -46,6 +51,7 @@ impl PinKind {
                 "title",
             ],
             Self::Prompt => &["arguments", "description", "name", "title"],
+            Self::App => &["contents", "name"],
         }
     }
 }
@@ -56,6 +62,7 @@ impl FromStr for PinKind {
         match s {
             "tool" => Ok(Self::Tool),
             "prompt" => Ok(Self::Prompt),
+            "app" => Ok(Self::App),
             _ => Err(()),
         }
     }

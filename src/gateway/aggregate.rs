@@ -5,6 +5,7 @@
 //! It never decides what a caller is allowed: the layers did, and the grant they left on the
 //! request is only read here. An upstream that fails is left out of a list, never fatal to it.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -17,7 +18,9 @@ use super::caller::Caller;
 use super::pool::Failure;
 use super::shared::Shared;
 use super::upstream_client::Relay;
-use crate::engine::{Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix};
+use crate::engine::{
+    Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix, server_uri,
+};
 
 /// The upstreams one caller may use.
 pub(crate) struct Upstreams<'a> {
@@ -72,11 +75,12 @@ impl<'a> Upstreams<'a> {
 
     /// Where a prefixed (or, unprefixed, indexed) name goes: the upstream, and the name it
     /// knows.
+    /// A UI resource (MCP Apps) is asked of its server by the server's own `ui://` URI.
     pub(crate) fn route<'n>(
         &self,
         kind: NameKind,
         name: &'n str,
-    ) -> Result<(String, &'n str), ErrorData> {
+    ) -> Result<(String, Cow<'n, str>), ErrorData> {
         let policy = self.shared.gatekeeper.policy();
         let catalog = policy.catalog();
         let index = self.shared.gatekeeper.name_index();
@@ -104,6 +108,12 @@ impl<'a> Upstreams<'a> {
             Some(Attribution::Server(id, bare)) => {
                 let server = catalog.server(id).name().to_owned();
                 if self.shared.upstreams.contains_key(&server) {
+                    let bare = match kind {
+                        NameKind::Resource => {
+                            server_uri(self.shared.gatekeeper.mount(), name, bare)
+                        }
+                        _ => Cow::Borrowed(bare),
+                    };
                     return Ok((server, bare));
                 }
                 Err(unknown())
@@ -214,6 +224,7 @@ pub(crate) fn merge<T>(
     lists: Vec<(ServerId, String, Vec<T>)>,
     name: impl Fn(&T) -> &str,
     set_name: impl Fn(&mut T, String),
+    ui: impl Fn(&mut T, &dyn Fn(&str) -> Option<String>),
 ) -> Vec<T> {
     if let Some(kind) = kind {
         let names: Vec<(ServerId, Vec<String>)> = lists
@@ -222,16 +233,51 @@ pub(crate) fn merge<T>(
             .collect();
         index_names(shared, kind, &names);
     }
+    let policy = shared.gatekeeper.policy();
+    let catalog = policy.catalog();
     let mut out = Vec::new();
     for (_, server, list) in lists {
         let prefix = shared.name_prefix(&server);
+        // A UI resource (MCP Apps) keeps its scheme, its server named inside it.
+        let ui_uri = |uri: &str| catalog.ui_uri(&server, uri);
         for mut item in list {
-            let renamed = format!("{prefix}{}", name(&item));
+            let renamed = match kind {
+                Some(NameKind::Resource) => ui_uri(name(&item)),
+                _ => None,
+            }
+            .unwrap_or_else(|| format!("{prefix}{}", name(&item)));
             set_name(&mut item, renamed);
+            ui(&mut item, &ui_uri);
             out.push(item);
         }
     }
     out
+}
+
+/// Names a tool's UI resource (MCP Apps: `_meta.ui.resourceUri`, and the older
+/// `_meta["ui/resourceUri"]`) as the gateway lists and serves it (`ui_uri`).
+pub(crate) fn present_tool_ui(
+    tool: &mut rmcp::model::Tool,
+    ui_uri: &dyn Fn(&str) -> Option<String>,
+) {
+    let Some(meta) = tool.meta.as_mut() else {
+        return;
+    };
+    let rename = |v: &mut serde_json::Value| {
+        if let Some(named) = v.as_str().and_then(ui_uri) {
+            *v = serde_json::Value::String(named);
+        }
+    };
+    if let Some(uri) = meta
+        .0
+        .get_mut("ui")
+        .and_then(|ui| ui.get_mut("resourceUri"))
+    {
+        rename(uri);
+    }
+    if let Some(uri) = meta.0.get_mut("ui/resourceUri") {
+        rename(uri);
+    }
 }
 
 /// Notes which upstream offers each name, for calls by unprefixed names (only when names are
@@ -243,6 +289,10 @@ fn index_names(shared: &Shared, kind: NameKind, listed: &[(ServerId, Vec<String>
     }
     let mut index: NameIndex = (*gatekeeper.name_index()).clone();
     for (id, names) in listed {
+        // UI resources carry their server in their name (see `merge`).
+        let names = names
+            .iter()
+            .filter(|n| kind != NameKind::Resource || !n.starts_with(crate::engine::UI_SCHEME));
         for n in names {
             index.insert(kind, n, *id);
         }

@@ -132,15 +132,14 @@ where
     let Ok((server, bare)) = upstreams.route(NameKind::Tool, &params.name) else {
         return back(parts, bytes);
     };
-    let bare = bare.to_owned();
+    let bare = bare.into_owned();
     let Some(spec) = shared.upstreams.get(&server) else {
         return back(parts, bytes);
     };
     // Only an upstream spoken to with the handshake takes a call posted directly; the
-    // progress and log messages of a 2026-07-28 upstream come through rmcp's client.
-    if !matches!(spec.transport, UpstreamTransport::Http(_))
-        || spec.protocol != super::upstream::UpstreamProtocol::Handshake
-    {
+    // progress and log messages of a 2026-07-28 upstream come through rmcp's client. (Until
+    // an upstream left to discovery has had a session, its calls go that way too.)
+    if !matches!(spec.transport, UpstreamTransport::Http(_)) || !spec.speaks_handshake() {
         return back(parts, bytes);
     }
     let session = match (&endpoint.sessions, session) {

@@ -95,7 +95,14 @@ where
         }
         merged.push((id, name, items));
     }
-    let items = aggregate::merge(shared, Some(L::KIND), merged, L::name, L::rename);
+    let items = aggregate::merge(
+        shared,
+        Some(L::KIND),
+        merged,
+        L::name,
+        L::rename,
+        L::present_ui,
+    );
     let result = legacy(L::with_all(items));
     let reply = reply_bytes(&id, Ok(&result));
     Taken::Answered(if endpoint.json_response {

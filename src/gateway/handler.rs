@@ -55,7 +55,7 @@ impl GatewayHandler {
         ctx: &RequestContext<RoleServer>,
         kind: NameKind,
         name: &'n str,
-    ) -> Result<(String, &'n str), ErrorData> {
+    ) -> Result<(String, Cow<'n, str>), ErrorData> {
         self.upstreams(ctx).route(kind, name)
     }
 
@@ -87,6 +87,7 @@ impl GatewayHandler {
         fetch: F,
         name: impl Fn(&T) -> &str,
         set_name: impl Fn(&mut T, String),
+        ui: impl Fn(&mut T, &dyn Fn(&str) -> Option<String>),
     ) -> Vec<T>
     where
         F: Fn(Peer<RoleClient>, Relay) -> Fut,
@@ -106,7 +107,7 @@ impl GatewayHandler {
                 (id, server, items)
             })
             .collect();
-        aggregate::merge(&self.shared, kind, lists, name, set_name)
+        aggregate::merge(&self.shared, kind, lists, name, set_name, ui)
     }
 }
 
@@ -135,12 +136,13 @@ impl ServerHandler for GatewayHandler {
             .enable_logging()
             .enable_completions()
             .build();
-        // Tasks come only from upstreams spoken to in 2026-07-28; the gateway routes them.
+        // Tasks come only from upstreams spoken to in 2026-07-28 (chosen, or found by
+        // discovery); the gateway routes them.
         if self
             .shared
             .upstreams
             .values()
-            .any(|u| u.protocol == super::upstream::UpstreamProtocol::Latest)
+            .any(super::upstream::UpstreamSpec::may_speak_latest)
         {
             capabilities
                 .extensions
@@ -183,6 +185,7 @@ impl ServerHandler for GatewayHandler {
                 fetch,
                 |t| &t.name,
                 |t, n| t.name = Cow::Owned(n),
+                aggregate::present_tool_ui,
             )
             .await;
         Ok(ListToolsResult::with_all_items(tools))
@@ -199,7 +202,7 @@ impl ServerHandler for GatewayHandler {
             return self.call_tool_in_rounds(request, ctx).await;
         }
         let (server, bare) = self.route(&ctx, NameKind::Tool, &request.name)?;
-        let bare = bare.to_owned();
+        let bare = bare.into_owned();
         let wanted = ctx.meta.get_progress_token().or_else(|| {
             request
                 .meta
@@ -281,6 +284,7 @@ impl ServerHandler for GatewayHandler {
                 fetch,
                 |p| &p.name,
                 |p, n| p.name = n,
+                |_, _| {},
             )
             .await;
         Ok(ListPromptsResult::with_all_items(prompts))
@@ -292,7 +296,7 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Prompt, &request.name)?;
-        let bare = bare.to_owned();
+        let bare = bare.into_owned();
         let mut params = request;
         params.name.clone_from(&bare);
         params.meta = forward_meta(params.meta.take());
@@ -321,6 +325,7 @@ impl ServerHandler for GatewayHandler {
                 fetch,
                 |r| &r.uri,
                 |r, n| r.uri = n,
+                |_, _| {},
             )
             .await;
         Ok(ListResourcesResult::with_all_items(resources))
@@ -346,6 +351,7 @@ impl ServerHandler for GatewayHandler {
                 fetch,
                 |t| &t.uri_template,
                 |t, n| t.uri_template = n,
+                |_, _| {},
             )
             .await;
         Ok(ListResourceTemplatesResult::with_all_items(templates))
@@ -357,16 +363,15 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
-        let bare = bare.to_owned();
+        let bare = bare.into_owned();
         let mut params = request;
         params.uri.clone_from(&bare);
         params.meta = forward_meta(params.meta.take());
-        let prefix = self.shared.name_prefix(&server);
         let mut response = self.ask_for_input(&ctx, &server, &bare, params).await?;
         if let ReadResourceResponse::Complete(result) = &mut response {
             relayed(&mut result.result_type, &mut result.meta);
             for c in &mut result.contents {
-                prefix_contents_uri(c, &prefix);
+                name_contents_uri(&self.shared, &server, c);
             }
         }
         Ok(response)
@@ -378,7 +383,7 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
-        let uri = bare.to_owned();
+        let uri = bare.into_owned();
         self.one(&ctx, &server, |peer, relay| async move {
             relay.subscribe_upstream(&peer, uri).await
         })
@@ -391,7 +396,7 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
-        let uri = bare.to_owned();
+        let uri = bare.into_owned();
         self.one(&ctx, &server, |peer, relay| async move {
             relay.unsubscribe_upstream(&peer, uri).await
         })
@@ -407,12 +412,12 @@ impl ServerHandler for GatewayHandler {
         let server = match &mut params.r#ref {
             Reference::Prompt(p) => {
                 let (server, bare) = self.route(&ctx, NameKind::Prompt, &p.name)?;
-                p.name = bare.to_owned();
+                p.name = bare.into_owned();
                 server
             }
             Reference::Resource(r) => {
                 let (server, bare) = self.route(&ctx, NameKind::Resource, &r.uri)?;
-                r.uri = bare.to_owned();
+                r.uri = bare.into_owned();
                 server
             }
             _ => {
@@ -501,16 +506,13 @@ impl tool_call::CallerSide for SessionSide {
     }
 }
 
-/// Resource contents name their URI: give it the same prefix the caller used.
-fn prefix_contents_uri(contents: &mut rmcp::model::ResourceContents, prefix: &str) {
-    if prefix.is_empty() {
-        return;
-    }
+/// Resource contents name their URI: name it as the caller names `server`'s resources.
+fn name_contents_uri(shared: &Shared, server: &str, contents: &mut rmcp::model::ResourceContents) {
     let uri = match contents {
         rmcp::model::ResourceContents::TextResourceContents { uri, .. }
         | rmcp::model::ResourceContents::BlobResourceContents { uri, .. } => uri,
         #[allow(unreachable_patterns)]
         _ => return,
     };
-    *uri = format!("{prefix}{uri}");
+    *uri = shared.resource_name(server, uri);
 }

@@ -33,7 +33,7 @@ impl GatewayHandler {
         let mut resources = HashMap::new();
         for uri in accepted.resource_subscriptions.iter().flatten() {
             if let Ok((server, bare)) = upstreams.route(NameKind::Resource, uri) {
-                resources.insert((server, bare.to_owned()), uri.clone());
+                resources.insert((server, bare.into_owned()), uri.clone());
             }
         }
         let lists = [

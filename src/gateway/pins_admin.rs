@@ -79,6 +79,8 @@ struct Approve {
     server: String,
     tool: Option<String>,
     prompt: Option<String>,
+    /// A UI resource of an MCP App, by the `ui://` URI its server knows it by.
+    app: Option<String>,
     digest: Option<String>,
 }
 
@@ -93,13 +95,14 @@ pub(crate) async fn approve(
     };
     let Ok(approve) = serde_json::from_slice::<Approve>(&body) else {
         return bad(
-            "expected {\"server\", \"tool\" or \"prompt\", and optionally \"digest\": \"sha256:…\"}",
+            "expected {\"server\", \"tool\", \"prompt\" or \"app\", and optionally \"digest\": \"sha256:…\"}",
         );
     };
-    let (kind, name) = match (approve.tool, approve.prompt) {
-        (Some(tool), None) => (PinKind::Tool, tool),
-        (None, Some(prompt)) => (PinKind::Prompt, prompt),
-        _ => return bad("name exactly one of \"tool\" and \"prompt\""),
+    let (kind, name) = match (approve.tool, approve.prompt, approve.app) {
+        (Some(tool), None, None) => (PinKind::Tool, tool),
+        (None, Some(prompt), None) => (PinKind::Prompt, prompt),
+        (None, None, Some(app)) => (PinKind::App, app),
+        _ => return bad("name exactly one of \"tool\", \"prompt\" and \"app\""),
     };
     let digest = match approve.digest.as_deref().map(str::parse::<PinDigest>) {
         None => None,

@@ -110,6 +110,16 @@ impl Shared {
 
     /// What goes before the names of `server`'s tools, prompts and resources as callers see
     /// them: `{server}{separator}` when names are prefixed, nothing otherwise.
+    /// What the caller calls `server`'s resource `uri`: a UI resource (MCP Apps) keeps its
+    /// scheme, with the server named inside it; any other carries the name prefix.
+    pub(crate) fn resource_name(&self, server: &str, uri: &str) -> String {
+        let policy = self.gatekeeper.policy();
+        policy
+            .catalog()
+            .ui_uri(server, uri)
+            .unwrap_or_else(|| format!("{}{uri}", self.name_prefix(server)))
+    }
+
     pub(crate) fn name_prefix(&self, server: &str) -> String {
         let policy = self.gatekeeper.policy();
         let settings = policy.catalog().settings();
@@ -334,7 +344,12 @@ impl Shared {
                     super::upstream::UpstreamTransport::Sse(_) => std::time::Duration::ZERO,
                     _ => self.list_ttl,
                 };
-                let relay = Relay::new(self.name_prefix(server), announce, ListCache::new(ttl));
+                let relay = Relay::new(
+                    self.name_prefix(server),
+                    self.resource_name(server, crate::engine::UI_SCHEME),
+                    announce,
+                    ListCache::new(ttl),
+                );
                 let service = tokio::time::timeout(
                     spec.timeout,
                     connect(

@@ -81,7 +81,7 @@ impl GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Tool, &request.name)?;
-        let bare = bare.to_owned();
+        let bare = bare.into_owned();
         let caller = Caller::from_context(&ctx);
         let owner = caller.digest.map(|d| d.0);
         let token = progress_token(&request, &ctx);

@@ -55,6 +55,9 @@ pub(crate) struct Announce {
 pub(crate) struct Relay {
     /// What the caller calls this upstream's resources: the upstream URI behind this prefix.
     resource_prefix: Arc<str>,
+    /// What the caller calls this upstream's UI resources (MCP Apps): the upstream's `ui://`
+    /// URI with this in place of `ui://`.
+    ui_prefix: Arc<str>,
     /// Set for the sessions of callers of protocol 2026-07-28.
     announce: Option<Announce>,
     /// Names this upstream session (every clone of the relay shares it).
@@ -87,14 +90,16 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     /// The relay of a new upstream session, whose resources the caller names with
-    /// `resource_prefix`, and whose lists `lists` keeps.
+    /// `resource_prefix` (UI resources with `ui_prefix`), and whose lists `lists` keeps.
     pub(crate) fn new(
         resource_prefix: String,
+        ui_prefix: String,
         announce: Option<Announce>,
         lists: ListCache,
     ) -> Self {
         Self {
             resource_prefix: resource_prefix.into(),
+            ui_prefix: ui_prefix.into(),
             announce,
             lists,
             ..Self::default()
@@ -173,7 +178,10 @@ impl Relay {
             Change::Prompts => peer.notify_prompt_list_changed().await,
             Change::Resources => peer.notify_resource_list_changed().await,
             Change::Updated(uri) => {
-                let uri = format!("{}{uri}", self.resource_prefix);
+                let uri = match uri.strip_prefix(crate::engine::UI_SCHEME) {
+                    Some(rest) => format!("{}{rest}", self.ui_prefix),
+                    None => format!("{}{uri}", self.resource_prefix),
+                };
                 peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
                     .await
             }

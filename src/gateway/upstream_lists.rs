@@ -93,10 +93,13 @@ pub(crate) trait Listing: serde::de::DeserializeOwned {
     fn name(item: &Self::Item) -> &str;
     /// Renames an item.
     fn rename(item: &mut Self::Item, name: String);
+    /// Names the UI resource an item refers to (MCP Apps) as the gateway serves it.
+    fn present_ui(_item: &mut Self::Item, _ui_uri: &dyn Fn(&str) -> Option<String>) {}
 }
 
 macro_rules! listing {
-    ($t:ident, $item:ty, $method:literal, $kind:ident, $field:ident, $name:ident, $listed:ident) => {
+    ($t:ident, $item:ty, $method:literal, $kind:ident, $field:ident, $name:ident, $listed:ident
+     $(, $ui:path)?) => {
         impl Listing for rmcp::model::$t {
             type Item = $item;
             const LISTED: super::list_cache::Listed = super::list_cache::Listed::$listed;
@@ -114,6 +117,11 @@ macro_rules! listing {
             fn rename(item: &mut $item, name: String) {
                 item.$name = name.into();
             }
+            $(
+                fn present_ui(item: &mut $item, ui_uri: &dyn Fn(&str) -> Option<String>) {
+                    $ui(item, ui_uri);
+                }
+            )?
         }
     };
 }
@@ -125,7 +133,8 @@ listing!(
     Tool,
     tools,
     name,
-    Tools
+    Tools,
+    super::aggregate::present_tool_ui
 );
 listing!(
     ListPromptsResult,

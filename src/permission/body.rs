@@ -33,6 +33,8 @@ pub(crate) enum Target {
     Reply(ListFilter),
     /// Any list result, whatever it answers (GET streams, which may replay earlier replies).
     AnyList(Grant, Gatekeeper),
+    /// The reply to one read of an MCP App's UI resource, held to its pin.
+    AppRead(super::app_read::AppRead),
 }
 
 impl<B> FilterBody<B> {
@@ -56,6 +58,15 @@ fn rewrite_event(raw: Bytes, target: &Target) -> Bytes {
             (bytes, false) => any_list_event(bytes, &filter.grant, &filter.gatekeeper),
         },
         Target::AnyList(grant, gk) => any_list_event(raw, grant, gk),
+        Target::AppRead(read) => {
+            let Some(data) = sse::event_data(&raw) else {
+                return raw;
+            };
+            match read.check(&data) {
+                Some(Some(refusal)) => sse::replace_data(&raw, &refusal),
+                _ => raw,
+            }
+        }
     }
 }
 
@@ -82,6 +93,11 @@ fn overflow(target: &Target) -> Value {
             None,
             jsonrpc::code::INTERNAL_ERROR,
             "The server's reply was too large to filter",
+        ),
+        Target::AppRead(read) => jsonrpc::error(
+            Some(&read.id),
+            jsonrpc::code::INTERNAL_ERROR,
+            "The server's reply was too large to check",
         ),
     }
 }

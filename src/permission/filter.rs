@@ -134,9 +134,12 @@ impl ListFilter {
             scan.tally.withhold("unnamed");
             return None;
         };
+        // What pinning digests, and what names a tool's UI resource (MCP Apps).
+        let pinned = self.grant.pins().is_some();
         let texts: Vec<(&str, String)> = match item.as_object() {
-            Some(object) if self.grant.pins().is_some() => object
+            Some(object) => object
                 .iter()
+                .filter(|(k, _)| pinned || k.as_str() == "_meta")
                 .map(|(k, v)| (k.as_str(), v.to_string()))
                 .collect(),
             _ => Vec::new(),

@@ -61,6 +61,7 @@
 //! # Ok(()) }
 //! ```
 
+mod app_read;
 mod body;
 mod filter;
 mod raw;
@@ -78,7 +79,7 @@ use tower_service::Service;
 
 use crate::body::ReplyBody;
 use crate::context::{self, ContextView};
-use crate::engine::{Attribution, Denial, DeniedBy, Grant, NameKind, Principal, ServerId};
+use crate::engine::{Attribution, Denial, DeniedBy, Grant, NameKind, PinKind, Principal, ServerId};
 use crate::future::{self, Post, PostProcess};
 use crate::gatekeeper::Gatekeeper;
 use crate::protocol::{self, CollectError, jsonrpc};
@@ -136,9 +137,72 @@ fn check_named(
     let (server, bare) = attribute(gk, grant, kind, name)?;
     match kind {
         NameKind::Prompt => grant.check_prompt(server, bare),
-        _ => grant.check_server(server),
+        _ => check_resource(gk, grant, server, name, bare),
     }
     .map(|()| server)
+}
+
+/// The check of a read's reply, when it reads a UI resource of a server that pins.
+fn app_read(
+    gk: &Gatekeeper,
+    grant: &Grant,
+    head: &McpRequest,
+    server: ServerId,
+    name: &str,
+) -> Option<app_read::AppRead> {
+    if !name.starts_with(crate::engine::UI_SCHEME) || grant.pins().is_none() {
+        return None;
+    }
+    let spec = grant.catalog().server(server);
+    if spec.pin_rules().mode == crate::engine::PinMode::Off {
+        return None;
+    }
+    let (_, bare) = attribute(gk, grant, NameKind::Resource, name).ok()?;
+    Some(app_read::AppRead {
+        grant: grant.clone(),
+        gatekeeper: gk.clone(),
+        server,
+        uri: crate::engine::server_uri(gk.mount(), name, bare).into(),
+        asked: name.into(),
+        id: head.id.clone()?,
+        era: head.era,
+        style: grant.catalog().settings().denial_style,
+    })
+}
+
+/// Whether the grant covers resource `name` (`bare` on `server`). A UI resource of MCP Apps
+/// (`ui://`) is covered only when a tool the caller may call names it (as the server's tool
+/// list last said): the one predicate listing and reading both use.
+pub(crate) fn check_resource(
+    gk: &Gatekeeper,
+    grant: &Grant,
+    server: ServerId,
+    name: &str,
+    bare: &str,
+) -> Result<(), Denial> {
+    grant.check_server(server)?;
+    if !name.starts_with(crate::engine::UI_SCHEME) {
+        return Ok(());
+    }
+    let spec = grant.catalog().server(server);
+    let uri = crate::engine::server_uri(gk.mount(), name, bare);
+    let deny = |by| {
+        Err(Denial {
+            server: Some(server),
+            by,
+        })
+    };
+    let tools = gk.apps().tools_naming(spec.name(), &uri);
+    if !tools.iter().any(|t| grant.check_tool(server, t).is_ok()) {
+        return deny(DeniedBy::AppTool);
+    }
+    // Its content runs in the host: a changed one is held back as a changed tool is.
+    if let Some(book) = grant.pins()
+        && !book.admits(PinKind::App, spec.name(), &uri, spec.pin_rules())
+    {
+        return deny(DeniedBy::Quarantined);
+    }
+    Ok(())
 }
 
 /// Adds [`Permission`] to a service. See the [module docs](self).
@@ -186,6 +250,8 @@ crate::inner::inner_access!(impl<S> Permission<S>);
 #[derive(Debug)]
 pub(crate) struct FilterReply {
     filter: Option<ListFilter>,
+    /// A read of an MCP App's UI resource on a server that pins: its content is held to it.
+    app: Option<Box<app_read::AppRead>>,
     /// On streams not tied to one request (GET), every list result is filtered.
     replay: Option<Grant>,
     gatekeeper: Gatekeeper,
@@ -217,6 +283,9 @@ where
                 parts,
                 B::wrap(FilterBody::sse(body, target, limits.max_sse_event)),
             ));
+        }
+        if let Some(app) = self.app {
+            return app_reply(response, *app, &limits);
         }
         let Some(filter) = self.filter else {
             return Post::Ready(response);
@@ -270,6 +339,50 @@ where
     fn error(self, _: &E) {}
 }
 
+/// The reply to a read of a UI resource, its content held to its pin (JSON and SSE alike).
+fn app_reply<B: ReplyBody>(
+    response: Response<B>,
+    app: app_read::AppRead,
+    limits: &crate::gatekeeper::Limits,
+) -> Post<B>
+where
+    B::Error: Send + Sync,
+    B: Sync,
+{
+    if !response.status().is_success() {
+        return Post::Ready(response);
+    }
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    if protocol::media_is(content_type, "text/event-stream") {
+        let (mut parts, body) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Post::Ready(Response::from_parts(
+            parts,
+            B::wrap(FilterBody::sse(
+                body,
+                body::Target::AppRead(app),
+                limits.max_sse_event,
+            )),
+        ));
+    }
+    let max = limits.max_list_response;
+    Post::Later(Box::pin(async move {
+        let (mut parts, body) = response.into_parts();
+        let bytes = match protocol::collect_limited(body, max).await {
+            Ok(bytes) => match std::str::from_utf8(&bytes).ok().map(|t| app.check(t)) {
+                Some(Some(Some(refusal))) => Bytes::from(refusal),
+                Some(Some(None) | None) => bytes,
+                None => Bytes::from(app.unreadable()),
+            },
+            Err(_) => Bytes::from(app.unreadable()),
+        };
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, bytes.len().into());
+        Response::from_parts(parts, B::from_bytes(bytes))
+    }))
+}
+
 /// The decision for one request: refuse, or forward (with a list filter for list replies).
 fn decide(
     ext: &mut http::Extensions,
@@ -279,6 +392,7 @@ fn decide(
     ContextView::of(ext, gk).grant()?;
     let mut reply = FilterReply {
         filter: None,
+        app: None,
         replay: None,
         gatekeeper: gk.clone(),
     };
@@ -315,7 +429,12 @@ fn decide(
         },
         Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
             match check_named(gk, grant, NameKind::Resource, target) {
-                Ok(server) => server,
+                Ok(server) => {
+                    if *method == Method::ResourcesRead {
+                        reply.app = app_read(gk, grant, head, server, target).map(Box::new);
+                    }
+                    server
+                }
                 Err(d) => return refused(Rejection::resource_denied(target, d.by), d.server),
             }
         }

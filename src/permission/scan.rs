@@ -90,9 +90,15 @@ impl ListFilter {
         };
         // The grant's rules first (as `Grant::check_tool` and `check_prompt`), then pinning,
         // which records what the list shows and gives the verdict a call would get.
+        if kind == NameKind::Tool && !scan.replay.covers(catalog.server(server).name()) {
+            self.learn_app(catalog, index, server, bare, members.clone());
+        }
         let verdict = match kind {
             NameKind::Tool => self.grant.check_tool_unpinned(server, bare),
-            NameKind::Prompt | NameKind::Resource => self.grant.check_server(server),
+            NameKind::Prompt => self.grant.check_server(server),
+            NameKind::Resource => {
+                super::check_resource(&self.gatekeeper, &self.grant, server, name, bare)
+            }
         };
         if let Err(denial) = verdict {
             scan.tally.withhold(rule_of(denial.by).0);
@@ -123,6 +129,33 @@ impl ListFilter {
             }
         }
         Some((server, bare))
+    }
+
+    /// Records which UI resource (MCP Apps) tool `bare` of `server` names now, from its `_meta`
+    /// member: only a resource of the same server counts.
+    fn learn_app<'m>(
+        &self,
+        catalog: &Catalog,
+        index: &NameIndex,
+        server: ServerId,
+        bare: &str,
+        mut members: impl Iterator<Item = (&'m str, &'m str)>,
+    ) {
+        let named = members
+            .find(|(k, _)| *k == "_meta")
+            .and_then(|(_, meta)| crate::engine::ui_resource_of(meta));
+        let mount = self.gatekeeper.mount();
+        let resource = named.as_deref().and_then(|uri| {
+            match catalog.attribute(mount, Some(index), NameKind::Resource, uri) {
+                Some(Attribution::Server(s, rest)) if s == server => {
+                    Some(crate::engine::server_uri(mount, uri, rest))
+                }
+                _ => None,
+            }
+        });
+        self.gatekeeper
+            .apps()
+            .learn(catalog.server(server).name(), bare, resource.as_deref());
     }
 
     /// Ends one list: the pins learned are kept, changes reported, and — when `ours` (the reply

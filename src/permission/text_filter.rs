@@ -68,6 +68,7 @@ impl ListFilter {
             mount: self.gatekeeper.mount(),
             method: &self.method,
             pins: self.grant.pins().map_or(0, |p| p.generation()),
+            apps: self.gatekeeper.apps().generation(),
         };
         let memo = self.gatekeeper.list_memo();
         if let Some((out, tally)) = memo.get(&key, text, &self.id) {

@@ -24,6 +24,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "pins_audit",
         include_str!("../../migrations/postgres/0004_pins_audit.sql"),
     ),
+    (
+        5,
+        "app_pins",
+        include_str!("../../migrations/postgres/0005_app_pins.sql"),
+    ),
 ];
 
 /// Any constant: the advisory lock replicas take while migrating.

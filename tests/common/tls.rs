@@ -226,10 +226,20 @@ pub async fn mcp_upstream(tls: Arc<rustls::ServerConfig>) -> (TlsUpstream, Recor
 }
 
 /// Starts the example gateway (built by `cargo test`) with `args` and extra environment
-/// variables; its first line on stdout (the address it listens on) and the running child.
+/// variables, and waits until it says it is ready (its stores set up); its first line on stdout
+/// (the address it listens on) and the running child.
 pub async fn example_gateway(
     args: &[&std::ffi::OsStr],
     env: &[(&str, &std::ffi::OsStr)],
+) -> (tokio::process::Child, String) {
+    start_example_gateway(args, env, true).await
+}
+
+/// [`example_gateway`], returning as soon as it listens when `wait_ready` is false.
+pub async fn start_example_gateway(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &std::ffi::OsStr)],
+    wait_ready: bool,
 ) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().unwrap();
@@ -258,6 +268,20 @@ pub async fn example_gateway(
         .expect("the gateway starts")
         .unwrap()
         .unwrap();
+    if wait_ready {
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while let Ok(Some(l)) = stdout.next_line().await {
+                if l.contains("gateway ready") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(ready == Ok(true), "the gateway gets ready");
+    }
+    // The rest of its output is read (and dropped), so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
     (child, line)
 }
 
