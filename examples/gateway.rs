@@ -13,6 +13,7 @@ mod deployment;
 #[path = "support/tls_listener.rs"]
 mod tls_listener;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -237,9 +238,13 @@ async fn main() -> ExitCode {
             match assemble(&args, config, demo, spend_log).await {
                 Ok(assembled) => {
                     let _ = ready.set(assembled);
+                    // (Whoever reads the output may have stopped: that is no reason to fail.)
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "mcp-gatekeeper gateway ready");
                     if demo {
-                        println!("{}", curl_lines(&base));
+                        let _ = writeln!(out, "{}", curl_lines(&base));
                     }
+                    let _ = out.flush();
                 }
                 Err(e) => {
                     eprintln!("gateway: bad configuration: {e}");
