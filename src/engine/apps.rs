@@ -51,11 +51,14 @@ pub fn ui_resource_of(meta: &str) -> Option<String> {
         .filter(|u| u.starts_with(UI_SCHEME))
 }
 
+/// One server's tools that name a UI resource: tool → the URI the server knows it by.
+type NamedUis = HashMap<Box<str>, Box<str>>;
+
 /// Per server: each tool that names a UI resource, and that resource (by the URI the server
 /// knows it by).
 #[derive(Debug, Default)]
 pub struct AppIndex {
-    servers: RwLock<HashMap<Box<str>, HashMap<Box<str>, Box<str>>>>,
+    servers: RwLock<HashMap<Box<str>, NamedUis>>,
     generation: AtomicU64,
 }
 

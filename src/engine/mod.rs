@@ -17,6 +17,8 @@ mod names;
 mod params;
 mod pin_book;
 mod pin_digest;
+mod pin_rules;
+mod pin_store;
 mod scope;
 mod set;
 
@@ -35,13 +37,13 @@ pub use limits::{
 };
 pub use names::{NameIndex, NameKind, Owner};
 pub use params::ParamsDenial;
-pub use pin_book::{
-    ApproveError, NewTools, PinBook, PinChange, PinMode, PinRules, PinStore, Quarantined, StoredPin,
-};
+pub use pin_book::{ApproveError, PinBook, PinChange, Quarantined};
 pub use pin_digest::{
     BadDefinition, BadDigest, Fingerprint, PinDigest, PinKind, PinParts, canonical_definition,
     fingerprint, fingerprint_value,
 };
+pub use pin_rules::{NewTools, PinMode, PinRules};
+pub use pin_store::{PinStore, StoredPin};
 pub use scope::{Scope, ScopeDenial};
 pub use set::ServerSet;
 

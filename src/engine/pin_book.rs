@@ -15,84 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use sha2::{Digest as _, Sha256};
 
 use super::pin_digest::{Fingerprint, PinDigest, PinKind, PinParts, fingerprint};
-
-/// `tool_pinning` of a server.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PinMode {
-    /// Definitions are not looked at.
-    #[default]
-    Off,
-    /// Changes are reported, nothing is withheld.
-    Observe,
-    /// Quarantined tools and prompts are withheld from lists and refused.
-    Enforce,
-}
-
-/// `pin_new_tools` of a server: what happens to a definition without a pin once the server's
-/// definitions were pinned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NewTools {
-    /// It is pinned as it is first seen (trust on first use).
-    #[default]
-    Pin,
-    /// It is quarantined until approved.
-    Quarantine,
-}
-
-/// A server's pinning rules, as configuration gives them.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PinRules {
-    /// `tool_pinning`.
-    pub mode: PinMode,
-    /// `pin_new_tools`.
-    pub new_tools: NewTools,
-    /// `pinned_tools`: bare tool name and its pin.
-    pub tools: HashMap<Box<str>, PinDigest>,
-    /// `pinned_prompts`: bare prompt name and its pin.
-    pub prompts: HashMap<Box<str>, PinDigest>,
-}
-
-/// The configuration pins no UI resource (MCP Apps): their pins are learned or approved.
-static NO_PINS: std::sync::LazyLock<HashMap<Box<str>, PinDigest>> =
-    std::sync::LazyLock::new(HashMap::new);
-
-impl PinRules {
-    fn configured(&self, kind: PinKind) -> &HashMap<Box<str>, PinDigest> {
-        match kind {
-            PinKind::Tool => &self.tools,
-            PinKind::Prompt => &self.prompts,
-            PinKind::App => &NO_PINS,
-        }
-    }
-}
-
-/// A pin as a [`PinStore`] keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredPin {
-    /// Tool or prompt.
-    pub kind: PinKind,
-    /// The server's name.
-    pub server: Box<str>,
-    /// The bare name.
-    pub name: Box<str>,
-    /// The pin.
-    pub digest: PinDigest,
-    /// Its parts, when known (to tell which parts of a later definition changed).
-    pub parts: Option<PinParts>,
-}
-
-/// Where learned and approved pins are kept, so that a restart does not trust anew.
-///
-/// `save` is called with the pins learned from one list (or one approval); it must not wait on
-/// a network (spawn, or write a small local file) and reports its own failures.
-pub trait PinStore: Send + Sync + 'static {
-    /// Keeps `pins` (each replacing any earlier pin of the same kind, server and name).
-    fn save(&self, pins: Vec<StoredPin>);
-    /// What is wrong with the store, if anything (shown in `/health`).
-    fn problem(&self) -> Option<String> {
-        None
-    }
-}
+use super::pin_rules::{NewTools, PinMode, PinRules};
+use super::pin_store::{PinStore, StoredPin};
 
 /// A definition that is not what its pin says, reported once per new definition.
 #[derive(Clone, Debug, PartialEq, Eq)]

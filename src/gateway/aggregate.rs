@@ -254,32 +254,6 @@ pub(crate) fn merge<T>(
     out
 }
 
-/// Names a tool's UI resource (MCP Apps: `_meta.ui.resourceUri`, and the older
-/// `_meta["ui/resourceUri"]`) as the gateway lists and serves it (`ui_uri`).
-pub(crate) fn present_tool_ui(
-    tool: &mut rmcp::model::Tool,
-    ui_uri: &dyn Fn(&str) -> Option<String>,
-) {
-    let Some(meta) = tool.meta.as_mut() else {
-        return;
-    };
-    let rename = |v: &mut serde_json::Value| {
-        if let Some(named) = v.as_str().and_then(ui_uri) {
-            *v = serde_json::Value::String(named);
-        }
-    };
-    if let Some(uri) = meta
-        .0
-        .get_mut("ui")
-        .and_then(|ui| ui.get_mut("resourceUri"))
-    {
-        rename(uri);
-    }
-    if let Some(uri) = meta.0.get_mut("ui/resourceUri") {
-        rename(uri);
-    }
-}
-
 /// Notes which upstream offers each name, for calls by unprefixed names (only when names are
 /// never prefixed); a name several upstreams offer is withheld and refused.
 fn index_names(shared: &Shared, kind: NameKind, listed: &[(ServerId, Vec<String>)]) {

@@ -185,7 +185,7 @@ impl ServerHandler for GatewayHandler {
                 fetch,
                 |t| &t.name,
                 |t, n| t.name = Cow::Owned(n),
-                aggregate::present_tool_ui,
+                super::upstream_lists::present_tool_ui,
             )
             .await;
         Ok(ListToolsResult::with_all_items(tools))

@@ -134,7 +134,7 @@ listing!(
     tools,
     name,
     Tools,
-    super::aggregate::present_tool_ui
+    present_tool_ui
 );
 listing!(
     ListPromptsResult,
@@ -203,4 +203,30 @@ pub(crate) async fn list_all<L: Listing>(
         }
     }
     Some(Err(unreadable("more than 1,000 pages")))
+}
+
+/// Names a tool's UI resource (MCP Apps: `_meta.ui.resourceUri`, and the older
+/// `_meta["ui/resourceUri"]`) as the gateway lists and serves it (`ui_uri`).
+pub(crate) fn present_tool_ui(
+    tool: &mut rmcp::model::Tool,
+    ui_uri: &dyn Fn(&str) -> Option<String>,
+) {
+    let Some(meta) = tool.meta.as_mut() else {
+        return;
+    };
+    let rename = |v: &mut serde_json::Value| {
+        if let Some(named) = v.as_str().and_then(ui_uri) {
+            *v = serde_json::Value::String(named);
+        }
+    };
+    if let Some(uri) = meta
+        .0
+        .get_mut("ui")
+        .and_then(|ui| ui.get_mut("resourceUri"))
+    {
+        rename(uri);
+    }
+    if let Some(uri) = meta.0.get_mut("ui/resourceUri") {
+        rename(uri);
+    }
 }

@@ -340,14 +340,14 @@ where
 }
 
 /// The reply to a read of a UI resource, its content held to its pin (JSON and SSE alike).
-fn app_reply<B: ReplyBody>(
+fn app_reply<B>(
     response: Response<B>,
     app: app_read::AppRead,
     limits: &crate::gatekeeper::Limits,
 ) -> Post<B>
 where
+    B: ReplyBody + Sync,
     B::Error: Send + Sync,
-    B: Sync,
 {
     if !response.status().is_success() {
         return Post::Ready(response);
