@@ -60,12 +60,17 @@ type NamedUis = HashMap<Box<str>, Box<str>>;
 pub struct AppIndex {
     servers: RwLock<HashMap<Box<str>, NamedUis>>,
     generation: AtomicU64,
+    /// How many tools name a UI: while none does, a tool that names none costs one load.
+    named: AtomicU64,
 }
 
 impl AppIndex {
     /// Records what a list of `server` says of `tool` (its bare name): the UI resource it names,
     /// if any.
     pub fn learn(&self, server: &str, tool: &str, resource: Option<&str>) {
+        if resource.is_none() && self.named.load(Ordering::Acquire) == 0 {
+            return;
+        }
         {
             let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
             let known = servers.get(server).and_then(|tools| tools.get(tool));
@@ -76,14 +81,21 @@ impl AppIndex {
         let mut servers = self.servers.write().unwrap_or_else(PoisonError::into_inner);
         match resource {
             Some(resource) => {
-                servers
+                let before = servers
                     .entry(server.into())
                     .or_default()
                     .insert(tool.into(), resource.into());
+                if before.is_none() {
+                    self.named.fetch_add(1, Ordering::AcqRel);
+                }
             }
             None => {
-                if let Some(tools) = servers.get_mut(server) {
-                    tools.remove(tool);
+                if servers
+                    .get_mut(server)
+                    .and_then(|tools| tools.remove(tool))
+                    .is_some()
+                {
+                    self.named.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }

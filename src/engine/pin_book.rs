@@ -117,6 +117,8 @@ struct Entry {
     reported: Vec<PinDigest>,
     /// The server's last list showed this name twice, with two definitions.
     twice: bool,
+    /// The list (see [`PinBook::next_list`]) that last showed this name.
+    listed_in: AtomicU64,
 }
 
 impl Entry {
@@ -151,6 +153,8 @@ struct ServerPins {
 pub struct PinBook {
     servers: RwLock<HashMap<Box<str>, ServerPins>>,
     generation: AtomicU64,
+    /// Numbers the lists sighted (to tell a name one list shows twice).
+    lists: AtomicU64,
     store: Option<Arc<dyn PinStore>>,
     unsaved: Mutex<Vec<StoredPin>>,
 }
@@ -222,6 +226,7 @@ impl PinBook {
         Self {
             servers: RwLock::new(servers),
             generation: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
             store,
             unsaved: Mutex::new(Vec::new()),
         }
@@ -272,11 +277,16 @@ impl PinBook {
         rules: &PinRules,
         members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     ) -> Sighting {
-        self.sight(kind, server, name, rules, members, false)
+        self.sight(kind, server, name, rules, members, self.next_list())
     }
 
-    /// [`PinBook::observe`], told whether the same list showed `name` before (`again`): a
-    /// second definition of one name in one list quarantines the name.
+    /// A number for one list a server gave, for [`PinBook::sight`].
+    pub(crate) fn next_list(&self) -> u64 {
+        self.lists.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// [`PinBook::observe`] for one item of the list numbered `list`: a name that list showed
+    /// before with another definition is quarantined.
     pub(crate) fn sight<'a>(
         &self,
         kind: PinKind,
@@ -284,7 +294,7 @@ impl PinBook {
         name: &str,
         rules: &PinRules,
         members: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-        again: bool,
+        list: u64,
     ) -> Sighting {
         if rules.mode == PinMode::Off {
             return Sighting {
@@ -296,11 +306,12 @@ impl PinBook {
         let pinned_members = members.clone().filter(|(k, _)| kind.fields().contains(k));
         let configured = rules.configured(kind).get(name).copied();
         let enforce = rules.mode == PinMode::Enforce;
-        {
+        let again = {
             // The same text as last time: nothing to digest, the verdict stands.
             let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
             let pins = servers.get(server);
             let entry = pins.and_then(|s| s.items[slot(kind)].get(name));
+            let again = entry.is_some_and(|e| e.listed_in.swap(list, Ordering::Relaxed) == list);
             // (The first sighting in a list of a name held for being listed twice must clear
             // that, below.)
             if entry
@@ -316,7 +327,8 @@ impl PinBook {
                     twice: false,
                 };
             }
-        }
+            again
+        };
         let mut text = String::new();
         for (k, v) in pinned_members {
             text.extend([k, "\0", v, "\0"]);
@@ -336,6 +348,7 @@ impl PinBook {
         let pins = servers.entry(server.into()).or_default();
         let new_is_quarantined = Self::new_is_quarantined(rules, kind, Some(pins));
         let entry = pins.items[slot(kind)].entry(name.into()).or_default();
+        entry.listed_in.store(list, Ordering::Relaxed);
         let before = verdict(Some(entry), configured, new_is_quarantined);
         if again {
             // The same list showed this name with another definition: neither is the one.

@@ -2,9 +2,6 @@
 //! tree paths), the definitions that no longer match their pins, and the tally its audit event
 //! reports.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
-
 use crate::engine::{Attribution, Catalog, NameIndex, NameKind, PinChange, PinKind, PinMode};
 use crate::engine::{DeniedBy, ServerId};
 use crate::protocol::Method;
@@ -24,10 +21,9 @@ pub(crate) struct Scan {
     /// Which servers' parts of the list were not listed by them now (judged, never learned
     /// from).
     replay: Replay,
-    /// The pinned names this list showed so far (by a hash of server and name), to tell a name
+    /// This list's number in the pin book (taken at its first pinned item), to tell a name
     /// listed twice.
-    names: HashSet<u64>,
-    hasher: RandomState,
+    list: Option<u64>,
     /// A name was listed twice with two definitions: its earlier entry was judged before that
     /// showed, so the list must be judged again (see [`Scan::again`]).
     pub(crate) twice: bool,
@@ -41,10 +37,15 @@ impl Scan {
             observed: Vec::new(),
             complete: true,
             replay,
-            names: HashSet::new(),
-            hasher: RandomState::new(),
+            list: None,
             twice: false,
         }
+    }
+
+    /// Whether any part of the list was judged without being learned from (a replay, or a
+    /// second judgement).
+    pub(crate) fn judged_only(&self) -> bool {
+        self.replay != Replay::None
     }
 
     /// The scan of a second judgement of the same list, after a name showed twice: every item
@@ -111,10 +112,8 @@ impl ListFilter {
                 let admitted = if scan.replay.covers(spec.name()) {
                     book.admits_listed(pin, spec.name(), bare, rules, members)
                 } else {
-                    let first = scan
-                        .names
-                        .insert(scan.hasher.hash_one((server, pin as u8, bare)));
-                    let sighting = book.sight(pin, spec.name(), bare, rules, members, !first);
+                    let list = *scan.list.get_or_insert_with(|| book.next_list());
+                    let sighting = book.sight(pin, spec.name(), bare, rules, members, list);
                     scan.changes.extend(sighting.change);
                     scan.twice |= sighting.twice;
                     if !scan.observed.contains(&server) {

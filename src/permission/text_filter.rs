@@ -84,7 +84,11 @@ impl ListFilter {
         }
         let (top, scan) = self.filter_text(text, &index)?;
         self.finish(&scan, top.id_matches);
-        if let (true, Some((in_id, out_id))) = (top.id_matches, top.id_spans) {
+        // What a replay showed is never remembered as what a server lists: a later listing of
+        // the same text by the server itself must be learned from.
+        if let (true, false, Some((in_id, out_id))) =
+            (top.id_matches, scan.judged_only(), top.id_spans)
+        {
             memo.put(&key, text, in_id, &top.out, out_id, scan.tally);
         }
         Ok(top.into_reply())
