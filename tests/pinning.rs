@@ -228,6 +228,19 @@ async fn started_with(
     (upstream, up, s, scratch)
 }
 
+/// What `client` lists once both tools are listed (a reload is applied), or after 5 s.
+async fn both_listed(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) -> Vec<String> {
+    let mut listed = Vec::new();
+    for _ in 0..250 {
+        listed = tool_names(client).await;
+        if listed.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    listed
+}
+
 /// A refusal (an `isError` result naming pinning), never a transport failure.
 fn assert_pin_refusal(outcome: Result<String, String>) {
     let text = outcome.expect_err("the call must be refused");
@@ -494,15 +507,7 @@ async fn configured_pins_win_and_a_config_change_approves_without_a_restart() {
     )
     .unwrap();
     source.reload_now();
-    let mut listed = Vec::new();
-    for _ in 0..250 {
-        listed = tool_names(&alice).await;
-        if listed.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(listed, ["wiki-read", "wiki-search"]);
+    assert_eq!(both_listed(&alice).await, ["wiki-read", "wiki-search"]);
     assert!(watch.status().is_healthy(), "{}", watch.status().report());
     call(&alice, "wiki-search", json!({"q": "x"}))
         .await
@@ -511,14 +516,7 @@ async fn configured_pins_win_and_a_config_change_approves_without_a_restart() {
     upstream.set_tool("search", "description", json!("Changed"));
     std::fs::write(&file, doc(&up.url("/mcp"), "")).unwrap();
     source.reload_now();
-    for _ in 0..250 {
-        listed = tool_names(&alice).await;
-        if listed.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(listed, ["wiki-read", "wiki-search"]);
+    assert_eq!(both_listed(&alice).await, ["wiki-read", "wiki-search"]);
     assert!(watch.status().is_healthy(), "{}", watch.status().report());
     // A pin that is not a digest is a configuration error with its path.
     let e = Config::from_json_str(&with_pin("md5:abc"))

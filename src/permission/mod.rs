@@ -319,16 +319,7 @@ where
             }));
         }
         if sse {
-            let (mut parts, body) = response.into_parts();
-            parts.headers.remove(header::CONTENT_LENGTH);
-            return Post::Ready(Response::from_parts(
-                parts,
-                B::wrap(FilterBody::sse(
-                    body,
-                    body::Target::Reply(filter),
-                    limits.max_sse_event,
-                )),
-            ));
+            return sse_rewritten(response, body::Target::Reply(filter), &limits);
         }
         // A list reply we cannot read is not passed on unfiltered.
         Post::Ready(
@@ -337,6 +328,24 @@ where
         )
     }
     fn error(self, _: &E) {}
+}
+
+/// An event-stream reply whose events `target` rewrites as they stream.
+fn sse_rewritten<B>(
+    response: Response<B>,
+    target: body::Target,
+    limits: &crate::gatekeeper::Limits,
+) -> Post<B>
+where
+    B: ReplyBody + Sync,
+    B::Error: Send + Sync,
+{
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Post::Ready(Response::from_parts(
+        parts,
+        B::wrap(FilterBody::sse(body, target, limits.max_sse_event)),
+    ))
 }
 
 /// The reply to a read of a UI resource, its content held to its pin (JSON and SSE alike).
@@ -354,16 +363,7 @@ where
     }
     let content_type = response.headers().get(header::CONTENT_TYPE);
     if protocol::media_is(content_type, "text/event-stream") {
-        let (mut parts, body) = response.into_parts();
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return Post::Ready(Response::from_parts(
-            parts,
-            B::wrap(FilterBody::sse(
-                body,
-                body::Target::AppRead(app),
-                limits.max_sse_event,
-            )),
-        ));
+        return sse_rewritten(response, body::Target::AppRead(app), limits);
     }
     let max = limits.max_list_response;
     Post::Later(Box::pin(async move {
