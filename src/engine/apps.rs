@@ -5,8 +5,9 @@
 //! `_meta["ui/resourceUri"]`), a `ui://` resource holding the HTML a host renders for it. The
 //! HTML runs inside the host on the tool's behalf, so it is governed by the tool: a UI resource
 //! that no tool the caller may call names is neither listed nor readable. The index is learned
-//! from the tool lists servers give (never from a copy replayed from a cache), per server; a
-//! UI resource no list has named yet is refused (fail closed).
+//! per server from the tool lists callers are shown (not from those an inner service marks as
+//! replayed from a cache, which it can mark when a server pins); a UI resource no list has named
+//! yet is refused (fail closed).
 
 use std::borrow::Cow;
 use std::collections::HashMap;

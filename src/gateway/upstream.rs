@@ -474,10 +474,7 @@ pub(crate) fn connect(
                 })?;
                 // A handshake session can take calls posted directly on it (see `upstream_session`); a
                 // 2026-07-28 one has no session to post on, and every request states its own.
-                let handshake = service
-                    .peer()
-                    .peer_info()
-                    .is_none_or(|info| info.protocol_version.has_initialize());
+                let handshake = opened_with_handshake(&service);
                 // (A URL reqwest cannot parse is left to rmcp's client, which reports it.)
                 if let (true, Ok(url)) = (handshake, reqwest::Url::parse(url)) {
                     relay.set_route(super::upstream_session::Route {
@@ -511,6 +508,14 @@ pub(crate) fn connect(
     })
 }
 
+/// Whether `service`'s session was opened with the initialize handshake (else 2026-07-28).
+fn opened_with_handshake(service: &RunningService<RoleClient, Relay>) -> bool {
+    service
+        .peer()
+        .peer_info()
+        .is_none_or(|info| info.protocol_version.has_initialize())
+}
+
 /// Opens the MCP session over `transport` with the lifecycle `protocol` asks for.
 async fn open<T, E, A>(
     relay: Relay,
@@ -539,11 +544,7 @@ where
         .serve_with_lifecycle(transport, lifecycle)
         .await
         .map_err(|e| crate::tls::failure(&e).unwrap_or_else(|| e.to_string()))?;
-    let handshake = service
-        .peer()
-        .peer_info()
-        .is_none_or(|info| info.protocol_version.has_initialize());
-    let era = if handshake {
+    let era = if opened_with_handshake(&service) {
         Spoken::Handshake
     } else {
         Spoken::Latest

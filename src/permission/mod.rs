@@ -127,19 +127,20 @@ pub(crate) fn resolve_tool(
     Ok(ToolTarget::new(server, name.len() - bare.len()))
 }
 
-/// Checks a prompt or resource name against the grant (server level).
-fn check_named(
+/// Checks a prompt or resource name against the grant (server level); its server and bare
+/// name.
+fn check_named<'n>(
     gk: &Gatekeeper,
     grant: &Grant,
     kind: NameKind,
-    name: &str,
-) -> Result<ServerId, Denial> {
+    name: &'n str,
+) -> Result<(ServerId, &'n str), Denial> {
     let (server, bare) = attribute(gk, grant, kind, name)?;
     match kind {
         NameKind::Prompt => grant.check_prompt(server, bare),
         _ => check_resource(gk, grant, server, name, bare),
     }
-    .map(|()| server)
+    .map(|()| (server, bare))
 }
 
 /// The check of a read's reply, when it reads a UI resource of a server that pins.
@@ -147,7 +148,7 @@ fn app_read(
     gk: &Gatekeeper,
     grant: &Grant,
     head: &McpRequest,
-    server: ServerId,
+    (server, bare): (ServerId, &str),
     name: &str,
 ) -> Option<app_read::AppRead> {
     if !name.starts_with(crate::engine::UI_SCHEME) || grant.pins().is_none() {
@@ -157,7 +158,6 @@ fn app_read(
     if spec.pin_rules().mode == crate::engine::PinMode::Off {
         return None;
     }
-    let (_, bare) = attribute(gk, grant, NameKind::Resource, name).ok()?;
     Some(app_read::AppRead {
         grant: grant.clone(),
         gatekeeper: gk.clone(),
@@ -424,16 +424,16 @@ fn decide(
             Err(d) => return refused(Rejection::tool_denied(target, d.by), d.server),
         },
         Method::PromptsGet => match check_named(gk, grant, NameKind::Prompt, target) {
-            Ok(server) => server,
+            Ok((server, _)) => server,
             Err(d) => return refused(Rejection::prompt_denied(target, d.by), d.server),
         },
         Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
             match check_named(gk, grant, NameKind::Resource, target) {
-                Ok(server) => {
+                Ok(attributed) => {
                     if *method == Method::ResourcesRead {
-                        reply.app = app_read(gk, grant, head, server, target).map(Box::new);
+                        reply.app = app_read(gk, grant, head, attributed, target).map(Box::new);
                     }
-                    server
+                    attributed.0
                 }
                 Err(d) => return refused(Rejection::resource_denied(target, d.by), d.server),
             }
