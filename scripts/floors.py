@@ -6,8 +6,10 @@
     python3 scripts/floors.py --map      # also prints each module's floor and first doc line
 
 A module is a top-level module of the crate (`engine`, `permission`, ...) or, inside `gateway`,
-one of its files (`gateway/pool`, ...). Imports are read from `crate::...` and `super::...` paths
-outside `#[cfg(test)]` modules. FLOORS below is the plan; the check holds the code against it.
+one of its wings (`gateway/upstream`, ...) or its two files (`gateway/shared`, `gateway/mod`).
+Inside a wing, the files import one another without a circle. Imports are read from
+`crate::...` and `super::...` paths outside `#[cfg(test)]` modules. FLOORS below is the plan;
+the check holds the code against it.
 """
 import re
 import sys
@@ -26,27 +28,17 @@ FLOORS = {
     8: ["oauth", "postgres"],
     9: ["gateway", "litellm_db"],
 }
-# Inside the gateway: the caller and small state tables on the ground; then the upstream
-# connection, the session pool, the state all callers share (`shared`), the aggregating
-# handler and its parts, the endpoint's own answers, and the HTTP surface with the public face
-# (`gateway/mod`) on top.
+# Inside the gateway, its wings: what is kept per caller, then the upstream side, the state all
+# callers share, the aggregating handler, the MCP endpoint, the HTTP surface, and the public
+# face (`gateway/mod`) on top.
 GATEWAY_FLOORS = {
-    1: ["gateway/caller", "gateway/task_ids", "gateway/listeners",
-        "gateway/list_cache", "gateway/input_state", "gateway/endpoint_reply"],
-    2: ["gateway/sse_client", "gateway/upstream_session", "gateway/upstream_listen"],
-    3: ["gateway/upstream_lists", "gateway/upstream_client"],
-    4: ["gateway/upstream", "gateway/tool_call"],
-    5: ["gateway/pool", "gateway/parked"],
-    6: ["gateway/shared"],
-    7: ["gateway/aggregate"],
-    8: ["gateway/handler"],
-    9: ["gateway/tool_rounds", "gateway/input_rounds", "gateway/listen", "gateway/tasks"],
-    10: ["gateway/endpoint_sessions"],
-    11: ["gateway/endpoint"],
-    12: ["gateway/endpoint_call", "gateway/endpoint_lists"],
-    13: ["gateway/inner_call"],
-    14: ["gateway/sse_bridge", "gateway/pins_admin"],
-    15: ["gateway/router", "gateway/mod"],
+    1: ["gateway/caller"],
+    2: ["gateway/upstream"],
+    3: ["gateway/shared"],
+    4: ["gateway/handler"],
+    5: ["gateway/endpoint"],
+    6: ["gateway/surface"],
+    7: ["gateway/mod"],
 }
 
 root = Path(__file__).resolve().parent.parent / "src"
@@ -74,31 +66,48 @@ def imports(path: Path, me: str) -> set:
     for m in re.finditer(r"crate::(\w+)(?:::(\w+))?", text):
         top, sub = m.group(1), m.group(2)
         found.add(f"gateway/{sub}" if top == "gateway" and sub else top)
-    if me.startswith("gateway/") and me != "gateway/mod":
-        # `super::name` is a sibling module when a file of that name exists; any other name
-        # (`super::Shared`, `super::{Gateway, legacy}`) is an item of `gateway/mod`.
-        names = re.findall(r"\bsuper::(\w+)", text)
-        for group in re.findall(r"\bsuper::\{([^}]*)\}", text):
-            names += re.findall(r"\b(\w+)\b", group)
-        for name in names:
-            if (root / "gateway" / f"{name}.rs").exists():
-                found.add(f"gateway/{name}")
-            elif name not in ("self", "super"):
-                found.add("gateway/mod")
-    elif me == "gateway/mod":
+    if me == "gateway/mod":
         for m in re.finditer(r"\b(?:self::)?(\w+)::", text):
-            if (root / "gateway" / f"{m.group(1)}.rs").exists():
-                found.add(f"gateway/{m.group(1)}")
+            name = m.group(1)
+            if (root / "gateway" / name).is_dir() or (root / "gateway" / f"{name}.rs").exists():
+                found.add(f"gateway/{name}")
     found.discard(me)
     if me.startswith("gateway/"):
         found.discard("gateway")
     return found
 
 
+def wing_files(path: Path):
+    """(wing, file, files it imports in its own wing) for a file inside a gateway wing."""
+    rel = path.relative_to(root).with_suffix("")
+    if len(rel.parts) != 3 or rel.parts[0] != "gateway":
+        return None
+    wing, me = rel.parts[1], rel.parts[2]
+    text = source(path)
+    found = set(re.findall(rf"crate::gateway::{wing}::(\w+)", text))
+    if me != "mod":
+        found |= set(re.findall(r"\bsuper::(\w+)", text))
+        for group in re.findall(r"\bsuper::\{([^}]*)\}", text):
+            found |= set(re.findall(r"\b(\w+)\b", group))
+    else:
+        found |= {n for n in re.findall(r"\b(\w+)::", text)}
+    siblings = {p.stem for p in (root / "gateway" / wing).glob("*.rs")}
+    # An item of the wing's `mod.rs` (`super::Name`) is an import of `mod`.
+    named = {n if n in siblings else "mod" for n in found if n not in ("self", "super", "crate")}
+    if me != "mod":
+        named = {n for n in named if n in siblings or n == "mod"}
+    else:
+        named = {n for n in named if n in siblings}
+    named.discard(me)
+    return wing, me, named
+
+
 def first_doc_line(name: str) -> str:
     if name.startswith("gateway/"):
         leaf = name.split("/")[1]
         path = root / "gateway" / ("mod.rs" if leaf == "mod" else f"{leaf}.rs")
+        if not path.exists():
+            path = root / "gateway" / leaf / "mod.rs"
     else:
         path = root / f"{name}.rs"
         if not path.exists():
@@ -115,6 +124,41 @@ def floor_of(name: str):
         if name in names:
             return floor
     return None
+
+
+def circles(edges: dict) -> list:
+    """Strongly connected components of more than one node: the circles of `edges`."""
+    index, low, stack, on, comps, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in edges:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                comps.append(sorted(comp))
+
+    sys.setrecursionlimit(10000)
+    for v in list(edges):
+        if v not in index:
+            visit(v)
+    return comps
 
 
 def main() -> int:
@@ -147,37 +191,19 @@ def main() -> int:
     if "--edges" in sys.argv:
         for me, targets in sorted(edges.items()):
             print(f"{me} -> {', '.join(sorted(t for t in targets if t in edges))}")
-    # Circles: strongly connected components of more than one module.
-    index, low, stack, on, comps, counter = {}, {}, [], set(), [], [0]
-
-    def visit(v):
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in edges.get(v, ()):
-            if w not in edges:
-                continue
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                comps.append(sorted(comp))
-
-    sys.setrecursionlimit(10000)
-    for v in list(edges):
-        if v not in index:
-            visit(v)
+    wings = {}
+    for path in sorted((root / "gateway").rglob("*.rs")):
+        found = wing_files(path)
+        if found:
+            wing, me, named = found
+            wings.setdefault(wing, {})[me] = named
+    if "--edges" in sys.argv:
+        for wing, files in sorted(wings.items()):
+            for me, named in sorted(files.items()):
+                print(f"  gateway/{wing}/{me} -> {', '.join(sorted(named))}")
+    comps = circles(edges)
+    for wing, files in sorted(wings.items()):
+        comps += [[f"gateway/{wing}/{f}" for f in c] for c in circles(files)]
     for c in comps:
         bad.append("circle: " + " <-> ".join(c))
     for line in bad:

@@ -13,177 +13,62 @@
 //! `/mcp-rest/tools/list`, `/mcp-rest/tools/call` and `/health`. Every path goes through the
 //! same layered stack, so every decision is made in one place.
 
-mod aggregate;
+//!
+//! # The house
+//!
+//! The gateway stands in five wings, each importing only from the ones listed before it:
+//!
+//! - `caller`: what the gateway keeps per caller — who is calling, the lists kept for its
+//!   upstream sessions, the states, tasks and listen streams handed out to it.
+//! - `upstream`: everything toward upstream servers — specs and connections, pooled sessions,
+//!   the client side of a session, lists, listen streams, and the one path of a `tools/call`.
+//! - `shared.rs`: the state all callers share, over those two.
+//! - `handler`: the aggregating MCP server — routing names to upstreams, merging lists, the
+//!   rounds of a call, tasks and listening — whichever way a request arrived.
+//! - `endpoint`: the MCP endpoint as an HTTP service: which requests it answers through the
+//!   handler's call path itself, the sessions it keeps, and rmcp's streamable HTTP server.
+//! - `surface`: the HTTP surface around the endpoint — the router, REST, the registry, the
+//!   legacy `/sse` bridge, `/health` and the pin admin — all through the same layered stack.
+//!
+//! This file is the public face: [`Gateway`], its builder and the types users name.
+
 mod caller;
 mod endpoint;
-mod endpoint_call;
-mod endpoint_lists;
-mod endpoint_reply;
-mod endpoint_sessions;
 mod handler;
-mod inner_call;
-mod input_rounds;
-mod input_state;
-mod list_cache;
-mod listen;
-mod listeners;
-mod parked;
-mod pins_admin;
-mod pool;
-mod router;
 mod shared;
-mod sse_bridge;
-mod sse_client;
-mod task_ids;
-mod tasks;
-mod tool_call;
-mod tool_rounds;
+mod surface;
 mod upstream;
-mod upstream_client;
-mod upstream_listen;
-mod upstream_lists;
-mod upstream_session;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderName;
-use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-};
+use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 
 pub use crate::tls::{CertificateDer, ClientIdentity, PrivateKeyDer, UpstreamTls, Verify};
+pub use endpoint::GatewayService;
 pub use handler::GatewayHandler;
-pub use shared::Gateway;
 use shared::Shared;
 pub use upstream::{InProcessFactory, OAuth2, UpstreamProtocol, UpstreamSpec, UpstreamTransport};
 
 use crate::config::{Config, ConfigError};
 use crate::gatekeeper::Gatekeeper;
 
-/// The gateway's MCP endpoint: rmcp's streamable HTTP service, with `tools/call` and the list
-/// methods answered by the gateway itself.
-///
-/// A `tools/call` of a caller on a protocol with the initialize handshake, for a streamable
-/// HTTP upstream, is posted on the caller's pooled upstream session and answered by the
-/// gateway itself, without rmcp's server side (which decodes every request through an untagged
-/// enum and runs it through a service of its own); a list of tools, prompts, resources or
-/// resource templates over streamable HTTP upstreams asks each of them the same way and merges
-/// the lists. Every other request, and any call the endpoint is not sure of (before anything
-/// is sent upstream), goes to rmcp unchanged; answers are the same either way. On a stateful endpoint the upstream's requests of its
-/// client reach the caller on the call's stream and the caller's answers (on the same session
-/// only) go back to the upstream; the caller's `notifications/cancelled` ends the call. On a
-/// stateless endpoint, where a caller cannot answer, they are refused at once instead of
-/// waiting for the upstream's timeout.
+/// The aggregating gateway. Cheap to clone.
 #[derive(Clone)]
-pub struct GatewayService {
-    gateway: Gateway,
-    endpoint: Option<Arc<endpoint::Endpoint>>,
-    rmcp: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+pub struct Gateway {
+    pub(crate) shared: Arc<Shared>,
 }
 
-impl fmt::Debug for GatewayService {
+impl fmt::Debug for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GatewayService")
-            .field("answers_calls", &self.endpoint.is_some())
+        let mut names: Vec<&String> = self.shared.upstreams.keys().collect();
+        names.sort();
+        f.debug_struct("Gateway")
+            .field("upstreams", &names)
             .finish_non_exhaustive()
     }
-}
-
-impl<B> tower_service::Service<http::Request<B>> for GatewayService
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: fmt::Display,
-{
-    type Response = endpoint_reply::McpResponse;
-    type Error = std::convert::Infallible;
-    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        use endpoint::{Route, Taken};
-        let rmcp = Arc::clone(&self.rmcp);
-        let Some(endpoint) = self.endpoint.clone() else {
-            return Box::pin(async move { Ok(rmcp.handle(request).await) });
-        };
-        let route = endpoint.route(&request);
-        let gateway = self.gateway.clone();
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let taken = match route {
-                Route::Call(session) => {
-                    endpoint_call::answer(&gateway.shared, &endpoint, session, parts, body).await
-                }
-                Route::List(method, session) => {
-                    use crate::protocol::Method;
-                    use rmcp::model::{
-                        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-                        ListToolsResult,
-                    };
-                    let (g, x, s) = (&gateway.shared, &endpoint, session);
-                    match method {
-                        Method::PromptsList => {
-                            endpoint_lists::answer::<ListPromptsResult, _>(g, x, s, parts, body)
-                                .await
-                        }
-                        Method::ResourcesList => {
-                            endpoint_lists::answer::<ListResourcesResult, _>(g, x, s, parts, body)
-                                .await
-                        }
-                        Method::ResourceTemplatesList => {
-                            endpoint_lists::answer::<ListResourceTemplatesResult, _>(
-                                g, x, s, parts, body,
-                            )
-                            .await
-                        }
-                        _ => {
-                            endpoint_lists::answer::<ListToolsResult, _>(g, x, s, parts, body).await
-                        }
-                    }
-                }
-                Route::Answer(session) => endpoint.on_session(false, session, parts, body).await,
-                Route::Cancel(session) => endpoint.on_session(true, session, parts, body).await,
-                Route::Rmcp => {
-                    // A new session's id is in the response to its `initialize`.
-                    let asked = parts.headers.get("mcp-session-id").cloned();
-                    let response = rmcp.handle(http::Request::from_parts(parts, body)).await;
-                    let session =
-                        asked.or_else(|| response.headers().get("mcp-session-id").cloned());
-                    return Ok(rmcp_saw(&endpoint, session.as_ref(), response));
-                }
-            };
-            Ok(match taken {
-                Taken::Answered(response) => response,
-                Taken::Back(request) => {
-                    let session = request.headers().get("mcp-session-id").cloned();
-                    let response = rmcp.handle(request).await;
-                    rmcp_saw(&endpoint, session.as_ref(), response)
-                }
-            })
-        })
-    }
-}
-
-/// Notes that rmcp handled a request of `session` (see `endpoint_sessions`).
-fn rmcp_saw(
-    endpoint: &endpoint::Endpoint,
-    session: Option<&http::HeaderValue>,
-    response: endpoint_reply::McpResponse,
-) -> endpoint_reply::McpResponse {
-    if let (Some(sessions), Some(session)) = (&endpoint.sessions, session)
-        && response.status().is_success()
-        && let Ok(session) = session.to_str()
-    {
-        sessions.saw(session);
-    }
-    response
 }
 
 /// Builds a [`Gateway`].
@@ -303,7 +188,7 @@ impl GatewayBuilder {
             .upstreams
             .iter()
             .filter(|(_, s)| s.oauth2.is_some())
-            .map(|(n, _)| (n.clone(), upstream::TokenCache::default()))
+            .map(|(n, _)| (n.clone(), upstream::spec::TokenCache::default()))
             .collect();
         Ok(Gateway {
             shared: Arc::new(Shared {
@@ -311,16 +196,16 @@ impl GatewayBuilder {
                 upstreams: self.upstreams,
                 tokens,
                 clients,
-                pool: pool::Pool::default(),
+                pool: upstream::pool::Pool::default(),
                 client_auth_header: self.client_auth_header,
                 registry: self.registry,
                 allowed_hosts: self.allowed_hosts,
                 health: std::sync::Mutex::default(),
-                parked: parked::Parked::default(),
-                input_states: input_state::InputStates::default(),
+                parked: upstream::parked::Parked::default(),
+                input_states: caller::input_state::InputStates::default(),
                 list_ttl: self.list_ttl,
                 listeners: Arc::default(),
-                tasks: task_ids::TaskIds::default(),
+                tasks: caller::task_ids::TaskIds::default(),
                 downstream: std::sync::Mutex::default(),
                 #[cfg(feature = "oauth")]
                 oauth: self.oauth,
@@ -426,22 +311,19 @@ impl Gateway {
     /// The gateway as a streamable HTTP service with `config`: rmcp's, with `tools/call` and the
     /// list methods answered by the gateway itself (see [`GatewayService`]).
     #[must_use]
-    pub fn service(&self, mut config: StreamableHttpServerConfig) -> GatewayService {
-        if let Some(hosts) = &self.shared.allowed_hosts {
-            config.allowed_hosts.clone_from(hosts);
-        }
-        let manager = Arc::new(LocalSessionManager::default());
-        let endpoint = endpoint::Endpoint::for_config(&config, &manager).map(Arc::new);
-        let this = self.clone();
-        GatewayService {
-            gateway: self.clone(),
-            endpoint,
-            rmcp: Arc::new(StreamableHttpService::new(
-                move || Ok(this.handler()),
-                manager,
-                config,
-            )),
-        }
+    pub fn service(&self, config: StreamableHttpServerConfig) -> GatewayService {
+        GatewayService::new(Arc::clone(&self.shared), config)
+    }
+
+    /// The gateway behind `layer`, with every endpoint of the example gateway.
+    ///
+    /// The MCP endpoint is stateful (sessions, server-to-client requests relayed); REST and the
+    /// legacy bridge use a stateless instance behind the same layers.
+    pub fn router<R: crate::identity::ResolveIdentity, H: crate::cost::CostHook>(
+        &self,
+        layer: crate::stack::GatekeeperLayer<R, H>,
+    ) -> axum::Router {
+        surface::router(&self.shared, layer)
     }
 
     /// Asks every upstream for its tools, prompts and resources with the gateway's own

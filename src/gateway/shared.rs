@@ -1,9 +1,10 @@
 //! What the gateway holds for all its callers: the upstreams and their clients, the session
 //! pool, each upstream's health, and the state of exchanges that span several requests
 //! (parked calls, handed-out states, listen streams, tasks). `Gateway` is a handle to it.
+//!
+//! Every wing above reads it; it never answers a caller or decides what a caller may do.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use std::time::Instant;
@@ -13,18 +14,18 @@ use rmcp::service::{Peer, ServiceError};
 use rmcp::{RoleClient, RoleServer};
 use sha2::{Digest as _, Sha256};
 
-use super::caller::Caller;
-use super::input_state::InputStates;
-use super::list_cache::ListCache;
-use super::listeners::Listeners;
-use super::parked::Parked;
-use super::pool::{Failure, Pool, PoolKey};
-use super::task_ids::TaskIds;
-use super::upstream::{Connection, TokenCache, UpstreamSpec, connect};
-use super::upstream_client::{Announce, Relay};
 use crate::gatekeeper::Gatekeeper;
+use crate::gateway::caller::Caller;
+use crate::gateway::caller::input_state::InputStates;
+use crate::gateway::caller::list_cache::ListCache;
+use crate::gateway::caller::listeners::Listeners;
+use crate::gateway::caller::task_ids::TaskIds;
+use crate::gateway::upstream::client::{Announce, Relay};
+use crate::gateway::upstream::parked::Parked;
+use crate::gateway::upstream::pool::{Failure, Pool, PoolKey};
+use crate::gateway::upstream::spec::{Connection, TokenCache, UpstreamSpec, connect};
 
-/// The state every clone of a [`Gateway`] shares.
+/// The state every clone of a `Gateway` shares.
 pub(crate) struct Shared {
     pub(crate) gatekeeper: Gatekeeper,
     pub(crate) upstreams: HashMap<String, UpstreamSpec>,
@@ -182,22 +183,6 @@ impl Shared {
     }
 }
 
-/// The aggregating gateway. Cheap to clone.
-#[derive(Clone)]
-pub struct Gateway {
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl fmt::Debug for Gateway {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<&String> = self.shared.upstreams.keys().collect();
-        names.sort();
-        f.debug_struct("Gateway")
-            .field("upstreams", &names)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Headers never sent upstream whatever the configuration says: the caller's gateway key and
 /// what the MCP transport sets itself.
 const NEVER_FORWARD: &[&str] = &[
@@ -341,7 +326,9 @@ impl Shared {
                 // A legacy SSE session shows it is lost only when something is sent on it (its
                 // event stream may outlive the server's restart): its lists are asked each time.
                 let ttl = match spec.transport {
-                    super::upstream::UpstreamTransport::Sse(_) => std::time::Duration::ZERO,
+                    crate::gateway::upstream::spec::UpstreamTransport::Sse(_) => {
+                        std::time::Duration::ZERO
+                    }
                     _ => self.list_ttl,
                 };
                 let relay = Relay::new(

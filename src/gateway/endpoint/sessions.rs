@@ -21,7 +21,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::upstream_session::Poster;
+use crate::gateway::upstream::session::Poster;
 
 /// How long after rmcp last handled a session's request the endpoint may take its calls:
 /// well inside rmcp's keep-alive of 5 minutes.

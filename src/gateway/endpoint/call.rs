@@ -20,17 +20,15 @@ use rmcp::model::{CallToolRequestParams, ErrorData, ServerResult};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::aggregate::Upstreams;
-use super::caller::Caller;
-use super::endpoint::{Endpoint, Taken, collect};
-use super::endpoint_reply::{
-    json_reply, legacy, reply_bytes, sse_response, stream_response, then_reply,
-};
-use super::endpoint_sessions::{Running, Sessions};
-use super::shared::Shared;
-use super::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
-use super::upstream::UpstreamTransport;
+use super::reply::{json_reply, legacy, reply_bytes, sse_response, stream_response, then_reply};
+use super::route::{Endpoint, Taken, collect};
+use super::sessions::{Running, Sessions};
 use crate::engine::NameKind;
+use crate::gateway::caller::Caller;
+use crate::gateway::handler::aggregate::Upstreams;
+use crate::gateway::shared::Shared;
+use crate::gateway::upstream::spec::UpstreamTransport;
+use crate::gateway::upstream::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
 use crate::protocol::sse;
 
 /// The parts of the posted message the endpoint reads.

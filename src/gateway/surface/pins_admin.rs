@@ -9,7 +9,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::inner_call::{McpResponse, Surface, bad, json_response};
+use super::internal::{McpResponse, Surface, bad, json_response};
 use crate::engine::{Catalog, PinDigest, PinKind, PinMode, Principal};
 use crate::gatekeeper::Gatekeeper;
 
@@ -50,7 +50,7 @@ fn master_only(
     state: &Surface,
     headers: &HeaderMap,
 ) -> Result<Principal, (StatusCode, &'static str)> {
-    let policy = state.gateway.gatekeeper().policy();
+    let policy = state.shared.gatekeeper.policy();
     let identities = policy.identities();
     match (state.digest)(headers) {
         Ok(Some(d)) if identities.is_master(&d) => {
@@ -69,7 +69,7 @@ pub(crate) async fn list(State(state): State<Surface>, headers: HeaderMap) -> Mc
     if let Err(why) = master_only(&state, &headers) {
         return refused(why);
     }
-    let gk = state.gateway.gatekeeper();
+    let gk = &state.shared.gatekeeper;
     json_response(StatusCode::OK, &quarantined(gk, gk.policy().catalog()))
 }
 
@@ -109,7 +109,7 @@ pub(crate) async fn approve(
         Some(Ok(d)) => Some(d),
         Some(Err(e)) => return bad(&e.to_string()),
     };
-    let gk = state.gateway.gatekeeper();
+    let gk = &state.shared.gatekeeper;
     let policy = gk.policy();
     let catalog = policy.catalog();
     let Some(server) = catalog.lookup(&approve.server).map(|id| catalog.server(id)) else {

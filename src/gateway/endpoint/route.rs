@@ -25,8 +25,8 @@ use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
 
-use super::endpoint_reply::{McpResponse, refused_body};
-use super::endpoint_sessions::Sessions;
+use super::reply::{McpResponse, refused_body};
+use super::sessions::Sessions;
 use crate::protocol::{CollectError, Era, McpRequest, MessageKind, Method};
 
 /// What the endpoint answers itself, from its settings.

@@ -14,8 +14,8 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use tokio::sync::Mutex;
 
-use super::sse_client;
-use super::upstream_client::Relay;
+use super::client::Relay;
+use super::legacy_sse;
 use crate::config::{AuthType, ConfigError, ServerConfig, Transport};
 use crate::tls::{ClientIdentity, UpstreamTls, Verify};
 
@@ -217,7 +217,7 @@ impl UpstreamSpec {
     }
 
     /// Builds the spec of one configured server. Its `ssl_verify`, when given, is its own;
-    /// [`Gateway::from_config`](super::Gateway::from_config) applies
+    /// [`Gateway::from_config`](crate::gateway::Gateway::from_config) applies
     /// `general_settings.ssl_verify` to the servers without one.
     ///
     /// # Errors
@@ -451,9 +451,9 @@ pub(crate) fn connect(
             UpstreamTransport::Http(url) => {
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(headers);
-                let session = super::upstream_session::Session::default();
+                let session = super::session::Session::default();
                 let tls_failure = Arc::default();
-                let client = super::upstream_session::Recorder {
+                let client = super::session::Recorder {
                     http: http.clone(),
                     session: session.clone(),
                     tls_failure: Arc::clone(&tls_failure),
@@ -477,7 +477,7 @@ pub(crate) fn connect(
                 let handshake = opened_with_handshake(&service);
                 // (A URL reqwest cannot parse is left to rmcp's client, which reports it.)
                 if let (true, Ok(url)) = (handshake, reqwest::Url::parse(url)) {
-                    relay.set_route(super::upstream_session::Route {
+                    relay.set_route(super::session::Route {
                         http,
                         url: Arc::new(url),
                         session,
@@ -486,7 +486,7 @@ pub(crate) fn connect(
                 Ok(service)
             }
             UpstreamTransport::Sse(url) => {
-                let transport = sse_client::connect(http, url.clone(), headers).await?;
+                let transport = legacy_sse::connect(http, url.clone(), headers).await?;
                 open(relay, transport, protocol, &spoken).await
             }
             UpstreamTransport::Stdio { command, args, env } => {

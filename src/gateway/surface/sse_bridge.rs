@@ -20,7 +20,7 @@ use http_body_util::combinators::BoxBody;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::inner_call::{McpResponse, Surface, internal_call, json_response};
+use super::internal::{McpResponse, Surface, internal_call, json_response};
 use crate::body::ReplyBody;
 use crate::engine::KeyDigest;
 use crate::protocol::sse;

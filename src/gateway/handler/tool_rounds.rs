@@ -23,13 +23,13 @@ use rmcp::service::{Peer, RequestContext, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::aggregate::Upstreams;
-use super::caller::Caller;
-use super::handler::{GatewayHandler, declares_tasks};
-use super::input_state::stale;
-use super::parked::InFlight;
-use super::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
-use super::upstream_client::{Asking, Pending, PendingSender};
+use super::{GatewayHandler, declares_tasks};
 use crate::engine::NameKind;
+use crate::gateway::caller::Caller;
+use crate::gateway::caller::input_state::stale;
+use crate::gateway::upstream::client::{Asking, Pending, PendingSender};
+use crate::gateway::upstream::parked::InFlight;
+use crate::gateway::upstream::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
 
 fn progress_token(
     request: &CallToolRequestParams,
@@ -304,7 +304,7 @@ impl CallerSide for RoundsSide {
         let held = self.held.clone();
         // Answered in a task of its own: the call's stream is read on meanwhile.
         tokio::spawn(async move {
-            let answer = super::upstream_client::hold(&held, vec![(None, request)])
+            let answer = crate::gateway::upstream::client::hold(&held, vec![(None, request)])
                 .await
                 .and_then(|mut answers| answers.pop())
                 .unwrap_or_else(|| Err(ErrorData::internal_error("the call is over", None)));

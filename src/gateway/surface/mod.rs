@@ -1,6 +1,10 @@
 //! The HTTP surface of the gateway: the MCP endpoint behind the layers, and the REST, registry,
 //! legacy SSE and health endpoints, all of which go through the same layered stack.
 
+pub(crate) mod internal;
+mod pins_admin;
+mod sse_bridge;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -15,11 +19,11 @@ use serde_json::{Value, json};
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
-use super::inner_call::{Internal, McpResponse, Surface, bad, internal_call, json_response};
-use super::shared::Gateway;
-use super::sse_bridge;
+use self::internal::{Internal, McpResponse, Surface, bad, internal_call, json_response};
 use crate::cost::CostHook;
 use crate::engine::{Grant, ToolPrefix};
+use crate::gateway::endpoint::GatewayService;
+use crate::gateway::shared::Shared;
 use crate::identity::ResolveIdentity;
 use crate::rejection::Rejection;
 use crate::stack::GatekeeperLayer;
@@ -72,7 +76,7 @@ async fn rest_call(State(state): State<Surface>, headers: HeaderMap, body: Bytes
     let Ok(call) = serde_json::from_slice::<CallBody>(&body) else {
         return bad("expected {\"server_id\", \"name\", \"arguments\"}");
     };
-    let policy = state.gateway.gatekeeper().policy();
+    let policy = state.shared.gatekeeper.policy();
     let catalog = policy.catalog();
     let settings = catalog.settings();
     // A bare name with a server_id is prefixed the way the MCP endpoint names it.
@@ -116,12 +120,12 @@ async fn rest_call(State(state): State<Surface>, headers: HeaderMap, body: Bytes
 }
 
 /// `{"status": "ok"}` (or `degraded`, or `unavailable` with 503: see
-/// [`GatewayBuilder::health_report`](super::GatewayBuilder::health_report)); with the master
+/// [`GatewayBuilder::health_report`](crate::gateway::GatewayBuilder::health_report)); with the master
 /// key, each upstream's last outcome and each reported part's details too (which name servers
 /// and errors, so nobody else sees them).
 async fn health(State(state): State<Surface>, headers: HeaderMap) -> impl IntoResponse {
     use crate::source::HealthState;
-    let shared = &state.gateway.shared;
+    let shared = &state.shared;
     let worst = shared
         .reports
         .iter()
@@ -133,22 +137,22 @@ async fn health(State(state): State<Surface>, headers: HeaderMap) -> impl IntoRe
     } else {
         StatusCode::OK
     };
-    let admin = matches!((state.digest)(&headers), Ok(Some(d)) if state.gateway.gatekeeper().policy().identities().is_master(&d));
+    let admin = matches!((state.digest)(&headers), Ok(Some(d)) if state.shared.gatekeeper.policy().identities().is_master(&d));
     let mut body = json!({"status": worst.as_str()});
     if admin {
         body["upstreams"] = shared.health_report();
         for (name, part) in &shared.reports {
             body[name.as_str()] = part.report();
         }
-        let gk = state.gateway.gatekeeper();
-        body["pins"] = super::pins_admin::quarantined(gk, gk.policy().catalog());
+        let gk = &state.shared.gatekeeper;
+        body["pins"] = pins_admin::quarantined(gk, gk.policy().catalog());
         body["audit"] = json!(gk.audit().stats());
     }
     (code, Json(body))
 }
 
 /// The registry of the servers the caller may use.
-fn registry(gateway: &Gateway, request: &Request<axum::body::Body>) -> McpResponse {
+fn registry(shared: &Shared, request: &Request<axum::body::Body>) -> McpResponse {
     let Some(grant) = request.extensions().get::<Grant>() else {
         return Rejection::missing_credential().into_rest_response();
     };
@@ -162,7 +166,7 @@ fn registry(gateway: &Gateway, request: &Request<axum::body::Body>) -> McpRespon
         .effective()
         .iter()
         .map(|id| catalog.server(id))
-        .filter(|s| gateway.shared.upstreams.contains_key(s.name()))
+        .filter(|s| shared.upstreams.contains_key(s.name()))
         .map(|s| {
             json!({"server": {
                 "name": s.name(),
@@ -176,63 +180,63 @@ fn registry(gateway: &Gateway, request: &Request<axum::body::Body>) -> McpRespon
     json_response(StatusCode::OK, &json!({ "servers": servers }))
 }
 
-impl Gateway {
-    /// The gateway behind `layer`, with every endpoint of the example gateway.
-    ///
-    /// The MCP endpoint is stateful (sessions, server-to-client requests relayed); REST and the
-    /// legacy bridge use a stateless instance behind the same layers.
-    pub fn router<R: ResolveIdentity, H: CostHook>(
-        &self,
-        layer: GatekeeperLayer<R, H>,
-    ) -> axum::Router {
-        let mcp = layer.layer(self.service(StreamableHttpServerConfig::default()));
-        let mut stateless = StreamableHttpServerConfig::default();
-        stateless.legacy_session_mode = false;
-        stateless.json_response = true;
-        let internal: Internal = BoxCloneSyncService::new(layer.layer(self.service(stateless)));
-        let digest_layer = layer.clone();
-        let state = Surface {
-            gateway: self.clone(),
-            internal,
-            digest: Arc::new(move |h: &HeaderMap| digest_layer.presented_digest(h)),
-        };
-        let bridge = axum::Router::new()
-            .route("/sse", axum::routing::get(sse_bridge::open))
-            .route("/message", axum::routing::post(sse_bridge::post))
-            .with_state(sse_bridge::BridgeState::new(state.clone()));
-        let mut router = axum::Router::new()
-            .route("/health", axum::routing::get(health))
-            .route("/mcp-rest/tools/list", axum::routing::get(rest_list))
-            .route("/mcp-rest/tools/call", axum::routing::post(rest_call))
-            .route("/admin/pins", axum::routing::get(super::pins_admin::list))
-            .route(
-                "/admin/pins/approve",
-                axum::routing::post(super::pins_admin::approve),
-            )
-            .merge(bridge);
-        if self.shared.registry {
-            let gateway = self.clone();
-            let inner = tower::service_fn(move |req: Request<axum::body::Body>| {
-                let r = registry(&gateway, &req);
-                async move { Ok::<_, Infallible>(r) }
-            });
-            // The registry's own path would read as `/{servers}/mcp/…` ("v1"): the layers see it
-            // as a plain path.
-            let registry = tower::ServiceBuilder::new()
-                .map_request(|mut r: Request<axum::body::Body>| {
-                    *r.uri_mut() = http::Uri::from_static("/registry.json");
-                    r
-                })
-                .service(layer.layer(inner));
-            router = router.route_service("/v1/mcp/registry.json", registry);
-        }
-        #[cfg(feature = "oauth")]
-        if let Some(oauth) = &self.shared.oauth {
-            use crate::oauth::METADATA_PATH;
-            router = router
-                .route_service(METADATA_PATH, oauth.metadata())
-                .route_service(&format!("{METADATA_PATH}/{{*path}}"), oauth.metadata());
-        }
-        router.with_state(state).fallback_service(mcp)
+/// The router of every endpoint of the gateway over `shared`, behind `layer` (see
+/// `Gateway::router`).
+pub(crate) fn router<R: ResolveIdentity, H: CostHook>(
+    shared: &Arc<Shared>,
+    layer: GatekeeperLayer<R, H>,
+) -> axum::Router {
+    let mcp = layer.layer(GatewayService::new(
+        Arc::clone(shared),
+        StreamableHttpServerConfig::default(),
+    ));
+    let mut stateless = StreamableHttpServerConfig::default();
+    stateless.legacy_session_mode = false;
+    stateless.json_response = true;
+    let internal: Internal =
+        BoxCloneSyncService::new(layer.layer(GatewayService::new(Arc::clone(shared), stateless)));
+    let digest_layer = layer.clone();
+    let state = Surface {
+        shared: Arc::clone(shared),
+        internal,
+        digest: Arc::new(move |h: &HeaderMap| digest_layer.presented_digest(h)),
+    };
+    let bridge = axum::Router::new()
+        .route("/sse", axum::routing::get(sse_bridge::open))
+        .route("/message", axum::routing::post(sse_bridge::post))
+        .with_state(sse_bridge::BridgeState::new(state.clone()));
+    let mut router = axum::Router::new()
+        .route("/health", axum::routing::get(health))
+        .route("/mcp-rest/tools/list", axum::routing::get(rest_list))
+        .route("/mcp-rest/tools/call", axum::routing::post(rest_call))
+        .route("/admin/pins", axum::routing::get(pins_admin::list))
+        .route(
+            "/admin/pins/approve",
+            axum::routing::post(pins_admin::approve),
+        )
+        .merge(bridge);
+    if shared.registry {
+        let shared = Arc::clone(shared);
+        let inner = tower::service_fn(move |req: Request<axum::body::Body>| {
+            let r = registry(&shared, &req);
+            async move { Ok::<_, Infallible>(r) }
+        });
+        // The registry's own path would read as `/{servers}/mcp/…` ("v1"): the layers see it
+        // as a plain path.
+        let registry = tower::ServiceBuilder::new()
+            .map_request(|mut r: Request<axum::body::Body>| {
+                *r.uri_mut() = http::Uri::from_static("/registry.json");
+                r
+            })
+            .service(layer.layer(inner));
+        router = router.route_service("/v1/mcp/registry.json", registry);
     }
+    #[cfg(feature = "oauth")]
+    if let Some(oauth) = &shared.oauth {
+        use crate::oauth::METADATA_PATH;
+        router = router
+            .route_service(METADATA_PATH, oauth.metadata())
+            .route_service(&format!("{METADATA_PATH}/{{*path}}"), oauth.metadata());
+    }
+    router.with_state(state).fallback_service(mcp)
 }

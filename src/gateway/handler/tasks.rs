@@ -14,12 +14,12 @@ use rmcp::model::{
 };
 use rmcp::service::{RequestContext, ServiceError};
 
+use super::GatewayHandler;
 use super::aggregate::Upstreams;
-use super::caller::Caller;
-use super::handler::GatewayHandler;
-use super::task_ids::Bound;
-use super::tool_call::forward_meta;
-use super::upstream_client::{Asking, options};
+use crate::gateway::caller::Caller;
+use crate::gateway::caller::task_ids::Bound;
+use crate::gateway::upstream::client::{Asking, options};
+use crate::gateway::upstream::tool_call::forward_meta;
 
 fn unknown() -> ErrorData {
     ErrorData::invalid_params("unknown task", None)
@@ -96,7 +96,7 @@ impl GatewayHandler {
             }
             _ => Err(super::aggregate::upstream_error(
                 &bound.server,
-                super::pool::Failure::Service(ServiceError::UnexpectedResponse),
+                crate::gateway::upstream::pool::Failure::Service(ServiceError::UnexpectedResponse),
             )),
         }
     }
@@ -135,7 +135,7 @@ impl GatewayHandler {
             ServerResult::TaskAckResult(_) | ServerResult::EmptyResult(_) => Ok(()),
             _ => Err(super::aggregate::upstream_error(
                 &bound.server,
-                super::pool::Failure::Service(ServiceError::UnexpectedResponse),
+                crate::gateway::upstream::pool::Failure::Service(ServiceError::UnexpectedResponse),
             )),
         }
     }

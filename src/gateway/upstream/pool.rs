@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::service::ServiceError;
 
-use super::upstream::Connection;
+use super::spec::Connection;
 
 /// Sessions idle this long are closed.
 const IDLE: Duration = Duration::from_secs(600);

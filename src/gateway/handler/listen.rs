@@ -7,11 +7,11 @@ use std::time::Duration;
 use rmcp::model::ErrorData;
 use rmcp::service::SubscriptionContext;
 
+use super::GatewayHandler;
 use super::aggregate::Upstreams;
-use super::caller::Caller;
-use super::handler::GatewayHandler;
-use super::listeners::{Listener, Open};
 use crate::engine::NameKind;
+use crate::gateway::caller::Caller;
+use crate::gateway::caller::listeners::{Listener, Open};
 
 /// How often an open stream makes sure its upstream sessions are still there (they would
 /// otherwise be closed as idle), reopening and subscribing again where one was lost.

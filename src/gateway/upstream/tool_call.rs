@@ -24,8 +24,8 @@ use rmcp::model::{
 use rmcp::service::{Peer, ServiceError};
 use serde_json::{Value, json};
 
-use super::upstream_client::{Asking, PendingSender, Relay};
-use super::upstream_session::{Event, Exchange, Poster};
+use super::client::{Asking, PendingSender, Relay};
+use super::session::{Event, Exchange, Poster};
 
 /// How long a call whose caller wants progress or log messages waits, after an rmcp peer's
 /// answer, for notifications the upstream sent before it: rmcp hands each notification to a
@@ -226,7 +226,7 @@ async fn through_peer<S: CallerSide>(
     let again = params.clone();
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
     let handle = peer
-        .send_request_with_option(request, super::upstream_client::options(peer, asking))
+        .send_request_with_option(request, super::client::options(peer, asking))
         .await?;
     let token = handle.progress_token.clone();
     // Dropped before the answer (cancelled, timed out), the guard tells the upstream.
@@ -269,7 +269,7 @@ async fn through_peer<S: CallerSide>(
     while let Ok(p) = rx.try_recv() {
         side.notify(Notice::Progress(p)).await;
     }
-    super::upstream_client::settle(peer, relay, again, answer?, held.as_ref(), asking)
+    super::client::settle(peer, relay, again, answer?, held.as_ref(), asking)
         .await
         .map(Some)
 }

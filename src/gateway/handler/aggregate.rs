@@ -14,13 +14,13 @@ use rmcp::model::ErrorData;
 use rmcp::service::{Peer, ServiceError};
 use rmcp::{RoleClient, RoleServer};
 
-use super::caller::Caller;
-use super::pool::Failure;
-use super::shared::Shared;
-use super::upstream_client::Relay;
 use crate::engine::{
     Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix, server_uri,
 };
+use crate::gateway::caller::Caller;
+use crate::gateway::shared::Shared;
+use crate::gateway::upstream::client::Relay;
+use crate::gateway::upstream::pool::Failure;
 
 /// The upstreams one caller may use.
 pub(crate) struct Upstreams<'a> {

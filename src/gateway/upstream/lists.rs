@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use rmcp::service::ServiceError;
 use serde_json::json;
 
-use super::upstream_session::{
+use super::session::{
     Head, MAX_REPLY, Poster, Session, decode_reply, encode, finish, next_event, read_all,
     unreadable,
 };
@@ -80,7 +80,7 @@ pub(crate) trait Listing: serde::de::DeserializeOwned {
     /// The listed item.
     type Item: Clone + Send + Sync + 'static;
     /// Which of an upstream session's kept lists it is.
-    const LISTED: super::list_cache::Listed;
+    const LISTED: crate::gateway::caller::list_cache::Listed;
     /// The method that lists them.
     const METHOD: &'static str;
     /// The names the items are listed and called by.
@@ -102,7 +102,7 @@ macro_rules! listing {
      $(, $ui:path)?) => {
         impl Listing for rmcp::model::$t {
             type Item = $item;
-            const LISTED: super::list_cache::Listed = super::list_cache::Listed::$listed;
+            const LISTED: crate::gateway::caller::list_cache::Listed = crate::gateway::caller::list_cache::Listed::$listed;
             const METHOD: &'static str = $method;
             const KIND: crate::engine::NameKind = crate::engine::NameKind::$kind;
             fn into_page(self) -> (Vec<$item>, Option<String>) {

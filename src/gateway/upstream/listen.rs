@@ -19,7 +19,7 @@ use rmcp::model::{
 };
 use rmcp::service::{Peer, ServiceError};
 
-use super::listeners::Change;
+use crate::gateway::caller::listeners::Change;
 
 /// The state of the listen stream held on one upstream session.
 #[derive(Default)]

@@ -1,7 +1,14 @@
 //! The aggregating MCP server: one rmcp `ServerHandler` whose tools, prompts and resources are
 //! those of every upstream the caller may use, prefixed by server, and whose calls are routed
 //! to the right upstream session of that caller.
+
 #![allow(deprecated)] // logging/setLevel and resource subscriptions are legacy, still served
+
+pub(crate) mod aggregate;
+mod input_rounds;
+mod listen;
+mod tasks;
+mod tool_rounds;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -22,14 +29,14 @@ use rmcp::model::{ServerRequest, ServerResult};
 use rmcp::service::{Peer, RequestContext, ServiceError, SubscriptionContext};
 use rmcp::{RoleClient, RoleServer, ServerHandler};
 
-use super::aggregate::{self, Upstreams};
-use super::caller::Caller;
-use super::list_cache::Listed;
-use super::shared::Shared;
-use super::tool_call::{self, ToolCall, forward_meta, relayed};
-use super::upstream_client::Relay;
 use crate::engine::NameKind;
+use crate::gateway::caller::Caller;
+use crate::gateway::caller::list_cache::Listed;
+use crate::gateway::shared::Shared;
+use crate::gateway::upstream::client::Relay;
+use crate::gateway::upstream::tool_call::{self, ToolCall, forward_meta, relayed};
 use crate::permission::ReplayedLists;
+use aggregate::Upstreams;
 
 /// One downstream session of the gateway (or one request, when stateless).
 #[derive(Clone)]
@@ -142,7 +149,7 @@ impl ServerHandler for GatewayHandler {
             .shared
             .upstreams
             .values()
-            .any(super::upstream::UpstreamSpec::may_speak_latest)
+            .any(crate::gateway::upstream::spec::UpstreamSpec::may_speak_latest)
         {
             capabilities
                 .extensions
@@ -185,7 +192,7 @@ impl ServerHandler for GatewayHandler {
                 fetch,
                 |t| &t.name,
                 |t, n| t.name = Cow::Owned(n),
-                super::upstream_lists::present_tool_ui,
+                crate::gateway::upstream::lists::present_tool_ui,
             )
             .await;
         Ok(ListToolsResult::with_all_items(tools))
@@ -196,7 +203,7 @@ impl ServerHandler for GatewayHandler {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if super::caller::is_modern(&ctx) {
+        if crate::gateway::caller::is_modern(&ctx) {
             // No requests to the caller on this protocol: the upstream's are returned in an
             // `InputRequiredResult` and answered by calling again.
             return self.call_tool_in_rounds(request, ctx).await;
@@ -449,7 +456,7 @@ impl ServerHandler for GatewayHandler {
                 let params = request.clone();
                 async move {
                     // An upstream without the handshake takes the level with each request.
-                    if super::upstream_client::per_request(&peer) {
+                    if crate::gateway::upstream::client::per_request(&peer) {
                         relay.set_log_level(params.level);
                         return Ok(());
                     }

@@ -11,9 +11,9 @@ use rmcp::model::{
 use rmcp::service::{Peer, RequestContext, ServiceError};
 use rmcp::{RoleClient, RoleServer};
 
-use super::caller::Caller;
-use super::handler::GatewayHandler;
-use super::upstream_client::{MAX_ROUNDS, answer_round};
+use super::GatewayHandler;
+use crate::gateway::caller::Caller;
+use crate::gateway::upstream::client::{MAX_ROUNDS, answer_round};
 
 /// A request an upstream on protocol 2026-07-28 may answer with an input-required result.
 pub(crate) trait AsksForInput: Clone + Send + 'static {
@@ -81,7 +81,7 @@ impl GatewayHandler {
         name: &str,
         mut params: P,
     ) -> Result<P::Response, ErrorData> {
-        let handshake = !super::caller::is_modern(ctx);
+        let handshake = !crate::gateway::caller::is_modern(ctx);
         let owner = Caller::from_context(ctx).digest.map(|d| d.0);
         let states = &self.shared.input_states;
         {

@@ -21,8 +21,8 @@ use rmcp::service::ServiceError;
 use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RequestContext};
 use rmcp::{ClientHandler, RoleClient, RoleServer};
 
-use super::list_cache::{ListCache, Listed};
-use super::listeners::{CallerKey, Change, Listeners, Session};
+use crate::gateway::caller::list_cache::{ListCache, Listed};
+use crate::gateway::caller::listeners::{CallerKey, Change, Listeners, Session};
 
 /// Where progress of one in-flight call goes.
 pub(crate) type ProgressSender = tokio::sync::mpsc::Sender<ProgressNotificationParam>;
@@ -68,7 +68,7 @@ pub(crate) struct Relay {
     held: Arc<Mutex<Vec<PendingSender>>>,
     /// For a streamable HTTP upstream: its URL and what rmcp's client sends with, so that
     /// `tools/call` can be posted directly (see `upstream_session`).
-    route: Arc<std::sync::OnceLock<super::upstream_session::Route>>,
+    route: Arc<std::sync::OnceLock<super::session::Route>>,
     /// rmcp gives every upstream request a progress token of its own: upstream token → the
     /// token the caller chose and the in-flight call that relays it (from the caller's request,
     /// so it lands on that request's stream).
@@ -77,7 +77,7 @@ pub(crate) struct Relay {
     /// per request instead (protocol 2026-07-28).
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     /// The listen stream held on a 2026-07-28 upstream session (see `upstream_listen`).
-    upstream_listen: super::upstream_listen::Slot,
+    upstream_listen: super::listen::Slot,
     /// The session's lists, until the upstream announces a change (see `list_cache`).
     lists: ListCache,
 }
@@ -219,12 +219,12 @@ impl Relay {
 
     /// The upstream is streamable HTTP at the route's URL, and rmcp's client records its
     /// session in the route's.
-    pub(crate) fn set_route(&self, route: super::upstream_session::Route) {
+    pub(crate) fn set_route(&self, route: super::session::Route) {
         let _ = self.route.set(route);
     }
 
     /// Where the upstream's calls may be posted directly.
-    pub(crate) fn route(&self) -> Option<&super::upstream_session::Route> {
+    pub(crate) fn route(&self) -> Option<&super::session::Route> {
         self.route.get()
     }
 
@@ -468,7 +468,7 @@ fn relay_error(e: rmcp::service::ServiceError) -> ErrorData {
     }
 }
 
-impl super::upstream_listen::Hears for Relay {
+impl super::listen::Hears for Relay {
     async fn heard(&self, change: Change<'_>) {
         self.announce(change).await;
     }

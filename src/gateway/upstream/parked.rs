@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use rmcp::model::{CallToolResponse, ErrorData};
 use tokio::sync::{mpsc, oneshot};
 
+use super::client::{Pending, Relay};
 use super::tool_call::Notice;
-use super::upstream_client::{Pending, Relay};
 
 /// How long a call waits for its caller to come back with the answers.
 const PARKED_FOR: Duration = Duration::from_secs(300);

@@ -11,12 +11,12 @@ use http_body_util::Full;
 use http_body_util::combinators::BoxBody;
 use serde_json::value::RawValue;
 
-use super::aggregate::{self, Upstreams};
-use super::caller::Caller;
-use super::endpoint::{Endpoint, Taken, collect};
-use super::endpoint_reply::{json_reply, legacy, reply_bytes, stream_response};
-use super::shared::Shared;
-use super::upstream::UpstreamTransport;
+use super::reply::{json_reply, legacy, reply_bytes, stream_response};
+use super::route::{Endpoint, Taken, collect};
+use crate::gateway::caller::Caller;
+use crate::gateway::handler::aggregate::{self, Upstreams};
+use crate::gateway::shared::Shared;
+use crate::gateway::upstream::spec::UpstreamTransport;
 use crate::permission::ReplayedLists;
 use crate::protocol::sse;
 
@@ -31,7 +31,7 @@ pub(crate) async fn answer<L, B>(
     body: B,
 ) -> Taken
 where
-    L: super::upstream_lists::Listing,
+    L: crate::gateway::upstream::lists::Listing,
     B: http_body::Body<Data = Bytes> + Send + 'static,
 {
     #[derive(serde::Deserialize)]
@@ -72,8 +72,12 @@ where
             let Some(route) = relay.route() else {
                 return Ok(None);
             };
-            let fetched =
-                super::upstream_lists::list_all::<L>(&route.http, &route.url, &route.session).await;
+            let fetched = crate::gateway::upstream::lists::list_all::<L>(
+                &route.http,
+                &route.url,
+                &route.session,
+            )
+            .await;
             match fetched {
                 Some(Ok(items)) => {
                     relay.lists().keep(L::LISTED, seen, &items);

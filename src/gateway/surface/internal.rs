@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
-use super::shared::Gateway;
 use crate::body::ReplyBody;
+use crate::gateway::shared::Shared;
 use crate::protocol::sse;
 use crate::rejection::Rejection;
 
@@ -28,7 +28,7 @@ pub(crate) type DigestFn =
 /// What every HTTP endpoint besides `/mcp` reaches the gateway through.
 #[derive(Clone)]
 pub(crate) struct Surface {
-    pub(crate) gateway: Gateway,
+    pub(crate) shared: Arc<Shared>,
     /// The layered stack over a stateless, JSON-answering instance of the gateway.
     pub(crate) internal: Internal,
     pub(crate) digest: Arc<DigestFn>,

@@ -1,6 +1,11 @@
 //! Who is calling, as the aggregating handler sees it: the caller's headers, key digest, grant
 //! and protocol era, read once from the HTTP request under the MCP one.
 
+pub(crate) mod input_state;
+pub(crate) mod list_cache;
+pub(crate) mod listeners;
+pub(crate) mod task_ids;
+
 use http::HeaderMap;
 use rmcp::RoleServer;
 use rmcp::model::ProtocolVersion;

@@ -1,0 +1,163 @@
+//! The MCP endpoint as an HTTP service: [`GatewayService`], rmcp's streamable HTTP server with
+//! `tools/call` and the list methods answered through the handler's call path by the endpoint
+//! itself (see `route`), the sessions it keeps, and its replies.
+//!
+//! This wing never decides what a caller may do (the layers did) and never speaks to an
+//! upstream but through the `upstream` wing's call path and the handler's routing.
+
+pub(crate) mod call;
+pub(crate) mod lists;
+pub(crate) mod reply;
+pub(crate) mod route;
+pub(crate) mod sessions;
+
+use std::fmt;
+use std::sync::Arc;
+
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+
+use crate::gateway::handler::GatewayHandler;
+use crate::gateway::shared::Shared;
+
+/// The gateway's MCP endpoint: rmcp's streamable HTTP service, with `tools/call` and the list
+/// methods answered by the gateway itself.
+///
+/// A `tools/call` of a caller on a protocol with the initialize handshake, for a streamable
+/// HTTP upstream, is posted on the caller's pooled upstream session and answered by the
+/// gateway itself, without rmcp's server side (which decodes every request through an untagged
+/// enum and runs it through a service of its own); a list of tools, prompts, resources or
+/// resource templates over streamable HTTP upstreams asks each of them the same way and merges
+/// the lists. Every other request, and any call the endpoint is not sure of (before anything
+/// is sent upstream), goes to rmcp unchanged; answers are the same either way. On a stateful endpoint the upstream's requests of its
+/// client reach the caller on the call's stream and the caller's answers (on the same session
+/// only) go back to the upstream; the caller's `notifications/cancelled` ends the call. On a
+/// stateless endpoint, where a caller cannot answer, they are refused at once instead of
+/// waiting for the upstream's timeout.
+#[derive(Clone)]
+pub struct GatewayService {
+    shared: Arc<Shared>,
+    endpoint: Option<Arc<route::Endpoint>>,
+    rmcp: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+}
+
+impl fmt::Debug for GatewayService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayService")
+            .field("answers_calls", &self.endpoint.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> tower_service::Service<http::Request<B>> for GatewayService
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: fmt::Display,
+{
+    type Response = reply::McpResponse;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use route::{Route, Taken};
+        let rmcp = Arc::clone(&self.rmcp);
+        let Some(endpoint) = self.endpoint.clone() else {
+            return Box::pin(async move { Ok(rmcp.handle(request).await) });
+        };
+        let route = endpoint.route(&request);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let taken = match route {
+                Route::Call(session) => {
+                    call::answer(&shared, &endpoint, session, parts, body).await
+                }
+                Route::List(method, session) => {
+                    use crate::protocol::Method;
+                    use rmcp::model::{
+                        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+                        ListToolsResult,
+                    };
+                    let (g, x, s) = (&shared, &endpoint, session);
+                    match method {
+                        Method::PromptsList => {
+                            lists::answer::<ListPromptsResult, _>(g, x, s, parts, body).await
+                        }
+                        Method::ResourcesList => {
+                            lists::answer::<ListResourcesResult, _>(g, x, s, parts, body).await
+                        }
+                        Method::ResourceTemplatesList => {
+                            lists::answer::<ListResourceTemplatesResult, _>(g, x, s, parts, body)
+                                .await
+                        }
+                        _ => lists::answer::<ListToolsResult, _>(g, x, s, parts, body).await,
+                    }
+                }
+                Route::Answer(session) => endpoint.on_session(false, session, parts, body).await,
+                Route::Cancel(session) => endpoint.on_session(true, session, parts, body).await,
+                Route::Rmcp => {
+                    // A new session's id is in the response to its `initialize`.
+                    let asked = parts.headers.get("mcp-session-id").cloned();
+                    let response = rmcp.handle(http::Request::from_parts(parts, body)).await;
+                    let session =
+                        asked.or_else(|| response.headers().get("mcp-session-id").cloned());
+                    return Ok(rmcp_saw(&endpoint, session.as_ref(), response));
+                }
+            };
+            Ok(match taken {
+                Taken::Answered(response) => response,
+                Taken::Back(request) => {
+                    let session = request.headers().get("mcp-session-id").cloned();
+                    let response = rmcp.handle(request).await;
+                    rmcp_saw(&endpoint, session.as_ref(), response)
+                }
+            })
+        })
+    }
+}
+
+/// Notes that rmcp handled a request of `session` (see `endpoint_sessions`).
+fn rmcp_saw(
+    endpoint: &route::Endpoint,
+    session: Option<&http::HeaderValue>,
+    response: reply::McpResponse,
+) -> reply::McpResponse {
+    if let (Some(sessions), Some(session)) = (&endpoint.sessions, session)
+        && response.status().is_success()
+        && let Ok(session) = session.to_str()
+    {
+        sessions.saw(session);
+    }
+    response
+}
+
+impl GatewayService {
+    /// The endpoint over `shared` with `config` (its allowed hosts, if the gateway has them).
+    pub(crate) fn new(shared: Arc<Shared>, mut config: StreamableHttpServerConfig) -> Self {
+        if let Some(hosts) = &shared.allowed_hosts {
+            config.allowed_hosts.clone_from(hosts);
+        }
+        let manager = Arc::new(LocalSessionManager::default());
+        let endpoint = route::Endpoint::for_config(&config, &manager).map(Arc::new);
+        let handler = GatewayHandler {
+            shared: Arc::clone(&shared),
+        };
+        Self {
+            shared,
+            endpoint,
+            rmcp: Arc::new(StreamableHttpService::new(
+                move || Ok(handler.clone()),
+                manager,
+                config,
+            )),
+        }
+    }
+}
