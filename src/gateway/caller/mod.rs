@@ -1,5 +1,9 @@
-//! Who is calling, as the aggregating handler sees it: the caller's headers, key digest, grant
-//! and protocol era, read once from the HTTP request under the MCP one.
+//! What the gateway keeps per caller: who is calling ([`Caller`]: headers, key digest, grant
+//! and protocol era, read once from the HTTP request under the MCP one), the lists kept for its
+//! upstream sessions, and the states, tasks and listen streams handed out to it.
+//!
+//! The ground of the gateway: this wing imports nothing of the others, speaks to no upstream
+//! and answers no request.
 
 pub(crate) mod input_state;
 pub(crate) mod list_cache;

@@ -1,6 +1,11 @@
 //! The aggregating MCP server: one rmcp `ServerHandler` whose tools, prompts and resources are
 //! those of every upstream the caller may use, prefixed by server, and whose calls are routed
-//! to the right upstream session of that caller.
+//! to the right upstream session of that caller. Its children hold the rest of its handling:
+//! routing and merging (`aggregate`), the rounds of a call on protocol 2026-07-28, tasks and
+//! listening.
+//!
+//! This wing knows no transport: it takes the caller as `caller` read it, never reads a body,
+//! and never decides what a caller may do (the layers did).
 
 #![allow(deprecated)] // logging/setLevel and resource subscriptions are legacy, still served
 

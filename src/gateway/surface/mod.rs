@@ -1,5 +1,8 @@
-//! The HTTP surface of the gateway: the MCP endpoint behind the layers, and the REST, registry,
-//! legacy SSE and health endpoints, all of which go through the same layered stack.
+//! The HTTP surface of the gateway: the router with the MCP endpoint behind the layers, and the
+//! REST, registry, legacy SSE, health and pin admin endpoints.
+//!
+//! Every endpoint here reaches the gateway through the same layered stack as `/mcp` (see
+//! `internal`): this wing never calls the handler or an upstream directly.
 
 pub(crate) mod internal;
 mod pins_admin;
