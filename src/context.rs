@@ -10,7 +10,7 @@ use http::{Extensions, Request, Response};
 use tower_service::Service;
 
 use crate::body::ReplyBody;
-use crate::engine::{DenialStyle, Grant, Principal, Scope, ServerId};
+use crate::engine::{Attribution, DenialStyle, Grant, NameKind, Principal, Scope, ServerId};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
 use crate::protocol::{self, CollectError, McpRequest, ParseError};
@@ -35,6 +35,28 @@ impl ToolTarget {
     #[must_use]
     pub fn bare<'a>(&self, requested: &'a str) -> &'a str {
         &requested[self.bare_start..]
+    }
+}
+
+/// The server and bare name of `name`, the tool a `tools/call` names: the permission layer's
+/// [`ToolTarget`] when it attributed the call, else attributed here as it would be. `None` for
+/// a name no server owns (the permission layer's to refuse).
+pub(crate) fn tool_target<'n>(
+    ext: &Extensions,
+    policy: &PolicySnapshot,
+    gk: &Gatekeeper,
+    name: &'n str,
+) -> Option<(ServerId, &'n str)> {
+    if let Some(t) = ext.get::<ToolTarget>() {
+        return Some((t.server, t.bare(name)));
+    }
+    let index = gk.name_index();
+    match policy
+        .catalog()
+        .attribute(gk.mount(), Some(&index), NameKind::Tool, name)
+    {
+        Some(Attribution::Server(server, bare)) => Some((server, bare)),
+        _ => None,
     }
 }
 

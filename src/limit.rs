@@ -70,11 +70,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ReplyBody;
-use crate::context::{self, ContextView, ToolTarget};
+use crate::context::{self, ContextView};
 use crate::counters::{Admission, Admitting, CounterKind, CounterOp, InProcessStore, LimitStore};
 use crate::engine::{
-    Attribution, DenialStyle, Level, Limit as LevelLimit, LimitKind, NameKind, Nanos, Principal,
-    ServerId,
+    DenialStyle, Level, Limit as LevelLimit, LimitKind, Nanos, Principal, ServerId,
 };
 use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
 use crate::limit_hold::{CallHold, LimitRefusal};
@@ -193,18 +192,7 @@ fn target<'e>(
         return None;
     }
     let name = head.target.as_deref().unwrap_or_default();
-    let (server, bare) = match ext.get::<ToolTarget>() {
-        Some(t) => (t.server, t.bare(name)),
-        None => match policy.catalog().attribute(
-            gk.mount(),
-            Some(&gk.name_index()),
-            NameKind::Tool,
-            name,
-        ) {
-            Some(Attribution::Server(server, bare)) => (server, bare),
-            _ => return None,
-        },
-    };
+    let (server, bare) = context::tool_target(ext, policy, gk, name)?;
     Some((head, server, bare))
 }
 

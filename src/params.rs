@@ -65,8 +65,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ReplyBody;
-use crate::context::{self, ContextView, ToolTarget};
-use crate::engine::{Attribution, NameKind};
+use crate::context::{self, ContextView};
 use crate::future::{self, NoPost};
 use crate::gatekeeper::Gatekeeper;
 use crate::protocol::{McpRequest, Method};
@@ -138,17 +137,8 @@ fn refusal(ext: &mut http::Extensions, gk: &Gatekeeper) -> Option<Rejection> {
     }
     let name = head.target.as_deref().unwrap_or_default();
     let catalog = policy.catalog();
-    let (server, bare) = match ext.get::<ToolTarget>() {
-        Some(t) => (t.server, t.bare(name)),
-        None => {
-            let index = gk.name_index();
-            match catalog.attribute(gk.mount(), Some(&index), NameKind::Tool, name) {
-                Some(Attribution::Server(server, bare)) => (server, bare),
-                // Unattributable names are the permission layer's to refuse.
-                _ => return None,
-            }
-        }
-    };
+    // Unattributable names are the permission layer's to refuse.
+    let (server, bare) = context::tool_target(ext, policy, gk, name)?;
     catalog
         .check_params(server, bare, &head.argument_keys)
         .err()

@@ -88,8 +88,8 @@ use tower_service::Service;
 
 use crate::body::{BoxError, ReplyBody};
 use crate::body::{Failing, Prefixed};
-use crate::context::{self, ContextView, ToolTarget};
-use crate::engine::{Attribution, NameKind, Principal};
+use crate::context::{self, ContextView};
+use crate::engine::Principal;
 use crate::future::{self, Post, PostProcess};
 use crate::gatekeeper::Gatekeeper;
 use crate::limit_hold::BudgetSettler;
@@ -459,13 +459,7 @@ fn start<H: CostHook>(ext: &mut http::Extensions, layer: &CostLayer<H>) -> Obser
     let qualified = head.target.clone().unwrap_or_default();
     let name = &*qualified;
     let catalog = policy.catalog();
-    let target = match ext.get::<ToolTarget>() {
-        Some(t) => Some((t.server, t.bare(name))),
-        None => match catalog.attribute(gk.mount(), Some(&gk.name_index()), NameKind::Tool, name) {
-            Some(Attribution::Server(server, bare)) => Some((server, bare)),
-            _ => None,
-        },
-    };
+    let target = context::tool_target(ext, policy, gk, name);
     // The names only: the principal's permission sets are not the event's.
     let p = ext.get::<Principal>();
     let name_of = |f: fn(&Principal) -> &Option<Arc<str>>| p.and_then(|p| f(p).clone());
