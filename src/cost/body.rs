@@ -9,9 +9,11 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{CostHook, HookFuture, Outcome, Pending, decision, hook_future};
+use super::event::{CostHook, Outcome, Pending};
+use super::hook::{self, HookFuture};
+use super::reply::replaced;
 use crate::protocol::{Era, RequestId, sse};
 
 pub(crate) enum Mode {
@@ -84,43 +86,6 @@ impl<B, H: CostHook> CostBody<B, H> {
     }
 }
 
-pub(crate) fn outcome_of(reply: &Value) -> Outcome {
-    if let Some(error) = reply.get("error") {
-        return Outcome::JsonRpcError {
-            code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
-        };
-    }
-    match reply.get("result") {
-        Some(r) if r.get("isError").and_then(Value::as_bool) == Some(true) => Outcome::ToolError,
-        Some(_) => Outcome::Success,
-        // Neither a result nor an error: not a reply anyone can count as done.
-        None => Outcome::Unknown,
-    }
-}
-
-/// The reply to `id` with its result replaced (the id kept) and shaped for the caller's `era`:
-/// `read` if the reply was read whole already, else read from `text`, else a bare reply to
-/// `id`.
-pub(crate) fn replaced(
-    read: Option<Value>,
-    text: &[u8],
-    id: &RequestId,
-    era: Era,
-    mut result: Value,
-) -> String {
-    if let Some(fields) = result.as_object_mut() {
-        era.shape_result(fields);
-    }
-    let mut reply = read
-        .or_else(|| serde_json::from_slice(text).ok())
-        .unwrap_or_else(|| json!({"jsonrpc": "2.0", "id": id.to_value()}));
-    if let Some(obj) = reply.as_object_mut() {
-        obj.remove("error");
-        obj.insert("result".to_owned(), result);
-    }
-    serde_json::to_string(&reply).expect("a Value always serialises")
-}
-
 fn start_hook<H: CostHook>(
     pending: &mut Pending,
     hook: &Arc<H>,
@@ -132,7 +97,7 @@ fn start_hook<H: CostHook>(
         *slot
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(hook_future(hook, event, reply));
+            Some(Box::pin(hook::run(&**hook, event, reply)));
     }
 }
 
@@ -161,7 +126,7 @@ where
                 .get_mut()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(fut) = slot.as_mut() {
-                let decided = decision(std::task::ready!(fut.as_mut().poll(cx)));
+                let decided = std::task::ready!(fut.as_mut().poll(cx));
                 *slot = None;
                 let bytes = match (this.held.take(), decided.replace_result) {
                     (Some(Held::Event(v, raw)), Some(r)) => {
@@ -249,7 +214,11 @@ where
                                     continue;
                                 }
                                 let reply = sse::event_data(&event).and_then(|d| {
-                                    super::reply_to(d.as_bytes(), this.id, this.hook.wants_reply())
+                                    super::reply::reply_to(
+                                        d.as_bytes(),
+                                        this.id,
+                                        this.hook.wants_reply(),
+                                    )
                                 });
                                 match reply {
                                     Some((outcome, v)) => {

@@ -4,12 +4,13 @@
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::body::BoxError;
+use crate::limit_hold::BudgetSettler;
 
 /// How a tool call ended.
 ///
@@ -234,5 +235,66 @@ impl<W: std::io::Write + Send + 'static> SpendSink for JsonlSink<W> {
         if w.write_all(&line).and_then(|()| w.flush()).is_err() {
             crate::trace::warn("the spend log could not be written");
         }
+    }
+}
+
+/// Holds an unfinished event; records it as disconnected if dropped before the reply.
+pub(crate) struct Pending {
+    event: Option<ToolCallEvent>,
+    started: Instant,
+    sink: Arc<dyn SpendSink>,
+    /// The reservation of the limit layer outside, told the final cost.
+    settler: Option<BudgetSettler>,
+}
+
+impl Pending {
+    /// The unfinished `event`, for `sink`, started now; `settler` is told its final cost.
+    pub(crate) fn new(
+        event: ToolCallEvent,
+        sink: Arc<dyn SpendSink>,
+        settler: Option<BudgetSettler>,
+    ) -> Self {
+        Self {
+            event: Some(event),
+            started: Instant::now(),
+            sink,
+            settler,
+        }
+    }
+
+    /// Fills in how the call ended, for the hook to see.
+    pub(crate) fn settle(&mut self, outcome: Outcome) -> Option<&ToolCallEvent> {
+        let event = self.event.as_mut()?;
+        event.duration = self.started.elapsed();
+        event.outcome = outcome;
+        Some(event)
+    }
+
+    /// Sends the settled event to the sink, once.
+    pub(crate) fn commit(&mut self, cost: Option<f64>) {
+        if let Some(mut event) = self.event.take() {
+            if let Some(cost) = cost.filter(|c| c.is_finite()) {
+                event.cost = cost;
+            }
+            if let Some(settler) = &self.settler {
+                match event.outcome {
+                    // It never reached the upstream.
+                    Outcome::TransportError { .. } => settler.release(),
+                    _ => settler.settle(event.cost),
+                }
+            }
+            self.sink.record(event);
+        }
+    }
+
+    pub(crate) fn record(&mut self, outcome: Outcome, cost: Option<f64>) {
+        self.settle(outcome);
+        self.commit(cost);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.record(Outcome::Disconnected, None);
     }
 }
