@@ -4,6 +4,8 @@
 //! cargo run --release --features gateway --example loadbench             # full run
 //! cargo run --release --features gateway --example loadbench -- --quick   # under a minute
 //! cargo run --release --features gateway --example loadbench -- --pin     # client on CPU 0, servers on CPU 1
+//! cargo run --release --features gateway --example loadbench -- --hop [--quick]   # beside nginx, with wrk
+//! LOADBENCH_UPSTREAM_PROTOCOL=2025-11-25 cargo run ... -- --hop    # the gateway's upstream held to the handshake
 //! cargo run --release --features gateway,redis --example loadbench -- --limits [--quick]
 //! cargo run --release --features gateway --example loadbench -- --soak 1000000
 //! cargo run --release --features gateway --example loadbench -- --soak-gateway 1000000
@@ -23,6 +25,8 @@
 //! TLS handshake for (e)). `--soak N` sends N requests through (b) and reports its resident
 //! memory at the start, middle and end; `--soak-gateway N` does the same through (c).
 
+#[path = "support/hop.rs"]
+mod hop;
 #[path = "support/limits_bench.rs"]
 mod limits_bench;
 #[path = "support/load.rs"]
@@ -150,7 +154,7 @@ fn policy(server_url: &str, ca: Option<&str>) -> Config {
         .collect();
     Config::from_json_str(
         &json!({
-            "mcp_servers": {"bench": {"url": server_url, "allowed_params": {"echo": ["message"]}, "ssl_verify": ca.unwrap_or("true"),
+            "mcp_servers": {"bench": {"url": server_url, "allowed_params": {"echo": ["message"]}, "ssl_verify": ca.unwrap_or("true"), "protocol_version": std::env::var("LOADBENCH_UPSTREAM_PROTOCOL").ok(),
                                       "mcp_info": {"mcp_server_cost_info": {"default_cost_per_query": 0.001}}}},
             "keys": [{"key": KEY, "key_alias": "bench", "team_id": "t",
                       "object_permission": {"mcp_servers": ["bench"], "mcp_tool_permissions": {"bench": allowed}}}],
@@ -602,6 +606,24 @@ fn main() {
             value("--ca"),
             value("--redis"),
         ));
+    } else if args.iter().any(|a| a == "--hop") {
+        let bare = spawn("bare", None);
+        let gateway = spawn("gateway", Some(&bare));
+        hop::run(
+            hop::Target {
+                name: "a bare",
+                url: bare.url.clone(),
+                pids: vec![bare.child.id()],
+                tool: "echo",
+            },
+            hop::Target {
+                name: "c gateway",
+                url: gateway.url.clone(),
+                pids: vec![gateway.child.id()],
+                tool: "bench-echo",
+            },
+            args.iter().any(|a| a == "--quick"),
+        );
     } else if args.iter().any(|a| a == "--limits") {
         rt.block_on(limits(args.iter().any(|a| a == "--quick")));
     } else if let Some(url) = value("--drive") {
