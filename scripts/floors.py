@@ -18,10 +18,10 @@ from pathlib import Path
 # Floor 1 is the ground. A module imports only from floors below its own; the five layers
 # (floor 4) share a floor so that none of them can import another.
 FLOORS = {
-    1: ["protocol", "engine", "body", "future", "inner"],
+    1: ["protocol", "engine", "body", "future", "inner_service"],
     2: ["rejection", "list_memo", "counters", "audit"],
-    3: ["gatekeeper", "trace"],
-    4: ["context", "limit_hold"],
+    3: ["gatekeeper", "decision_events"],
+    4: ["context", "reservation"],
     5: ["identity", "namespace", "permission", "params", "limit", "cost"],
     6: ["stack", "config", "openai", "pin_file"],
     7: ["fuzzing", "tls", "source", "redis_limits"],

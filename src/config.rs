@@ -110,7 +110,7 @@ impl std::error::Error for ConfigError {}
 
 /// A map that keeps document order and refuses duplicate keys (JSON would keep the last one).
 #[derive(Clone, Debug, PartialEq)]
-pub struct UniqueMap<V>(pub Vec<(String, V)>);
+pub struct UniqueMap<V>(pub(crate) Vec<(String, V)>);
 
 impl<V> Default for UniqueMap<V> {
     fn default() -> Self {
@@ -122,6 +122,39 @@ impl<V> UniqueMap<V> {
     /// Entries in document order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The value of `key`.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// How many entries it has.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it has none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<V> FromIterator<(String, V)> for UniqueMap<V> {
+    /// The entries in iteration order; a key given twice keeps its last value, in its first
+    /// place.
+    fn from_iter<I: IntoIterator<Item = (String, V)>>(entries: I) -> Self {
+        let mut out: Vec<(String, V)> = Vec::new();
+        for (k, v) in entries {
+            match out.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => out.push((k, v)),
+            }
+        }
+        Self(out)
     }
 }
 

@@ -213,7 +213,7 @@ where
         let mut request = match inspect(request, &gk).await {
             Ok(r) => r,
             Err(rejection) => {
-                crate::trace::refused(gk.audit(), caller.as_ref(), None, &rejection);
+                crate::decision_events::refused(gk.audit(), caller.as_ref(), None, &rejection);
                 return Ok(rejection.into_response(style));
             }
         };

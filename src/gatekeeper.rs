@@ -89,15 +89,15 @@ impl Default for Limits {
 /// per request, see `tower`'s clone-then-call idiom) is one reference count, not four.
 #[derive(Clone)]
 struct Handle {
-    shared: Arc<Shared>,
+    shared: Arc<GatekeeperState>,
     mount: Mount,
     limits: Limits,
     pins: Arc<PinBook>,
     audit: Auditor,
 }
 
-/// Shared by every handle cloned from one [`Gatekeeper::new`], whatever their options.
-struct Shared {
+/// GatekeeperState by every handle cloned from one [`Gatekeeper::new`], whatever their options.
+struct GatekeeperState {
     policy: ArcSwap<PolicySnapshot>,
     index: ArcSwap<NameIndex>,
     list_memo: crate::list_memo::ListMemo,
@@ -136,7 +136,7 @@ impl Gatekeeper {
     pub fn new(policy: PolicySnapshot) -> Self {
         Self {
             handle: Arc::new(Handle {
-                shared: Arc::new(Shared {
+                shared: Arc::new(GatekeeperState {
                     policy: ArcSwap::from_pointee(policy),
                     index: ArcSwap::from_pointee(NameIndex::default()),
                     list_memo: crate::list_memo::ListMemo::default(),
@@ -209,7 +209,7 @@ impl Gatekeeper {
     }
 
     /// Replaces the index of bare names used with `tool_prefix: never`.
-    pub fn set_name_index(&self, index: NameIndex) {
+    pub(crate) fn set_name_index(&self, index: NameIndex) {
         self.handle.shared.index.store(Arc::new(index));
     }
 

@@ -78,6 +78,7 @@ pub mod config;
 mod context;
 pub mod cost;
 pub mod counters;
+mod decision_events;
 pub mod engine;
 mod future;
 #[cfg(any(test, fuzzing))]
@@ -85,9 +86,8 @@ mod future;
 pub mod fuzzing;
 pub mod gatekeeper;
 pub mod identity;
-mod inner;
+mod inner_service;
 pub mod limit;
-mod limit_hold;
 mod list_memo;
 #[cfg(feature = "litellm-db")]
 #[cfg_attr(docsrs, doc(cfg(feature = "litellm-db")))]
@@ -107,11 +107,11 @@ pub mod protocol;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_limits;
 pub mod rejection;
+mod reservation;
 pub mod source;
 mod stack;
 #[cfg(any(feature = "gateway", feature = "oauth", feature = "postgres"))]
 mod tls;
-mod trace;
 
 pub use gatekeeper::{Gatekeeper, Limits, PolicySnapshot};
 pub use stack::{GatekeeperLayer, Stack};

@@ -76,9 +76,9 @@ use crate::engine::{
     DenialStyle, Level, Limit as LevelLimit, LimitKind, Nanos, Principal, ServerId,
 };
 use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
-use crate::limit_hold::{CallHold, LimitRefusal};
 use crate::protocol::{McpRequest, Method};
 use crate::rejection::Rejection;
+use crate::reservation::{CallHold, LimitRefusal};
 
 /// What the layer does when its store cannot answer (`general_settings.on_limit_store_error`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -172,7 +172,7 @@ impl<S: fmt::Debug> fmt::Debug for Limit<S> {
     }
 }
 
-crate::inner::inner_access!(impl<S> Limit<S>);
+crate::inner_service::inner_access!(impl<S> Limit<S>);
 
 /// The counters a call is checked against, and the price it reserves.
 struct Charge {
@@ -263,7 +263,7 @@ fn refusal(
     retry_after: Option<std::time::Duration>,
 ) -> Rejection {
     let (rejection, level, rule) = limit_refusal(ext, gk, index, retry_after);
-    crate::trace::refused_later(gk.audit(), ext, &rejection, Some(rule), Some(level));
+    crate::decision_events::refused_later(gk.audit(), ext, &rejection, Some(rule), Some(level));
     rejection
 }
 
@@ -299,7 +299,7 @@ fn limit_refusal(
 }
 
 fn unavailable(ext: &http::Extensions, error: &crate::counters::StoreError) -> Rejection {
-    crate::trace::backend_error(error);
+    crate::decision_events::backend_error(error);
     let mut r = Rejection::limits_unavailable();
     if let Some(head) = ext.get::<McpRequest>() {
         r = r.answering(head);
@@ -333,18 +333,24 @@ fn decided(
         Err(e) => match layer.on_error {
             OnStoreError::Deny => {
                 let r = unavailable(ext, &e);
-                crate::trace::refused_later(layer.gatekeeper.audit(), ext, &r, None, None);
+                crate::decision_events::refused_later(
+                    layer.gatekeeper.audit(),
+                    ext,
+                    &r,
+                    None,
+                    None,
+                );
                 Decided::Refuse(r)
             }
             OnStoreError::Allow => {
-                crate::trace::backend_error(&e);
+                crate::decision_events::backend_error(&e);
                 Decided::Go(None)
             }
         },
     }
 }
 
-pub use crate::limit_hold::{BudgetSettler, ResponseFuture};
+pub use crate::reservation::ResponseFuture;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Limit<S>
 where
@@ -434,7 +440,7 @@ where
                 h.sent();
             }
             match inner.call(request).await {
-                Ok(response) => Ok(crate::limit_hold::finish_response(response, hold)),
+                Ok(response) => Ok(crate::reservation::finish_response(response, hold)),
                 Err(e) => {
                     if let Some(h) = hold {
                         h.release();

@@ -22,7 +22,7 @@ const MAX_BYTES: usize = 16 << 20;
 
 #[derive(Default)]
 pub(crate) struct ListMemo {
-    entries: Mutex<VecDeque<Arc<Entry>>>,
+    entries: Mutex<VecDeque<Arc<RememberedList>>>,
 }
 
 impl std::fmt::Debug for ListMemo {
@@ -48,7 +48,7 @@ impl Tally {
     }
 }
 
-pub(crate) struct Entry {
+pub(crate) struct RememberedList {
     grant: Grant,
     pins: u64,
     apps: u64,
@@ -80,7 +80,7 @@ pub(crate) struct Key<'a> {
 /// Ids are short; a reply whose length differs by more than this is another reply.
 const MAX_ID_GROWTH: usize = 64;
 
-impl Entry {
+impl RememberedList {
     fn same_key(&self, key: &Key<'_>) -> bool {
         self.method == *key.method
             && self.pins == key.pins
@@ -135,7 +135,7 @@ impl ListMemo {
         input: &str,
         id: &RequestId,
     ) -> Option<(String, Arc<Tally>)> {
-        let candidates: Vec<Arc<Entry>> = {
+        let candidates: Vec<Arc<RememberedList>> = {
             let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
             entries
                 .iter()
@@ -167,7 +167,7 @@ impl ListMemo {
         output_id: (usize, usize),
         tally: Tally,
     ) {
-        let entry = Arc::new(Entry {
+        let entry = Arc::new(RememberedList {
             grant: key.grant.clone(),
             pins: key.pins,
             apps: key.apps,

@@ -129,7 +129,7 @@ impl<S: fmt::Debug> fmt::Debug for Namespace<S> {
     }
 }
 
-crate::inner::inner_access!(impl<S> Namespace<S>);
+crate::inner_service::inner_access!(impl<S> Namespace<S>);
 
 /// Where a path names servers: the names (percent-decoded) and the path rewritten to `/mcp`.
 #[derive(Debug, PartialEq, Eq)]
@@ -254,7 +254,12 @@ where
         ResponseFuture::from_inner(match scope_request(&mut request, &self.layer) {
             Ok(()) => future::ResponseFuture::inner(self.inner.call(request), NoPost),
             Err(rejection) => {
-                crate::trace::refused(gk.audit(), request.extensions().get(), None, &rejection);
+                crate::decision_events::refused(
+                    gk.audit(),
+                    request.extensions().get(),
+                    None,
+                    &rejection,
+                );
                 future::ResponseFuture::ready(rejection.into_response(style))
             }
         })

@@ -110,7 +110,7 @@ impl<S: fmt::Debug> fmt::Debug for AllowedParams<S> {
     }
 }
 
-crate::inner::inner_access!(impl<S> AllowedParams<S>);
+crate::inner_service::inner_access!(impl<S> AllowedParams<S>);
 
 future::layer_future!(
     /// Response future of [`AllowedParams`].
@@ -121,7 +121,7 @@ fn check(ext: &mut http::Extensions, gk: &Gatekeeper) -> Result<(), Rejection> {
     match refusal(ext, gk) {
         None => Ok(()),
         Some(refusal) => {
-            crate::trace::refused_later(gk.audit(), ext, &refusal, None, None);
+            crate::decision_events::refused_later(gk.audit(), ext, &refusal, None, None);
             Err(refusal)
         }
     }

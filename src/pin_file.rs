@@ -191,7 +191,7 @@ impl PinStore for PinFile {
         let mut problem = self.problem.lock().unwrap_or_else(PoisonError::into_inner);
         *problem = outcome.err().map(|e| {
             let message = format!("pin file {}: {e}", self.path.display());
-            crate::trace::warn(&message);
+            crate::decision_events::warn(&message);
             message
         });
     }

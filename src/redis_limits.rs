@@ -289,7 +289,9 @@ impl RedisLimits {
             while attempt(store.clone()).await.is_err() {
                 if Instant::now() >= give_up {
                     store.inner.abandoned.fetch_add(1, Ordering::Relaxed);
-                    crate::trace::warn("a limit hand-back to Redis was given up after ten minutes");
+                    crate::decision_events::warn(
+                        "a limit hand-back to Redis was given up after ten minutes",
+                    );
                     return;
                 }
                 tokio::time::sleep(wait).await;

@@ -108,7 +108,7 @@ impl Rejection {
 
     /// No credential.
     #[must_use]
-    pub fn missing_credential() -> Self {
+    pub(crate) fn missing_credential() -> Self {
         Self::new(
             RejectionKind::MissingCredential,
             "Authentication required: pass an API key in x-litellm-api-key or Authorization: Bearer",
@@ -117,13 +117,13 @@ impl Rejection {
 
     /// An unknown credential.
     #[must_use]
-    pub fn invalid_credential() -> Self {
+    pub(crate) fn invalid_credential() -> Self {
         Self::new(RejectionKind::InvalidCredential, "Invalid API key")
     }
 
     /// A key that is known but blocked (401).
     #[must_use]
-    pub fn key_blocked() -> Self {
+    pub(crate) fn key_blocked() -> Self {
         Self::new(
             RejectionKind::InvalidCredential,
             "This API key is blocked; ask an administrator to unblock it or issue a new one",
@@ -132,7 +132,7 @@ impl Rejection {
 
     /// A key whose expiry has passed (401).
     #[must_use]
-    pub fn key_expired() -> Self {
+    pub(crate) fn key_expired() -> Self {
         Self::new(
             RejectionKind::InvalidCredential,
             "This API key has expired; ask an administrator for a new one",
@@ -141,7 +141,7 @@ impl Rejection {
 
     /// A key whose budget, or its team's or organisation's, is spent (429).
     #[must_use]
-    pub fn key_over_budget() -> Self {
+    pub(crate) fn key_over_budget() -> Self {
         Self::new(
             RejectionKind::BudgetExceeded,
             "The budget of this API key is spent; ask an administrator to raise it or wait for it to reset",
@@ -161,13 +161,13 @@ impl Rejection {
     /// A bearer token that is not valid here (malformed, expired, for another audience, signed
     /// by an unknown key...). `why` is shown to the caller: never put configuration in it.
     #[must_use]
-    pub fn invalid_token(why: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn invalid_token(why: impl Into<Cow<'static, str>>) -> Self {
         Self::new(RejectionKind::InvalidCredential, why)
     }
 
     /// A valid token that lacks a scope this resource requires.
     #[must_use]
-    pub fn insufficient_scope() -> Self {
+    pub(crate) fn insufficient_scope() -> Self {
         Self::new(
             RejectionKind::InsufficientScope,
             "The token lacks a scope this resource requires",
@@ -177,7 +177,7 @@ impl Rejection {
     /// Answers with this `WWW-Authenticate` challenge instead of a bare `Bearer` (an OAuth
     /// resource server's `resource_metadata`, `scope` and `error`).
     #[must_use]
-    pub fn with_challenge(mut self, challenge: HeaderValue) -> Self {
+    pub(crate) fn with_challenge(mut self, challenge: HeaderValue) -> Self {
         self.challenge = Some(challenge);
         self
     }
@@ -190,7 +190,7 @@ impl Rejection {
 
     /// The identity backend is unavailable.
     #[must_use]
-    pub fn identity_unavailable() -> Self {
+    pub(crate) fn identity_unavailable() -> Self {
         Self::new(
             RejectionKind::IdentityUnavailable,
             "Authentication is temporarily unavailable",
@@ -203,13 +203,13 @@ impl Rejection {
     }
 
     /// A routing or version header that disagrees with the body.
-    pub fn header_mismatch(message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn header_mismatch(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(RejectionKind::HeaderMismatch, message)
     }
 
     /// A body above the limit.
     #[must_use]
-    pub fn payload_too_large(limit: usize) -> Self {
+    pub(crate) fn payload_too_large(limit: usize) -> Self {
         Self::new(
             RejectionKind::PayloadTooLarge,
             format!("Request body is larger than {limit} bytes"),
@@ -218,7 +218,7 @@ impl Rejection {
 
     /// Servers named in the scope that are unknown or not allowed (the same text for both).
     #[must_use]
-    pub fn scope_forbidden<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn scope_forbidden<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         let list: Vec<&str> = names.into_iter().collect();
         Self::new(
             RejectionKind::ScopeForbidden,
@@ -231,20 +231,20 @@ impl Rejection {
 
     /// An unknown or foreign session.
     #[must_use]
-    pub fn session_not_found() -> Self {
+    pub(crate) fn session_not_found() -> Self {
         Self::new(RejectionKind::SessionNotFound, "Session not found")
     }
 
     /// A tool outside the grant. The same text whether the tool exists or not — but for a tool
     /// the caller may use that tool pinning holds back, which says so.
     #[must_use]
-    pub fn tool_denied(tool: &str, by: DeniedBy) -> Self {
+    pub(crate) fn tool_denied(tool: &str, by: DeniedBy) -> Self {
         Self::new(RejectionKind::ToolDenied { by }, denied("Tool", tool, by))
     }
 
     /// Arguments outside `allowed_params`, with LiteLLM's exact text.
     #[must_use]
-    pub fn params_denied(denial: &ParamsDenial) -> Self {
+    pub(crate) fn params_denied(denial: &ParamsDenial) -> Self {
         Self::new(RejectionKind::ParamsDenied, denial.to_string())
     }
 
@@ -256,7 +256,7 @@ impl Rejection {
 
     /// A tool call whose limits could not be checked (the store failed and the policy denies).
     #[must_use]
-    pub fn limits_unavailable() -> Self {
+    pub(crate) fn limits_unavailable() -> Self {
         Self::new(
             RejectionKind::LimitsUnavailable,
             "Limits cannot be checked right now, so the call is refused; try again shortly",
@@ -278,7 +278,7 @@ impl Rejection {
 
     /// A prompt outside the grant (or held back by pinning, as [`Rejection::tool_denied`]).
     #[must_use]
-    pub fn prompt_denied(name: &str, by: DeniedBy) -> Self {
+    pub(crate) fn prompt_denied(name: &str, by: DeniedBy) -> Self {
         Self::new(
             RejectionKind::PromptDenied { by },
             denied("Prompt", name, by),
@@ -287,7 +287,7 @@ impl Rejection {
 
     /// A resource outside the grant.
     #[must_use]
-    pub fn resource_denied(uri: &str, by: DeniedBy) -> Self {
+    pub(crate) fn resource_denied(uri: &str, by: DeniedBy) -> Self {
         Self::new(
             RejectionKind::ResourceDenied { by },
             denied("Resource", uri, by),
@@ -296,14 +296,14 @@ impl Rejection {
 
     /// Sets the JSON-RPC id an in-band refusal answers.
     #[must_use]
-    pub fn with_id(mut self, id: Option<RequestId>) -> Self {
+    pub(crate) fn with_id(mut self, id: Option<RequestId>) -> Self {
         self.id = id;
         self
     }
 
     /// Sets the protocol era the refusal is shaped for (see [`Era::shape_result`]).
     #[must_use]
-    pub fn with_era(mut self, era: Era) -> Self {
+    pub(crate) fn with_era(mut self, era: Era) -> Self {
         self.era = era;
         self
     }

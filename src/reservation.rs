@@ -36,16 +36,16 @@ struct Settle {
 
 /// The cost layer's handle on the reservation of the call it observes.
 #[derive(Clone, Debug)]
-pub struct BudgetSettler(Arc<Settle>);
+pub(crate) struct BudgetSettler(Arc<Settle>);
 
 impl BudgetSettler {
     /// The call ended and cost `cost` (dollars; a negative or non-finite cost is zero).
-    pub fn settle(&self, cost: f64) {
+    pub(crate) fn settle(&self, cost: f64) {
         self.decide(Some(Nanos::from_dollars(cost)));
     }
 
     /// The call failed before it reached the upstream: its reservation goes back.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.decide(None);
     }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::body::BoxError;
-use crate::limit_hold::BudgetSettler;
+use crate::reservation::BudgetSettler;
 
 /// How a tool call ended.
 ///
@@ -233,7 +233,7 @@ impl<W: std::io::Write + Send + 'static> SpendSink for JsonlSink<W> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if w.write_all(&line).and_then(|()| w.flush()).is_err() {
-            crate::trace::warn("the spend log could not be written");
+            crate::decision_events::warn("the spend log could not be written");
         }
     }
 }

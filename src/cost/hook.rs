@@ -29,11 +29,11 @@ pub(crate) fn run<H: CostHook>(
         match outcome {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
-                crate::trace::backend_error(&*e);
+                crate::decision_events::backend_error(&*e);
                 HookDecision::default()
             }
             Err(_) => {
-                crate::trace::warn("the cost hook panicked; the call goes on");
+                crate::decision_events::warn("the cost hook panicked; the call goes on");
                 HookDecision::default()
             }
         }

@@ -15,8 +15,8 @@ use crate::body::ReplyBody;
 use crate::context::{self, ContextView};
 use crate::engine::Principal;
 use crate::gatekeeper::Gatekeeper;
-use crate::limit_hold::BudgetSettler;
 use crate::protocol::{McpRequest, Method};
+use crate::reservation::BudgetSettler;
 
 /// What the layer was built with, which every clone of the service shares.
 pub(crate) struct Settings<H> {
@@ -64,7 +64,7 @@ impl<S: fmt::Debug, H> fmt::Debug for Cost<S, H> {
     }
 }
 
-crate::inner::inner_access!(impl<S, H> Cost<S, H>);
+crate::inner_service::inner_access!(impl<S, H> Cost<S, H>);
 
 /// The event of the request whose extensions are `ext`, if it is a `tools/call`, to complete
 /// when its reply is seen.

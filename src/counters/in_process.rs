@@ -25,7 +25,7 @@ pub struct Usage {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Entry {
+enum Counter {
     Rate {
         start: Duration,
         calls: u64,
@@ -42,7 +42,7 @@ enum Entry {
 }
 
 struct Shard {
-    map: HashMap<Arc<str>, Entry>,
+    map: HashMap<Arc<str>, Counter>,
     sweep_at: usize,
 }
 
@@ -135,15 +135,15 @@ impl InProcessStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match shard.map.get(name) {
             None => Usage::default(),
-            Some(Entry::Rate { calls, .. }) => Usage {
+            Some(Counter::Rate { calls, .. }) => Usage {
                 calls: *calls,
                 ..Usage::default()
             },
-            Some(Entry::Parallel { in_flight }) => Usage {
+            Some(Counter::Parallel { in_flight }) => Usage {
                 in_flight: *in_flight,
                 ..Usage::default()
             },
-            Some(&Entry::Budget {
+            Some(&Counter::Budget {
                 start,
                 period,
                 spent,
@@ -167,9 +167,9 @@ impl InProcessStore {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for entry in shard.map.values() {
                 match entry {
-                    Entry::Parallel { in_flight } => slots += in_flight,
-                    Entry::Budget { reserved: r, .. } => reserved += r,
-                    Entry::Rate { .. } => {}
+                    Counter::Parallel { in_flight } => slots += in_flight,
+                    Counter::Budget { reserved: r, .. } => reserved += r,
+                    Counter::Rate { .. } => {}
                 }
             }
         }
@@ -178,14 +178,18 @@ impl InProcessStore {
 }
 
 /// Whether `op` admits one more call against `entry` at `now`; `Err` holds when it would.
-fn check(entry: Option<&Entry>, kind: CounterKind, now: Duration) -> Result<(), Option<Duration>> {
+fn check(
+    entry: Option<&Counter>,
+    kind: CounterKind,
+    now: Duration,
+) -> Result<(), Option<Duration>> {
     match (kind, entry) {
-        (CounterKind::Rate { limit, window }, Some(Entry::Rate { start, calls }))
+        (CounterKind::Rate { limit, window }, Some(Counter::Rate { start, calls }))
             if now < *start + window && *calls >= limit =>
         {
             Err(Some(*start + window - now))
         }
-        (CounterKind::Parallel { limit }, Some(Entry::Parallel { in_flight }))
+        (CounterKind::Parallel { limit }, Some(Counter::Parallel { in_flight }))
             if *in_flight >= limit =>
         {
             Err(None)
@@ -199,7 +203,7 @@ fn check(entry: Option<&Entry>, kind: CounterKind, now: Duration) -> Result<(), 
             entry,
         ) => {
             let (spent, reserved) = match entry {
-                Some(&Entry::Budget {
+                Some(&Counter::Budget {
                     start,
                     spent,
                     reserved,
@@ -222,27 +226,29 @@ fn check(entry: Option<&Entry>, kind: CounterKind, now: Duration) -> Result<(), 
 }
 
 /// Takes `kind`'s share from `entry` (already checked).
-fn take(entry: Option<&mut Entry>, kind: CounterKind, now: Duration) -> Entry {
+fn take(entry: Option<&mut Counter>, kind: CounterKind, now: Duration) -> Counter {
     match (kind, entry.map(|e| *e)) {
-        (CounterKind::Rate { window, .. }, Some(Entry::Rate { start, calls }))
+        (CounterKind::Rate { window, .. }, Some(Counter::Rate { start, calls }))
             if now < start + window =>
         {
-            Entry::Rate {
+            Counter::Rate {
                 start,
                 calls: calls + 1,
             }
         }
-        (CounterKind::Rate { .. }, _) => Entry::Rate {
+        (CounterKind::Rate { .. }, _) => Counter::Rate {
             start: now,
             calls: 1,
         },
-        (CounterKind::Parallel { .. }, Some(Entry::Parallel { in_flight })) => Entry::Parallel {
-            in_flight: in_flight + 1,
-        },
-        (CounterKind::Parallel { .. }, _) => Entry::Parallel { in_flight: 1 },
+        (CounterKind::Parallel { .. }, Some(Counter::Parallel { in_flight })) => {
+            Counter::Parallel {
+                in_flight: in_flight + 1,
+            }
+        }
+        (CounterKind::Parallel { .. }, _) => Counter::Parallel { in_flight: 1 },
         (
             CounterKind::Budget { period, amount, .. },
-            Some(Entry::Budget {
+            Some(Counter::Budget {
                 start,
                 spent,
                 reserved,
@@ -250,14 +256,14 @@ fn take(entry: Option<&mut Entry>, kind: CounterKind, now: Duration) -> Entry {
             }),
         ) => {
             let (start, spent) = roll(start, spent, period, now);
-            Entry::Budget {
+            Counter::Budget {
                 start,
                 period,
                 spent,
                 reserved: reserved.saturating_add(amount.0),
             }
         }
-        (CounterKind::Budget { period, amount, .. }, _) => Entry::Budget {
+        (CounterKind::Budget { period, amount, .. }, _) => Counter::Budget {
             start: period.map_or(Duration::ZERO, |p| period_start(now, p)),
             period,
             spent: 0,
@@ -300,7 +306,7 @@ impl LimitStore for InProcessStore {
             let entry = shard.map.entry(Arc::clone(&seed.name));
             let held = match entry {
                 std::collections::hash_map::Entry::Occupied(ref e) => match *e.get() {
-                    Entry::Budget {
+                    Counter::Budget {
                         start: s, reserved, ..
                     } => (s == start, reserved),
                     _ => (false, 0),
@@ -308,7 +314,7 @@ impl LimitStore for InProcessStore {
                 std::collections::hash_map::Entry::Vacant(_) => (false, 0),
             };
             if !held.0 {
-                let fresh = Entry::Budget {
+                let fresh = Counter::Budget {
                     start,
                     period: seed.period,
                     spent: seed.spent.0,
@@ -365,7 +371,7 @@ impl LimitStore for InProcessStore {
         let (slot_at, budget_at) = at.split_at(taken.slots.len());
         for (name, &g) in taken.slots.iter().zip(slot_at) {
             let map = &mut guards[g].map;
-            if let Some(Entry::Parallel { in_flight }) = map.get_mut(name) {
+            if let Some(Counter::Parallel { in_flight }) = map.get_mut(name) {
                 *in_flight = in_flight.saturating_sub(1);
                 if *in_flight == 0 {
                     map.remove(name);
@@ -373,7 +379,7 @@ impl LimitStore for InProcessStore {
             }
         }
         for ((name, amount, _), &g) in taken.reserved.iter().zip(budget_at) {
-            if let Some(Entry::Budget {
+            if let Some(Counter::Budget {
                 start,
                 period,
                 spent: s,
@@ -396,9 +402,9 @@ impl LimitStore for InProcessStore {
 fn sweep(shard: &mut Shard, now: Duration) {
     const IDLE: Duration = Duration::from_secs(86_400);
     shard.map.retain(|_, e| match *e {
-        Entry::Rate { start, .. } => now < start + IDLE,
-        Entry::Parallel { in_flight } => in_flight > 0,
-        Entry::Budget {
+        Counter::Rate { start, .. } => now < start + IDLE,
+        Counter::Parallel { in_flight } => in_flight > 0,
+        Counter::Budget {
             start,
             period,
             spent,

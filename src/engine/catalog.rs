@@ -308,13 +308,13 @@ impl Catalog {
 
     /// Whether any server holds its definitions to pins (`tool_pinning` other than `off`).
     #[must_use]
-    pub fn pins_definitions(&self) -> bool {
+    pub(crate) fn pins_definitions(&self) -> bool {
         self.pins
     }
 
     /// Whether any server's audit events carry argument values (`audit_redact`).
     #[must_use]
-    pub fn audits_argument_values(&self) -> bool {
+    pub(crate) fn audits_argument_values(&self) -> bool {
         self.audits_values
     }
 
@@ -366,7 +366,7 @@ impl Catalog {
 
     /// The servers of an access group.
     #[must_use]
-    pub fn group(&self, name: &str) -> Option<&ServerSet> {
+    pub(crate) fn group(&self, name: &str) -> Option<&ServerSet> {
         self.groups.get(name)
     }
 
@@ -399,7 +399,7 @@ impl Catalog {
     /// for stays and two servers' UI resources never share a name. `None` for a URI of another
     /// scheme.
     #[must_use]
-    pub fn ui_uri(&self, server: &str, uri: &str) -> Option<String> {
+    pub(crate) fn ui_uri(&self, server: &str, uri: &str) -> Option<String> {
         let rest = uri.strip_prefix(super::UI_SCHEME)?;
         Some(format!(
             "{}{server}{}{rest}",

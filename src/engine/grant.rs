@@ -341,7 +341,7 @@ impl Grant {
     /// # Errors
     ///
     /// A [`Denial`] naming what refused it.
-    pub fn check_prompt(&self, server: ServerId, bare_prompt: &str) -> Result<(), Denial> {
+    pub(crate) fn check_prompt(&self, server: ServerId, bare_prompt: &str) -> Result<(), Denial> {
         self.check_server(server)?;
         if self.pin_admits(PinKind::Prompt, self.catalog.server(server), bare_prompt) {
             Ok(())

@@ -109,7 +109,7 @@ pub struct Sighting {
 }
 
 #[derive(Default)]
-struct Entry {
+struct PinState {
     pinned: Option<(PinDigest, Option<PinParts>)>,
     seen: Option<Seen>,
     /// The definitions reported so far (until an approval), so that each change is reported
@@ -121,7 +121,7 @@ struct Entry {
     listed_in: AtomicU64,
 }
 
-impl Entry {
+impl PinState {
     /// Reports `digest` unless it was reported already; says whether to.
     fn report(&mut self, digest: PinDigest) -> bool {
         if self.reported.contains(&digest) {
@@ -137,7 +137,7 @@ struct ServerPins {
     /// Per kind: whether a full list of the server has been pinned (definitions that appear
     /// later are new).
     sealed: [bool; 3],
-    items: [HashMap<Box<str>, Entry>; 3],
+    items: [HashMap<Box<str>, PinState>; 3],
 }
 
 /// The state of pinning for every server: the pins every server's tools and prompts are held
@@ -191,7 +191,7 @@ pub struct Quarantined {
 type Verdict = Result<(), ()>;
 
 fn verdict(
-    entry: Option<&Entry>,
+    entry: Option<&PinState>,
     configured: Option<PinDigest>,
     new_is_quarantined: bool,
 ) -> Verdict {

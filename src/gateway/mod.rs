@@ -49,7 +49,7 @@ use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 pub use crate::tls::{CertificateDer, ClientIdentity, PrivateKeyDer, UpstreamTls, Verify};
 pub use endpoint::GatewayService;
 pub use handler::GatewayHandler;
-use shared::Shared;
+use shared::GatewayState;
 pub use upstream::{InProcessFactory, OAuth2, UpstreamProtocol, UpstreamSpec, UpstreamTransport};
 
 use crate::config::{Config, ConfigError};
@@ -58,7 +58,7 @@ use crate::gatekeeper::Gatekeeper;
 /// The aggregating gateway. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<GatewayState>,
 }
 
 impl fmt::Debug for Gateway {
@@ -176,7 +176,7 @@ impl GatewayBuilder {
         let mut clients = HashMap::new();
         for (name, spec) in &self.upstreams {
             if matches!(spec.tls.verify, Verify::Off) {
-                crate::trace::warn(&format!(
+                crate::decision_events::warn(&format!(
                     "upstream {name}: ssl_verify is false, its certificate is not checked"
                 ));
             }
@@ -191,7 +191,7 @@ impl GatewayBuilder {
             .map(|(n, _)| (n.clone(), upstream::spec::TokenCache::default()))
             .collect();
         Ok(Gateway {
-            shared: Arc::new(Shared {
+            shared: Arc::new(GatewayState {
                 gatekeeper: self.gatekeeper,
                 upstreams: self.upstreams,
                 tokens,

@@ -26,7 +26,7 @@ use crate::gateway::upstream::pool::{Failure, Pool, PoolKey};
 use crate::gateway::upstream::spec::{Connection, TokenCache, UpstreamSpec, connect};
 
 /// The state every clone of a `Gateway` shares.
-pub(crate) struct Shared {
+pub(crate) struct GatewayState {
     pub(crate) gatekeeper: Gatekeeper,
     pub(crate) upstreams: HashMap<String, UpstreamSpec>,
     pub(crate) tokens: HashMap<String, TokenCache>,
@@ -67,7 +67,7 @@ pub(crate) struct Health {
     at: std::time::SystemTime,
 }
 
-impl Shared {
+impl GatewayState {
     /// The HTTP client of upstream `server` (every upstream has one).
     pub(crate) fn client(&self, server: &str) -> Result<&reqwest::Client, String> {
         self.clients
@@ -132,7 +132,7 @@ impl Shared {
     }
 
     pub(crate) fn report_failure(&self, server: &str, failure: &Failure) {
-        crate::trace::warn(&format!("upstream {server} failed: {failure}"));
+        crate::decision_events::warn(&format!("upstream {server} failed: {failure}"));
         self.set_health(server, Some(failure.to_string()));
     }
 
@@ -200,7 +200,7 @@ const NEVER_FORWARD: &[&str] = &[
     "x-mcp-servers",
 ];
 
-impl Shared {
+impl GatewayState {
     /// The headers this caller's session with `server` carries (see DESIGN §4.9).
     async fn headers_for(
         &self,

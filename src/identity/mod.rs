@@ -379,7 +379,7 @@ impl<S: fmt::Debug, R> fmt::Debug for Identity<S, R> {
     }
 }
 
-crate::inner::inner_access!(impl<S, R> Identity<S, R>);
+crate::inner_service::inner_access!(impl<S, R> Identity<S, R>);
 
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for Identity<S, R>
 where
@@ -421,7 +421,7 @@ impl<S, R> Identity<S, R> {
         if !policy.is_loaded() {
             // Never decide with a policy that was not loaded: everything waits for it.
             let rejection = Rejection::policy_unavailable();
-            crate::trace::refused(self.layer.gatekeeper.audit(), None, None, &rejection);
+            crate::decision_events::refused(self.layer.gatekeeper.audit(), None, None, &rejection);
             return future::ResponseFuture::ready(rejection.into_response(style));
         }
         let (parts, body) = request.into_parts();
@@ -429,7 +429,12 @@ impl<S, R> Identity<S, R> {
             let presented = match presented(&self.layer.headers, &parts) {
                 Ok(p) => p,
                 Err(rejection) => {
-                    crate::trace::refused(self.layer.gatekeeper.audit(), None, None, &rejection);
+                    crate::decision_events::refused(
+                        self.layer.gatekeeper.audit(),
+                        None,
+                        None,
+                        &rejection,
+                    );
                     return future::ResponseFuture::ready(rejection.into_response(style));
                 }
             };
@@ -501,12 +506,12 @@ fn outcome(
         Err(IdentityError::Unauthenticated) if digest.is_none() => Rejection::missing_credential(),
         Err(IdentityError::Unauthenticated) => Rejection::invalid_credential(),
         Err(IdentityError::Unavailable(_e)) => {
-            crate::trace::backend_error(&*_e);
+            crate::decision_events::backend_error(&*_e);
             Rejection::identity_unavailable()
         }
         Err(IdentityError::Refused(rejection)) => rejection,
     };
-    crate::trace::refused(gk.audit(), None, None, &refusal);
+    crate::decision_events::refused(gk.audit(), None, None, &refusal);
     Err(refusal)
 }
 
@@ -528,7 +533,12 @@ fn admit<R>(
         Some(bindings) => match Binding::admit(bindings, &mut parts, digest) {
             Ok(binding) => Some(binding),
             Err(rejection) => {
-                crate::trace::refused(layer.gatekeeper.audit(), Some(&principal), None, &rejection);
+                crate::decision_events::refused(
+                    layer.gatekeeper.audit(),
+                    Some(&principal),
+                    None,
+                    &rejection,
+                );
                 return Err(rejection);
             }
         },

@@ -349,7 +349,7 @@ impl Inner {
     ) -> Result<claims::Checked, IdentityError> {
         if let Err(e) = self.issuers[issuer].keys.fetch(seen).await {
             let e: crate::body::BoxError = e.into();
-            crate::trace::backend_error(&*e);
+            crate::decision_events::backend_error(&*e);
         }
         match verify_jwt(&self.issuers, &owned.token, false) {
             Verdict::Checked(c) => Ok(*c),

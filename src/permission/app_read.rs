@@ -66,7 +66,7 @@ impl AppRead {
         );
         book.finish_list(PinKind::App, false, [spec.name()]);
         if let Some(change) = &sighting.change {
-            crate::trace::pin_changed(self.gatekeeper.audit(), change);
+            crate::decision_events::pin_changed(self.gatekeeper.audit(), change);
         }
         Some((!sighting.admitted).then(|| self.refusal(DeniedBy::Quarantined)))
     }

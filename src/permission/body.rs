@@ -104,7 +104,7 @@ fn overflow(target: &Target) -> Value {
 
 /// The reply that replaces one too large to filter (fail closed: never passed on unfiltered).
 pub(crate) fn too_large(filter: &ListFilter) -> Value {
-    crate::trace::warn("a list reply was too large to filter; answered with an error");
+    crate::decision_events::warn("a list reply was too large to filter; answered with an error");
     jsonrpc::error(
         Some(&filter.id),
         jsonrpc::code::INTERNAL_ERROR,

@@ -244,7 +244,7 @@ impl<S: fmt::Debug> fmt::Debug for Permission<S> {
     }
 }
 
-crate::inner::inner_access!(impl<S> Permission<S>);
+crate::inner_service::inner_access!(impl<S> Permission<S>);
 
 /// Wraps list replies in a filtering body.
 #[derive(Debug)]
@@ -412,7 +412,13 @@ fn decide(
     let refused = |r: Rejection, server: Option<ServerId>| {
         let r = r.answering(head);
         let server = server.map(|s| grant.catalog().server(s));
-        crate::trace::refused_on(gk.audit(), ext.get::<Principal>(), Some(head), server, &r);
+        crate::decision_events::refused_on(
+            gk.audit(),
+            ext.get::<Principal>(),
+            Some(head),
+            server,
+            &r,
+        );
         Err(r)
     };
     let allowed = match method {
@@ -471,7 +477,7 @@ fn decide(
         .expect("resolved above")
         .catalog()
         .server(allowed);
-    if let Some(pending) = crate::trace::allowed(gk.audit(), ext, server) {
+    if let Some(pending) = crate::decision_events::allowed(gk.audit(), ext, server) {
         ext.insert(pending);
     }
     Ok(reply)

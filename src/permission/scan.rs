@@ -2,10 +2,10 @@
 //! tree paths), the definitions that no longer match their pins, and the tally its audit event
 //! reports.
 
+use crate::decision_events::{ListTally, rule_of};
 use crate::engine::{Attribution, Catalog, NameIndex, NameKind, PinChange, PinKind, PinMode};
 use crate::engine::{DeniedBy, ServerId};
 use crate::protocol::Method;
-use crate::trace::{ListTally, rule_of};
 
 use super::ListFilter;
 use super::replayed::Replay;
@@ -175,10 +175,10 @@ impl ListFilter {
             );
         }
         for change in &scan.changes {
-            crate::trace::pin_changed(self.gatekeeper.audit(), change);
+            crate::decision_events::pin_changed(self.gatekeeper.audit(), change);
         }
         if ours && self.caller.is_some() {
-            crate::trace::listed(
+            crate::decision_events::listed(
                 self.gatekeeper.audit(),
                 self.caller.as_deref(),
                 &self.method,

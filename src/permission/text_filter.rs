@@ -73,7 +73,7 @@ impl ListFilter {
         let memo = self.gatekeeper.list_memo();
         if let Some((out, tally)) = memo.get(&key, text, &self.id) {
             if self.caller.is_some() {
-                crate::trace::listed(
+                crate::decision_events::listed(
                     self.gatekeeper.audit(),
                     self.caller.as_deref(),
                     &self.method,

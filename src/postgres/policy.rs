@@ -119,7 +119,7 @@ impl PolicySource for PgPolicySource {
                 .await
                 .map_err(SourceError::new)?;
             for problem in &loaded.problems {
-                crate::trace::warn(&format!("policy: {problem}"));
+                crate::decision_events::warn(&format!("policy: {problem}"));
             }
             *self
                 .problems

@@ -80,7 +80,7 @@ impl SpendStatus {
 }
 
 #[derive(Debug)]
-struct Shared {
+struct SinkState {
     /// Event ids: a random half drawn when the sink starts, and a counter.
     id_high: u64,
     next_id: AtomicU64,
@@ -117,7 +117,7 @@ impl Drop for Writer {
 /// ([`SpendStatus`]), never silently. The spool *is* the queue: nothing waits in memory.
 #[derive(Clone, Debug)]
 pub struct PgSpendSink {
-    shared: Arc<Shared>,
+    shared: Arc<SinkState>,
     _writer: Arc<Writer>,
 }
 
@@ -161,7 +161,7 @@ impl PgSpendSink {
     /// When the spool directory or file cannot be created or read.
     pub fn start(db: Database, options: &SpendOptions) -> std::io::Result<Self> {
         let spool = Spool::open(&options.spool_dir, options.max_spool_bytes)?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SinkState {
             id_high: uuid::Uuid::new_v4().as_u64_pair().0,
             next_id: AtomicU64::new(0),
             spool,
@@ -261,7 +261,7 @@ impl SpendSink for PgSpendSink {
             }
             Err(AppendError::Full) => {
                 if status.dropped_full.fetch_add(1, Ordering::Relaxed) == 0 {
-                    crate::trace::warn(
+                    crate::decision_events::warn(
                         "spend: the spool is full; events are dropped (and counted) until the \
                          database takes them",
                     );
@@ -269,7 +269,7 @@ impl SpendSink for PgSpendSink {
             }
             Err(AppendError::Io(e)) => {
                 status.dropped_io.fetch_add(1, Ordering::Relaxed);
-                crate::trace::warn(&format!("spend: the spool cannot be written: {e}"));
+                crate::decision_events::warn(&format!("spend: the spool cannot be written: {e}"));
             }
         }
     }
@@ -355,7 +355,7 @@ async fn one_by_one(db: &Database, rows: &[Row], status: &SpendStatus) -> Result
             Err(e) if e.is_bad_data() => {
                 refused += 1;
                 status.rejected.fetch_add(1, Ordering::Relaxed);
-                crate::trace::warn(&format!(
+                crate::decision_events::warn(&format!(
                     "spend: the database refused an event ({e}); dropped"
                 ));
             }
@@ -371,7 +371,7 @@ fn now_seconds() -> u64 {
         .map_or(1, |d| d.as_secs().max(1))
 }
 
-async fn write_loop(db: Database, shared: Arc<Shared>) {
+async fn write_loop(db: Database, shared: Arc<SinkState>) {
     let status = &shared.status;
     let mut backoff = Duration::from_millis(100);
     // Lines read but not yet written, and the offset after them.
@@ -386,7 +386,7 @@ async fn write_loop(db: Database, shared: Arc<Shared>) {
                             Ok(row) if row.started_at <= LATEST_MS => pending.push(row),
                             _ => {
                                 if status.unreadable.fetch_add(1, Ordering::Relaxed) == 0 {
-                                    crate::trace::warn(
+                                    crate::decision_events::warn(
                                         "spend: a spool line cannot be read back; it is skipped \
                                          (and counted)",
                                     );
@@ -403,7 +403,7 @@ async fn write_loop(db: Database, shared: Arc<Shared>) {
                     continue;
                 }
                 Err(e) => {
-                    crate::trace::warn(&format!("spend: the spool cannot be read: {e}"));
+                    crate::decision_events::warn(&format!("spend: the spool cannot be read: {e}"));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -438,10 +438,14 @@ async fn write_loop(db: Database, shared: Arc<Shared>) {
                 if let Some(until) = pending_until.take()
                     && let Err(e) = shared.spool.commit(until)
                 {
-                    crate::trace::warn(&format!("spend: the spool offset cannot be saved: {e}"));
+                    crate::decision_events::warn(&format!(
+                        "spend: the spool offset cannot be saved: {e}"
+                    ));
                 }
                 if status.failing_since.swap(0, Ordering::Relaxed) != 0 {
-                    crate::trace::warn("spend: the database takes writes again; the spool drains");
+                    crate::decision_events::warn(
+                        "spend: the database takes writes again; the spool drains",
+                    );
                 }
                 backoff = Duration::from_millis(100);
             }
@@ -457,7 +461,7 @@ async fn write_loop(db: Database, shared: Arc<Shared>) {
                     .compare_exchange(0, now_seconds(), Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
                 {
-                    crate::trace::warn(&format!(
+                    crate::decision_events::warn(&format!(
                         "spend: cannot write to the database ({e}); events are spooled"
                     ));
                 }

@@ -137,7 +137,7 @@ impl PinStore for PgPins {
             }
             *problem.lock().unwrap_or_else(PoisonError::into_inner) = outcome.err().map(|e| {
                 let message = e.to_string();
-                crate::trace::warn(&format!("pins not saved: {message}"));
+                crate::decision_events::warn(&format!("pins not saved: {message}"));
                 message
             });
         });

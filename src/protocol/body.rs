@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 
 /// Why a body could not be collected.
 #[derive(Debug)]
-pub enum CollectError<E> {
+pub(crate) enum CollectError<E> {
     /// The body is larger than the limit.
     TooLarge {
         /// The limit in bytes.
@@ -38,7 +38,10 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for CollectError<E> {}
 ///
 /// [`CollectError::TooLarge`] as soon as the limit is passed; [`CollectError::Body`] when the
 /// body fails.
-pub async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, CollectError<B::Error>>
+pub(crate) async fn collect_limited<B>(
+    body: B,
+    limit: usize,
+) -> Result<Bytes, CollectError<B::Error>>
 where
     B: Body,
 {
@@ -82,7 +85,7 @@ where
 
 /// What [`collect_up_to`] got.
 #[derive(Debug)]
-pub enum Collected<B: Body> {
+pub(crate) enum Collected<B: Body> {
     /// The whole body, within the limit.
     Whole(Bytes),
     /// The limit was passed: what was read so far, and the unread rest.
@@ -99,7 +102,7 @@ pub enum Collected<B: Body> {
 /// Collects a body of at most `limit` bytes, but unlike [`collect_limited`] loses nothing when
 /// it is larger: the bytes read so far and the unread rest come back, so the caller can still
 /// pass the body on unchanged.
-pub async fn collect_up_to<B>(mut body: B, limit: usize) -> Collected<B>
+pub(crate) async fn collect_up_to<B>(mut body: B, limit: usize) -> Collected<B>
 where
     B: Body + Unpin,
 {

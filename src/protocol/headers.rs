@@ -13,7 +13,7 @@ use super::request::{McpRequest, Method, ParseError};
 /// # Errors
 ///
 /// [`ParseError::HeaderMismatch`] when a header is repeated, undecodable or disagrees.
-pub fn check_routing_headers(
+pub(crate) fn check_routing_headers(
     headers: &http::HeaderMap,
     request: &McpRequest,
 ) -> Result<(), ParseError> {
@@ -79,7 +79,7 @@ fn single_header<'h>(
 
 /// Decodes a header value that may be wrapped as `=?base64?<standard base64>?=`.
 #[must_use]
-pub fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
     match value
         .strip_prefix("=?base64?")
         .and_then(|v| v.strip_suffix("?="))

@@ -14,9 +14,9 @@ mod request;
 pub mod sse;
 mod strict;
 
-pub use body::{CollectError, Collected, collect_limited, collect_up_to};
+pub(crate) use body::{CollectError, Collected, collect_limited, collect_up_to};
 pub use era::{Era, META_PROTOCOL_VERSION};
-pub use headers::{check_routing_headers, decode_header_value};
+pub(crate) use headers::check_routing_headers;
 pub use parse::parse_request;
 pub use request::{McpRequest, MessageKind, Method, ParseError, RequestId};
 pub(crate) use strict::Key;

@@ -68,7 +68,7 @@ async fn run(
             Ok(snapshot) => {
                 gatekeeper.reload(snapshot);
                 if status.record_load(source.problems()) {
-                    crate::trace::warn(&format!(
+                    crate::decision_events::warn(&format!(
                         "policy: {name} answers again; serving its current policy"
                     ));
                 }
@@ -81,7 +81,7 @@ async fn run(
                 } else {
                     "nothing loaded yet: every request is refused (503)"
                 };
-                crate::trace::warn(&format!(
+                crate::decision_events::warn(&format!(
                     "policy: cannot load from {name}: {e}; {serving}; retrying in {backoff:?}"
                 ));
                 status.record_failure(&e);
@@ -99,7 +99,7 @@ async fn run(
         tokio::select! {
             changed = source.changed() => {
                 if let Err(e) = changed {
-                    crate::trace::warn(&format!(
+                    crate::decision_events::warn(&format!(
                         "policy: lost the change signal of {name}: {e}; loading again in {backoff:?}"
                     ));
                     status.record_failure(&e);

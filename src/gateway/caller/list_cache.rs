@@ -32,14 +32,14 @@ impl Listed {
 }
 
 /// One list, as fetched.
-struct Entry {
+struct FetchedList {
     at: Instant,
     items: Arc<dyn Any + Send + Sync>,
 }
 
 #[derive(Default)]
 struct Slots {
-    entries: [Option<Entry>; Listed::ALL],
+    entries: [Option<FetchedList>; Listed::ALL],
     /// Counts each list's announced changes: a fetch keeps its result only if none came
     /// while it ran.
     changes: [u64; Listed::ALL],
@@ -127,7 +127,7 @@ impl ListCache {
     {
         let mut slots = self.lock();
         if !self.ttl.is_zero() && slots.changes[list.slot()] == seen.0 {
-            slots.entries[list.slot()] = Some(Entry {
+            slots.entries[list.slot()] = Some(FetchedList {
                 at: Instant::now(),
                 items: Arc::new(items.to_vec()),
             });

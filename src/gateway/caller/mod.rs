@@ -33,7 +33,7 @@ pub(crate) struct Caller {
     /// round instead of being sent to it, so such callers get upstream sessions of their own.
     pub(crate) modern: bool,
     /// The budget reservation of this call, when the limit layer made one.
-    pub(crate) settler: Option<crate::limit_hold::BudgetSettler>,
+    pub(crate) settler: Option<crate::reservation::BudgetSettler>,
 }
 
 impl Caller {
@@ -53,7 +53,7 @@ impl Caller {
             modern,
             settler: parts
                 .extensions
-                .get::<crate::limit_hold::BudgetSettler>()
+                .get::<crate::reservation::BudgetSettler>()
                 .cloned(),
         }
     }

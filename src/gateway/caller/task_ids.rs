@@ -27,7 +27,7 @@ pub(crate) struct Bound {
     pub(crate) upstream: String,
 }
 
-struct Entry {
+struct TaskBinding {
     owner: Option<[u8; 32]>,
     bound: Bound,
     created: Instant,
@@ -36,7 +36,7 @@ struct Entry {
 
 /// The tasks of every caller, by the gateway's id.
 #[derive(Default)]
-pub(crate) struct TaskIds(Mutex<HashMap<String, Entry>>);
+pub(crate) struct TaskIds(Mutex<HashMap<String, TaskBinding>>);
 
 fn keep(created: Instant, ttl_ms: Option<u64>) -> Instant {
     let lasting = ttl_ms.map_or(LONGEST, |ms| {
@@ -56,7 +56,7 @@ impl TaskIds {
     ) -> String {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let now = Instant::now();
-        let entry = Entry {
+        let entry = TaskBinding {
             owner,
             bound: Bound {
                 server: server.to_owned(),

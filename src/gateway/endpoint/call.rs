@@ -26,7 +26,7 @@ use super::sessions::{Running, Sessions};
 use crate::engine::NameKind;
 use crate::gateway::caller::Caller;
 use crate::gateway::handler::aggregate::Upstreams;
-use crate::gateway::shared::Shared;
+use crate::gateway::shared::GatewayState;
 use crate::gateway::upstream::spec::UpstreamTransport;
 use crate::gateway::upstream::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
 use crate::protocol::sse;
@@ -100,7 +100,7 @@ impl CallerSide for StreamSide {
 /// Answers the `tools/call` of `parts` and `body`, or gives them back untouched (nothing was
 /// sent upstream) for rmcp.
 pub(crate) async fn answer<B>(
-    shared: &Arc<Shared>,
+    shared: &Arc<GatewayState>,
     endpoint: &Endpoint,
     session: Option<Arc<str>>,
     parts: http::request::Parts,

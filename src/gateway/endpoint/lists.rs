@@ -15,7 +15,7 @@ use super::reply::{json_reply, legacy, reply_bytes, stream_response};
 use super::route::{Endpoint, Taken, collect};
 use crate::gateway::caller::Caller;
 use crate::gateway::handler::aggregate::{self, Upstreams};
-use crate::gateway::shared::Shared;
+use crate::gateway::shared::GatewayState;
 use crate::gateway::upstream::spec::UpstreamTransport;
 use crate::permission::ReplayedLists;
 use crate::protocol::sse;
@@ -24,7 +24,7 @@ use crate::protocol::sse;
 /// rmcp: every upstream the caller may use is asked on its pooled session directly, each reply
 /// decoded as `L` straight from its text, and the lists merged as the handler merges them.
 pub(crate) async fn answer<L, B>(
-    shared: &Arc<Shared>,
+    shared: &Arc<GatewayState>,
     endpoint: &Endpoint,
     session: Option<Arc<str>>,
     parts: http::request::Parts,

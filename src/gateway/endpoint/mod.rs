@@ -19,7 +19,7 @@ use rmcp::transport::streamable_http_server::{
 };
 
 use crate::gateway::handler::GatewayHandler;
-use crate::gateway::shared::Shared;
+use crate::gateway::shared::GatewayState;
 
 /// The gateway's MCP endpoint: rmcp's streamable HTTP service, with `tools/call` and the list
 /// methods answered by the gateway itself.
@@ -37,7 +37,7 @@ use crate::gateway::shared::Shared;
 /// waiting for the upstream's timeout.
 #[derive(Clone)]
 pub struct GatewayService {
-    shared: Arc<Shared>,
+    shared: Arc<GatewayState>,
     endpoint: Option<Arc<route::Endpoint>>,
     rmcp: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
 }
@@ -141,7 +141,7 @@ fn rmcp_saw(
 
 impl GatewayService {
     /// The endpoint over `shared` with `config` (its allowed hosts, if the gateway has them).
-    pub(crate) fn new(shared: Arc<Shared>, mut config: StreamableHttpServerConfig) -> Self {
+    pub(crate) fn new(shared: Arc<GatewayState>, mut config: StreamableHttpServerConfig) -> Self {
         if let Some(hosts) = &shared.allowed_hosts {
             config.allowed_hosts.clone_from(hosts);
         }

@@ -18,18 +18,18 @@ use crate::engine::{
     Attribution, NameIndex, NameKind, ServerId, ServerSet, ToolPrefix, server_uri,
 };
 use crate::gateway::caller::Caller;
-use crate::gateway::shared::Shared;
+use crate::gateway::shared::GatewayState;
 use crate::gateway::upstream::client::Relay;
 use crate::gateway::upstream::pool::Failure;
 
 /// The upstreams one caller may use.
 pub(crate) struct Upstreams<'a> {
-    shared: &'a Shared,
+    shared: &'a GatewayState,
     caller: Caller,
 }
 
 impl<'a> Upstreams<'a> {
-    pub(crate) fn of(shared: &'a Shared, caller: Caller) -> Self {
+    pub(crate) fn of(shared: &'a GatewayState, caller: Caller) -> Self {
         Self { shared, caller }
     }
 
@@ -219,7 +219,7 @@ pub(crate) fn upstream_error(server: &str, e: Failure) -> ErrorData {
 /// Lists of several upstreams merged: names indexed (for unprefixed names) and prefixed with
 /// their server.
 pub(crate) fn merge<T>(
-    shared: &Shared,
+    shared: &GatewayState,
     kind: Option<NameKind>,
     lists: Vec<(ServerId, String, Vec<T>)>,
     name: impl Fn(&T) -> &str,
@@ -256,7 +256,7 @@ pub(crate) fn merge<T>(
 
 /// Notes which upstream offers each name, for calls by unprefixed names (only when names are
 /// never prefixed); a name several upstreams offer is withheld and refused.
-fn index_names(shared: &Shared, kind: NameKind, listed: &[(ServerId, Vec<String>)]) {
+fn index_names(shared: &GatewayState, kind: NameKind, listed: &[(ServerId, Vec<String>)]) {
     let gatekeeper = &shared.gatekeeper;
     if gatekeeper.policy().catalog().settings().tool_prefix != ToolPrefix::Never {
         return;
@@ -272,7 +272,7 @@ fn index_names(shared: &Shared, kind: NameKind, listed: &[(ServerId, Vec<String>
         }
     }
     for c in index.collisions(kind) {
-        crate::trace::warn(&format!(
+        crate::decision_events::warn(&format!(
             "{c} is offered by several servers; it is withheld and refused"
         ));
     }

@@ -79,7 +79,7 @@ impl GatewayHandler {
                             let asked = relay.subscribe_upstream(&peer, uri).await;
                             if let Err(e) = asked {
                                 listeners.unclaim(&subscription);
-                                crate::trace::warn(&format!(
+                                crate::decision_events::warn(&format!(
                                     "upstream {server} refused a resource subscription: {e}"
                                 ));
                             }

@@ -37,7 +37,7 @@ use rmcp::{RoleClient, RoleServer, ServerHandler};
 use crate::engine::NameKind;
 use crate::gateway::caller::Caller;
 use crate::gateway::caller::list_cache::Listed;
-use crate::gateway::shared::Shared;
+use crate::gateway::shared::GatewayState;
 use crate::gateway::upstream::client::Relay;
 use crate::gateway::upstream::tool_call::{self, ToolCall, forward_meta, relayed};
 use crate::permission::ReplayedLists;
@@ -46,7 +46,7 @@ use aggregate::Upstreams;
 /// One downstream session of the gateway (or one request, when stateless).
 #[derive(Clone)]
 pub struct GatewayHandler {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<GatewayState>,
 }
 
 impl std::fmt::Debug for GatewayHandler {
@@ -519,7 +519,11 @@ impl tool_call::CallerSide for SessionSide {
 }
 
 /// Resource contents name their URI: name it as the caller names `server`'s resources.
-fn name_contents_uri(shared: &Shared, server: &str, contents: &mut rmcp::model::ResourceContents) {
+fn name_contents_uri(
+    shared: &GatewayState,
+    server: &str,
+    contents: &mut rmcp::model::ResourceContents,
+) {
     let uri = match contents {
         rmcp::model::ResourceContents::TextResourceContents { uri, .. }
         | rmcp::model::ResourceContents::BlobResourceContents { uri, .. } => uri,

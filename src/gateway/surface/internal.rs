@@ -14,7 +14,7 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::body::ReplyBody;
-use crate::gateway::shared::Shared;
+use crate::gateway::shared::GatewayState;
 use crate::protocol::sse;
 use crate::rejection::Rejection;
 
@@ -28,7 +28,7 @@ pub(crate) type DigestFn =
 /// What every HTTP endpoint besides `/mcp` reaches the gateway through.
 #[derive(Clone)]
 pub(crate) struct Surface {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<GatewayState>,
     /// The layered stack over a stateless, JSON-answering instance of the gateway.
     pub(crate) internal: Internal,
     pub(crate) digest: Arc<DigestFn>,
@@ -124,7 +124,7 @@ pub(crate) async fn internal_call(
         return Ok(None);
     }
     if !status.is_success() {
-        crate::trace::warn(&format!(
+        crate::decision_events::warn(&format!(
             "internal MCP request failed with {status}: {}",
             String::from_utf8_lossy(&bytes)
         ));

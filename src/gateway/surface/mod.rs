@@ -26,7 +26,7 @@ use self::internal::{Internal, McpResponse, Surface, bad, internal_call, json_re
 use crate::cost::CostHook;
 use crate::engine::{Grant, ToolPrefix};
 use crate::gateway::endpoint::GatewayService;
-use crate::gateway::shared::Shared;
+use crate::gateway::shared::GatewayState;
 use crate::identity::ResolveIdentity;
 use crate::rejection::Rejection;
 use crate::stack::GatekeeperLayer;
@@ -155,7 +155,7 @@ async fn health(State(state): State<Surface>, headers: HeaderMap) -> impl IntoRe
 }
 
 /// The registry of the servers the caller may use.
-fn registry(shared: &Shared, request: &Request<axum::body::Body>) -> McpResponse {
+fn registry(shared: &GatewayState, request: &Request<axum::body::Body>) -> McpResponse {
     let Some(grant) = request.extensions().get::<Grant>() else {
         return Rejection::missing_credential().into_rest_response();
     };
@@ -186,7 +186,7 @@ fn registry(shared: &Shared, request: &Request<axum::body::Body>) -> McpResponse
 /// The router of every endpoint of the gateway over `shared`, behind `layer` (see
 /// `Gateway::router`).
 pub(crate) fn router<R: ResolveIdentity, H: CostHook>(
-    shared: &Arc<Shared>,
+    shared: &Arc<GatewayState>,
     layer: GatekeeperLayer<R, H>,
 ) -> axum::Router {
     let mcp = layer.layer(GatewayService::new(

@@ -126,7 +126,7 @@ pub(crate) async fn approve(
         .approve(kind, server.name(), &name, server.pin_rules(), digest)
     {
         Ok(pinned) => {
-            crate::trace::pin_approved(
+            crate::decision_events::pin_approved(
                 gk.audit(),
                 Some(&master),
                 kind,

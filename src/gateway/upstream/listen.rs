@@ -134,7 +134,7 @@ async fn relay_stream(to: impl Hears, peer: Peer<RoleClient>, filter: Subscripti
     let mut stream = match peer.listen(filter).await {
         Ok(stream) => stream,
         Err(e) => {
-            crate::trace::warn(&format!("an upstream refused subscriptions/listen: {e}"));
+            crate::decision_events::warn(&format!("an upstream refused subscriptions/listen: {e}"));
             return;
         }
     };

@@ -24,14 +24,14 @@ pub(crate) struct PoolKey {
     pub(crate) modern: bool,
 }
 
-pub(crate) struct Entry {
+pub(crate) struct PooledSession {
     pub(crate) conn: tokio::sync::Mutex<Option<Connection>>,
     pub(crate) last_used: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
 pub(crate) struct Pool {
-    entries: Mutex<HashMap<PoolKey, Arc<Entry>>>,
+    entries: Mutex<HashMap<PoolKey, Arc<PooledSession>>>,
 }
 
 impl Pool {
@@ -42,14 +42,14 @@ impl Pool {
             .len()
     }
 
-    pub(crate) fn entry(&self, key: PoolKey) -> Arc<Entry> {
+    pub(crate) fn entry(&self, key: PoolKey) -> Arc<PooledSession> {
         let mut entries = self
             .entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if entries.len() >= MAX_SESSIONS || entries.len().is_multiple_of(64) {
             let now = Instant::now();
-            let idle = |e: &Entry| {
+            let idle = |e: &PooledSession| {
                 e.last_used
                     .lock()
                     .map_or(true, |t| t.is_none_or(|t| now - t > IDLE))
@@ -68,7 +68,7 @@ impl Pool {
         }
         // A new entry counts as used now, so a sweep cannot drop it while it connects.
         Arc::clone(entries.entry(key).or_insert_with(|| {
-            Arc::new(Entry {
+            Arc::new(PooledSession {
                 conn: tokio::sync::Mutex::new(None),
                 last_used: Mutex::new(Some(Instant::now())),
             })
