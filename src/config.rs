@@ -35,6 +35,7 @@ pub(crate) use compile::build_identities;
 pub use deploy::{
     DatabaseSchema, Deployment, LimitStoreConfig, LimitStoreSettings, SpendSinkConfig,
 };
+pub(crate) use levels::LevelEntry;
 #[cfg(feature = "postgres")]
 pub(crate) use levels::limits_from_json;
 pub use levels::{

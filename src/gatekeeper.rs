@@ -209,6 +209,7 @@ impl Gatekeeper {
     }
 
     /// Replaces the index of bare names used with `tool_prefix: never`.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
     pub(crate) fn set_name_index(&self, index: NameIndex) {
         self.handle.shared.index.store(Arc::new(index));
     }

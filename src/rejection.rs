@@ -161,12 +161,14 @@ impl Rejection {
     /// A bearer token that is not valid here (malformed, expired, for another audience, signed
     /// by an unknown key...). `why` is shown to the caller: never put configuration in it.
     #[must_use]
+    #[cfg_attr(not(feature = "oauth"), allow(dead_code))]
     pub(crate) fn invalid_token(why: impl Into<Cow<'static, str>>) -> Self {
         Self::new(RejectionKind::InvalidCredential, why)
     }
 
     /// A valid token that lacks a scope this resource requires.
     #[must_use]
+    #[cfg_attr(not(feature = "oauth"), allow(dead_code))]
     pub(crate) fn insufficient_scope() -> Self {
         Self::new(
             RejectionKind::InsufficientScope,
@@ -177,6 +179,7 @@ impl Rejection {
     /// Answers with this `WWW-Authenticate` challenge instead of a bare `Bearer` (an OAuth
     /// resource server's `resource_metadata`, `scope` and `error`).
     #[must_use]
+    #[cfg_attr(not(feature = "oauth"), allow(dead_code))]
     pub(crate) fn with_challenge(mut self, challenge: HeaderValue) -> Self {
         self.challenge = Some(challenge);
         self

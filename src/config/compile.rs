@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use super::{
-    Config, ConfigError, DenialStyleConfig, ObjectPermission, ToolPrefixConfig, Transport,
+    Config, ConfigError, DenialStyleConfig, LevelEntry, ObjectPermission, ToolPrefixConfig,
+    Transport,
 };
 use crate::engine::{
     Catalog, CatalogError, CostInfo, DenialStyle, IdentitySpec, IdentityStore, KeyDigest,

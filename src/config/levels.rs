@@ -16,49 +16,43 @@ pub struct ToolLimitConfig {
     pub max_parallel: Option<u64>,
 }
 
-/// Declares a level's entry with the limit and budget fields every level has.
-macro_rules! level_config {
-    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
-        $(#[$meta])*
-        pub struct $name {
-            $($(#[$fmeta])* pub $field: $ty,)*
-            /// Tool calls per minute, to any server (LiteLLM's `rpm_limit`).
-            pub rpm_limit: Option<u64>,
-            /// Tool calls in flight at once (LiteLLM's `max_parallel_requests`).
-            pub max_parallel_requests: Option<u64>,
-            /// Tool calls per minute per server (LiteLLM's `mcp_rpm_limit`).
-            pub mcp_rpm_limit: Option<UniqueMap<u64>>,
-            /// Limits per tool: `{server: {tool: {rpm, max_parallel}}}`.
-            pub mcp_tool_limits: Option<UniqueMap<UniqueMap<ToolLimitConfig>>>,
-            /// Dollars that tool calls may cost, counted from the servers' prices.
-            pub max_budget: Option<f64>,
-            /// When the budget starts again: `30s`, `1h`, `1d`, `30d`, `1mo`... (never when
-            /// left out).
-            pub budget_duration: Option<String>,
-        }
+/// The limit and budget fields every level's entry has (each entry declares them itself).
+pub(crate) trait LevelEntry {
+    /// The entry's limit and budget fields.
+    fn limit_fields(&self) -> LimitFields<'_>;
 
-        impl $name {
-            pub(crate) fn limits(
-                &self,
-                catalog: &Catalog,
-                at: &str,
-            ) -> Result<Option<LimitSpec>, ConfigError> {
-                limit_spec(
-                    LimitFields {
-                        rpm_limit: self.rpm_limit,
-                        max_parallel_requests: self.max_parallel_requests,
-                        mcp_rpm_limit: self.mcp_rpm_limit.as_ref(),
-                        mcp_tool_limits: self.mcp_tool_limits.as_ref(),
-                        max_budget: self.max_budget,
-                        budget_duration: self.budget_duration.as_deref(),
-                    },
-                    catalog,
-                    at,
-                )
+    /// The entry's limits, checked against `catalog`; `at` names the entry in errors.
+    fn limits(&self, catalog: &Catalog, at: &str) -> Result<Option<LimitSpec>, ConfigError> {
+        limit_spec(self.limit_fields(), catalog, at)
+    }
+}
+
+/// Implements [`LevelEntry`] for entries whose limit and budget fields are the six every level
+/// has, under their configuration names.
+macro_rules! level_entries {
+    ($($entry:ty),*) => {$(
+        impl LevelEntry for $entry {
+            fn limit_fields(&self) -> LimitFields<'_> {
+                LimitFields {
+                    rpm_limit: self.rpm_limit,
+                    max_parallel_requests: self.max_parallel_requests,
+                    mcp_rpm_limit: self.mcp_rpm_limit.as_ref(),
+                    mcp_tool_limits: self.mcp_tool_limits.as_ref(),
+                    max_budget: self.max_budget,
+                    budget_duration: self.budget_duration.as_deref(),
+                }
             }
         }
-    };
+    )*};
 }
+
+level_entries!(
+    KeyConfig,
+    TeamConfig,
+    OrganizationConfig,
+    EndUserConfig,
+    AgentConfig
+);
 
 /// The limit fields alone: a `limits` column of the Postgres store.
 #[cfg(feature = "postgres")]
@@ -97,7 +91,8 @@ pub(crate) fn limits_from_json(
     )
 }
 
-struct LimitFields<'a> {
+/// The limit and budget fields of one entry, borrowed.
+pub(crate) struct LimitFields<'a> {
     rpm_limit: Option<u64>,
     max_parallel_requests: Option<u64>,
     mcp_rpm_limit: Option<&'a UniqueMap<u64>>,
@@ -197,7 +192,6 @@ impl ObjectPermission {
     }
 }
 
-level_config! {
 /// One entry of `keys`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -219,10 +213,20 @@ pub struct KeyConfig {
     /// A blocked key is refused (LiteLLM's `blocked`).
     #[serde(default)]
     pub blocked: bool,
-}
+    /// Tool calls per minute, to any server (LiteLLM's `rpm_limit`).
+    pub rpm_limit: Option<u64>,
+    /// Tool calls in flight at once (LiteLLM's `max_parallel_requests`).
+    pub max_parallel_requests: Option<u64>,
+    /// Tool calls per minute per server (LiteLLM's `mcp_rpm_limit`).
+    pub mcp_rpm_limit: Option<UniqueMap<u64>>,
+    /// Limits per tool: `{server: {tool: {rpm, max_parallel}}}`.
+    pub mcp_tool_limits: Option<UniqueMap<UniqueMap<ToolLimitConfig>>>,
+    /// Dollars that tool calls may cost, counted from the servers' prices.
+    pub max_budget: Option<f64>,
+    /// When the budget starts again: `30s`, `1h`, `1d`, `30d`, `1mo`... (never when left out).
+    pub budget_duration: Option<String>,
 }
 
-level_config! {
 /// One entry of `teams`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -233,10 +237,20 @@ pub struct TeamConfig {
     pub organization_id: Option<String>,
     /// Permissions.
     pub object_permission: Option<ObjectPermission>,
-}
+    /// Tool calls per minute, to any server (LiteLLM's `rpm_limit`).
+    pub rpm_limit: Option<u64>,
+    /// Tool calls in flight at once (LiteLLM's `max_parallel_requests`).
+    pub max_parallel_requests: Option<u64>,
+    /// Tool calls per minute per server (LiteLLM's `mcp_rpm_limit`).
+    pub mcp_rpm_limit: Option<UniqueMap<u64>>,
+    /// Limits per tool: `{server: {tool: {rpm, max_parallel}}}`.
+    pub mcp_tool_limits: Option<UniqueMap<UniqueMap<ToolLimitConfig>>>,
+    /// Dollars that tool calls may cost, counted from the servers' prices.
+    pub max_budget: Option<f64>,
+    /// When the budget starts again: `30s`, `1h`, `1d`, `30d`, `1mo`... (never when left out).
+    pub budget_duration: Option<String>,
 }
 
-level_config! {
 /// One entry of `organizations`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -245,10 +259,20 @@ pub struct OrganizationConfig {
     pub organization_id: String,
     /// Permissions.
     pub object_permission: Option<ObjectPermission>,
-}
+    /// Tool calls per minute, to any server (LiteLLM's `rpm_limit`).
+    pub rpm_limit: Option<u64>,
+    /// Tool calls in flight at once (LiteLLM's `max_parallel_requests`).
+    pub max_parallel_requests: Option<u64>,
+    /// Tool calls per minute per server (LiteLLM's `mcp_rpm_limit`).
+    pub mcp_rpm_limit: Option<UniqueMap<u64>>,
+    /// Limits per tool: `{server: {tool: {rpm, max_parallel}}}`.
+    pub mcp_tool_limits: Option<UniqueMap<UniqueMap<ToolLimitConfig>>>,
+    /// Dollars that tool calls may cost, counted from the servers' prices.
+    pub max_budget: Option<f64>,
+    /// When the budget starts again: `30s`, `1h`, `1d`, `30d`, `1mo`... (never when left out).
+    pub budget_duration: Option<String>,
 }
 
-level_config! {
 /// One entry of `end_users`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -257,10 +281,20 @@ pub struct EndUserConfig {
     pub user_id: String,
     /// Permissions.
     pub object_permission: Option<ObjectPermission>,
-}
+    /// Tool calls per minute, to any server (LiteLLM's `rpm_limit`).
+    pub rpm_limit: Option<u64>,
+    /// Tool calls in flight at once (LiteLLM's `max_parallel_requests`).
+    pub max_parallel_requests: Option<u64>,
+    /// Tool calls per minute per server (LiteLLM's `mcp_rpm_limit`).
+    pub mcp_rpm_limit: Option<UniqueMap<u64>>,
+    /// Limits per tool: `{server: {tool: {rpm, max_parallel}}}`.
+    pub mcp_tool_limits: Option<UniqueMap<UniqueMap<ToolLimitConfig>>>,
+    /// Dollars that tool calls may cost, counted from the servers' prices.
+    pub max_budget: Option<f64>,
+    /// When the budget starts again: `30s`, `1h`, `1d`, `30d`, `1mo`... (never when left out).
+    pub budget_duration: Option<String>,
 }
 
-level_config! {
 /// One entry of `agents`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -269,5 +303,16 @@ pub struct AgentConfig {
     pub agent_id: String,
     /// Permissions.
     pub object_permission: Option<ObjectPermission>,
-}
+    /// Tool calls per minute, to any server (LiteLLM's `rpm_limit`).
+    pub rpm_limit: Option<u64>,
+    /// Tool calls in flight at once (LiteLLM's `max_parallel_requests`).
+    pub max_parallel_requests: Option<u64>,
+    /// Tool calls per minute per server (LiteLLM's `mcp_rpm_limit`).
+    pub mcp_rpm_limit: Option<UniqueMap<u64>>,
+    /// Limits per tool: `{server: {tool: {rpm, max_parallel}}}`.
+    pub mcp_tool_limits: Option<UniqueMap<UniqueMap<ToolLimitConfig>>>,
+    /// Dollars that tool calls may cost, counted from the servers' prices.
+    pub max_budget: Option<f64>,
+    /// When the budget starts again: `30s`, `1h`, `1d`, `30d`, `1mo`... (never when left out).
+    pub budget_duration: Option<String>,
 }

@@ -399,6 +399,7 @@ impl Catalog {
     /// for stays and two servers' UI resources never share a name. `None` for a URI of another
     /// scheme.
     #[must_use]
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
     pub(crate) fn ui_uri(&self, server: &str, uri: &str) -> Option<String> {
         let rest = uri.strip_prefix(super::UI_SCHEME)?;
         Some(format!(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::era::META_PROTOCOL_VERSION;
+use super::request::RequestId;
 use super::strict::{Key, SeenKeys, StrictAny, duplicate, each_entry};
 
 /// A string field that must be a string (never a number, null or object).
@@ -64,8 +65,16 @@ impl<'de> Visitor<'de> for AnswersSeed {
 /// when present, must be a string.
 pub(super) struct MetaSeed;
 
+/// What `params._meta` says: the protocol version it states, and whether it carries any key of
+/// the protocol's own (`io.modelcontextprotocol/…`), which only a caller on 2026-07-28 sends.
+#[derive(Default)]
+pub(super) struct Meta {
+    pub(super) version: Option<Box<str>>,
+    pub(super) protocol_keys: bool,
+}
+
 impl<'de> DeserializeSeed<'de> for MetaSeed {
-    type Value = Option<Box<str>>;
+    type Value = Meta;
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
         de.deserialize_map(MetaVisitor)
     }
@@ -74,21 +83,65 @@ impl<'de> DeserializeSeed<'de> for MetaSeed {
 struct MetaVisitor;
 
 impl<'de> Visitor<'de> for MetaVisitor {
-    type Value = Option<Box<str>>;
+    type Value = Meta;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"_meta\" as an object")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let mut version = None;
+        let mut meta = Meta::default();
         each_entry(map, |key, map| {
+            meta.protocol_keys |= key.starts_with("io.modelcontextprotocol/");
             if key == META_PROTOCOL_VERSION {
-                version = Some(map.next_value::<Key<'de>>()?.0.into());
+                meta.version = Some(map.next_value::<Key<'de>>()?.0.into());
                 Ok(())
             } else {
                 map.next_value::<StrictAny>().map(drop)
             }
         })?;
-        Ok(version)
+        Ok(meta)
+    }
+}
+
+/// A value that may be a JSON-RPC id (`params.requestId` of a cancellation): the id when it is
+/// a string or an integer, else nothing; any value is read as strictly as every other.
+pub(super) struct MaybeId(pub(super) Option<RequestId>);
+
+impl<'de> serde::Deserialize<'de> for MaybeId {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(MaybeIdVisitor)
+    }
+}
+
+struct MaybeIdVisitor;
+
+impl<'de> Visitor<'de> for MaybeIdVisitor {
+    type Value = MaybeId;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<MaybeId, E> {
+        Ok(MaybeId(Some(RequestId::Number(v))))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<MaybeId, E> {
+        Ok(MaybeId(i64::try_from(v).ok().map(RequestId::Number)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<MaybeId, E> {
+        Ok(MaybeId(Some(RequestId::String(v.into()))))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<MaybeId, E> {
+        StrictAny.visit_bool(v).map(|_| MaybeId(None))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<MaybeId, E> {
+        StrictAny.visit_f64(v).map(|_| MaybeId(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<MaybeId, E> {
+        Ok(MaybeId(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MaybeId, A::Error> {
+        StrictAny.visit_seq(seq).map(|_| MaybeId(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MaybeId, A::Error> {
+        StrictAny.visit_map(map).map(|_| MaybeId(None))
     }
 }
 

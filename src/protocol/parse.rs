@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::era::Era;
-use super::fields::{AnswersSeed, Filter, FilterSeed, KeysSeed, MetaSeed, OptString};
+use super::fields::{
+    AnswersSeed, Filter, FilterSeed, KeysSeed, MaybeId, Meta, MetaSeed, OptString,
+};
 use super::request::{McpRequest, MessageKind, Method, ParseError, RequestId};
 use super::strict::{Key, SeenKeys, StrictAny, duplicate};
 
@@ -54,7 +56,10 @@ struct RawParams {
     task_id: Option<Arc<str>>,
     arguments: Option<Arc<[Box<str>]>>,
     subscriptions: Option<Filter>,
-    protocol_version: Option<Box<str>>,
+    meta: Meta,
+    /// `params.inputResponses` or `params.requestState` (2026-07-28's rounds) was there.
+    rounds: bool,
+    request_id: Option<RequestId>,
 }
 
 impl<'a> RawMessage<'a> {
@@ -125,8 +130,18 @@ impl<'a> RawMessage<'a> {
             _ => Arc::default(),
         };
         let has_arguments = params.arguments.is_some();
+        let cancels = match (&kind, &method) {
+            (MessageKind::Notification, Some(Method::Other(m)))
+                if &**m == "notifications/cancelled" =>
+            {
+                params.request_id
+            }
+            _ => None,
+        };
+        let per_request = params.rounds || params.meta.protocol_keys;
         let era = params
-            .protocol_version
+            .meta
+            .version
             .as_deref()
             .and_then(Era::from_version)
             .unwrap_or_default();
@@ -142,8 +157,10 @@ impl<'a> RawMessage<'a> {
             },
             has_arguments: calls_tool && has_arguments,
             subscriptions,
-            protocol_version: params.protocol_version,
+            protocol_version: params.meta.version,
             era,
+            cancels,
+            per_request,
         })
     }
 }
@@ -249,14 +266,19 @@ impl<'de> Visitor<'de> for ParamsVisitor {
                 "uri" => params.uri = Some(map.next_value::<OptString>()?.0),
                 "taskId" => params.task_id = Some(map.next_value::<OptString>()?.0),
                 "arguments" => params.arguments = Some(map.next_value_seed(KeysSeed)?),
-                "_meta" => params.protocol_version = map.next_value_seed(MetaSeed)?,
+                "_meta" => params.meta = map.next_value_seed(MetaSeed)?,
+                "requestId" => params.request_id = map.next_value::<MaybeId>()?.0,
                 // What a `subscriptions/listen` asks for: the URIs are checked like reads.
                 "notifications" => params.subscriptions = Some(map.next_value_seed(FilterSeed)?),
                 // The answers to an input-required round (2026-07-28): an object of answers
                 // and an opaque string. Anything else is refused here, never passed on.
-                "inputResponses" => map.next_value_seed(AnswersSeed)?,
+                "inputResponses" => {
+                    map.next_value_seed(AnswersSeed)?;
+                    params.rounds = true;
+                }
                 "requestState" => {
                     map.next_value::<Key<'de>>()?;
+                    params.rounds = true;
                 }
                 _ => {
                     map.next_value::<StrictAny>()?;

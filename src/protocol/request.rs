@@ -205,6 +205,11 @@ pub struct McpRequest {
     /// header states, else the oldest handshake revision.
     /// Every answer the layers build for it is shaped for this era.
     pub era: Era,
+    /// The request a `notifications/cancelled` names (`params.requestId`).
+    pub(crate) cancels: Option<RequestId>,
+    /// Whether `params` carries what only a caller on 2026-07-28 sends: the answers of a round
+    /// (`inputResponses`, `requestState`) or the protocol's own keys in `_meta`.
+    pub(crate) per_request: bool,
 }
 
 impl McpRequest {

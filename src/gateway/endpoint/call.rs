@@ -5,7 +5,7 @@
 //! otherwise streams: the upstream's progress (when asked for) and log messages are passed on
 //! as they come, then the answer. The upstream's requests of its client (sampling, elicitation,
 //! roots) go to the caller on the same stream under an id of the gateway's, and the caller's
-//! answer, posted on its session, goes back to the upstream (see `endpoint_sessions`). A
+//! answer, posted on its session, goes back to the upstream (see `sessions`). A
 //! stateless caller cannot answer (its answer would have no session to come back on): there a
 //! request is refused at once, where rmcp's stateless server would let the upstream wait for
 //! its timeout.
@@ -13,21 +13,20 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::Request;
 use http_body_util::Full;
 use http_body_util::combinators::BoxBody;
 use rmcp::model::{CallToolRequestParams, ErrorData, ServerResult};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::reply::{json_reply, legacy, reply_bytes, sse_response, stream_response, then_reply};
-use super::route::{Endpoint, Taken, collect};
+use super::reply::{
+    McpResponse, json_reply, legacy, reply_bytes, sse_response, stream_response, then_reply,
+    unreadable,
+};
+use super::route::{CallPlan, Endpoint};
 use super::sessions::{Running, Sessions};
-use crate::engine::NameKind;
-use crate::gateway::caller::Caller;
 use crate::gateway::handler::aggregate::Upstreams;
 use crate::gateway::shared::GatewayState;
-use crate::gateway::upstream::spec::UpstreamTransport;
 use crate::gateway::upstream::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
 use crate::protocol::sse;
 
@@ -97,56 +96,26 @@ impl CallerSide for StreamSide {
     }
 }
 
-/// Answers the `tools/call` of `parts` and `body`, or gives them back untouched (nothing was
-/// sent upstream) for rmcp.
-pub(crate) async fn answer<B>(
+/// Answers the `tools/call` the endpoint took (see `route`), whose body the layers read as
+/// `bytes`.
+pub(crate) async fn answer(
     shared: &Arc<GatewayState>,
     endpoint: &Endpoint,
-    session: Option<Arc<str>>,
-    parts: http::request::Parts,
-    body: B,
-) -> Taken
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-{
-    let bytes = match collect(body, endpoint.max_body).await {
-        Ok(b) => b,
-        Err(refused) => return Taken::Answered(refused),
+    plan: CallPlan,
+    parts: &http::request::Parts,
+    bytes: &[u8],
+) -> McpResponse {
+    let Ok(Envelope { id, params }) = serde_json::from_slice::<Envelope>(bytes) else {
+        return unreadable(parts);
     };
-    let back = |parts, bytes| Taken::Back(Request::from_parts(parts, Full::new(bytes)));
-    let Ok(Envelope { id, params }) = serde_json::from_slice::<Envelope>(&bytes) else {
-        return back(parts, bytes);
-    };
-    // Per-request protocol keys and the rounds of 2026-07-28 are rmcp's to judge.
-    let per_request = params.meta.as_ref().is_some_and(|m| {
-        m.0.0
-            .keys()
-            .any(|k| k.starts_with("io.modelcontextprotocol/"))
-    });
-    if per_request || params.input_responses.is_some() || params.request_state.is_some() {
-        return back(parts, bytes);
-    }
-    let upstreams = Upstreams::of(shared, Caller::from_parts(&parts, false));
-    let Ok((server, bare)) = upstreams.route(NameKind::Tool, &params.name) else {
-        return back(parts, bytes);
-    };
-    let bare = bare.into_owned();
-    let Some(spec) = shared.upstreams.get(&server) else {
-        return back(parts, bytes);
-    };
-    // Only an upstream spoken to with the handshake takes a call posted directly; the
-    // progress and log messages of a 2026-07-28 upstream come through rmcp's client. (Until
-    // an upstream left to discovery has had a session, its calls go that way too.)
-    if !matches!(spec.transport, UpstreamTransport::Http(_)) || !spec.speaks_handshake() {
-        return back(parts, bytes);
-    }
+    let CallPlan {
+        session,
+        caller,
+        server,
+        bare,
+    } = plan;
     let session = match (&endpoint.sessions, session) {
-        (Some(sessions), Some(session)) => {
-            if !sessions.usable(&session).await {
-                return back(parts, bytes);
-            }
-            Some((Arc::clone(sessions), session))
-        }
+        (Some(sessions), Some(session)) => Some((Arc::clone(sessions), session)),
         _ => None,
     };
     let running = session.as_ref().map(|(sessions, session)| {
@@ -170,7 +139,7 @@ where
         .session
         .as_ref()
         .and_then(|(_, session)| shared.downstream(session));
-    let (shared, caller) = (Arc::clone(shared), upstreams.into_caller());
+    let shared = Arc::clone(shared);
     // The whole call, to the bytes of its reply (none when the caller cancelled it).
     let run = async move {
         let answered = Upstreams::of(&shared, caller)
@@ -194,7 +163,7 @@ where
     if !endpoint.json_response {
         // An event stream from the start, as rmcp's: the caller has its headers (and can
         // cancel) however long the upstream takes before its first word.
-        return Taken::Answered(sse_response(None, then_reply(run, tx), rx));
+        return sse_response(None, then_reply(run, tx), rx);
     }
     // JSON when the answer comes before anything else for the caller, else a stream.
     let mut run = Box::pin(run);
@@ -203,12 +172,12 @@ where
         reply = &mut run => Ok(reply),
         Some(event) = rx.recv() => Err(event),
     };
-    Taken::Answered(match first {
+    match first {
         Ok(reply) if rx.is_empty() => match reply {
             Some(reply) => json_reply(reply),
             None => stream_response(BoxBody::new(Full::new(Bytes::new()))),
         },
         Ok(reply) => sse_response(None, then_reply(std::future::ready(reply), tx), rx),
         Err(event) => sse_response(Some(event), then_reply(run, tx), rx),
-    })
+    }
 }

@@ -1,76 +1,87 @@
 //! The list methods (tools, prompts, resources, resource templates) answered by the endpoint
 //! itself: every upstream the caller may use is asked on its pooled session, each reply
-//! decoded as the list it must be (see `upstream_session`), or taken from the session's kept lists (see
-//! `list_cache`), and the lists merged and named as the handler merges them.
+//! decoded as the list it must be (see the upstream wing's `session`), or taken from the
+//! session's kept lists (see the caller wing's `list_cache`), and the lists merged and named as
+//! the handler merges them.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::Request;
 use http_body_util::Full;
 use http_body_util::combinators::BoxBody;
+use rmcp::model::{
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+};
 use serde_json::value::RawValue;
 
-use super::reply::{json_reply, legacy, reply_bytes, stream_response};
-use super::route::{Endpoint, Taken, collect};
+use super::reply::{McpResponse, json_reply, legacy, reply_bytes, stream_response, unreadable};
+use super::route::Endpoint;
 use crate::gateway::caller::Caller;
 use crate::gateway::handler::aggregate::{self, Upstreams};
 use crate::gateway::shared::GatewayState;
-use crate::gateway::upstream::spec::UpstreamTransport;
+use crate::gateway::upstream::lists::Listing;
 use crate::permission::ReplayedLists;
-use crate::protocol::sse;
+use crate::protocol::{Method, sse};
 
-/// Answers the list request (of `L`) of `parts` and `body`, or gives them back untouched for
-/// rmcp: every upstream the caller may use is asked on its pooled session directly, each reply
-/// decoded as `L` straight from its text, and the lists merged as the handler merges them.
-pub(crate) async fn answer<L, B>(
+/// A list request the endpoint takes (see `route`).
+pub(crate) struct Request<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) caller: Caller,
+    /// The caller's session on a stateful endpoint.
+    pub(crate) session: Option<Arc<str>>,
+    pub(crate) parts: &'a http::request::Parts,
+    /// The body, as the layers read it.
+    pub(crate) bytes: &'a [u8],
+}
+
+/// Answers the list request `request`, of whichever list its method asks for.
+pub(crate) async fn answer(
     shared: &Arc<GatewayState>,
     endpoint: &Endpoint,
-    session: Option<Arc<str>>,
-    parts: http::request::Parts,
-    body: B,
-) -> Taken
-where
-    L: crate::gateway::upstream::lists::Listing,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-{
+    request: Request<'_>,
+) -> McpResponse {
+    match request.method {
+        Method::PromptsList => answer_list::<ListPromptsResult>(shared, endpoint, request).await,
+        Method::ResourcesList => {
+            answer_list::<ListResourcesResult>(shared, endpoint, request).await
+        }
+        Method::ResourceTemplatesList => {
+            answer_list::<ListResourceTemplatesResult>(shared, endpoint, request).await
+        }
+        _ => answer_list::<ListToolsResult>(shared, endpoint, request).await,
+    }
+}
+
+/// Answers a list request of `L`: every upstream the caller may use is asked on its pooled
+/// session directly, each reply decoded as `L` straight from its text, and the lists merged as
+/// the handler merges them.
+async fn answer_list<L: Listing>(
+    shared: &Arc<GatewayState>,
+    endpoint: &Endpoint,
+    request: Request<'_>,
+) -> McpResponse {
     #[derive(serde::Deserialize)]
     struct Id {
         id: Box<RawValue>,
     }
-    let bytes = match collect(body, endpoint.max_body).await {
-        Ok(b) => b,
-        Err(refused) => return Taken::Answered(refused),
+    let Ok(Id { id }) = serde_json::from_slice::<Id>(request.bytes) else {
+        return unreadable(request.parts);
     };
-    let back = |parts, bytes| Taken::Back(Request::from_parts(parts, Full::new(bytes)));
-    let Ok(Id { id }) = serde_json::from_slice::<Id>(&bytes) else {
-        return back(parts, bytes);
-    };
-    let upstreams = Upstreams::of(shared, Caller::from_parts(&parts, false));
-    let all_http = upstreams.servers().iter().all(|(_, name)| {
-        shared
-            .upstreams
-            .get(name)
-            .is_some_and(|s| matches!(s.transport, UpstreamTransport::Http(_)))
-    });
-    if !all_http {
-        return back(parts, bytes);
-    }
-    if let (Some(sessions), Some(session)) = (&endpoint.sessions, &session)
-        && !sessions.usable(session).await
-    {
-        return back(parts, bytes);
-    }
+    let session = request.session;
+    let upstreams = Upstreams::of(shared, request.caller);
     let downstream = session.as_ref().and_then(|s| shared.downstream(s));
-    let replayed = parts.extensions.get::<ReplayedLists>();
+    let replayed = request.parts.extensions.get::<ReplayedLists>();
     let listed = upstreams
-        .all(downstream.as_ref(), |_, relay| async move {
+        .all(downstream.as_ref(), |peer, relay| async move {
             let seen = match relay.lists().kept(L::LISTED) {
-                Ok(items) => return Ok(Some((items, true))),
+                Ok(items) => return Ok((items, true)),
                 Err(seen) => seen,
             };
             let Some(route) = relay.route() else {
-                return Ok(None);
+                // A session opened otherwise than the upstream is known to speak (it changed
+                // meanwhile): asked through rmcp's client.
+                let items = L::through_peer(&peer).await?;
+                relay.lists().keep(L::LISTED, seen, &items);
+                return Ok((items, false));
             };
             let fetched = crate::gateway::upstream::lists::list_all::<L>(
                 &route.http,
@@ -78,22 +89,17 @@ where
                 &route.session,
             )
             .await;
-            match fetched {
-                Some(Ok(items)) => {
-                    relay.lists().keep(L::LISTED, seen, &items);
-                    Ok(Some((items, false)))
-                }
-                Some(Err(e)) => Err(e),
-                None => Ok(None),
-            }
+            let items = match fetched {
+                Some(fetched) => fetched?,
+                // A session rmcp has not recorded yet: asked through rmcp's client.
+                None => L::through_peer(&peer).await?,
+            };
+            relay.lists().keep(L::LISTED, seen, &items);
+            Ok((items, false))
         })
         .await;
     let mut merged = Vec::with_capacity(listed.len());
-    for (id, name, items) in listed {
-        // A session not recorded yet: rmcp's, whole (a list is safe to ask again).
-        let Some((items, kept)) = items else {
-            return back(parts, bytes);
-        };
+    for (id, name, (items, kept)) in listed {
         if let (true, Some(replayed)) = (kept, replayed) {
             replayed.mark(&name);
         }
@@ -109,11 +115,11 @@ where
     );
     let result = legacy(L::with_all(items));
     let reply = reply_bytes(&id, Ok(&result));
-    Taken::Answered(if endpoint.json_response {
+    if endpoint.json_response {
         json_reply(reply)
     } else {
         stream_response(BoxBody::new(Full::new(sse::message_event(
             &String::from_utf8(reply).unwrap_or_default(),
         ))))
-    })
+    }
 }

@@ -67,58 +67,47 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        use route::{Route, Taken};
+        use route::Route;
         let rmcp = Arc::clone(&self.rmcp);
         let Some(endpoint) = self.endpoint.clone() else {
             return Box::pin(async move { Ok(rmcp.handle(request).await) });
         };
-        let route = endpoint.route(&request);
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let taken = match route {
-                Route::Call(session) => {
-                    call::answer(&shared, &endpoint, session, parts, body).await
-                }
-                Route::List(method, session) => {
-                    use crate::protocol::Method;
-                    use rmcp::model::{
-                        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-                        ListToolsResult,
-                    };
-                    let (g, x, s) = (&shared, &endpoint, session);
-                    match method {
-                        Method::PromptsList => {
-                            lists::answer::<ListPromptsResult, _>(g, x, s, parts, body).await
-                        }
-                        Method::ResourcesList => {
-                            lists::answer::<ListResourcesResult, _>(g, x, s, parts, body).await
-                        }
-                        Method::ResourceTemplatesList => {
-                            lists::answer::<ListResourceTemplatesResult, _>(g, x, s, parts, body)
-                                .await
-                        }
-                        _ => lists::answer::<ListToolsResult, _>(g, x, s, parts, body).await,
-                    }
-                }
-                Route::Answer(session) => endpoint.on_session(false, session, parts, body).await,
-                Route::Cancel(session) => endpoint.on_session(true, session, parts, body).await,
+            let route = endpoint.route(&shared, &parts).await;
+            let max = endpoint.max_body;
+            Ok(match route {
                 Route::Rmcp => {
                     // A new session's id is in the response to its `initialize`.
                     let asked = parts.headers.get("mcp-session-id").cloned();
                     let response = rmcp.handle(http::Request::from_parts(parts, body)).await;
                     let session =
                         asked.or_else(|| response.headers().get("mcp-session-id").cloned());
-                    return Ok(rmcp_saw(&endpoint, session.as_ref(), response));
-                }
-            };
-            Ok(match taken {
-                Taken::Answered(response) => response,
-                Taken::Back(request) => {
-                    let session = request.headers().get("mcp-session-id").cloned();
-                    let response = rmcp.handle(request).await;
                     rmcp_saw(&endpoint, session.as_ref(), response)
                 }
+                Route::Cancelled => route::accepted(),
+                Route::Call(plan) => match route::collect(body, max).await {
+                    Ok(bytes) => call::answer(&shared, &endpoint, plan, &parts, &bytes).await,
+                    Err(refused) => refused,
+                },
+                Route::List(method, caller, session) => match route::collect(body, max).await {
+                    Ok(bytes) => {
+                        let list = lists::Request {
+                            method: &method,
+                            caller,
+                            session,
+                            parts: &parts,
+                            bytes: &bytes,
+                        };
+                        lists::answer(&shared, &endpoint, list).await
+                    }
+                    Err(refused) => refused,
+                },
+                Route::Answer(session) => match route::collect(body, max).await {
+                    Ok(bytes) => endpoint.on_answer(&session, &bytes).await,
+                    Err(refused) => refused,
+                },
             })
         })
     }

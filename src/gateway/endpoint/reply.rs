@@ -138,3 +138,21 @@ pub(crate) fn refused_body(status: StatusCode) -> McpResponse {
     *r.status_mut() = status;
     r
 }
+
+/// The reply to a request the layers read but whose parameters are not what its method takes
+/// (a `tools/call` whose `arguments` is not an object, say): a JSON-RPC "invalid params" error
+/// for its id, in JSON.
+pub(crate) fn unreadable(parts: &http::request::Parts) -> McpResponse {
+    let id = parts
+        .extensions
+        .get::<crate::protocol::McpRequest>()
+        .and_then(|head| head.id.as_ref())
+        .map_or(
+            serde_json::Value::Null,
+            crate::protocol::RequestId::to_value,
+        );
+    let id = serde_json::value::to_raw_value(&id)
+        .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("null is JSON"));
+    let error = ErrorData::invalid_params("the parameters are not those of the method", None);
+    json_reply(reply_bytes(&id, Err(&error)))
+}

@@ -7,18 +7,21 @@
 //! prompts, resources, resource templates) of a caller on a protocol with the initialize
 //! handshake need none of it: the layers have parsed and allowed the request, so the endpoint
 //! decodes only its parameters and answers it itself (see `endpoint_call` and
-//! `endpoint_lists`). Whatever it is not sure of goes to rmcp unchanged, before anything was
-//! sent upstream: another method, a protocol or `Host` rmcp would judge, a session rmcp does
-//! not have open or has not seen lately (see `endpoint_sessions`), a name that does not route,
-//! an upstream that is not spoken to with the handshake over streamable HTTP.
+//! `lists`). Where a request goes is decided before its body is read, from the head the layers
+//! parsed, the tool target the permission layer attributed and the headers; whatever the
+//! endpoint does not take goes to rmcp unchanged: another method, a protocol or `Host` rmcp
+//! would judge, the fields of 2026-07-28's rounds, a session rmcp does not have open or has
+//! not seen lately (see `sessions`), a name that does not route, an upstream that is not
+//! spoken to with the handshake over streamable HTTP. Nothing taken here is handed back.
 //!
 //! On a stateful endpoint the caller's answers to upstream requests passed on by a call here,
-//! and its cancellations of such calls, are taken here too ([`Endpoint::on_session`]).
+//! and its cancellations of such calls, are taken here too ([`Endpoint::on_answer`]).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, header};
+use http::request::Parts;
+use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::Full;
 use http_body_util::combinators::BoxBody;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
@@ -27,7 +30,14 @@ use serde_json::Value;
 
 use super::reply::{McpResponse, refused_body};
 use super::sessions::Sessions;
-use crate::protocol::{CollectError, Era, McpRequest, MessageKind, Method};
+use crate::context::ToolTarget;
+use crate::engine::NameKind;
+use crate::gatekeeper::PolicySnapshot;
+use crate::gateway::caller::Caller;
+use crate::gateway::handler::aggregate::Upstreams;
+use crate::gateway::shared::GatewayState;
+use crate::gateway::upstream::spec::{UpstreamSpec, UpstreamTransport};
+use crate::protocol::{CollectError, Era, McpRequest, MessageKind, Method, RequestId};
 
 /// What the endpoint answers itself, from its settings.
 #[derive(Debug)]
@@ -42,27 +52,27 @@ pub(crate) struct Endpoint {
 
 /// Where a request goes.
 pub(crate) enum Route {
-    /// A `tools/call` for the endpoint (with the caller's session on a stateful endpoint).
-    Call(Option<Arc<str>>),
+    /// A `tools/call` for the endpoint.
+    Call(CallPlan),
     /// A `tools/list`, `prompts/list`, `resources/list` or `resources/templates/list` for the
-    /// endpoint.
-    List(Method, Option<Arc<str>>),
-    /// A caller's answer on its session, perhaps to an upstream request passed on.
+    /// endpoint (with the caller's session on a stateful endpoint).
+    List(Method, Caller, Option<Arc<str>>),
+    /// A caller's answer on its session to an upstream request passed on here.
     Answer(Arc<str>),
-    /// A caller's `notifications/cancelled` on its session: perhaps for a call in flight here.
-    Cancel(Arc<str>),
+    /// A caller's `notifications/cancelled` of a call running here: cancelled already.
+    Cancelled,
     /// rmcp's.
     Rmcp,
 }
 
-impl Route {
-    /// The route for `head`, a request answered here, a request [`Endpoint::takes`].
-    fn answered_here(head: &McpRequest, session: Option<Arc<str>>) -> Self {
-        match &head.method {
-            Some(Method::ToolsCall) | None => Self::Call(session),
-            Some(list) => Self::List(list.clone(), session),
-        }
-    }
+/// Where a `tools/call` taken by the endpoint goes.
+pub(crate) struct CallPlan {
+    /// The caller's session on a stateful endpoint.
+    pub(crate) session: Option<Arc<str>>,
+    pub(crate) caller: Caller,
+    /// The upstream, and the name it knows the tool by.
+    pub(crate) server: String,
+    pub(crate) bare: String,
 }
 
 /// The one value of `name`, if there is exactly one and it is text.
@@ -98,37 +108,75 @@ impl Endpoint {
         })
     }
 
-    /// Where `request` (already through the layers) goes; the body is judged after.
-    pub(crate) fn route<B>(&self, request: &Request<B>) -> Route {
-        let Some(head) = request.extensions().get::<McpRequest>() else {
+    /// Where the request of `parts` (already through the layers) goes, decided before its body
+    /// is read.
+    pub(crate) async fn route(&self, shared: &GatewayState, parts: &Parts) -> Route {
+        let Some(head) = parts.extensions.get::<McpRequest>() else {
             return Route::Rmcp;
         };
-        if request.method() != http::Method::POST {
+        if parts.method != http::Method::POST {
             return Route::Rmcp;
         }
-        let session = one_header(request.headers(), "mcp-session-id");
-        match (&self.sessions, session) {
-            (Some(_), Some(session)) => match head.kind {
-                MessageKind::Response => Route::Answer(session),
-                MessageKind::Notification
-                    if head
-                        .method
-                        .as_ref()
-                        .is_some_and(|m| m.as_str() == "notifications/cancelled") =>
-                {
-                    Route::Cancel(session)
+        let session = one_header(&parts.headers, "mcp-session-id");
+        let session = match (&self.sessions, session) {
+            (Some(sessions), Some(session)) => {
+                match head.kind {
+                    MessageKind::Response => {
+                        let asked = head.id.as_ref().and_then(|id| match id {
+                            RequestId::String(ours) => Some(ours),
+                            RequestId::Number(_) => None,
+                        });
+                        return match asked {
+                            Some(ours) if sessions.asked(&session, ours) => Route::Answer(session),
+                            _ => Route::Rmcp,
+                        };
+                    }
+                    MessageKind::Notification => {
+                        let cancelled = head
+                            .cancels
+                            .as_ref()
+                            .is_some_and(|id| sessions.cancel(&session, id.to_value().to_string()));
+                        return if cancelled {
+                            Route::Cancelled
+                        } else {
+                            Route::Rmcp
+                        };
+                    }
+                    MessageKind::Request => {}
                 }
-                _ if self.takes(request, head) => Route::answered_here(head, Some(session)),
-                _ => Route::Rmcp,
-            },
-            (None, None) if self.takes(request, head) => Route::answered_here(head, None),
-            // A stateful endpoint's call without a session, or a stateless one's with.
-            _ => Route::Rmcp,
+                if !self.takes(parts, head) || !sessions.usable(&session).await {
+                    return Route::Rmcp;
+                }
+                Some(session)
+            }
+            (None, None) if self.takes(parts, head) => None,
+            // A stateful endpoint's request without a session, or a stateless one's with.
+            _ => return Route::Rmcp,
+        };
+        let caller = Caller::from_parts(parts, false);
+        match &head.method {
+            Some(Method::ToolsCall) => {
+                call_plan(shared, parts, head, caller, session).map_or(Route::Rmcp, Route::Call)
+            }
+            Some(list) => {
+                // Every upstream the caller may use is spoken to with the handshake over
+                // streamable HTTP: its lists are asked directly.
+                let direct = Upstreams::of(shared, caller.clone())
+                    .servers()
+                    .iter()
+                    .all(|(_, name)| shared.upstreams.get(name).is_some_and(posts_directly));
+                if direct {
+                    Route::List(list.clone(), caller, session)
+                } else {
+                    Route::Rmcp
+                }
+            }
+            None => Route::Rmcp,
         }
     }
 
-    fn takes<B>(&self, request: &Request<B>, head: &McpRequest) -> bool {
-        let headers = request.headers();
+    fn takes(&self, parts: &Parts, head: &McpRequest) -> bool {
+        let headers = &parts.headers;
         head.kind == MessageKind::Request
             && matches!(
                 head.method,
@@ -147,7 +195,8 @@ impl Endpoint {
             // rmcp keeps to itself whether it checks an empty origin allow-list: any request
             // with an `Origin` is its to judge.
             && !headers.contains_key(header::ORIGIN)
-            && self.host_allowed(headers, request.uri())
+            && !head.per_request
+            && self.host_allowed(headers, &parts.uri)
             && media_types_fit(headers)
     }
 
@@ -238,54 +287,74 @@ pub(crate) async fn collect<B: http_body::Body>(body: B, max: usize) -> Result<B
         })
 }
 
-/// What the endpoint did with a request.
-pub(crate) enum Taken {
-    /// Answered it.
-    Answered(McpResponse),
-    /// Gave it back untouched, for rmcp.
-    Back(Request<Full<Bytes>>),
-}
-
 impl Endpoint {
-    /// A caller's answer (`cancel` false) or `notifications/cancelled` (`cancel` true) on
-    /// `session`. An answer to an upstream request passed on here goes to that upstream under
-    /// its own id, once; a cancellation ends the call it names if it runs here. Everything
-    /// else, cancellations included, goes on to rmcp.
-    pub(crate) async fn on_session<B>(
-        &self,
-        cancel: bool,
-        session: Arc<str>,
-        parts: http::request::Parts,
-        body: B,
-    ) -> Taken
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-    {
-        let bytes = match collect(body, self.max_body).await {
-            Ok(b) => b,
-            Err(refused) => return Taken::Answered(refused),
-        };
+    /// A caller's answer, on `session`, to an upstream request passed on here (see
+    /// [`Route::Answer`]): it goes to that upstream under its own id, once. An answer whose
+    /// call has ended meanwhile is taken and dropped, as a server drops an answer to a request
+    /// it no longer waits for.
+    pub(crate) async fn on_answer(&self, session: &Arc<str>, bytes: &[u8]) -> McpResponse {
         if let (Some(sessions), Ok(mut message)) =
-            (&self.sessions, serde_json::from_slice::<Value>(&bytes))
-        {
-            if cancel {
-                if let Some(id) = message.pointer("/params/requestId") {
-                    sessions.cancel(&session, id.to_string());
-                }
-            } else if let Some((to, theirs)) = message
+            (&self.sessions, serde_json::from_slice::<Value>(bytes))
+            && let Some((to, theirs)) = message
                 .get("id")
                 .and_then(Value::as_str)
-                .and_then(|ours| sessions.answer(&session, ours))
-            {
-                message["id"] = theirs;
-                to.reply(&message).await;
-                let mut r = Response::new(BoxBody::new(Full::new(Bytes::new())));
-                *r.status_mut() = StatusCode::ACCEPTED;
-                return Taken::Answered(r);
-            }
+                .and_then(|ours| sessions.answer(session, ours))
+        {
+            message["id"] = theirs;
+            to.reply(&message).await;
         }
-        Taken::Back(Request::from_parts(parts, Full::new(bytes)))
+        accepted()
     }
+}
+
+/// `202 Accepted`, empty: what a posted answer or notification gets.
+pub(crate) fn accepted() -> McpResponse {
+    let mut r = Response::new(BoxBody::new(Full::new(Bytes::new())));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r
+}
+
+/// Whether calls and lists for `spec` are posted by the endpoint on the caller's pooled
+/// session: a streamable HTTP upstream spoken to with the handshake. (The progress and log
+/// messages of a 2026-07-28 upstream come through rmcp's client; until an upstream left to
+/// discovery has had a session, it goes that way too.)
+fn posts_directly(spec: &UpstreamSpec) -> bool {
+    matches!(spec.transport, UpstreamTransport::Http(_)) && spec.speaks_handshake()
+}
+
+/// Where the `tools/call` of `head` goes, if the endpoint takes it: to the server the
+/// permission layer attributed it to (attributed here only without that layer), if that
+/// upstream [posts directly](posts_directly).
+fn call_plan(
+    shared: &GatewayState,
+    parts: &Parts,
+    head: &McpRequest,
+    caller: Caller,
+    session: Option<Arc<str>>,
+) -> Option<CallPlan> {
+    let name = head.tool_name()?;
+    let target = parts.extensions.get::<ToolTarget>();
+    let policy = parts.extensions.get::<Arc<PolicySnapshot>>();
+    let (server, bare) = match (target, policy) {
+        (Some(t), Some(policy)) => (
+            policy.catalog().server(t.server).name().to_owned(),
+            t.bare(name).to_owned(),
+        ),
+        _ => {
+            let upstreams = Upstreams::of(shared, caller.clone());
+            let (server, bare) = upstreams.route(NameKind::Tool, name).ok()?;
+            (server, bare.into_owned())
+        }
+    };
+    if !posts_directly(shared.upstreams.get(&server)?) {
+        return None;
+    }
+    Some(CallPlan {
+        session,
+        caller,
+        server,
+        bare,
+    })
 }
 
 #[cfg(test)]

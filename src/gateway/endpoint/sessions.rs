@@ -90,6 +90,11 @@ impl Sessions {
         ours
     }
 
+    /// Whether `ours` names an upstream request passed to the caller of `session`.
+    pub(crate) fn asked(&self, session: &Arc<str>, ours: &str) -> bool {
+        lock(&self.asked).contains_key(&(Arc::clone(session), ours.to_owned()))
+    }
+
     /// Where the caller's answer `ours` on `session` goes, and under which id (once).
     pub(crate) fn answer(&self, session: &Arc<str>, ours: &str) -> Option<(Poster, Value)> {
         lock(&self.asked).remove(&(Arc::clone(session), ours.to_owned()))
@@ -116,11 +121,15 @@ impl Sessions {
         }
     }
 
-    /// The caller cancelled its request `id` (as JSON text) on `session`.
-    pub(crate) fn cancel(&self, session: &Arc<str>, id: String) {
-        if let Some(token) = lock(&self.running).get(&(Arc::clone(session), id)) {
+    /// The caller cancelled its request `id` (as JSON text) on `session`: whether that call
+    /// runs here (and is now cancelled).
+    pub(crate) fn cancel(&self, session: &Arc<str>, id: String) -> bool {
+        let running = lock(&self.running);
+        let call = running.get(&(Arc::clone(session), id));
+        if let Some(token) = call {
             token.cancel();
         }
+        call.is_some()
     }
 }
 

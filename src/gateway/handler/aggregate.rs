@@ -38,11 +38,6 @@ impl<'a> Upstreams<'a> {
         &self.caller
     }
 
-    /// The caller, given back.
-    pub(crate) fn into_caller(self) -> Caller {
-        self.caller
-    }
-
     /// The catalog servers the caller's grant allows in `catalog`.
     fn allowed(&self, catalog: &Arc<crate::engine::Catalog>) -> ServerSet {
         match &self.caller.grant {

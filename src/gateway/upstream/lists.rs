@@ -95,11 +95,15 @@ pub(crate) trait Listing: serde::de::DeserializeOwned {
     fn rename(item: &mut Self::Item, name: String);
     /// Names the UI resource an item refers to (MCP Apps) as the gateway serves it.
     fn present_ui(_item: &mut Self::Item, _ui_uri: &dyn Fn(&str) -> Option<String>) {}
+    /// Every item, asked through rmcp's client of the session (`peer`).
+    fn through_peer(
+        peer: &rmcp::service::Peer<rmcp::RoleClient>,
+    ) -> impl std::future::Future<Output = Result<Vec<Self::Item>, ServiceError>> + Send;
 }
 
 macro_rules! listing {
-    ($t:ident, $item:ty, $method:literal, $kind:ident, $field:ident, $name:ident, $listed:ident
-     $(, $ui:path)?) => {
+    ($t:ident, $item:ty, $method:literal, $kind:ident, $field:ident, $name:ident, $listed:ident,
+     $all:ident $(, $ui:path)?) => {
         impl Listing for rmcp::model::$t {
             type Item = $item;
             const LISTED: crate::gateway::caller::list_cache::Listed = crate::gateway::caller::list_cache::Listed::$listed;
@@ -116,6 +120,12 @@ macro_rules! listing {
             }
             fn rename(item: &mut $item, name: String) {
                 item.$name = name.into();
+            }
+            fn through_peer(
+                peer: &rmcp::service::Peer<rmcp::RoleClient>,
+            ) -> impl std::future::Future<Output = Result<Vec<$item>, ServiceError>> + Send {
+                let peer = peer.clone();
+                async move { peer.$all().await }
             }
             $(
                 fn present_ui(item: &mut $item, ui_uri: &dyn Fn(&str) -> Option<String>) {
@@ -134,6 +144,7 @@ listing!(
     tools,
     name,
     Tools,
+    list_all_tools,
     present_tool_ui
 );
 listing!(
@@ -143,7 +154,8 @@ listing!(
     Prompt,
     prompts,
     name,
-    Prompts
+    Prompts,
+    list_all_prompts
 );
 listing!(
     ListResourcesResult,
@@ -152,7 +164,8 @@ listing!(
     Resource,
     resources,
     uri,
-    Resources
+    Resources,
+    list_all_resources
 );
 listing!(
     ListResourceTemplatesResult,
@@ -161,7 +174,8 @@ listing!(
     Resource,
     resource_templates,
     uri_template,
-    ResourceTemplates
+    ResourceTemplates,
+    list_all_resource_templates
 );
 
 /// Every item the upstream lists with `L`, page after page. `None` when rmcp has not opened the
