@@ -414,7 +414,7 @@ impl Catalog {
     ///
     /// A UI resource of MCP Apps keeps its `ui://` scheme through an aggregating service, in
     /// every prefixing mode: a server's `ui://{rest}` is named `ui://{server}{separator}{rest}`
-    /// (see [`Catalog::ui_uri`]), and its name on that server, as returned here, is `{rest}`:
+    /// (as the gateway names it), and its name on that server, as returned here, is `{rest}`:
     /// the server's own URI is [`UI_SCHEME`](super::UI_SCHEME) followed by it.
     #[must_use]
     pub fn attribute<'n>(

@@ -77,8 +77,8 @@ async fn answer_list<L: Listing>(
                 Err(seen) => seen,
             };
             let Some(route) = relay.route() else {
-                // A session opened otherwise than the upstream is known to speak (it changed
-                // meanwhile): asked through rmcp's client.
+                // A session of 2026-07-28, which has no session to post on: asked through
+                // rmcp's client.
                 let items = L::through_peer(&peer).await?;
                 relay.lists().keep(L::LISTED, seen, &items);
                 return Ok((items, false));

@@ -159,12 +159,19 @@ impl Endpoint {
                 call_plan(shared, parts, head, caller, session).map_or(Route::Rmcp, Route::Call)
             }
             Some(list) => {
-                // Every upstream the caller may use is spoken to with the handshake over
-                // streamable HTTP: its lists are asked directly.
-                let direct = Upstreams::of(shared, caller.clone())
-                    .servers()
-                    .iter()
-                    .all(|(_, name)| shared.upstreams.get(name).is_some_and(posts_directly));
+                // Every upstream the caller may use is a streamable HTTP one: its lists are
+                // taken from the session's kept lists, else asked directly (through rmcp's
+                // client of the session where it has no session to post on).
+                let direct =
+                    Upstreams::of(shared, caller.clone())
+                        .servers()
+                        .iter()
+                        .all(|(_, name)| {
+                            shared
+                                .upstreams
+                                .get(name)
+                                .is_some_and(|s| matches!(s.transport, UpstreamTransport::Http(_)))
+                        });
                 if direct {
                     Route::List(list.clone(), caller, session)
                 } else {
