@@ -37,7 +37,7 @@ pub(crate) struct GatewayState {
     pub(crate) registry: bool,
     pub(crate) allowed_hosts: Option<Vec<String>>,
     pub(crate) health: std::sync::Mutex<HashMap<String, Health>>,
-    /// Calls of 2026-07-28 callers waiting for their answers (see `tool_rounds`).
+    /// Calls of 2026-07-28 callers waiting for their answers (see the handler's `tool_rounds`).
     pub(crate) parked: Parked,
     /// The stand-ins for upstreams' `requestState` handed to 2026-07-28 callers (see
     /// `input_state`).

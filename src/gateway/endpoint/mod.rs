@@ -113,7 +113,7 @@ where
     }
 }
 
-/// Notes that rmcp handled a request of `session` (see `endpoint_sessions`).
+/// Notes that rmcp handled a request of `session` (see `sessions`).
 fn rmcp_saw(
     endpoint: &route::Endpoint,
     session: Option<&http::HeaderValue>,

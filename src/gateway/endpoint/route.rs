@@ -6,7 +6,7 @@
 //! the reply through `ServerJsonRpcMessage`. A `tools/call` and the four list methods (tools,
 //! prompts, resources, resource templates) of a caller on a protocol with the initialize
 //! handshake need none of it: the layers have parsed and allowed the request, so the endpoint
-//! decodes only its parameters and answers it itself (see `endpoint_call` and
+//! decodes only its parameters and answers it itself (see `call` and
 //! `lists`). Where a request goes is decided before its body is read, from the head the layers
 //! parsed, the tool target the permission layer attributed and the headers; whatever the
 //! endpoint does not take goes to rmcp unchanged: another method, a protocol or `Host` rmcp

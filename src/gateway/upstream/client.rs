@@ -67,7 +67,7 @@ pub(crate) struct Relay {
     /// requests go to the newest instead of to the caller's session (which cannot take them).
     held: Arc<Mutex<Vec<PendingSender>>>,
     /// For a streamable HTTP upstream: its URL and what rmcp's client sends with, so that
-    /// `tools/call` can be posted directly (see `upstream_session`).
+    /// `tools/call` can be posted directly (see `session`).
     route: Arc<std::sync::OnceLock<super::session::Route>>,
     /// rmcp gives every upstream request a progress token of its own: upstream token → the
     /// token the caller chose and the in-flight call that relays it (from the caller's request,
@@ -76,7 +76,7 @@ pub(crate) struct Relay {
     /// The log level a handshake caller set (`logging/setLevel`), for an upstream that takes it
     /// per request instead (protocol 2026-07-28).
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
-    /// The listen stream held on a 2026-07-28 upstream session (see `upstream_listen`).
+    /// The listen stream held on a 2026-07-28 upstream session (see `listen`).
     upstream_listen: super::listen::Slot,
     /// The session's lists, until the upstream announces a change (see `list_cache`).
     lists: ListCache,
@@ -128,7 +128,7 @@ impl Relay {
     }
 
     /// Opens the listen stream a 2026-07-28 upstream session announces on (see
-    /// `upstream_listen`).
+    /// `listen`).
     pub(crate) fn listen_upstream(&self, peer: &Peer<RoleClient>) {
         self.upstream_listen.open(peer, self);
     }

@@ -1,5 +1,5 @@
 //! Lists asked of a streamable HTTP upstream on the caller's pooled session (see
-//! `upstream_session`), page after page, each reply decoded straight from its text as the list
+//! `session`), page after page, each reply decoded straight from its text as the list
 //! it must be: no untagged enum, no `Value` tree.
 
 use futures_util::StreamExt;

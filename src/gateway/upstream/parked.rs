@@ -1,5 +1,5 @@
 //! Tool calls of 2026-07-28 callers parked between rounds: the upstream call keeps running
-//! while its caller answers the upstream's requests (see `tool_rounds`), found again by the
+//! while its caller answers the upstream's requests (see the handler's `tool_rounds`), found again by the
 //! `requestState` the caller was given, and dropped when the caller does not come back in time.
 
 use std::collections::HashMap;

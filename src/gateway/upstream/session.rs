@@ -6,7 +6,7 @@
 //! caller's pooled upstream session (the session id and headers rmcp uses, read by
 //! [`Recorder`]), with an id of its own that cannot meet rmcp's, and decodes only a
 //! `CallToolResult`; what else arrives on the reply stream is sorted for the caller by
-//! `tool_call`. Lists are asked the same way (see `upstream_lists`).
+//! `tool_call`. Lists are asked the same way (see `lists`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -472,7 +472,7 @@ pub(crate) fn connect(
                         .take()
                         .unwrap_or(e)
                 })?;
-                // A handshake session can take calls posted directly on it (see `upstream_session`); a
+                // A handshake session can take calls posted directly on it (see `session`); a
                 // 2026-07-28 one has no session to post on, and every request states its own.
                 let handshake = opened_with_handshake(&service);
                 // (A URL reqwest cannot parse is left to rmcp's client, which reports it.)

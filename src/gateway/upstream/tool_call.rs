@@ -3,11 +3,11 @@
 //! log messages, requests of its client) is sorted for the caller, and cancellation ends it.
 //!
 //! A streamable HTTP upstream spoken to with the handshake gets the call posted on the
-//! caller's pooled session (see `upstream_session`), and its reply stream is read here an event at a
+//! caller's pooled session (see `session`), and its reply stream is read here an event at a
 //! time. Any other upstream (stdio, legacy SSE, 2026-07-28, or an HTTP session rmcp has not
 //! recorded yet) is a full rmcp peer: the call goes through rmcp's client, progress comes
 //! back through the session's relay, and the upstream's requests of its client are answered
-//! there (see `upstream_client`), where rmcp delivers them. Either way the caller's side gets the same
+//! there (see `client`), where rmcp delivers them. Either way the caller's side gets the same
 //! [`Notice`]s; what that side is (an rmcp session, an event stream the endpoint writes, a
 //! 2026-07-28 call parked between rounds) is its own business, never this module's.
 
@@ -136,7 +136,7 @@ impl ToolCall {
     }
 }
 
-/// Sends `call` on the upstream session of `peer` and `upstream_client`: its result (a tool result, or
+/// Sends `call` on the upstream session of `peer` and its `Relay`: its result (a tool result, or
 /// a task the upstream created), or `None` when the caller cancelled first. A call given up
 /// before its answer (cancelled, timed out, its caller gone) is cancelled upstream too.
 pub(crate) async fn call_tool<S: CallerSide>(
