@@ -112,9 +112,28 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM: the master stops its workers, then itself. A master killed outright would
+        // leave its workers running.
+        let pids = self.pids();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // The workers leave when their master is gone; their pid file and temp folders go too.
+        // Any worker still there (its master did not stop it in time) goes too.
+        for pid in pids.iter().skip(1) {
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -183,6 +202,7 @@ pub(crate) fn drive(
         .output()
         .expect("run wrk");
     let after: Duration = target.pids.iter().map(|&p| cpu(p)).sum();
+    let _ = std::fs::remove_file(&lua);
     let text = String::from_utf8_lossy(&out.stdout);
     let mut run = Run {
         cpu: after.saturating_sub(before),

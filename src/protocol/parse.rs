@@ -302,6 +302,48 @@ mod tests {
     }
 
     #[test]
+    fn a_cancellation_names_its_request_and_a_round_or_protocol_key_marks_a_call_per_request() {
+        let cancel = |id: &str| {
+            ok(&format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id}}}}}"#
+            ))
+            .cancels
+        };
+        assert_eq!(cancel("7"), Some(RequestId::Number(7)));
+        assert_eq!(cancel(r#""a-1""#), Some(RequestId::String("a-1".into())));
+        // Not an id: read (strictly) and named nowhere, the message still accepted.
+        for other in [
+            "null",
+            "1.5",
+            "true",
+            r#"{"x":1}"#,
+            "[1]",
+            "18446744073709551615",
+        ] {
+            assert_eq!(cancel(other), None, "{other}");
+        }
+        err(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":{"x":1,"x":2}}}"#);
+        // Only a cancellation names one: another message's `requestId` is not read as one.
+        let progress = ok(
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"requestId":7,"progressToken":1,"progress":1}}"#,
+        );
+        assert_eq!(progress.cancels, None);
+        let call = |params: &str| {
+            ok(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a"{params}}}}}"#
+            ))
+            .per_request
+        };
+        assert!(!call(""));
+        assert!(!call(r#","_meta":{"progressToken":1,"example.com/x":2}"#));
+        assert!(call(r#","inputResponses":{"a":{"action":"accept"}}"#));
+        assert!(call(r#","requestState":"s""#));
+        assert!(call(
+            r#","_meta":{"io.modelcontextprotocol/logLevel":"info"}"#
+        ));
+    }
+
+    #[test]
     fn input_required_answers_must_have_their_types() {
         let call = |extra: &str| {
             format!(
