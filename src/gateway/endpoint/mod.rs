@@ -25,12 +25,14 @@ use crate::gateway::shared::GatewayState;
 /// methods answered by the gateway itself.
 ///
 /// A `tools/call` of a caller on a protocol with the initialize handshake, for a streamable
-/// HTTP upstream, is posted on the caller's pooled upstream session and answered by the
-/// gateway itself, without rmcp's server side (which decodes every request through an untagged
-/// enum and runs it through a service of its own); a list of tools, prompts, resources or
-/// resource templates over streamable HTTP upstreams asks each of them the same way and merges
-/// the lists. Every other request, and any call the endpoint is not sure of (before anything
-/// is sent upstream), goes to rmcp unchanged; answers are the same either way. On a stateful endpoint the upstream's requests of its
+/// HTTP upstream spoken to with the handshake, is posted on the caller's pooled upstream session
+/// and answered by the gateway itself, without rmcp's server side (which decodes every request
+/// through an untagged enum and runs it through a service of its own); a list of tools,
+/// prompts, resources or resource templates over streamable HTTP upstreams is served from the
+/// sessions' kept lists or asked of each upstream the same way, and the lists merged. Where a
+/// request goes is decided before its body is read, from what the layers parsed and attributed:
+/// every other request goes to rmcp unchanged, and nothing the endpoint takes is handed back;
+/// answers are the same either way. On a stateful endpoint the upstream's requests of its
 /// client reach the caller on the call's stream and the caller's answers (on the same session
 /// only) go back to the upstream; the caller's `notifications/cancelled` ends the call. On a
 /// stateless endpoint, where a caller cannot answer, they are refused at once instead of
