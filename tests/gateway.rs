@@ -1584,3 +1584,81 @@ async fn lists_answered_by_the_endpoint_match_rmcp_on_both_kinds_of_endpoint() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_reload_between_the_decision_and_the_gateway_keeps_the_decision() {
+    // The policy is reloaded (same servers, same keys: a new catalog) after the layers decided
+    // and before the gateway routes: the gateway follows the decision it was handed, so what
+    // was allowed is served and what was refused stays refused.
+    use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+    use tower::Layer;
+    let up = upstreams().await;
+    let http = http_client();
+    for config in [config(&up, ""), handshake_config(&up, "")] {
+        let gk = Gatekeeper::new(config.policy().unwrap());
+        let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+        let mut c = StreamableHttpServerConfig::default();
+        c.legacy_session_mode = false;
+        c.json_response = true;
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let reload = {
+            let gk = gateway.gatekeeper().clone();
+            let reloads = Arc::clone(&reloads);
+            move |r: http::Request<axum::body::Body>| {
+                gk.reload(config.policy().unwrap());
+                reloads.fetch_add(1, Ordering::SeqCst);
+                r
+            }
+        };
+        let service = gateway.gatekeeper().layer().layer(
+            tower::ServiceBuilder::new()
+                .map_request(reload)
+                .service(gateway.service(c)),
+        );
+        let gw = serve(
+            axum::Router::new().fallback_service(service),
+            CancellationToken::new(),
+        )
+        .await;
+        let ask = |key: &'static str, method: &'static str, params: Value| {
+            let request = mcp_post(&http, &gw.url("/mcp"), key, None)
+                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
+            async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        let before = up.github.executions.names().len();
+        let reply = ask(
+            "sk-alice",
+            "tools/call",
+            json!({"name": "github-list_issues"}),
+        )
+        .await;
+        assert_eq!(reply["result"]["isError"], false, "{reply}");
+        assert_eq!(up.github.executions.names().len(), before + 1);
+        let reply = ask("sk-alice", "tools/list", json!({})).await;
+        let names: Vec<&str> = reply["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(names.contains(&"github-list_issues"), "{names:?}");
+        assert!(names.contains(&"wiki-search"), "{names:?}");
+        assert!(!names.contains(&"github-delete_repo"), "{names:?}");
+        // Bob's refusal was decided by the layers: nothing reaches the upstream.
+        let reply = ask(
+            "sk-bob",
+            "tools/call",
+            json!({"name": "github-list_issues"}),
+        )
+        .await;
+        assert!(
+            reply["result"]["isError"] == true || reply["error"].is_object(),
+            "{reply}"
+        );
+        assert_eq!(up.github.executions.names().len(), before + 1);
+        assert!(
+            reloads.load(Ordering::SeqCst) >= 2,
+            "the reload ran after the decision"
+        );
+    }
+}

@@ -38,30 +38,37 @@ impl<'a> Upstreams<'a> {
         &self.caller
     }
 
-    /// The catalog servers the caller's grant allows in `catalog`.
-    fn allowed(&self, catalog: &Arc<crate::engine::Catalog>) -> ServerSet {
+    /// The catalog the caller's request was decided against: its grant's, so that a policy
+    /// reload landing between the decision and the call neither widens nor empties what the
+    /// decision allowed; the current one when no grant came with the request.
+    fn catalog(&self) -> Arc<crate::engine::Catalog> {
         match &self.caller.grant {
-            Some(g) if Arc::ptr_eq(g.catalog(), catalog) => g.effective(),
-            Some(_) => ServerSet::new(), // a reload raced this request: nothing, not everything
+            Some(g) => Arc::clone(g.catalog()),
+            None => Arc::clone(self.shared.gatekeeper.policy().catalog()),
+        }
+    }
+
+    /// The catalog servers the caller's grant allows.
+    fn allowed(&self, catalog: &crate::engine::Catalog) -> ServerSet {
+        match &self.caller.grant {
+            Some(g) => g.effective(),
             None => catalog.all().clone(),
         }
     }
 
     /// Whether the caller may use the upstream `server`.
     pub(crate) fn may_use(&self, server: &str) -> bool {
-        let policy = self.shared.gatekeeper.policy();
-        let catalog = policy.catalog();
+        let catalog = self.catalog();
         catalog
             .lookup(server)
-            .is_some_and(|id| self.allowed(catalog).contains(id))
+            .is_some_and(|id| self.allowed(&catalog).contains(id))
             && self.shared.upstreams.contains_key(server)
     }
 
     /// The upstreams the caller may use, by name.
     pub(crate) fn servers(&self) -> Vec<(ServerId, String)> {
-        let policy = self.shared.gatekeeper.policy();
-        let catalog = policy.catalog();
-        self.allowed(catalog)
+        let catalog = self.catalog();
+        self.allowed(&catalog)
             .iter()
             .map(|id| (id, catalog.server(id).name().to_owned()))
             .filter(|(_, name)| self.shared.upstreams.contains_key(name))
@@ -76,12 +83,11 @@ impl<'a> Upstreams<'a> {
         kind: NameKind,
         name: &'n str,
     ) -> Result<(String, Cow<'n, str>), ErrorData> {
-        let policy = self.shared.gatekeeper.policy();
-        let catalog = policy.catalog();
+        let catalog = self.catalog();
         let index = self.shared.gatekeeper.name_index();
         let usable = || {
             let mut set = ServerSet::new();
-            for id in self.allowed(catalog).iter() {
+            for id in self.allowed(&catalog).iter() {
                 if self
                     .shared
                     .upstreams
