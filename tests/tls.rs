@@ -174,6 +174,7 @@ async fn an_upstream_that_wants_a_client_certificate_gets_one_only_when_configur
         r#"{{"general_settings": {{"master_key": "sk-admin", "ssl_verify": "{ca}"}},
             "mcp_servers": {{
               "with_cert": {{"url": "{url}", "ssl_client_certificate": "{cert}", "ssl_client_key": "{key}", "timeout": 5}},
+              "posted": {{"url": "{url}", "protocol_version": "2025-11-25", "ssl_client_certificate": "{cert}", "ssl_client_key": "{key}", "timeout": 5}},
               "without": {{"url": "{url}", "timeout": 5}}
             }}}}"#,
         ca = ca_file.display(),
@@ -185,13 +186,23 @@ async fn an_upstream_that_wants_a_client_certificate_gets_one_only_when_configur
     let client = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-admin")])
         .await
         .unwrap();
+    // "posted" is spoken to with the handshake: its calls and lists are posted by the
+    // gateway's own client, which shows the certificate too.
+    let mut names = tool_names(&client).await;
+    names.sort();
     assert_eq!(
-        tool_names(&client).await,
-        ["with_cert-headers", "with_cert-ping"]
+        names,
+        [
+            "posted-headers",
+            "posted-ping",
+            "with_cert-headers",
+            "with_cert-ping"
+        ]
     );
     assert!(call(&client, "with_cert-ping", json!({})).await.is_ok());
+    assert!(call(&client, "posted-ping", json!({})).await.is_ok());
     assert_failed(call(&client, "without-ping", json!({})).await, "without");
-    assert_eq!(strict_server.executions.names(), ["ping"]);
+    assert_eq!(strict_server.executions.names(), ["ping", "ping"]);
     let reason = reason(&health(&gw).await, "without");
     assert!(reason.contains("client certificate"), "{reason}");
 }
@@ -338,12 +349,24 @@ async fn connections_for_300_requests(
     counted: &TlsUpstream,
     server: &RecordingServer,
 ) -> usize {
+    connections_for_300_requests_on(upstream, ssl_verify, counted, server, None).await
+}
+
+/// [`connections_for_300_requests`] with the upstream spoken to on `protocol`, if given.
+async fn connections_for_300_requests_on(
+    upstream: &str,
+    ssl_verify: Option<&Path>,
+    counted: &TlsUpstream,
+    server: &RecordingServer,
+    protocol: Option<&str>,
+) -> usize {
     let verify = ssl_verify.map_or(String::new(), |ca| {
         format!(r#", "ssl_verify": "{}""#, ca.display())
     });
+    let protocol = protocol.map_or(String::new(), |p| format!(r#", "protocol_version": "{p}""#));
     let (gw, _) = gateway_from_json(&format!(
         r#"{{"general_settings": {{"master_key": "sk-admin"{verify}}},
-             "mcp_servers": {{"up": {{"url": "{upstream}"}}}}}}"#
+             "mcp_servers": {{"up": {{"url": "{upstream}"{protocol}}}}}}}"#
     ))
     .await;
     let client = connect(&gw.url("/mcp"), &[("x-litellm-api-key", "sk-admin")])
@@ -370,6 +393,34 @@ async fn sequential_calls_reuse_the_upstreams_connections() {
     assert!(
         accepted <= 2,
         "{accepted} connections accepted for 300 requests"
+    );
+}
+
+/// The same on the handshake, where the gateway posts calls and lists on the session itself:
+/// its own client trusts the same CA, speaks HTTP/2 by ALPN and keeps its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posted_calls_reuse_their_connection_over_http2() {
+    let files = Files::new("reuse-posted");
+    let ca = Ca::new("corp CA");
+    let ca_file = files.write("ca.pem", &ca.pem);
+    let (up, server) = mcp_upstream(server_config(&ca.leaf(&["localhost"], false), None)).await;
+    let accepted = connections_for_300_requests_on(
+        &up.url("/mcp"),
+        Some(&ca_file),
+        &up,
+        &server,
+        Some("2025-11-25"),
+    )
+    .await;
+    // One for rmcp's session, one for the posts.
+    assert!(
+        accepted <= 2,
+        "{accepted} connections accepted for 300 requests"
+    );
+    let versions = up.versions.lock().unwrap().clone();
+    assert!(
+        !versions.is_empty() && versions.iter().all(|v| *v == http::Version::HTTP_2),
+        "{versions:?}"
     );
 }
 

@@ -72,8 +72,9 @@ async fn ssl_cert_file_joins_the_roots_and_https_proxy_carries_the_connections()
         "gateway.json",
         &format!(
             r#"{{"general_settings": {{"master_key": "sk-admin"}},
-                "mcp_servers": {{"up": {{"url": "{}"}}}}}}"#,
-            up.url("/mcp")
+                "mcp_servers": {{"up": {{"url": "{url}"}},
+                                 "posted": {{"url": "{url}", "protocol_version": "2025-11-25"}}}}}}"#,
+            url = up.url("/mcp")
         ),
     );
     let proxy_url = format!("http://127.0.0.1:{proxy}");
@@ -96,9 +97,17 @@ async fn ssl_cert_file_joins_the_roots_and_https_proxy_carries_the_connections()
     let client = connect(&gw, &[("x-litellm-api-key", "sk-admin")])
         .await
         .unwrap();
-    assert_eq!(tool_names(&client).await, ["up-headers", "up-ping"]);
+    // "posted" is spoken to with the handshake: the gateway posts its calls and lists itself,
+    // through the same proxy.
+    let mut names = tool_names(&client).await;
+    names.sort();
+    assert_eq!(
+        names,
+        ["posted-headers", "posted-ping", "up-headers", "up-ping"]
+    );
     call(&client, "up-ping", json!({})).await.unwrap();
-    assert_eq!(server.executions.names(), ["ping"]);
+    call(&client, "posted-ping", json!({})).await.unwrap();
+    assert_eq!(server.executions.names(), ["ping", "ping"]);
     assert!(
         tunnels.load(Ordering::SeqCst) >= 1,
         "nothing went through the proxy"

@@ -180,7 +180,7 @@ impl GatewayBuilder {
                     "upstream {name}: ssl_verify is false, its certificate is not checked"
                 ));
             }
-            let client = crate::tls::client(&spec.tls)
+            let client = upstream::http_clients::UpstreamHttp::new(&spec.tls)
                 .map_err(|e| ConfigError::new(format!("mcp_servers.{name}"), e))?;
             clients.insert(name.clone(), client);
         }

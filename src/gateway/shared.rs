@@ -21,6 +21,7 @@ use crate::gateway::caller::list_cache::ListCache;
 use crate::gateway::caller::listeners::Listeners;
 use crate::gateway::caller::task_ids::TaskIds;
 use crate::gateway::upstream::client::{Announce, Relay};
+use crate::gateway::upstream::http_clients::UpstreamHttp;
 use crate::gateway::upstream::parked::Parked;
 use crate::gateway::upstream::pool::{Failure, Pool, PoolKey};
 use crate::gateway::upstream::spec::{Connection, TokenCache, UpstreamSpec, connect};
@@ -31,7 +32,7 @@ pub(crate) struct GatewayState {
     pub(crate) upstreams: HashMap<String, UpstreamSpec>,
     pub(crate) tokens: HashMap<String, TokenCache>,
     /// Each upstream's HTTP client: its own TLS settings and connection pool.
-    pub(crate) clients: HashMap<String, reqwest::Client>,
+    pub(crate) clients: HashMap<String, UpstreamHttp>,
     pub(crate) pool: Pool,
     pub(crate) client_auth_header: HeaderName,
     pub(crate) registry: bool,
@@ -69,7 +70,7 @@ pub(crate) struct Health {
 
 impl GatewayState {
     /// The HTTP client of upstream `server` (every upstream has one).
-    pub(crate) fn client(&self, server: &str) -> Result<&reqwest::Client, String> {
+    pub(crate) fn client(&self, server: &str) -> Result<&UpstreamHttp, String> {
         self.clients
             .get(server)
             .ok_or_else(|| "no such upstream".to_owned())
@@ -259,7 +260,9 @@ impl GatewayState {
         }
         let mut expires = None;
         if let Some(o) = &spec.oauth2 {
-            let (token, until) = self.tokens[server].get(self.client(server)?, o).await?;
+            let (token, until) = self.tokens[server]
+                .get(&self.client(server)?.reqwest, o)
+                .await?;
             out.insert(
                 http::header::AUTHORIZATION,
                 HeaderValue::from_str(&format!("Bearer {token}"))

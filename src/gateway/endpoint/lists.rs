@@ -83,12 +83,7 @@ async fn answer_list<L: Listing>(
                 relay.lists().keep(L::LISTED, seen, &items);
                 return Ok((items, false));
             };
-            let fetched = crate::gateway::upstream::lists::list_all::<L>(
-                &route.http,
-                &route.url,
-                &route.session,
-            )
-            .await;
+            let fetched = crate::gateway::upstream::lists::list_all::<L>(route).await;
             let items = match fetched {
                 Some(fetched) => fetched?,
                 // A session rmcp has not recorded yet: asked through rmcp's client.

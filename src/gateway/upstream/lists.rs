@@ -2,13 +2,11 @@
 //! `session`), page after page, each reply decoded straight from its text as the list
 //! it must be: no untagged enum, no `Value` tree.
 
-use futures_util::StreamExt;
 use rmcp::service::ServiceError;
 use serde_json::json;
 
 use super::session::{
-    Head, MAX_REPLY, Poster, Session, decode_reply, encode, finish, next_event, read_all,
-    unreadable,
+    Head, MAX_REPLY, Poster, Route, decode_reply, encode, finish, next_event, read_all, unreadable,
 };
 use crate::protocol::sse;
 
@@ -17,9 +15,7 @@ use crate::protocol::sse;
 /// meanwhile are answered (`ping`) or refused; notifications are dropped. `None` when rmcp has
 /// not opened the session yet.
 pub(crate) async fn request<P, R>(
-    http: &reqwest::Client,
-    url: &std::sync::Arc<reqwest::Url>,
-    session: &Session,
+    route: &Route,
     method: &'static str,
     params: &P,
 ) -> Option<Result<R, ServiceError>>
@@ -27,13 +23,12 @@ where
     P: serde::Serialize + Sync,
     R: serde::de::DeserializeOwned,
 {
-    let to = Poster::on(http, url, session)?;
+    let to = Poster::on(route)?;
     let (id, body) = encode(method, params)?;
     let decode = |text: &str| decode_reply::<R>(&id, text);
     Some(
         async {
-            let (response, is_json) = to.send(body).await?;
-            let mut body = response.bytes_stream().boxed();
+            let (mut body, is_json) = to.send(body).await?;
             if is_json {
                 let bytes = read_all(&mut body).await?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8"))?;
@@ -181,9 +176,7 @@ listing!(
 /// Every item the upstream lists with `L`, page after page. `None` when rmcp has not opened the
 /// session yet.
 pub(crate) async fn list_all<L: Listing>(
-    http: &reqwest::Client,
-    url: &std::sync::Arc<reqwest::Url>,
-    session: &Session,
+    route: &Route,
 ) -> Option<Result<Vec<L::Item>, ServiceError>> {
     /// At most this many pages: an upstream that keeps handing out cursors is cut off.
     const MAX_PAGES: usize = 1_000;
@@ -196,9 +189,7 @@ pub(crate) async fn list_all<L: Listing>(
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let page: L = match request(
-            http,
-            url,
-            session,
+            route,
             L::METHOD,
             &Page {
                 cursor: cursor.as_deref(),

@@ -7,6 +7,7 @@
 //! and never decides what a caller may do: every request it is handed was allowed above it.
 
 pub(crate) mod client;
+pub(crate) mod http_clients;
 pub(crate) mod legacy_sse;
 pub(crate) mod listen;
 pub(crate) mod lists;

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ErrorData};
 use rmcp::service::ServiceError;
@@ -23,6 +22,7 @@ use rmcp::transport::streamable_http_client::{
 };
 use serde_json::{Value, json};
 
+use super::http_clients::{Outgoing, Posted, UpstreamHttp};
 use crate::protocol::sse;
 
 /// What rmcp's client last sent with: the session and the headers (credentials, protocol
@@ -66,11 +66,24 @@ impl Session {
 }
 
 /// Where calls of one upstream session are posted directly: its URL, the session rmcp's client
-/// recorded, and the upstream's HTTP client.
+/// recorded, and the upstream's HTTP clients.
 pub(crate) struct Route {
-    pub(crate) http: reqwest::Client,
-    pub(crate) url: Arc<reqwest::Url>,
+    pub(crate) http: UpstreamHttp,
+    pub(crate) url: Arc<Target>,
     pub(crate) session: Session,
+}
+
+/// An upstream's URL, as reqwest and as hyper take it.
+pub(crate) struct Target {
+    url: reqwest::Url,
+    uri: Option<http::Uri>,
+}
+
+impl Target {
+    pub(crate) fn new(url: reqwest::Url) -> Self {
+        let uri = url.as_str().parse().ok();
+        Self { url, uri }
+    }
 }
 
 /// rmcp's HTTP client for one upstream session, noting what it sends with.
@@ -197,8 +210,7 @@ pub(crate) async fn read_all(body: &mut Stream) -> Result<Vec<u8>, ServiceError>
     Ok(bytes)
 }
 
-/// A reply body as it arrives.
-pub(crate) type Stream = BoxStream<'static, reqwest::Result<bytes::Bytes>>;
+pub(crate) use super::http_clients::Stream;
 
 /// Reads what is left of a reply stream after its answer, in the background, so that its
 /// connection goes back to the pool: a body dropped before its end closes the connection, and
@@ -314,63 +326,51 @@ impl Drop for Exchange {
 /// Posts on one upstream session.
 #[derive(Clone)]
 pub(crate) struct Poster {
-    http: reqwest::Client,
-    url: Arc<reqwest::Url>,
+    http: UpstreamHttp,
+    url: Arc<Target>,
     /// The session id (none for a stateless upstream) and headers rmcp's client sends with.
     seen: Arc<Seen>,
 }
 
 impl Poster {
-    /// Posts on the session `session` describes; `None` when rmcp has not opened it yet.
-    pub(crate) fn on(
-        http: &reqwest::Client,
-        url: &Arc<reqwest::Url>,
-        session: &Session,
-    ) -> Option<Self> {
+    /// Posts on the session `route` names; `None` when rmcp has not opened it yet.
+    pub(crate) fn on(route: &Route) -> Option<Self> {
         Some(Self {
-            http: http.clone(),
-            url: Arc::clone(url),
-            seen: session.get()?,
+            http: route.http.clone(),
+            url: Arc::clone(&route.url),
+            seen: route.session.get()?,
         })
     }
 
-    pub(crate) fn post(
-        &self,
-        body: Vec<u8>,
-    ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
-        let mut request = self
-            .http
-            .post(reqwest::Url::clone(&self.url))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream");
+    async fn post(&self, body: Vec<u8>) -> Result<Posted, ServiceError> {
         let (session_id, headers) = &*self.seen;
-        if let Some(session_id) = session_id {
-            request = request.header("mcp-session-id", session_id.as_ref());
-        }
-        for (k, v) in headers {
-            request = request.header(k, v);
-        }
-        request.body(body).send()
+        self.http
+            .post(Outgoing {
+                url: &self.url.url,
+                uri: self.url.uri.as_ref(),
+                session: session_id.as_deref(),
+                headers,
+                body: body.into(),
+            })
+            .await
+            .map_err(|_| gone())
     }
 
     /// Posts `body`: the reply, and whether it is JSON (else an event stream). A 404 means the
     /// session is gone.
-    pub(crate) async fn send(
-        &self,
-        body: Vec<u8>,
-    ) -> Result<(reqwest::Response, bool), ServiceError> {
-        let response = self.post(body).await.map_err(|_| gone())?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
+    pub(crate) async fn send(&self, body: Vec<u8>) -> Result<(Stream, bool), ServiceError> {
+        let response = self.post(body).await?;
+        if response.status == http::StatusCode::NOT_FOUND {
             return Err(gone());
         }
-        if !response.status().is_success() {
-            return Err(unreadable(&format!("HTTP {}", response.status())));
+        if !response.status.is_success() {
+            return Err(unreadable(&format!("HTTP {}", response.status)));
         }
         let is_json = crate::protocol::media_is(
-            response.headers().get(http::header::CONTENT_TYPE),
+            response.headers.get(http::header::CONTENT_TYPE),
             "application/json",
         );
-        Ok((response, is_json))
+        Ok((response.body, is_json))
     }
 
     /// Answers a request the upstream made on a call's stream.
@@ -383,12 +383,9 @@ impl Poster {
 
 enum Reply {
     /// A JSON reply, not read yet.
-    Json(Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>),
+    Json(Option<Stream>),
     /// An event stream.
-    Sse(
-        sse::SseFramer,
-        BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    ),
+    Sse(sse::SseFramer, Stream),
 }
 
 /// What the upstream sent next on a call's reply stream.
@@ -403,12 +400,10 @@ impl Exchange {
     /// Posts `params` as a `tools/call` on the session `session` describes. `None` when rmcp
     /// has not opened the session yet.
     pub(crate) async fn start(
-        http: &reqwest::Client,
-        url: &Arc<reqwest::Url>,
-        session: &Session,
+        route: &Route,
         params: &CallToolRequestParams,
     ) -> Option<Result<Self, ServiceError>> {
-        let to = Poster::on(http, url, session)?;
+        let to = Poster::on(route)?;
         let (id, body) = encode("tools/call", params)?;
         let mut exchange = Self {
             id,
@@ -418,7 +413,7 @@ impl Exchange {
         };
         Some(
             async {
-                let (response, is_json) = match exchange.to.send(body).await {
+                let (body, is_json) = match exchange.to.send(body).await {
                     Ok(sent) => sent,
                     Err(e) => {
                         // Refused or never delivered: nothing runs upstream to cancel.
@@ -426,7 +421,6 @@ impl Exchange {
                         return Err(e);
                     }
                 };
-                let body = response.bytes_stream().boxed();
                 exchange.reply = if is_json {
                     Reply::Json(Some(body))
                 } else {

@@ -440,7 +440,7 @@ impl Connection {
 pub(crate) fn connect(
     spec: &UpstreamSpec,
     headers: HashMap<HeaderName, HeaderValue>,
-    http: reqwest::Client,
+    clients: super::http_clients::UpstreamHttp,
     relay: Relay,
 ) -> BoxFuture<'static, Result<RunningService<RoleClient, Relay>, String>> {
     let spec = spec.clone();
@@ -453,6 +453,7 @@ pub(crate) fn connect(
                     .custom_headers(headers);
                 let session = super::session::Session::default();
                 let tls_failure = Arc::default();
+                let http = clients.reqwest.clone();
                 let client = super::session::Recorder {
                     http: http.clone(),
                     session: session.clone(),
@@ -478,15 +479,15 @@ pub(crate) fn connect(
                 // (A URL reqwest cannot parse is left to rmcp's client, which reports it.)
                 if let (true, Ok(url)) = (handshake, reqwest::Url::parse(url)) {
                     relay.set_route(super::session::Route {
-                        http,
-                        url: Arc::new(url),
+                        http: clients,
+                        url: Arc::new(super::session::Target::new(url)),
                         session,
                     });
                 }
                 Ok(service)
             }
             UpstreamTransport::Sse(url) => {
-                let transport = legacy_sse::connect(http, url.clone(), headers).await?;
+                let transport = legacy_sse::connect(clients.reqwest, url.clone(), headers).await?;
                 open(relay, transport, protocol, &spoken).await
             }
             UpstreamTransport::Stdio { command, args, env } => {

@@ -146,7 +146,7 @@ pub(crate) async fn call_tool<S: CallerSide>(
     side: &mut S,
 ) -> Result<Option<ServerResult>, ServiceError> {
     let posted = match relay.route() {
-        Some(route) => Exchange::start(&route.http, &route.url, &route.session, &call.params).await,
+        Some(route) => Exchange::start(route, &call.params).await,
         None => None,
     };
     match posted {
