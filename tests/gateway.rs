@@ -1570,6 +1570,11 @@ async fn lists_answered_by_the_endpoint_match_rmcp_on_both_kinds_of_endpoint() {
                 list("tools/list", Some("http://localhost")).await,
             ];
             assert_eq!(seen[0], seen[1], "{key} (sessions {sessions})");
+            // Asked again, from the same kept lists: the merged answer is remembered, and the
+            // same.
+            for _ in 0..2 {
+                assert_eq!(list("tools/list", None).await, seen[0], "{key}");
+            }
             let reply = seen[0].last().unwrap();
             assert_eq!(reply["id"], "l-1", "{reply}");
             let names: Vec<&str> = reply["result"]["tools"]

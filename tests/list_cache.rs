@@ -177,3 +177,36 @@ async fn a_zero_time_to_live_asks_every_time() {
     tool_names(&dave).await;
     assert_eq!(catalogue.listed(), asked + 1);
 }
+
+#[tokio::test]
+async fn a_remembered_answer_is_never_another_sessions_nor_an_older_lists() {
+    // The gateway remembers a list answer merged from kept lists; two callers with the same
+    // gateway key and servers but their own upstream sessions each get their own, and a list
+    // kept anew after a change is answered anew.
+    let catalogue = Catalogue::with(&["a"]);
+    let upstream = serve_handler(catalogue.clone()).await;
+    let gw = gateway(&upstream, 3600).await;
+    let (alice, bob) = (caller(&gw, "alice").await, caller(&gw, "bob").await);
+    for _ in 0..3 {
+        assert_eq!(tool_names(&alice).await, ["catalogue-alice_a"]);
+    }
+    for _ in 0..3 {
+        assert_eq!(tool_names(&bob).await, ["catalogue-bob_a"]);
+        assert_eq!(tool_names(&alice).await, ["catalogue-alice_a"]);
+    }
+    catalogue.set(&["b"]);
+    catalogue.announce().await;
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen = tool_names(&alice).await;
+        if seen == ["catalogue-alice_b"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen, ["catalogue-alice_b"]);
+    for _ in 0..3 {
+        assert_eq!(tool_names(&alice).await, ["catalogue-alice_b"]);
+        assert_eq!(tool_names(&bob).await, ["catalogue-bob_b"]);
+    }
+}

@@ -204,6 +204,7 @@ impl GatewayBuilder {
                 parked: upstream::parked::Parked::default(),
                 input_states: caller::input_state::InputStates::default(),
                 list_ttl: self.list_ttl,
+                merged_lists: caller::list_cache::MergedLists::default(),
                 listeners: Arc::default(),
                 tasks: caller::task_ids::TaskIds::default(),
                 downstream: std::sync::Mutex::default(),

@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use crate::gatekeeper::Gatekeeper;
 use crate::gateway::caller::Caller;
 use crate::gateway::caller::input_state::InputStates;
-use crate::gateway::caller::list_cache::ListCache;
+use crate::gateway::caller::list_cache::{ListCache, MergedLists};
 use crate::gateway::caller::listeners::Listeners;
 use crate::gateway::caller::task_ids::TaskIds;
 use crate::gateway::upstream::client::{Announce, Relay};
@@ -45,6 +45,8 @@ pub(crate) struct GatewayState {
     pub(crate) input_states: InputStates,
     /// How long an upstream session's lists are kept (see `list_cache`); zero keeps none.
     pub(crate) list_ttl: std::time::Duration,
+    /// List answers merged from kept lists (see `list_cache`).
+    pub(crate) merged_lists: MergedLists,
     /// The open `subscriptions/listen` streams (see `listeners`).
     pub(crate) listeners: Arc<Listeners>,
     /// The tasks upstreams created for callers (see `tasks`).

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rmcp::service::ServiceError;
 
 /// Which list of an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Listed {
     Tools,
     Prompts,
@@ -34,8 +34,13 @@ impl Listed {
 /// One list, as fetched.
 struct FetchedList {
     at: Instant,
+    /// Names this list among every list any cache ever kept (see [`MergedLists`]).
+    id: u64,
     items: Arc<dyn Any + Send + Sync>,
 }
+
+/// The next [`FetchedList::id`].
+static NEXT_LIST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Default)]
 struct Slots {
@@ -95,7 +100,7 @@ impl ListCache {
         Fut: Future<Output = Result<Vec<T>, ServiceError>>,
     {
         let seen = match self.kept(list) {
-            Ok(items) => return Ok((items, true)),
+            Ok((items, _)) => return Ok((items, true)),
             Err(seen) => seen,
         };
         let items = fetch().await?;
@@ -103,9 +108,9 @@ impl ListCache {
         Ok((items, false))
     }
 
-    /// `list` as kept, if it is; else what to hand [`keep`](Self::keep) with the list fetched
-    /// instead.
-    pub(crate) fn kept<T>(&self, list: Listed) -> Result<Vec<T>, Seen>
+    /// `list` as kept, with its id, if it is; else what to hand [`keep`](Self::keep) with the
+    /// list fetched instead.
+    pub(crate) fn kept<T>(&self, list: Listed) -> Result<(Vec<T>, u64), Seen>
     where
         T: Clone + Send + Sync + 'static,
     {
@@ -114,9 +119,18 @@ impl ListCache {
             && entry.at.elapsed() < self.ttl
             && let Some(items) = entry.items.downcast_ref::<Vec<T>>()
         {
-            return Ok(items.clone());
+            return Ok((items.clone(), entry.id));
         }
         Err(Seen(slots.changes[list.slot()]))
+    }
+
+    /// The id of `list` as kept, if it is (without a copy of it).
+    pub(crate) fn kept_id(&self, list: Listed) -> Option<u64> {
+        let slots = self.lock();
+        slots.entries[list.slot()]
+            .as_ref()
+            .filter(|entry| entry.at.elapsed() < self.ttl)
+            .map(|entry| entry.id)
     }
 
     /// Keeps `items`, fetched after [`kept`](Self::kept) answered `seen`, unless a change of
@@ -129,9 +143,48 @@ impl ListCache {
         if !self.ttl.is_zero() && slots.changes[list.slot()] == seen.0 {
             slots.entries[list.slot()] = Some(FetchedList {
                 at: Instant::now(),
+                id: NEXT_LIST.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 items: Arc::new(items.to_vec()),
             });
         }
+    }
+}
+
+/// What one merged list answer was made of: which list, and each server's kept list (by id)
+/// under the prefix its names were given.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct MergedFrom {
+    pub(crate) list: Listed,
+    pub(crate) parts: Vec<(u64, Arc<str>)>,
+}
+
+/// The `result` of list answers merged from kept lists only, by what they were made of, so
+/// that the next caller answered from the same kept lists gets the same bytes without a merge
+/// or an encoding. A list's id is never reused, so an answer is never served for lists other
+/// than its own; an entry outlives its lists at most until the memo is full and cleared.
+#[derive(Debug, Default)]
+pub(crate) struct MergedLists {
+    answers: Mutex<std::collections::HashMap<MergedFrom, bytes::Bytes>>,
+}
+
+impl MergedLists {
+    /// At most this many answers are kept; past it the memo starts again.
+    const MAX: usize = 1_024;
+
+    pub(crate) fn get(&self, from: &MergedFrom) -> Option<bytes::Bytes> {
+        self.answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(from)
+            .cloned()
+    }
+
+    pub(crate) fn put(&self, from: MergedFrom, result: bytes::Bytes) {
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        if answers.len() >= Self::MAX {
+            answers.clear();
+        }
+        answers.insert(from, result);
     }
 }
 

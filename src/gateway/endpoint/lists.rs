@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http_body_util::Full;
 use http_body_util::combinators::BoxBody;
 use rmcp::model::{
@@ -13,9 +14,11 @@ use rmcp::model::{
 };
 use serde_json::value::RawValue;
 
-use super::reply::{McpResponse, json_reply, legacy, reply_bytes, stream_response, unreadable};
+use super::reply::{McpResponse, json_reply, legacy, stream_response, unreadable};
 use super::route::Endpoint;
+use crate::engine::ToolPrefix;
 use crate::gateway::caller::Caller;
+use crate::gateway::caller::list_cache::MergedFrom;
 use crate::gateway::handler::aggregate::{self, Upstreams};
 use crate::gateway::shared::GatewayState;
 use crate::gateway::upstream::lists::Listing;
@@ -70,10 +73,29 @@ async fn answer_list<L: Listing>(
     let upstreams = Upstreams::of(shared, request.caller);
     let downstream = session.as_ref().and_then(|s| shared.downstream(s));
     let replayed = request.parts.extensions.get::<ReplayedLists>();
+    let memo = memo_applies(shared);
+    if memo {
+        // Every list kept and merged before: the same bytes again, nothing merged or encoded.
+        let kept = upstreams
+            .all(downstream.as_ref(), |_, relay| async move {
+                Ok(relay.lists().kept_id(L::LISTED))
+            })
+            .await;
+        if let Some(from) = merged_from::<L>(shared, kept.iter().map(|(_, n, id)| (n, *id)))
+            && let Some(result) = shared.merged_lists.get(&from)
+        {
+            if let Some(replayed) = replayed {
+                for (_, name, _) in &kept {
+                    replayed.mark(name);
+                }
+            }
+            return respond(endpoint, &id, &result);
+        }
+    }
     let listed = upstreams
         .all(downstream.as_ref(), |peer, relay| async move {
             let seen = match relay.lists().kept(L::LISTED) {
-                Ok(items) => return Ok((items, true)),
+                Ok((items, id)) => return Ok((items, Some(id))),
                 Err(seen) => seen,
             };
             let Some(route) = relay.route() else {
@@ -81,7 +103,7 @@ async fn answer_list<L: Listing>(
                 // rmcp's client.
                 let items = L::through_peer(&peer).await?;
                 relay.lists().keep(L::LISTED, seen, &items);
-                return Ok((items, false));
+                return Ok((items, None));
             };
             let fetched = crate::gateway::upstream::lists::list_all::<L>(route).await;
             let items = match fetched {
@@ -90,12 +112,15 @@ async fn answer_list<L: Listing>(
                 None => L::through_peer(&peer).await?,
             };
             relay.lists().keep(L::LISTED, seen, &items);
-            Ok((items, false))
+            Ok((items, None))
         })
         .await;
+    let from = memo
+        .then(|| merged_from::<L>(shared, listed.iter().map(|(_, n, (_, id))| (n, *id))))
+        .flatten();
     let mut merged = Vec::with_capacity(listed.len());
     for (id, name, (items, kept)) in listed {
-        if let (true, Some(replayed)) = (kept, replayed) {
+        if let (Some(_), Some(replayed)) = (kept, replayed) {
             replayed.mark(&name);
         }
         merged.push((id, name, items));
@@ -108,8 +133,43 @@ async fn answer_list<L: Listing>(
         L::rename,
         L::present_ui,
     );
-    let result = legacy(L::with_all(items));
-    let reply = reply_bytes(&id, Ok(&result));
+    let result = Bytes::from(serde_json::to_vec(&legacy(L::with_all(items))).unwrap_or_default());
+    if let Some(from) = from {
+        shared.merged_lists.put(from, result.clone());
+    }
+    respond(endpoint, &id, &result)
+}
+
+/// Answers are kept merged only where names carry their server's prefix: with unprefixed
+/// names, each merge also indexes the names it lists.
+fn memo_applies(shared: &GatewayState) -> bool {
+    shared.gatekeeper.policy().catalog().settings().tool_prefix != ToolPrefix::Never
+}
+
+/// What a merge of `L` from the lists `kept` (each server's name, and its kept list's id)
+/// is made of; `None` unless every list was a kept one.
+fn merged_from<'a, L: Listing>(
+    shared: &GatewayState,
+    kept: impl Iterator<Item = (&'a String, Option<u64>)>,
+) -> Option<MergedFrom> {
+    let mut parts = Vec::new();
+    for (name, id) in kept {
+        parts.push((id?, Arc::from(shared.name_prefix(name))));
+    }
+    Some(MergedFrom {
+        list: L::LISTED,
+        parts,
+    })
+}
+
+/// The reply to the caller's request `id` with `result`, in JSON or as an event.
+fn respond(endpoint: &Endpoint, id: &RawValue, result: &[u8]) -> McpResponse {
+    let mut reply = Vec::with_capacity(result.len() + id.get().len() + 36);
+    reply.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    reply.extend_from_slice(id.get().as_bytes());
+    reply.extend_from_slice(br#","result":"#);
+    reply.extend_from_slice(result);
+    reply.push(b'}');
     if endpoint.json_response {
         json_reply(reply)
     } else {
