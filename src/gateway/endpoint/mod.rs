@@ -72,9 +72,11 @@ where
         use route::Route;
         let rmcp = Arc::clone(&self.rmcp);
         let Some(endpoint) = self.endpoint.clone() else {
-            return Box::pin(async move { Ok(rmcp.handle(request).await) });
+            return Box::pin(async move { Ok(Box::pin(rmcp.handle(request)).await) });
         };
         let shared = Arc::clone(&self.shared);
+        // Each way's future is boxed where it is taken, so that this one stays small: a future
+        // is copied whole each time it moves.
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let route = endpoint.route(&shared, &parts).await;
@@ -83,14 +85,17 @@ where
                 Route::Rmcp => {
                     // A new session's id is in the response to its `initialize`.
                     let asked = parts.headers.get("mcp-session-id").cloned();
-                    let response = rmcp.handle(http::Request::from_parts(parts, body)).await;
+                    let response =
+                        Box::pin(rmcp.handle(http::Request::from_parts(parts, body))).await;
                     let session =
                         asked.or_else(|| response.headers().get("mcp-session-id").cloned());
                     rmcp_saw(&endpoint, session.as_ref(), response)
                 }
                 Route::Cancelled => route::accepted(),
                 Route::Call(plan) => match route::collect(body, max).await {
-                    Ok(bytes) => call::answer(&shared, &endpoint, plan, &parts, &bytes).await,
+                    Ok(bytes) => {
+                        Box::pin(call::answer(&shared, &endpoint, plan, &parts, &bytes)).await
+                    }
                     Err(refused) => refused,
                 },
                 Route::List(method, caller, session) => match route::collect(body, max).await {
@@ -102,12 +107,12 @@ where
                             parts: &parts,
                             bytes: &bytes,
                         };
-                        lists::answer(&shared, &endpoint, list).await
+                        Box::pin(lists::answer(&shared, &endpoint, list)).await
                     }
                     Err(refused) => refused,
                 },
                 Route::Answer(session) => match route::collect(body, max).await {
-                    Ok(bytes) => endpoint.on_answer(&session, &bytes).await,
+                    Ok(bytes) => Box::pin(endpoint.on_answer(&session, &bytes)).await,
                     Err(refused) => refused,
                 },
             })
