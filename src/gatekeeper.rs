@@ -216,7 +216,7 @@ impl Gatekeeper {
 
     /// The index of bare names.
     #[must_use]
-    pub fn name_index(&self) -> Arc<NameIndex> {
+    pub(crate) fn name_index(&self) -> Arc<NameIndex> {
         self.handle.shared.index.load_full()
     }
 

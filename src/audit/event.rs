@@ -258,7 +258,7 @@ impl AuditEvent {
 
 /// The name of a level in events.
 #[must_use]
-pub fn level_name(level: Level) -> &'static str {
+pub(crate) fn level_name(level: Level) -> &'static str {
     match level {
         Level::Key => "key",
         Level::Team => "team",
@@ -271,7 +271,7 @@ pub fn level_name(level: Level) -> &'static str {
 /// `arguments` of a `tools/call` body with the values of `redact` (at any depth) replaced by
 /// `"[redacted]"`; `None` when the body has no arguments object.
 #[must_use]
-pub fn redacted_arguments(body: &[u8], redact: &[Box<str>]) -> Option<Value> {
+pub(crate) fn redacted_arguments(body: &[u8], redact: &[Box<str>]) -> Option<Value> {
     let mut message: Value = serde_json::from_slice(body).ok()?;
     let mut arguments = message.get_mut("params")?.get_mut("arguments")?.take();
     if !arguments.is_object() {

@@ -29,7 +29,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use self::event::{AuditEvent, EventKind, Outcome, level_name, redacted_arguments};
+pub use self::event::{AuditEvent, EventKind, Outcome};
+pub(crate) use self::event::{level_name, redacted_arguments};
 pub use self::jsonl::JsonlSink;
 
 /// The error a sink reports.

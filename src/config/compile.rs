@@ -80,7 +80,7 @@ impl Config {
     /// # Errors
     ///
     /// A server without a url or command, a bad timeout or protocol version, with its path.
-    pub fn server_specs(&self) -> Result<Vec<ServerSpec>, ConfigError> {
+    pub(crate) fn server_specs(&self) -> Result<Vec<ServerSpec>, ConfigError> {
         let mut specs = Vec::new();
         for (name, s) in self.mcp_servers.iter() {
             let at = |field: &str| {
@@ -156,7 +156,7 @@ impl Config {
     /// # Errors
     ///
     /// Catalog mistakes, with their path.
-    pub fn catalog_of(&self, specs: Vec<ServerSpec>) -> Result<Catalog, ConfigError> {
+    pub(crate) fn catalog_of(&self, specs: Vec<ServerSpec>) -> Result<Catalog, ConfigError> {
         Catalog::new(self.settings(), specs).map_err(|e| {
             let path = match &e {
                 CatalogError::EmptySeparator => "general_settings.tool_prefix_separator".to_owned(),
@@ -210,7 +210,7 @@ impl Config {
     /// # Errors
     ///
     /// Any mistake, with its path and fix.
-    pub fn identity_spec(&self, catalog: &Catalog) -> Result<IdentitySpec, ConfigError> {
+    pub(crate) fn identity_spec(&self, catalog: &Catalog) -> Result<IdentitySpec, ConfigError> {
         let perms = |path: String,
                      p: &Option<ObjectPermission>|
          -> Result<Option<PermissionSpec>, ConfigError> {

@@ -21,7 +21,7 @@ pub const UI_SCHEME: &str = "ui://";
 /// [`Catalog::attribute`](super::Catalog::attribute) gave for it: a UI resource named through an
 /// aggregating service is [`UI_SCHEME`] and its bare name; any other resource is its bare name.
 #[must_use]
-pub fn server_uri<'n>(mount: &super::Mount, name: &'n str, bare: &'n str) -> Cow<'n, str> {
+pub(crate) fn server_uri<'n>(mount: &super::Mount, name: &'n str, bare: &'n str) -> Cow<'n, str> {
     if *mount == super::Mount::Aggregate && name.starts_with(UI_SCHEME) {
         Cow::Owned(format!("{UI_SCHEME}{bare}"))
     } else {
@@ -33,7 +33,7 @@ pub fn server_uri<'n>(mount: &super::Mount, name: &'n str, bare: &'n str) -> Cow
 /// `ui.resourceUri` field, else the older `ui/resourceUri` one. `None` when it names none (or
 /// the text is not a JSON object).
 #[must_use]
-pub fn ui_resource_of(meta: &str) -> Option<String> {
+pub(crate) fn ui_resource_of(meta: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Ui {
         #[serde(rename = "resourceUri")]
@@ -58,7 +58,7 @@ type NamedUis = HashMap<Box<str>, Box<str>>;
 /// Per server: each tool that names a UI resource, and that resource (by the URI the server
 /// knows it by).
 #[derive(Debug, Default)]
-pub struct AppIndex {
+pub(crate) struct AppIndex {
     servers: RwLock<HashMap<Box<str>, NamedUis>>,
     generation: AtomicU64,
     /// How many tools name a UI: while none does, a tool that names none costs one load.
@@ -68,7 +68,7 @@ pub struct AppIndex {
 impl AppIndex {
     /// Records what a list of `server` says of `tool` (its bare name): the UI resource it names,
     /// if any.
-    pub fn learn(&self, server: &str, tool: &str, resource: Option<&str>) {
+    pub(crate) fn learn(&self, server: &str, tool: &str, resource: Option<&str>) {
         if resource.is_none() && self.named.load(Ordering::Acquire) == 0 {
             return;
         }
@@ -105,7 +105,7 @@ impl AppIndex {
 
     /// The tools of `server` that name `resource`.
     #[must_use]
-    pub fn tools_naming(&self, server: &str, resource: &str) -> Vec<Box<str>> {
+    pub(crate) fn tools_naming(&self, server: &str, resource: &str) -> Vec<Box<str>> {
         let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
         servers
             .get(server)
@@ -121,7 +121,7 @@ impl AppIndex {
 
     /// Changes whenever what a tool names changes (list caches compare it).
     #[must_use]
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 }

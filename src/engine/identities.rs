@@ -395,8 +395,9 @@ impl IdentityStore {
     }
 
     /// Whether a digest is the master key's.
+    #[cfg(feature = "gateway")]
     #[must_use]
-    pub fn is_master(&self, key: &KeyDigest) -> bool {
+    pub(crate) fn is_master(&self, key: &KeyDigest) -> bool {
         self.master.as_ref() == Some(key)
     }
 

@@ -36,7 +36,7 @@ impl KeyDigest {
 
     /// A short printable id that does not reveal the key: `sha256:` and 12 hex digits.
     #[must_use]
-    pub fn short_id(&self) -> String {
+    pub(crate) fn short_id(&self) -> String {
         let mut s = String::from("sha256:");
         for b in &self.0[..6] {
             s.push_str(&format!("{b:02x}"));

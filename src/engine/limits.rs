@@ -211,7 +211,7 @@ impl LevelLimits {
     /// # Errors
     ///
     /// A server the catalog lacks, a zero call limit, a bad budget.
-    pub fn compile(
+    pub(crate) fn compile(
         catalog: &Catalog,
         level: Level,
         subject: &str,
@@ -319,7 +319,7 @@ impl LevelLimits {
     }
 
     /// The limits that apply to a call of `tool` (bare name) on `server`.
-    pub fn applying_to<'a>(
+    pub(crate) fn applying_to<'a>(
         &'a self,
         server: ServerId,
         tool: &'a str,

@@ -24,7 +24,8 @@ mod set;
 
 use std::fmt;
 
-pub use apps::{AppIndex, UI_SCHEME, server_uri, ui_resource_of};
+pub use apps::UI_SCHEME;
+pub(crate) use apps::{AppIndex, server_uri, ui_resource_of};
 pub use catalog::{Attribution, Catalog, CatalogError, CostInfo, Server, ServerSpec, Settings};
 pub use grant::{Denial, DeniedBy, Grant, Principal};
 pub use identities::{
@@ -54,7 +55,7 @@ pub struct ServerId(pub(crate) u32);
 impl ServerId {
     /// The position of the server in its catalog.
     #[must_use]
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self.0 as usize
     }
 }

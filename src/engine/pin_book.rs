@@ -591,8 +591,9 @@ impl PinBook {
     }
 
     /// What is wrong with the store, if anything.
+    #[cfg(feature = "gateway")]
     #[must_use]
-    pub fn store_problem(&self) -> Option<String> {
+    pub(crate) fn store_problem(&self) -> Option<String> {
         self.store.as_ref().and_then(|s| s.problem())
     }
 }

@@ -40,7 +40,7 @@ impl PinKind {
 
     /// The fields of a definition of this kind that are pinned, in canonical (sorted) order.
     #[must_use]
-    pub fn fields(self) -> &'static [&'static str] {
+    pub(crate) fn fields(self) -> &'static [&'static str] {
         match self {
             Self::Tool => &[
                 "annotations",
@@ -130,7 +130,7 @@ impl PinParts {
 
     /// Parts a store kept ([`PinParts::to_hex`]); `None` if they are not six hex numbers.
     #[must_use]
-    pub fn from_hex(parts: &[String]) -> Option<Self> {
+    pub(crate) fn from_hex(parts: &[String]) -> Option<Self> {
         let mut out = [0u64; 6];
         if parts.len() != out.len() {
             return None;
@@ -143,7 +143,7 @@ impl PinParts {
 
     /// The names of the fields whose part differs between `self` and `other`.
     #[must_use]
-    pub fn changed(&self, other: &Self, kind: PinKind) -> Vec<&'static str> {
+    pub(crate) fn changed(&self, other: &Self, kind: PinKind) -> Vec<&'static str> {
         kind.fields()
             .iter()
             .zip(self.0.iter().zip(other.0.iter()))

@@ -51,7 +51,7 @@ impl Scope {
     /// # Errors
     ///
     /// The unknown entries.
-    pub fn check_known(&self) -> Result<(), ScopeDenial> {
+    pub(crate) fn check_known(&self) -> Result<(), ScopeDenial> {
         if self.unknown.is_empty() {
             Ok(())
         } else {
@@ -102,7 +102,7 @@ pub struct ScopeDenial {
 
 impl ScopeDenial {
     /// The refused entries, as the request named them.
-    pub fn refused(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn refused(&self) -> impl Iterator<Item = &str> {
         self.refused.iter().map(|e| &**e)
     }
 }

@@ -84,7 +84,7 @@ impl ServerSet {
     }
 
     /// Adds every server of `other`.
-    pub fn union_with(&mut self, other: &Self) {
+    pub(crate) fn union_with(&mut self, other: &Self) {
         self.inline[0] |= other.inline[0];
         self.inline[1] |= other.inline[1];
         if self.spill.len() < other.spill.len() {

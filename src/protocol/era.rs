@@ -51,7 +51,7 @@ impl Era {
     /// (`YYYY-MM-DD` after 2026-07-28), which is answered as 2026-07-28. Anything else is
     /// `None`: a version the layers cannot place.
     #[must_use]
-    pub fn from_version(version: &str) -> Option<Self> {
+    pub(crate) fn from_version(version: &str) -> Option<Self> {
         let known = Self::ALL.into_iter().find(|e| e.as_str() == version);
         known.or_else(|| {
             (is_date(version) && version > Self::V2026_07_28.as_str()).then_some(Self::V2026_07_28)
@@ -80,7 +80,7 @@ impl Era {
     /// The era its `MCP-Protocol-Version` header states, when the request has exactly one
     /// such header and it names a version this crate can place.
     #[must_use]
-    pub fn from_header(headers: &http::HeaderMap) -> Option<Self> {
+    pub(crate) fn from_header(headers: &http::HeaderMap) -> Option<Self> {
         let mut values = headers.get_all("mcp-protocol-version").iter();
         match (values.next(), values.next()) {
             (Some(v), None) => v.to_str().ok().and_then(Self::from_version),

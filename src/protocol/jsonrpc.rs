@@ -41,7 +41,7 @@ pub fn error(id: Option<&RequestId>, code: i64, message: &str) -> Value {
 /// A `tools/call` result that reports an error to the model: `isError: true` with the text,
 /// shaped for the caller's protocol era.
 #[must_use]
-pub fn tool_error_result(id: &RequestId, text: &str, era: Era) -> Value {
+pub(crate) fn tool_error_result(id: &RequestId, text: &str, era: Era) -> Value {
     let mut result = serde_json::Map::with_capacity(3);
     result.insert(
         "content".to_owned(),

@@ -23,7 +23,7 @@ pub enum RequestId {
 impl RequestId {
     /// The id as a `serde_json::Value`, for building replies.
     #[must_use]
-    pub fn to_value(&self) -> serde_json::Value {
+    pub(crate) fn to_value(&self) -> serde_json::Value {
         match self {
             Self::Number(n) => serde_json::Value::from(*n),
             Self::String(s) => serde_json::Value::from(&**s),
@@ -90,7 +90,7 @@ pub enum Method {
 impl Method {
     /// Parses a method name.
     #[must_use]
-    pub fn from_name(name: &str) -> Self {
+    pub(crate) fn from_name(name: &str) -> Self {
         match name {
             "initialize" => Self::Initialize,
             "server/discover" => Self::Discover,
@@ -151,7 +151,7 @@ impl Method {
 
     /// Whether the reply to this method is a list the layers filter per caller.
     #[must_use]
-    pub fn is_list(&self) -> bool {
+    pub(crate) fn is_list(&self) -> bool {
         matches!(
             self,
             Self::ToolsList | Self::PromptsList | Self::ResourcesList | Self::ResourceTemplatesList
@@ -215,7 +215,7 @@ pub struct McpRequest {
 impl McpRequest {
     /// The method, if this is a request with that method.
     #[must_use]
-    pub fn request_method(&self) -> Option<&Method> {
+    pub(crate) fn request_method(&self) -> Option<&Method> {
         match self.kind {
             MessageKind::Request => self.method.as_ref(),
             _ => None,
@@ -231,8 +231,9 @@ impl McpRequest {
     }
 
     /// The tool name of a `tools/call` request.
+    #[cfg(any(test, feature = "gateway"))]
     #[must_use]
-    pub fn tool_name(&self) -> Option<&str> {
+    pub(crate) fn tool_name(&self) -> Option<&str> {
         match self.request_method() {
             Some(Method::ToolsCall) => self.target.as_deref(),
             _ => None,

@@ -59,12 +59,6 @@ impl SseFramer {
         self.buf.extend_from_slice(data);
     }
 
-    /// Whether bytes of an unfinished event are buffered.
-    #[must_use]
-    pub fn has_partial(&self) -> bool {
-        !self.buf.is_empty()
-    }
-
     /// The next whole event, raw, including its terminating blank line.
     ///
     /// # Errors
@@ -186,8 +180,9 @@ pub fn event_data(raw: &[u8]) -> Option<Cow<'_, str>> {
 }
 
 /// The value of the event's last `name:` field (`event`, `id`, `retry`), if any.
+#[cfg(feature = "gateway")]
 #[must_use]
-pub fn event_field<'a>(raw: &'a [u8], name: &str) -> Option<&'a str> {
+pub(crate) fn event_field<'a>(raw: &'a [u8], name: &str) -> Option<&'a str> {
     let mut found = None;
     for line in lines(raw) {
         let (field, value) = field(line);
@@ -233,7 +228,7 @@ pub fn replace_data(raw: &[u8], data: &str) -> Bytes {
 
 /// A whole event carrying one JSON-RPC message.
 #[must_use]
-pub fn message_event(data: &str) -> Bytes {
+pub(crate) fn message_event(data: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 24);
     out.extend_from_slice(b"event: message\ndata: ");
     out.extend_from_slice(data.as_bytes());
