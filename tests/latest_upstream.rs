@@ -180,3 +180,120 @@ async fn progress_and_log_messages_of_a_2026_upstream_reach_callers_of_every_era
         [Some(LoggingLevel::Info), None]
     );
 }
+
+/// Keeps the JSON-RPC id each call came with; `routed` asks for its `region` in a header
+/// (`x-mcp-header`), which rmcp's server checks against the body.
+#[derive(Clone, Default)]
+struct Ids {
+    calls: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl rmcp::ServerHandler for Ids {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let routed = json!({"name": "routed", "inputSchema": {"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"}}}});
+        Ok(ListToolsResult::with_all_items(vec![
+            serde_json::from_value(tool("plain", &["q"])).unwrap(),
+            serde_json::from_value(routed).unwrap(),
+        ]))
+    }
+
+    async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let id = serde_json::to_value(&ctx.id).unwrap();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((params.name.to_string(), id));
+        let said = serde_json::to_string(&params.arguments).unwrap();
+        Ok(CallToolResult::success(vec![ContentBlock::text(said)]).into())
+    }
+}
+
+/// A call of a tool the session has listed, with no argument in a header, is posted by the
+/// gateway itself (its ids are the gateway's `gk-` strings; rmcp's client numbers its own), with
+/// the method and name headers rmcp's server checks; a tool not listed yet, or one that asks for
+/// an argument in a header, goes through rmcp's client. Every call is answered alike.
+#[tokio::test]
+async fn listed_plain_tools_of_a_2026_upstream_are_posted_by_the_gateway_itself() {
+    let ids = Ids::default();
+    let upstream = serve_handler(ids.clone()).await;
+    let doc = format!(
+        r#"{{
+      "general_settings": {{"master_key": "sk-admin"}},
+      "mcp_servers": {{"up": {{"url": "{}"}}}},
+      "keys": [{{"key": "sk-alice", "object_permission": {{"mcp_servers": ["up"]}}}}]
+    }}"#,
+        upstream.url("/mcp")
+    );
+    let (gw, _gateway) = gateway_from_json(&doc).await;
+    let url = gw.url("/mcp");
+    let http = http_client();
+    let ask = |id: u64, method: &str, params: serde_json::Value| {
+        let request = modern(&http, &url, "sk-alice", id, method, params);
+        async move {
+            let reply = request.send().await.unwrap();
+            assert_eq!(reply.status(), 200);
+            let kind = reply.headers()["content-type"].to_str().unwrap().to_owned();
+            messages(&kind, &reply.text().await.unwrap()).pop().unwrap()
+        }
+    };
+    let said = |reply: &serde_json::Value| reply["result"]["content"][0]["text"].clone();
+
+    let first = ask(
+        1,
+        "tools/call",
+        json!({"name": "up-plain", "arguments": {"q": "a"}}),
+    )
+    .await;
+    assert_eq!(said(&first), r#"{"q":"a"}"#, "{first}");
+    let listed = ask(2, "tools/list", json!({})).await;
+    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 2);
+    for (id, q) in [(3, "b"), (4, "c é")] {
+        let reply = ask(
+            id,
+            "tools/call",
+            json!({"name": "up-plain", "arguments": {"q": q}}),
+        )
+        .await;
+        assert_eq!(said(&reply), json!({"q": q}).to_string(), "{reply}");
+    }
+    let routed = ask(
+        5,
+        "tools/call",
+        json!({"name": "up-routed", "arguments": {"region": "eu"}}),
+    )
+    .await;
+    assert_eq!(said(&routed), r#"{"region":"eu"}"#, "{routed}");
+
+    let calls = ids.calls.lock().unwrap().clone();
+    let posted: Vec<_> = calls
+        .iter()
+        .map(|(name, id)| {
+            (
+                name.as_str(),
+                id.as_str().is_some_and(|s| s.starts_with("gk-")),
+            )
+        })
+        .collect();
+    assert_eq!(
+        posted,
+        [
+            ("plain", false),
+            ("plain", true),
+            ("plain", true),
+            ("routed", false)
+        ]
+    );
+}

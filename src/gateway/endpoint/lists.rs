@@ -102,6 +102,11 @@ async fn answer_list<L: Listing>(
                 // A session of 2026-07-28, which has no session to post on: asked through
                 // rmcp's client.
                 let items = L::through_peer(&peer).await?;
+                if let Some(tools) =
+                    (&items as &dyn std::any::Any).downcast_ref::<Vec<rmcp::model::Tool>>()
+                {
+                    relay.listed_tools(tools);
+                }
                 relay.lists().keep(L::LISTED, seen, &items);
                 return Ok((items, None));
             };

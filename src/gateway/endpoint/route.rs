@@ -322,9 +322,9 @@ pub(crate) fn accepted() -> McpResponse {
 }
 
 /// Whether calls and lists for `spec` are posted by the endpoint on the caller's pooled
-/// session: a streamable HTTP upstream spoken to with the handshake. (The progress and log
-/// messages of a 2026-07-28 upstream come through rmcp's client; until an upstream left to
-/// discovery has had a session, it goes that way too.)
+/// session: a streamable HTTP upstream spoken to with the handshake. (A 2026-07-28 upstream may
+/// answer with input-required rounds, which a handshake caller answers through its rmcp
+/// session; until an upstream left to discovery has had a session, it goes that way too.)
 fn posts_directly(spec: &UpstreamSpec) -> bool {
     matches!(spec.transport, UpstreamTransport::Http(_)) && spec.speaks_handshake()
 }

@@ -185,10 +185,14 @@ impl ServerHandler for GatewayHandler {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let fetch = |peer: Peer<RoleClient>, relay: Relay| async move {
-            relay
+            let (tools, replayed) = relay
                 .lists()
                 .get_or_fetch(Listed::Tools, || peer.list_all_tools())
-                .await
+                .await?;
+            if !replayed {
+                relay.listed_tools(&tools);
+            }
+            Ok((tools, replayed))
         };
         let tools = self
             .merged(

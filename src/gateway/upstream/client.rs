@@ -160,7 +160,12 @@ impl Relay {
     /// 2026-07-28) or its session.
     async fn announce(&self, change: Change<'_>) {
         match change {
-            Change::Tools => self.lists.changed(Listed::Tools),
+            Change::Tools => {
+                self.lists.changed(Listed::Tools);
+                if let Some(plain) = self.route.get().and_then(|r| r.latest.as_ref()) {
+                    plain.forget();
+                }
+            }
             Change::Prompts => self.lists.changed(Listed::Prompts),
             Change::Resources => {
                 self.lists.changed(Listed::Resources);
@@ -223,9 +228,22 @@ impl Relay {
         let _ = self.route.set(route);
     }
 
-    /// Where the upstream's calls may be posted directly.
+    /// Where the upstream's lists may be posted directly: a handshake session's route.
     pub(crate) fn route(&self) -> Option<&super::session::Route> {
+        self.route.get().filter(|r| r.latest.is_none())
+    }
+
+    /// Where the upstream's calls may be posted directly (see `per_request` for a 2026-07-28
+    /// session's).
+    pub(crate) fn call_route(&self) -> Option<&super::session::Route> {
         self.route.get()
+    }
+
+    /// A whole tool list the upstream gave now, through rmcp's client.
+    pub(crate) fn listed_tools(&self, tools: &[rmcp::model::Tool]) {
+        if let Some(plain) = self.route.get().and_then(|r| r.latest.as_ref()) {
+            plain.learn(tools);
+        }
     }
 
     /// From now on the upstream's requests are held for `to` (a 2026-07-28 call in flight).
@@ -352,6 +370,14 @@ pub(crate) async fn hold(
         }));
     }
     Some(out)
+}
+
+/// The gateway as an upstream's client: what it is, and what it can answer for its callers.
+pub(crate) fn client_config() -> ClientConfig {
+    ClientConfig::new(
+        capabilities(),
+        Implementation::new("mcp-gatekeeper", env!("CARGO_PKG_VERSION")),
+    )
 }
 
 /// What the gateway can answer for its callers as an upstream's client.
@@ -565,9 +591,6 @@ impl ClientHandler for Relay {
     }
 
     fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            capabilities(),
-            Implementation::new("mcp-gatekeeper", env!("CARGO_PKG_VERSION")),
-        )
+        client_config()
     }
 }

@@ -56,6 +56,8 @@ pub(crate) struct Outgoing<'a> {
     /// The upstream's session, if it has one.
     pub(crate) session: Option<&'a str>,
     pub(crate) headers: &'a HashMap<HeaderName, HeaderValue>,
+    /// What this request states of itself in headers (protocol 2026-07-28).
+    pub(crate) stated: &'a [(HeaderName, HeaderValue)],
     pub(crate) body: Bytes,
 }
 
@@ -99,7 +101,7 @@ impl UpstreamHttp {
         if let (Some(direct), Some(uri)) = (&self.direct, post.uri) {
             let mut request = http::Request::post(uri.clone());
             if let Some(h) = request.headers_mut() {
-                h.reserve(post.headers.len() + 3);
+                h.reserve(post.headers.len() + post.stated.len() + 3);
                 h.insert(
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
@@ -111,7 +113,11 @@ impl UpstreamHttp {
                 if let Some(session) = post.session {
                     h.insert(SESSION, HeaderValue::from_str(session)?);
                 }
-                for (k, v) in post.headers {
+                for (k, v) in post
+                    .headers
+                    .iter()
+                    .chain(post.stated.iter().map(|(k, v)| (k, v)))
+                {
                     h.append(k.clone(), v.clone());
                 }
             }
@@ -137,7 +143,11 @@ impl UpstreamHttp {
         if let Some(session) = post.session {
             request = request.header(SESSION, session);
         }
-        for (k, v) in post.headers {
+        for (k, v) in post
+            .headers
+            .iter()
+            .chain(post.stated.iter().map(|(k, v)| (k, v)))
+        {
             request = request.header(k, v);
         }
         let response = request.body(post.body).send().await?;

@@ -5,8 +5,9 @@
 use rmcp::service::ServiceError;
 use serde_json::json;
 
-use super::session::{
-    Head, MAX_REPLY, Poster, Route, decode_reply, encode, finish, next_event, read_all, unreadable,
+use super::session::{Poster, Route};
+use super::wire::{
+    Head, MAX_REPLY, decode_reply, encode, finish, next_event, read_all, unreadable,
 };
 use crate::protocol::sse;
 
@@ -28,7 +29,7 @@ where
     let decode = |text: &str| decode_reply::<R>(&id, text);
     Some(
         async {
-            let (mut body, is_json) = to.send(body).await?;
+            let (mut body, is_json) = to.send(body, method, None).await?;
             if is_json {
                 let bytes = read_all(&mut body).await?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8"))?;

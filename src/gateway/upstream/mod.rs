@@ -12,9 +12,11 @@ pub(crate) mod legacy_sse;
 pub(crate) mod listen;
 pub(crate) mod lists;
 pub(crate) mod parked;
+pub(crate) mod per_request;
 pub(crate) mod pool;
 pub(crate) mod session;
 pub(crate) mod spec;
 pub(crate) mod tool_call;
+pub(crate) mod wire;
 
 pub use spec::{InProcessFactory, OAuth2, UpstreamProtocol, UpstreamSpec, UpstreamTransport};

@@ -6,15 +6,15 @@
 //! caller's pooled upstream session (the session id and headers rmcp uses, read by
 //! [`Recorder`]), with an id of its own that cannot meet rmcp's, and decodes only a
 //! `CallToolResult`; what else arrives on the reply stream is sorted for the caller by
-//! `tool_call`. Lists are asked the same way (see `lists`).
+//! `tool_call`. Lists are asked the same way (see `lists`). A 2026-07-28 upstream has no
+//! session: rmcp's client is recorded all the same (the headers it sends with), and a call
+//! posted there states its method and name in headers of its own (see `per_request`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures_util::StreamExt;
 use http::{HeaderName, HeaderValue};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ErrorData};
+use rmcp::model::{CallToolRequestParams, ClientJsonRpcMessage, ServerResult};
 use rmcp::service::ServiceError;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
@@ -23,6 +23,10 @@ use rmcp::transport::streamable_http_client::{
 use serde_json::{Value, json};
 
 use super::http_clients::{Outgoing, Posted, UpstreamHttp};
+use super::per_request::{self, PlainTools};
+use super::wire::{
+    Head, MAX_REPLY, Stream, decode_answer, encode, finish, gone, next_event, read_all, unreadable,
+};
 use crate::protocol::sse;
 
 /// What rmcp's client last sent with: the session and the headers (credentials, protocol
@@ -55,6 +59,19 @@ impl Session {
         {
             return;
         }
+        // A 2026-07-28 request states its method and name in headers of its own: they are not
+        // the session's.
+        let kept;
+        let headers = if headers.keys().any(per_request::is_per_request) {
+            kept = headers
+                .iter()
+                .filter(|(name, _)| !per_request::is_per_request(name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            &kept
+        } else {
+            headers
+        };
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen
             .as_ref()
@@ -71,6 +88,10 @@ pub(crate) struct Route {
     pub(crate) http: UpstreamHttp,
     pub(crate) url: Arc<Target>,
     pub(crate) session: Session,
+    /// For a session of protocol 2026-07-28: the tools whose calls are posted directly (see
+    /// `per_request`). Its lists are asked through rmcp's client, which keeps the schemas it
+    /// needs for the calls it makes.
+    pub(crate) latest: Option<PlainTools>,
 }
 
 /// An upstream's URL, as reqwest and as hyper take it.
@@ -198,100 +219,6 @@ impl StreamableHttpClient for Recorder {
     }
 }
 
-/// A whole JSON reply, at most [`MAX_REPLY`] bytes.
-pub(crate) async fn read_all(body: &mut Stream) -> Result<Vec<u8>, ServiceError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
-        if bytes.len() > MAX_REPLY {
-            return Err(unreadable("larger than 16 MiB"));
-        }
-    }
-    Ok(bytes)
-}
-
-pub(crate) use super::http_clients::Stream;
-
-/// Reads what is left of a reply stream after its answer, in the background, so that its
-/// connection goes back to the pool: a body dropped before its end closes the connection, and
-/// the next request pays for a new one (a TLS handshake, over https). An upstream that keeps
-/// the stream open longer than a few seconds after its answer loses the connection instead.
-pub(crate) fn finish(mut body: Stream) {
-    tokio::spawn(async move {
-        let drained = async {
-            let mut read = 0;
-            while let Some(Ok(chunk)) = body.next().await {
-                read += chunk.len();
-                if read > MAX_REPLY {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drained).await;
-    });
-}
-
-/// The largest reply (or single event) read from an upstream.
-pub(crate) const MAX_REPLY: usize = 16 << 20;
-
-/// Ids of our own requests on a session rmcp also uses (rmcp numbers its own).
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A request of ours, serialised straight from its parameters (no `Value` in between), and
-/// its id.
-pub(crate) fn encode<P: serde::Serialize>(
-    method: &'static str,
-    params: &P,
-) -> Option<(String, Vec<u8>)> {
-    #[derive(serde::Serialize)]
-    struct Request<'a, P> {
-        jsonrpc: &'static str,
-        id: &'a str,
-        method: &'static str,
-        params: &'a P,
-    }
-    let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    let body = serde_json::to_vec(&Request {
-        jsonrpc: "2.0",
-        id: &id,
-        method,
-        params,
-    })
-    .ok()?;
-    Some((id, body))
-}
-
-/// The next event on an event stream, read further as needed.
-pub(crate) async fn next_event(
-    framer: &mut sse::SseFramer,
-    body: &mut Stream,
-) -> Result<bytes::Bytes, ServiceError> {
-    loop {
-        if let Some(event) = framer
-            .next_event()
-            .map_err(|_| unreadable("event too large"))?
-        {
-            return Ok(event);
-        }
-        match body.next().await {
-            Some(chunk) => framer.push(&chunk.map_err(|_| gone())?),
-            None => return Err(gone()),
-        }
-    }
-}
-
-/// The upstream said the session is gone: the pool opens a new one next time.
-pub(crate) fn gone() -> ServiceError {
-    ServiceError::TransportClosed
-}
-
-pub(crate) fn unreadable(what: &str) -> ServiceError {
-    ServiceError::McpError(ErrorData::internal_error(
-        format!("the upstream's reply could not be read: {what}"),
-        None,
-    ))
-}
-
 /// A `tools/call` posted on an upstream session: its reply is read an event at a time.
 ///
 /// An exchange dropped before its answer (the caller cancelled or went away, the call timed
@@ -330,6 +257,8 @@ pub(crate) struct Poster {
     url: Arc<Target>,
     /// The session id (none for a stateless upstream) and headers rmcp's client sends with.
     seen: Arc<Seen>,
+    /// Protocol 2026-07-28: each request states its method and name in headers.
+    latest: bool,
 }
 
 impl Poster {
@@ -339,27 +268,44 @@ impl Poster {
             http: route.http.clone(),
             url: Arc::clone(&route.url),
             seen: route.session.get()?,
+            latest: route.latest.is_some(),
         })
     }
 
-    async fn post(&self, body: Vec<u8>) -> Result<Posted, ServiceError> {
+    /// Posts `body`, the message `method` (naming `name`, if it does).
+    async fn post(
+        &self,
+        body: Vec<u8>,
+        method: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Posted, ServiceError> {
         let (session_id, headers) = &*self.seen;
+        let stated = match (self.latest, method) {
+            (true, Some(method)) => per_request::stated(method, name),
+            _ => Vec::new(),
+        };
         self.http
             .post(Outgoing {
                 url: &self.url.url,
                 uri: self.url.uri.as_ref(),
                 session: session_id.as_deref(),
                 headers,
+                stated: &stated,
                 body: body.into(),
             })
             .await
             .map_err(|_| gone())
     }
 
-    /// Posts `body`: the reply, and whether it is JSON (else an event stream). A 404 means the
-    /// session is gone.
-    pub(crate) async fn send(&self, body: Vec<u8>) -> Result<(Stream, bool), ServiceError> {
-        let response = self.post(body).await?;
+    /// Posts `body`, a request of `method` (naming `name`, if it does): the reply, and whether
+    /// it is JSON (else an event stream). A 404 means the session is gone.
+    pub(crate) async fn send(
+        &self,
+        body: Vec<u8>,
+        method: &str,
+        name: Option<&str>,
+    ) -> Result<(Stream, bool), ServiceError> {
+        let response = self.post(body, Some(method), name).await?;
         if response.status == http::StatusCode::NOT_FOUND {
             return Err(gone());
         }
@@ -373,10 +319,15 @@ impl Poster {
         Ok((response.body, is_json))
     }
 
-    /// Answers a request the upstream made on a call's stream.
+    /// Answers a request the upstream made on a call's stream (or sends a notification).
     pub(crate) async fn reply(&self, message: &Value) {
+        let method = message.get("method").and_then(Value::as_str);
         let _ = self
-            .post(serde_json::to_vec(message).unwrap_or_default())
+            .post(
+                serde_json::to_vec(message).unwrap_or_default(),
+                method,
+                None,
+            )
             .await;
     }
 }
@@ -389,9 +340,11 @@ enum Reply {
 }
 
 /// What the upstream sent next on a call's reply stream.
+#[allow(clippy::large_enum_variant)] // handed over at once, never kept
 pub(crate) enum Event {
-    /// The reply to the call.
-    Answer(Result<CallToolResult, ServiceError>),
+    /// The reply to the call: a tool result, or (protocol 2026-07-28) a round of input
+    /// required or a task.
+    Answer(Result<ServerResult, ServiceError>),
     /// Anything else: a notification or a request of the upstream.
     Message(Value),
 }
@@ -413,7 +366,8 @@ impl Exchange {
         };
         Some(
             async {
-                let (body, is_json) = match exchange.to.send(body).await {
+                let sent = exchange.to.send(body, "tools/call", Some(&params.name));
+                let (body, is_json) = match sent.await {
                     Ok(sent) => sent,
                     Err(e) => {
                         // Refused or never delivered: nothing runs upstream to cancel.
@@ -449,8 +403,8 @@ impl Exchange {
                 let mut body = body.take().ok_or_else(gone)?;
                 let bytes = read_all(&mut body).await?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8"))?;
-                let done =
-                    decode_reply(&self.id, text).ok_or_else(|| unreadable("not the reply"))?;
+                let done = decode_answer(&self.id, self.to.latest, text)
+                    .ok_or_else(|| unreadable("not the reply"))?;
                 self.answered = true;
                 Ok(Event::Answer(done))
             }
@@ -466,7 +420,7 @@ impl Exchange {
                 // whole.
                 let ours = head.method.is_none()
                     && head.id.as_ref().and_then(Value::as_str) == Some(self.id.as_str());
-                if ours && let Some(done) = decode_reply(&self.id, &data) {
+                if ours && let Some(done) = decode_answer(&self.id, self.to.latest, &data) {
                     self.answered = true;
                     if let Reply::Sse(_, body) =
                         std::mem::replace(&mut self.reply, Reply::Json(None))
@@ -482,50 +436,4 @@ impl Exchange {
             },
         }
     }
-}
-
-/// A reply to our request, decoded as `R` straight from its text.
-#[derive(serde::Deserialize)]
-#[serde(bound = "R: serde::de::DeserializeOwned")]
-pub(crate) struct Typed<R> {
-    id: Value,
-    #[serde(default)]
-    result: Option<R>,
-    #[serde(default)]
-    error: Option<ErrorData>,
-}
-
-/// Just enough of a message to tell what it is.
-#[derive(serde::Deserialize)]
-pub(crate) struct Head {
-    #[serde(default)]
-    pub(crate) id: Option<Value>,
-    #[serde(default)]
-    pub(crate) method: Option<String>,
-}
-
-/// The reply to our request `id` in `text`, decoded as `R` straight from the text (no `Value`
-/// tree); `None` when `text` is not that reply. A reply of ours that cannot be read fails the
-/// request.
-pub(crate) fn decode_reply<R: serde::de::DeserializeOwned>(
-    id: &str,
-    text: &str,
-) -> Option<Result<R, ServiceError>> {
-    let reply: Typed<R> = match serde_json::from_str(text) {
-        Ok(r) => r,
-        Err(_) => {
-            let ours = serde_json::from_str::<Head>(text).is_ok_and(|h| {
-                h.method.is_none() && h.id.as_ref().and_then(Value::as_str) == Some(id)
-            });
-            return ours.then(|| Err(unreadable("not the expected result")));
-        }
-    };
-    if reply.id.as_str() != Some(id) {
-        return None;
-    }
-    Some(match (reply.result, reply.error) {
-        (_, Some(e)) => Err(ServiceError::McpError(e)),
-        (Some(r), None) => Ok(r),
-        (None, None) => Err(unreadable("neither a result nor an error")),
-    })
 }

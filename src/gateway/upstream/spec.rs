@@ -473,15 +473,17 @@ pub(crate) fn connect(
                         .take()
                         .unwrap_or(e)
                 })?;
-                // A handshake session can take calls posted directly on it (see `session`); a
-                // 2026-07-28 one has no session to post on, and every request states its own.
+                // A handshake session takes calls and lists posted directly on it (see
+                // `session`); a 2026-07-28 one has no session, and takes the calls of the tools
+                // whose requests state nothing but their method and name (see `per_request`).
                 let handshake = opened_with_handshake(&service);
                 // (A URL reqwest cannot parse is left to rmcp's client, which reports it.)
-                if let (true, Ok(url)) = (handshake, reqwest::Url::parse(url)) {
+                if let Ok(url) = reqwest::Url::parse(url) {
                     relay.set_route(super::session::Route {
                         http: clients,
                         url: Arc::new(super::session::Target::new(url)),
                         session,
+                        latest: (!handshake).then(super::per_request::PlainTools::default),
                     });
                 }
                 Ok(service)

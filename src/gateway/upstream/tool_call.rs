@@ -4,10 +4,13 @@
 //!
 //! A streamable HTTP upstream spoken to with the handshake gets the call posted on the
 //! caller's pooled session (see `session`), and its reply stream is read here an event at a
-//! time. Any other upstream (stdio, legacy SSE, 2026-07-28, or an HTTP session rmcp has not
-//! recorded yet) is a full rmcp peer: the call goes through rmcp's client, progress comes
-//! back through the session's relay, and the upstream's requests of its client are answered
-//! there (see `client`), where rmcp delivers them. Either way the caller's side gets the same
+//! time; so does a 2026-07-28 one for a tool its session listed with nothing to state in
+//! headers but its method and name (see `per_request`), its input-required rounds then
+//! settled through rmcp's client. Any other call (stdio, legacy SSE, a 2026-07-28 tool with
+//! argument headers or not listed yet, an HTTP session rmcp has not recorded yet) goes through
+//! rmcp's client as a full peer: progress comes back through the session's relay, and the
+//! upstream's requests of its client are answered there (see `client`), where rmcp delivers
+//! them. Either way the caller's side gets the same
 //! [`Notice`]s; what that side is (an rmcp session, an event stream the endpoint writes, a
 //! 2026-07-28 call parked between rounds) is its own business, never this module's.
 
@@ -142,17 +145,55 @@ impl ToolCall {
 pub(crate) async fn call_tool<S: CallerSide>(
     peer: Peer<RoleClient>,
     relay: Relay,
-    call: ToolCall,
+    mut call: ToolCall,
     side: &mut S,
 ) -> Result<Option<ServerResult>, ServiceError> {
-    let posted = match relay.route() {
-        Some(route) => Exchange::start(route, &call.params).await,
-        None => None,
+    let (posted, latest) = match relay.call_route() {
+        Some(route) => match &route.latest {
+            None => (Exchange::start(route, &call.params).await, false),
+            Some(plain) if plain.posts(&call.params.name) => {
+                if let Some(stated) = stated_meta(&peer, call.asking) {
+                    call.params
+                        .meta
+                        .get_or_insert_with(RequestMetaObject::default)
+                        .extend(stated);
+                }
+                (Exchange::start(route, &call.params).await, true)
+            }
+            Some(_) => (None, false),
+        },
+        None => (None, false),
     };
-    match posted {
-        Some(exchange) => read_posted(exchange?, call.progress.is_some(), side).await,
-        None => through_peer(&peer, &relay, call, side).await,
+    let Some(exchange) = posted else {
+        return through_peer(&peer, &relay, call, side).await;
+    };
+    let answer = read_posted(exchange?, call.progress.is_some(), side).await?;
+    match answer {
+        // A 2026-07-28 upstream's input-required rounds are settled through rmcp's client.
+        Some(result) if latest => {
+            let held = call.held.as_ref();
+            super::client::settle(&peer, &relay, call.params, result, held, call.asking)
+                .await
+                .map(Some)
+        }
+        answer => Ok(answer),
     }
+}
+
+/// The `_meta` each request to a 2026-07-28 upstream states, as rmcp's client states it: the
+/// protocol version, the gateway as the client and what it answers for, and what the caller
+/// asks for (see `client::options`).
+fn stated_meta(peer: &Peer<RoleClient>, asking: Asking) -> Option<RequestMetaObject> {
+    let info = peer.peer_info()?;
+    let client = super::client::client_config();
+    let mut meta = RequestMetaObject::default();
+    meta.set_protocol_version(info.protocol_version.clone());
+    meta.set_client_info(client.client_info);
+    meta.set_client_capabilities(client.capabilities);
+    if let Some(asked) = super::client::options(peer, asking).meta {
+        meta.extend(asked);
+    }
+    Some(meta)
 }
 
 /// Reads a posted call's reply stream to its answer.
@@ -168,7 +209,7 @@ async fn read_posted<S: CallerSide>(
             () = side.cancelled() => return Ok(None),
         };
         match event {
-            Event::Answer(answer) => return Ok(Some(ServerResult::CallToolResult(answer?))),
+            Event::Answer(answer) => return Ok(Some(answer?)),
             Event::Message(message) => {
                 // Rare: only this needs a poster of its own (the exchange is not `Sync`).
                 let to = exchange.poster().clone();

@@ -1,0 +1,178 @@
+//! The gateway's own requests to an upstream and the replies to them, as text: a request
+//! serialised straight from its parameters, a reply stream read whole or an event at a time,
+//! and a reply decoded straight from its text as the result expected (no untagged enum, no
+//! `Value` tree).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::StreamExt;
+use rmcp::model::{CallToolResult, ErrorData, ServerResult};
+use rmcp::service::ServiceError;
+use serde_json::Value;
+
+use crate::protocol::sse;
+
+/// A whole JSON reply, at most [`MAX_REPLY`] bytes.
+pub(crate) async fn read_all(body: &mut Stream) -> Result<Vec<u8>, ServiceError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|_| gone())?);
+        if bytes.len() > MAX_REPLY {
+            return Err(unreadable("larger than 16 MiB"));
+        }
+    }
+    Ok(bytes)
+}
+
+pub(crate) use super::http_clients::Stream;
+
+/// Reads what is left of a reply stream after its answer, in the background, so that its
+/// connection goes back to the pool: a body dropped before its end closes the connection, and
+/// the next request pays for a new one (a TLS handshake, over https). An upstream that keeps
+/// the stream open longer than a few seconds after its answer loses the connection instead.
+pub(crate) fn finish(mut body: Stream) {
+    tokio::spawn(async move {
+        let drained = async {
+            let mut read = 0;
+            while let Some(Ok(chunk)) = body.next().await {
+                read += chunk.len();
+                if read > MAX_REPLY {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drained).await;
+    });
+}
+
+/// The largest reply (or single event) read from an upstream.
+pub(crate) const MAX_REPLY: usize = 16 << 20;
+
+/// Ids of our own requests on a session rmcp also uses (rmcp numbers its own).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A request of ours, serialised straight from its parameters (no `Value` in between), and
+/// its id.
+pub(crate) fn encode<P: serde::Serialize>(
+    method: &'static str,
+    params: &P,
+) -> Option<(String, Vec<u8>)> {
+    #[derive(serde::Serialize)]
+    struct Request<'a, P> {
+        jsonrpc: &'static str,
+        id: &'a str,
+        method: &'static str,
+        params: &'a P,
+    }
+    let id = format!("gk-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let body = serde_json::to_vec(&Request {
+        jsonrpc: "2.0",
+        id: &id,
+        method,
+        params,
+    })
+    .ok()?;
+    Some((id, body))
+}
+
+/// The next event on an event stream, read further as needed.
+pub(crate) async fn next_event(
+    framer: &mut sse::SseFramer,
+    body: &mut Stream,
+) -> Result<bytes::Bytes, ServiceError> {
+    loop {
+        if let Some(event) = framer
+            .next_event()
+            .map_err(|_| unreadable("event too large"))?
+        {
+            return Ok(event);
+        }
+        match body.next().await {
+            Some(chunk) => framer.push(&chunk.map_err(|_| gone())?),
+            None => return Err(gone()),
+        }
+    }
+}
+
+/// The upstream said the session is gone: the pool opens a new one next time.
+pub(crate) fn gone() -> ServiceError {
+    ServiceError::TransportClosed
+}
+
+pub(crate) fn unreadable(what: &str) -> ServiceError {
+    ServiceError::McpError(ErrorData::internal_error(
+        format!("the upstream's reply could not be read: {what}"),
+        None,
+    ))
+}
+
+/// The reply to the call `id` in `text`, if it is that reply. A handshake upstream answers a
+/// call with a tool result, decoded straight as one; a 2026-07-28 upstream may answer with
+/// another kind of result (a round of input required, a task), read as such when the text
+/// is not a tool result.
+pub(crate) fn decode_answer(
+    id: &str,
+    latest: bool,
+    text: &str,
+) -> Option<Result<ServerResult, ServiceError>> {
+    if !latest {
+        return decode_reply::<CallToolResult>(id, text)
+            .map(|r| r.map(ServerResult::CallToolResult));
+    }
+    let raw = match decode_reply::<Box<serde_json::value::RawValue>>(id, text)? {
+        Ok(raw) => raw,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(
+        serde_json::from_str::<CallToolResult>(raw.get())
+            .map(ServerResult::CallToolResult)
+            .or_else(|_| serde_json::from_str::<ServerResult>(raw.get()))
+            .map_err(|_| unreadable("not the expected result")),
+    )
+}
+
+/// A reply to our request, decoded as `R` straight from its text.
+#[derive(serde::Deserialize)]
+#[serde(bound = "R: serde::de::DeserializeOwned")]
+pub(crate) struct Typed<R> {
+    id: Value,
+    #[serde(default)]
+    result: Option<R>,
+    #[serde(default)]
+    error: Option<ErrorData>,
+}
+
+/// Just enough of a message to tell what it is.
+#[derive(serde::Deserialize)]
+pub(crate) struct Head {
+    #[serde(default)]
+    pub(crate) id: Option<Value>,
+    #[serde(default)]
+    pub(crate) method: Option<String>,
+}
+
+/// The reply to our request `id` in `text`, decoded as `R` straight from the text (no `Value`
+/// tree); `None` when `text` is not that reply. A reply of ours that cannot be read fails the
+/// request.
+pub(crate) fn decode_reply<R: serde::de::DeserializeOwned>(
+    id: &str,
+    text: &str,
+) -> Option<Result<R, ServiceError>> {
+    let reply: Typed<R> = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(_) => {
+            let ours = serde_json::from_str::<Head>(text).is_ok_and(|h| {
+                h.method.is_none() && h.id.as_ref().and_then(Value::as_str) == Some(id)
+            });
+            return ours.then(|| Err(unreadable("not the expected result")));
+        }
+    };
+    if reply.id.as_str() != Some(id) {
+        return None;
+    }
+    Some(match (reply.result, reply.error) {
+        (_, Some(e)) => Err(ServiceError::McpError(e)),
+        (Some(r), None) => Ok(r),
+        (None, None) => Err(unreadable("neither a result nor an error")),
+    })
+}
