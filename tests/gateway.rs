@@ -1198,12 +1198,15 @@ async fn upstream_sampling_reaches_handshake_callers_on_the_direct_path() {
 }
 
 /// The gateway over `up` on a stateless endpoint (where the endpoint answers calls itself), behind the
-/// layers.
+/// layers, its upstreams spoken to with the handshake.
 async fn stateless_gateway(up: &Upstreams, json_response: bool) -> Running {
+    // The upstreams' requests in a call are what most of these tests are about: the handshake.
+    stateless_gateway_with(handshake_config(up, ""), json_response).await
+}
+
+async fn stateless_gateway_with(config: Config, json_response: bool) -> Running {
     use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
     use tower::Layer;
-    // The upstreams' requests in a call are what these tests are about: the handshake.
-    let config = handshake_config(up, "");
     let gk = Gatekeeper::new(config.policy().unwrap());
     let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
     let mut c = StreamableHttpServerConfig::default();
@@ -1239,8 +1242,25 @@ async fn a_stateless_endpoint_answers_calls_answered_by_the_endpoint_as_rmcp_wou
         ("sk-bob", "wiki-progress", json!({})),
         ("sk-alice", "github-headers", json!({"arguments": {}})),
     ];
-    for json_response in [true, false] {
-        let gw = stateless_gateway(&up, json_response).await;
+    // Upstreams spoken to with the handshake, then discovered (rmcp's speak 2026-07-28: the
+    // gateway posts the calls of the tools a session listed itself, the others through rmcp's
+    // client), each with JSON replies and with event streams.
+    let configs = [
+        (handshake_config(&up, ""), true),
+        (handshake_config(&up, ""), false),
+        (config(&up, ""), true),
+        (config(&up, ""), false),
+    ];
+    for (config, json_response) in configs {
+        let gw = stateless_gateway_with(config, json_response).await;
+        for key in ["sk-alice", "sk-bob"] {
+            let listed = mcp_post(&http, &gw.url("/mcp"), key, None)
+                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(listed.status(), 200);
+        }
         for (i, (key, name, extra)) in cases.iter().enumerate() {
             let mut params = extra.clone();
             params["name"] = json!(name);

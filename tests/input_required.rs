@@ -304,3 +304,82 @@ async fn input_required_prompts_and_resources_of_2026_callers_carry_bound_states
         assert!(refused(&replay), "{method}: {replay}");
     }
 }
+
+/// A caller on a stateless endpoint has no session to be asked on: the endpoint takes its call
+/// to a 2026-07-28 upstream (posted by the gateway itself once listed) and answers the
+/// upstream's input-required round with a refusal at once, so the call ends with an error
+/// instead of waiting for a timeout. The upstream is asked once, never again with answers.
+#[tokio::test]
+async fn a_stateless_caller_is_refused_an_upstream_input_round_at_once() {
+    use mcp_gatekeeper::Gatekeeper;
+    use mcp_gatekeeper::config::Config;
+    use mcp_gatekeeper::gateway::Gateway;
+    use tower::Layer;
+    let asker = Asker::default();
+    let ct = CancellationToken::new();
+    let factory = asker.clone();
+    let upstream = serve(
+        axum::Router::new().nest_service(
+            "/mcp",
+            rmcp::transport::streamable_http_server::StreamableHttpService::new(
+                move || Ok(factory.clone()),
+                std::sync::Arc::new(
+                    rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
+                ),
+                Mode::StatefulSse.config(&ct),
+            ),
+        ),
+        ct.clone(),
+    )
+    .await;
+    // Discovered, as by default.
+    let doc = format!(
+        r#"{{"general_settings": {{"master_key": "sk-admin"}},
+      "mcp_servers": {{"asker": {{"url": "{}"}}}},
+      "keys": [{{"key": "sk-alice", "object_permission": {{"mcp_servers": ["asker"]}}}}]}}"#,
+        upstream.url("/mcp")
+    );
+    let config = Config::from_json_str(&doc).unwrap();
+    let gk = Gatekeeper::new(config.policy().unwrap());
+    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+    let service = gateway
+        .gatekeeper()
+        .layer()
+        .layer(gateway.service(Mode::StatelessJson.config(&ct)));
+    let gw = serve(axum::Router::new().fallback_service(service), ct.clone()).await;
+    let (http, url) = (http_client(), gw.url("/mcp"));
+    let listed: serde_json::Value = mcp_post(&http, &url, "sk-alice", None)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["result"]["tools"][0]["name"], "asker-ask",
+        "{listed}"
+    );
+    let call = mcp_post(&http, &url, "sk-alice", None).json(&json!({
+        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "asker-ask", "arguments": {}}
+    }));
+    // (Bounded, so that a call left waiting fails instead of hanging the suite.)
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        call.send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("the call was left waiting");
+    assert_eq!(reply["id"], 3, "{reply}");
+    assert_eq!(
+        reply["error"]["message"], "no client session to relay this request to",
+        "{reply}"
+    );
+    assert_eq!(*asker.states.lock().unwrap(), [None]);
+    ct.cancel();
+}

@@ -10,12 +10,14 @@
 //! request is refused at once, where rmcp's stateless server would let the upstream wait for
 //! its timeout.
 
+#![allow(deprecated)] // log messages are deprecated in the newest protocol, still relayed
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use http_body_util::combinators::BoxBody;
-use rmcp::model::{CallToolRequestParams, ErrorData, ServerResult};
+use rmcp::model::{CallToolRequestParams, ErrorData, LoggingLevel, ServerResult};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -145,6 +147,10 @@ pub(crate) async fn answer(
         let answered = Upstreams::of(&shared, caller)
             .one(downstream.as_ref(), &server, |peer, relay| {
                 let side = &mut side;
+                // As for a handshake caller through rmcp: the log messages of an upstream that
+                // takes a level per request, at the level set, or at every level.
+                let mut call = call;
+                call.asking.log_level = Some(relay.log_level().unwrap_or(LoggingLevel::Debug));
                 async move {
                     match tool_call::call_tool(peer, relay, call, side).await? {
                         Some(result) => tool_call::tool_result(result).map(Some),

@@ -321,12 +321,15 @@ pub(crate) fn accepted() -> McpResponse {
     r
 }
 
-/// Whether calls and lists for `spec` are posted by the endpoint on the caller's pooled
-/// session: a streamable HTTP upstream spoken to with the handshake. (A 2026-07-28 upstream may
-/// answer with input-required rounds, which a handshake caller answers through its rmcp
-/// session; until an upstream left to discovery has had a session, it goes that way too.)
-fn posts_directly(spec: &UpstreamSpec) -> bool {
-    matches!(spec.transport, UpstreamTransport::Http(_)) && spec.speaks_handshake()
+/// Whether the endpoint answers the calls of `spec` (see `tool_call` for how they are sent): a
+/// streamable HTTP upstream spoken to with the handshake; on a stateless endpoint, one spoken to
+/// in 2026-07-28 as well. (A 2026-07-28 upstream may answer with input-required rounds, which a
+/// caller with a session answers through its rmcp session, and which a caller without one can
+/// answer neither way; until an upstream left to discovery has had a session, its calls go
+/// through rmcp too.)
+fn posts_directly(spec: &UpstreamSpec, stateless: bool) -> bool {
+    matches!(spec.transport, UpstreamTransport::Http(_))
+        && (spec.speaks_handshake() || (stateless && spec.speaks_latest()))
 }
 
 /// Where the `tools/call` of `head` goes, if the endpoint takes it: to the server the
@@ -353,7 +356,7 @@ fn call_plan(
             (server, bare.into_owned())
         }
     };
-    if !posts_directly(shared.upstreams.get(&server)?) {
+    if !posts_directly(shared.upstreams.get(&server)?, session.is_none()) {
         return None;
     }
     Some(CallPlan {

@@ -140,6 +140,15 @@ impl UpstreamSpec {
         }
     }
 
+    /// Whether it speaks 2026-07-28 (configured, or discovered on a session).
+    pub(crate) fn speaks_latest(&self) -> bool {
+        match self.protocol {
+            UpstreamProtocol::Handshake => false,
+            UpstreamProtocol::Latest => true,
+            UpstreamProtocol::Discover => self.spoken() == Spoken::Latest,
+        }
+    }
+
     /// Whether it may speak 2026-07-28 (configured, or open to discovery).
     pub(crate) fn may_speak_latest(&self) -> bool {
         self.protocol != UpstreamProtocol::Handshake
