@@ -316,22 +316,8 @@ async fn a_stateless_caller_is_refused_an_upstream_input_round_at_once() {
     use mcp_gatekeeper::gateway::Gateway;
     use tower::Layer;
     let asker = Asker::default();
+    let upstream = serve_handler(asker.clone()).await;
     let ct = CancellationToken::new();
-    let factory = asker.clone();
-    let upstream = serve(
-        axum::Router::new().nest_service(
-            "/mcp",
-            rmcp::transport::streamable_http_server::StreamableHttpService::new(
-                move || Ok(factory.clone()),
-                std::sync::Arc::new(
-                    rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
-                ),
-                Mode::StatefulSse.config(&ct),
-            ),
-        ),
-        ct.clone(),
-    )
-    .await;
     // Discovered, as by default.
     let doc = format!(
         r#"{{"general_settings": {{"master_key": "sk-admin"}},

@@ -203,6 +203,7 @@ impl rmcp::ServerHandler for Ids {
         Ok(ListToolsResult::with_all_items(vec![
             serde_json::from_value(tool("plain", &["q"])).unwrap(),
             serde_json::from_value(routed).unwrap(),
+            serde_json::from_value(tool("needy", &[])).unwrap(),
         ]))
     }
 
@@ -216,6 +217,11 @@ impl rmcp::ServerHandler for Ids {
             .lock()
             .unwrap()
             .push((params.name.to_string(), id));
+        if params.name == "needy" {
+            // rmcp's server answers this error with HTTP 400.
+            let wanted = serde_json::from_value(json!({"sampling": {}})).unwrap();
+            return Err(ErrorData::missing_required_client_capability(wanted));
+        }
         let said = serde_json::to_string(&params.arguments).unwrap();
         Ok(CallToolResult::success(vec![ContentBlock::text(said)]).into())
     }
@@ -243,8 +249,8 @@ async fn listed_plain_tools_of_a_2026_upstream_are_posted_by_the_gateway_itself(
     let ask = |id: u64, method: &str, params: serde_json::Value| {
         let request = modern(&http, &url, "sk-alice", id, method, params);
         async move {
+            // (A JSON-RPC error of some codes comes with an HTTP status of its own.)
             let reply = request.send().await.unwrap();
-            assert_eq!(reply.status(), 200);
             let kind = reply.headers()["content-type"].to_str().unwrap().to_owned();
             messages(&kind, &reply.text().await.unwrap()).pop().unwrap()
         }
@@ -259,7 +265,7 @@ async fn listed_plain_tools_of_a_2026_upstream_are_posted_by_the_gateway_itself(
     .await;
     assert_eq!(said(&first), r#"{"q":"a"}"#, "{first}");
     let listed = ask(2, "tools/list", json!({})).await;
-    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 3);
     for (id, q) in [(3, "b"), (4, "c é")] {
         let reply = ask(
             id,
@@ -276,6 +282,18 @@ async fn listed_plain_tools_of_a_2026_upstream_are_posted_by_the_gateway_itself(
     )
     .await;
     assert_eq!(said(&routed), r#"{"region":"eu"}"#, "{routed}");
+    // An error the upstream gives an HTTP status of its own reaches the caller as it was.
+    let needy = ask(
+        6,
+        "tools/call",
+        json!({"name": "up-needy", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(needy["error"]["code"], -32021, "{needy}");
+    assert_eq!(
+        needy["error"]["data"]["requiredCapabilities"],
+        json!({"sampling": {}})
+    );
 
     let calls = ids.calls.lock().unwrap().clone();
     let posted: Vec<_> = calls
@@ -293,7 +311,8 @@ async fn listed_plain_tools_of_a_2026_upstream_are_posted_by_the_gateway_itself(
             ("plain", false),
             ("plain", true),
             ("plain", true),
-            ("routed", false)
+            ("routed", false),
+            ("needy", true)
         ]
     );
 }

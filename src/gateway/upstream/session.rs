@@ -306,16 +306,21 @@ impl Poster {
         name: Option<&str>,
     ) -> Result<(Stream, bool), ServiceError> {
         let response = self.post(body, Some(method), name).await?;
+        let is_json = crate::protocol::media_is(
+            response.headers.get(http::header::CONTENT_TYPE),
+            "application/json",
+        );
+        // A 2026-07-28 upstream gives some JSON-RPC errors an HTTP status of their own (400 for
+        // a missing capability, 404 for an unknown method): the error is the reply.
+        if self.latest && is_json && response.status.is_client_error() {
+            return Ok((response.body, true));
+        }
         if response.status == http::StatusCode::NOT_FOUND {
             return Err(gone());
         }
         if !response.status.is_success() {
             return Err(unreadable(&format!("HTTP {}", response.status)));
         }
-        let is_json = crate::protocol::media_is(
-            response.headers.get(http::header::CONTENT_TYPE),
-            "application/json",
-        );
         Ok((response.body, is_json))
     }
 
