@@ -115,20 +115,13 @@ pub(crate) fn decode_answer(
     latest: bool,
     text: &str,
 ) -> Option<Result<ServerResult, ServiceError>> {
-    if !latest {
-        return decode_reply::<CallToolResult>(id, text)
-            .map(|r| r.map(ServerResult::CallToolResult));
+    let answer = |r: Result<CallToolResult, _>| r.map(ServerResult::CallToolResult);
+    match serde_json::from_str::<Typed<CallToolResult>>(text) {
+        Ok(reply) => reply.of(id).map(answer),
+        // Read a second time only when it is not a tool result.
+        Err(_) if latest => decode_reply::<ServerResult>(id, text),
+        Err(_) => decode_reply::<CallToolResult>(id, text).map(answer),
     }
-    let raw = match decode_reply::<Box<serde_json::value::RawValue>>(id, text)? {
-        Ok(raw) => raw,
-        Err(e) => return Some(Err(e)),
-    };
-    Some(
-        serde_json::from_str::<CallToolResult>(raw.get())
-            .map(ServerResult::CallToolResult)
-            .or_else(|_| serde_json::from_str::<ServerResult>(raw.get()))
-            .map_err(|_| unreadable("not the expected result")),
-    )
 }
 
 /// A reply to our request, decoded as `R` straight from its text.
@@ -158,21 +151,27 @@ pub(crate) fn decode_reply<R: serde::de::DeserializeOwned>(
     id: &str,
     text: &str,
 ) -> Option<Result<R, ServiceError>> {
-    let reply: Typed<R> = match serde_json::from_str(text) {
-        Ok(r) => r,
+    match serde_json::from_str::<Typed<R>>(text) {
+        Ok(reply) => reply.of(id),
         Err(_) => {
             let ours = serde_json::from_str::<Head>(text).is_ok_and(|h| {
                 h.method.is_none() && h.id.as_ref().and_then(Value::as_str) == Some(id)
             });
-            return ours.then(|| Err(unreadable("not the expected result")));
+            ours.then(|| Err(unreadable("not the expected result")))
         }
-    };
-    if reply.id.as_str() != Some(id) {
-        return None;
     }
-    Some(match (reply.result, reply.error) {
-        (_, Some(e)) => Err(ServiceError::McpError(e)),
-        (Some(r), None) => Ok(r),
-        (None, None) => Err(unreadable("neither a result nor an error")),
-    })
+}
+
+impl<R> Typed<R> {
+    /// Its result or error, if it is the reply to our request `id`.
+    fn of(self, id: &str) -> Option<Result<R, ServiceError>> {
+        if self.id.as_str() != Some(id) {
+            return None;
+        }
+        Some(match (self.result, self.error) {
+            (_, Some(e)) => Err(ServiceError::McpError(e)),
+            (Some(r), None) => Ok(r),
+            (None, None) => Err(unreadable("neither a result nor an error")),
+        })
+    }
 }
