@@ -18,11 +18,11 @@ from pathlib import Path
 # Floor 1 is the ground. A module imports only from floors below its own; the five layers
 # (floor 4) share a floor so that none of them can import another.
 FLOORS = {
-    1: ["protocol", "engine", "body", "future", "inner_service"],
+    1: ["protocol", "engine", "body", "future", "inner_service", "metrics"],
     2: ["rejection", "list_memo", "counters", "audit"],
     3: ["gatekeeper", "decision_events"],
     4: ["context", "reservation"],
-    5: ["identity", "namespace", "permission", "params", "limit", "cost"],
+    5: ["identity", "namespace", "permission", "params", "limit", "cost", "metered"],
     6: ["stack", "config", "openai", "pin_file"],
     7: ["fuzzing", "tls", "source", "redis_limits"],
     8: ["oauth", "postgres"],

@@ -24,6 +24,7 @@ mod audit;
 mod compile;
 mod deploy;
 mod levels;
+mod metrics;
 mod oauth;
 mod ssl;
 
@@ -42,6 +43,7 @@ pub use levels::{
     AgentConfig, EndUserConfig, KeyConfig, ObjectPermission, OrganizationConfig, TeamConfig,
     ToolLimitConfig,
 };
+pub use metrics::MetricsConfig;
 #[cfg(feature = "oauth")]
 pub(crate) use oauth::check_url_text;
 pub use oauth::{
@@ -268,6 +270,9 @@ pub struct GeneralSettings {
     pub audit: Option<AuditConfig>,
     /// Where tool and prompt pins are kept (see [`PinStoreConfig`]).
     pub pin_store: Option<PinStoreConfig>,
+    /// What the gateway measures and who may read `GET /metrics` (see [`MetricsConfig`];
+    /// default: measured, the master key only).
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// `general_settings.tool_prefix`.

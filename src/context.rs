@@ -13,6 +13,7 @@ use crate::body::ReplyBody;
 use crate::engine::{Attribution, DenialStyle, Grant, NameKind, Principal, Scope, ServerId};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
+use crate::metrics::{OTHER, Observed, Parsed, TargetKind, method_label, version_label};
 use crate::protocol::{self, CollectError, McpRequest, ParseError};
 use crate::rejection::Rejection;
 
@@ -150,6 +151,9 @@ where
     let mut head =
         protocol::parse_request(&bytes).map_err(|e| Rejection::bad_request(e.to_string()))?;
     head.resolve_era(&parts.headers);
+    if let Some(observed) = parts.extensions.get::<Observed>() {
+        observed.set(measured(&head, &parts.headers));
+    }
     protocol::check_routing_headers(&parts.headers, &head).map_err(|e| {
         let rejection = match e {
             ParseError::HeaderMismatch(why) => Rejection::header_mismatch(why),
@@ -171,6 +175,31 @@ where
             .insert(crate::audit::AuditedBody(bytes.clone()));
     }
     Ok(Request::from_parts(parts, B::from(bytes)))
+}
+
+/// What a measurement of `head` names (see `metered`): its method, the tool or prompt it names,
+/// and its protocol version, each as a bounded label.
+fn measured(head: &McpRequest, headers: &http::HeaderMap) -> Parsed {
+    use protocol::Method;
+    let method = head
+        .method
+        .as_ref()
+        .map_or(OTHER, |m| method_label(m.as_str()));
+    let kind = match head.request_method() {
+        Some(Method::ToolsCall) => Some(TargetKind::Tool),
+        Some(Method::PromptsGet) => Some(TargetKind::Prompt),
+        _ => None,
+    };
+    let version = head.protocol_version.as_deref().or_else(|| {
+        headers
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok())
+    });
+    Parsed {
+        method,
+        target: kind.and_then(|k| Some((Arc::clone(head.target.as_ref()?), k))),
+        protocol_version: version.map(version_label),
+    }
 }
 
 /// The call path of the layers that read the body: parse it first if no outer layer did (in a

@@ -51,6 +51,11 @@ fn kind_of(rejection: &Rejection) -> (EventKind, Option<&'static str>, Option<&'
     }
 }
 
+/// The rule a refusal names, as events and metrics write it.
+pub(crate) fn rule_of_rejection(rejection: &Rejection) -> &'static str {
+    kind_of(rejection).1.unwrap_or("refused")
+}
+
 /// A refusal event of `principal` for `request` (its method, name and argument names).
 fn refusal_by(principal: Option<&Principal>, request: Option<&McpRequest>) -> AuditEvent {
     let mut e = AuditEvent::new(EventKind::Request, Outcome::Refused).by(principal);

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::audit::Auditor;
 use crate::engine::{Catalog, IdentityStore, Mount, NameIndex, PinBook};
+use crate::metrics::Metrics;
 
 /// One consistent version of the policy: the catalog and the identity store built with it.
 ///
@@ -94,6 +95,7 @@ struct Handle {
     limits: Limits,
     pins: Arc<PinBook>,
     audit: Auditor,
+    metrics: Option<Arc<dyn Metrics>>,
 }
 
 /// GatekeeperState by every handle cloned from one [`Gatekeeper::new`], whatever their options.
@@ -146,6 +148,7 @@ impl Gatekeeper {
                 limits: Limits::default(),
                 pins: Arc::default(),
                 audit: Auditor::disabled(),
+                metrics: None,
             }),
         }
     }
@@ -181,8 +184,29 @@ impl Gatekeeper {
     /// Sets where decision events go (by default nowhere but `tracing`, with that feature).
     #[must_use]
     pub fn with_audit(mut self, audit: Auditor) -> Self {
-        Arc::make_mut(&mut self.handle).audit = audit;
+        let handle = Arc::make_mut(&mut self.handle);
+        handle.audit = match &handle.metrics {
+            Some(metrics) => audit.with_metrics(Arc::clone(metrics)),
+            None => audit,
+        };
         self
+    }
+
+    /// Sets what measures the layers' work: every MCP request's duration (see
+    /// [`MeteredLayer`](crate::metered::MeteredLayer)) and every decision (by default nothing
+    /// is measured).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        let handle = Arc::make_mut(&mut self.handle);
+        handle.audit = handle.audit.clone().with_metrics(Arc::clone(&metrics));
+        handle.metrics = Some(metrics);
+        self
+    }
+
+    /// What measures the layers' work, if anything does.
+    #[must_use]
+    pub fn metrics(&self) -> Option<&Arc<dyn Metrics>> {
+        self.handle.metrics.as_ref()
     }
 
     /// The book of tool and prompt pins.

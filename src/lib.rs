@@ -92,6 +92,8 @@ mod list_memo;
 #[cfg(feature = "litellm-db")]
 #[cfg_attr(docsrs, doc(cfg(feature = "litellm-db")))]
 pub mod litellm_db;
+pub mod metered;
+pub mod metrics;
 pub mod namespace;
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]

@@ -8,18 +8,22 @@ use crate::cost::{Cost, CostHook, CostLayer, SpendSink};
 use crate::gatekeeper::Gatekeeper;
 use crate::identity::{Identity, IdentityLayer, ResolveIdentity, StoreResolver};
 use crate::limit::{Limit, LimitLayer};
+use crate::metered::{Metered, MeteredLayer};
 use crate::namespace::{Namespace, NamespaceLayer};
 use crate::params::{AllowedParams, AllowedParamsLayer};
 use crate::permission::{Permission, PermissionLayer};
 
-/// The full stack around `S`: identity, namespace, permission, allowed_params, limits, cost.
+/// The full stack around `S`: metrics, identity, namespace, permission, allowed_params,
+/// limits, cost.
 pub type Stack<S, R = StoreResolver, H = ()> =
-    Identity<Namespace<Permission<AllowedParams<Limit<Cost<S, H>>>>>, R>;
+    Metered<Identity<Namespace<Permission<AllowedParams<Limit<Cost<S, H>>>>>, R>>;
 
-/// The six layers in order, outermost first:
+/// The six layers in order, outermost first, inside the [`MeteredLayer`] that times every
+/// request when the gatekeeper has metrics:
 /// [`IdentityLayer`] → [`NamespaceLayer`] → [`PermissionLayer`] → [`AllowedParamsLayer`] →
 /// [`LimitLayer`] → [`CostLayer`] → the inner MCP service.
 pub struct GatekeeperLayer<R = StoreResolver, H = ()> {
+    metered: MeteredLayer,
     identity: IdentityLayer<R>,
     namespace: NamespaceLayer,
     permission: PermissionLayer,
@@ -31,6 +35,7 @@ pub struct GatekeeperLayer<R = StoreResolver, H = ()> {
 impl<R, H> Clone for GatekeeperLayer<R, H> {
     fn clone(&self) -> Self {
         Self {
+            metered: self.metered.clone(),
             identity: self.identity.clone(),
             namespace: self.namespace.clone(),
             permission: self.permission.clone(),
@@ -56,6 +61,7 @@ impl GatekeeperLayer {
     #[must_use]
     pub fn new(gatekeeper: &Gatekeeper) -> Self {
         Self {
+            metered: MeteredLayer::new(gatekeeper),
             identity: IdentityLayer::new(gatekeeper.clone()),
             namespace: NamespaceLayer::new(gatekeeper.clone()),
             permission: PermissionLayer::new(gatekeeper.clone()),
@@ -75,6 +81,7 @@ impl<R: ResolveIdentity, H: CostHook> GatekeeperLayer<R, H> {
         identity: IdentityLayer<R2>,
     ) -> GatekeeperLayer<R2, H> {
         GatekeeperLayer {
+            metered: self.metered,
             identity,
             namespace: self.namespace,
             permission: self.permission,
@@ -95,6 +102,7 @@ impl<R: ResolveIdentity, H: CostHook> GatekeeperLayer<R, H> {
     #[must_use]
     pub fn cost_hook<H2: CostHook>(self, hook: H2) -> GatekeeperLayer<R, H2> {
         GatekeeperLayer {
+            metered: self.metered,
             identity: self.identity,
             namespace: self.namespace,
             permission: self.permission,
@@ -138,7 +146,7 @@ impl<S, R, H> Layer<S> for GatekeeperLayer<R, H> {
         let s = self.params.layer(s);
         let s = self.permission.layer(s);
         let s = self.namespace.layer(s);
-        self.identity.layer(s)
+        self.metered.layer(self.identity.layer(s))
     }
 }
 

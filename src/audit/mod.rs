@@ -24,6 +24,7 @@
 mod event;
 mod jsonl;
 
+use crate::metrics::{Decision, Metrics};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -82,12 +83,14 @@ struct Queue {
 #[derive(Clone, Default)]
 pub struct Auditor {
     queue: Option<Arc<Queue>>,
+    metrics: Option<Arc<dyn Metrics>>,
 }
 
 impl std::fmt::Debug for Auditor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auditor")
             .field("sinks", &self.queue.is_some())
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -96,7 +99,14 @@ impl Auditor {
     /// No sinks: events go to `tracing` only (with that feature).
     #[must_use]
     pub fn disabled() -> Self {
-        Self { queue: None }
+        Self::default()
+    }
+
+    /// Also counts every decision in `metrics` (see [`Metrics::decision`]).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<dyn Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Events go to every sink of `sinks`, through a queue of `capacity` events.
@@ -118,17 +128,18 @@ impl Auditor {
             .expect("the audit thread starts");
         Self {
             queue: Some(Arc::new(Queue { tx, counters })),
+            metrics: None,
         }
     }
 
-    /// Whether events are built at all: a sink is set, or `tracing` listens.
+    /// Whether events are built at all: a sink or metrics are set, or `tracing` listens.
     #[must_use]
     pub fn is_enabled(&self) -> bool {
         #[cfg(feature = "tracing")]
         if tracing::enabled!(target: "mcp_gatekeeper::audit", tracing::Level::INFO) {
             return true;
         }
-        self.queue.is_some()
+        self.queue.is_some() || self.metrics.is_some()
     }
 
     /// Records one event: to `tracing`, and to the queue unless it is full (then counted as
@@ -136,6 +147,14 @@ impl Auditor {
     pub fn record(&self, event: AuditEvent) {
         #[cfg(feature = "tracing")]
         emit(&event);
+        if let Some(metrics) = &self.metrics {
+            metrics.decision(&Decision {
+                event: event.event.as_str(),
+                outcome: event.outcome.as_str(),
+                rule: event.rule,
+                level: event.level,
+            });
+        }
         if let Some(q) = &self.queue {
             match q.tx.try_send(event) {
                 Ok(()) => {

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde_json::Value;
 
+use std::borrow::Cow;
+
 use crate::body::BoxError;
+use crate::metrics::{Failed, Metrics, OTHER, Observed};
 use crate::reservation::BudgetSettler;
 
 /// How a tool call ended.
@@ -245,6 +248,10 @@ pub(crate) struct Pending {
     sink: Arc<dyn SpendSink>,
     /// The reservation of the limit layer outside, told the final cost.
     settler: Option<BudgetSettler>,
+    /// Where the metered layer outside learns how the call ended.
+    observed: Option<Observed>,
+    /// What counts spend.
+    metrics: Option<Arc<dyn Metrics>>,
 }
 
 impl Pending {
@@ -259,13 +266,41 @@ impl Pending {
             started: Instant::now(),
             sink,
             settler,
+            observed: None,
+            metrics: None,
         }
+    }
+
+    /// Tells `observed` (the metered layer's) how the call ended, once it is settled, and
+    /// `metrics` what it cost.
+    pub(crate) fn observed_by(
+        mut self,
+        observed: Option<Observed>,
+        metrics: Option<Arc<dyn Metrics>>,
+    ) -> Self {
+        self.observed = observed;
+        self.metrics = metrics;
+        self
     }
 
     /// Fills in how the call ended, for the hook to see.
     pub(crate) fn settle(&mut self, outcome: Outcome) -> Option<&ToolCallEvent> {
         let event = self.event.as_mut()?;
         event.duration = self.started.elapsed();
+        if let Some(observed) = &self.observed {
+            let failed = match &outcome {
+                Outcome::Success | Outcome::Unknown | Outcome::Disconnected => None,
+                Outcome::ToolError => Some((Cow::Borrowed("tool_error"), true)),
+                Outcome::JsonRpcError { code } => Some((Cow::Owned(code.to_string()), false)),
+                Outcome::TransportError {
+                    status: Some(status),
+                } => Some((Cow::Owned(status.to_string()), true)),
+                Outcome::TransportError { status: None } => Some((Cow::Borrowed(OTHER), true)),
+            };
+            if let Some((error, named)) = failed {
+                observed.fail(Failed { error, named });
+            }
+        }
         event.outcome = outcome;
         Some(event)
     }
@@ -282,6 +317,13 @@ impl Pending {
                     Outcome::TransportError { .. } => settler.release(),
                     _ => settler.settle(event.cost),
                 }
+            }
+            // Spend by server and tool, for calls the upstream answered itself (its tool).
+            if let (Some(metrics), Some(server), Outcome::Success | Outcome::ToolError) =
+                (&self.metrics, &event.server, &event.outcome)
+                && event.cost > 0.0
+            {
+                metrics.spend(server, &event.tool, event.cost);
             }
             self.sink.record(event);
         }

@@ -15,6 +15,7 @@ use crate::body::ReplyBody;
 use crate::context::{self, ContextView};
 use crate::engine::Principal;
 use crate::gatekeeper::Gatekeeper;
+use crate::metrics::Observed;
 use crate::protocol::{McpRequest, Method};
 use crate::reservation::BudgetSettler;
 
@@ -114,7 +115,8 @@ fn start<H: CostHook>(ext: &mut http::Extensions, settings: &Settings<H>) -> Obs
         event,
         Arc::clone(&settings.sink),
         ext.get::<BudgetSettler>().cloned(),
-    );
+    )
+    .observed_by(ext.get::<Observed>().cloned(), gk.metrics().cloned());
     Observe::call(
         pending,
         (id, head.era),

@@ -83,6 +83,7 @@ pub struct GatewayBuilder {
     #[cfg(feature = "oauth")]
     oauth: Option<crate::oauth::OAuth>,
     reports: Vec<(String, Arc<dyn crate::source::HealthReport>)>,
+    metrics: Option<shared::MetricsEndpoint>,
 }
 
 /// How long an upstream session's lists are kept unless configured otherwise.
@@ -153,6 +154,25 @@ impl GatewayBuilder {
         self
     }
 
+    /// Measures with `metrics` and serves what it measured at `GET /metrics`, in the
+    /// Prometheus text format, with the gateway's own gauges (audit events, upstream sessions
+    /// and health, quarantined definitions): to the master key only, or to anyone when
+    /// `public`. The gatekeeper gets `metrics` too (see [`Gatekeeper::with_metrics`]), so the
+    /// layers of the stack given to [`Gateway::router`], built from [`Gateway::gatekeeper`],
+    /// time every request and count every decision.
+    #[must_use]
+    pub fn metrics(
+        mut self,
+        metrics: Arc<crate::metrics::PrometheusMetrics>,
+        public: bool,
+    ) -> Self {
+        self.metrics = Some(shared::MetricsEndpoint {
+            recorder: metrics,
+            public,
+        });
+        self
+    }
+
     /// The gateway.
     ///
     /// # Errors
@@ -190,9 +210,13 @@ impl GatewayBuilder {
             .filter(|(_, s)| s.oauth2.is_some())
             .map(|(n, _)| (n.clone(), upstream::spec::TokenCache::default()))
             .collect();
+        let gatekeeper = match &self.metrics {
+            Some(m) => self.gatekeeper.with_metrics(Arc::clone(&m.recorder) as _),
+            None => self.gatekeeper,
+        };
         Ok(Gateway {
             shared: Arc::new(GatewayState {
-                gatekeeper: self.gatekeeper,
+                gatekeeper,
                 upstreams: self.upstreams,
                 tokens,
                 clients,
@@ -211,6 +235,7 @@ impl GatewayBuilder {
                 #[cfg(feature = "oauth")]
                 oauth: self.oauth,
                 reports: self.reports,
+                metrics: self.metrics,
             }),
         })
     }
@@ -230,6 +255,7 @@ impl Gateway {
             #[cfg(feature = "oauth")]
             oauth: None,
             reports: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -253,6 +279,14 @@ impl Gateway {
     ) -> Result<GatewayBuilder, ConfigError> {
         let settings = &config.general_settings;
         let mut b = Self::builder(gatekeeper).registry(settings.enable_mcp_registry);
+        let metrics = settings.metrics.clone().unwrap_or_default();
+        if metrics.enabled {
+            let mut recorder = crate::metrics::PrometheusMetrics::new();
+            if let Some(max) = metrics.max_names {
+                recorder = recorder.max_names(max);
+            }
+            b = b.metrics(Arc::new(recorder), metrics.public);
+        }
         if let Some(seconds) = settings.mcp_list_cache_ttl_seconds {
             b = b.list_cache_ttl(std::time::Duration::from_secs(seconds));
         }

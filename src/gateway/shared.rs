@@ -60,6 +60,16 @@ pub(crate) struct GatewayState {
     pub(crate) oauth: Option<crate::oauth::OAuth>,
     /// Parts `/health` reports on besides the upstreams, by name.
     pub(crate) reports: Vec<(String, Arc<dyn crate::source::HealthReport>)>,
+    /// What `GET /metrics` serves, when metrics are on.
+    pub(crate) metrics: Option<MetricsEndpoint>,
+}
+
+/// What `GET /metrics` serves, and to whom.
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsEndpoint {
+    pub(crate) recorder: Arc<crate::metrics::PrometheusMetrics>,
+    /// Anyone may read it (else the master key only).
+    pub(crate) public: bool,
 }
 
 /// The last thing an upstream did, for `/health`.
@@ -158,6 +168,17 @@ impl GatewayState {
         if error.is_some() {
             entry.last_error = error;
         }
+    }
+
+    /// Per upstream that was asked anything: whether its last request succeeded.
+    pub(crate) fn health_by_server(&self) -> Vec<(String, bool)> {
+        let health = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<(String, bool)> = health.iter().map(|(n, h)| (n.clone(), h.ok)).collect();
+        out.sort();
+        out
     }
 
     /// Per upstream: whether its last request succeeded, its last error, and when.

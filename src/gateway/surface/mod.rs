@@ -1,10 +1,11 @@
 //! The HTTP surface of the gateway: the router with the MCP endpoint behind the layers, and the
-//! REST, registry, legacy SSE, health and pin admin endpoints.
+//! REST, registry, legacy SSE, health, metrics and pin admin endpoints.
 //!
 //! Every endpoint here reaches the gateway through the same layered stack as `/mcp` (see
 //! `internal`): this wing never calls the handler or an upstream directly.
 
 pub(crate) mod internal;
+mod metrics_endpoint;
 mod pins_admin;
 mod sse_bridge;
 
@@ -210,6 +211,7 @@ pub(crate) fn router<R: ResolveIdentity, H: CostHook>(
         .with_state(sse_bridge::BridgeState::new(state.clone()));
     let mut router = axum::Router::new()
         .route("/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(metrics_endpoint::scrape))
         .route("/mcp-rest/tools/list", axum::routing::get(rest_list))
         .route("/mcp-rest/tools/call", axum::routing::post(rest_call))
         .route("/admin/pins", axum::routing::get(pins_admin::list))

@@ -1,0 +1,262 @@
+//! Metrics: what the layers and the gateway measure, handed to a [`Metrics`] recorder.
+//!
+//! The layers time every MCP request they answer or pass on (see
+//! [`MeteredLayer`](crate::metered::MeteredLayer)) and report every decision they make; the
+//! gateway also times every request it sends upstream. A recorder is a small trait with a no-op
+//! default (`()`); [`PrometheusMetrics`] is the built-in one, written in the Prometheus text
+//! format under the names OpenTelemetry's semantic conventions for MCP give
+//! (`mcp.server.operation.duration` is `mcp_server_operation_duration_seconds`).
+//!
+//! Everything a recorder is given is bounded: method names outside the specification are
+//! `_OTHER`, protocol versions outside the known ones are `_OTHER`, and names (tools, prompts,
+//! servers) are those the policy resolved — never a key, a token, an end user or an argument.
+//! [`PrometheusMetrics`] caps the names it keeps as labels besides.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mcp_gatekeeper::metrics::{Metrics, Operation, PrometheusMetrics};
+//!
+//! let metrics = Arc::new(PrometheusMetrics::new());
+//! metrics.operation(&Operation {
+//!     method: "tools/call",
+//!     tool: Some("wiki-search"),
+//!     prompt: None,
+//!     protocol_version: Some("2025-06-18"),
+//!     error_type: None,
+//!     seconds: 0.004,
+//! });
+//! let text = metrics.render();
+//! assert!(text.contains(
+//!     r#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="wiki-search",mcp_protocol_version="2025-06-18",network_transport="tcp"} 1"#
+//! ));
+//! ```
+
+mod exposition;
+mod prometheus;
+
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+
+pub use exposition::{CONTENT_TYPE, Exposition};
+pub use prometheus::PrometheusMetrics;
+
+/// One MCP request or notification the layers answered or passed on, once its answer was
+/// sent (for a streamed answer: once its stream ended).
+#[derive(Clone, Copy, Debug)]
+pub struct Operation<'a> {
+    /// The method (`tools/call`), or `_OTHER` for one outside the specification.
+    pub method: &'a str,
+    /// The tool a `tools/call` named, when the policy resolved it to a server.
+    pub tool: Option<&'a str>,
+    /// The prompt a `prompts/get` named, when the policy resolved it to a server.
+    pub prompt: Option<&'a str>,
+    /// The protocol version the request was made under, when known.
+    pub protocol_version: Option<&'a str>,
+    /// Why it failed: the rule that refused it (`permissions`, `limit`, `invalid_credential`,
+    /// …), or the HTTP status of a failed answer. `None` when it succeeded.
+    pub error_type: Option<&'a str>,
+    /// How long it took, in seconds.
+    pub seconds: f64,
+}
+
+/// One request the gateway sent to an upstream server, once answered.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOperation<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The upstream server's name in the configuration.
+    pub server: &'a str,
+    /// The tool, for a `tools/call` (its name on the upstream server).
+    pub tool: Option<&'a str>,
+    /// Why it failed (a JSON-RPC error code, `tool_error`, or the transport's failure), or
+    /// `None`.
+    pub error_type: Option<&'a str>,
+    /// How long it took, in seconds.
+    pub seconds: f64,
+}
+
+/// One decision a layer made: the fields of its audit event that are bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision<'a> {
+    /// What was decided on (`call`, `list`, `auth`, `limit`, …).
+    pub event: &'a str,
+    /// How (`allowed`, `refused`, `filtered`, `quarantined`, …).
+    pub outcome: &'a str,
+    /// The rule that decided, when one did.
+    pub rule: Option<&'a str>,
+    /// The level of the hierarchy that decided (`key`, `team`, …), when one did.
+    pub level: Option<&'a str>,
+}
+
+/// What measures the layers and the gateway: every method has a no-op default, and `()`
+/// records nothing. Methods are called on the request's path and must not block.
+pub trait Metrics: Send + Sync + 'static {
+    /// An MCP request the layers answered or passed on has ended.
+    fn operation(&self, operation: &Operation<'_>) {
+        let _ = operation;
+    }
+
+    /// The gateway's request to an upstream has been answered.
+    fn client_operation(&self, operation: &ClientOperation<'_>) {
+        let _ = operation;
+    }
+
+    /// A layer decided.
+    fn decision(&self, decision: &Decision<'_>) {
+        let _ = decision;
+    }
+
+    /// A tool call of `server` (by the name it has there) cost `cost` (see the cost layer).
+    fn spend(&self, server: &str, tool: &str, cost: f64) {
+        let _ = (server, tool, cost);
+    }
+}
+
+impl Metrics for () {}
+
+impl<M: Metrics + ?Sized> Metrics for Arc<M> {
+    fn operation(&self, operation: &Operation<'_>) {
+        (**self).operation(operation);
+    }
+    fn client_operation(&self, operation: &ClientOperation<'_>) {
+        (**self).client_operation(operation);
+    }
+    fn decision(&self, decision: &Decision<'_>) {
+        (**self).decision(decision);
+    }
+    fn spend(&self, server: &str, tool: &str, cost: f64) {
+        (**self).spend(server, tool, cost);
+    }
+}
+
+/// The methods of the specification, as method labels: anything else is `_OTHER`.
+const METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "subscriptions/listen",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+    "tasks/cancel",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/message",
+    "notifications/roots/list_changed",
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/resources/updated",
+    "notifications/elicitation/complete",
+    "notifications/tasks/status",
+];
+
+/// The protocol versions a label may name: anything else is `_OTHER`.
+const VERSIONS: &[&str] = &[
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    "2026-07-28",
+];
+
+/// `_OTHER`: the label of a value outside the known ones.
+pub const OTHER: &str = "_OTHER";
+
+/// `method` as a label: itself when the specification defines it, else [`OTHER`].
+#[must_use]
+pub(crate) fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or(OTHER)
+}
+
+/// `version` as a label: itself when it is a protocol version of the specification, else
+/// [`OTHER`].
+#[must_use]
+pub(crate) fn version_label(version: &str) -> &'static str {
+    VERSIONS
+        .iter()
+        .find(|v| **v == version)
+        .copied()
+        .unwrap_or(OTHER)
+}
+
+/// What the parsed request and its answer tell the layer that times it: left in the request's
+/// extensions by that layer, filled where the body is parsed (once, by whichever layer parses
+/// it) and where a tool call's reply is read.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Observed(Arc<Slot>);
+
+#[derive(Debug, Default)]
+struct Slot {
+    parsed: OnceLock<Parsed>,
+    failed: OnceLock<Failed>,
+}
+
+/// How an answered call failed, as its reply says.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    /// The error type: `tool_error`, a JSON-RPC error code, an HTTP status.
+    pub(crate) error: Cow<'static, str>,
+    /// Whether the name the request used was the upstream's (it answered the call itself);
+    /// not after a JSON-RPC error, which may be for a name it does not have.
+    pub(crate) named: bool,
+}
+
+/// The parts of a parsed request a measurement names.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    /// The method, as a label.
+    pub(crate) method: &'static str,
+    /// The tool or prompt named, and which of the two.
+    pub(crate) target: Option<(Arc<str>, TargetKind)>,
+    /// The protocol version, as a label.
+    pub(crate) protocol_version: Option<&'static str>,
+}
+
+/// Which kind of name a request's target is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TargetKind {
+    Tool,
+    Prompt,
+}
+
+impl Observed {
+    /// Fills in the parsed request (the first time only).
+    pub(crate) fn set(&self, parsed: Parsed) {
+        let _ = self.0.parsed.set(parsed);
+    }
+
+    /// What was filled in, if the body was parsed.
+    pub(crate) fn get(&self) -> Option<&Parsed> {
+        self.0.parsed.get()
+    }
+
+    /// Notes how the answered call failed (the first time only).
+    pub(crate) fn fail(&self, failed: Failed) {
+        let _ = self.0.failed.set(failed);
+    }
+
+    /// How the answered call failed, if its reply said so.
+    pub(crate) fn failed(&self) -> Option<&Failed> {
+        self.0.failed.get()
+    }
+}

@@ -1,0 +1,417 @@
+//! Metrics through the gateway, against a real rmcp upstream: `GET /metrics` counts a scripted
+//! mix of allowed and refused requests exactly, by rule and outcome, in OpenTelemetry's
+//! Prometheus names; it is the master key's to read; no key, argument or unresolved name shows
+//! up in it; `promtool` accepts it; and Debian's Prometheus, started on a free port, scrapes it
+//! and answers a PromQL query with the same counts.
+//!
+//! Without `prometheus` and `promtool` the Prometheus part says so and is skipped, unless
+//! `MCP_GATEKEEPER_REQUIRE_PROMETHEUS` is set (CI), where it fails.
+#![cfg(feature = "gateway")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const MASTER: &str = "sk-master-metrics-0001";
+const ALICE: &str = "sk-alice-metrics-secret-0002";
+const BOB: &str = "sk-bob-metrics-secret-0003";
+const WRONG: &str = "sk-wrong-metrics-secret-0004";
+const ARGUMENT: &str = "argument-value-secret-0005";
+/// A name of wiki's that wiki does not have: allowed, then refused by wiki itself.
+const JUNK: &str = "wiki-made-up-name-0006";
+/// A name of no server's: refused by the layers.
+const NOWHERE: &str = "nowhere-made-up-name-0007";
+
+fn config(upstream: &str) -> String {
+    json!({
+        "general_settings": {"master_key": MASTER},
+        "mcp_servers": {
+            "wiki": {"url": upstream, "disallowed_tools": ["drop"]},
+            "vault": {"url": upstream}
+        },
+        "keys": [
+            {"key": ALICE, "key_alias": "alice", "object_permission": {"mcp_servers": ["wiki"]}},
+            {"key": BOB, "key_alias": "bob", "object_permission": {"mcp_servers": ["vault"]}}
+        ]
+    })
+    .to_string()
+}
+
+fn call_body(tool: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments}})
+}
+
+/// Posts `body` as `key` on its session (or none): the status and the JSON-RPC reply.
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let r = mcp_post(http, url, key, session)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = r.text().await.unwrap();
+    let reply = if ct.is_empty() {
+        Value::Null
+    } else {
+        messages(&ct, &text).pop().unwrap_or(Value::Null)
+    };
+    (status, reply)
+}
+
+/// The value of the one sample of `text` whose line starts with `series` (name and labels).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_mix_of_requests_by_rule_and_outcome_and_prometheus_reads_them() {
+    let upstream = RecordingServer::new(vec![tool("echo", &["text"]), tool("drop", &[])], &[], &[]);
+    let up = serve_recording(&upstream).await;
+    let (gw, _gateway) = gateway_from_json(&config(&up.url("/mcp"))).await;
+    let http = http_client();
+    let url = gw.url("/mcp");
+    let alice = raw_session(&http, &url, ALICE).await;
+    let bob = raw_session(&http, &url, BOB).await;
+
+    // The mix: three allowed calls, two refused by the server's deny list, one refused by the
+    // key's servers, one allowed for a name its server does not have, one for a name no server
+    // has, one with a wrong key.
+    for _ in 0..3 {
+        let (status, reply) = post(
+            &http,
+            &url,
+            ALICE,
+            Some(&alice),
+            &call_body("wiki-echo", json!({"text": ARGUMENT})),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(reply["result"]["isError"] != json!(true), "{reply}");
+    }
+    for _ in 0..2 {
+        let (_, reply) = post(
+            &http,
+            &url,
+            ALICE,
+            Some(&alice),
+            &call_body("wiki-drop", json!({})),
+        )
+        .await;
+        assert_eq!(reply["result"]["isError"], json!(true), "{reply}");
+    }
+    let (_, reply) = post(
+        &http,
+        &url,
+        BOB,
+        Some(&bob),
+        &call_body("wiki-echo", json!({})),
+    )
+    .await;
+    assert_eq!(reply["result"]["isError"], json!(true), "{reply}");
+    let (_, reply) = post(
+        &http,
+        &url,
+        ALICE,
+        Some(&alice),
+        &call_body(JUNK, json!({})),
+    )
+    .await;
+    assert_eq!(reply["error"]["code"], json!(-32602), "{reply}");
+    let (_, reply) = post(
+        &http,
+        &url,
+        ALICE,
+        Some(&alice),
+        &call_body(NOWHERE, json!({})),
+    )
+    .await;
+    assert_eq!(reply["result"]["isError"], json!(true), "{reply}");
+    let (status, _) = post(&http, &url, WRONG, None, &call_body("wiki-echo", json!({}))).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        upstream.executions.names().len(),
+        3,
+        "only the allowed calls ran"
+    );
+
+    // Only the master key reads the metrics.
+    let scrape = |key: Option<&'static str>| {
+        let mut r = http.get(gw.url("/metrics"));
+        if let Some(key) = key {
+            r = r.header("authorization", format!("Bearer {key}"));
+        }
+        r.send()
+    };
+    assert_eq!(scrape(None).await.unwrap().status(), 401);
+    assert_eq!(scrape(Some(ALICE)).await.unwrap().status(), 403);
+    let r = scrape(Some(MASTER)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+
+    let op = "mcp_server_operation_duration_seconds_count";
+    let v = r#"mcp_protocol_version="2025-06-18",network_transport="tcp""#;
+    let expected = [
+        (format!(r#"{op}{{mcp_method_name="tools/call",gen_ai_tool_name="wiki-echo",{v}}}"#), 3.0),
+        (format!(r#"{op}{{mcp_method_name="tools/call",gen_ai_tool_name="wiki-drop",error_type="disallowed_tools",{v}}}"#), 2.0),
+        (format!(r#"{op}{{mcp_method_name="tools/call",gen_ai_tool_name="wiki-echo",error_type="permissions",{v}}}"#), 1.0),
+        // A name the upstream does not have, or that no server has, is counted without it.
+        (format!(r#"{op}{{mcp_method_name="tools/call",error_type="-32602",{v}}}"#), 1.0),
+        (format!(r#"{op}{{mcp_method_name="tools/call",error_type="unknown_name",{v}}}"#), 1.0),
+        // Refused before the body was read: the method is not known.
+        (format!(r#"{op}{{mcp_method_name="_OTHER",error_type="invalid_credential",network_transport="tcp"}}"#), 1.0),
+        (r#"mcp_gatekeeper_decisions_total{event="call",outcome="allowed"}"#.to_owned(), 4.0),
+        (r#"mcp_gatekeeper_decisions_total{event="call",outcome="refused",rule="disallowed_tools"}"#.to_owned(), 2.0),
+        (r#"mcp_gatekeeper_decisions_total{event="call",outcome="refused",rule="permissions",level="key"}"#.to_owned(), 1.0),
+        (r#"mcp_gatekeeper_decisions_total{event="call",outcome="refused",rule="unknown_name"}"#.to_owned(), 1.0),
+        (r#"mcp_gatekeeper_decisions_total{event="auth",outcome="refused",rule="invalid_credential"}"#.to_owned(), 1.0),
+        // Only alice reached wiki.
+        ("mcp_gatekeeper_upstream_sessions".to_owned(), 1.0),
+        (r#"mcp_gatekeeper_upstream_up{mcp_server_name="wiki"}"#.to_owned(), 1.0),
+    ];
+    for (series, n) in &expected {
+        assert_eq!(sample(&text, series), Some(*n), "{series} in\n{text}");
+    }
+    for secret in [
+        MASTER, ALICE, BOB, WRONG, ARGUMENT, JUNK, NOWHERE, "made-up", "alice", "bob",
+    ] {
+        assert!(!text.contains(secret), "{secret} in the metrics:\n{text}");
+    }
+
+    let Some(tools) = prometheus_tools() else {
+        return;
+    };
+    let dir = TempDir::new();
+    let exposition = dir.path().join("metrics.txt");
+    std::fs::write(&exposition, &text).unwrap();
+    let checked = Command::new(&tools.promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&exposition).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // Debian's Prometheus scrapes the gateway with the master key, and PromQL counts the same.
+    let prometheus = Prometheus::start(&tools.prometheus, dir.path(), gw.addr, MASTER);
+    let query = r#"sum by (rule, outcome) (mcp_gatekeeper_decisions_total{event="call"})"#;
+    let mut got = Vec::new();
+    for _ in 0..300 {
+        got = prometheus.query(&http, query).await;
+        if got.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(
+        got,
+        vec![
+            ("allowed".to_owned(), String::new(), 4.0),
+            ("refused".to_owned(), "disallowed_tools".to_owned(), 2.0),
+            ("refused".to_owned(), "permissions".to_owned(), 1.0),
+            ("refused".to_owned(), "unknown_name".to_owned(), 1.0),
+        ]
+    );
+    let errors = prometheus
+        .query(&http, r#"sum by (error_type) (mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call"})"#)
+        .await;
+    assert!(
+        errors
+            .iter()
+            .any(|(_, e, n)| e == "disallowed_tools" && *n == 2.0),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_can_be_public_or_off() {
+    let upstream = RecordingServer::new(vec![tool("echo", &[])], &[], &[]);
+    let up = serve_recording(&upstream).await;
+    let http = http_client();
+    for (metrics, status) in [
+        (json!({"public": true}), 200),
+        (json!({"enabled": false}), 404),
+    ] {
+        let mut doc: Value = serde_json::from_str(&config(&up.url("/mcp"))).unwrap();
+        doc["general_settings"]["metrics"] = metrics;
+        let (gw, _gateway) = gateway_from_json(&doc.to_string()).await;
+        let r = http.get(gw.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), status);
+    }
+}
+
+/// A directory of this test's own, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("gk-metrics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Tools {
+    prometheus: String,
+    promtool: String,
+}
+
+/// Debian's `prometheus` and `promtool`, if installed.
+fn prometheus_tools() -> Option<Tools> {
+    let found = |name: &str| {
+        Command::new(name)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            .then(|| name.to_owned())
+    };
+    match (found("prometheus"), found("promtool")) {
+        (Some(prometheus), Some(promtool)) => Some(Tools {
+            prometheus,
+            promtool,
+        }),
+        _ => {
+            assert!(
+                std::env::var_os("MCP_GATEKEEPER_REQUIRE_PROMETHEUS").is_none(),
+                "MCP_GATEKEEPER_REQUIRE_PROMETHEUS is set but prometheus or promtool is missing"
+            );
+            eprintln!("SKIPPED: prometheus and promtool are not installed (Debian: prometheus)");
+            None
+        }
+    }
+}
+
+/// A throwaway Prometheus on a free loopback port, scraping one target every 200 ms; killed
+/// when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+}
+
+impl Prometheus {
+    fn start(bin: &str, dir: &std::path::Path, target: std::net::SocketAddr, key: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let key_file = dir.join("key");
+        std::fs::write(&key_file, key).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\nscrape_configs:\n  - job_name: gateway\n    metrics_path: /metrics\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['{target}']\n",
+                key_file.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// `query`'s instant vector as (outcome, rule or error type, value), empty until
+    /// Prometheus answers.
+    async fn query(&self, http: &reqwest::Client, query: &str) -> Vec<(String, String, f64)> {
+        let Ok(r) = http
+            .get(format!("{}/api/v1/query?query={}", self.url, encode(query)))
+            .send()
+            .await
+        else {
+            return Vec::new();
+        };
+        let Ok(body) = r.json::<Value>().await else {
+            return Vec::new();
+        };
+        body["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let label = |n: &str| s["metric"][n].as_str().unwrap_or_default().to_owned();
+                let rule = if s["metric"].get("error_type").is_some() {
+                    label("error_type")
+                } else {
+                    label("rule")
+                };
+                (
+                    label("outcome"),
+                    rule,
+                    s["value"][1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// `s` percent-encoded for a query string.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
