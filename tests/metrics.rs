@@ -183,6 +183,9 @@ async fn metrics_count_a_mix_of_requests_by_rule_and_outcome_and_prometheus_read
         (format!(r#"{op}{{mcp_method_name="tools/call",error_type="unknown_name",{v}}}"#), 1.0),
         // Refused before the body was read: the method is not known.
         (format!(r#"{op}{{mcp_method_name="_OTHER",error_type="invalid_credential",network_transport="tcp"}}"#), 1.0),
+        // What the gateway asked upstream: the four calls alice was allowed.
+        (r#"mcp_client_operation_duration_seconds_count{mcp_method_name="tools/call",mcp_server_name="wiki"}"#.to_owned(), 3.0),
+        (r#"mcp_client_operation_duration_seconds_count{mcp_method_name="tools/call",mcp_server_name="wiki",error_type="-32602"}"#.to_owned(), 1.0),
         (r#"mcp_gatekeeper_decisions_total{event="call",outcome="allowed"}"#.to_owned(), 4.0),
         (r#"mcp_gatekeeper_decisions_total{event="call",outcome="refused",rule="disallowed_tools"}"#.to_owned(), 2.0),
         (r#"mcp_gatekeeper_decisions_total{event="call",outcome="refused",rule="permissions",level="key"}"#.to_owned(), 1.0),

@@ -147,6 +147,7 @@ const METHODS: &[&str] = &[
     "completion/complete",
     "logging/setLevel",
     "tasks/get",
+    "tasks/update",
     "tasks/result",
     "tasks/list",
     "tasks/cancel",

@@ -145,7 +145,7 @@ pub(crate) async fn answer(
     // The whole call, to the bytes of its reply (none when the caller cancelled it).
     let run = async move {
         let answered = Upstreams::of(&shared, caller)
-            .one(downstream.as_ref(), &server, |peer, relay| {
+            .one(downstream.as_ref(), &server, "tools/call", |peer, relay| {
                 let side = &mut side;
                 // As for a handshake caller through rmcp: the log messages of an upstream that
                 // takes a level per request, at the level set, or at every level.

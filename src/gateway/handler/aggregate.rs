@@ -123,12 +123,14 @@ impl<'a> Upstreams<'a> {
         }
     }
 
-    /// Asks `server` with `f` on the caller's pooled session (relaying what the upstream
-    /// announces outside a call to `downstream`, if given), its health reported.
+    /// Asks `server` with `f` (a `method` request) on the caller's pooled session (relaying
+    /// what the upstream announces outside a call to `downstream`, if given), its health
+    /// reported and its duration measured.
     pub(crate) async fn one<T, F, Fut>(
         &self,
         downstream: Option<&Peer<RoleServer>>,
         server: &str,
+        method: &'static str,
         f: F,
     ) -> Result<T, ErrorData>
     where
@@ -138,10 +140,30 @@ impl<'a> Upstreams<'a> {
         if !self.may_use(server) {
             return Err(ErrorData::invalid_params("unknown name", None));
         }
+        let started = std::time::Instant::now();
         let result = self
             .shared
             .with_session(&self.caller, server, downstream, f)
             .await;
+        if let Some(metrics) = self.shared.gatekeeper.metrics() {
+            let code;
+            let error_type = match &result {
+                Ok(_) => None,
+                Err(Failure::Service(ServiceError::McpError(e))) => {
+                    code = e.code.0.to_string();
+                    Some(code.as_str())
+                }
+                Err(Failure::Unavailable(_)) => Some("unavailable"),
+                Err(_) => Some(crate::metrics::OTHER),
+            };
+            metrics.client_operation(&crate::metrics::ClientOperation {
+                method,
+                server,
+                tool: None,
+                error_type,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
         match result {
             Ok(v) => {
                 self.shared.report_success(server);

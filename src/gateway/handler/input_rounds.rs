@@ -18,6 +18,8 @@ use crate::gateway::upstream::client::{MAX_ROUNDS, answer_round};
 /// A request an upstream on protocol 2026-07-28 may answer with an input-required result.
 pub(crate) trait AsksForInput: Clone + Send + 'static {
     type Response: Send + 'static;
+    /// The request's method.
+    const METHOD: &'static str;
 
     /// The caller's answers and state, for asking again.
     fn answers(&mut self) -> (&mut Option<InputResponses>, &mut Option<String>);
@@ -33,9 +35,10 @@ pub(crate) trait AsksForInput: Clone + Send + 'static {
 }
 
 macro_rules! asks_for_input {
-    ($params:ty, $response:ident, $once:ident) => {
+    ($params:ty, $response:ident, $once:ident, $method:literal) => {
         impl AsksForInput for $params {
             type Response = $response;
+            const METHOD: &'static str = $method;
 
             fn answers(&mut self) -> (&mut Option<InputResponses>, &mut Option<String>) {
                 (&mut self.input_responses, &mut self.request_state)
@@ -62,11 +65,17 @@ macro_rules! asks_for_input {
     };
 }
 
-asks_for_input!(GetPromptRequestParams, GetPromptResponse, get_prompt_once);
+asks_for_input!(
+    GetPromptRequestParams,
+    GetPromptResponse,
+    get_prompt_once,
+    "prompts/get"
+);
 asks_for_input!(
     ReadResourceRequestParams,
     ReadResourceResponse,
-    read_resource_once
+    read_resource_once,
+    "resources/read"
 );
 
 impl GatewayHandler {
@@ -94,7 +103,7 @@ impl GatewayHandler {
             }
         }
         let response = self
-            .one(ctx, server, |peer, relay| async move {
+            .one(ctx, server, P::METHOD, |peer, relay| async move {
                 let mut response = params.clone().send(peer.clone()).await?;
                 for _ in 0..MAX_ROUNDS {
                     let round = match P::round(response) {

@@ -77,6 +77,7 @@ impl GatewayHandler {
         &self,
         ctx: &RequestContext<RoleServer>,
         server: &str,
+        method: &'static str,
         f: F,
     ) -> Result<T, ErrorData>
     where
@@ -85,7 +86,7 @@ impl GatewayHandler {
     {
         let upstreams = self.upstreams(ctx);
         tokio::select! {
-            done = upstreams.one(Some(&ctx.peer), server, f) => done,
+            done = upstreams.one(Some(&ctx.peer), server, method, f) => done,
             () = ctx.ct.cancelled() => Err(ErrorData::internal_error("the request was cancelled", None)),
         }
     }
@@ -239,21 +240,25 @@ impl ServerHandler for GatewayHandler {
         };
         let (side, at, adopter) = (&mut side, &server, upstreams.caller());
         let answered = upstreams
-            .one(Some(&ctx.peer), &server, |peer, relay| async move {
-                // A handshake caller hears the log messages of an upstream that takes a level
-                // per request at the level it set, or at every level (as a handshake server
-                // that was never given a level may send them all).
-                call.asking.log_level = Some(relay.log_level().unwrap_or(LoggingLevel::Debug));
-                match tool_call::call_tool(peer, relay, call, side).await? {
-                    Some(ServerResult::CreateTaskResult(r)) => Ok(Some(CallToolResponse::Task(
-                        self.adopt_task(adopter, at, r),
-                    ))),
-                    Some(result) => {
-                        tool_call::tool_result(result).map(|r| Some(CallToolResponse::Complete(r)))
+            .one(
+                Some(&ctx.peer),
+                &server,
+                "tools/call",
+                |peer, relay| async move {
+                    // A handshake caller hears the log messages of an upstream that takes a level
+                    // per request at the level it set, or at every level (as a handshake server
+                    // that was never given a level may send them all).
+                    call.asking.log_level = Some(relay.log_level().unwrap_or(LoggingLevel::Debug));
+                    match tool_call::call_tool(peer, relay, call, side).await? {
+                        Some(ServerResult::CreateTaskResult(r)) => Ok(Some(
+                            CallToolResponse::Task(self.adopt_task(adopter, at, r)),
+                        )),
+                        Some(result) => tool_call::tool_result(result)
+                            .map(|r| Some(CallToolResponse::Complete(r))),
+                        None => Ok(None),
                     }
-                    None => Ok(None),
-                }
-            })
+                },
+            )
             .await?;
         answered.ok_or_else(|| ErrorData::internal_error("the request was cancelled", None))
     }
@@ -400,9 +405,12 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<(), ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
         let uri = bare.into_owned();
-        self.one(&ctx, &server, |peer, relay| async move {
-            relay.subscribe_upstream(&peer, uri).await
-        })
+        self.one(
+            &ctx,
+            &server,
+            "resources/subscribe",
+            |peer, relay| async move { relay.subscribe_upstream(&peer, uri).await },
+        )
         .await
     }
 
@@ -413,9 +421,12 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<(), ErrorData> {
         let (server, bare) = self.route(&ctx, NameKind::Resource, &request.uri)?;
         let uri = bare.into_owned();
-        self.one(&ctx, &server, |peer, relay| async move {
-            relay.unsubscribe_upstream(&peer, uri).await
-        })
+        self.one(
+            &ctx,
+            &server,
+            "resources/unsubscribe",
+            |peer, relay| async move { relay.unsubscribe_upstream(&peer, uri).await },
+        )
         .await
     }
 
@@ -444,7 +455,7 @@ impl ServerHandler for GatewayHandler {
             }
         };
         params.meta = forward_meta(request.meta.clone());
-        self.one(&ctx, &server, |peer, _| async move {
+        self.one(&ctx, &server, "completion/complete", |peer, _| async move {
             peer.complete(params).await
         })
         .await

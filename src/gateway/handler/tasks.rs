@@ -66,7 +66,13 @@ impl GatewayHandler {
         bound: &Bound,
         request: ClientRequest,
     ) -> Result<ServerResult, ErrorData> {
-        self.one(ctx, &bound.server, |peer, _| async move {
+        let method = match &request {
+            ClientRequest::GetTaskRequest(_) => "tasks/get",
+            ClientRequest::UpdateTaskRequest(_) => "tasks/update",
+            ClientRequest::CancelTaskRequest(_) => "tasks/cancel",
+            _ => crate::metrics::OTHER,
+        };
+        self.one(ctx, &bound.server, method, |peer, _| async move {
             let asking = Asking {
                 tasks: true,
                 log_level: None,

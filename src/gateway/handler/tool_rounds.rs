@@ -150,32 +150,38 @@ impl GatewayHandler {
         tokio::spawn(async move {
             let (adopter, adopted_at, adopting) = (&adopter, &adopted_at, &handler);
             let result = Upstreams::of(&handler.shared, caller)
-                .one(Some(&downstream), &upstream, |peer, relay| async move {
-                    relay.hold(held_tx.clone());
-                    let _ = relay_tx.send(relay.clone());
-                    let mut call = ToolCall::new(params, token);
-                    call.asking = asking;
-                    call.linger = wants_progress;
-                    // A 2026-07-28 upstream's input-required results are held for this
-                    // caller's rounds like any request of its client.
-                    call.held = Some(held_tx.clone());
-                    let mut side = RoundsSide {
-                        notices: notices_tx,
-                        held: held_tx.clone(),
-                        logs: log_level.is_some(),
-                    };
-                    let answer = tool_call::call_tool(peer, relay.clone(), call, &mut side).await;
-                    relay.release(&held_tx);
-                    match answer? {
-                        Some(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(
-                            adopting.adopt_task(adopter, adopted_at, r),
-                        )),
-                        Some(result) => {
-                            tool_call::tool_result(result).map(CallToolResponse::Complete)
+                .one(
+                    Some(&downstream),
+                    &upstream,
+                    "tools/call",
+                    |peer, relay| async move {
+                        relay.hold(held_tx.clone());
+                        let _ = relay_tx.send(relay.clone());
+                        let mut call = ToolCall::new(params, token);
+                        call.asking = asking;
+                        call.linger = wants_progress;
+                        // A 2026-07-28 upstream's input-required results are held for this
+                        // caller's rounds like any request of its client.
+                        call.held = Some(held_tx.clone());
+                        let mut side = RoundsSide {
+                            notices: notices_tx,
+                            held: held_tx.clone(),
+                            logs: log_level.is_some(),
+                        };
+                        let answer =
+                            tool_call::call_tool(peer, relay.clone(), call, &mut side).await;
+                        relay.release(&held_tx);
+                        match answer? {
+                            Some(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(
+                                adopting.adopt_task(adopter, adopted_at, r),
+                            )),
+                            Some(result) => {
+                                tool_call::tool_result(result).map(CallToolResponse::Complete)
+                            }
+                            None => Err(ServiceError::Cancelled { reason: None }),
                         }
-                        None => Err(ServiceError::Cancelled { reason: None }),
-                    }
-                })
+                    },
+                )
                 .await;
             let _ = done_tx.send(result);
         });
