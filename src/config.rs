@@ -273,6 +273,10 @@ pub struct GeneralSettings {
     /// What the gateway measures and who may read `GET /metrics` (see [`MetricsConfig`];
     /// default: measured, the master key only).
     pub metrics: Option<MetricsConfig>,
+    /// The origins browser MCP clients may call the gateway from (`https://app.example`, or
+    /// `"*"` for any); none by default.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// `general_settings.tool_prefix`.

@@ -628,7 +628,12 @@ async fn protected_resource_metadata_describes_each_path() {
     let (_idp_server, idp) = Idp::start(&[&key]).await;
     let s = gateway(&idp, json!({})).await;
     let http = http_client();
-    let get = |path: &str| http.get(s.gw.url(path)).send();
+    // Read by browser clients of any origin (the gateway's own CORS allows none here).
+    let get = |path: &str| {
+        http.get(s.gw.url(path))
+            .header("origin", "https://client.example")
+            .send()
+    };
     for (path, resource) in [
         ("/.well-known/oauth-protected-resource", RESOURCE),
         ("/.well-known/oauth-protected-resource/mcp", RESOURCE),
@@ -643,6 +648,7 @@ async fn protected_resource_metadata_describes_each_path() {
     ] {
         let response = get(path).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
         let doc: Value = response.json().await.unwrap();
         assert_eq!(doc["resource"], resource, "{path}");
         assert_eq!(doc["authorization_servers"], json!([idp.issuer()]));

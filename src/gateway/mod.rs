@@ -84,6 +84,7 @@ pub struct GatewayBuilder {
     oauth: Option<crate::oauth::OAuth>,
     reports: Vec<(String, Arc<dyn crate::source::HealthReport>)>,
     metrics: Option<shared::MetricsEndpoint>,
+    cors_origins: Vec<http::HeaderValue>,
 }
 
 /// How long an upstream session's lists are kept unless configured otherwise.
@@ -173,6 +174,17 @@ impl GatewayBuilder {
         self
     }
 
+    /// Lets browser MCP clients of `origins` (`https://app.example`, or `*` for any) call the
+    /// gateway across origins: preflights answered, every MCP method and header allowed,
+    /// `Mcp-Session-Id` and `WWW-Authenticate` readable. None by default (no CORS header at
+    /// all, so browsers keep other origins out); the RFC 9728 metadata is open to every origin
+    /// either way.
+    #[must_use]
+    pub fn cors_origins(mut self, origins: Vec<http::HeaderValue>) -> Self {
+        self.cors_origins = origins;
+        self
+    }
+
     /// The gateway.
     ///
     /// # Errors
@@ -236,6 +248,7 @@ impl GatewayBuilder {
                 oauth: self.oauth,
                 reports: self.reports,
                 metrics: self.metrics,
+                cors_origins: self.cors_origins,
             }),
         })
     }
@@ -256,6 +269,7 @@ impl Gateway {
             oauth: None,
             reports: Vec::new(),
             metrics: None,
+            cors_origins: Vec::new(),
         }
     }
 
@@ -303,6 +317,21 @@ impl Gateway {
                     "accepting OAuth tokens needs the `oauth` feature of mcp-gatekeeper",
                 ));
             }
+        }
+        if !settings.cors_allowed_origins.is_empty() {
+            let origins = settings
+                .cors_allowed_origins
+                .iter()
+                .map(|o| {
+                    http::HeaderValue::from_str(o.trim_end_matches('/')).map_err(|_| {
+                        ConfigError::new(
+                            "general_settings.cors_allowed_origins",
+                            format!("{o:?} is not an origin"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            b = b.cors_origins(origins);
         }
         if let Some(h) = &config.general_settings.mcp_client_side_auth_header_name {
             let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {

@@ -62,6 +62,8 @@ pub(crate) struct GatewayState {
     pub(crate) reports: Vec<(String, Arc<dyn crate::source::HealthReport>)>,
     /// What `GET /metrics` serves, when metrics are on.
     pub(crate) metrics: Option<MetricsEndpoint>,
+    /// The origins browsers may call the gateway from (`*`: any); none by default.
+    pub(crate) cors_origins: Vec<HeaderValue>,
 }
 
 /// What `GET /metrics` serves, and to whom.

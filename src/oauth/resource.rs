@@ -124,7 +124,9 @@ pub(crate) fn challenge(
 }
 
 /// RFC 9728 protected resource metadata, as a service: mount it at
-/// [`METADATA_PATH`] and `METADATA_PATH/{*path}` (it reads the whole request path).
+/// [`METADATA_PATH`] and `METADATA_PATH/{*path}` (it reads the whole request path). It sets no
+/// CORS header itself: for browser-based clients, mount it behind an open CORS layer (any
+/// origin, `GET`), as the gateway does with tower-http's `CorsLayer`.
 ///
 /// `GET /.well-known/oauth-protected-resource` and `…/mcp` describe `/mcp`;
 /// `…/{servers}/mcp` and `…/mcp/{servers}` describe that scoped path, whose URI is its own
@@ -146,11 +148,6 @@ impl ProtectedResourceMetadata {
             h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
-            );
-            // Public and the same for everyone: browser-based clients read it cross-origin.
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
             );
             h.insert(
                 header::CACHE_CONTROL,

@@ -4,6 +4,7 @@
 //! Every endpoint here reaches the gateway through the same layered stack as `/mcp` (see
 //! `internal`): this wing never calls the handler or an upstream directly.
 
+mod http_layers;
 pub(crate) mod internal;
 mod metrics_endpoint;
 mod pins_admin;
@@ -239,9 +240,19 @@ pub(crate) fn router<R: ResolveIdentity, H: CostHook>(
     #[cfg(feature = "oauth")]
     if let Some(oauth) = &shared.oauth {
         use crate::oauth::METADATA_PATH;
+        let metadata = || {
+            tower::ServiceBuilder::new()
+                .layer(http_layers::open_cors())
+                .map_response(|r: http::Response<crate::body::Body>| r.map(axum::body::Body::new))
+                .service(oauth.metadata())
+        };
         router = router
-            .route_service(METADATA_PATH, oauth.metadata())
-            .route_service(&format!("{METADATA_PATH}/{{*path}}"), oauth.metadata());
+            .route_service(METADATA_PATH, metadata())
+            .route_service(&format!("{METADATA_PATH}/{{*path}}"), metadata());
     }
-    router.with_state(state).fallback_service(mcp)
+    http_layers::around(
+        router.with_state(state).fallback_service(mcp),
+        &shared.cors_origins,
+        &shared.client_auth_header,
+    )
 }
