@@ -569,9 +569,14 @@ fn bench_audit(c: &mut Criterion) {
     let audited = Gatekeeper::new(config.policy().unwrap())
         .with_mount(Mount::Single("bench".into()))
         .with_audit(auditor.clone());
+    let measured = Gatekeeper::new(config.policy().unwrap())
+        .with_mount(Mount::Single("bench".into()))
+        .with_metrics(Arc::new(mcp_gatekeeper::metrics::PrometheusMetrics::new()));
     let mut group = c.benchmark_group("tools/call round trip, audit");
     for (name, gk) in [
         ("six layers", plain),
+        // Before the audited run, whose audit thread goes on writing for a while after it.
+        ("six layers, measured (PrometheusMetrics)", measured),
         ("six layers, audited to JSONL", audited),
     ] {
         let mut stack = gk

@@ -159,7 +159,9 @@ fn policy(server_url: &str, ca: Option<&str>) -> Config {
             "keys": [{"key": KEY, "key_alias": "bench", "team_id": "t",
                       "object_permission": {"mcp_servers": ["bench"], "mcp_tool_permissions": {"bench": allowed}}}],
             "teams": [{"team_id": "t", "organization_id": "o", "object_permission": {"mcp_servers": ["bench"]}}],
-            "organizations": [{"organization_id": "o", "object_permission": {"mcp_servers": ["bench"]}}]
+            "organizations": [{"organization_id": "o", "object_permission": {"mcp_servers": ["bench"]}}],
+            // Measured unless `LOADBENCH_METRICS=off` (the gateway's default is measured).
+            "general_settings": {"metrics": {"enabled": std::env::var("LOADBENCH_METRICS").map_or(true, |v| v != "off")}}
         })
         .to_string(),
     )

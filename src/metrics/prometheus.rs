@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::exposition::Exposition;
@@ -38,12 +39,51 @@ pub struct PrometheusMetrics {
 
 #[derive(Default)]
 struct State {
-    names: HashSet<Arc<str>>,
-    words: HashSet<Arc<str>>,
-    operations: HashMap<OperationKey, Histogram>,
-    client: HashMap<ClientKey, Histogram>,
-    decisions: HashMap<DecisionKey, u64>,
-    spend: HashMap<(Arc<str>, Arc<str>), f64>,
+    names: HashSet<Arc<str>, Quick>,
+    words: HashSet<Arc<str>, Quick>,
+    operations: HashMap<OperationKey, Histogram, Quick>,
+    client: HashMap<ClientKey, Histogram, Quick>,
+    decisions: HashMap<DecisionKey, u64, Quick>,
+    spend: HashMap<(Arc<str>, Arc<str>), f64, Quick>,
+}
+
+/// The maps' hasher: keys are a few short labels chosen by the policy (the cap keeps them few),
+/// so a fast multiply-and-rotate hash is enough, and resistance to chosen collisions is not
+/// needed.
+type Quick = BuildHasherDefault<QuickHasher>;
+
+#[derive(Default)]
+struct QuickHasher(u64);
+
+impl Hasher for QuickHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+        }
+        let mut last = [0u8; 8];
+        let rest = chunks.remainder();
+        last[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(last) ^ (rest.len() as u64) << 56);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl QuickHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -125,7 +165,7 @@ impl State {
     }
 }
 
-fn intern(set: &mut HashSet<Arc<str>>, value: &str, max: usize) -> Arc<str> {
+fn intern(set: &mut HashSet<Arc<str>, Quick>, value: &str, max: usize) -> Arc<str> {
     if let Some(kept) = set.get(value) {
         return Arc::clone(kept);
     }
@@ -372,6 +412,21 @@ mod tests {
         assert!(text.contains(other), "{text}");
         assert!(text.contains(r#"mcp_method_name="_OTHER",mcp_protocol_version="_OTHER""#));
         assert!(!text.contains("evil") && !text.contains("1999"));
+    }
+
+    #[test]
+    fn a_thousand_tools_make_at_most_two_hundred_and_one_series() {
+        let m = PrometheusMetrics::new();
+        for i in 0..1_000 {
+            m.operation(&call(&format!("server-tool_{i}"), None, 0.001));
+        }
+        let text = m.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("mcp_server_operation_duration_seconds_count{"))
+            .count();
+        assert_eq!(series, 201);
+        assert!(text.contains(r#"gen_ai_tool_name="_OTHER""#));
     }
 
     #[test]
