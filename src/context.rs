@@ -13,7 +13,9 @@ use crate::body::ReplyBody;
 use crate::engine::{Attribution, DenialStyle, Grant, NameKind, Principal, Scope, ServerId};
 use crate::future::{Post, PostProcess, ResponseFuture};
 use crate::gatekeeper::{Gatekeeper, PolicySnapshot};
-use crate::metrics::{OTHER, Observed, Parsed, TargetKind, method_label, version_label};
+use crate::metrics::{
+    OTHER, Observed, Parsed, SpanContext, TargetKind, method_label, version_label,
+};
 use crate::protocol::{self, CollectError, McpRequest, ParseError};
 use crate::rejection::Rejection;
 
@@ -199,6 +201,10 @@ fn measured(head: &McpRequest, headers: &http::HeaderMap) -> Parsed {
         method,
         target: kind.and_then(|k| Some((Arc::clone(head.target.as_ref()?), k))),
         protocol_version: version.map(version_label),
+        traceparent: head
+            .traceparent
+            .as_deref()
+            .and_then(SpanContext::from_traceparent),
     }
 }
 

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -26,7 +26,7 @@ use tower_service::Service;
 
 use crate::body::ReplyBody;
 use crate::gatekeeper::Gatekeeper;
-use crate::metrics::{Metrics, OTHER, Observed, Operation, TargetKind};
+use crate::metrics::{Metrics, OTHER, Observed, Operation, Span, SpanContext, TargetKind};
 use crate::rejection::Rejection;
 
 /// Times every MCP request (see the [module docs](self)).
@@ -99,12 +99,18 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let timing = match &self.metrics {
             Some(metrics) if request.method() == http::Method::POST => {
-                let observed = Observed::default();
+                let header = request
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(SpanContext::from_traceparent);
+                let observed = Observed::new(header);
                 request.extensions_mut().insert(observed.clone());
                 Some(Timing {
                     metrics: Arc::clone(metrics),
                     observed,
                     started: Instant::now(),
+                    at: SystemTime::now(),
                     error: None,
                 })
             }
@@ -122,6 +128,8 @@ struct Timing {
     metrics: Arc<dyn Metrics>,
     observed: Observed,
     started: Instant,
+    /// When it started, for its span.
+    at: SystemTime,
     /// Why it failed, once the answer's head says so.
     error: Option<Failure>,
 }
@@ -162,6 +170,7 @@ impl Timing {
             .and_then(|p| p.target.as_ref())
             .filter(|_| named)
             .map(|(name, kind)| (&**name, *kind));
+        let (context, parent) = self.observed.span();
         self.metrics.operation(&Operation {
             method: parsed.map_or(OTHER, |p| p.method),
             tool: target.and_then(|(n, k)| (k == TargetKind::Tool).then_some(n)),
@@ -169,6 +178,11 @@ impl Timing {
             protocol_version: parsed.and_then(|p| p.protocol_version),
             error_type,
             seconds: self.started.elapsed().as_secs_f64(),
+            span: Some(Span {
+                context,
+                parent,
+                started: self.at,
+            }),
         });
     }
 }

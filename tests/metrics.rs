@@ -13,8 +13,15 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use common::*;
+use mcp_gatekeeper::Gatekeeper;
+use mcp_gatekeeper::config::Config;
+use mcp_gatekeeper::gateway::Gateway;
+use mcp_gatekeeper::metrics::{ClientOperation, Metrics, Operation, Span, SpanContext};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 const MASTER: &str = "sk-master-metrics-0001";
 const ALICE: &str = "sk-alice-metrics-secret-0002";
@@ -289,6 +296,105 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A recorder that keeps every span it is given: (server or client, method, span).
+#[derive(Default)]
+struct Spans(std::sync::Mutex<Vec<(&'static str, String, Span)>>);
+
+impl Metrics for Spans {
+    fn operation(&self, op: &Operation<'_>) {
+        if let Some(span) = op.span {
+            self.0
+                .lock()
+                .unwrap()
+                .push(("server", op.method.to_owned(), span));
+        }
+    }
+    fn client_operation(&self, op: &ClientOperation<'_>) {
+        if let Some(span) = op.span {
+            self.0
+                .lock()
+                .unwrap()
+                .push(("client", op.method.to_owned(), span));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream() {
+    let upstream = RecordingServer::new(vec![tool("meta", &[])], &[], &[]);
+    let up = serve_recording(&upstream).await;
+    let mut doc: Value = serde_json::from_str(&config(&up.url("/mcp"))).unwrap();
+    doc["general_settings"]["metrics"] = json!({"enabled": false});
+    let config = Config::from_json_str(&doc.to_string()).unwrap();
+    let spans = Arc::new(Spans::default());
+    let gk = Gatekeeper::new(config.policy().unwrap()).with_metrics(spans.clone());
+    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+    let gw = serve(
+        gateway.router(gateway.gatekeeper().layer()),
+        CancellationToken::new(),
+    )
+    .await;
+    let http = http_client();
+    let url = gw.url("/mcp");
+    let session = raw_session(&http, &url, ALICE).await;
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let header_caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    // The caller's context in `_meta`, in the `traceparent` header, and none at all.
+    for (in_meta, in_header) in [
+        (Some(caller), None),
+        (None, Some(header_caller)),
+        (None, None),
+    ] {
+        spans.0.lock().unwrap().clear();
+        let mut body = call_body("wiki-meta", json!({}));
+        if let Some(tp) = in_meta {
+            body["params"]["_meta"] = json!({"traceparent": tp, "tracestate": "vendor=1"});
+        }
+        let mut request = mcp_post(&http, &url, ALICE, Some(&session)).json(&body);
+        if let Some(tp) = in_header {
+            request = request.header("traceparent", tp);
+        }
+        let r = request.send().await.unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let reply = messages(&ct, &r.text().await.unwrap()).pop().unwrap();
+        let seen: Value =
+            serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+        let upstream_parent =
+            SpanContext::from_traceparent(seen["traceparent"].as_str().unwrap()).unwrap();
+
+        let recorded = spans.0.lock().unwrap().clone();
+        let server = recorded
+            .iter()
+            .find(|(side, m, _)| *side == "server" && m == "tools/call")
+            .map(|(_, _, s)| *s)
+            .expect("the gateway's span of the call");
+        let client = recorded
+            .iter()
+            .find(|(side, m, _)| *side == "client" && m == "tools/call")
+            .map(|(_, _, s)| *s)
+            .expect("the gateway's span of its upstream request");
+        // The gateway's span is the caller's child (or a new trace's root) ...
+        match in_meta.or(in_header) {
+            Some(tp) => {
+                let theirs = SpanContext::from_traceparent(tp).unwrap();
+                assert_eq!(server.context.trace_id, theirs.trace_id);
+                assert_eq!(server.parent, Some(theirs.span_id));
+            }
+            None => assert_eq!(server.parent, None),
+        }
+        // ... its upstream request's span is its child, and the upstream was told that span.
+        assert_eq!(client.context.trace_id, server.context.trace_id);
+        assert_eq!(client.parent, Some(server.context.span_id));
+        assert_eq!(upstream_parent, client.context);
+        assert_ne!(Some(upstream_parent.span_id), server.parent);
+        if in_meta.is_some() {
+            // What else the caller put in `_meta` goes on as it was.
+            assert_eq!(seen["tracestate"], "vendor=1", "{seen}");
+        }
     }
 }
 

@@ -33,12 +33,14 @@
 
 mod exposition;
 mod prometheus;
+mod trace;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 pub use exposition::{CONTENT_TYPE, Exposition};
 pub use prometheus::PrometheusMetrics;
+pub use trace::{Span, SpanContext};
 
 /// One MCP request or notification the layers answered or passed on, once its answer was
 /// sent (for a streamed answer: once its stream ended).
@@ -57,6 +59,9 @@ pub struct Operation<'a> {
     pub error_type: Option<&'a str>,
     /// How long it took, in seconds.
     pub seconds: f64,
+    /// Its span: a child of the caller's (from `params._meta.traceparent`, else the
+    /// `traceparent` header), or the root of a new trace.
+    pub span: Option<Span>,
 }
 
 /// One request the gateway sent to an upstream server, once answered.
@@ -73,6 +78,9 @@ pub struct ClientOperation<'a> {
     pub error_type: Option<&'a str>,
     /// How long it took, in seconds.
     pub seconds: f64,
+    /// Its span (a child of the gateway's span of the caller's request), when the request it
+    /// serves was traced; the upstream was told it as the parent of its own.
+    pub span: Option<Span>,
 }
 
 /// One decision a layer made: the fields of its audit event that are bounded.
@@ -210,6 +218,10 @@ pub(crate) struct Observed(Arc<Slot>);
 struct Slot {
     parsed: OnceLock<Parsed>,
     failed: OnceLock<Failed>,
+    /// The caller's context from the `traceparent` header.
+    header: Option<SpanContext>,
+    /// The request's own span and its parent's id, once asked for.
+    span: OnceLock<(SpanContext, Option<[u8; 8]>)>,
 }
 
 /// How an answered call failed, as its reply says.
@@ -231,6 +243,8 @@ pub(crate) struct Parsed {
     pub(crate) target: Option<(Arc<str>, TargetKind)>,
     /// The protocol version, as a label.
     pub(crate) protocol_version: Option<&'static str>,
+    /// The caller's trace context from `params._meta.traceparent`.
+    pub(crate) traceparent: Option<SpanContext>,
 }
 
 /// Which kind of name a request's target is.
@@ -241,6 +255,26 @@ pub(crate) enum TargetKind {
 }
 
 impl Observed {
+    /// A slot for a request whose `traceparent` header names `header`.
+    pub(crate) fn new(header: Option<SpanContext>) -> Self {
+        Self(Arc::new(Slot {
+            header,
+            ..Slot::default()
+        }))
+    }
+
+    /// The request's own span, and its parent's id: a child of the caller's context (its
+    /// `_meta`'s, else its header's), or the root of a new trace. The same every time asked.
+    pub(crate) fn span(&self) -> (SpanContext, Option<[u8; 8]>) {
+        *self.0.span.get_or_init(|| {
+            let parent = self.get().and_then(|p| p.traceparent).or(self.0.header);
+            match parent {
+                Some(parent) => (parent.child(), Some(parent.span_id)),
+                None => (SpanContext::root(), None),
+            }
+        })
+    }
+
     /// Fills in the parsed request (the first time only).
     pub(crate) fn set(&self, parsed: Parsed) {
         let _ = self.0.parsed.set(parsed);

@@ -369,6 +369,7 @@ mod tests {
             protocol_version: Some("2025-06-18"),
             error_type: error.map(|e| &*Box::leak(e.to_owned().into_boxed_str())),
             seconds,
+            span: None,
         }
     }
 
@@ -404,6 +405,7 @@ mod tests {
             protocol_version: Some("1999-01-01"),
             error_type: None,
             seconds: 0.0,
+            span: None,
         });
         let text = m.render();
         assert!(text.contains(r#"gen_ai_tool_name="b""#));

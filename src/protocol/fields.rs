@@ -61,8 +61,8 @@ impl<'de> Visitor<'de> for AnswersSeed {
     }
 }
 
-/// `params._meta`: an object, of which only the stated protocol version is kept. The version,
-/// when present, must be a string.
+/// `params._meta`: an object, of which only the stated protocol version and the trace context
+/// (`traceparent`) are kept. Both, when present, must be strings.
 pub(super) struct MetaSeed;
 
 /// What `params._meta` says: the protocol version it states, and whether it carries any key of
@@ -70,6 +70,7 @@ pub(super) struct MetaSeed;
 #[derive(Default)]
 pub(super) struct Meta {
     pub(super) version: Option<Box<str>>,
+    pub(super) traceparent: Option<Box<str>>,
     pub(super) protocol_keys: bool,
 }
 
@@ -93,6 +94,9 @@ impl<'de> Visitor<'de> for MetaVisitor {
             meta.protocol_keys |= key.starts_with("io.modelcontextprotocol/");
             if key == META_PROTOCOL_VERSION {
                 meta.version = Some(map.next_value::<Key<'de>>()?.0.into());
+                Ok(())
+            } else if key == "traceparent" {
+                meta.traceparent = Some(map.next_value::<Key<'de>>()?.0.into());
                 Ok(())
             } else {
                 map.next_value::<StrictAny>().map(drop)

@@ -158,6 +158,7 @@ impl<'a> RawMessage<'a> {
             has_arguments: calls_tool && has_arguments,
             subscriptions,
             protocol_version: params.meta.version,
+            traceparent: params.meta.traceparent,
             era,
             cancels,
             per_request,

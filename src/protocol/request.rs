@@ -207,6 +207,8 @@ pub struct McpRequest {
     pub era: Era,
     /// The request a `notifications/cancelled` names (`params.requestId`).
     pub(crate) cancels: Option<RequestId>,
+    /// `params._meta.traceparent`: the caller's W3C trace context, exactly as sent.
+    pub(crate) traceparent: Option<Box<str>>,
     /// Whether `params` carries what only a caller on 2026-07-28 sends: the answers of a round
     /// (`inputResponses`, `requestState`) or the protocol's own keys in `_meta`.
     pub(crate) per_request: bool,

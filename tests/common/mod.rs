@@ -218,6 +218,11 @@ impl ServerHandler for RecordingServer {
             )])
             .into());
         }
+        if request.name.ends_with("meta") {
+            // Reports the `_meta` this server received: what a gateway passed on.
+            let meta = serde_json::to_value(&ctx.meta).unwrap_or_default();
+            return Ok(CallToolResult::success(vec![ContentBlock::text(meta.to_string())]).into());
+        }
         if request.name.ends_with("progress") {
             // Reports progress against the caller's token, as long-running tools do.
             if let Some(token) = ctx.meta.get_progress_token() {

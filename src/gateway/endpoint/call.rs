@@ -27,9 +27,10 @@ use super::reply::{
 };
 use super::route::{CallPlan, Endpoint};
 use super::sessions::{Running, Sessions};
-use crate::gateway::handler::aggregate::Upstreams;
+use crate::gateway::handler::aggregate::{Asked, Upstreams};
 use crate::gateway::shared::GatewayState;
 use crate::gateway::upstream::tool_call::{self, Ask, CallerSide, Notice, ToolCall, forward_meta};
+use crate::metrics::Observed;
 use crate::protocol::sse;
 
 /// The parts of the posted message the endpoint reads.
@@ -129,6 +130,7 @@ pub(crate) async fn answer(
     let mut params = params;
     params.name = bare.into();
     params.meta = forward_meta(params.meta.take());
+    let span = tool_call::traced(&mut params.meta, parts.extensions.get::<Observed>(), None);
     let call = ToolCall::new(params, progress);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let mut side = StreamSide {
@@ -145,19 +147,27 @@ pub(crate) async fn answer(
     // The whole call, to the bytes of its reply (none when the caller cancelled it).
     let run = async move {
         let answered = Upstreams::of(&shared, caller)
-            .one(downstream.as_ref(), &server, "tools/call", |peer, relay| {
-                let side = &mut side;
-                // As for a handshake caller through rmcp: the log messages of an upstream that
-                // takes a level per request, at the level set, or at every level.
-                let mut call = call;
-                call.asking.log_level = Some(relay.log_level().unwrap_or(LoggingLevel::Debug));
-                async move {
-                    match tool_call::call_tool(peer, relay, call, side).await? {
-                        Some(result) => tool_call::tool_result(result).map(Some),
-                        None => Ok(None),
+            .one(
+                downstream.as_ref(),
+                &server,
+                Asked {
+                    method: "tools/call",
+                    span,
+                },
+                |peer, relay| {
+                    let side = &mut side;
+                    // As for a handshake caller through rmcp: the log messages of an upstream that
+                    // takes a level per request, at the level set, or at every level.
+                    let mut call = call;
+                    call.asking.log_level = Some(relay.log_level().unwrap_or(LoggingLevel::Debug));
+                    async move {
+                        match tool_call::call_tool(peer, relay, call, side).await? {
+                            Some(result) => tool_call::tool_result(result).map(Some),
+                            None => Ok(None),
+                        }
                     }
-                }
-            })
+                },
+            )
             .await;
         let answer = match answered {
             Ok(None) => return None,

@@ -123,14 +123,14 @@ impl<'a> Upstreams<'a> {
         }
     }
 
-    /// Asks `server` with `f` (a `method` request) on the caller's pooled session (relaying
+    /// Asks `server` with `f` (a request described by `asked`) on the caller's pooled session (relaying
     /// what the upstream announces outside a call to `downstream`, if given), its health
     /// reported and its duration measured.
     pub(crate) async fn one<T, F, Fut>(
         &self,
         downstream: Option<&Peer<RoleServer>>,
         server: &str,
-        method: &'static str,
+        asked: impl Into<Asked>,
         f: F,
     ) -> Result<T, ErrorData>
     where
@@ -140,6 +140,8 @@ impl<'a> Upstreams<'a> {
         if !self.may_use(server) {
             return Err(ErrorData::invalid_params("unknown name", None));
         }
+        let Asked { method, span } = asked.into();
+        let at = std::time::SystemTime::now();
         let started = std::time::Instant::now();
         let result = self
             .shared
@@ -162,6 +164,11 @@ impl<'a> Upstreams<'a> {
                 tool: None,
                 error_type,
                 seconds: started.elapsed().as_secs_f64(),
+                span: span.map(|(context, parent)| crate::metrics::Span {
+                    context,
+                    parent: Some(parent),
+                    started: at,
+                }),
             });
         }
         match result {
@@ -300,4 +307,19 @@ fn index_names(shared: &GatewayState, kind: NameKind, listed: &[(ServerId, Vec<S
         ));
     }
     gatekeeper.set_name_index(index);
+}
+
+/// What a request to an upstream is, for its measurement: its method, and, when it is traced,
+/// its span and the id of the gateway's span it serves (the upstream was told the span as the
+/// parent of its own).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Asked {
+    pub(crate) method: &'static str,
+    pub(crate) span: Option<(crate::metrics::SpanContext, [u8; 8])>,
+}
+
+impl From<&'static str> for Asked {
+    fn from(method: &'static str) -> Self {
+        Self { method, span: None }
+    }
 }

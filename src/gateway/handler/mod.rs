@@ -229,6 +229,11 @@ impl ServerHandler for GatewayHandler {
         let mut params = request;
         params.name = Cow::Owned(bare);
         params.meta = forward_meta(params.meta.take());
+        let observed = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::metrics::Observed>());
+        let span = tool_call::traced(&mut params.meta, observed, Some(&ctx.meta));
         // Neither exists before 2026-07-28: nothing of the caller's is passed on as one.
         (params.input_responses, params.request_state) = (None, None);
         let mut call = ToolCall::new(params, wanted);
@@ -243,7 +248,10 @@ impl ServerHandler for GatewayHandler {
             .one(
                 Some(&ctx.peer),
                 &server,
-                "tools/call",
+                aggregate::Asked {
+                    method: "tools/call",
+                    span,
+                },
                 |peer, relay| async move {
                     // A handshake caller hears the log messages of an upstream that takes a level
                     // per request at the level it set, or at every level (as a handshake server

@@ -137,6 +137,15 @@ impl GatewayHandler {
         let mut params = request.clone();
         params.name = bare.clone().into();
         params.meta = forward_meta(request.meta.clone());
+        let observed = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::metrics::Observed>());
+        let span = crate::gateway::upstream::tool_call::traced(
+            &mut params.meta,
+            observed,
+            Some(&ctx.meta),
+        );
         // Answers given unasked (no state of ours) are the caller's to give the upstream.
         params.request_state = None;
         let (held_tx, held) = mpsc::unbounded_channel();
@@ -153,7 +162,10 @@ impl GatewayHandler {
                 .one(
                     Some(&downstream),
                     &upstream,
-                    "tools/call",
+                    super::aggregate::Asked {
+                        method: "tools/call",
+                        span,
+                    },
                     |peer, relay| async move {
                         relay.hold(held_tx.clone());
                         let _ = relay_tx.send(relay.clone());

@@ -348,6 +348,31 @@ pub(crate) fn forward_meta(meta: Option<RequestMetaObject>) -> Option<RequestMet
     (!meta.0.0.is_empty()).then_some(meta)
 }
 
+/// Tells the upstream the span of this request as the parent of its own: `traceparent` in
+/// `meta` set to a new child of the gateway's span of the caller's request (`observed`'s),
+/// in place of whatever the caller sent; the caller's `tracestate` and `baggage` (from `meta`,
+/// else from `carried`, the `_meta` rmcp's server side kept apart) go on with it. The new span
+/// and its parent's id; nothing (and `meta` as it was) when the request is not measured.
+pub(crate) fn traced(
+    meta: &mut Option<RequestMetaObject>,
+    observed: Option<&crate::metrics::Observed>,
+    carried: Option<&rmcp::model::MetaObject>,
+) -> Option<(crate::metrics::SpanContext, [u8; 8])> {
+    let (ours, _) = observed?.span();
+    let span = ours.child();
+    let meta = meta.get_or_insert_with(RequestMetaObject::default);
+    meta.set_traceparent(span.traceparent());
+    if let Some(carried) = carried {
+        if let (None, Some(state)) = (meta.get_tracestate(), carried.get_tracestate()) {
+            meta.set_tracestate(state);
+        }
+        if let (None, Some(baggage)) = (meta.get_baggage(), carried.get_baggage()) {
+            meta.set_baggage(baggage);
+        }
+    }
+    Some((span, ours.span_id))
+}
+
 /// What the gateway makes of a result it relays. An upstream on an older protocol sends results
 /// without `resultType`; protocol 2026-07-28 requires it on every result the gateway returns
 /// (rmcp drops it again for older callers). And the upstream's own identity
