@@ -25,7 +25,7 @@ FLOORS = {
     5: ["identity", "namespace", "permission", "params", "limit", "cost", "metered"],
     6: ["stack", "config", "openai", "pin_file"],
     7: ["fuzzing", "tls", "source", "redis_limits"],
-    8: ["oauth", "postgres"],
+    8: ["oauth", "postgres", "otel"],
     9: ["gateway", "litellm_db"],
 }
 # Inside the gateway, its wings: what is kept per caller, then the upstream side, the state all

@@ -98,6 +98,9 @@ pub mod namespace;
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub mod openai;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel;
 pub mod params;
 pub mod permission;
 pub mod pin_file;
@@ -112,7 +115,12 @@ pub mod rejection;
 mod reservation;
 pub mod source;
 mod stack;
-#[cfg(any(feature = "gateway", feature = "oauth", feature = "postgres"))]
+#[cfg(any(
+    feature = "gateway",
+    feature = "oauth",
+    feature = "postgres",
+    feature = "otel"
+))]
 mod tls;
 
 pub use gatekeeper::{Gatekeeper, Limits, PolicySnapshot};

@@ -217,7 +217,7 @@ pub(crate) fn client_config(
 }
 
 /// The HTTP client of one upstream.
-#[cfg(any(feature = "gateway", feature = "oauth"))]
+#[cfg(any(feature = "gateway", feature = "oauth", feature = "otel"))]
 pub(crate) fn client(tls: &UpstreamTls) -> Result<reqwest::Client, String> {
     let mut config = client_config(&tls.verify, tls.identity.as_ref(), false)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

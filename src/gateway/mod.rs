@@ -84,7 +84,17 @@ pub struct GatewayBuilder {
     oauth: Option<crate::oauth::OAuth>,
     reports: Vec<(String, Arc<dyn crate::source::HealthReport>)>,
     metrics: Option<shared::MetricsEndpoint>,
+    extra_metrics: Option<ExtraMetrics>,
     cors_origins: Vec<http::HeaderValue>,
+}
+
+/// A recorder besides the served metrics (see [`GatewayBuilder::extra_metrics`]).
+struct ExtraMetrics(Arc<dyn crate::metrics::Metrics>);
+
+impl fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExtraMetrics")
+    }
 }
 
 /// How long an upstream session's lists are kept unless configured otherwise.
@@ -174,6 +184,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// Also hands what the layers and the gateway measure to `recorder` (a trace exporter,
+    /// say), besides the metrics [`GatewayBuilder::metrics`] serves.
+    #[must_use]
+    pub fn extra_metrics(mut self, recorder: Arc<dyn crate::metrics::Metrics>) -> Self {
+        self.extra_metrics = Some(ExtraMetrics(recorder));
+        self
+    }
+
     /// Lets browser MCP clients of `origins` (`https://app.example`, or `*` for any) call the
     /// gateway across origins: preflights answered, every MCP method and header allowed,
     /// `Mcp-Session-Id` and `WWW-Authenticate` readable. None by default (no CORS header at
@@ -222,8 +240,14 @@ impl GatewayBuilder {
             .filter(|(_, s)| s.oauth2.is_some())
             .map(|(n, _)| (n.clone(), upstream::spec::TokenCache::default()))
             .collect();
-        let gatekeeper = match &self.metrics {
-            Some(m) => self.gatekeeper.with_metrics(Arc::clone(&m.recorder) as _),
+        let recorder: Option<Arc<dyn crate::metrics::Metrics>> =
+            match (&self.metrics, self.extra_metrics) {
+                (Some(m), Some(extra)) => Some(Arc::new((Arc::clone(&m.recorder), extra.0))),
+                (Some(m), None) => Some(Arc::clone(&m.recorder) as _),
+                (None, extra) => extra.map(|e| e.0),
+            };
+        let gatekeeper = match recorder {
+            Some(recorder) => self.gatekeeper.with_metrics(recorder),
             None => self.gatekeeper,
         };
         Ok(Gateway {
@@ -269,6 +293,7 @@ impl Gateway {
             oauth: None,
             reports: Vec::new(),
             metrics: None,
+            extra_metrics: None,
             cors_origins: Vec::new(),
         }
     }
@@ -281,12 +306,15 @@ impl Gateway {
         self.shared.oauth.as_ref()
     }
 
-    /// A builder with every server of `config` as an upstream, and its `general_settings`.
+    /// A builder with every server of `config` as an upstream, and its `general_settings`;
+    /// with the `otel` feature, spans go to the OpenTelemetry collector the standard
+    /// environment variables name (see [`OtlpTraces::from_env`](crate::otel::OtlpTraces::from_env)).
     ///
     /// # Errors
     ///
     /// Upstream settings that cannot be used (bad header names or values, missing fields,
-    /// unset environment variables), with their path.
+    /// unset environment variables), with their path; OpenTelemetry variables that cannot be
+    /// used.
     pub fn from_config(
         config: &Config,
         gatekeeper: Gatekeeper,
@@ -300,6 +328,11 @@ impl Gateway {
                 recorder = recorder.max_names(max);
             }
             b = b.metrics(Arc::new(recorder), metrics.public);
+        }
+        // Spans to an OpenTelemetry collector, when the standard variables name one.
+        #[cfg(feature = "otel")]
+        if let Some(traces) = crate::otel::OtlpTraces::from_env()? {
+            b = b.extra_metrics(Arc::new(traces));
         }
         if let Some(seconds) = settings.mcp_list_cache_ttl_seconds {
             b = b.list_cache_ttl(std::time::Duration::from_secs(seconds));

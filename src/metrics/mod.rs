@@ -137,6 +137,26 @@ impl<M: Metrics + ?Sized> Metrics for Arc<M> {
     }
 }
 
+/// Both recorders, in order: a Prometheus registry and a trace exporter, say.
+impl<A: Metrics, B: Metrics> Metrics for (A, B) {
+    fn operation(&self, operation: &Operation<'_>) {
+        self.0.operation(operation);
+        self.1.operation(operation);
+    }
+    fn client_operation(&self, operation: &ClientOperation<'_>) {
+        self.0.client_operation(operation);
+        self.1.client_operation(operation);
+    }
+    fn decision(&self, decision: &Decision<'_>) {
+        self.0.decision(decision);
+        self.1.decision(decision);
+    }
+    fn spend(&self, server: &str, tool: &str, cost: f64) {
+        self.0.spend(server, tool, cost);
+        self.1.spend(server, tool, cost);
+    }
+}
+
 /// The methods of the specification, as method labels: anything else is `_OTHER`.
 const METHODS: &[&str] = &[
     "initialize",

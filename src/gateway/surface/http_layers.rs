@@ -13,6 +13,15 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+/// The request id header.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Marks a request whose id the gateway made: the id is its answer's and its logs', never a
+/// header of the caller's (so never forwarded upstream, and never part of what tells one
+/// upstream session from another).
+#[derive(Clone, Copy, Debug)]
+struct Generated;
+
 /// How long a request body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -52,11 +61,19 @@ pub(crate) fn around(router: Router, origins: &[HeaderValue], client_auth: &Head
     let mut router = router
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(PropagateRequestIdLayer::x_request_id())
         .layer(tower::util::MapRequestLayer::new(
             move |request: Request<axum::body::Body>| sensitive(request, &client_auth),
         ))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(tower::util::MapRequestLayer::new(
+            |mut request: Request<axum::body::Body>| {
+                if !request.headers().contains_key(REQUEST_ID) {
+                    request.extensions_mut().insert(Generated);
+                }
+                request
+            },
+        ));
     if !origins.is_empty() {
         router = router.layer(cors(origins));
     }
@@ -96,13 +113,17 @@ pub(crate) fn open_cors() -> CorsLayer {
         .allow_methods([Method::GET, Method::HEAD])
 }
 
-/// Marks every credential header of `request` sensitive: the gateway key, `authorization`,
+/// Takes out a request id the gateway made (see [`Generated`]), and marks every credential
+/// header of `request` sensitive: the gateway key, `authorization`,
 /// cookies, and every `x-mcp-…` header but the scope (`x-mcp-servers`), which carry
 /// credentials for upstreams.
 fn sensitive(
     mut request: Request<axum::body::Body>,
     client_auth: &HeaderName,
 ) -> Request<axum::body::Body> {
+    if request.extensions().get::<Generated>().is_some() {
+        request.headers_mut().remove(REQUEST_ID);
+    }
     for (name, value) in request.headers_mut().iter_mut() {
         let name = name.as_str();
         let credential = name == header::AUTHORIZATION

@@ -1,0 +1,505 @@
+//! [`OtlpTraces`]: the spans of the layers and the gateway, exported over OTLP/HTTP
+//! (`http/protobuf`) to any OpenTelemetry collector, configured by the standard environment
+//! variables.
+//!
+//! A [`Metrics`] recorder: each MCP request the layers answer becomes a server span (named
+//! `{method} {tool}`, with the conventions' attributes), each request the gateway sends upstream
+//! for it a client span. Spans are queued without blocking (a full queue drops and counts) and
+//! sent in batches by a thread of the exporter's own. Combine it with
+//! [`PrometheusMetrics`](crate::metrics::PrometheusMetrics) as a pair:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use mcp_gatekeeper::metrics::PrometheusMetrics;
+//! use mcp_gatekeeper::otel::OtlpTraces;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let gatekeeper: mcp_gatekeeper::Gatekeeper = unimplemented!();
+//! let prometheus = Arc::new(PrometheusMetrics::new());
+//! let gatekeeper = match OtlpTraces::from_env()? {
+//!     Some(traces) => gatekeeper.with_metrics(Arc::new((prometheus.clone(), traces))),
+//!     None => gatekeeper.with_metrics(prometheus.clone()),
+//! };
+//! # Ok(()) }
+//! ```
+//!
+//! Spans carry methods, tool and prompt names, protocol versions, error types and server names:
+//! never a key, a token, an end user or an argument value.
+
+mod encode;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use encode::Exported;
+
+use crate::config::ConfigError;
+use crate::metrics::{ClientOperation, Metrics, Operation, Span};
+
+/// How many spans wait for the exporter at most; more are dropped and counted.
+const QUEUE: usize = 4096;
+/// How many spans one request carries at most.
+const BATCH: usize = 512;
+/// How long a span waits for its batch at most.
+const DELAY: Duration = Duration::from_secs(1);
+/// How long one export may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which traces are kept (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampler {
+    /// Every trace.
+    AlwaysOn,
+    /// None.
+    AlwaysOff,
+    /// This share of traces, by trace id.
+    Ratio(f64),
+    /// As the caller's context says when there is one (its `sampled` flag), else as the inner
+    /// sampler says (the default: `parentbased_always_on`).
+    ParentBased(ParentBasedRoot),
+}
+
+/// What a parent-based sampler does for a trace that starts here.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ParentBasedRoot {
+    /// Keeps it.
+    AlwaysOn,
+    /// Drops it.
+    AlwaysOff,
+    /// Keeps this share.
+    Ratio(f64),
+}
+
+/// Where and how spans are exported (see [`OtlpTraces::from_env`]).
+#[derive(Clone, Debug)]
+pub struct OtlpSettings {
+    /// The traces endpoint (`…/v1/traces`).
+    pub endpoint: String,
+    /// Headers sent with every export (`OTEL_EXPORTER_OTLP_HEADERS`).
+    pub headers: Vec<(String, String)>,
+    /// `service.name` (`OTEL_SERVICE_NAME`; default `mcp-gatekeeper`).
+    pub service_name: String,
+    /// Which traces are kept.
+    pub sampler: Sampler,
+}
+
+impl OtlpSettings {
+    /// The settings the standard OpenTelemetry variables give, read through `var`: `None`
+    /// when no OTLP endpoint is set, or when `OTEL_SDK_DISABLED=true` or
+    /// `OTEL_TRACES_EXPORTER=none`.
+    ///
+    /// # Errors
+    ///
+    /// A protocol other than `http/protobuf`, a sampler or ratio that is not one, a header
+    /// that is not `key=value`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let bad = |name: &str, why: String| ConfigError::new(name.to_owned(), why);
+        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none")
+        {
+            return Ok(None);
+        }
+        for name in [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ] {
+            if let Some(p) = var(name).filter(|p| p.trim() != "http/protobuf") {
+                return Err(bad(name, format!("{p:?}: only http/protobuf is supported")));
+            }
+        }
+        let endpoint = match (
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(traces), _) => traces,
+            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (None, None) => return Ok(None),
+        };
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(bad(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "give an http:// or https:// URL".to_owned(),
+            ));
+        }
+        let mut headers = Vec::new();
+        for name in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            for pair in var(name).iter().flat_map(|v| v.split(',')) {
+                let pair = pair.trim();
+                if pair.is_empty() {
+                    continue;
+                }
+                let (k, v) = pair.split_once('=').ok_or_else(|| {
+                    bad(
+                        name,
+                        "headers are key=value, separated by commas".to_owned(),
+                    )
+                })?;
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        let ratio = || -> Result<f64, ConfigError> {
+            match var("OTEL_TRACES_SAMPLER_ARG") {
+                None => Ok(1.0),
+                Some(arg) => arg
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| {
+                        bad(
+                            "OTEL_TRACES_SAMPLER_ARG",
+                            "give a ratio from 0 to 1".to_owned(),
+                        )
+                    }),
+            }
+        };
+        let sampler = match var("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
+            None | Some("parentbased_always_on") => Sampler::ParentBased(ParentBasedRoot::AlwaysOn),
+            Some("parentbased_always_off") => Sampler::ParentBased(ParentBasedRoot::AlwaysOff),
+            Some("parentbased_traceidratio") => {
+                Sampler::ParentBased(ParentBasedRoot::Ratio(ratio()?))
+            }
+            Some("always_on") => Sampler::AlwaysOn,
+            Some("always_off") => Sampler::AlwaysOff,
+            Some("traceidratio") => Sampler::Ratio(ratio()?),
+            Some(other) => {
+                return Err(bad(
+                    "OTEL_TRACES_SAMPLER",
+                    format!("{other:?} is not a sampler this exporter knows"),
+                ));
+            }
+        };
+        Ok(Some(Self {
+            endpoint,
+            headers,
+            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "mcp-gatekeeper".to_owned()),
+            sampler,
+        }))
+    }
+}
+
+impl Sampler {
+    /// Whether the trace of `span` is kept.
+    fn keeps(self, span: &Span) -> bool {
+        let by_ratio = |r: f64| {
+            let mut low = [0u8; 8];
+            low.copy_from_slice(&span.context.trace_id[8..]);
+            // The low 8 bytes of the id, against the ratio of the whole range.
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss
+            )]
+            let bound = (r * u64::MAX as f64) as u64;
+            u64::from_be_bytes(low) <= bound && r > 0.0
+        };
+        match self {
+            Self::AlwaysOn => true,
+            Self::AlwaysOff => false,
+            Self::Ratio(r) => by_ratio(r),
+            Self::ParentBased(root) => match span.parent {
+                Some(_) => span.context.sampled,
+                None => match root {
+                    ParentBasedRoot::AlwaysOn => true,
+                    ParentBasedRoot::AlwaysOff => false,
+                    ParentBasedRoot::Ratio(r) => by_ratio(r),
+                },
+            },
+        }
+    }
+}
+
+/// The OTLP trace exporter (see the [module docs](self)). Dropping the last handle sends what is
+/// queued and ends its thread.
+pub struct OtlpTraces {
+    tx: SyncSender<Exported>,
+    sampler: Sampler,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl std::fmt::Debug for OtlpTraces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpTraces")
+            .field("sampler", &self.sampler)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OtlpTraces {
+    /// The exporter the process's environment configures (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
+    /// `OTEL_TRACES_SAMPLER` and its argument, `OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER`),
+    /// started; `None` when none is configured.
+    ///
+    /// # Errors
+    ///
+    /// See [`OtlpSettings::from_vars`]; and an HTTP client that cannot be built.
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        OtlpSettings::from_vars(|name| std::env::var(name).ok())?
+            .map(Self::start)
+            .transpose()
+    }
+
+    /// Starts exporting as `settings` say.
+    ///
+    /// # Errors
+    ///
+    /// An HTTP client that cannot be built.
+    pub fn start(settings: OtlpSettings) -> Result<Self, ConfigError> {
+        let client = crate::tls::client(&crate::tls::UpstreamTls::default())
+            .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let counts = Arc::new(Counts::default());
+        let sampler = settings.sampler;
+        let state = Arc::clone(&counts);
+        std::thread::Builder::new()
+            .name("mcp-gatekeeper-otlp".into())
+            .spawn(move || export_loop(&rx, &settings, &client, &state))
+            .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
+        Ok(Self {
+            tx,
+            sampler,
+            counts,
+        })
+    }
+
+    /// Spans sent, dropped (the queue was full) and failed (the collector did not take them).
+    #[must_use]
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.counts.sent.load(Ordering::Relaxed),
+            self.counts.dropped.load(Ordering::Relaxed),
+            self.counts.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    fn queue(&self, exported: Exported) {
+        if !self.sampler.keeps(&exported.span) {
+            return;
+        }
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(exported)
+        {
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn end_of(span: &Span, seconds: f64) -> u64 {
+    let start = span
+        .started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let nanos = (seconds.max(0.0) * 1e9) as u64;
+    start.saturating_add(nanos)
+}
+
+impl Metrics for OtlpTraces {
+    fn operation(&self, op: &Operation<'_>) {
+        let Some(span) = op.span else { return };
+        let target = op.tool.or(op.prompt);
+        let mut attributes = vec![
+            ("mcp.method.name", op.method.to_owned()),
+            ("network.transport", "tcp".to_owned()),
+        ];
+        if let Some(tool) = op.tool {
+            attributes.push(("gen_ai.tool.name", tool.to_owned()));
+        }
+        if let Some(prompt) = op.prompt {
+            attributes.push(("gen_ai.prompt.name", prompt.to_owned()));
+        }
+        if let Some(version) = op.protocol_version {
+            attributes.push(("mcp.protocol.version", version.to_owned()));
+        }
+        if let Some(error) = op.error_type {
+            attributes.push(("error.type", error.to_owned()));
+        }
+        self.queue(Exported {
+            name: match target {
+                Some(t) => format!("{} {t}", op.method),
+                None => op.method.to_owned(),
+            },
+            kind: 2,
+            end_unix_nanos: end_of(&span, op.seconds),
+            attributes,
+            error: op.error_type.map(str::to_owned),
+            span,
+        });
+    }
+
+    fn client_operation(&self, op: &ClientOperation<'_>) {
+        let Some(span) = op.span else { return };
+        let mut attributes = vec![
+            ("mcp.method.name", op.method.to_owned()),
+            ("server.name", op.server.to_owned()),
+        ];
+        if let Some(error) = op.error_type {
+            attributes.push(("error.type", error.to_owned()));
+        }
+        self.queue(Exported {
+            name: op.method.to_owned(),
+            kind: 3,
+            end_unix_nanos: end_of(&span, op.seconds),
+            attributes,
+            error: op.error_type.map(str::to_owned),
+            span,
+        });
+    }
+}
+
+/// The exporter's thread: batches of up to [`BATCH`] spans, each sent at most [`DELAY`] after
+/// its first span arrived; what is queued is sent when the last handle goes.
+fn export_loop(
+    rx: &Receiver<Exported>,
+    settings: &OtlpSettings,
+    client: &reqwest::Client,
+    counts: &Counts,
+) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut open = true;
+    while open {
+        match rx.recv() {
+            Ok(first) => batch.push(first),
+            Err(_) => break,
+        }
+        let deadline = Instant::now() + DELAY;
+        while batch.len() < BATCH {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(span) => batch.push(span),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let body = encode::request(&settings.service_name, &batch);
+        let n = batch.len() as u64;
+        batch.clear();
+        let mut request = client
+            .post(&settings.endpoint)
+            .header("content-type", "application/x-protobuf")
+            .timeout(TIMEOUT)
+            .body(body);
+        for (k, v) in &settings.headers {
+            request = request.header(k, v);
+        }
+        let sent =
+            runtime.block_on(async { request.send().await.map(|r| r.status().is_success()) });
+        if matches!(sent, Ok(true)) {
+            counts.sent.fetch_add(n, Ordering::Relaxed);
+        } else {
+            counts.failed.fetch_add(n, Ordering::Relaxed);
+            crate::decision_events::warn("the OTLP collector did not take a batch of spans");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_standard_variables_configure_it() {
+        assert!(OtlpSettings::from_vars(vars(&[])).unwrap().is_none());
+        let s = OtlpSettings::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-token=abc, tenant=t1"),
+            ("OTEL_SERVICE_NAME", "edge-gateway"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(s.headers[1], ("tenant".to_owned(), "t1".to_owned()));
+        assert_eq!(s.service_name, "edge-gateway");
+        assert_eq!(
+            s.sampler,
+            Sampler::ParentBased(ParentBasedRoot::Ratio(0.25))
+        );
+        let traces_only = OtlpSettings::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://b:4318/custom"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(traces_only.endpoint, "http://b:4318/custom");
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            assert!(
+                OtlpSettings::from_vars(vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"), off]))
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        for bad in [
+            [
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"),
+            ],
+            [
+                ("OTEL_TRACES_SAMPLER", "sometimes"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"),
+            ],
+            [
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ],
+            [
+                ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"),
+            ],
+        ] {
+            let mut all = bad.to_vec();
+            all.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"));
+            assert!(OtlpSettings::from_vars(vars(&all)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parent_based_sampling_follows_the_callers_flag() {
+        let root = crate::metrics::SpanContext::root();
+        let span = |sampled: bool, parent: bool| Span {
+            context: crate::metrics::SpanContext { sampled, ..root },
+            parent: parent.then_some([1; 8]),
+            started: std::time::SystemTime::now(),
+        };
+        let s = Sampler::ParentBased(ParentBasedRoot::AlwaysOn);
+        assert!(s.keeps(&span(true, true)));
+        assert!(!s.keeps(&span(false, true)));
+        assert!(s.keeps(&span(false, false)));
+        assert!(!Sampler::Ratio(0.0).keeps(&span(true, false)));
+        assert!(Sampler::Ratio(1.0).keeps(&span(true, false)));
+    }
+}

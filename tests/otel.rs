@@ -1,0 +1,183 @@
+//! Spans over OTLP/HTTP, against a collector in the test that decodes what arrives with the
+//! OpenTelemetry project's own protobuf types: one call sent with `_meta.traceparent` is one
+//! trace — the gateway's server span a child of the caller's span, its upstream request's span
+//! a child of that, and the upstream (an rmcp server reporting the `_meta` it received) told
+//! the upstream request's span. No key or argument value is in any exported byte.
+#![cfg(all(feature = "gateway", feature = "otel"))]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use mcp_gatekeeper::Gatekeeper;
+use mcp_gatekeeper::config::Config;
+use mcp_gatekeeper::gateway::Gateway;
+use mcp_gatekeeper::metrics::SpanContext;
+use mcp_gatekeeper::otel::{OtlpSettings, OtlpTraces, ParentBasedRoot, Sampler};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const ALICE: &str = "sk-alice-otel-secret-0001";
+const ARGUMENT: &str = "argument-value-otel-secret-0002";
+const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// A collector: every body posted to `/v1/traces`, as it arrived.
+async fn collector() -> (Running, Arc<Mutex<Vec<Bytes>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&bodies);
+    let router = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            let kept = Arc::clone(&kept);
+            async move {
+                kept.lock().unwrap().push(body);
+                // An empty ExportTraceServiceResponse.
+                ([("content-type", "application/x-protobuf")], Bytes::new())
+            }
+        }),
+    );
+    (serve(router, CancellationToken::new()).await, bodies)
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            AnyValue::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
+    let (otlp, bodies) = collector().await;
+    let upstream = RecordingServer::new(vec![tool("meta", &["text"])], &[], &[]);
+    let up = serve_recording(&upstream).await;
+    let config = Config::from_json_str(
+        &json!({
+            "general_settings": {"metrics": {"enabled": false}},
+            "mcp_servers": {"wiki": {"url": up.url("/mcp")}},
+            "keys": [{"key": ALICE, "key_alias": "alice", "object_permission": {"mcp_servers": ["wiki"]}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let traces = OtlpTraces::start(OtlpSettings {
+        endpoint: otlp.url("/v1/traces"),
+        headers: vec![("x-collector-token".into(), "t".into())],
+        service_name: "gatekeeper-under-test".into(),
+        sampler: Sampler::ParentBased(ParentBasedRoot::AlwaysOn),
+    })
+    .unwrap();
+    let gk = Gatekeeper::new(config.policy().unwrap());
+    let gateway = Gateway::from_config(&config, gk)
+        .unwrap()
+        .extra_metrics(Arc::new(traces))
+        .build()
+        .unwrap();
+    let gw = serve(
+        gateway.router(gateway.gatekeeper().layer()),
+        CancellationToken::new(),
+    )
+    .await;
+    let http = http_client();
+    let url = gw.url("/mcp");
+    let session = raw_session(&http, &url, ALICE).await;
+    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "wiki-meta", "arguments": {"text": ARGUMENT}, "_meta": {"traceparent": CALLER}}});
+    let r = mcp_post(&http, &url, ALICE, Some(&session))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    let reply = messages(&ct, &r.text().await.unwrap()).pop().unwrap();
+    let seen: Value =
+        serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let told = SpanContext::from_traceparent(seen["traceparent"].as_str().unwrap()).unwrap();
+    let caller = SpanContext::from_traceparent(CALLER).unwrap();
+
+    // The spans arrive within the exporter's batch delay.
+    let mut spans: Vec<(String, Span)> = Vec::new();
+    for _ in 0..100 {
+        spans = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                ExportTraceServiceRequest::decode(b.clone())
+                    .unwrap()
+                    .resource_spans
+            })
+            .flat_map(|rs| {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                        AnyValue::StringValue(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                rs.scope_spans
+                    .into_iter()
+                    .flat_map(|ss| ss.spans)
+                    .map(move |s| (service.clone(), s))
+            })
+            .collect();
+        if spans.iter().any(|(_, s)| s.kind == 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let find = |kind: i32, name: &str| {
+        spans
+            .iter()
+            .find(|(_, s)| s.kind == kind && s.name == name)
+            .unwrap_or_else(|| panic!("no span {name} of kind {kind} in {spans:#?}"))
+    };
+    let (service, server) = find(2, "tools/call wiki-meta");
+    let (_, client) = find(3, "tools/call");
+    assert_eq!(service, "gatekeeper-under-test");
+    // One trace: caller → the gateway's server span → its upstream request → the upstream.
+    assert_eq!(server.trace_id, caller.trace_id);
+    assert_eq!(server.parent_span_id, caller.span_id);
+    assert_eq!(client.trace_id, caller.trace_id);
+    assert_eq!(client.parent_span_id, server.span_id);
+    assert_eq!(told.trace_id, caller.trace_id);
+    assert_eq!(told.span_id.as_slice(), client.span_id.as_slice());
+    // Named and attributed per the conventions.
+    assert_eq!(
+        attribute(server, "mcp.method.name").as_deref(),
+        Some("tools/call")
+    );
+    assert_eq!(
+        attribute(server, "gen_ai.tool.name").as_deref(),
+        Some("wiki-meta")
+    );
+    assert_eq!(
+        attribute(server, "mcp.protocol.version").as_deref(),
+        Some("2025-06-18")
+    );
+    assert_eq!(attribute(client, "server.name").as_deref(), Some("wiki"));
+    assert!(server.end_time_unix_nano >= server.start_time_unix_nano);
+    assert!(client.start_time_unix_nano >= server.start_time_unix_nano);
+    // Nothing secret in any exported byte.
+    for body in bodies.lock().unwrap().iter() {
+        for secret in [ALICE, ARGUMENT, "alice"] {
+            assert!(
+                !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} exported"
+            );
+        }
+    }
+}
