@@ -24,6 +24,7 @@
 //!     protocol_version: Some("2025-06-18"),
 //!     error_type: None,
 //!     seconds: 0.004,
+//!     span: None,
 //! });
 //! let text = metrics.render();
 //! assert!(text.contains(
