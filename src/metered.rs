@@ -99,12 +99,14 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let timing = match &self.metrics {
             Some(metrics) if request.method() == http::Method::POST => {
+                let spans = metrics.records_spans();
                 let header = request
                     .headers()
                     .get("traceparent")
+                    .filter(|_| spans)
                     .and_then(|v| v.to_str().ok())
                     .and_then(SpanContext::from_traceparent);
-                let observed = Observed::new(header);
+                let observed = Observed::new(header, spans);
                 request.extensions_mut().insert(observed.clone());
                 Some(Timing {
                     metrics: Arc::clone(metrics),
@@ -170,7 +172,14 @@ impl Timing {
             .and_then(|p| p.target.as_ref())
             .filter(|_| named)
             .map(|(name, kind)| (&**name, *kind));
-        let (context, parent) = self.observed.span();
+        let span = self.observed.records_spans().then(|| {
+            let (context, parent) = self.observed.span();
+            Span {
+                context,
+                parent,
+                started: self.at,
+            }
+        });
         self.metrics.operation(&Operation {
             method: parsed.map_or(OTHER, |p| p.method),
             tool: target.and_then(|(n, k)| (k == TargetKind::Tool).then_some(n)),
@@ -178,11 +187,7 @@ impl Timing {
             protocol_version: parsed.and_then(|p| p.protocol_version),
             error_type,
             seconds: self.started.elapsed().as_secs_f64(),
-            span: Some(Span {
-                context,
-                parent,
-                started: self.at,
-            }),
+            span,
         });
     }
 }

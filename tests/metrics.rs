@@ -320,6 +320,9 @@ impl Metrics for Spans {
                 .push(("client", op.method.to_owned(), span));
         }
     }
+    fn records_spans(&self) -> bool {
+        true
+    }
 }
 
 #[tokio::test]
@@ -328,10 +331,10 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
     let up = serve_recording(&upstream).await;
     let mut doc: Value = serde_json::from_str(&config(&up.url("/mcp"))).unwrap();
     doc["general_settings"]["metrics"] = json!({"enabled": false});
-    let config = Config::from_json_str(&doc.to_string()).unwrap();
+    let parsed = Config::from_json_str(&doc.to_string()).unwrap();
     let spans = Arc::new(Spans::default());
-    let gk = Gatekeeper::new(config.policy().unwrap()).with_metrics(spans.clone());
-    let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
+    let gk = Gatekeeper::new(parsed.policy().unwrap()).with_metrics(spans.clone());
+    let gateway = Gateway::from_config(&parsed, gk).unwrap().build().unwrap();
     let gw = serve(
         gateway.router(gateway.gatekeeper().layer()),
         CancellationToken::new(),
@@ -396,6 +399,24 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
             assert_eq!(seen["tracestate"], "vendor=1", "{seen}");
         }
     }
+
+    // Measured, but by no recorder that takes spans (Prometheus alone, the gateway's
+    // default): the caller's context reaches the upstream as the caller sent it.
+    let (gw, _gateway) = gateway_from_json(&config(&up.url("/mcp"))).await;
+    let url = gw.url("/mcp");
+    let session = raw_session(&http, &url, ALICE).await;
+    let mut body = call_body("wiki-meta", json!({}));
+    body["params"]["_meta"] = json!({"traceparent": caller});
+    let r = mcp_post(&http, &url, ALICE, Some(&session))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    let reply = messages(&ct, &r.text().await.unwrap()).pop().unwrap();
+    let seen: Value =
+        serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["traceparent"], caller, "{seen}");
 }
 
 struct Tools {

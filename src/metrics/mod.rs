@@ -60,8 +60,8 @@ pub struct Operation<'a> {
     pub error_type: Option<&'a str>,
     /// How long it took, in seconds.
     pub seconds: f64,
-    /// Its span: a child of the caller's (from `params._meta.traceparent`, else the
-    /// `traceparent` header), or the root of a new trace.
+    /// Its span, for a recorder that takes spans: a child of the caller's (from
+    /// `params._meta.traceparent`, else the `traceparent` header), or the root of a new trace.
     pub span: Option<Span>,
 }
 
@@ -119,6 +119,14 @@ pub trait Metrics: Send + Sync + 'static {
     fn spend(&self, server: &str, tool: &str, cost: f64) {
         let _ = (server, tool, cost);
     }
+
+    /// Whether this recorder takes spans (`false` by default). Only then are spans made, and
+    /// only then does the gateway tell an upstream a span of its own as the parent: otherwise
+    /// the caller's `traceparent` goes on as the caller sent it, so that no upstream span
+    /// hangs from a span no collector ever received.
+    fn records_spans(&self) -> bool {
+        false
+    }
 }
 
 impl Metrics for () {}
@@ -135,6 +143,9 @@ impl<M: Metrics + ?Sized> Metrics for Arc<M> {
     }
     fn spend(&self, server: &str, tool: &str, cost: f64) {
         (**self).spend(server, tool, cost);
+    }
+    fn records_spans(&self) -> bool {
+        (**self).records_spans()
     }
 }
 
@@ -155,6 +166,9 @@ impl<A: Metrics, B: Metrics> Metrics for (A, B) {
     fn spend(&self, server: &str, tool: &str, cost: f64) {
         self.0.spend(server, tool, cost);
         self.1.spend(server, tool, cost);
+    }
+    fn records_spans(&self) -> bool {
+        self.0.records_spans() || self.1.records_spans()
     }
 }
 
@@ -241,6 +255,8 @@ struct Slot {
     failed: OnceLock<Failed>,
     /// The caller's context from the `traceparent` header.
     header: Option<SpanContext>,
+    /// Whether the recorder takes spans.
+    spans: bool,
     /// The request's own span and its parent's id, once asked for.
     span: OnceLock<(SpanContext, Option<[u8; 8]>)>,
 }
@@ -276,12 +292,19 @@ pub(crate) enum TargetKind {
 }
 
 impl Observed {
-    /// A slot for a request whose `traceparent` header names `header`.
-    pub(crate) fn new(header: Option<SpanContext>) -> Self {
+    /// A slot for a request whose `traceparent` header names `header`, measured by a
+    /// recorder that takes spans or not.
+    pub(crate) fn new(header: Option<SpanContext>, spans: bool) -> Self {
         Self(Arc::new(Slot {
             header,
+            spans,
             ..Slot::default()
         }))
+    }
+
+    /// Whether the request's span is recorded (see [`Metrics::records_spans`]).
+    pub(crate) fn records_spans(&self) -> bool {
+        self.0.spans
     }
 
     /// The request's own span, and its parent's id: a child of the caller's context (its

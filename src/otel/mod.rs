@@ -307,6 +307,10 @@ fn end_of(span: &Span, seconds: f64) -> u64 {
 }
 
 impl Metrics for OtlpTraces {
+    fn records_spans(&self) -> bool {
+        true
+    }
+
     fn operation(&self, op: &Operation<'_>) {
         let Some(span) = op.span else { return };
         let target = op.tool.or(op.prompt);

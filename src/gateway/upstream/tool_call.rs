@@ -348,28 +348,31 @@ pub(crate) fn forward_meta(meta: Option<RequestMetaObject>) -> Option<RequestMet
     (!meta.0.0.is_empty()).then_some(meta)
 }
 
-/// Tells the upstream the span of this request as the parent of its own: `traceparent` in
-/// `meta` set to a new child of the gateway's span of the caller's request (`observed`'s),
-/// in place of whatever the caller sent; the caller's `tracestate` and `baggage` (from `meta`,
-/// else from `carried`, the `_meta` rmcp's server side kept apart) go on with it. The new span
-/// and its parent's id; nothing (and `meta` as it was) when the request is not measured.
+/// The trace context an upstream request carries in `meta`. The caller's `traceparent`,
+/// `tracestate` and `baggage` go on (from `meta`, else from `carried`, the `_meta` rmcp's
+/// server side kept apart). When a recorder takes the gateway's spans (`observed`'s), the
+/// upstream is told instead a new child of the gateway's span of the caller's request as the
+/// parent of its own: that span and its parent's id are returned.
 pub(crate) fn traced(
     meta: &mut Option<RequestMetaObject>,
     observed: Option<&crate::metrics::Observed>,
     carried: Option<&rmcp::model::MetaObject>,
 ) -> Option<(crate::metrics::SpanContext, [u8; 8])> {
-    let (ours, _) = observed?.span();
-    let span = ours.child();
-    let meta = meta.get_or_insert_with(RequestMetaObject::default);
-    meta.set_traceparent(span.traceparent());
     if let Some(carried) = carried {
-        if let (None, Some(state)) = (meta.get_tracestate(), carried.get_tracestate()) {
-            meta.set_tracestate(state);
-        }
-        if let (None, Some(baggage)) = (meta.get_baggage(), carried.get_baggage()) {
-            meta.set_baggage(baggage);
+        for key in ["traceparent", "tracestate", "baggage"] {
+            let Some(value) = carried.0.get(key) else {
+                continue;
+            };
+            let own = &mut meta.get_or_insert_with(RequestMetaObject::default).0.0;
+            if !own.contains_key(key) {
+                own.insert(key.to_owned(), value.clone());
+            }
         }
     }
+    let (ours, _) = observed.filter(|o| o.records_spans())?.span();
+    let span = ours.child();
+    meta.get_or_insert_with(RequestMetaObject::default)
+        .set_traceparent(span.traceparent());
     Some((span, ours.span_id))
 }
 
