@@ -19,7 +19,9 @@ use common::*;
 use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::gateway::Gateway;
-use mcp_gatekeeper::metrics::{ClientOperation, Metrics, Operation, Span, SpanContext};
+use mcp_gatekeeper::metrics::{
+    ClientOperation, Metrics, Operation, Session, SessionSide, Span, SpanContext,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -169,15 +171,32 @@ async fn metrics_count_a_mix_of_requests_by_rule_and_outcome_and_prometheus_read
     };
     assert_eq!(scrape(None).await.unwrap().status(), 401);
     assert_eq!(scrape(Some(ALICE)).await.unwrap().status(), 403);
-    let r = scrape(Some(MASTER)).await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    let text = r.text().await.unwrap();
+    // Bob ends his session: it is timed once it has closed.
+    let r = http
+        .delete(&url)
+        .header("x-litellm-api-key", BOB)
+        .header("mcp-session-id", &bob)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let ended = r#"mcp_server_session_duration_seconds_count{mcp_protocol_version="2025-06-18",network_transport="tcp"}"#;
+    let mut text = String::new();
+    for _ in 0..100 {
+        let r = scrape(Some(MASTER)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        text = r.text().await.unwrap();
+        if sample(&text, ended).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let op = "mcp_server_operation_duration_seconds_count";
     let v = r#"mcp_protocol_version="2025-06-18",network_transport="tcp""#;
@@ -198,6 +217,8 @@ async fn metrics_count_a_mix_of_requests_by_rule_and_outcome_and_prometheus_read
         (r#"mcp_gatekeeper_decisions_total{event="call",outcome="refused",rule="permissions",level="key"}"#.to_owned(), 1.0),
         (r#"mcp_gatekeeper_decisions_total{event="call",outcome="refused",rule="unknown_name"}"#.to_owned(), 1.0),
         (r#"mcp_gatekeeper_decisions_total{event="auth",outcome="refused",rule="invalid_credential"}"#.to_owned(), 1.0),
+        // Bob's session, the one that ended.
+        (ended.to_owned(), 1.0),
         // Only alice reached wiki.
         ("mcp_gatekeeper_upstream_sessions".to_owned(), 1.0),
         (r#"mcp_gatekeeper_upstream_up{mcp_server_name="wiki"}"#.to_owned(), 1.0),
@@ -417,6 +438,127 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
     let seen: Value =
         serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
     assert_eq!(seen["traceparent"], caller, "{seen}");
+}
+
+/// A recorder that keeps every session it is told of: side, server, version, transport, error.
+#[derive(Default)]
+struct Sessions(std::sync::Mutex<Vec<SessionSeen>>);
+
+type SessionSeen = (
+    SessionSide,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
+impl Metrics for Sessions {
+    fn session(&self, s: &Session<'_>) {
+        assert!(s.seconds >= 0.0);
+        self.0.lock().unwrap().push((
+            s.side,
+            s.server.map(str::to_owned),
+            s.protocol_version.map(str::to_owned),
+            s.transport.to_owned(),
+            s.error_type.map(str::to_owned),
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_timed_on_both_sides_until_they_end() {
+    use axum::Router;
+    let upstream = RecordingServer::new(vec![tool("echo", &["text"])], &[], &[]);
+    let stateful = |ct: &CancellationToken| {
+        Router::new().nest_service(
+            "/mcp",
+            mcp_service(upstream.clone(), Mode::StatefulJson, ct),
+        )
+    };
+    let ct = CancellationToken::new();
+    let first = serve(stateful(&ct), ct.clone()).await;
+    let addr = first.addr;
+    let mut doc: Value = serde_json::from_str(&config(&first.url("/mcp"))).unwrap();
+    doc["mcp_servers"]["wiki"]["protocol_version"] = json!("2025-11-25");
+    doc["general_settings"]["metrics"] = json!({"enabled": false});
+    let parsed = Config::from_json_str(&doc.to_string()).unwrap();
+    let sessions = Arc::new(Sessions::default());
+    let gk = Gatekeeper::new(parsed.policy().unwrap()).with_metrics(sessions.clone());
+    let gateway = Gateway::from_config(&parsed, gk).unwrap().build().unwrap();
+    let gw = serve(
+        gateway.router(gateway.gatekeeper().layer()),
+        CancellationToken::new(),
+    )
+    .await;
+    let http = http_client();
+    let url = gw.url("/mcp");
+    let echo = call_body("wiki-echo", json!({"text": "hi"}));
+    let session = raw_session(&http, &url, ALICE).await;
+    let (_, reply) = post(&http, &url, ALICE, Some(&session), &echo).await;
+    assert!(reply["result"]["content"].is_array(), "{reply}");
+    assert!(
+        sessions.0.lock().unwrap().is_empty(),
+        "no session has ended yet"
+    );
+
+    // The upstream restarts and forgets its sessions: the gateway's ends, lost; the next
+    // call opens a new one.
+    ct.cancel();
+    drop(first);
+    let mut second = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(probe) = std::net::TcpListener::bind(addr) {
+            drop(probe);
+            let ct = CancellationToken::new();
+            second = Some(serve_on(addr, stateful(&ct), ct).await);
+            break;
+        }
+    }
+    assert!(second.is_some(), "the upstream's port is free again");
+    for _ in 0..2 {
+        let (_, reply) = post(&http, &url, ALICE, Some(&session), &echo).await;
+        if reply["result"]["isError"] != json!(true) && reply["error"].is_null() {
+            break;
+        }
+    }
+
+    // The caller ends its session.
+    let r = http
+        .delete(&url)
+        .header("x-litellm-api-key", ALICE)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let client_lost: SessionSeen = (
+        SessionSide::Client,
+        Some("wiki".into()),
+        Some("2025-11-25".into()),
+        "tcp".into(),
+        Some("transport_closed".into()),
+    );
+    let server_ended: SessionSeen = (
+        SessionSide::Server,
+        None,
+        Some("2025-06-18".into()),
+        "tcp".into(),
+        None,
+    );
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = sessions.0.lock().unwrap().clone();
+        if seen.contains(&client_lost) && seen.contains(&server_ended) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen.contains(&client_lost), "{seen:?}");
+    assert!(seen.contains(&server_ended), "{seen:?}");
+    // One of each: the gateway's new upstream session is still open.
+    assert_eq!(seen.len(), 2, "{seen:?}");
 }
 
 struct Tools {

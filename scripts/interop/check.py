@@ -190,7 +190,16 @@ async def check(name: str, coro: Any) -> None:
     except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
         FAILED.append(name)
         print(f"FAIL  {name}: {type(e).__name__}: {e}")
-        traceback.print_exc(limit=3, file=sys.stdout)
+        # An SDK's task group wraps what went wrong: show each innermost exception whole.
+        for leaf in leaves(e):
+            print(f"      caused by {type(leaf).__name__}: {leaf}")
+            traceback.print_exception(leaf, limit=-6, file=sys.stdout)
+
+
+def leaves(e: BaseException) -> list[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for sub in e.exceptions for leaf in leaves(sub)]
+    return [e]
 
 
 def expect(cond: bool, msg: str) -> None:

@@ -400,9 +400,7 @@ impl Gateway {
     /// A handler for one downstream session.
     #[must_use]
     pub fn handler(&self) -> GatewayHandler {
-        GatewayHandler {
-            shared: Arc::clone(&self.shared),
-        }
+        GatewayHandler::new(Arc::clone(&self.shared))
     }
 
     /// The gateway as a streamable HTTP service with `config`: rmcp's, with `tools/call` and the

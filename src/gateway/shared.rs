@@ -342,6 +342,9 @@ impl GatewayState {
             let reuse = slot.as_ref().is_some_and(Connection::is_usable);
             if !reuse {
                 if let Some(old) = slot.take() {
+                    if old.service.is_closed() {
+                        old.lost();
+                    }
                     tokio::spawn(async move {
                         let _ = old.service.cancel().await;
                     });
@@ -377,10 +380,27 @@ impl GatewayState {
                 .await
                 .map_err(|_| Failure::Timeout)?
                 .map_err(Failure::Unavailable)?;
+                let clock = self.gatekeeper.metrics().map(|metrics| {
+                    let transport = match spec.transport {
+                        crate::gateway::upstream::spec::UpstreamTransport::Stdio { .. } => "pipe",
+                        _ => "tcp",
+                    };
+                    let clock = crate::metrics::SessionClock::new(
+                        Arc::clone(metrics),
+                        crate::metrics::SessionSide::Client,
+                        Some(Arc::from(server)),
+                        transport,
+                    );
+                    if let Some(info) = service.peer().peer_info() {
+                        clock.opened(info.protocol_version.as_str());
+                    }
+                    clock
+                });
                 *slot = Some(Connection {
                     service,
                     relay,
                     expires,
+                    clock,
                 });
             }
             let conn = slot.as_ref().expect("just set");
@@ -404,6 +424,7 @@ impl GatewayState {
                     // The session is dead (a crashed child, a dropped connection) even if rmcp
                     // has not noticed yet: the next use opens a new one.
                     if let Some(old) = entry.conn.lock().await.take() {
+                        old.lost();
                         tokio::spawn(async move {
                             let _ = old.service.cancel().await;
                         });

@@ -32,6 +32,7 @@
 //! ));
 //! ```
 
+mod clock;
 mod exposition;
 mod prometheus;
 mod trace;
@@ -39,6 +40,7 @@ mod trace;
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
+pub(crate) use clock::SessionClock;
 pub use exposition::{CONTENT_TYPE, Exposition};
 pub use prometheus::PrometheusMetrics;
 pub use trace::{Span, SpanContext};
@@ -84,6 +86,34 @@ pub struct ClientOperation<'a> {
     pub span: Option<Span>,
 }
 
+/// A session that has ended: a caller's with the gateway, or the gateway's with an upstream.
+/// Protocol 2026-07-28 has no sessions; neither side records one for it.
+#[derive(Clone, Copy, Debug)]
+pub struct Session<'a> {
+    /// Which side of the session the recorder is on.
+    pub side: SessionSide,
+    /// The upstream server's name in the configuration, for the gateway's own sessions.
+    pub server: Option<&'a str>,
+    /// The protocol version the session was opened under, when known.
+    pub protocol_version: Option<&'a str>,
+    /// How it is carried: `tcp` (HTTP) or `pipe` (stdio).
+    pub transport: &'a str,
+    /// Why it ended, when it did not end in the ordinary way (closed by its client, or idle
+    /// past its keep-alive): `transport_closed` when the other side went away.
+    pub error_type: Option<&'a str>,
+    /// How long it lasted, in seconds.
+    pub seconds: f64,
+}
+
+/// Which side of a [`Session`] the recorder is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionSide {
+    /// The server's: a caller's session with the gateway (`mcp.server.session.duration`).
+    Server,
+    /// The client's: the gateway's session with an upstream (`mcp.client.session.duration`).
+    Client,
+}
+
 /// One decision a layer made: the fields of its audit event that are bounded.
 #[derive(Clone, Copy, Debug)]
 pub struct Decision<'a> {
@@ -108,6 +138,11 @@ pub trait Metrics: Send + Sync + 'static {
     /// The gateway's request to an upstream has been answered.
     fn client_operation(&self, operation: &ClientOperation<'_>) {
         let _ = operation;
+    }
+
+    /// A session has ended.
+    fn session(&self, session: &Session<'_>) {
+        let _ = session;
     }
 
     /// A layer decided.
@@ -138,6 +173,9 @@ impl<M: Metrics + ?Sized> Metrics for Arc<M> {
     fn client_operation(&self, operation: &ClientOperation<'_>) {
         (**self).client_operation(operation);
     }
+    fn session(&self, session: &Session<'_>) {
+        (**self).session(session);
+    }
     fn decision(&self, decision: &Decision<'_>) {
         (**self).decision(decision);
     }
@@ -158,6 +196,10 @@ impl<A: Metrics, B: Metrics> Metrics for (A, B) {
     fn client_operation(&self, operation: &ClientOperation<'_>) {
         self.0.client_operation(operation);
         self.1.client_operation(operation);
+    }
+    fn session(&self, session: &Session<'_>) {
+        self.0.session(session);
+        self.1.session(session);
     }
     fn decision(&self, decision: &Decision<'_>) {
         self.0.decision(decision);

@@ -7,7 +7,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::exposition::Exposition;
-use super::{ClientOperation, Decision, Metrics, OTHER, Operation, method_label, version_label};
+use super::{
+    ClientOperation, Decision, Metrics, OTHER, Operation, Session, SessionSide, method_label,
+    version_label,
+};
 
 /// The bucket boundaries (seconds) OpenTelemetry's conventions for MCP give its durations.
 const BOUNDS: [f64; 14] = [
@@ -43,6 +46,8 @@ struct State {
     words: HashSet<Arc<str>, Quick>,
     operations: HashMap<OperationKey, Histogram, Quick>,
     client: HashMap<ClientKey, Histogram, Quick>,
+    server_sessions: HashMap<SessionKey, Histogram, Quick>,
+    client_sessions: HashMap<SessionKey, Histogram, Quick>,
     decisions: HashMap<DecisionKey, u64, Quick>,
     spend: HashMap<(Arc<str>, Arc<str>), f64, Quick>,
 }
@@ -104,6 +109,14 @@ struct ClientKey {
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SessionKey {
+    server: Option<Arc<str>>,
+    version: Option<&'static str>,
+    transport: &'static str,
+    error: Option<Arc<str>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct DecisionKey {
     event: Arc<str>,
     outcome: Arc<str>,
@@ -135,17 +148,18 @@ impl Histogram {
     /// Writes the histogram's samples under `name` with `labels` before `le`.
     fn write(&self, text: &mut Exposition, name: &str, labels: &[(&str, Option<&str>)]) {
         let bucket = format!("{name}_bucket");
+        let mut with_le: Vec<(&str, Option<&str>)> = Vec::with_capacity(labels.len() + 1);
+        with_le.extend_from_slice(labels);
+        with_le.push(("le", None));
         let mut cumulative = 0;
         for ((bound, n), le) in BOUNDS.iter().zip(self.buckets).zip(LE) {
             debug_assert_eq!(bound.to_string(), le);
             cumulative += n;
-            let mut with_le: Vec<(&str, Option<&str>)> = labels.to_vec();
-            with_le.push(("le", Some(le)));
+            with_le[labels.len()].1 = Some(le);
             #[allow(clippy::cast_precision_loss)] // counts far below 2^52
             text.sample(&bucket, &with_le, cumulative as f64);
         }
-        let mut with_le: Vec<(&str, Option<&str>)> = labels.to_vec();
-        with_le.push(("le", Some("+Inf")));
+        with_le[labels.len()].1 = Some("+Inf");
         #[allow(clippy::cast_precision_loss)]
         text.sample(&bucket, &with_le, self.count as f64);
         text.sample(&format!("{name}_sum"), labels, self.sum);
@@ -267,6 +281,18 @@ impl PrometheusMetrics {
                 ],
             );
         }
+        write_sessions(
+            text,
+            &state.server_sessions,
+            "mcp_server_session_duration_seconds",
+            "The duration of the MCP session as observed on the MCP server (the gateway, for its callers' sessions).",
+        );
+        write_sessions(
+            text,
+            &state.client_sessions,
+            "mcp_client_session_duration_seconds",
+            "The duration of the MCP session as observed on the MCP client (the gateway, for its sessions with upstream servers).",
+        );
         let mut decisions: Vec<_> = state.decisions.iter().collect();
         decisions.sort_by(|a, b| a.0.cmp(b.0));
         let name = "mcp_gatekeeper_decisions_total";
@@ -309,6 +335,29 @@ impl PrometheusMetrics {
     }
 }
 
+fn write_sessions(
+    text: &mut Exposition,
+    sessions: &HashMap<SessionKey, Histogram, Quick>,
+    name: &str,
+    help: &str,
+) {
+    let mut sessions: Vec<_> = sessions.iter().collect();
+    sessions.sort_by(|a, b| a.0.cmp(b.0));
+    text.family(name, "histogram", help);
+    for (key, histogram) in sessions {
+        histogram.write(
+            text,
+            name,
+            &[
+                ("mcp_server_name", key.server.as_deref()),
+                ("mcp_protocol_version", key.version),
+                ("network_transport", Some(key.transport)),
+                ("error_type", key.error.as_deref()),
+            ],
+        );
+    }
+}
+
 impl Metrics for PrometheusMetrics {
     fn operation(&self, op: &Operation<'_>) {
         let max = self.max_names;
@@ -333,6 +382,26 @@ impl Metrics for PrometheusMetrics {
             error: op.error_type.map(|e| state.word(e)),
         };
         state.client.entry(key).or_default().observe(op.seconds);
+    }
+
+    fn session(&self, session: &Session<'_>) {
+        let max = self.max_names;
+        let mut state = self.state();
+        let key = SessionKey {
+            server: session.server.map(|s| state.name(s, max)),
+            version: session.protocol_version.map(version_label),
+            transport: match session.transport {
+                "tcp" => "tcp",
+                "pipe" => "pipe",
+                _ => OTHER,
+            },
+            error: session.error_type.map(|e| state.word(e)),
+        };
+        let sessions = match session.side {
+            SessionSide::Server => &mut state.server_sessions,
+            SessionSide::Client => &mut state.client_sessions,
+        };
+        sessions.entry(key).or_default().observe(session.seconds);
     }
 
     fn decision(&self, d: &Decision<'_>) {
@@ -429,6 +498,36 @@ mod tests {
             .count();
         assert_eq!(series, 201);
         assert!(text.contains(r#"gen_ai_tool_name="_OTHER""#));
+    }
+
+    #[test]
+    fn sessions_are_timed_by_side() {
+        let m = PrometheusMetrics::new();
+        let session = |side, server, transport, error| Session {
+            side,
+            server,
+            protocol_version: Some("2025-11-25"),
+            transport,
+            error_type: error,
+            seconds: 42.0,
+        };
+        m.session(&session(SessionSide::Server, None, "tcp", None));
+        m.session(&session(
+            SessionSide::Client,
+            Some("wiki"),
+            "pipe",
+            Some("transport_closed"),
+        ));
+        m.session(&session(SessionSide::Client, Some("wiki"), "quic?", None));
+        let text = m.render();
+        for line in [
+            "mcp_server_session_duration_seconds_bucket{mcp_protocol_version=\"2025-11-25\",network_transport=\"tcp\",le=\"60\"} 1\n",
+            "mcp_server_session_duration_seconds_bucket{mcp_protocol_version=\"2025-11-25\",network_transport=\"tcp\",le=\"30\"} 0\n",
+            "mcp_client_session_duration_seconds_count{mcp_server_name=\"wiki\",mcp_protocol_version=\"2025-11-25\",network_transport=\"pipe\",error_type=\"transport_closed\"} 1\n",
+            "mcp_client_session_duration_seconds_count{mcp_server_name=\"wiki\",mcp_protocol_version=\"2025-11-25\",network_transport=\"_OTHER\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]

@@ -143,14 +143,12 @@ impl GatewayService {
         }
         let manager = Arc::new(LocalSessionManager::default());
         let endpoint = route::Endpoint::for_config(&config, &manager).map(Arc::new);
-        let handler = GatewayHandler {
-            shared: Arc::clone(&shared),
-        };
+        let for_sessions = Arc::clone(&shared);
         Self {
             shared,
             endpoint,
             rmcp: Arc::new(StreamableHttpService::new(
-                move || Ok(handler.clone()),
+                move || Ok(GatewayHandler::for_session(&for_sessions)),
                 manager,
                 config,
             )),

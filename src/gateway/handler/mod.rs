@@ -40,6 +40,7 @@ use crate::gateway::caller::list_cache::Listed;
 use crate::gateway::shared::GatewayState;
 use crate::gateway::upstream::client::Relay;
 use crate::gateway::upstream::tool_call::{self, ToolCall, forward_meta, relayed};
+use crate::metrics::SessionClock;
 use crate::permission::ReplayedLists;
 use aggregate::Upstreams;
 
@@ -47,6 +48,8 @@ use aggregate::Upstreams;
 #[derive(Clone)]
 pub struct GatewayHandler {
     pub(crate) shared: Arc<GatewayState>,
+    /// Times the session, when metrics are on (see [`Self::for_session`]).
+    session: Option<Arc<SessionClock>>,
 }
 
 impl std::fmt::Debug for GatewayHandler {
@@ -56,6 +59,32 @@ impl std::fmt::Debug for GatewayHandler {
 }
 
 impl GatewayHandler {
+    /// A handler for requests that are not a session's (its own use, or a transport the
+    /// gateway does not serve itself).
+    pub(crate) fn new(shared: Arc<GatewayState>) -> Self {
+        Self {
+            shared,
+            session: None,
+        }
+    }
+
+    /// A handler for one session of the gateway's HTTP endpoint, timed from now to its end
+    /// when metrics are on (`mcp.server.session.duration`).
+    pub(crate) fn for_session(shared: &Arc<GatewayState>) -> Self {
+        let session = shared.gatekeeper.metrics().map(|metrics| {
+            Arc::new(SessionClock::new(
+                Arc::clone(metrics),
+                crate::metrics::SessionSide::Server,
+                None,
+                "tcp",
+            ))
+        });
+        Self {
+            shared: Arc::clone(shared),
+            session,
+        }
+    }
+
     /// The upstreams the caller of `ctx` may use.
     pub(crate) fn upstreams<'a>(&'a self, ctx: &'a RequestContext<RoleServer>) -> Upstreams<'a> {
         Upstreams::of(&self.shared, Caller::from_context(ctx))
@@ -126,6 +155,9 @@ impl GatewayHandler {
 
 impl ServerHandler for GatewayHandler {
     async fn on_initialized(&self, ctx: rmcp::service::NotificationContext<RoleServer>) {
+        if let (Some(clock), Some(info)) = (&self.session, ctx.peer.peer_info()) {
+            clock.opened(info.protocol_version.as_str());
+        }
         // Remembered for the endpoint, which takes this session's calls without us.
         let session = ctx
             .extensions

@@ -434,9 +434,18 @@ pub(crate) struct Connection {
     pub(crate) relay: Relay,
     /// Reconnect after this (an OAuth token's expiry).
     pub(crate) expires: Option<Instant>,
+    /// Times the session, when metrics are on (`mcp.client.session.duration`).
+    pub(crate) clock: Option<crate::metrics::SessionClock>,
 }
 
 impl Connection {
+    /// The session is ending because its transport is gone.
+    pub(crate) fn lost(&self) {
+        if let Some(clock) = &self.clock {
+            clock.failed("transport_closed");
+        }
+    }
+
     pub(crate) fn is_usable(&self) -> bool {
         !self.service.is_closed()
             && self
