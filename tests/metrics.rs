@@ -367,12 +367,19 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
     let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let header_caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
-    // The caller's context in `_meta`, in the `traceparent` header, and none at all.
-    for (in_meta, in_header) in [
+    // The caller's context in `_meta`, in the `traceparent` header, and none at all; sent
+    // through rmcp's client, then (the tool listed) posted by the gateway itself.
+    let cases = [
         (Some(caller), None),
         (None, Some(header_caller)),
         (None, None),
-    ] {
+    ];
+    for (i, (in_meta, in_header)) in cases.into_iter().chain(cases).enumerate() {
+        if i == cases.len() {
+            let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+            let (status, _) = post(&http, &url, ALICE, Some(&session), &list).await;
+            assert_eq!(status, 200);
+        }
         spans.0.lock().unwrap().clear();
         let mut body = call_body("wiki-meta", json!({}));
         if let Some(tp) = in_meta {
@@ -382,13 +389,14 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
         if let Some(tp) = in_header {
             request = request.header("traceparent", tp);
         }
-        let r = request.send().await.unwrap();
-        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-        let reply = messages(&ct, &r.text().await.unwrap()).pop().unwrap();
-        let seen: Value =
-            serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+        let seen = meta_seen(request.send().await.unwrap()).await;
         let upstream_parent =
-            SpanContext::from_traceparent(seen["traceparent"].as_str().unwrap()).unwrap();
+            SpanContext::from_traceparent(seen["meta"]["traceparent"].as_str().unwrap()).unwrap();
+        // The HTTP request carries the same context in its headers.
+        assert_eq!(
+            seen["headers"]["traceparent"], seen["meta"]["traceparent"],
+            "{seen}"
+        );
 
         let recorded = spans.0.lock().unwrap().clone();
         let server = recorded
@@ -416,8 +424,9 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
         assert_eq!(upstream_parent, client.context);
         assert_ne!(Some(upstream_parent.span_id), server.parent);
         if in_meta.is_some() {
-            // What else the caller put in `_meta` goes on as it was.
-            assert_eq!(seen["tracestate"], "vendor=1", "{seen}");
+            // What else the caller put in `_meta` goes on as it was, in `_meta` and headers.
+            assert_eq!(seen["meta"]["tracestate"], "vendor=1", "{seen}");
+            assert_eq!(seen["headers"]["tracestate"], "vendor=1", "{seen}");
         }
     }
 
@@ -433,11 +442,22 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
         .send()
         .await
         .unwrap();
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    let reply = messages(&ct, &r.text().await.unwrap()).pop().unwrap();
-    let seen: Value =
-        serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
-    assert_eq!(seen["traceparent"], caller, "{seen}");
+    let seen = meta_seen(r).await;
+    assert_eq!(seen["meta"]["traceparent"], caller, "{seen}");
+    assert_eq!(seen["headers"]["traceparent"], caller, "{seen}");
+
+    // A malformed context is passed on in `_meta` as the caller wrote it (it is the caller's),
+    // but never made a header.
+    let mut body = call_body("wiki-meta", json!({}));
+    body["params"]["_meta"] =
+        json!({"traceparent": "00-not-a-trace\r\nx-evil: 1", "tracestate": "a=b"});
+    let r = mcp_post(&http, &url, ALICE, Some(&session))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let seen = meta_seen(r).await;
+    assert_eq!(seen["headers"], json!({}), "{seen}");
 }
 
 /// A recorder that keeps every session it is told of: side, server, version, transport, error.

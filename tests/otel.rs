@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const ALICE: &str = "sk-alice-otel-secret-0001";
@@ -98,11 +98,10 @@ async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
         .send()
         .await
         .unwrap();
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    let reply = messages(&ct, &r.text().await.unwrap()).pop().unwrap();
-    let seen: Value =
-        serde_json::from_str(reply["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
-    let told = SpanContext::from_traceparent(seen["traceparent"].as_str().unwrap()).unwrap();
+    let seen = meta_seen(r).await;
+    let told =
+        SpanContext::from_traceparent(seen["meta"]["traceparent"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["headers"]["traceparent"], seen["meta"]["traceparent"]);
     let caller = SpanContext::from_traceparent(CALLER).unwrap();
 
     // The spans arrive within the exporter's batch delay.

@@ -219,9 +219,19 @@ impl ServerHandler for RecordingServer {
             .into());
         }
         if request.name.ends_with("meta") {
-            // Reports the `_meta` this server received: what a gateway passed on.
+            // Reports the `_meta` this server received and the trace context headers of its
+            // HTTP request: what a gateway passed on.
             let meta = serde_json::to_value(&ctx.meta).unwrap_or_default();
-            return Ok(CallToolResult::success(vec![ContentBlock::text(meta.to_string())]).into());
+            let parts = ctx.extensions.get::<http::request::Parts>();
+            let headers: serde_json::Map<String, Value> = ["traceparent", "tracestate", "baggage"]
+                .into_iter()
+                .filter_map(|name| {
+                    let value = parts?.headers.get(name)?.to_str().ok()?;
+                    Some((name.to_owned(), json!(value)))
+                })
+                .collect();
+            let seen = json!({"meta": meta, "headers": headers});
+            return Ok(CallToolResult::success(vec![ContentBlock::text(seen.to_string())]).into());
         }
         if request.name.ends_with("progress") {
             // Reports progress against the caller's token, as long-running tools do.
@@ -773,6 +783,22 @@ pub fn keyed_transport(
 
 /// Opens an MCP session on `url` with `key` by hand (protocol 2025-06-18, declaring sampling):
 /// its id.
+/// What an upstream's `…meta` tool reported (`{"meta": …, "headers": …}`), read from the
+/// gateway's answer `response` to its call.
+pub async fn meta_seen(response: reqwest::Response) -> Value {
+    let ct = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let reply = messages(&ct, &response.text().await.unwrap())
+        .pop()
+        .unwrap();
+    let text = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a tool result: {reply}"));
+    serde_json::from_str(text).unwrap()
+}
+
 pub async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String {
     let init = mcp_post(http, url, key, None)
         .json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"sampling":{}},"clientInfo":{"name":"t","version":"0"}}}))

@@ -123,6 +123,11 @@ pub(crate) async fn connect(
             for (k, v) in &headers {
                 post = post.header(k, v);
             }
+            for (k, v) in super::wire::message_trace(&message) {
+                if !headers.contains_key(&k) {
+                    post = post.header(k, v);
+                }
+            }
             match post.send().await {
                 Ok(r) if r.status().is_success() => {}
                 _ => {

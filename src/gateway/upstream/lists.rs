@@ -29,7 +29,7 @@ where
     let decode = |text: &str| decode_reply::<R>(&id, text);
     Some(
         async {
-            let (mut body, is_json) = to.send(body, method, None).await?;
+            let (mut body, is_json) = to.send(body, method, None, Vec::new()).await?;
             if is_json {
                 let bytes = read_all(&mut body).await?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("not UTF-8"))?;

@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 use super::http_clients::{Outgoing, Posted, UpstreamHttp};
 use super::per_request::{self, PlainTools};
 use super::wire::{
-    Head, MAX_REPLY, Stream, decode_answer, encode, finish, gone, next_event, read_all, unreadable,
+    Head, MAX_REPLY, Stream, TraceHeaders, decode_answer, encode, finish, gone, message_trace,
+    next_event, read_all, trace_headers, unreadable,
 };
 use crate::protocol::sse;
 
@@ -135,6 +136,18 @@ impl Recorder {
 
 type Post = Result<StreamableHttpPostResponse, StreamableHttpError<reqwest::Error>>;
 
+/// `headers` with the trace context headers of `message` (see [`message_trace`]) where
+/// `headers` has none.
+fn with_trace(
+    message: &ClientJsonRpcMessage,
+    mut headers: HashMap<HeaderName, HeaderValue>,
+) -> HashMap<HeaderName, HeaderValue> {
+    for (name, value) in message_trace(message) {
+        headers.entry(name).or_insert(value);
+    }
+    headers
+}
+
 impl StreamableHttpClient for Recorder {
     type Error = reqwest::Error;
 
@@ -147,6 +160,7 @@ impl StreamableHttpClient for Recorder {
         headers: HashMap<HeaderName, HeaderValue>,
     ) -> Post {
         self.session.note(&message, session_id.as_ref(), &headers);
+        let headers = with_trace(&message, headers);
         let sent = self
             .http
             .post_message(uri, message, session_id, auth, headers)
@@ -164,6 +178,7 @@ impl StreamableHttpClient for Recorder {
         max: usize,
     ) -> Post {
         self.session.note(&message, session_id.as_ref(), &headers);
+        let headers = with_trace(&message, headers);
         let sent = self
             .http
             .post_message_with_max_sse_event_size(uri, message, session_id, auth, headers, max)
@@ -181,6 +196,7 @@ impl StreamableHttpClient for Recorder {
         limits: StreamableHttpResponseLimits,
     ) -> Post {
         self.session.note(&message, session_id.as_ref(), &headers);
+        let headers = with_trace(&message, headers);
         let sent = self
             .http
             .post_message_with_response_limits(uri, message, session_id, auth, headers, limits)
@@ -272,18 +288,26 @@ impl Poster {
         })
     }
 
-    /// Posts `body`, the message `method` (naming `name`, if it does).
+    /// Posts `body`, the message `method` (naming `name`, if it does), with the trace context
+    /// headers `trace` (those the session's own headers do not set).
     async fn post(
         &self,
         body: Vec<u8>,
         method: Option<&str>,
         name: Option<&str>,
+        trace: TraceHeaders,
     ) -> Result<Posted, ServiceError> {
         let (session_id, headers) = &*self.seen;
-        let stated = match (self.latest, method) {
+        let mut stated = match (self.latest, method) {
             (true, Some(method)) => per_request::stated(method, name),
             _ => Vec::new(),
         };
+        if stated.is_empty() {
+            stated = trace;
+        } else {
+            stated.extend(trace);
+        }
+        stated.retain(|(name, _)| !headers.contains_key(name));
         self.http
             .post(Outgoing {
                 url: &self.url.url,
@@ -297,15 +321,17 @@ impl Poster {
             .map_err(|_| gone())
     }
 
-    /// Posts `body`, a request of `method` (naming `name`, if it does): the reply, and whether
-    /// it is JSON (else an event stream). A 404 means the session is gone.
+    /// Posts `body`, a request of `method` (naming `name`, if it does) with the trace context
+    /// headers `trace`: the reply, and whether it is JSON (else an event stream). A 404 means
+    /// the session is gone.
     pub(crate) async fn send(
         &self,
         body: Vec<u8>,
         method: &str,
         name: Option<&str>,
+        trace: TraceHeaders,
     ) -> Result<(Stream, bool), ServiceError> {
-        let response = self.post(body, Some(method), name).await?;
+        let response = self.post(body, Some(method), name, trace).await?;
         let is_json = crate::protocol::media_is(
             response.headers.get(http::header::CONTENT_TYPE),
             "application/json",
@@ -332,6 +358,7 @@ impl Poster {
                 serde_json::to_vec(message).unwrap_or_default(),
                 method,
                 None,
+                Vec::new(),
             )
             .await;
     }
@@ -371,7 +398,10 @@ impl Exchange {
         };
         Some(
             async {
-                let sent = exchange.to.send(body, "tools/call", Some(&params.name));
+                let trace = trace_headers(params.meta.as_ref());
+                let sent = exchange
+                    .to
+                    .send(body, "tools/call", Some(&params.name), trace);
                 let (body, is_json) = match sent.await {
                     Ok(sent) => sent,
                     Err(e) => {

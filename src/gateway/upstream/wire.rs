@@ -94,6 +94,52 @@ pub(crate) async fn next_event(
     }
 }
 
+/// W3C trace context headers: `traceparent`, `tracestate`, `baggage`.
+pub(crate) type TraceHeaders = Vec<(http::HeaderName, http::HeaderValue)>;
+
+/// The trace context headers of a request whose `_meta` is `meta`: its `traceparent`, when it
+/// is a well-formed one, and beside it its `tracestate` and `baggage` (within the W3C limits of
+/// 512 and 8,192 bytes). Anything malformed is left out; without a `traceparent`, nothing.
+pub(crate) fn trace_headers(meta: Option<&rmcp::model::RequestMetaObject>) -> TraceHeaders {
+    let Some(meta) = meta else {
+        return Vec::new();
+    };
+    let Some(parent) = meta
+        .get_traceparent()
+        .filter(|tp| crate::metrics::SpanContext::from_traceparent(tp).is_some())
+        .and_then(|tp| http::HeaderValue::from_str(tp).ok())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(3);
+    out.push((http::HeaderName::from_static("traceparent"), parent));
+    for (name, value, max) in [
+        ("tracestate", meta.get_tracestate(), 512),
+        ("baggage", meta.get_baggage(), 8_192),
+    ] {
+        if let Some(value) = value.filter(|v| v.len() <= max)
+            && let Ok(value) = http::HeaderValue::from_str(value)
+        {
+            out.push((http::HeaderName::from_static(name), value));
+        }
+    }
+    out
+}
+
+/// The trace context headers of `message` when it is a `tools/call` (the only request the
+/// gateway gives a context of its own; see [`trace_headers`]).
+pub(crate) fn message_trace(message: &rmcp::model::ClientJsonRpcMessage) -> TraceHeaders {
+    match message {
+        rmcp::model::JsonRpcMessage::Request(r) => match &r.request {
+            rmcp::model::ClientRequest::CallToolRequest(call) => {
+                trace_headers(call.params.meta.as_ref())
+            }
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
 /// The upstream said the session is gone: the pool opens a new one next time.
 pub(crate) fn gone() -> ServiceError {
     ServiceError::TransportClosed
