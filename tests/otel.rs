@@ -2,7 +2,8 @@
 //! OpenTelemetry project's own protobuf types: one call sent with `_meta.traceparent` is one
 //! trace — the gateway's server span a child of the caller's span, its upstream request's span
 //! a child of that, and the upstream (an rmcp server reporting the `_meta` it received) told
-//! the upstream request's span. No key or argument value is in any exported byte.
+//! the upstream request's span. Metrics arrive the same way, with the counts `/metrics` shows.
+//! No key or argument value is in any exported byte.
 #![cfg(all(feature = "gateway", feature = "otel"))]
 
 mod common;
@@ -15,10 +16,15 @@ use common::*;
 use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::gateway::Gateway;
-use mcp_gatekeeper::metrics::SpanContext;
-use mcp_gatekeeper::otel::{OtlpSettings, OtlpTraces, ParentBasedRoot, Sampler};
+use mcp_gatekeeper::metrics::{PrometheusMetrics, SpanContext};
+use mcp_gatekeeper::otel::{
+    OtlpMetrics, OtlpMetricsSettings, OtlpSettings, OtlpTraces, ParentBasedRoot, Sampler,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::json;
@@ -28,17 +34,17 @@ const ALICE: &str = "sk-alice-otel-secret-0001";
 const ARGUMENT: &str = "argument-value-otel-secret-0002";
 const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// A collector: every body posted to `/v1/traces`, as it arrived.
-async fn collector() -> (Running, Arc<Mutex<Vec<Bytes>>>) {
+/// A collector: every body posted to `path` (`/v1/traces`, `/v1/metrics`), as it arrived.
+async fn collector(path: &str) -> (Running, Arc<Mutex<Vec<Bytes>>>) {
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let kept = Arc::clone(&bodies);
     let router = axum::Router::new().route(
-        "/v1/traces",
+        path,
         axum::routing::post(move |body: Bytes| {
             let kept = Arc::clone(&kept);
             async move {
                 kept.lock().unwrap().push(body);
-                // An empty ExportTraceServiceResponse.
+                // An empty ExportTraceServiceResponse (or ExportMetricsServiceResponse).
                 ([("content-type", "application/x-protobuf")], Bytes::new())
             }
         }),
@@ -47,18 +53,21 @@ async fn collector() -> (Running, Arc<Mutex<Vec<Bytes>>>) {
 }
 
 fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    value_of(&span.attributes, key)
+}
+
+fn value_of(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             AnyValue::StringValue(s) => Some(s.clone()),
             _ => None,
-        })
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
-    let (otlp, bodies) = collector().await;
+    let (otlp, bodies) = collector("/v1/traces").await;
     let upstream = RecordingServer::new(vec![tool("meta", &["text"])], &[], &[]);
     let up = serve_recording(&upstream).await;
     let config = Config::from_json_str(
@@ -171,6 +180,154 @@ async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
     assert!(server.end_time_unix_nano >= server.start_time_unix_nano);
     assert!(client.start_time_unix_nano >= server.start_time_unix_nano);
     // Nothing secret in any exported byte.
+    for body in bodies.lock().unwrap().iter() {
+        for secret in [ALICE, ARGUMENT, "alice"] {
+            assert!(
+                !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} exported"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_exported_with_the_counts_prometheus_shows() {
+    let (otlp, bodies) = collector("/v1/metrics").await;
+    let upstream = RecordingServer::new(vec![tool("echo", &["text"]), tool("drop", &[])], &[], &[]);
+    let up = serve_recording(&upstream).await;
+    let config = Config::from_json_str(
+        &json!({
+            "general_settings": {"metrics": {"enabled": false}},
+            "mcp_servers": {"wiki": {"url": up.url("/mcp"), "disallowed_tools": ["drop"]}},
+            "keys": [{"key": ALICE, "key_alias": "alice", "object_permission": {"mcp_servers": ["wiki"]}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let prometheus = Arc::new(PrometheusMetrics::new());
+    let exporter = OtlpMetrics::start(
+        OtlpMetricsSettings {
+            endpoint: otlp.url("/v1/metrics"),
+            headers: vec![],
+            service_name: "gatekeeper-under-test".into(),
+            interval: Duration::from_millis(100),
+        },
+        Arc::clone(&prometheus),
+    )
+    .unwrap();
+    let gk = Gatekeeper::new(config.policy().unwrap());
+    let gateway = Gateway::from_config(&config, gk)
+        .unwrap()
+        .metrics(Arc::clone(&prometheus), false)
+        .build()
+        .unwrap();
+    let gw = serve(
+        gateway.router(gateway.gatekeeper().layer()),
+        CancellationToken::new(),
+    )
+    .await;
+    let http = http_client();
+    let url = gw.url("/mcp");
+    let session = raw_session(&http, &url, ALICE).await;
+    for tool in ["wiki-echo", "wiki-echo", "wiki-drop"] {
+        let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"text": ARGUMENT}}});
+        let r = mcp_post(&http, &url, ALICE, Some(&session))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await;
+    }
+
+    // The latest export holds what the recorder holds: two calls, one refusal.
+    let echo = |attributes: &[KeyValue]| {
+        value_of(attributes, "gen_ai.tool.name").as_deref() == Some("wiki-echo")
+            && value_of(attributes, "error.type").is_none()
+    };
+    let mut latest = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(body) = bodies.lock().unwrap().last().cloned() else {
+            continue;
+        };
+        let request = ExportMetricsServiceRequest::decode(body).unwrap();
+        let metrics: Vec<_> = request
+            .resource_metrics
+            .into_iter()
+            .flat_map(|rm| rm.scope_metrics)
+            .flat_map(|sm| sm.metrics)
+            .collect();
+        let calls = metrics
+            .iter()
+            .filter(|m| m.name == "mcp.server.operation.duration")
+            .filter_map(|m| match &m.data {
+                Some(Data::Histogram(h)) => Some(h),
+                _ => None,
+            })
+            .flat_map(|h| &h.data_points)
+            .find(|p| echo(&p.attributes))
+            .map(|p| p.count);
+        if calls == Some(2) {
+            latest = Some(metrics);
+            break;
+        }
+    }
+    let metrics = latest.expect("an export with both calls");
+    let histogram = |name: &str| match metrics.iter().find(|m| m.name == name).map(|m| &m.data) {
+        Some(Some(Data::Histogram(h))) => h.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let operations = histogram("mcp.server.operation.duration");
+    assert_eq!(operations.aggregation_temporality, 2, "cumulative");
+    let point = operations
+        .data_points
+        .iter()
+        .find(|p| echo(&p.attributes))
+        .unwrap();
+    assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
+    assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
+    assert_eq!(
+        value_of(&point.attributes, "mcp.method.name").as_deref(),
+        Some("tools/call")
+    );
+    assert!(point.time_unix_nano >= point.start_time_unix_nano);
+    let client = histogram("mcp.client.operation.duration");
+    assert!(
+        client
+            .data_points
+            .iter()
+            .any(|p| value_of(&p.attributes, "mcp.server.name").as_deref() == Some("wiki")),
+        "{client:?}"
+    );
+    let decisions = match metrics
+        .iter()
+        .find(|m| m.name == "mcp_gatekeeper.decisions")
+        .and_then(|m| m.data.clone())
+    {
+        Some(Data::Sum(sum)) => sum,
+        other => panic!("decisions: {other:?}"),
+    };
+    assert!(decisions.is_monotonic);
+    let refused: f64 = decisions
+        .data_points
+        .iter()
+        .filter(|p| value_of(&p.attributes, "rule").as_deref() == Some("disallowed_tools"))
+        .map(|p| match p.value {
+            Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(
+                v,
+            )) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(refused, 1.0);
+    // The same counts as the Prometheus text.
+    assert!(prometheus.render().contains(
+        r#"mcp_gatekeeper_decisions_total{event="call",outcome="refused",rule="disallowed_tools"} 1"#
+    ));
+    // Nothing secret in any exported byte.
+    drop(exporter);
     for body in bodies.lock().unwrap().iter() {
         for secret in [ALICE, ARGUMENT, "alice"] {
             assert!(

@@ -180,6 +180,8 @@ impl GatewayBuilder {
         self.metrics = Some(shared::MetricsEndpoint {
             recorder: metrics,
             public,
+            #[cfg(feature = "otel")]
+            exporter: None,
         });
         self
     }
@@ -307,8 +309,10 @@ impl Gateway {
     }
 
     /// A builder with every server of `config` as an upstream, and its `general_settings`;
-    /// with the `otel` feature, spans go to the OpenTelemetry collector the standard
-    /// environment variables name (see [`OtlpTraces::from_env`](crate::otel::OtlpTraces::from_env)).
+    /// with the `otel` feature, spans and metrics go to the OpenTelemetry collector the
+    /// standard environment variables name (see
+    /// [`OtlpTraces::from_env`](crate::otel::OtlpTraces::from_env) and
+    /// [`OtlpMetrics::from_env`](crate::otel::OtlpMetrics::from_env)).
     ///
     /// # Errors
     ///
@@ -327,7 +331,16 @@ impl Gateway {
             if let Some(max) = metrics.max_names {
                 recorder = recorder.max_names(max);
             }
-            b = b.metrics(Arc::new(recorder), metrics.public);
+            let recorder = Arc::new(recorder);
+            b = b.metrics(Arc::clone(&recorder), metrics.public);
+            // Metrics to an OpenTelemetry collector too, when the standard variables name one.
+            #[cfg(feature = "otel")]
+            if let (Some(exporter), Some(endpoint)) = (
+                crate::otel::OtlpMetrics::from_env(recorder)?,
+                b.metrics.as_mut(),
+            ) {
+                endpoint.exporter = Some(Arc::new(exporter));
+            }
         }
         // Spans to an OpenTelemetry collector, when the standard variables name one.
         #[cfg(feature = "otel")]

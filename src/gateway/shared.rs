@@ -72,6 +72,9 @@ pub(crate) struct MetricsEndpoint {
     pub(crate) recorder: Arc<crate::metrics::PrometheusMetrics>,
     /// Anyone may read it (else the master key only).
     pub(crate) public: bool,
+    /// Sends what `recorder` holds to an OpenTelemetry collector, while the gateway lives.
+    #[cfg(feature = "otel")]
+    pub(crate) exporter: Option<Arc<crate::otel::OtlpMetrics>>,
 }
 
 /// The last thing an upstream did, for `/health`.

@@ -32,14 +32,16 @@
 //! ));
 //! ```
 
+#[cfg(feature = "gateway")]
 mod clock;
 mod exposition;
-mod prometheus;
+pub(crate) mod prometheus;
 mod trace;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
+#[cfg(feature = "gateway")]
 pub(crate) use clock::SessionClock;
 pub use exposition::{CONTENT_TYPE, Exposition};
 pub use prometheus::PrometheusMetrics;

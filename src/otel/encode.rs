@@ -1,7 +1,12 @@
-//! The OTLP trace request (`ExportTraceServiceRequest`) in the protobuf wire format, written
-//! by hand for the few messages and fields the exporter sends.
+//! The OTLP trace and metrics requests (`ExportTraceServiceRequest`,
+//! `ExportMetricsServiceRequest`) in the protobuf wire format, written by hand for the few
+//! messages and fields the exporters send.
+
+use std::time::SystemTime;
 
 use crate::metrics::Span;
+use crate::metrics::prometheus::snapshot::{Points, Snapshot};
+use crate::metrics::prometheus::state::BOUNDS;
 
 /// A span ready to send.
 pub(super) struct Exported {
@@ -18,18 +23,13 @@ pub(super) struct Exported {
 /// `ExportTraceServiceRequest { resource_spans: [ResourceSpans { resource, scope_spans:
 /// [ScopeSpans { scope, spans }] }] }` for `spans` of the service `service`.
 pub(super) fn request(service: &str, spans: &[Exported]) -> Vec<u8> {
-    let mut resource = Vec::new();
-    key_value(&mut resource, 1, "service.name", service);
-    let mut scope = Vec::new();
-    string(&mut scope, 1, env!("CARGO_PKG_NAME"));
-    string(&mut scope, 2, env!("CARGO_PKG_VERSION"));
     let mut scope_spans = Vec::new();
-    message(&mut scope_spans, 1, &scope);
+    message(&mut scope_spans, 1, &scope());
     for s in spans {
         message(&mut scope_spans, 2, &span(s));
     }
     let mut resource_spans = Vec::new();
-    message(&mut resource_spans, 1, &resource);
+    message(&mut resource_spans, 1, &resource(service));
     message(&mut resource_spans, 2, &scope_spans);
     let mut out = Vec::new();
     message(&mut out, 1, &resource_spans);
@@ -45,11 +45,7 @@ fn span(s: &Exported) -> Vec<u8> {
     }
     string(&mut out, 5, &s.name);
     varint_field(&mut out, 6, s.kind);
-    let start = s
-        .span
-        .started
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let start = unix_nanos(s.span.started);
     fixed64(&mut out, 7, start);
     fixed64(&mut out, 8, s.end_unix_nanos.max(start));
     for (key, value) in &s.attributes {
@@ -64,6 +60,97 @@ fn span(s: &Exported) -> Vec<u8> {
     }
     message(&mut out, 15, &status);
     out
+}
+
+/// `AGGREGATION_TEMPORALITY_CUMULATIVE`: every point counts from the recorder's start.
+const CUMULATIVE: u64 = 2;
+
+/// `ExportMetricsServiceRequest { resource_metrics: [ResourceMetrics { resource,
+/// scope_metrics: [ScopeMetrics { scope, metrics }] }] }` for `snapshot` of the service
+/// `service`, taken at `now`. Metrics without points are left out.
+pub(super) fn metrics_request(service: &str, snapshot: &Snapshot, now: SystemTime) -> Vec<u8> {
+    let start = unix_nanos(snapshot.started);
+    let now = unix_nanos(now).max(start);
+    let mut scope_metrics = Vec::new();
+    message(&mut scope_metrics, 1, &scope());
+    for m in &snapshot.metrics {
+        let mut data = Vec::new();
+        let field = match &m.points {
+            Points::Histogram(points) if !points.is_empty() => {
+                for p in points {
+                    let mut point = Vec::new();
+                    fixed64(&mut point, 2, start);
+                    fixed64(&mut point, 3, now);
+                    fixed64(&mut point, 4, p.count);
+                    double(&mut point, 5, p.sum);
+                    for n in &p.buckets {
+                        fixed64(&mut point, 6, *n);
+                    }
+                    for bound in BOUNDS {
+                        double(&mut point, 7, bound);
+                    }
+                    for (key, value) in &p.attributes {
+                        key_value(&mut point, 9, key, value);
+                    }
+                    message(&mut data, 1, &point);
+                }
+                varint_field(&mut data, 2, CUMULATIVE);
+                9
+            }
+            Points::Counter(points) if !points.is_empty() => {
+                for (attributes, value) in points {
+                    let mut point = Vec::new();
+                    fixed64(&mut point, 2, start);
+                    fixed64(&mut point, 3, now);
+                    double(&mut point, 4, *value);
+                    for (key, value) in attributes {
+                        key_value(&mut point, 7, key, value);
+                    }
+                    message(&mut data, 1, &point);
+                }
+                varint_field(&mut data, 2, CUMULATIVE);
+                varint_field(&mut data, 3, 1);
+                7
+            }
+            _ => continue,
+        };
+        let mut metric = Vec::new();
+        string(&mut metric, 1, m.name);
+        string(&mut metric, 2, m.description);
+        string(&mut metric, 3, m.unit);
+        message(&mut metric, field, &data);
+        message(&mut scope_metrics, 2, &metric);
+    }
+    let mut resource_metrics = Vec::new();
+    message(&mut resource_metrics, 1, &resource(service));
+    message(&mut resource_metrics, 2, &scope_metrics);
+    let mut out = Vec::new();
+    message(&mut out, 1, &resource_metrics);
+    out
+}
+
+/// `Resource { attributes: [service.name] }`.
+fn resource(service: &str) -> Vec<u8> {
+    let mut resource = Vec::new();
+    key_value(&mut resource, 1, "service.name", service);
+    resource
+}
+
+/// `InstrumentationScope { name, version }`: this crate.
+fn scope() -> Vec<u8> {
+    let mut scope = Vec::new();
+    string(&mut scope, 1, env!("CARGO_PKG_NAME"));
+    string(&mut scope, 2, env!("CARGO_PKG_VERSION"));
+    scope
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn double(out: &mut Vec<u8>, field: u32, x: f64) {
+    fixed64(out, field, x.to_bits());
 }
 
 /// `KeyValue { key, value: AnyValue { string_value } }` as field `field`.

@@ -26,6 +26,8 @@
 //! never a key, a token, an end user or an argument value.
 
 mod encode;
+mod metrics_export;
+mod settings;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use encode::Exported;
+pub use metrics_export::OtlpMetrics;
+pub use settings::{OtlpMetricsSettings, OtlpSettings};
 
 use crate::config::ConfigError;
 use crate::metrics::{ClientOperation, Metrics, Operation, Span};
@@ -69,117 +73,6 @@ pub enum ParentBasedRoot {
     AlwaysOff,
     /// Keeps this share.
     Ratio(f64),
-}
-
-/// Where and how spans are exported (see [`OtlpTraces::from_env`]).
-#[derive(Clone, Debug)]
-pub struct OtlpSettings {
-    /// The traces endpoint (`…/v1/traces`).
-    pub endpoint: String,
-    /// Headers sent with every export (`OTEL_EXPORTER_OTLP_HEADERS`).
-    pub headers: Vec<(String, String)>,
-    /// `service.name` (`OTEL_SERVICE_NAME`; default `mcp-gatekeeper`).
-    pub service_name: String,
-    /// Which traces are kept.
-    pub sampler: Sampler,
-}
-
-impl OtlpSettings {
-    /// The settings the standard OpenTelemetry variables give, read through `var`: `None`
-    /// when no OTLP endpoint is set, or when `OTEL_SDK_DISABLED=true` or
-    /// `OTEL_TRACES_EXPORTER=none`.
-    ///
-    /// # Errors
-    ///
-    /// A protocol other than `http/protobuf`, a sampler or ratio that is not one, a header
-    /// that is not `key=value`.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
-        let bad = |name: &str, why: String| ConfigError::new(name.to_owned(), why);
-        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-            || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none")
-        {
-            return Ok(None);
-        }
-        for name in [
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-        ] {
-            if let Some(p) = var(name).filter(|p| p.trim() != "http/protobuf") {
-                return Err(bad(name, format!("{p:?}: only http/protobuf is supported")));
-            }
-        }
-        let endpoint = match (
-            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        ) {
-            (Some(traces), _) => traces,
-            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
-            (None, None) => return Ok(None),
-        };
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(bad(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "give an http:// or https:// URL".to_owned(),
-            ));
-        }
-        let mut headers = Vec::new();
-        for name in [
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        ] {
-            for pair in var(name).iter().flat_map(|v| v.split(',')) {
-                let pair = pair.trim();
-                if pair.is_empty() {
-                    continue;
-                }
-                let (k, v) = pair.split_once('=').ok_or_else(|| {
-                    bad(
-                        name,
-                        "headers are key=value, separated by commas".to_owned(),
-                    )
-                })?;
-                headers.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
-        }
-        let ratio = || -> Result<f64, ConfigError> {
-            match var("OTEL_TRACES_SAMPLER_ARG") {
-                None => Ok(1.0),
-                Some(arg) => arg
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|r| (0.0..=1.0).contains(r))
-                    .ok_or_else(|| {
-                        bad(
-                            "OTEL_TRACES_SAMPLER_ARG",
-                            "give a ratio from 0 to 1".to_owned(),
-                        )
-                    }),
-            }
-        };
-        let sampler = match var("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
-            None | Some("parentbased_always_on") => Sampler::ParentBased(ParentBasedRoot::AlwaysOn),
-            Some("parentbased_always_off") => Sampler::ParentBased(ParentBasedRoot::AlwaysOff),
-            Some("parentbased_traceidratio") => {
-                Sampler::ParentBased(ParentBasedRoot::Ratio(ratio()?))
-            }
-            Some("always_on") => Sampler::AlwaysOn,
-            Some("always_off") => Sampler::AlwaysOff,
-            Some("traceidratio") => Sampler::Ratio(ratio()?),
-            Some(other) => {
-                return Err(bad(
-                    "OTEL_TRACES_SAMPLER",
-                    format!("{other:?} is not a sampler this exporter knows"),
-                ));
-            }
-        };
-        Ok(Some(Self {
-            endpoint,
-            headers,
-            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "mcp-gatekeeper".to_owned()),
-            sampler,
-        }))
-    }
 }
 
 impl Sampler {
@@ -421,75 +314,6 @@ fn export_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
-
-    #[test]
-    fn the_standard_variables_configure_it() {
-        assert!(OtlpSettings::from_vars(vars(&[])).unwrap().is_none());
-        let s = OtlpSettings::from_vars(vars(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "x-token=abc, tenant=t1"),
-            ("OTEL_SERVICE_NAME", "edge-gateway"),
-            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
-            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
-        ]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(s.endpoint, "http://collector:4318/v1/traces");
-        assert_eq!(s.headers[1], ("tenant".to_owned(), "t1".to_owned()));
-        assert_eq!(s.service_name, "edge-gateway");
-        assert_eq!(
-            s.sampler,
-            Sampler::ParentBased(ParentBasedRoot::Ratio(0.25))
-        );
-        let traces_only = OtlpSettings::from_vars(vars(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://b:4318/custom"),
-        ]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(traces_only.endpoint, "http://b:4318/custom");
-        for off in [
-            ("OTEL_SDK_DISABLED", "true"),
-            ("OTEL_TRACES_EXPORTER", "none"),
-        ] {
-            assert!(
-                OtlpSettings::from_vars(vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"), off]))
-                    .unwrap()
-                    .is_none()
-            );
-        }
-        for bad in [
-            [
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"),
-            ],
-            [
-                ("OTEL_TRACES_SAMPLER", "sometimes"),
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"),
-            ],
-            [
-                ("OTEL_TRACES_SAMPLER_ARG", "2"),
-                ("OTEL_TRACES_SAMPLER", "traceidratio"),
-            ],
-            [
-                ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"),
-            ],
-        ] {
-            let mut all = bad.to_vec();
-            all.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"));
-            assert!(OtlpSettings::from_vars(vars(&all)).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn parent_based_sampling_follows_the_callers_flag() {

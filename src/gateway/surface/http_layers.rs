@@ -107,6 +107,7 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
 }
 
 /// The open CORS of the RFC 9728 metadata: public and the same for everyone.
+#[cfg(feature = "oauth")]
 pub(crate) fn open_cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
