@@ -348,7 +348,7 @@ impl Metrics for Spans {
 
 #[tokio::test]
 async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream() {
-    let upstream = RecordingServer::new(vec![tool("meta", &[])], &[], &[]);
+    let upstream = RecordingServer::new(vec![tool("meta", &[])], &["meta"], &[]);
     let up = serve_recording(&upstream).await;
     let mut doc: Value = serde_json::from_str(&config(&up.url("/mcp"))).unwrap();
     doc["general_settings"]["metrics"] = json!({"enabled": false});
@@ -429,6 +429,38 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
             assert_eq!(seen["headers"]["tracestate"], "vendor=1", "{seen}");
         }
     }
+
+    // A prompt is traced the same way: the gateway's span of `prompts/get`, its upstream
+    // request a child of it, the upstream told that child in `_meta` and in the header.
+    spans.0.lock().unwrap().clear();
+    let get = json!({"jsonrpc": "2.0", "id": 9, "method": "prompts/get",
+        "params": {"name": "wiki-meta", "_meta": {"traceparent": caller}}});
+    let seen = meta_seen(
+        mcp_post(&http, &url, ALICE, Some(&session))
+            .json(&get)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let recorded = spans.0.lock().unwrap().clone();
+    let span_of = |side: &str| {
+        recorded
+            .iter()
+            .find(|(s, m, _)| *s == side && m == "prompts/get")
+            .map(|(_, _, span)| *span)
+            .unwrap_or_else(|| panic!("no {side} span of prompts/get in {recorded:?}"))
+    };
+    let (server, client) = (span_of("server"), span_of("client"));
+    let theirs = SpanContext::from_traceparent(caller).unwrap();
+    assert_eq!(server.parent, Some(theirs.span_id));
+    assert_eq!(client.parent, Some(server.context.span_id));
+    assert_eq!(
+        seen["meta"]["traceparent"].as_str(),
+        Some(client.context.traceparent().as_str()),
+        "{seen}"
+    );
+    assert_eq!(seen["headers"]["traceparent"], seen["meta"]["traceparent"]);
 
     // Measured, but by no recorder that takes spans (Prometheus alone, the gateway's
     // default): the caller's context reaches the upstream as the caller sent it.

@@ -219,18 +219,7 @@ impl ServerHandler for RecordingServer {
             .into());
         }
         if request.name.ends_with("meta") {
-            // Reports the `_meta` this server received and the trace context headers of its
-            // HTTP request: what a gateway passed on.
-            let meta = serde_json::to_value(&ctx.meta).unwrap_or_default();
-            let parts = ctx.extensions.get::<http::request::Parts>();
-            let headers: serde_json::Map<String, Value> = ["traceparent", "tracestate", "baggage"]
-                .into_iter()
-                .filter_map(|name| {
-                    let value = parts?.headers.get(name)?.to_str().ok()?;
-                    Some((name.to_owned(), json!(value)))
-                })
-                .collect();
-            let seen = json!({"meta": meta, "headers": headers});
+            let seen = meta_and_trace_headers(&ctx);
             return Ok(CallToolResult::success(vec![ContentBlock::text(seen.to_string())]).into());
         }
         if request.name.ends_with("progress") {
@@ -323,7 +312,7 @@ impl ServerHandler for RecordingServer {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         if !self.prompts.iter().any(|p| p["name"] == *request.name) {
             return Err(ErrorData::invalid_params("unknown prompt", None));
@@ -333,7 +322,12 @@ impl ServerHandler for RecordingServer {
             .lock()
             .unwrap()
             .push((format!("prompt:{}", request.name), Value::Null));
-        Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, "hello")]).into())
+        let text = if request.name.ends_with("meta") {
+            meta_and_trace_headers(&ctx).to_string()
+        } else {
+            "hello".to_owned()
+        };
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)]).into())
     }
 
     async fn list_resources(
@@ -783,8 +777,23 @@ pub fn keyed_transport(
 
 /// Opens an MCP session on `url` with `key` by hand (protocol 2025-06-18, declaring sampling):
 /// its id.
-/// What an upstream's `…meta` tool reported (`{"meta": …, "headers": …}`), read from the
-/// gateway's answer `response` to its call.
+/// The `_meta` a request of `ctx` carried and the trace context headers of its HTTP request:
+/// what a gateway passed on (`{"meta": …, "headers": …}`).
+fn meta_and_trace_headers(ctx: &RequestContext<RoleServer>) -> Value {
+    let meta = serde_json::to_value(&ctx.meta).unwrap_or_default();
+    let parts = ctx.extensions.get::<http::request::Parts>();
+    let headers: serde_json::Map<String, Value> = ["traceparent", "tracestate", "baggage"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = parts?.headers.get(name)?.to_str().ok()?;
+            Some((name.to_owned(), json!(value)))
+        })
+        .collect();
+    json!({"meta": meta, "headers": headers})
+}
+
+/// What an upstream's `…meta` tool or prompt reported (`{"meta": …, "headers": …}`), read
+/// from the gateway's answer `response`.
 pub async fn meta_seen(response: reqwest::Response) -> Value {
     let ct = response.headers()["content-type"]
         .to_str()
@@ -793,9 +802,11 @@ pub async fn meta_seen(response: reqwest::Response) -> Value {
     let reply = messages(&ct, &response.text().await.unwrap())
         .pop()
         .unwrap();
+    // A tool's text, or a prompt's first message's.
     let text = reply["result"]["content"][0]["text"]
         .as_str()
-        .unwrap_or_else(|| panic!("a tool result: {reply}"));
+        .or_else(|| reply["result"]["messages"][0]["content"]["text"].as_str())
+        .unwrap_or_else(|| panic!("a tool or prompt result: {reply}"));
     serde_json::from_str(text).unwrap()
 }
 

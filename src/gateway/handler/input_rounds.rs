@@ -6,7 +6,7 @@
 use futures_util::future::BoxFuture;
 use rmcp::model::{
     ErrorData, GetPromptRequestParams, GetPromptResponse, InputRequiredResult, InputResponses,
-    ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceRequestParams, ReadResourceResponse, RequestMetaObject,
 };
 use rmcp::service::{Peer, RequestContext, ServiceError};
 use rmcp::{RoleClient, RoleServer};
@@ -23,6 +23,8 @@ pub(crate) trait AsksForInput: Clone + Send + 'static {
 
     /// The caller's answers and state, for asking again.
     fn answers(&mut self) -> (&mut Option<InputResponses>, &mut Option<String>);
+    /// The request's `_meta`.
+    fn meta_mut(&mut self) -> &mut Option<RequestMetaObject>;
     /// Sends the request once.
     fn send(
         self,
@@ -42,6 +44,10 @@ macro_rules! asks_for_input {
 
             fn answers(&mut self) -> (&mut Option<InputResponses>, &mut Option<String>) {
                 (&mut self.input_responses, &mut self.request_state)
+            }
+
+            fn meta_mut(&mut self) -> &mut Option<RequestMetaObject> {
+                &mut self.meta
             }
 
             fn send(
@@ -102,8 +108,9 @@ impl GatewayHandler {
                 *state = states.redeem(&stand_in, owner, server, name)?;
             }
         }
+        let asked = Self::traced(ctx, P::METHOD, params.meta_mut());
         let response = self
-            .one(ctx, server, P::METHOD, |peer, relay| async move {
+            .one(ctx, server, asked, |peer, relay| async move {
                 let mut response = params.clone().send(peer.clone()).await?;
                 for _ in 0..MAX_ROUNDS {
                     let round = match P::round(response) {

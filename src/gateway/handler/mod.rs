@@ -106,7 +106,7 @@ impl GatewayHandler {
         &self,
         ctx: &RequestContext<RoleServer>,
         server: &str,
-        method: &'static str,
+        asked: impl Into<aggregate::Asked>,
         f: F,
     ) -> Result<T, ErrorData>
     where
@@ -115,8 +115,26 @@ impl GatewayHandler {
     {
         let upstreams = self.upstreams(ctx);
         tokio::select! {
-            done = upstreams.one(Some(&ctx.peer), server, method, f) => done,
+            done = upstreams.one(Some(&ctx.peer), server, asked, f) => done,
             () = ctx.ct.cancelled() => Err(ErrorData::internal_error("the request was cancelled", None)),
+        }
+    }
+
+    /// Passes the trace context of the caller of `ctx` on in `meta`, the `_meta` of a request
+    /// to an upstream for `method` (see [`tool_call::traced`]): what that request is, for its
+    /// measurement, with its span when a recorder takes spans.
+    pub(crate) fn traced(
+        ctx: &RequestContext<RoleServer>,
+        method: &'static str,
+        meta: &mut Option<RequestMetaObject>,
+    ) -> aggregate::Asked {
+        let observed = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::metrics::Observed>());
+        aggregate::Asked {
+            method,
+            span: tool_call::traced(meta, observed, Some(&ctx.meta)),
         }
     }
 
@@ -261,11 +279,7 @@ impl ServerHandler for GatewayHandler {
         let mut params = request;
         params.name = Cow::Owned(bare);
         params.meta = forward_meta(params.meta.take());
-        let observed = ctx
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|p| p.extensions.get::<crate::metrics::Observed>());
-        let span = tool_call::traced(&mut params.meta, observed, Some(&ctx.meta));
+        let asked = Self::traced(&ctx, "tools/call", &mut params.meta);
         // Neither exists before 2026-07-28: nothing of the caller's is passed on as one.
         (params.input_responses, params.request_state) = (None, None);
         let mut call = ToolCall::new(params, wanted);
@@ -277,28 +291,21 @@ impl ServerHandler for GatewayHandler {
         };
         let (side, at, adopter) = (&mut side, &server, upstreams.caller());
         let answered = upstreams
-            .one(
-                Some(&ctx.peer),
-                &server,
-                aggregate::Asked {
-                    method: "tools/call",
-                    span,
-                },
-                |peer, relay| async move {
-                    // A handshake caller hears the log messages of an upstream that takes a level
-                    // per request at the level it set, or at every level (as a handshake server
-                    // that was never given a level may send them all).
-                    call.asking.log_level = Some(relay.log_level().unwrap_or(LoggingLevel::Debug));
-                    match tool_call::call_tool(peer, relay, call, side).await? {
-                        Some(ServerResult::CreateTaskResult(r)) => Ok(Some(
-                            CallToolResponse::Task(self.adopt_task(adopter, at, r)),
-                        )),
-                        Some(result) => tool_call::tool_result(result)
-                            .map(|r| Some(CallToolResponse::Complete(r))),
-                        None => Ok(None),
+            .one(Some(&ctx.peer), &server, asked, |peer, relay| async move {
+                // A handshake caller hears the log messages of an upstream that takes a level
+                // per request at the level it set, or at every level (as a handshake server
+                // that was never given a level may send them all).
+                call.asking.log_level = Some(relay.log_level().unwrap_or(LoggingLevel::Debug));
+                match tool_call::call_tool(peer, relay, call, side).await? {
+                    Some(ServerResult::CreateTaskResult(r)) => Ok(Some(CallToolResponse::Task(
+                        self.adopt_task(adopter, at, r),
+                    ))),
+                    Some(result) => {
+                        tool_call::tool_result(result).map(|r| Some(CallToolResponse::Complete(r)))
                     }
-                },
-            )
+                    None => Ok(None),
+                }
+            })
             .await?;
         answered.ok_or_else(|| ErrorData::internal_error("the request was cancelled", None))
     }
@@ -495,7 +502,8 @@ impl ServerHandler for GatewayHandler {
             }
         };
         params.meta = forward_meta(request.meta.clone());
-        self.one(&ctx, &server, "completion/complete", |peer, _| async move {
+        let asked = Self::traced(&ctx, "completion/complete", &mut params.meta);
+        self.one(&ctx, &server, asked, |peer, _| async move {
             peer.complete(params).await
         })
         .await

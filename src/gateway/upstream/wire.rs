@@ -126,18 +126,21 @@ pub(crate) fn trace_headers(meta: Option<&rmcp::model::RequestMetaObject>) -> Tr
     out
 }
 
-/// The trace context headers of `message` when it is a `tools/call` (the only request the
-/// gateway gives a context of its own; see [`trace_headers`]).
+/// The trace context headers of `message` when it is a request the gateway passes a context
+/// on with: a call, a prompt, a read, a completion (see [`trace_headers`]).
 pub(crate) fn message_trace(message: &rmcp::model::ClientJsonRpcMessage) -> TraceHeaders {
-    match message {
-        rmcp::model::JsonRpcMessage::Request(r) => match &r.request {
-            rmcp::model::ClientRequest::CallToolRequest(call) => {
-                trace_headers(call.params.meta.as_ref())
-            }
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    }
+    use rmcp::model::ClientRequest as R;
+    let rmcp::model::JsonRpcMessage::Request(r) = message else {
+        return Vec::new();
+    };
+    let meta = match &r.request {
+        R::CallToolRequest(r) => r.params.meta.as_ref(),
+        R::GetPromptRequest(r) => r.params.meta.as_ref(),
+        R::ReadResourceRequest(r) => r.params.meta.as_ref(),
+        R::CompleteRequest(r) => r.params.meta.as_ref(),
+        _ => None,
+    };
+    trace_headers(meta)
 }
 
 /// The upstream said the session is gone: the pool opens a new one next time.
