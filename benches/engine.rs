@@ -572,13 +572,38 @@ fn bench_audit(c: &mut Criterion) {
     let measured = Gatekeeper::new(config.policy().unwrap())
         .with_mount(Mount::Single("bench".into()))
         .with_metrics(Arc::new(mcp_gatekeeper::metrics::PrometheusMetrics::new()));
-    let mut group = c.benchmark_group("tools/call round trip, audit");
-    for (name, gk) in [
+    let mut variants = vec![
         ("six layers", plain),
         // Before the audited run, whose audit thread goes on writing for a while after it.
         ("six layers, measured (PrometheusMetrics)", measured),
-        ("six layers, audited to JSONL", audited),
-    ] {
+    ];
+    // Measured and traced: every call's server span handed to the OTLP exporter (sampler
+    // always on), which sends it to a receiver on loopback from its own thread.
+    #[cfg(feature = "otel")]
+    let traces = {
+        let traces = mcp_gatekeeper::otel::OtlpTraces::start(mcp_gatekeeper::otel::OtlpSettings {
+            endpoint: format!("http://{}/v1/traces", otlp_receiver()),
+            headers: vec![],
+            service_name: "bench".into(),
+            sampler: mcp_gatekeeper::otel::Sampler::AlwaysOn,
+        })
+        .unwrap();
+        let traces = Arc::new(traces);
+        let both = (
+            Arc::new(mcp_gatekeeper::metrics::PrometheusMetrics::new()),
+            Arc::clone(&traces),
+        );
+        variants.push((
+            "six layers, measured and traced (PrometheusMetrics, OtlpTraces)",
+            Gatekeeper::new(config.policy().unwrap())
+                .with_mount(Mount::Single("bench".into()))
+                .with_metrics(Arc::new(both)),
+        ));
+        traces
+    };
+    variants.push(("six layers, audited to JSONL", audited));
+    let mut group = c.benchmark_group("tools/call round trip, audit");
+    for (name, gk) in variants {
         let mut stack = gk
             .layer()
             .spend_sink(|e| drop(black_box(e)))
@@ -588,11 +613,59 @@ fn bench_audit(c: &mut Criterion) {
         });
     }
     group.finish();
+    #[cfg(feature = "otel")]
+    {
+        let (sent, dropped, failed) = traces.counts();
+        eprintln!("spans: {sent} sent, {dropped} dropped (queue full), {failed} failed");
+    }
     let stats = auditor.stats();
     eprintln!(
         "audit: {} events written, {} dropped",
         stats.written, stats.dropped
     );
+}
+
+/// An OTLP/HTTP receiver on loopback that takes every export and answers 200 at once, on a
+/// thread per connection: where the traced round trip's spans go.
+#[cfg(feature = "otel")]
+fn otlp_receiver() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err()
+                        || stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
 
 criterion_group!(

@@ -2,22 +2,68 @@
 //! `ExportMetricsServiceRequest`) in the protobuf wire format, written by hand for the few
 //! messages and fields the exporters send.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::metrics::Span;
 use crate::metrics::prometheus::snapshot::{Points, Snapshot};
 use crate::metrics::prometheus::state::BOUNDS;
 
-/// A span ready to send.
+/// A span ready to send: what the request's path hands over, as little as it can be (its
+/// names shared, not copied); its name and attributes are written by the exporter's thread.
 pub(super) struct Exported {
     pub(super) span: Span,
-    pub(super) name: String,
     /// `SPAN_KIND_SERVER` (2) or `SPAN_KIND_CLIENT` (3).
     pub(super) kind: u64,
     pub(super) end_unix_nanos: u64,
-    pub(super) attributes: Vec<(&'static str, String)>,
+    /// The method, as a label (`_OTHER` outside the specification).
+    pub(super) method: &'static str,
+    /// A server span's tool or prompt (and which), or a client span's server.
+    pub(super) target: Option<(Target, Arc<str>)>,
+    /// The protocol version, as a label.
+    pub(super) protocol_version: Option<&'static str>,
     /// Why it failed: the span's status is an error with this message.
-    pub(super) error: Option<String>,
+    pub(super) error: Option<Arc<str>>,
+}
+
+/// What [`Exported::target`] names.
+#[derive(Clone, Copy)]
+pub(super) enum Target {
+    Tool,
+    Prompt,
+    Server,
+}
+
+impl Exported {
+    /// The span's name: `tools/call wiki-search` for a server span with a target, else the
+    /// method.
+    fn name(&self) -> String {
+        match &self.target {
+            Some((Target::Tool | Target::Prompt, name)) => format!("{} {name}", self.method),
+            _ => self.method.to_owned(),
+        }
+    }
+
+    /// The conventions' attributes.
+    fn attributes(&self) -> Vec<(&'static str, &str)> {
+        let mut out = vec![("mcp.method.name", self.method)];
+        if self.kind == 2 {
+            out.push(("network.transport", "tcp"));
+        }
+        match &self.target {
+            Some((Target::Tool, name)) => out.push(("gen_ai.tool.name", name)),
+            Some((Target::Prompt, name)) => out.push(("gen_ai.prompt.name", name)),
+            Some((Target::Server, name)) => out.push(("server.name", name)),
+            None => {}
+        }
+        if let Some(version) = self.protocol_version {
+            out.push(("mcp.protocol.version", version));
+        }
+        if let Some(error) = &self.error {
+            out.push(("error.type", error));
+        }
+        out
+    }
 }
 
 /// `ExportTraceServiceRequest { resource_spans: [ResourceSpans { resource, scope_spans:
@@ -43,12 +89,12 @@ fn span(s: &Exported) -> Vec<u8> {
     if let Some(parent) = &s.span.parent {
         bytes(&mut out, 4, parent);
     }
-    string(&mut out, 5, &s.name);
+    string(&mut out, 5, &s.name());
     varint_field(&mut out, 6, s.kind);
     let start = unix_nanos(s.span.started);
     fixed64(&mut out, 7, start);
     fixed64(&mut out, 8, s.end_unix_nanos.max(start));
-    for (key, value) in &s.attributes {
+    for (key, value) in s.attributes() {
         key_value(&mut out, 9, key, value);
     }
     let mut status = Vec::new();

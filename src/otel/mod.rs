@@ -29,17 +29,18 @@ mod encode;
 mod metrics_export;
 mod settings;
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use encode::Exported;
+use encode::{Exported, Target};
 pub use metrics_export::OtlpMetrics;
 pub use settings::{OtlpMetricsSettings, OtlpSettings};
 
 use crate::config::ConfigError;
-use crate::metrics::{ClientOperation, Metrics, Operation, Span};
+use crate::metrics::{ClientOperation, Metrics, Operation, Span, method_label, version_label};
 
 /// How many spans wait for the exporter at most; more are dropped and counted.
 const QUEUE: usize = 4096;
@@ -47,6 +48,8 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 512;
 /// How long a span waits for its batch at most.
 const DELAY: Duration = Duration::from_secs(1);
+/// How often the exporter's thread looks at its queue.
+const POLL: Duration = Duration::from_millis(10);
 /// How long one export may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -112,7 +115,13 @@ pub struct OtlpTraces {
     tx: SyncSender<Exported>,
     sampler: Sampler,
     counts: Arc<Counts>,
+    /// The names and error types spans carry, kept once: a span shares them rather than
+    /// copying (a copy would be freed by the exporter's thread, at a cost to the request's).
+    names: Mutex<HashSet<Arc<str>>>,
 }
+
+/// How many distinct names [`OtlpTraces`] keeps; past them, a span copies its own.
+const MAX_NAMES: usize = 1024;
 
 #[derive(Default)]
 struct Counts {
@@ -164,6 +173,7 @@ impl OtlpTraces {
             tx,
             sampler,
             counts,
+            names: Mutex::default(),
         })
     }
 
@@ -175,6 +185,19 @@ impl OtlpTraces {
             self.counts.dropped.load(Ordering::Relaxed),
             self.counts.failed.load(Ordering::Relaxed),
         )
+    }
+
+    /// `name`, shared.
+    fn name(&self, name: &str) -> Arc<str> {
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(kept) = names.get(name) {
+            return Arc::clone(kept);
+        }
+        let kept: Arc<str> = Arc::from(name);
+        if names.len() < MAX_NAMES {
+            names.insert(Arc::clone(&kept));
+        }
+        kept
     }
 
     fn queue(&self, exported: Exported) {
@@ -206,51 +229,31 @@ impl Metrics for OtlpTraces {
 
     fn operation(&self, op: &Operation<'_>) {
         let Some(span) = op.span else { return };
-        let target = op.tool.or(op.prompt);
-        let mut attributes = vec![
-            ("mcp.method.name", op.method.to_owned()),
-            ("network.transport", "tcp".to_owned()),
-        ];
-        if let Some(tool) = op.tool {
-            attributes.push(("gen_ai.tool.name", tool.to_owned()));
-        }
-        if let Some(prompt) = op.prompt {
-            attributes.push(("gen_ai.prompt.name", prompt.to_owned()));
-        }
-        if let Some(version) = op.protocol_version {
-            attributes.push(("mcp.protocol.version", version.to_owned()));
-        }
-        if let Some(error) = op.error_type {
-            attributes.push(("error.type", error.to_owned()));
-        }
+        let target = match (op.tool, op.prompt) {
+            (Some(tool), _) => Some((Target::Tool, self.name(tool))),
+            (None, Some(prompt)) => Some((Target::Prompt, self.name(prompt))),
+            (None, None) => None,
+        };
         self.queue(Exported {
-            name: match target {
-                Some(t) => format!("{} {t}", op.method),
-                None => op.method.to_owned(),
-            },
             kind: 2,
             end_unix_nanos: end_of(&span, op.seconds),
-            attributes,
-            error: op.error_type.map(str::to_owned),
+            method: method_label(op.method),
+            target,
+            protocol_version: op.protocol_version.map(version_label),
+            error: op.error_type.map(|e| self.name(e)),
             span,
         });
     }
 
     fn client_operation(&self, op: &ClientOperation<'_>) {
         let Some(span) = op.span else { return };
-        let mut attributes = vec![
-            ("mcp.method.name", op.method.to_owned()),
-            ("server.name", op.server.to_owned()),
-        ];
-        if let Some(error) = op.error_type {
-            attributes.push(("error.type", error.to_owned()));
-        }
         self.queue(Exported {
-            name: op.method.to_owned(),
             kind: 3,
             end_unix_nanos: end_of(&span, op.seconds),
-            attributes,
-            error: op.error_type.map(str::to_owned),
+            method: method_label(op.method),
+            target: Some((Target::Server, self.name(op.server))),
+            protocol_version: None,
+            error: op.error_type.map(|e| self.name(e)),
             span,
         });
     }
@@ -270,25 +273,38 @@ fn export_loop(
     else {
         return;
     };
+    // The queue is polled, never waited on: handing a span over wakes no thread.
     let mut batch = Vec::with_capacity(BATCH);
+    let mut first: Option<Instant> = None;
     let mut open = true;
+    let mut empty = true;
     while open {
-        match rx.recv() {
-            Ok(first) => batch.push(first),
-            Err(_) => break,
+        // A full batch may have left spans behind: those go at once.
+        if empty {
+            std::thread::sleep(POLL);
         }
-        let deadline = Instant::now() + DELAY;
+        empty = false;
         while batch.len() < BATCH {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(span) => batch.push(span),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
+            match rx.try_recv() {
+                Ok(span) => {
+                    first.get_or_insert_with(Instant::now);
+                    batch.push(span);
+                }
+                Err(TryRecvError::Empty) => {
+                    empty = true;
+                    break;
+                }
+                Err(TryRecvError::Disconnected) => {
                     open = false;
                     break;
                 }
             }
         }
+        let due = first.is_some_and(|at| at.elapsed() >= DELAY);
+        if batch.is_empty() || (open && batch.len() < BATCH && !due) {
+            continue;
+        }
+        first = None;
         let body = encode::request(&settings.service_name, &batch);
         let n = batch.len() as u64;
         batch.clear();
