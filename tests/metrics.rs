@@ -171,6 +171,25 @@ async fn metrics_count_a_mix_of_requests_by_rule_and_outcome_and_prometheus_read
     };
     assert_eq!(scrape(None).await.unwrap().status(), 401);
     assert_eq!(scrape(Some(ALICE)).await.unwrap().status(), 403);
+    // Alice lists twice: her second list is answered from the list her upstream session kept.
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    let lookups = |text: &str, result: &str| {
+        sample(
+            text,
+            &format!(r#"mcp_gatekeeper_list_cache_lookups_total{{result="{result}"}}"#),
+        )
+        .unwrap()
+    };
+    let (status, _) = post(&http, &url, ALICE, Some(&alice), &list).await;
+    assert_eq!(status, 200);
+    let before = scrape(Some(MASTER)).await.unwrap().text().await.unwrap();
+    let (status, _) = post(&http, &url, ALICE, Some(&alice), &list).await;
+    assert_eq!(status, 200);
+    let after = scrape(Some(MASTER)).await.unwrap().text().await.unwrap();
+    assert!(lookups(&before, "miss") >= 1.0, "{before}");
+    assert_eq!(lookups(&after, "hit"), lookups(&before, "hit") + 1.0);
+    assert_eq!(lookups(&after, "miss"), lookups(&before, "miss"));
+
     // Bob ends his session: it is timed once it has closed.
     let r = http
         .delete(&url)

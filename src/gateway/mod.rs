@@ -267,6 +267,7 @@ impl GatewayBuilder {
                 input_states: caller::input_state::InputStates::default(),
                 list_ttl: self.list_ttl,
                 merged_lists: caller::list_cache::MergedLists::default(),
+                list_counts: Arc::default(),
                 listeners: Arc::default(),
                 tasks: caller::task_ids::TaskIds::default(),
                 downstream: std::sync::Mutex::default(),

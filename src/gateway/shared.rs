@@ -47,6 +47,8 @@ pub(crate) struct GatewayState {
     pub(crate) list_ttl: std::time::Duration,
     /// List answers merged from kept lists (see `list_cache`).
     pub(crate) merged_lists: MergedLists,
+    /// How often upstream sessions' lists were found kept or asked again.
+    pub(crate) list_counts: Arc<crate::gateway::caller::list_cache::ListCounts>,
     /// The open `subscriptions/listen` streams (see `listeners`).
     pub(crate) listeners: Arc<Listeners>,
     /// The tasks upstreams created for callers (see `tasks`).
@@ -369,7 +371,7 @@ impl GatewayState {
                     self.name_prefix(server),
                     self.resource_name(server, crate::engine::UI_SCHEME),
                     announce,
-                    ListCache::new(ttl),
+                    ListCache::new(ttl).counted(Arc::clone(&self.list_counts)),
                 );
                 let service = tokio::time::timeout(
                     spec.timeout,

@@ -50,6 +50,21 @@ struct Slots {
     changes: [u64; Listed::ALL],
 }
 
+/// How often lists were found kept (`hits`) or asked of the upstream (`misses`), across every
+/// cache of a gateway.
+#[derive(Debug, Default)]
+pub(crate) struct ListCounts {
+    pub(crate) hits: std::sync::atomic::AtomicU64,
+    pub(crate) misses: std::sync::atomic::AtomicU64,
+}
+
+impl ListCounts {
+    /// `n` lists were found kept.
+    pub(crate) fn hit(&self, n: u64) {
+        self.hits.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// How many changes of a list had been announced when it was found missing.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Seen(u64);
@@ -60,6 +75,8 @@ pub(crate) struct ListCache {
     slots: Arc<Mutex<Slots>>,
     /// How long a list is kept; zero keeps none.
     ttl: Duration,
+    /// Where lookups are counted.
+    counts: Arc<ListCounts>,
 }
 
 impl std::fmt::Debug for ListCache {
@@ -74,7 +91,14 @@ impl ListCache {
         Self {
             slots: Arc::default(),
             ttl,
+            counts: Arc::default(),
         }
+    }
+
+    /// Counts its lookups in `counts`.
+    pub(crate) fn counted(mut self, counts: Arc<ListCounts>) -> Self {
+        self.counts = counts;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -119,8 +143,12 @@ impl ListCache {
             && entry.at.elapsed() < self.ttl
             && let Some(items) = entry.items.downcast_ref::<Vec<T>>()
         {
+            self.counts.hit(1);
             return Ok((items.clone(), entry.id));
         }
+        self.counts
+            .misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Err(Seen(slots.changes[list.slot()]))
     }
 

@@ -84,6 +84,7 @@ async fn answer_list<L: Listing>(
         if let Some(from) = merged_from::<L>(shared, kept.iter().map(|(_, n, id)| (n, *id)))
             && let Some(result) = shared.merged_lists.get(&from)
         {
+            shared.list_counts.hit(kept.len() as u64);
             if let Some(replayed) = replayed {
                 for (_, name, _) in &kept {
                     replayed.mark(name);

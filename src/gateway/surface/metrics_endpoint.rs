@@ -72,6 +72,21 @@ fn gateway_gauges(shared: &GatewayState, text: &mut Exposition) {
         );
     }
     text.family(
+        "mcp_gatekeeper_list_cache_lookups_total",
+        "counter",
+        "Lists of upstream sessions a caller's list needed: kept from before (hit), or asked of the upstream (miss).",
+    );
+    for (result, n) in [
+        ("hit", &shared.list_counts.hits),
+        ("miss", &shared.list_counts.misses),
+    ] {
+        text.sample(
+            "mcp_gatekeeper_list_cache_lookups_total",
+            &[("result", Some(result))],
+            n.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
+    }
+    text.family(
         "mcp_gatekeeper_upstream_sessions",
         "gauge",
         "Sessions the gateway holds open with upstream servers, across callers.",
