@@ -179,6 +179,33 @@ async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
     assert_eq!(attribute(client, "server.name").as_deref(), Some("wiki"));
     assert!(server.end_time_unix_nano >= server.start_time_unix_nano);
     assert!(client.start_time_unix_nano >= server.start_time_unix_nano);
+    // The trace as the collector received it (`cargo test --test otel -- --nocapture`).
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let attributes = |s: &Span| {
+        s.attributes
+            .iter()
+            .map(|kv| {
+                format!(
+                    "{}={}",
+                    kv.key,
+                    value_of(std::slice::from_ref(kv), &kv.key).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    eprintln!(
+        "trace {}\n└─ caller's span {}\n   └─ SERVER {:?} {} [{}]\n      └─ CLIENT {:?} {} [{}]\n         └─ the upstream, told parent {}",
+        hex(&server.trace_id),
+        hex(&caller.span_id),
+        server.name,
+        hex(&server.span_id),
+        attributes(server),
+        client.name,
+        hex(&client.span_id),
+        attributes(client),
+        hex(&told.span_id),
+    );
     // Nothing secret in any exported byte.
     for body in bodies.lock().unwrap().iter() {
         for secret in [ALICE, ARGUMENT, "alice"] {
