@@ -375,11 +375,7 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
     let spans = Arc::new(Spans::default());
     let gk = Gatekeeper::new(parsed.policy().unwrap()).with_metrics(spans.clone());
     let gateway = Gateway::from_config(&parsed, gk).unwrap().build().unwrap();
-    let gw = serve(
-        gateway.router(gateway.gatekeeper().layer()),
-        CancellationToken::new(),
-    )
-    .await;
+    let gw = serve_gateway(&gateway).await;
     let http = http_client();
     let url = gw.url("/mcp");
     let session = raw_session(&http, &url, ALICE).await;
@@ -556,11 +552,7 @@ async fn sessions_are_timed_on_both_sides_until_they_end() {
     let sessions = Arc::new(Sessions::default());
     let gk = Gatekeeper::new(parsed.policy().unwrap()).with_metrics(sessions.clone());
     let gateway = Gateway::from_config(&parsed, gk).unwrap().build().unwrap();
-    let gw = serve(
-        gateway.router(gateway.gatekeeper().layer()),
-        CancellationToken::new(),
-    )
-    .await;
+    let gw = serve_gateway(&gateway).await;
     let http = http_client();
     let url = gw.url("/mcp");
     let echo = call_body("wiki-echo", json!({"text": "hi"}));

@@ -92,11 +92,7 @@ async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
         .extra_metrics(Arc::new(traces))
         .build()
         .unwrap();
-    let gw = serve(
-        gateway.router(gateway.gatekeeper().layer()),
-        CancellationToken::new(),
-    )
-    .await;
+    let gw = serve_gateway(&gateway).await;
     let http = http_client();
     let url = gw.url("/mcp");
     let session = raw_session(&http, &url, ALICE).await;
@@ -248,11 +244,7 @@ async fn metrics_are_exported_with_the_counts_prometheus_shows() {
         .metrics(Arc::clone(&prometheus), false)
         .build()
         .unwrap();
-    let gw = serve(
-        gateway.router(gateway.gatekeeper().layer()),
-        CancellationToken::new(),
-    )
-    .await;
+    let gw = serve_gateway(&gateway).await;
     let http = http_client();
     let url = gw.url("/mcp");
     let session = raw_session(&http, &url, ALICE).await;

@@ -119,17 +119,13 @@ fn export_loop(
             &recorder.snapshot(),
             SystemTime::now(),
         );
-        let mut request = client
-            .post(&settings.endpoint)
-            .header("content-type", "application/x-protobuf")
-            .timeout(super::TIMEOUT)
-            .body(body);
-        for (k, v) in &settings.headers {
-            request = request.header(k, v);
-        }
-        let sent =
-            runtime.block_on(async { request.send().await.map(|r| r.status().is_success()) });
-        if matches!(sent, Ok(true)) {
+        if super::export(
+            &runtime,
+            client,
+            &settings.endpoint,
+            &settings.headers,
+            body,
+        ) {
             counts.sent.fetch_add(1, Ordering::Relaxed);
         } else {
             counts.failed.fetch_add(1, Ordering::Relaxed);

@@ -259,6 +259,27 @@ impl Metrics for OtlpTraces {
     }
 }
 
+/// Posts one OTLP/HTTP protobuf export `body` to `endpoint` with `headers`: whether the
+/// collector took it.
+fn export(
+    runtime: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    endpoint: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> bool {
+    let mut request = client
+        .post(endpoint)
+        .header("content-type", "application/x-protobuf")
+        .timeout(TIMEOUT)
+        .body(body);
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    let sent = runtime.block_on(async { request.send().await.map(|r| r.status().is_success()) });
+    matches!(sent, Ok(true))
+}
+
 /// The exporter's thread: batches of up to [`BATCH`] spans, each sent at most [`DELAY`] after
 /// its first span arrived; what is queued is sent when the last handle goes.
 fn export_loop(
@@ -308,17 +329,13 @@ fn export_loop(
         let body = encode::request(&settings.service_name, &batch);
         let n = batch.len() as u64;
         batch.clear();
-        let mut request = client
-            .post(&settings.endpoint)
-            .header("content-type", "application/x-protobuf")
-            .timeout(TIMEOUT)
-            .body(body);
-        for (k, v) in &settings.headers {
-            request = request.header(k, v);
-        }
-        let sent =
-            runtime.block_on(async { request.send().await.map(|r| r.status().is_success()) });
-        if matches!(sent, Ok(true)) {
+        if export(
+            &runtime,
+            client,
+            &settings.endpoint,
+            &settings.headers,
+            body,
+        ) {
             counts.sent.fetch_add(n, Ordering::Relaxed);
         } else {
             counts.failed.fetch_add(n, Ordering::Relaxed);

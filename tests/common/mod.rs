@@ -729,8 +729,17 @@ pub async fn gateway_from_json(doc: &str) -> (Running, mcp_gatekeeper::gateway::
     let config = Config::from_json_str(doc).unwrap();
     let gk = Gatekeeper::new(config.policy().unwrap());
     let gateway = Gateway::from_config(&config, gk).unwrap().build().unwrap();
-    let router = gateway.router(gateway.gatekeeper().layer());
-    (serve(router, CancellationToken::new()).await, gateway)
+    (serve_gateway(&gateway).await, gateway)
+}
+
+/// Serves `gateway` behind the layers of its own gatekeeper, on loopback.
+#[cfg(feature = "gateway")]
+pub async fn serve_gateway(gateway: &mcp_gatekeeper::gateway::Gateway) -> Running {
+    serve(
+        gateway.router(gateway.gatekeeper().layer()),
+        CancellationToken::new(),
+    )
+    .await
 }
 
 /// Serves an rmcp server handler over streamable HTTP at `/mcp` (stateful, event-stream
