@@ -20,7 +20,7 @@ use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::gateway::Gateway;
 use mcp_gatekeeper::metrics::{
-    ClientOperation, Metrics, Operation, Session, SessionSide, Span, SpanContext,
+    ClientOperation, Metrics, Operation, Session, SessionSide, Span, SpanContext, Step,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -360,6 +360,12 @@ impl Metrics for Spans {
                 .push(("client", op.method.to_owned(), span));
         }
     }
+    fn step(&self, step: &Step<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("internal", step.name.to_owned(), step.span));
+    }
     fn records_spans(&self) -> bool {
         true
     }
@@ -433,6 +439,14 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
             }
             None => assert_eq!(server.parent, None),
         }
+        // ... the layers' decision is a step of it ...
+        let decision = recorded
+            .iter()
+            .find(|(side, name, _)| *side == "internal" && name == "mcp_gatekeeper.decide")
+            .map(|(_, _, s)| *s)
+            .expect("the decision's span");
+        assert_eq!(decision.context.trace_id, server.context.trace_id);
+        assert_eq!(decision.parent, Some(server.context.span_id));
         // ... its upstream request's span is its child, and the upstream was told that span.
         assert_eq!(client.context.trace_id, server.context.trace_id);
         assert_eq!(client.parent, Some(server.context.span_id));

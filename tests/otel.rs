@@ -151,6 +151,17 @@ async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
     };
     let (service, server) = find(2, "tools/call wiki-meta");
     let (_, client) = find(3, "tools/call");
+    // Every request's decision is a step of its span; the call's is a child of the call's.
+    let (_, decision) = spans
+        .iter()
+        .find(|(_, s)| s.kind == 1 && s.parent_span_id == server.span_id)
+        .unwrap_or_else(|| panic!("no decision span under the call's in {spans:#?}"));
+    assert_eq!(decision.name, "mcp_gatekeeper.decide");
+    assert_eq!(decision.trace_id, caller.trace_id);
+    assert_eq!(
+        attribute(decision, "mcp_gatekeeper.decision.outcome").as_deref(),
+        Some("allowed")
+    );
     assert_eq!(service, "gatekeeper-under-test");
     // One trace: caller → the gateway's server span → its upstream request → the upstream.
     assert_eq!(server.trace_id, caller.trace_id);
@@ -191,12 +202,15 @@ async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
             .join(" ")
     };
     eprintln!(
-        "trace {}\n└─ caller's span {}\n   └─ SERVER {:?} {} [{}]\n      └─ CLIENT {:?} {} [{}]\n         └─ the upstream, told parent {}",
+        "trace {}\n└─ caller's span {}\n   └─ SERVER {:?} {} [{}]\n      ├─ INTERNAL {:?} {} [{}]\n      └─ CLIENT {:?} {} [{}]\n         └─ the upstream, told parent {}",
         hex(&server.trace_id),
         hex(&caller.span_id),
         server.name,
         hex(&server.span_id),
         attributes(server),
+        decision.name,
+        hex(&decision.span_id),
+        attributes(decision),
         client.name,
         hex(&client.span_id),
         attributes(client),

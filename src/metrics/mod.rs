@@ -88,6 +88,23 @@ pub struct ClientOperation<'a> {
     pub span: Option<Span>,
 }
 
+/// A step of the layers' handling of one request, traced as an internal span of its own, a
+/// child of the request's span: the permission layer's decision (`mcp_gatekeeper.decide`).
+/// Given only to a recorder that takes spans.
+#[derive(Clone, Copy, Debug)]
+pub struct Step<'a> {
+    /// What the step is (`mcp_gatekeeper.decide`).
+    pub name: &'static str,
+    /// How it ended: `allowed` or `refused`.
+    pub outcome: &'static str,
+    /// The rule that refused, when one did (as in the audit trail).
+    pub rule: Option<&'a str>,
+    /// How long it took, in seconds.
+    pub seconds: f64,
+    /// Its span.
+    pub span: Span,
+}
+
 /// A session that has ended: a caller's with the gateway, or the gateway's with an upstream.
 /// Protocol 2026-07-28 has no sessions; neither side records one for it.
 #[derive(Clone, Copy, Debug)]
@@ -147,6 +164,11 @@ pub trait Metrics: Send + Sync + 'static {
         let _ = session;
     }
 
+    /// A traced step of a request has ended (only when [`records_spans`](Self::records_spans)).
+    fn step(&self, step: &Step<'_>) {
+        let _ = step;
+    }
+
     /// A layer decided.
     fn decision(&self, decision: &Decision<'_>) {
         let _ = decision;
@@ -178,6 +200,9 @@ impl<M: Metrics + ?Sized> Metrics for Arc<M> {
     fn session(&self, session: &Session<'_>) {
         (**self).session(session);
     }
+    fn step(&self, step: &Step<'_>) {
+        (**self).step(step);
+    }
     fn decision(&self, decision: &Decision<'_>) {
         (**self).decision(decision);
     }
@@ -202,6 +227,10 @@ impl<A: Metrics, B: Metrics> Metrics for (A, B) {
     fn session(&self, session: &Session<'_>) {
         self.0.session(session);
         self.1.session(session);
+    }
+    fn step(&self, step: &Step<'_>) {
+        self.0.step(step);
+        self.1.step(step);
     }
     fn decision(&self, decision: &Decision<'_>) {
         self.0.decision(decision);

@@ -13,7 +13,7 @@ use crate::metrics::prometheus::state::BOUNDS;
 /// names shared, not copied); its name and attributes are written by the exporter's thread.
 pub(super) struct Exported {
     pub(super) span: Span,
-    /// `SPAN_KIND_SERVER` (2) or `SPAN_KIND_CLIENT` (3).
+    /// `SPAN_KIND_INTERNAL` (1), `SPAN_KIND_SERVER` (2) or `SPAN_KIND_CLIENT` (3).
     pub(super) kind: u64,
     pub(super) end_unix_nanos: u64,
     /// The method, as a label (`_OTHER` outside the specification).
@@ -24,6 +24,8 @@ pub(super) struct Exported {
     pub(super) protocol_version: Option<&'static str>,
     /// Why it failed: the span's status is an error with this message.
     pub(super) error: Option<Arc<str>>,
+    /// An internal span's outcome (`allowed`, `refused`).
+    pub(super) outcome: Option<&'static str>,
 }
 
 /// What [`Exported::target`] names.
@@ -32,6 +34,8 @@ pub(super) enum Target {
     Tool,
     Prompt,
     Server,
+    /// The rule an internal span's step refused by.
+    Rule,
 }
 
 impl Exported {
@@ -46,14 +50,21 @@ impl Exported {
 
     /// The conventions' attributes.
     fn attributes(&self) -> Vec<(&'static str, &str)> {
-        let mut out = vec![("mcp.method.name", self.method)];
+        let mut out = Vec::with_capacity(5);
+        if self.kind != 1 {
+            out.push(("mcp.method.name", self.method));
+        }
         if self.kind == 2 {
             out.push(("network.transport", "tcp"));
+        }
+        if let Some(outcome) = self.outcome {
+            out.push(("mcp_gatekeeper.decision.outcome", outcome));
         }
         match &self.target {
             Some((Target::Tool, name)) => out.push(("gen_ai.tool.name", name)),
             Some((Target::Prompt, name)) => out.push(("gen_ai.prompt.name", name)),
             Some((Target::Server, name)) => out.push(("server.name", name)),
+            Some((Target::Rule, name)) => out.push(("mcp_gatekeeper.decision.rule", name)),
             None => {}
         }
         if let Some(version) = self.protocol_version {

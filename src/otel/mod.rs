@@ -40,7 +40,9 @@ pub use metrics_export::OtlpMetrics;
 pub use settings::{OtlpMetricsSettings, OtlpSettings};
 
 use crate::config::ConfigError;
-use crate::metrics::{ClientOperation, Metrics, Operation, Span, method_label, version_label};
+use crate::metrics::{
+    ClientOperation, Metrics, Operation, Span, Step, method_label, version_label,
+};
 
 /// How many spans wait for the exporter at most; more are dropped and counted.
 const QUEUE: usize = 4096;
@@ -241,6 +243,7 @@ impl Metrics for OtlpTraces {
             target,
             protocol_version: op.protocol_version.map(version_label),
             error: op.error_type.map(|e| self.name(e)),
+            outcome: None,
             span,
         });
     }
@@ -254,7 +257,21 @@ impl Metrics for OtlpTraces {
             target: Some((Target::Server, self.name(op.server))),
             protocol_version: None,
             error: op.error_type.map(|e| self.name(e)),
+            outcome: None,
             span,
+        });
+    }
+
+    fn step(&self, step: &Step<'_>) {
+        self.queue(Exported {
+            kind: 1,
+            end_unix_nanos: end_of(&step.span, step.seconds),
+            method: step.name,
+            target: step.rule.map(|r| (Target::Rule, self.name(r))),
+            protocol_version: None,
+            error: None,
+            outcome: Some(step.outcome),
+            span: step.span,
         });
     }
 }

@@ -508,7 +508,46 @@ where
             &mut self.inner,
             request,
             &self.gatekeeper,
-            move |ext| decide(ext, &gk, is_post),
+            move |ext| traced_decision(ext, &gk, is_post),
         ))
     }
+}
+
+/// [`decide`], as a step of the request's trace when a recorder takes spans.
+fn traced_decision(
+    ext: &mut http::Extensions,
+    gk: &Gatekeeper,
+    is_post: bool,
+) -> Result<FilterReply, Rejection> {
+    let traced = ext
+        .get::<crate::metrics::Observed>()
+        .filter(|o| o.records_spans())
+        .cloned();
+    let (Some(observed), Some(metrics)) = (traced, gk.metrics()) else {
+        return decide(ext, gk, is_post);
+    };
+    let at = std::time::SystemTime::now();
+    let started = std::time::Instant::now();
+    let decided = decide(ext, gk, is_post);
+    let seconds = started.elapsed().as_secs_f64();
+    let (request, _) = observed.span();
+    let (outcome, rule) = match &decided {
+        Ok(_) => ("allowed", None),
+        Err(r) => (
+            "refused",
+            Some(crate::decision_events::rule_of_rejection(r)),
+        ),
+    };
+    metrics.step(&crate::metrics::Step {
+        name: "mcp_gatekeeper.decide",
+        outcome,
+        rule,
+        seconds,
+        span: crate::metrics::Span {
+            context: request.child(),
+            parent: Some(request.span_id),
+            started: at,
+        },
+    });
+    decided
 }
