@@ -302,12 +302,12 @@ impl Poster {
             (true, Some(method)) => per_request::stated(method, name),
             _ => Vec::new(),
         };
-        if stated.is_empty() {
-            stated = trace;
-        } else {
-            stated.extend(trace);
-        }
-        stated.retain(|(name, _)| !headers.contains_key(name));
+        // The trace context goes where the session's own headers do not set it.
+        stated.extend(
+            trace
+                .into_iter()
+                .filter(|(name, _)| !headers.contains_key(name)),
+        );
         self.http
             .post(Outgoing {
                 url: &self.url.url,
