@@ -112,7 +112,7 @@ where
                     metrics: Arc::clone(metrics),
                     observed,
                     started: Instant::now(),
-                    at: SystemTime::now(),
+                    at: spans.then(SystemTime::now),
                     error: None,
                 })
             }
@@ -130,8 +130,8 @@ struct Timing {
     metrics: Arc<dyn Metrics>,
     observed: Observed,
     started: Instant,
-    /// When it started, for its span.
-    at: SystemTime,
+    /// When it started, for its span (when spans are recorded).
+    at: Option<SystemTime>,
     /// Why it failed, once the answer's head says so.
     error: Option<Failure>,
 }
@@ -172,12 +172,12 @@ impl Timing {
             .and_then(|p| p.target.as_ref())
             .filter(|_| named)
             .map(|(name, kind)| (&**name, *kind));
-        let span = self.observed.records_spans().then(|| {
+        let span = self.at.map(|started| {
             let (context, parent) = self.observed.span();
             Span {
                 context,
                 parent,
-                started: self.at,
+                started,
             }
         });
         self.metrics.operation(&Operation {

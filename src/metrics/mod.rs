@@ -246,7 +246,7 @@ impl<A: Metrics, B: Metrics> Metrics for (A, B) {
 }
 
 /// The methods of the specification, as method labels: anything else is `_OTHER`.
-const METHODS: &[&str] = &[
+pub(crate) const METHODS: &[&str] = &[
     "initialize",
     "ping",
     "server/discover",
@@ -284,7 +284,7 @@ const METHODS: &[&str] = &[
 ];
 
 /// The protocol versions a label may name: anything else is `_OTHER`.
-const VERSIONS: &[&str] = &[
+pub(crate) const VERSIONS: &[&str] = &[
     "2024-11-05",
     "2025-03-26",
     "2025-06-18",

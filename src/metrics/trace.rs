@@ -118,16 +118,25 @@ fn to_hex(bytes: &[u8]) -> String {
     out
 }
 
-/// A fresh, non-zero 64-bit id: a counter mixed by a hasher keyed at random once per process.
-/// Ids need to be unique, not secret.
+/// A fresh, non-zero 64-bit id: a counter, started at a random point once per process, through
+/// a bijective mixer (SplitMix64's finaliser), so that no two ids of a process are the same
+/// until the counter wraps. Ids need to be unique, not secret.
 fn next_id() -> u64 {
-    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(1);
-    let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
     loop {
-        let mut h = keys.build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        let id = h.finish();
+        let mut z = COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(seed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let id = z ^ (z >> 31);
         if id != 0 {
             return id;
         }

@@ -2,35 +2,44 @@
 //! `ExportMetricsServiceRequest`) in the protobuf wire format, written by hand for the few
 //! messages and fields the exporters send.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::metrics::Span;
+use super::names::{Known, NameId};
 use crate::metrics::prometheus::snapshot::{Points, Snapshot};
 use crate::metrics::prometheus::state::BOUNDS;
+use crate::metrics::{METHODS, OTHER, VERSIONS};
 
-/// A span ready to send: what the request's path hands over, as little as it can be (its
-/// names shared, not copied); its name and attributes are written by the exporter's thread.
+/// A span ready to send: what the request's path hands over, as small as it can be (under
+/// one cache line with the queue's own word): no string, only numbers; its name and
+/// attributes are written by the exporter's thread.
 pub(super) struct Exported {
-    pub(super) span: Span,
-    /// `SPAN_KIND_INTERNAL` (1), `SPAN_KIND_SERVER` (2) or `SPAN_KIND_CLIENT` (3).
-    pub(super) kind: u64,
-    pub(super) end_unix_nanos: u64,
-    /// The method, as a label (`_OTHER` outside the specification).
-    pub(super) method: &'static str,
-    /// A server span's tool or prompt (and which), or a client span's server.
-    pub(super) target: Option<(Target, Arc<str>)>,
-    /// The protocol version, as a label.
-    pub(super) protocol_version: Option<&'static str>,
+    pub(super) trace_id: [u8; 16],
+    pub(super) span_id: [u8; 8],
+    /// The parent's id; all zero for none (an id never is).
+    pub(super) parent: [u8; 8],
+    pub(super) start_unix_nanos: u64,
+    /// How long it took.
+    pub(super) seconds: f32,
+    /// A server span's tool or prompt, a client span's server, an internal span's rule.
+    pub(super) target: NameId,
     /// Why it failed: the span's status is an error with this message.
-    pub(super) error: Option<Arc<str>>,
-    /// An internal span's outcome (`allowed`, `refused`).
-    pub(super) outcome: Option<&'static str>,
+    pub(super) error: NameId,
+    /// The method (or an internal span's step), as a [`label`].
+    pub(super) method: u8,
+    /// The protocol version, as a [`version`] ([`NO_LABEL`] for none).
+    pub(super) version: u8,
+    /// `SPAN_KIND_INTERNAL` (1), `SPAN_KIND_SERVER` (2) or `SPAN_KIND_CLIENT` (3).
+    pub(super) kind: u8,
+    /// What [`Self::target`] names.
+    pub(super) target_kind: Target,
+    /// An internal span's outcome.
+    pub(super) outcome: Outcome,
 }
 
 /// What [`Exported::target`] names.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Target {
+    None,
     Tool,
     Prompt,
     Server,
@@ -38,84 +47,213 @@ pub(super) enum Target {
     Rule,
 }
 
-impl Exported {
-    /// The span's name: `tools/call wiki-search` for a server span with a target, else the
-    /// method.
-    fn name(&self) -> String {
-        match &self.target {
-            Some((Target::Tool | Target::Prompt, name)) => format!("{} {name}", self.method),
-            _ => self.method.to_owned(),
+/// An internal span's outcome.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    None,
+    Allowed,
+    Refused,
+}
+
+impl Outcome {
+    pub(super) fn of(outcome: &str) -> Self {
+        match outcome {
+            "allowed" => Self::Allowed,
+            "refused" => Self::Refused,
+            _ => Self::None,
         }
     }
 
-    /// The conventions' attributes.
-    fn attributes(&self) -> Vec<(&'static str, &str)> {
-        let mut out = Vec::with_capacity(5);
+    fn as_str(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Allowed => Some("allowed"),
+            Self::Refused => Some("refused"),
+        }
+    }
+}
+
+/// The steps a span may be of besides the methods.
+const STEPS: &[&str] = &["mcp_gatekeeper.decide"];
+
+/// No method, step or version: `_OTHER` for a method, none for a version.
+pub(super) const NO_LABEL: u8 = u8::MAX;
+
+/// `method` (a method of the specification or a step) as a number: [`NO_LABEL`] for any
+/// other.
+pub(super) fn label(method: &str) -> u8 {
+    METHODS
+        .iter()
+        .chain(STEPS)
+        .position(|m| *m == method)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(NO_LABEL)
+}
+
+/// `version` (a protocol version of the specification) as a number: [`NO_LABEL`] for any
+/// other.
+pub(super) fn version(version: &str) -> u8 {
+    VERSIONS
+        .iter()
+        .position(|v| *v == version)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(NO_LABEL - 1)
+}
+
+impl Exported {
+    fn method(&self) -> &'static str {
+        METHODS
+            .iter()
+            .chain(STEPS)
+            .nth(usize::from(self.method))
+            .copied()
+            .unwrap_or(OTHER)
+    }
+
+    fn version(&self) -> Option<&'static str> {
+        (self.version != NO_LABEL).then(|| {
+            VERSIONS
+                .get(usize::from(self.version))
+                .copied()
+                .unwrap_or(OTHER)
+        })
+    }
+
+    /// The span's name, in up to two parts: `tools/call wiki-search` for a server span with a
+    /// target, else the method.
+    fn name<'a>(&self, known: &'a Known<'_>) -> (&'static str, Option<&'a str>) {
+        match self.target_kind {
+            Target::Tool | Target::Prompt => (self.method(), known.name(self.target)),
+            _ => (self.method(), None),
+        }
+    }
+
+    /// The conventions' attributes: up to five, the rest of the array empty.
+    fn attributes<'a>(&self, known: &'a Known<'_>) -> [(&'static str, &'a str); 5] {
+        let mut out = [("", ""); 5];
+        let mut n = 0;
+        let mut push = |kv| {
+            out[n] = kv;
+            n += 1;
+        };
         if self.kind != 1 {
-            out.push(("mcp.method.name", self.method));
+            push(("mcp.method.name", self.method()));
         }
         if self.kind == 2 {
-            out.push(("network.transport", "tcp"));
+            push(("network.transport", "tcp"));
         }
-        if let Some(outcome) = self.outcome {
-            out.push(("mcp_gatekeeper.decision.outcome", outcome));
+        if let Some(outcome) = self.outcome.as_str() {
+            push(("mcp_gatekeeper.decision.outcome", outcome));
         }
-        match &self.target {
-            Some((Target::Tool, name)) => out.push(("gen_ai.tool.name", name)),
-            Some((Target::Prompt, name)) => out.push(("gen_ai.prompt.name", name)),
-            Some((Target::Server, name)) => out.push(("server.name", name)),
-            Some((Target::Rule, name)) => out.push(("mcp_gatekeeper.decision.rule", name)),
-            None => {}
+        let key = match self.target_kind {
+            Target::None => None,
+            Target::Tool => Some("gen_ai.tool.name"),
+            Target::Prompt => Some("gen_ai.prompt.name"),
+            Target::Server => Some("server.name"),
+            Target::Rule => Some("mcp_gatekeeper.decision.rule"),
+        };
+        if let (Some(key), Some(name)) = (key, known.name(self.target)) {
+            push((key, name));
         }
-        if let Some(version) = self.protocol_version {
-            out.push(("mcp.protocol.version", version));
+        if let Some(version) = self.version() {
+            push(("mcp.protocol.version", version));
         }
-        if let Some(error) = &self.error {
-            out.push(("error.type", error));
+        if let Some(error) = known.name(self.error) {
+            push(("error.type", error));
         }
         out
+    }
+
+    /// The length of this span's `Span` message: what [`Self::write`] writes after its own
+    /// tag and length.
+    fn len(&self, known: &Known<'_>) -> usize {
+        let (method, target) = self.name(known);
+        let name = method.len() + target.map_or(0, |t| t.len() + 1);
+        let mut len = field_len(1, 16) + field_len(2, 8) + field_len(5, name);
+        if self.parent != [0; 8] {
+            len += field_len(4, 8);
+        }
+        len += tag_len(6) + varint_len(u64::from(self.kind)) + 2 * (tag_len(7) + 8);
+        for (key, value) in self
+            .attributes(known)
+            .into_iter()
+            .filter(|(k, _)| !k.is_empty())
+        {
+            len += field_len(9, key_value_len(key, value));
+        }
+        len + field_len(15, self.status_len(known))
+    }
+
+    /// The length of the span's `Status`: STATUS_CODE_ERROR with the error type as its
+    /// message; the conventions leave a successful span's status unset.
+    fn status_len(&self, known: &Known<'_>) -> usize {
+        known
+            .name(self.error)
+            .map_or(0, |e| field_len(2, e.len()) + tag_len(3) + 1)
+    }
+
+    /// Writes the span, `len` bytes long, as field `field` of its parent message.
+    fn write(&self, out: &mut Vec<u8>, field: u32, len: usize, known: &Known<'_>) {
+        tag(out, field, 2);
+        varint(out, len as u64);
+        bytes(out, 1, &self.trace_id);
+        bytes(out, 2, &self.span_id);
+        if self.parent != [0; 8] {
+            bytes(out, 4, &self.parent);
+        }
+        let (method, target) = self.name(known);
+        tag(out, 5, 2);
+        varint(
+            out,
+            (method.len() + target.map_or(0, |t| t.len() + 1)) as u64,
+        );
+        out.extend_from_slice(method.as_bytes());
+        if let Some(target) = target {
+            out.push(b' ');
+            out.extend_from_slice(target.as_bytes());
+        }
+        varint_field(out, 6, u64::from(self.kind));
+        fixed64(out, 7, self.start_unix_nanos);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let nanos = (f64::from(self.seconds).max(0.0) * 1e9) as u64;
+        fixed64(out, 8, self.start_unix_nanos.saturating_add(nanos));
+        for (key, value) in self
+            .attributes(known)
+            .into_iter()
+            .filter(|(k, _)| !k.is_empty())
+        {
+            key_value(out, 9, key, value);
+        }
+        tag(out, 15, 2);
+        varint(out, self.status_len(known) as u64);
+        if let Some(message) = known.name(self.error) {
+            string(out, 2, message);
+            varint_field(out, 3, 2);
+        }
     }
 }
 
 /// `ExportTraceServiceRequest { resource_spans: [ResourceSpans { resource, scope_spans:
-/// [ScopeSpans { scope, spans }] }] }` for `spans` of the service `service`.
-pub(super) fn request(service: &str, spans: &[Exported]) -> Vec<u8> {
-    let mut scope_spans = Vec::new();
-    message(&mut scope_spans, 1, &scope());
-    for s in spans {
-        message(&mut scope_spans, 2, &span(s));
+/// [ScopeSpans { scope, spans }] }] }` for `spans` of the service `service`, their names
+/// `known`, written into one buffer of the right size: every length is counted before it is
+/// written.
+pub(super) fn request(service: &str, spans: &[Exported], known: &Known<'_>) -> Vec<u8> {
+    let (resource, scope) = (resource(service), scope());
+    let lens: Vec<usize> = spans.iter().map(|s| s.len(known)).collect();
+    let scope_spans =
+        field_len(1, scope.len()) + lens.iter().map(|n| field_len(2, *n)).sum::<usize>();
+    let resource_spans = field_len(1, resource.len()) + field_len(2, scope_spans);
+    let mut out = Vec::with_capacity(field_len(1, resource_spans));
+    tag(&mut out, 1, 2);
+    varint(&mut out, resource_spans as u64);
+    message(&mut out, 1, &resource);
+    tag(&mut out, 2, 2);
+    varint(&mut out, scope_spans as u64);
+    message(&mut out, 1, &scope);
+    for (s, len) in spans.iter().zip(lens) {
+        s.write(&mut out, 2, len, known);
     }
-    let mut resource_spans = Vec::new();
-    message(&mut resource_spans, 1, &resource(service));
-    message(&mut resource_spans, 2, &scope_spans);
-    let mut out = Vec::new();
-    message(&mut out, 1, &resource_spans);
-    out
-}
-
-fn span(s: &Exported) -> Vec<u8> {
-    let mut out = Vec::new();
-    bytes(&mut out, 1, &s.span.context.trace_id);
-    bytes(&mut out, 2, &s.span.context.span_id);
-    if let Some(parent) = &s.span.parent {
-        bytes(&mut out, 4, parent);
-    }
-    string(&mut out, 5, &s.name());
-    varint_field(&mut out, 6, s.kind);
-    let start = unix_nanos(s.span.started);
-    fixed64(&mut out, 7, start);
-    fixed64(&mut out, 8, s.end_unix_nanos.max(start));
-    for (key, value) in s.attributes() {
-        key_value(&mut out, 9, key, value);
-    }
-    let mut status = Vec::new();
-    // STATUS_CODE_ERROR with the error type as its message; the conventions leave a
-    // successful span's status unset.
-    if let Some(message) = &s.error {
-        string(&mut status, 2, message);
-        varint_field(&mut status, 3, 2);
-    }
-    message(&mut out, 15, &status);
+    debug_assert_eq!(out.len(), field_len(1, resource_spans));
     out
 }
 
@@ -201,7 +339,7 @@ fn scope() -> Vec<u8> {
     scope
 }
 
-fn unix_nanos(t: SystemTime) -> u64 {
+pub(super) fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
@@ -212,12 +350,33 @@ fn double(out: &mut Vec<u8>, field: u32, x: f64) {
 
 /// `KeyValue { key, value: AnyValue { string_value } }` as field `field`.
 fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &str) {
-    let mut any = Vec::new();
-    string(&mut any, 1, value);
-    let mut kv = Vec::new();
-    string(&mut kv, 1, key);
-    message(&mut kv, 2, &any);
-    message(out, field, &kv);
+    tag(out, field, 2);
+    varint(out, key_value_len(key, value) as u64);
+    string(out, 1, key);
+    tag(out, 2, 2);
+    varint(out, field_len(1, value.len()) as u64);
+    string(out, 1, value);
+}
+
+/// The length of a `KeyValue` message of `key` and the string `value`.
+fn key_value_len(key: &str, value: &str) -> usize {
+    field_len(1, key.len()) + field_len(2, field_len(1, value.len()))
+}
+
+/// How many bytes `n` takes as a varint.
+fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// How many bytes the tag of `field` takes.
+fn tag_len(field: u32) -> usize {
+    varint_len(u64::from(field) << 3)
+}
+
+/// How many bytes a length-delimited field `field` of `len` bytes takes, tag and length
+/// included.
+fn field_len(field: u32, len: usize) -> usize {
+    tag_len(field) + varint_len(len as u64) + len
 }
 
 fn tag(out: &mut Vec<u8>, field: u32, wire_type: u8) {
@@ -268,5 +427,58 @@ mod tests {
         let mut out = Vec::new();
         varint_field(&mut out, 6, 2);
         assert_eq!(out, [0x30, 0x02]);
+        for n in [0, 1, 127, 128, 300, 16_383, 16_384, u64::MAX] {
+            let mut out = Vec::new();
+            varint(&mut out, n);
+            assert_eq!(varint_len(n), out.len(), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_span_and_the_queues_word_fit_a_cache_line() {
+        assert!(size_of::<Exported>() + size_of::<usize>() <= 64);
+    }
+
+    #[test]
+    fn a_span_is_exactly_as_long_as_counted() {
+        use super::super::names::NONE;
+        let names = super::super::names::Names::default();
+        let long = "t".repeat(300);
+        let span = |parent, target_kind, target: &str, error: Option<&str>| Exported {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent,
+            start_unix_nanos: 1,
+            seconds: 0.5,
+            target: if target.is_empty() {
+                NONE
+            } else {
+                names.id(target)
+            },
+            error: error.map_or(NONE, |e| names.id(e)),
+            method: label("tools/call"),
+            version: version("2025-06-18"),
+            kind: 2,
+            target_kind,
+            outcome: Outcome::None,
+        };
+        let spans = [
+            span([0; 8], Target::None, "", None),
+            span([7; 8], Target::Tool, "wiki-search", None),
+            span([0; 8], Target::Prompt, &long, Some(&long)),
+        ];
+        let mut known = Known::new(&names);
+        known.learn(names.id(&long));
+        for s in &spans {
+            let mut out = Vec::new();
+            let len = s.len(&known);
+            s.write(&mut out, 2, len, &known);
+            assert_eq!(out.len(), field_len(2, len));
+        }
+        // Three spans of 300-byte names: lengths past one byte's varint at every level.
+        let body = request("svc", &spans, &known);
+        assert_eq!(body[0], 0x0a);
+        assert_eq!(label("no/such"), NO_LABEL);
+        assert_eq!(spans[0].version(), Some("2025-06-18"));
     }
 }

@@ -76,7 +76,7 @@ impl OtlpMetrics {
         let counts = Arc::new(Counts::default());
         let state = Arc::clone(&counts);
         std::thread::Builder::new()
-            .name("mcp-gatekeeper-otlp-metrics".into())
+            .name("gk-otlp-metrics".into())
             .spawn(move || export_loop(&stopped, &settings, &client, &recorder, &state))
             .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
         Ok(Self {

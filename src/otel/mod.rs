@@ -27,22 +27,21 @@
 
 mod encode;
 mod metrics_export;
+mod names;
 mod settings;
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use encode::{Exported, Target};
+use encode::{Exported, NO_LABEL, Outcome, Target};
 pub use metrics_export::OtlpMetrics;
+use names::{Known, NONE, Names};
 pub use settings::{OtlpMetricsSettings, OtlpSettings};
 
 use crate::config::ConfigError;
-use crate::metrics::{
-    ClientOperation, Metrics, Operation, Span, Step, method_label, version_label,
-};
+use crate::metrics::{ClientOperation, Metrics, Operation, Span, Step};
 
 /// How many spans wait for the exporter at most; more are dropped and counted.
 const QUEUE: usize = 4096;
@@ -117,13 +116,9 @@ pub struct OtlpTraces {
     tx: SyncSender<Exported>,
     sampler: Sampler,
     counts: Arc<Counts>,
-    /// The names and error types spans carry, kept once: a span shares them rather than
-    /// copying (a copy would be freed by the exporter's thread, at a cost to the request's).
-    names: Mutex<HashSet<Arc<str>>>,
+    /// The names spans carry, kept once and handed over by number.
+    names: Arc<Names>,
 }
-
-/// How many distinct names [`OtlpTraces`] keeps; past them, a span copies its own.
-const MAX_NAMES: usize = 1024;
 
 #[derive(Default)]
 struct Counts {
@@ -165,17 +160,18 @@ impl OtlpTraces {
             .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let counts = Arc::new(Counts::default());
+        let names = Arc::new(Names::default());
         let sampler = settings.sampler;
-        let state = Arc::clone(&counts);
+        let (state, known) = (Arc::clone(&counts), Arc::clone(&names));
         std::thread::Builder::new()
-            .name("mcp-gatekeeper-otlp".into())
-            .spawn(move || export_loop(&rx, &settings, &client, &state))
+            .name("gk-otlp-traces".into())
+            .spawn(move || export_loop(&rx, &settings, &client, &state, &known))
             .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
         Ok(Self {
             tx,
             sampler,
             counts,
-            names: Mutex::default(),
+            names,
         })
     }
 
@@ -189,39 +185,36 @@ impl OtlpTraces {
         )
     }
 
-    /// `name`, shared.
-    fn name(&self, name: &str) -> Arc<str> {
-        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(kept) = names.get(name) {
-            return Arc::clone(kept);
-        }
-        let kept: Arc<str> = Arc::from(name);
-        if names.len() < MAX_NAMES {
-            names.insert(Arc::clone(&kept));
-        }
-        kept
-    }
-
-    fn queue(&self, exported: Exported) {
-        if !self.sampler.keeps(&exported.span) {
+    /// Queues `span` (when the sampler keeps its trace) as `exported` fills it in.
+    fn queue(&self, span: &Span, exported: impl FnOnce(Exported) -> Exported) {
+        if !self.sampler.keeps(span) {
             return;
         }
+        let blank = Exported {
+            trace_id: span.context.trace_id,
+            span_id: span.context.span_id,
+            parent: span.parent.unwrap_or([0; 8]),
+            start_unix_nanos: encode::unix_nanos(span.started),
+            seconds: 0.0,
+            target: NONE,
+            error: NONE,
+            method: NO_LABEL,
+            version: NO_LABEL,
+            kind: 1,
+            target_kind: Target::None,
+            outcome: Outcome::None,
+        };
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send(exported)
+            self.tx.try_send(exported(blank))
         {
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
 
-fn end_of(span: &Span, seconds: f64) -> u64 {
-    let start = span
-        .started
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let nanos = (seconds.max(0.0) * 1e9) as u64;
-    start.saturating_add(nanos)
+    /// `name`'s number, or none.
+    fn id(&self, name: Option<&str>) -> names::NameId {
+        name.map_or(NONE, |n| self.names.id(n))
+    }
 }
 
 impl Metrics for OtlpTraces {
@@ -230,48 +223,59 @@ impl Metrics for OtlpTraces {
     }
 
     fn operation(&self, op: &Operation<'_>) {
-        let Some(span) = op.span else { return };
-        let target = match (op.tool, op.prompt) {
-            (Some(tool), _) => Some((Target::Tool, self.name(tool))),
-            (None, Some(prompt)) => Some((Target::Prompt, self.name(prompt))),
-            (None, None) => None,
-        };
-        self.queue(Exported {
-            kind: 2,
-            end_unix_nanos: end_of(&span, op.seconds),
-            method: method_label(op.method),
-            target,
-            protocol_version: op.protocol_version.map(version_label),
-            error: op.error_type.map(|e| self.name(e)),
-            outcome: None,
-            span,
+        let Some(span) = &op.span else { return };
+        self.queue(span, |e| {
+            let (target_kind, target) = match (op.tool, op.prompt) {
+                (Some(tool), _) => (Target::Tool, Some(tool)),
+                (None, Some(prompt)) => (Target::Prompt, Some(prompt)),
+                (None, None) => (Target::None, None),
+            };
+            #[allow(clippy::cast_possible_truncation)]
+            Exported {
+                kind: 2,
+                seconds: op.seconds as f32,
+                method: encode::label(op.method),
+                target_kind,
+                target: self.id(target),
+                version: op.protocol_version.map_or(NO_LABEL, encode::version),
+                error: self.id(op.error_type),
+                ..e
+            }
         });
     }
 
     fn client_operation(&self, op: &ClientOperation<'_>) {
-        let Some(span) = op.span else { return };
-        self.queue(Exported {
-            kind: 3,
-            end_unix_nanos: end_of(&span, op.seconds),
-            method: method_label(op.method),
-            target: Some((Target::Server, self.name(op.server))),
-            protocol_version: None,
-            error: op.error_type.map(|e| self.name(e)),
-            outcome: None,
-            span,
+        let Some(span) = &op.span else { return };
+        self.queue(span, |e| {
+            #[allow(clippy::cast_possible_truncation)]
+            Exported {
+                kind: 3,
+                seconds: op.seconds as f32,
+                method: encode::label(op.method),
+                target_kind: Target::Server,
+                target: self.id(Some(op.server)),
+                error: self.id(op.error_type),
+                ..e
+            }
         });
     }
 
     fn step(&self, step: &Step<'_>) {
-        self.queue(Exported {
-            kind: 1,
-            end_unix_nanos: end_of(&step.span, step.seconds),
-            method: step.name,
-            target: step.rule.map(|r| (Target::Rule, self.name(r))),
-            protocol_version: None,
-            error: None,
-            outcome: Some(step.outcome),
-            span: step.span,
+        self.queue(&step.span, |e| {
+            #[allow(clippy::cast_possible_truncation)]
+            Exported {
+                kind: 1,
+                seconds: step.seconds as f32,
+                method: encode::label(step.name),
+                target_kind: if step.rule.is_some() {
+                    Target::Rule
+                } else {
+                    Target::None
+                },
+                target: self.id(step.rule),
+                outcome: Outcome::of(step.outcome),
+                ..e
+            }
         });
     }
 }
@@ -304,7 +308,9 @@ fn export_loop(
     settings: &OtlpSettings,
     client: &reqwest::Client,
     counts: &Counts,
+    names: &Names,
 ) {
+    let mut known = Known::new(names);
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -326,6 +332,8 @@ fn export_loop(
             match rx.try_recv() {
                 Ok(span) => {
                     first.get_or_insert_with(Instant::now);
+                    known.learn(span.target);
+                    known.learn(span.error);
                     batch.push(span);
                 }
                 Err(TryRecvError::Empty) => {
@@ -343,7 +351,7 @@ fn export_loop(
             continue;
         }
         first = None;
-        let body = encode::request(&settings.service_name, &batch);
+        let body = encode::request(&settings.service_name, &batch, &known);
         let n = batch.len() as u64;
         batch.clear();
         if export(

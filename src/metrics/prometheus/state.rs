@@ -37,10 +37,10 @@ pub(super) struct State {
 /// The maps' hasher: keys are a few short labels chosen by the policy (the cap keeps them few),
 /// so a fast multiply-and-rotate hash is enough, and resistance to chosen collisions is not
 /// needed.
-pub(super) type Quick = BuildHasherDefault<QuickHasher>;
+pub(crate) type Quick = BuildHasherDefault<QuickHasher>;
 
 #[derive(Default)]
-pub(super) struct QuickHasher(u64);
+pub(crate) struct QuickHasher(u64);
 
 impl Hasher for QuickHasher {
     fn write(&mut self, bytes: &[u8]) {
