@@ -165,7 +165,7 @@ where
     })?;
     // A tool call's body is kept only where an audit event may carry its argument values.
     let keep_body = head.request_method() == Some(&protocol::Method::ToolsCall)
-        && gk.audit().is_enabled()
+        && gk.audit().builds_events()
         && parts
             .extensions
             .get::<Arc<PolicySnapshot>>()

@@ -137,6 +137,9 @@ pub(crate) fn allowed(audit: &Auditor, ext: &Extensions, server: &Server) -> Opt
     if !audit.is_enabled() {
         return None;
     }
+    if !audit.builds_events() {
+        return Some(Pending::counted(audit.clone()));
+    }
     let (principal, request) = (ext.get::<Principal>()?, ext.get::<McpRequest>()?);
     let mut e = AuditEvent::new(EventKind::Call, Outcome::Allowed).by(Some(principal));
     e.method.clone_from(&request.method);
@@ -161,6 +164,15 @@ pub(crate) fn listed(
     tally: &ListTally,
 ) {
     if !audit.is_enabled() {
+        return;
+    }
+    if !audit.builds_events() {
+        audit.count(&crate::metrics::Decision {
+            event: EventKind::List.as_str(),
+            outcome: Outcome::Filtered.as_str(),
+            rule: None,
+            level: None,
+        });
         return;
     }
     let mut e = AuditEvent::new(EventKind::List, Outcome::Filtered).by(principal);

@@ -849,3 +849,58 @@ async fn immediate_and_awaited_identity_resolution_agree() {
     // Admitted, admitted (the session opened by sk-a), refused for sk-b, admitted for sk-a.
     assert_eq!(store[3..], [200, 200, 404, 200]);
 }
+
+#[tokio::test]
+async fn with_only_metrics_listening_each_call_is_counted_once_by_its_last_decision() {
+    use mcp_gatekeeper::metrics::PrometheusMetrics;
+    // No audit sink: decisions are counted without building their events.
+    let metrics = Arc::new(PrometheusMetrics::new());
+    let gk = gatekeeper(POLICY).with_metrics(metrics.clone());
+    let inner = Inner::default();
+    let stack = tower::Layer::layer(
+        &gk.layer(),
+        inner.service(|_| {
+            json_reply(
+                json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": false}}),
+            )
+        }),
+    );
+    let call = |arguments: Value| {
+        post(Bytes::new())
+            .header("accept", "application/json, text/event-stream")
+            .body(Body::from(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "github-create_issue", "arguments": arguments}})
+                .to_string(),
+            ))
+            .unwrap()
+    };
+    // Allowed twice; allowed by the permission layer, then refused by `allowed_params` once.
+    for arguments in [
+        json!({"title": "a"}),
+        json!({"title": "b"}),
+        json!({"title": "c", "body": "x"}),
+    ] {
+        let reply = stack.clone().oneshot(call(arguments)).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::OK);
+    }
+    assert_eq!(inner.count(), 2);
+    let text = metrics.render();
+    let count = |series: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+    };
+    assert_eq!(
+        count(r#"mcp_gatekeeper_decisions_total{event="call",outcome="allowed"} "#),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            r#"mcp_gatekeeper_decisions_total{event="call",outcome="refused",rule="allowed_params""#
+        ) && l.ends_with(" 1")),
+        "{text}"
+    );
+}

@@ -123,7 +123,7 @@ impl Auditor {
         let counters = Arc::new(Counters::default());
         let state = Arc::clone(&counters);
         std::thread::Builder::new()
-            .name("mcp-gatekeeper-audit".into())
+            .name("gk-audit".into())
             .spawn(move || drain(&rx, &sinks, &state))
             .expect("the audit thread starts");
         Self {
@@ -132,7 +132,8 @@ impl Auditor {
         }
     }
 
-    /// Whether events are built at all: a sink or metrics are set, or `tracing` listens.
+    /// Whether decisions are recorded at all: a sink or metrics are set, or `tracing`
+    /// listens.
     #[must_use]
     pub fn is_enabled(&self) -> bool {
         #[cfg(feature = "tracing")]
@@ -140,6 +141,24 @@ impl Auditor {
             return true;
         }
         self.queue.is_some() || self.metrics.is_some()
+    }
+
+    /// Whether events are built for more than their count: a sink is set, or `tracing`
+    /// listens. When only metrics listen, a decision is counted without its event (see
+    /// [`count`](Self::count)).
+    pub(crate) fn builds_events(&self) -> bool {
+        #[cfg(feature = "tracing")]
+        if tracing::enabled!(target: "mcp_gatekeeper::audit", tracing::Level::INFO) {
+            return true;
+        }
+        self.queue.is_some()
+    }
+
+    /// Counts a decision in the metrics, without an event.
+    pub(crate) fn count(&self, decision: &Decision<'_>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.decision(decision);
+        }
     }
 
     /// Records one event: to `tracing`, and to the queue unless it is full (then counted as
@@ -318,9 +337,14 @@ fn emit(e: &AuditEvent) {
 /// request is dropped (handed on and finished). So every call gives exactly one event.
 ///
 /// A clone holds nothing (extensions can be cloned; the event must be recorded once).
+///
+/// When only metrics listen (see [`Auditor::builds_events`]), it holds no event: it counts the
+/// allowed call when dropped, as the event would have.
 pub(crate) struct Pending {
     auditor: Auditor,
     event: Option<Box<AuditEvent>>,
+    /// Whether to count an allowed call when dropped without an event.
+    counted: bool,
 }
 
 impl Clone for Pending {
@@ -328,6 +352,7 @@ impl Clone for Pending {
         Self {
             auditor: Auditor::disabled(),
             event: None,
+            counted: false,
         }
     }
 }
@@ -337,12 +362,26 @@ impl Pending {
         Self {
             auditor,
             event: Some(Box::new(event)),
+            counted: false,
         }
     }
 
-    /// Takes the pending event out of `ext` (it will not be recorded as allowed).
+    /// An allowed call, only to be counted.
+    pub(crate) fn counted(auditor: Auditor) -> Self {
+        Self {
+            auditor,
+            event: None,
+            counted: true,
+        }
+    }
+
+    /// Takes the pending event out of `ext` (it will not be recorded, nor counted, as
+    /// allowed).
     pub(crate) fn take(ext: &mut http::Extensions) -> Option<Box<AuditEvent>> {
-        ext.remove::<Self>().and_then(|mut p| p.event.take())
+        ext.remove::<Self>().and_then(|mut p| {
+            p.counted = false;
+            p.event.take()
+        })
     }
 }
 
@@ -350,6 +389,13 @@ impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(event) = self.event.take() {
             self.auditor.record(*event);
+        } else if self.counted {
+            self.auditor.count(&Decision {
+                event: EventKind::Call.as_str(),
+                outcome: Outcome::Allowed.as_str(),
+                rule: None,
+                level: None,
+            });
         }
     }
 }

@@ -457,7 +457,7 @@ fn decide(
         m if m.is_list() => {
             let id = head.id.clone().expect("requests have an id");
             let mut filter = ListFilter::new(grant.clone(), m.clone(), id, gk);
-            if gk.audit().is_enabled() {
+            if gk.audit().builds_events() {
                 filter.caller = ext.get::<Principal>().cloned().map(Box::new);
             }
             // Pinning learns only from lists a server gave now: an inner service with a cache
