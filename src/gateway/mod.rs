@@ -168,9 +168,9 @@ impl GatewayBuilder {
     /// Measures with `metrics` and serves what it measured at `GET /metrics`, in the
     /// Prometheus text format, with the gateway's own gauges (audit events, upstream sessions
     /// and health, quarantined definitions): to the master key only, or to anyone when
-    /// `public`. The gatekeeper gets `metrics` too (see [`Gatekeeper::with_metrics`]), so the
-    /// layers of the stack given to [`Gateway::router`], built from [`Gateway::gatekeeper`],
-    /// time every request and count every decision.
+    /// `public`. The gatekeeper gets `metrics` too (see [`Gatekeeper::with_metrics`]), beside
+    /// any recorder it already had, so the layers of the stack given to [`Gateway::router`],
+    /// built from [`Gateway::gatekeeper`], time every request and count every decision.
     #[must_use]
     pub fn metrics(
         mut self,
@@ -248,9 +248,11 @@ impl GatewayBuilder {
                 (Some(m), None) => Some(Arc::clone(&m.recorder) as _),
                 (None, extra) => extra.map(|e| e.0),
             };
-        let gatekeeper = match recorder {
-            Some(recorder) => self.gatekeeper.with_metrics(recorder),
-            None => self.gatekeeper,
+        // A recorder the gatekeeper came with goes on measuring, beside the gateway's.
+        let gatekeeper = match (recorder, self.gatekeeper.metrics().cloned()) {
+            (Some(recorder), Some(own)) => self.gatekeeper.with_metrics(Arc::new((own, recorder))),
+            (Some(recorder), None) => self.gatekeeper.with_metrics(recorder),
+            (None, _) => self.gatekeeper,
         };
         Ok(Gateway {
             shared: Arc::new(GatewayState {
