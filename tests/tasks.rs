@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use mcp_gatekeeper::metrics::{ClientOperation, Metrics, Operation, Span, SpanContext};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
     CreateTaskResult, GetTaskParams, GetTaskResult, InputRequest, ListToolsResult,
@@ -32,6 +33,8 @@ struct Jobs {
     declared: Arc<Mutex<Vec<bool>>>,
     /// The task ids asked of it by `tasks/get`, `tasks/update` and `tasks/cancel`.
     asked: Arc<Mutex<Vec<String>>>,
+    /// The `traceparent` each `tasks/get` carried in its `_meta`, if any.
+    traceparents: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 fn text(t: String) -> CallToolResult {
@@ -104,9 +107,17 @@ impl rmcp::ServerHandler for Jobs {
     async fn get_task(
         &self,
         request: GetTaskParams,
-        _: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
         self.asked.lock().unwrap().push(request.task_id.clone());
+        let carried = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.0.0.get("traceparent"))
+            .or_else(|| ctx.meta.0.get("traceparent"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        self.traceparents.lock().unwrap().push(carried);
         Ok(GetTaskResult::new(self.manager.get_task(&request.task_id)?))
     }
 
@@ -138,6 +149,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(None).await
+}
+
+/// The setup, its gatekeeper measured by `metrics` when given.
+async fn setup_with(metrics: Option<Arc<dyn Metrics>>) -> Setup {
     let jobs = Jobs::default();
     let jobs_up = serve_handler(jobs.clone()).await;
     let other = RecordingServer::new(vec![tool("echo", &[])], &[], &[]);
@@ -163,7 +179,20 @@ async fn setup() -> Setup {
         jobs_up.url("/mcp"),
         other_up.url("/mcp")
     );
-    let (gw, _gateway) = gateway_from_json(&doc).await;
+    let gw = match metrics {
+        None => gateway_from_json(&doc).await.0,
+        Some(metrics) => {
+            // Beside the gateway's own recorder.
+            let config = mcp_gatekeeper::config::Config::from_json_str(&doc).unwrap();
+            let gk =
+                mcp_gatekeeper::Gatekeeper::new(config.policy().unwrap()).with_metrics(metrics);
+            let gateway = mcp_gatekeeper::gateway::Gateway::from_config(&config, gk)
+                .unwrap()
+                .build()
+                .unwrap();
+            serve_gateway(&gateway).await
+        }
+    };
     Setup {
         jobs,
         _upstreams: vec![jobs_up, other_up],
@@ -364,4 +393,77 @@ async fn tasks_are_their_creators_alone_and_reach_the_upstream_that_made_them() 
     // There is no list of tasks to read, filtered or not.
     let listed = s.ask("sk-alice", "tasks/list", json!({})).await;
     assert_eq!(error_of(&listed)["code"], -32601, "{listed}");
+}
+
+/// A recorder of the spans of requests and of upstream requests: (client or not, method, span).
+#[derive(Default)]
+struct Spans(Mutex<Vec<(bool, String, Span)>>);
+
+impl Metrics for Spans {
+    fn operation(&self, op: &Operation<'_>) {
+        if let Some(span) = op.span {
+            self.0
+                .lock()
+                .unwrap()
+                .push((false, op.method.to_owned(), span));
+        }
+    }
+    fn client_operation(&self, op: &ClientOperation<'_>) {
+        if let Some(span) = op.span {
+            self.0
+                .lock()
+                .unwrap()
+                .push((true, op.method.to_owned(), span));
+        }
+    }
+    fn records_spans(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn task_requests_are_traced_through_to_the_upstream() {
+    let spans = Arc::new(Spans::default());
+    let s = setup_with(Some(spans.clone())).await;
+    let created = s
+        .ask(
+            "sk-alice",
+            "tools/call",
+            json!({"name": "jobs-slow", "arguments": {"ms": 0}}),
+        )
+        .await;
+    let id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    spans.0.lock().unwrap().clear();
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let got = s
+        .ask(
+            "sk-alice",
+            "tasks/get",
+            json!({"taskId": id, "_meta": {"traceparent": caller}}),
+        )
+        .await;
+    assert!(got.get("result").is_some(), "{got}");
+    let recorded = spans.0.lock().unwrap().clone();
+    let span_of = |client: bool| {
+        recorded
+            .iter()
+            .find(|(c, m, _)| *c == client && m == "tasks/get")
+            .map(|(_, _, span)| *span)
+            .unwrap_or_else(|| panic!("no span of tasks/get (client: {client}) in {recorded:?}"))
+    };
+    let (server, client) = (span_of(false), span_of(true));
+    let theirs = SpanContext::from_traceparent(caller).unwrap();
+    assert_eq!(server.parent, Some(theirs.span_id));
+    assert_eq!(client.parent, Some(server.context.span_id));
+    assert_eq!(client.context.trace_id, theirs.trace_id);
+    // The upstream was told the gateway's span of its request as the parent of its own.
+    let told = s
+        .jobs
+        .traceparents
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .flatten();
+    assert_eq!(told.as_deref(), Some(client.context.traceparent().as_str()));
 }

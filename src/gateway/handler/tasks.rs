@@ -15,7 +15,7 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, ServiceError};
 
 use super::GatewayHandler;
-use super::aggregate::Upstreams;
+use super::aggregate::{Asked, Upstreams};
 use crate::gateway::caller::Caller;
 use crate::gateway::caller::task_ids::Bound;
 use crate::gateway::upstream::client::{Asking, options};
@@ -59,20 +59,16 @@ impl GatewayHandler {
             .ok_or_else(unknown)
     }
 
-    /// Sends `request` for the task behind `bound` to its upstream.
+    /// Sends `request` for the task behind `bound` to its upstream (`asked` says what it is,
+    /// see [`GatewayHandler::traced`]).
     async fn to_task(
         &self,
         ctx: &RequestContext<RoleServer>,
         bound: &Bound,
+        asked: Asked,
         request: ClientRequest,
     ) -> Result<ServerResult, ErrorData> {
-        let method = match &request {
-            ClientRequest::GetTaskRequest(_) => "tasks/get",
-            ClientRequest::UpdateTaskRequest(_) => "tasks/update",
-            ClientRequest::CancelTaskRequest(_) => "tasks/cancel",
-            _ => crate::metrics::OTHER,
-        };
-        self.one(ctx, &bound.server, method, |peer, _| async move {
+        self.one(ctx, &bound.server, asked, |peer, _| async move {
             let asking = Asking {
                 tasks: true,
                 log_level: None,
@@ -93,8 +89,9 @@ impl GatewayHandler {
         let bound = self.task_of(&ctx, &params.task_id)?;
         let id = std::mem::replace(&mut params.task_id, bound.upstream.clone());
         params.meta = forward_meta(params.meta.take());
+        let asked = Self::traced(&ctx, "tasks/get", &mut params.meta);
         let request = ClientRequest::GetTaskRequest(GetTaskRequest::new(params));
-        match self.to_task(&ctx, &bound, request).await? {
+        match self.to_task(&ctx, &bound, asked, request).await? {
             ServerResult::GetTaskResult(mut result) => {
                 self.shared.tasks.retime(&id, result.task.task.ttl_ms);
                 result.task.task.task_id = id;
@@ -115,8 +112,9 @@ impl GatewayHandler {
         let bound = self.task_of(&ctx, &params.task_id)?;
         params.task_id.clone_from(&bound.upstream);
         params.meta = forward_meta(params.meta.take());
+        let asked = Self::traced(&ctx, "tasks/update", &mut params.meta);
         let request = ClientRequest::UpdateTaskRequest(UpdateTaskRequest::new(params));
-        self.acknowledged(&ctx, &bound, request).await
+        self.acknowledged(&ctx, &bound, asked, request).await
     }
 
     pub(crate) async fn serve_cancel_task(
@@ -127,17 +125,19 @@ impl GatewayHandler {
         let bound = self.task_of(&ctx, &params.task_id)?;
         params.task_id.clone_from(&bound.upstream);
         params.meta = forward_meta(params.meta.take());
+        let asked = Self::traced(&ctx, "tasks/cancel", &mut params.meta);
         let request = ClientRequest::CancelTaskRequest(CancelTaskRequest::new(params));
-        self.acknowledged(&ctx, &bound, request).await
+        self.acknowledged(&ctx, &bound, asked, request).await
     }
 
     async fn acknowledged(
         &self,
         ctx: &RequestContext<RoleServer>,
         bound: &Bound,
+        asked: Asked,
         request: ClientRequest,
     ) -> Result<(), ErrorData> {
-        match self.to_task(ctx, bound, request).await? {
+        match self.to_task(ctx, bound, asked, request).await? {
             ServerResult::TaskAckResult(_) | ServerResult::EmptyResult(_) => Ok(()),
             _ => Err(super::aggregate::upstream_error(
                 &bound.server,
