@@ -339,9 +339,16 @@ impl Drop for TempDir {
     }
 }
 
-/// A recorder that keeps every span it is given: (server or client, method, span).
+/// A recorder that keeps every span it is given: (server or client, method, span); and each
+/// step's outcome and rule besides.
 #[derive(Default)]
-struct Spans(std::sync::Mutex<Vec<(&'static str, String, Span)>>);
+struct Spans(
+    std::sync::Mutex<Vec<(&'static str, String, Span)>>,
+    std::sync::Mutex<Vec<StepSeen>>,
+);
+
+/// A step's outcome, its rule, its span.
+type StepSeen = (String, Option<String>, Span);
 
 impl Metrics for Spans {
     fn operation(&self, op: &Operation<'_>) {
@@ -365,6 +372,11 @@ impl Metrics for Spans {
             .lock()
             .unwrap()
             .push(("internal", step.name.to_owned(), step.span));
+        self.1.lock().unwrap().push((
+            step.outcome.to_owned(),
+            step.rule.map(str::to_owned),
+            step.span,
+        ));
     }
     fn records_spans(&self) -> bool {
         true
@@ -490,6 +502,41 @@ async fn a_call_is_one_trace_from_its_caller_through_the_gateway_to_the_upstream
         "{seen}"
     );
     assert_eq!(seen["headers"]["traceparent"], seen["meta"]["traceparent"]);
+
+    // A refused call is traced too: its span names the refusing rule, the decision's span
+    // under it says `refused` and why, and nothing was sent upstream for it.
+    spans.0.lock().unwrap().clear();
+    spans.1.lock().unwrap().clear();
+    let mut body = call_body("vault-meta", json!({}));
+    body["params"]["_meta"] = json!({"traceparent": caller});
+    let (status, reply) = post(&http, &url, ALICE, Some(&session), &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["result"]["isError"], true, "a refusal: {reply}");
+    assert!(
+        reply["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("not allowed")),
+        "a refusal: {reply}"
+    );
+    let recorded = spans.0.lock().unwrap().clone();
+    assert!(
+        !recorded.iter().any(|(side, _, _)| *side == "client"),
+        "nothing went upstream: {recorded:?}"
+    );
+    let server = recorded
+        .iter()
+        .find(|(side, m, _)| *side == "server" && m == "tools/call")
+        .map(|(_, _, s)| *s)
+        .expect("the refused call's span");
+    assert_eq!(server.parent, Some(theirs.span_id));
+    let steps = spans.1.lock().unwrap().clone();
+    let [(outcome, rule, decision)] = &steps[..] else {
+        panic!("one decision: {steps:?}");
+    };
+    assert_eq!(outcome, "refused");
+    assert_eq!(rule.as_deref(), Some("permissions"), "{steps:?}");
+    assert_eq!(decision.parent, Some(server.context.span_id));
+    assert_eq!(decision.context.trace_id, theirs.trace_id);
 
     // Measured, but by no recorder that takes spans (Prometheus alone, the gateway's
     // default): the caller's context reaches the upstream as the caller sent it.
