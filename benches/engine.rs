@@ -602,14 +602,65 @@ fn bench_audit(c: &mut Criterion) {
         traces
     };
     variants.push(("six layers, audited to JSONL", audited));
+    let mut stacks: Vec<_> = variants
+        .into_iter()
+        .map(|(name, gk)| {
+            let stack = gk
+                .layer()
+                .spend_sink(|e| drop(black_box(e)))
+                .layer(replying(Bytes::from_static(REPLY), || ()));
+            (name, stack)
+        })
+        .collect();
+    // The calls, timed by the CPU the whole process spent on them, every thread's: the
+    // exporter's encoding and sending included, which wall time would miss on another core.
+    // First, before the audit trail's thread is busy.
+    let mut group = c.benchmark_group("tools/call round trip, process CPU");
+    for (name, stack) in stacks.iter_mut().filter(|(n, _)| !n.contains("audited")) {
+        group.bench_function(BenchmarkId::from_parameter(*name), |b| {
+            b.iter_custom(|iters| {
+                let start = cpu_time::ProcessTime::now();
+                for _ in 0..iters {
+                    black_box(round_trip(&rt, stack, request()));
+                }
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+    // For counting instructions (`perf stat -e instructions:u`): `ENGINE_CALLS=N` makes N
+    // calls through the stack whose name contains `ENGINE_STACK` (`measured (`, `traced`),
+    // waits until the exporter has sent every span, and ends the process; the difference of
+    // two counts (N and 2N) over N is one call's, every thread's work included.
+    #[cfg(feature = "otel")]
+    if let (Ok(calls), Ok(which)) = (std::env::var("ENGINE_CALLS"), std::env::var("ENGINE_STACK")) {
+        let calls: u64 = calls.parse().expect("ENGINE_CALLS=N");
+        let (name, stack) = stacks
+            .iter_mut()
+            .find(|(n, _)| n.contains(which.as_str()))
+            .expect("ENGINE_STACK names a stack");
+        for _ in 0..calls {
+            black_box(round_trip(&rt, stack, request()));
+        }
+        if name.contains("traced") {
+            while traces.counts().0 < 2 * calls {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        eprintln!("{calls} calls through {name}; spans {:?}", traces.counts());
+        std::process::exit(0);
+    }
+    #[cfg(feature = "otel")]
+    if wanted("tools/call round trip, CPU, paired") {
+        let [(_, plain), (_, measured), (_, traced)] = &mut stacks[0..3] else {
+            unreachable!("the unmeasured, the measured and the traced stack")
+        };
+        paired(&rt, [plain, measured, traced], &traces, request);
+    }
     let mut group = c.benchmark_group("tools/call round trip, audit");
-    for (name, gk) in variants {
-        let mut stack = gk
-            .layer()
-            .spend_sink(|e| drop(black_box(e)))
-            .layer(replying(Bytes::from_static(REPLY), || ()));
-        group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| round_trip(&rt, &mut stack, request()))
+    for (name, stack) in &mut stacks {
+        group.bench_function(BenchmarkId::from_parameter(*name), |b| {
+            b.iter(|| round_trip(&rt, stack, request()))
         });
     }
     group.finish();
@@ -623,6 +674,111 @@ fn bench_audit(c: &mut Criterion) {
         "audit: {} events written, {} dropped",
         stats.written, stats.dropped
     );
+}
+
+/// Whether the command line asks for `name`: no filter, or one with an alternative (`a|b`)
+/// that is part of it.
+#[cfg(feature = "otel")]
+fn wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .flat_map(|f| f.split('|'))
+            .any(|f| name.contains(f))
+}
+
+/// What measuring and tracing cost a call, in CPU: on the request's thread, rounds of the same
+/// calls through the unmeasured, the measured and the measured-and-traced stack, taken in turn
+/// (the order rotating) so that a machine that speeds up or slows down during the run moves
+/// all alike, timed by the thread's own CPU clock; and on the exporter's thread, its CPU over
+/// the whole run (once it has sent every span) over the traced calls. The collector's CPU (the
+/// receiver's threads) is not the caller's and is left out. Prints the medians and the medians
+/// of the rounds' differences.
+#[cfg(feature = "otel")]
+fn paired<S>(
+    rt: &tokio::runtime::Runtime,
+    [plain, measured, traced]: [&mut S; 3],
+    traces: &mcp_gatekeeper::otel::OtlpTraces,
+    request: impl Fn() -> http::Request<http_body_util::Full<bytes::Bytes>>,
+) where
+    S: tower::Service<
+            http::Request<http_body_util::Full<bytes::Bytes>>,
+            Response = TestReply,
+            Error = std::convert::Infallible,
+        >,
+{
+    const ROUNDS: usize = 300;
+    const CALLS: u32 = 2_000;
+    let mut stacks = [plain, measured, traced];
+    let cpu = |stack: &mut S| {
+        let start = cpu_time::ThreadTime::now();
+        for _ in 0..CALLS {
+            black_box(round_trip(rt, stack, request()));
+        }
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS)
+    };
+    // Warm all three.
+    for stack in &mut stacks {
+        cpu(stack);
+    }
+    let exporter = exporter_cpu();
+    let sent = traces.counts().0;
+    let mut per: [Vec<f64>; 3] = Default::default();
+    for round in 0..ROUNDS {
+        for i in (0..3).map(|i| (i + round) % 3) {
+            per[i].push(cpu(&mut *stacks[i]));
+        }
+    }
+    let spans = 2 * ROUNDS as u64 * u64::from(CALLS);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while traces.counts().0 < sent + spans && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let exporter = (exporter_cpu() - exporter) * 1e6 / (ROUNDS as f64 * f64::from(CALLS));
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let over =
+        |a: usize, b: usize| median(per[a].iter().zip(&per[b]).map(|(x, y)| x - y).collect());
+    let (sent, dropped, failed) = traces.counts();
+    println!(
+        "tools/call round trip, CPU, paired ({ROUNDS} rounds of {CALLS} calls each, in turn), on \
+         the request's thread: six layers {:.2} µs, measured {:.2} µs, measured and traced \
+         {:.2} µs; measured over six layers {:+.2} µs, traced over measured {:+.2} µs, measured \
+         and traced over six layers {:+.2} µs (medians of the rounds' differences); on the \
+         exporter's thread {exporter:.2} µs per traced call; spans {sent} sent, {dropped} \
+         dropped, {failed} failed",
+        median(per[0].clone()),
+        median(per[1].clone()),
+        median(per[2].clone()),
+        over(1, 0),
+        over(2, 1),
+        over(2, 0),
+    );
+}
+
+/// The CPU seconds the OTLP exporter's thread has used (from `/proc`).
+#[cfg(feature = "otel")]
+fn exporter_cpu() -> f64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "gk-otlp-traces" {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            let ns: f64 = stat
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
+            return ns / 1e9;
+        }
+    }
+    panic!("no exporter thread")
 }
 
 /// An OTLP/HTTP receiver on loopback that takes every export and answers 200 at once, on a

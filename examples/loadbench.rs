@@ -6,6 +6,7 @@
 //! cargo run --release --features gateway --example loadbench -- --pin     # client on CPU 0, servers on CPU 1
 //! cargo run --release --features gateway --example loadbench -- --hop [--quick]   # beside nginx, with wrk
 //! LOADBENCH_UPSTREAM_PROTOCOL=2025-11-25 cargo run ... -- --hop    # the gateway's upstream held to the handshake
+//! cargo run --release --features gateway,otel --example loadbench -- --hop --traced   # and a gateway exporting OTLP
 //! cargo run --release --features gateway,redis --example loadbench -- --limits [--quick]
 //! cargo run --release --features gateway --example loadbench -- --soak 1000000
 //! cargo run --release --features gateway --example loadbench -- --soak-gateway 1000000
@@ -298,6 +299,20 @@ fn spawn_with(role: &str, extra: &[&str]) -> Server {
 }
 
 fn spawn_full(role: &str, upstream: Option<&Server>, extra: &[&str]) -> Server {
+    spawn_process(role, upstream, extra, &[])
+}
+
+/// A server process of `role` with `env` set besides this process's environment.
+fn spawn_env(role: &str, upstream: Option<&Server>, env: &[(&str, &str)]) -> Server {
+    spawn_process(role, upstream, &[], env)
+}
+
+fn spawn_process(
+    role: &str,
+    upstream: Option<&Server>,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     let exe = std::env::current_exe().expect("exe");
     let mut cmd = if PIN.load(Ordering::Relaxed) {
         let mut c = Command::new("taskset");
@@ -308,6 +323,7 @@ fn spawn_full(role: &str, upstream: Option<&Server>, extra: &[&str]) -> Server {
     };
     cmd.args(["--serve", role])
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(u) = upstream {
@@ -610,7 +626,31 @@ fn main() {
         ));
     } else if args.iter().any(|a| a == "--hop") {
         let bare = spawn("bare", None);
-        let gateway = spawn("gateway", Some(&bare));
+        let mut gateways = vec![("c gateway", spawn("gateway", Some(&bare)))];
+        // `--traced`: beside it, the same gateway exporting its spans and metrics over OTLP
+        // (sampler always on) to a collector stand-in on loopback.
+        if args.iter().any(|a| a == "--traced") {
+            if !cfg!(feature = "otel") {
+                eprintln!("--traced needs the otel feature: --features gateway,otel");
+                std::process::exit(2);
+            }
+            let sink = format!("http://{}", hop::otlp_sink());
+            let env = [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.as_str()),
+                ("OTEL_TRACES_SAMPLER", "always_on"),
+                ("OTEL_SERVICE_NAME", "loadbench"),
+            ];
+            gateways.push(("d traced", spawn_env("gateway", Some(&bare), &env)));
+        }
+        let targets: Vec<_> = gateways
+            .iter()
+            .map(|(name, g)| hop::Target {
+                name,
+                url: g.url.clone(),
+                pids: vec![g.child.id()],
+                tool: "bench-echo",
+            })
+            .collect();
         hop::run(
             hop::Target {
                 name: "a bare",
@@ -618,12 +658,7 @@ fn main() {
                 pids: vec![bare.child.id()],
                 tool: "echo",
             },
-            hop::Target {
-                name: "c gateway",
-                url: gateway.url.clone(),
-                pids: vec![gateway.child.id()],
-                tool: "bench-echo",
-            },
+            &targets,
             args.iter().any(|a| a == "--quick"),
         );
     } else if args.iter().any(|a| a == "--limits") {

@@ -244,8 +244,9 @@ fn micros(text: &str) -> f64 {
     n.parse::<f64>().unwrap_or(f64::NAN) * scale
 }
 
-/// Runs the hop benchmark: `bare` the upstream, `gateway` in front of it; nginx is started here.
-pub(crate) fn run(bare: Target<'_>, gateway: Target<'_>, quick: bool) {
+/// Runs the hop benchmark: `bare` the upstream, each of `gateways` in front of it; nginx is
+/// started here.
+pub(crate) fn run(bare: Target<'_>, gateways: &[Target<'_>], quick: bool) {
     let (nginx_bin, wrk) = match tools() {
         Ok(t) => t,
         Err(why) => {
@@ -261,10 +262,11 @@ pub(crate) fn run(bare: Target<'_>, gateway: Target<'_>, quick: bool) {
         pids: nginx.pids(),
         tool: bare.tool,
     };
-    let targets = [&bare, &proxy, &gateway];
+    let targets: Vec<&Target<'_>> = [&bare, &proxy].into_iter().chain(gateways).collect();
+    let n = targets.len();
     let (rounds, seconds): (u32, u64) = if quick { (2, 2) } else { (3, 4) };
     // Warm every path (connections, the gateway's upstream session and lists).
-    for t in targets {
+    for t in &targets {
         for method in ["tools/call", "tools/list"] {
             let r = drive(&wrk, t, method, 4, 1);
             assert_eq!(r.failed, 0, "warm-up of {method} against {} failed", t.url);
@@ -279,9 +281,9 @@ pub(crate) fn run(bare: Target<'_>, gateway: Target<'_>, quick: bool) {
     );
     for method in ["tools/call", "tools/list"] {
         for conc in [1usize, 8, 32] {
-            let mut sums = [(0u64, 0f64, Duration::ZERO, Duration::ZERO, 0f64); 3];
+            let mut sums = vec![(0u64, 0f64, Duration::ZERO, Duration::ZERO, 0f64); n];
             for round in 0..rounds as usize {
-                for i in (0..3).map(|i| (i + round) % 3) {
+                for i in (0..n).map(|i| (i + round) % n) {
                     let t = targets[i];
                     let up0: Duration = upstream.iter().map(|&p| cpu(p)).sum();
                     let r = drive(&wrk, t, method, conc, seconds);
@@ -315,15 +317,58 @@ pub(crate) fn run(bare: Target<'_>, gateway: Target<'_>, quick: bool) {
                 );
                 rows.push((rps, cpu_us));
             }
-            let (a, n, c) = (rows[0], rows[1], rows[2]);
-            println!(
-                "ratios     {method:<10} {conc:>4} cpu c/n {:.2}  req/s c/n {:.2}  req/s c/a {:.2}  req/s n/a {:.2}",
-                c.1 / n.1,
-                c.0 / n.0,
-                c.0 / a.0,
-                n.0 / a.0
-            );
+            let (a, x) = (rows[0], rows[1]);
+            for (i, (t, c)) in targets[2..].iter().zip(&rows[2..]).enumerate() {
+                let c_ = t.name.split(' ').next().unwrap_or("c");
+                // A second gateway (traced, say) beside the first, too.
+                let beside = (i > 0).then(|| format!("  cpu {c_}/c {:.3}", c.1 / rows[2].1));
+                println!(
+                    "ratios     {method:<10} {conc:>4} cpu {c_}/n {:.2}  req/s {c_}/n {:.2}  req/s {c_}/a {:.2}  req/s n/a {:.2}{}",
+                    c.1 / x.1,
+                    c.0 / x.0,
+                    c.0 / a.0,
+                    x.0 / a.0,
+                    beside.unwrap_or_default()
+                );
+            }
         }
     }
     drop(nginx);
+}
+
+/// An OTLP/HTTP collector stand-in on loopback that reads every export and answers 200 at
+/// once, a thread per connection: where a traced gateway's spans and metrics go.
+pub(crate) fn otlp_sink() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(read) = stream.try_clone() else { return };
+                let (mut reader, mut stream) = (BufReader::new(read), stream);
+                loop {
+                    let (mut length, mut line) = (0usize, String::new());
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if reader.read_exact(&mut body).is_err() || stream.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
