@@ -19,6 +19,10 @@ use mcp_gatekeeper::permission::ListFilter;
 use mcp_gatekeeper::protocol::{Method, RequestId, parse_request, sse};
 use serde_json::{Value, json};
 
+#[cfg(feature = "otel")]
+#[path = "../examples/support/otlp_sink.rs"]
+mod otlp_sink;
+
 const CALL: &[u8] = br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"github-create_issue","arguments":{"title":"Crash on start","body":"It crashes when the config is empty.","labels":["bug","p1"]},"_meta":{"progressToken":7}}}"#;
 
 fn policy_doc(servers: usize) -> String {
@@ -582,7 +586,7 @@ fn bench_audit(c: &mut Criterion) {
     #[cfg(feature = "otel")]
     let traces = {
         let traces = mcp_gatekeeper::otel::OtlpTraces::start(mcp_gatekeeper::otel::OtlpSettings {
-            endpoint: format!("http://{}/v1/traces", otlp_receiver()),
+            endpoint: format!("http://{}/v1/traces", otlp_sink::otlp_sink()),
             headers: vec![],
             service_name: "bench".into(),
             sampler: mcp_gatekeeper::otel::Sampler::AlwaysOn,
@@ -779,49 +783,6 @@ fn exporter_cpu() -> f64 {
         }
     }
     panic!("no exporter thread")
-}
-
-/// An OTLP/HTTP receiver on loopback that takes every export and answers 200 at once, on a
-/// thread per connection: where the traced round trip's spans go.
-#[cfg(feature = "otel")]
-fn otlp_receiver() -> std::net::SocketAddr {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut stream = stream;
-                loop {
-                    let mut length = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        let lower = line.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err()
-                        || stream
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 criterion_group!(

@@ -32,6 +32,8 @@ mod hop;
 mod limits_bench;
 #[path = "support/load.rs"]
 mod load;
+#[path = "support/otlp_sink.rs"]
+mod otlp_sink;
 #[path = "support/throwaway_redis.rs"]
 mod throwaway_redis;
 #[path = "support/tls_listener.rs"]
@@ -634,7 +636,7 @@ fn main() {
                 eprintln!("--traced needs the otel feature: --features gateway,otel");
                 std::process::exit(2);
             }
-            let sink = format!("http://{}", hop::otlp_sink());
+            let sink = format!("http://{}", otlp_sink::otlp_sink());
             let env = [
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.as_str()),
                 ("OTEL_TRACES_SAMPLER", "always_on"),
