@@ -90,14 +90,17 @@ pub(super) fn label(method: &str) -> u8 {
         .unwrap_or(NO_LABEL)
 }
 
-/// `version` (a protocol version of the specification) as a number: [`NO_LABEL`] for any
-/// other.
+/// A protocol version outside the specification's: written `_OTHER`.
+const OTHER_VERSION: u8 = NO_LABEL - 1;
+
+/// `version` (a protocol version of the specification) as a number: [`OTHER_VERSION`] for
+/// any other ([`NO_LABEL`] is for a request without one).
 pub(super) fn version(version: &str) -> u8 {
     VERSIONS
         .iter()
         .position(|v| *v == version)
         .and_then(|i| u8::try_from(i).ok())
-        .unwrap_or(NO_LABEL - 1)
+        .unwrap_or(OTHER_VERSION)
 }
 
 impl Exported {
@@ -480,5 +483,10 @@ mod tests {
         assert_eq!(body[0], 0x0a);
         assert_eq!(label("no/such"), NO_LABEL);
         assert_eq!(spans[0].version(), Some("2025-06-18"));
+        let other = Exported {
+            version: version("1999-01-01"),
+            ..span([0; 8], Target::None, "", None)
+        };
+        assert_eq!(other.version(), Some(OTHER));
     }
 }
