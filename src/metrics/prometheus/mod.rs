@@ -88,100 +88,105 @@ impl PrometheusMetrics {
     /// families).
     pub fn write(&self, text: &mut Exposition) {
         let state = self.state();
-        let mut operations: Vec<_> = state.operations.iter().collect();
-        operations.sort_by(|a, b| a.0.cmp(b.0));
+        let (names, words) = (&state.names, &state.words);
         let name = "mcp_server_operation_duration_seconds";
         text.family(
             name,
             "histogram",
             "MCP request or notification duration as observed on the receiver, from the time it was received until the result or ack was sent.",
         );
-        for (key, histogram) in operations {
-            histogram.write(
-                text,
-                name,
-                &[
-                    ("mcp_method_name", Some(key.method)),
-                    ("gen_ai_tool_name", key.tool.as_deref()),
-                    ("gen_ai_prompt_name", key.prompt.as_deref()),
-                    ("error_type", key.error.as_deref()),
-                    ("mcp_protocol_version", key.version),
-                    ("network_transport", Some("tcp")),
-                ],
-            );
+        let operations = sorted(state.operations.iter().map(|(k, h)| {
+            let labels = [
+                ("mcp_method_name", Some(k.method)),
+                ("gen_ai_tool_name", names.some(k.tool)),
+                ("gen_ai_prompt_name", names.some(k.prompt)),
+                ("error_type", words.some(k.error)),
+                ("mcp_protocol_version", k.version),
+                ("network_transport", Some("tcp")),
+            ];
+            (labels, h)
+        }));
+        for (labels, histogram) in operations {
+            histogram.write(text, name, &labels);
         }
-        let mut client: Vec<_> = state.client.iter().collect();
-        client.sort_by(|a, b| a.0.cmp(b.0));
         let name = "mcp_client_operation_duration_seconds";
         text.family(
             name,
             "histogram",
             "MCP request duration as observed on the sender (the gateway), from the time it was sent until the response was received.",
         );
-        for (key, histogram) in client {
-            histogram.write(
-                text,
-                name,
-                &[
-                    ("mcp_method_name", Some(key.method)),
-                    ("mcp_server_name", Some(&key.server)),
-                    ("gen_ai_tool_name", key.tool.as_deref()),
-                    ("error_type", key.error.as_deref()),
-                ],
-            );
+        let client = sorted(state.client.iter().map(|(k, h)| {
+            let labels = [
+                ("mcp_method_name", Some(k.method)),
+                ("mcp_server_name", Some(names.value(k.server))),
+                ("gen_ai_tool_name", names.some(k.tool)),
+                ("error_type", words.some(k.error)),
+            ];
+            (labels, h)
+        }));
+        for (labels, histogram) in client {
+            histogram.write(text, name, &labels);
         }
         write_sessions(
             text,
+            &state,
             &state.server_sessions,
             "mcp_server_session_duration_seconds",
             "The duration of the MCP session as observed on the MCP server (the gateway, for its callers' sessions).",
         );
         write_sessions(
             text,
+            &state,
             &state.client_sessions,
             "mcp_client_session_duration_seconds",
             "The duration of the MCP session as observed on the MCP client (the gateway, for its sessions with upstream servers).",
         );
-        let mut decisions: Vec<_> = state.decisions.iter().collect();
-        decisions.sort_by(|a, b| a.0.cmp(b.0));
         let name = "mcp_gatekeeper_decisions_total";
         text.family(
             name,
             "counter",
             "Decisions of the access-control layers, by what was decided on, outcome, rule and level.",
         );
-        for (key, n) in decisions {
-            #[allow(clippy::cast_precision_loss)]
-            text.sample(
-                name,
-                &[
-                    ("event", Some(&key.event)),
-                    ("outcome", Some(&key.outcome)),
-                    ("rule", key.rule.as_deref()),
-                    ("level", key.level.as_deref()),
-                ],
-                *n as f64,
-            );
+        let decisions = sorted(state.decisions.iter().map(|(k, n)| {
+            let labels = [
+                ("event", Some(words.value(k.event))),
+                ("outcome", Some(words.value(k.outcome))),
+                ("rule", words.some(k.rule)),
+                ("level", words.some(k.level)),
+            ];
+            (labels, n)
+        }));
+        for (labels, n) in decisions {
+            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+            text.sample(name, &labels, *n as f64);
         }
-        let mut spend: Vec<_> = state.spend.iter().collect();
-        spend.sort_by(|a, b| a.0.cmp(b.0));
         let name = "mcp_gatekeeper_spend_total";
         text.family(
             name,
             "counter",
             "What tool calls cost (the cost layer's price or hook), by server and tool.",
         );
-        for ((server, tool), cost) in spend {
-            text.sample(
-                name,
-                &[
-                    ("mcp_server_name", Some(server)),
-                    ("gen_ai_tool_name", Some(tool)),
-                ],
-                *cost,
-            );
+        let spend = sorted(state.spend.iter().map(|((server, tool), cost)| {
+            let labels = [
+                ("mcp_server_name", Some(names.value(*server))),
+                ("gen_ai_tool_name", Some(names.value(*tool))),
+            ];
+            (labels, cost)
+        }));
+        for (labels, cost) in spend {
+            text.sample(name, &labels, *cost);
         }
     }
+}
+
+/// Series by their labels, in the order of their values (so that the text is the same for
+/// the same counts).
+fn sorted<'a, const N: usize, T>(
+    series: impl Iterator<Item = ([(&'static str, Option<&'a str>); N], T)>,
+) -> Vec<([(&'static str, Option<&'a str>); N], T)> {
+    let mut series: Vec<_> = series.collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    series
 }
 
 #[cfg(feature = "otel")]
@@ -189,6 +194,7 @@ impl PrometheusMetrics {
     /// Everything recorded so far, named as OpenTelemetry names it (for the OTLP exporter).
     pub(crate) fn snapshot(&self) -> Snapshot {
         let state = self.state();
+        let (names, words) = (&state.names, &state.words);
         let some = |pairs: &[(&'static str, Option<&str>)]| -> Attributes {
             pairs
                 .iter()
@@ -215,9 +221,9 @@ impl PrometheusMetrics {
         let operations = state.operations.iter().map(|(k, h)| {
             let attributes = some(&[
                 ("mcp.method.name", Some(k.method)),
-                ("gen_ai.tool.name", k.tool.as_deref()),
-                ("gen_ai.prompt.name", k.prompt.as_deref()),
-                ("error.type", k.error.as_deref()),
+                ("gen_ai.tool.name", names.some(k.tool)),
+                ("gen_ai.prompt.name", names.some(k.prompt)),
+                ("error.type", words.some(k.error)),
                 ("mcp.protocol.version", k.version),
                 ("network.transport", Some("tcp")),
             ]);
@@ -226,26 +232,26 @@ impl PrometheusMetrics {
         let client = state.client.iter().map(|(k, h)| {
             let attributes = some(&[
                 ("mcp.method.name", Some(k.method)),
-                ("mcp.server.name", Some(&k.server)),
-                ("gen_ai.tool.name", k.tool.as_deref()),
-                ("error.type", k.error.as_deref()),
+                ("mcp.server.name", Some(names.value(k.server))),
+                ("gen_ai.tool.name", names.some(k.tool)),
+                ("error.type", words.some(k.error)),
             ]);
             (attributes, h)
         });
         let decisions = state.decisions.iter().map(|(k, n)| {
             let attributes = some(&[
-                ("event", Some(&k.event)),
-                ("outcome", Some(&k.outcome)),
-                ("rule", k.rule.as_deref()),
-                ("level", k.level.as_deref()),
+                ("event", Some(words.value(k.event))),
+                ("outcome", Some(words.value(k.outcome))),
+                ("rule", words.some(k.rule)),
+                ("level", words.some(k.level)),
             ]);
             #[allow(clippy::cast_precision_loss)] // counts far below 2^52
             (attributes, *n as f64)
         });
         let spend = state.spend.iter().map(|((server, tool), cost)| {
             let attributes = some(&[
-                ("mcp.server.name", Some(server)),
-                ("gen_ai.tool.name", Some(tool)),
+                ("mcp.server.name", Some(names.value(*server))),
+                ("gen_ai.tool.name", Some(names.value(*tool))),
             ]);
             (attributes, *cost)
         });
@@ -274,13 +280,13 @@ impl PrometheusMetrics {
                     "mcp.server.session.duration",
                     "The duration of the MCP session as observed on the MCP server.",
                     "s",
-                    histograms(session_points(&state.server_sessions)),
+                    histograms(session_points(&state, &state.server_sessions)),
                 ),
                 metric(
                     "mcp.client.session.duration",
                     "The duration of the MCP session as observed on the MCP client.",
                     "s",
-                    histograms(session_points(&state.client_sessions)),
+                    histograms(session_points(&state, &state.client_sessions)),
                 ),
                 metric(
                     "mcp_gatekeeper.decisions",
@@ -301,14 +307,17 @@ impl PrometheusMetrics {
 
 /// The points of a session histogram, with their attributes.
 #[cfg(feature = "otel")]
-fn session_points(map: &HashMap<SessionKey, Histogram, Quick>) -> Vec<(Attributes, &Histogram)> {
+fn session_points<'a>(
+    state: &State,
+    map: &'a HashMap<SessionKey, Histogram, Quick>,
+) -> Vec<(Attributes, &'a Histogram)> {
     map.iter()
         .map(|(k, h)| {
             let attributes = [
-                ("mcp.server.name", k.server.as_deref()),
+                ("mcp.server.name", state.names.some(k.server)),
                 ("mcp.protocol.version", k.version),
                 ("network.transport", Some(k.transport)),
-                ("error.type", k.error.as_deref()),
+                ("error.type", state.words.some(k.error)),
             ]
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v.to_owned())))
@@ -320,24 +329,23 @@ fn session_points(map: &HashMap<SessionKey, Histogram, Quick>) -> Vec<(Attribute
 
 fn write_sessions(
     text: &mut Exposition,
+    state: &State,
     sessions: &HashMap<SessionKey, Histogram, Quick>,
     name: &str,
     help: &str,
 ) {
-    let mut sessions: Vec<_> = sessions.iter().collect();
-    sessions.sort_by(|a, b| a.0.cmp(b.0));
     text.family(name, "histogram", help);
-    for (key, histogram) in sessions {
-        histogram.write(
-            text,
-            name,
-            &[
-                ("mcp_server_name", key.server.as_deref()),
-                ("mcp_protocol_version", key.version),
-                ("network_transport", Some(key.transport)),
-                ("error_type", key.error.as_deref()),
-            ],
-        );
+    let sessions = sorted(sessions.iter().map(|(k, h)| {
+        let labels = [
+            ("mcp_server_name", state.names.some(k.server)),
+            ("mcp_protocol_version", k.version),
+            ("network_transport", Some(k.transport)),
+            ("error_type", state.words.some(k.error)),
+        ];
+        (labels, h)
+    }));
+    for (labels, histogram) in sessions {
+        histogram.write(text, name, &labels);
     }
 }
 

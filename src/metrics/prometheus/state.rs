@@ -1,7 +1,7 @@
 //! What [`PrometheusMetrics`](super::PrometheusMetrics) keeps: histograms and counters by
 //! their labels, in maps with a fast hasher, and the labels it has seen.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -22,16 +22,67 @@ pub(super) const LE: [&str; 14] = [
 /// layers have a few dozen.
 const MAX_WORDS: usize = 128;
 
+/// The series, keyed by labels kept as numbers (see [`Labels`]): recording one touches no
+/// reference count and allocates nothing once its series exists.
 #[derive(Default)]
 pub(super) struct State {
-    pub(super) names: HashSet<Arc<str>, Quick>,
-    pub(super) words: HashSet<Arc<str>, Quick>,
+    pub(super) names: Labels,
+    pub(super) words: Labels,
     pub(super) operations: HashMap<OperationKey, Histogram, Quick>,
     pub(super) client: HashMap<ClientKey, Histogram, Quick>,
     pub(super) server_sessions: HashMap<SessionKey, Histogram, Quick>,
     pub(super) client_sessions: HashMap<SessionKey, Histogram, Quick>,
     pub(super) decisions: HashMap<DecisionKey, u64, Quick>,
-    pub(super) spend: HashMap<(Arc<str>, Arc<str>), f64, Quick>,
+    pub(super) spend: HashMap<(Label, Label), f64, Quick>,
+}
+
+/// A label value kept by [`Labels`], by its number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Label(u16);
+
+impl Label {
+    /// The value past the cap: `_OTHER`.
+    const OTHER: Self = Self(u16::MAX);
+}
+
+/// Label values, each kept once and known by its number; past a cap, every new value is
+/// [`Label::OTHER`].
+#[derive(Default)]
+pub(super) struct Labels {
+    ids: HashMap<Arc<str>, Label, Quick>,
+    values: Vec<Arc<str>>,
+}
+
+impl Labels {
+    /// `value`'s number, kept while fewer than `max` values are.
+    fn id(&mut self, value: &str, max: usize) -> Label {
+        if let Some(id) = self.ids.get(value) {
+            return *id;
+        }
+        let max = max.min(usize::from(u16::MAX));
+        let Ok(n) = u16::try_from(self.values.len()) else {
+            return Label::OTHER;
+        };
+        if self.values.len() >= max {
+            return Label::OTHER;
+        }
+        let kept: Arc<str> = Arc::from(value);
+        self.values.push(Arc::clone(&kept));
+        self.ids.insert(kept, Label(n));
+        Label(n)
+    }
+
+    /// The value numbered `label`.
+    pub(super) fn value(&self, label: Label) -> &str {
+        self.values
+            .get(usize::from(label.0))
+            .map_or(OTHER, |v| &**v)
+    }
+
+    /// The value numbered `label`, if there is one.
+    pub(super) fn some(&self, label: Option<Label>) -> Option<&str> {
+        label.map(|l| self.value(l))
+    }
 }
 
 /// The maps' hasher: keys are a few short labels chosen by the policy (the cap keeps them few),
@@ -73,37 +124,41 @@ impl QuickHasher {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The labels of `mcp.server.operation.duration`; names and error types as kept numbers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct OperationKey {
     pub(super) method: &'static str,
-    pub(super) tool: Option<Arc<str>>,
-    pub(super) prompt: Option<Arc<str>>,
-    pub(super) error: Option<Arc<str>>,
+    pub(super) tool: Option<Label>,
+    pub(super) prompt: Option<Label>,
+    pub(super) error: Option<Label>,
     pub(super) version: Option<&'static str>,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The labels of `mcp.client.operation.duration`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct ClientKey {
     pub(super) method: &'static str,
-    pub(super) server: Arc<str>,
-    pub(super) tool: Option<Arc<str>>,
-    pub(super) error: Option<Arc<str>>,
+    pub(super) server: Label,
+    pub(super) tool: Option<Label>,
+    pub(super) error: Option<Label>,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The labels of the session durations.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct SessionKey {
-    pub(super) server: Option<Arc<str>>,
+    pub(super) server: Option<Label>,
     pub(super) version: Option<&'static str>,
     pub(super) transport: &'static str,
-    pub(super) error: Option<Arc<str>>,
+    pub(super) error: Option<Label>,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The labels of the decision counter.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct DecisionKey {
-    pub(super) event: Arc<str>,
-    pub(super) outcome: Arc<str>,
-    pub(super) rule: Option<Arc<str>>,
-    pub(super) level: Option<Arc<str>>,
+    pub(super) event: Label,
+    pub(super) outcome: Label,
+    pub(super) rule: Option<Label>,
+    pub(super) level: Option<Label>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -152,23 +207,12 @@ impl Histogram {
 
 impl State {
     /// `name` as a label: itself while fewer than `max` names are kept, else `_OTHER`.
-    pub(super) fn name(&mut self, name: &str, max: usize) -> Arc<str> {
-        intern(&mut self.names, name, max)
+    pub(super) fn name(&mut self, name: &str, max: usize) -> Label {
+        self.names.id(name, max)
     }
 
-    pub(super) fn word(&mut self, word: &str) -> Arc<str> {
-        intern(&mut self.words, word, MAX_WORDS)
+    /// `word` (an error type, a rule, an outcome, a level) as a label.
+    pub(super) fn word(&mut self, word: &str) -> Label {
+        self.words.id(word, MAX_WORDS)
     }
-}
-
-fn intern(set: &mut HashSet<Arc<str>, Quick>, value: &str, max: usize) -> Arc<str> {
-    if let Some(kept) = set.get(value) {
-        return Arc::clone(kept);
-    }
-    if set.len() >= max {
-        return Arc::from(OTHER);
-    }
-    let kept: Arc<str> = Arc::from(value);
-    set.insert(Arc::clone(&kept));
-    kept
 }
