@@ -238,10 +238,11 @@ where
     let clone = inner.clone();
     let mut inner = std::mem::replace(inner, clone);
     let gk = gk.clone();
-    // Who asked, for the event of a body refused before any layer decided on it.
+    // Who asked, for the event of a body refused before any layer decided on it (only
+    // counted, without the caller, when no event is built).
     let caller = gk
         .audit()
-        .is_enabled()
+        .builds_events()
         .then(|| request.extensions().get::<Principal>().cloned())
         .flatten();
     ResponseFuture::boxed(Box::pin(async move {

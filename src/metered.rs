@@ -100,10 +100,9 @@ where
         let timing = match &self.metrics {
             Some(metrics) if request.method() == http::Method::POST => {
                 let spans = metrics.records_spans();
-                let header = request
-                    .headers()
-                    .get("traceparent")
-                    .filter(|_| spans)
+                let header = spans
+                    .then(|| request.headers().get("traceparent"))
+                    .flatten()
                     .and_then(|v| v.to_str().ok())
                     .and_then(SpanContext::from_traceparent);
                 let observed = Observed::new(header, spans);
