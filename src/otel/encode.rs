@@ -2,11 +2,12 @@
 //! `ExportMetricsServiceRequest`) in the protobuf wire format, written by hand for the few
 //! messages and fields the exporters send.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use super::names::{Known, NameId};
 use crate::metrics::prometheus::snapshot::{Points, Snapshot};
-use crate::metrics::prometheus::state::BOUNDS;
+use crate::metrics::prometheus::state::{BOUNDS, Quick};
 use crate::metrics::{METHODS, OTHER, VERSIONS};
 
 /// A span ready to send: what the request's path hands over, as small as it can be (under
@@ -167,43 +168,21 @@ impl Exported {
         out
     }
 
-    /// The length of this span's `Span` message: what [`Self::write`] writes after its own
-    /// tag and length.
-    fn len(&self, known: &Known<'_>) -> usize {
-        let (method, target) = self.name(known);
-        let name = method.len() + target.map_or(0, |t| t.len() + 1);
-        let mut len = field_len(1, 16) + field_len(2, 8) + field_len(5, name);
-        if self.parent != [0; 8] {
-            len += field_len(4, 8);
-        }
-        len += tag_len(6) + varint_len(u64::from(self.kind)) + 2 * (tag_len(7) + 8);
-        for (key, value) in self
-            .attributes(known)
-            .into_iter()
-            .filter(|(k, _)| !k.is_empty())
-        {
-            len += field_len(9, key_value_len(key, value));
-        }
-        len + field_len(15, self.status_len(known))
+    /// What, besides its ids and times, tells this span's encoding apart: the key of its
+    /// [`Tails`] entry.
+    fn tail_key(&self) -> u64 {
+        u64::from(self.target)
+            | u64::from(self.error) << 16
+            | u64::from(self.method) << 32
+            | u64::from(self.version) << 40
+            | u64::from(self.kind) << 48
+            | (self.target_kind as u64) << 52
+            | (self.outcome as u64) << 56
     }
 
-    /// The length of the span's `Status`: STATUS_CODE_ERROR with the error type as its
-    /// message; the conventions leave a successful span's status unset.
-    fn status_len(&self, known: &Known<'_>) -> usize {
-        known
-            .name(self.error)
-            .map_or(0, |e| field_len(2, e.len()) + tag_len(3) + 1)
-    }
-
-    /// Writes the span, `len` bytes long, as field `field` of its parent message.
-    fn write(&self, out: &mut Vec<u8>, field: u32, len: usize, known: &Known<'_>) {
-        tag(out, field, 2);
-        varint(out, len as u64);
-        bytes(out, 1, &self.trace_id);
-        bytes(out, 2, &self.span_id);
-        if self.parent != [0; 8] {
-            bytes(out, 4, &self.parent);
-        }
+    /// Writes the span's fields that many spans share: its name, kind, attributes and status
+    /// (fields may come in any order in the wire format).
+    fn write_tail(&self, out: &mut Vec<u8>, known: &Known<'_>) {
         let (method, target) = self.name(known);
         tag(out, 5, 2);
         varint(
@@ -216,10 +195,6 @@ impl Exported {
             out.extend_from_slice(target.as_bytes());
         }
         varint_field(out, 6, u64::from(self.kind));
-        fixed64(out, 7, self.start_unix_nanos);
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let nanos = (f64::from(self.seconds).max(0.0) * 1e9) as u64;
-        fixed64(out, 8, self.start_unix_nanos.saturating_add(nanos));
         for (key, value) in self
             .attributes(known)
             .into_iter()
@@ -227,12 +202,69 @@ impl Exported {
         {
             key_value(out, 9, key, value);
         }
-        tag(out, 15, 2);
-        varint(out, self.status_len(known) as u64);
-        if let Some(message) = known.name(self.error) {
-            string(out, 2, message);
-            varint_field(out, 3, 2);
+        // The status: STATUS_CODE_ERROR with the error type as its message; the conventions
+        // leave a successful span's status unset.
+        match known.name(self.error) {
+            Some(message) => {
+                tag(out, 15, 2);
+                varint(out, (field_len(2, message.len()) + tag_len(3) + 1) as u64);
+                string(out, 2, message);
+                varint_field(out, 3, 2);
+            }
+            None => {
+                tag(out, 15, 2);
+                varint(out, 0);
+            }
         }
+    }
+
+    /// The length of the span's own fields (ids and times).
+    fn head_len(&self) -> usize {
+        let mut len = field_len(1, 16) + field_len(2, 8) + 2 * (tag_len(7) + 8);
+        if self.parent != [0; 8] {
+            len += field_len(4, 8);
+        }
+        len
+    }
+
+    /// Writes the span, `len` bytes long with its `tail`, as field `field` of its parent
+    /// message.
+    fn write(&self, out: &mut Vec<u8>, field: u32, len: usize, tail: &[u8]) {
+        tag(out, field, 2);
+        varint(out, len as u64);
+        bytes(out, 1, &self.trace_id);
+        bytes(out, 2, &self.span_id);
+        if self.parent != [0; 8] {
+            bytes(out, 4, &self.parent);
+        }
+        fixed64(out, 7, self.start_unix_nanos);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let nanos = (f64::from(self.seconds).max(0.0) * 1e9) as u64;
+        fixed64(out, 8, self.start_unix_nanos.saturating_add(nanos));
+        out.extend_from_slice(tail);
+    }
+}
+
+/// The shared parts of spans (see [`Exported::write_tail`]), each written once and kept by
+/// the exporter's thread: spans of one tool, method and outcome differ only in their ids and
+/// times. Bounded: past [`Tails::MAX`] kinds it starts over.
+#[derive(Default)]
+pub(super) struct Tails(HashMap<u64, Box<[u8]>, Quick>);
+
+impl Tails {
+    const MAX: usize = 4096;
+
+    /// `span`'s tail, written now if it is new.
+    fn of(&mut self, span: &Exported, known: &Known<'_>) -> &[u8] {
+        let key = span.tail_key();
+        if self.0.len() >= Self::MAX && !self.0.contains_key(&key) {
+            self.0.clear();
+        }
+        self.0.entry(key).or_insert_with(|| {
+            let mut tail = Vec::new();
+            span.write_tail(&mut tail, known);
+            tail.into_boxed_slice()
+        })
     }
 }
 
@@ -240,9 +272,17 @@ impl Exported {
 /// [ScopeSpans { scope, spans }] }] }` for `spans` of the service `service`, their names
 /// `known`, written into one buffer of the right size: every length is counted before it is
 /// written.
-pub(super) fn request(service: &str, spans: &[Exported], known: &Known<'_>) -> Vec<u8> {
+pub(super) fn request(
+    service: &str,
+    spans: &[Exported],
+    known: &Known<'_>,
+    tails: &mut Tails,
+) -> Vec<u8> {
     let (resource, scope) = (resource(service), scope());
-    let lens: Vec<usize> = spans.iter().map(|s| s.len(known)).collect();
+    let lens: Vec<usize> = spans
+        .iter()
+        .map(|s| s.head_len() + tails.of(s, known).len())
+        .collect();
     let scope_spans =
         field_len(1, scope.len()) + lens.iter().map(|n| field_len(2, *n)).sum::<usize>();
     let resource_spans = field_len(1, resource.len()) + field_len(2, scope_spans);
@@ -254,7 +294,7 @@ pub(super) fn request(service: &str, spans: &[Exported], known: &Known<'_>) -> V
     varint(&mut out, scope_spans as u64);
     message(&mut out, 1, &scope);
     for (s, len) in spans.iter().zip(lens) {
-        s.write(&mut out, 2, len, known);
+        s.write(&mut out, 2, len, tails.of(s, known));
     }
     debug_assert_eq!(out.len(), field_len(1, resource_spans));
     out
@@ -472,14 +512,16 @@ mod tests {
         ];
         let mut known = Known::new(&names);
         known.learn(names.id(&long));
+        let mut tails = Tails::default();
         for s in &spans {
             let mut out = Vec::new();
-            let len = s.len(&known);
-            s.write(&mut out, 2, len, &known);
+            let tail = tails.of(s, &known).to_vec();
+            let len = s.head_len() + tail.len();
+            s.write(&mut out, 2, len, &tail);
             assert_eq!(out.len(), field_len(2, len));
         }
         // Three spans of 300-byte names: lengths past one byte's varint at every level.
-        let body = request("svc", &spans, &known);
+        let body = request("svc", &spans, &known, &mut tails);
         assert_eq!(body[0], 0x0a);
         assert_eq!(label("no/such"), NO_LABEL);
         assert_eq!(spans[0].version(), Some("2025-06-18"));
@@ -488,5 +530,56 @@ mod tests {
             ..span([0; 8], Target::None, "", None)
         };
         assert_eq!(other.version(), Some(OTHER));
+    }
+
+    #[test]
+    fn spans_sharing_a_tail_decode_with_their_own_ids_times_and_status() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use prost::Message as _;
+        let names = super::super::names::Names::default();
+        let span = |id: u8, error: Option<&str>| Exported {
+            trace_id: [id; 16],
+            span_id: [id; 8],
+            parent: [0; 8],
+            start_unix_nanos: u64::from(id) * 1_000,
+            seconds: 0.5,
+            target: names.id("wiki-search"),
+            error: error.map_or(super::super::names::NONE, |e| names.id(e)),
+            method: label("tools/call"),
+            version: version("2025-06-18"),
+            kind: 2,
+            target_kind: Target::Tool,
+            outcome: Outcome::None,
+        };
+        let spans = [span(1, None), span(2, Some("permissions")), span(3, None)];
+        let mut known = Known::new(&names);
+        known.learn(names.id("permissions"));
+        let mut tails = Tails::default();
+        let body = request("svc", &spans, &known, &mut tails);
+        assert_eq!(tails.0.len(), 2, "two kinds of span, one tail each");
+        let decoded = ExportTraceServiceRequest::decode(body.as_slice()).expect("valid protobuf");
+        let got = &decoded.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(got.len(), 3);
+        for (s, id) in got.iter().zip([1u8, 2, 3]) {
+            assert_eq!(s.span_id, vec![id; 8]);
+            assert_eq!(s.name, "tools/call wiki-search");
+            assert_eq!(s.kind, 2);
+            assert_eq!(s.start_time_unix_nano, u64::from(id) * 1_000);
+            assert_eq!(s.end_time_unix_nano, u64::from(id) * 1_000 + 500_000_000);
+            let tool = s
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "gen_ai.tool.name")
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref());
+            assert_eq!(tool, Some(&Value::StringValue("wiki-search".into())));
+        }
+        let status = |i: usize| got[i].status.clone().unwrap_or_default();
+        assert_eq!((status(0).code, status(0).message.as_str()), (0, ""));
+        assert_eq!(
+            (status(1).code, status(1).message.as_str()),
+            (2, "permissions")
+        );
+        assert_eq!(status(2).code, 0);
     }
 }

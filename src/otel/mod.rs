@@ -311,6 +311,7 @@ fn export_loop(
     names: &Names,
 ) {
     let mut known = Known::new(names);
+    let mut tails = encode::Tails::default();
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -351,7 +352,7 @@ fn export_loop(
             continue;
         }
         first = None;
-        let body = encode::request(&settings.service_name, &batch, &known);
+        let body = encode::request(&settings.service_name, &batch, &known, &mut tails);
         let n = batch.len() as u64;
         batch.clear();
         if export(
