@@ -647,7 +647,10 @@ fn bench_audit(c: &mut Criterion) {
             black_box(round_trip(&rt, stack, request()));
         }
         if name.contains("traced") {
-            while traces.counts().0 < 2 * calls {
+            while {
+                let (sent, dropped, failed) = traces.counts();
+                sent + dropped + failed < 2 * calls
+            } {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
