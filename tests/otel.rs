@@ -183,7 +183,10 @@ async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
         attribute(server, "mcp.protocol.version").as_deref(),
         Some("2025-06-18")
     );
-    assert_eq!(attribute(client, "server.name").as_deref(), Some("wiki"));
+    assert_eq!(
+        attribute(client, "mcp.server.name").as_deref(),
+        Some("wiki")
+    );
     assert!(server.end_time_unix_nano >= server.start_time_unix_nano);
     assert!(client.start_time_unix_nano >= server.start_time_unix_nano);
     // The trace as the collector received it (`cargo test --test otel -- --nocapture`).

@@ -83,12 +83,17 @@ pub(super) const NO_LABEL: u8 = u8::MAX;
 /// `method` (a method of the specification or a step) as a number: [`NO_LABEL`] for any
 /// other.
 pub(super) fn label(method: &str) -> u8 {
-    METHODS
-        .iter()
-        .chain(STEPS)
-        .position(|m| *m == method)
-        .and_then(|i| u8::try_from(i).ok())
-        .unwrap_or(NO_LABEL)
+    if STEPS[0].as_ptr() == method.as_ptr() && STEPS[0].len() == method.len() {
+        return u8::try_from(METHODS.len()).unwrap_or(NO_LABEL);
+    }
+    let i = match crate::metrics::method_index(method) {
+        i if i < METHODS.len() => Some(i),
+        _ => STEPS
+            .iter()
+            .position(|s| *s == method)
+            .map(|i| METHODS.len() + i),
+    };
+    i.and_then(|i| u8::try_from(i).ok()).unwrap_or(NO_LABEL)
 }
 
 /// A protocol version outside the specification's: written `_OTHER`.
@@ -153,7 +158,7 @@ impl Exported {
             Target::None => None,
             Target::Tool => Some("gen_ai.tool.name"),
             Target::Prompt => Some("gen_ai.prompt.name"),
-            Target::Server => Some("server.name"),
+            Target::Server => Some("mcp.server.name"),
             Target::Rule => Some("mcp_gatekeeper.decision.rule"),
         };
         if let (Some(key), Some(name)) = (key, known.name(self.target)) {
