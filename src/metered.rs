@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -109,9 +109,8 @@ where
                 request.extensions_mut().insert(observed.clone());
                 Some(Timing {
                     metrics: Arc::clone(metrics),
+                    started: observed.began().map_or_else(Instant::now, |(_, at)| at),
                     observed,
-                    started: Instant::now(),
-                    at: spans.then(SystemTime::now),
                     error: None,
                 })
             }
@@ -129,8 +128,6 @@ struct Timing {
     metrics: Arc<dyn Metrics>,
     observed: Observed,
     started: Instant,
-    /// When it started, for its span (when spans are recorded).
-    at: Option<SystemTime>,
     /// Why it failed, once the answer's head says so.
     error: Option<Failure>,
 }
@@ -171,7 +168,7 @@ impl Timing {
             .and_then(|p| p.target.as_ref())
             .filter(|_| named)
             .map(|(name, kind)| (&**name, *kind));
-        let span = self.at.map(|started| {
+        let span = self.observed.began().map(|(started, _)| {
             let (context, parent) = self.observed.span();
             Span {
                 context,

@@ -40,6 +40,7 @@ mod trace;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
 #[cfg(feature = "gateway")]
 pub(crate) use clock::SessionClock;
@@ -298,11 +299,19 @@ pub const OTHER: &str = "_OTHER";
 /// `method` as a label: itself when the specification defines it, else [`OTHER`].
 #[must_use]
 pub(crate) fn method_label(method: &str) -> &'static str {
+    METHODS.get(method_index(method)).copied().unwrap_or(OTHER)
+}
+
+/// `method`'s place in [`METHODS`] (`METHODS.len()` for none). A method label handed on by
+/// the layers is one of [`METHODS`] itself, found by its address before any text is compared:
+/// a static string's address and length name its text for good.
+pub(crate) fn method_index(method: &str) -> usize {
+    let same = |m: &&str| std::ptr::eq(m.as_ptr(), method.as_ptr()) && m.len() == method.len();
     METHODS
         .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or(OTHER)
+        .position(same)
+        .or_else(|| METHODS.iter().position(|m| *m == method))
+        .unwrap_or(METHODS.len())
 }
 
 /// `version` as a label: itself when it is a protocol version of the specification, else
@@ -328,8 +337,10 @@ struct Slot {
     failed: OnceLock<Failed>,
     /// The caller's context from the `traceparent` header.
     header: Option<SpanContext>,
-    /// Whether the recorder takes spans.
-    spans: bool,
+    /// When the request began, by the wall clock and the monotonic one, when the recorder
+    /// takes spans: spans within it take their wall-clock start from these, reading one
+    /// clock instead of two.
+    began: Option<(SystemTime, Instant)>,
     /// The request's own span and its parent's id, once asked for.
     span: OnceLock<(SpanContext, Option<[u8; 8]>)>,
 }
@@ -370,14 +381,27 @@ impl Observed {
     pub(crate) fn new(header: Option<SpanContext>, spans: bool) -> Self {
         Self(Arc::new(Slot {
             header,
-            spans,
+            began: spans.then(|| (SystemTime::now(), Instant::now())),
             ..Slot::default()
         }))
     }
 
     /// Whether the request's span is recorded (see [`Metrics::records_spans`]).
     pub(crate) fn records_spans(&self) -> bool {
-        self.0.spans
+        self.0.began.is_some()
+    }
+
+    /// When the request began, when its span is recorded.
+    pub(crate) fn began(&self) -> Option<(SystemTime, Instant)> {
+        self.0.began
+    }
+
+    /// The wall-clock time of `instant`, a moment of this request (when its span is
+    /// recorded): its start's, moved on by the monotonic clock.
+    pub(crate) fn wall_time(&self, instant: Instant) -> Option<SystemTime> {
+        self.0
+            .began
+            .map(|(wall, start)| wall + instant.saturating_duration_since(start))
     }
 
     /// The request's own span, and its parent's id: a child of the caller's context (its

@@ -526,10 +526,12 @@ fn traced_decision(
     let (Some(observed), Some(metrics)) = (traced, gk.metrics()) else {
         return decide(ext, gk, is_post);
     };
-    let at = std::time::SystemTime::now();
     let started = std::time::Instant::now();
     let decided = decide(ext, gk, is_post);
     let seconds = started.elapsed().as_secs_f64();
+    let at = observed
+        .wall_time(started)
+        .expect("a slot that records spans knows when its request began");
     let (request, _) = observed.span();
     let (outcome, rule) = match &decided {
         Ok(_) => ("allowed", None),
