@@ -590,6 +590,8 @@ fn bench_audit(c: &mut Criterion) {
             headers: vec![],
             service_name: "bench".into(),
             sampler: mcp_gatekeeper::otel::Sampler::AlwaysOn,
+            batch: mcp_gatekeeper::otel::BatchSettings::default(),
+            timeout: std::time::Duration::from_secs(10),
         })
         .unwrap();
         let traces = Arc::new(traces);

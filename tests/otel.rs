@@ -18,7 +18,8 @@ use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::gateway::Gateway;
 use mcp_gatekeeper::metrics::{PrometheusMetrics, SpanContext};
 use mcp_gatekeeper::otel::{
-    OtlpMetrics, OtlpMetricsSettings, OtlpSettings, OtlpTraces, ParentBasedRoot, Sampler,
+    BatchSettings, OtlpMetrics, OtlpMetricsSettings, OtlpSettings, OtlpTraces, ParentBasedRoot,
+    Sampler,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -84,6 +85,8 @@ async fn a_call_sent_with_a_traceparent_is_one_exported_trace() {
         headers: vec![("x-collector-token".into(), "t".into())],
         service_name: "gatekeeper-under-test".into(),
         sampler: Sampler::ParentBased(ParentBasedRoot::AlwaysOn),
+        batch: BatchSettings::default(),
+        timeout: Duration::from_secs(10),
     })
     .unwrap();
     let gk = Gatekeeper::new(config.policy().unwrap());
@@ -251,6 +254,7 @@ async fn metrics_are_exported_with_the_counts_prometheus_shows() {
             headers: vec![],
             service_name: "gatekeeper-under-test".into(),
             interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(10),
         },
         Arc::clone(&prometheus),
     )
@@ -372,4 +376,62 @@ async fn metrics_are_exported_with_the_counts_prometheus_shows() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_in_batches_no_larger_than_the_batch_size() {
+    use mcp_gatekeeper::metrics::{Metrics, Operation, Span as Ended};
+    let (otlp, bodies) = collector("/v1/traces").await;
+    let traces = OtlpTraces::start(OtlpSettings {
+        endpoint: otlp.url("/v1/traces"),
+        headers: vec![],
+        service_name: "batched".into(),
+        sampler: Sampler::AlwaysOn,
+        batch: BatchSettings {
+            max_queue_size: 64,
+            max_export_batch_size: 2,
+            schedule_delay: Duration::from_millis(50),
+        },
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    for _ in 0..7 {
+        traces.operation(&Operation {
+            method: "tools/call",
+            tool: Some("echo"),
+            prompt: None,
+            protocol_version: Some("2025-06-18"),
+            error_type: None,
+            seconds: 0.001,
+            span: Some(Ended {
+                context: SpanContext::root(),
+                parent: None,
+                started: std::time::SystemTime::now(),
+            }),
+        });
+    }
+    let mut sizes = Vec::new();
+    for _ in 0..100 {
+        sizes = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                ExportTraceServiceRequest::decode(b.clone())
+                    .unwrap()
+                    .resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .map(|ss| ss.spans.len())
+                    .sum::<usize>()
+            })
+            .collect();
+        if sizes.iter().sum::<usize>() == 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), 7, "every span arrives: {sizes:?}");
+    assert!(sizes.iter().all(|n| *n <= 2), "batches of two at most: {sizes:?}");
+    assert_eq!(traces.counts(), (7, 0, 0));
 }

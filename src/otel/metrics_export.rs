@@ -124,6 +124,7 @@ fn export_loop(
             client,
             &settings.endpoint,
             &settings.headers,
+            settings.timeout,
             body,
         ) {
             counts.sent.fetch_add(1, Ordering::Relaxed);

@@ -38,21 +38,13 @@ use std::time::{Duration, Instant};
 use encode::{Exported, NO_LABEL, Outcome, Target};
 pub use metrics_export::OtlpMetrics;
 use names::{Known, NONE, Names};
-pub use settings::{OtlpMetricsSettings, OtlpSettings};
+pub use settings::{BatchSettings, OtlpMetricsSettings, OtlpSettings};
 
 use crate::config::ConfigError;
 use crate::metrics::{ClientOperation, Metrics, Operation, Span, Step};
 
-/// How many spans wait for the exporter at most; more are dropped and counted.
-const QUEUE: usize = 4096;
-/// How many spans one request carries at most.
-const BATCH: usize = 512;
-/// How long a span waits for its batch at most.
-const DELAY: Duration = Duration::from_secs(1);
 /// How often the exporter's thread looks at its queue.
 const POLL: Duration = Duration::from_millis(10);
-/// How long one export may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which traces are kept (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -158,7 +150,7 @@ impl OtlpTraces {
     pub fn start(settings: OtlpSettings) -> Result<Self, ConfigError> {
         let client = crate::tls::client(&crate::tls::UpstreamTls::default())
             .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e))?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel(settings.batch.max_queue_size);
         let counts = Arc::new(Counts::default());
         let names = Arc::new(Names::default());
         let sampler = settings.sampler;
@@ -287,12 +279,13 @@ fn export(
     client: &reqwest::Client,
     endpoint: &str,
     headers: &[(String, String)],
+    timeout: Duration,
     body: Vec<u8>,
 ) -> bool {
     let mut request = client
         .post(endpoint)
         .header("content-type", "application/x-protobuf")
-        .timeout(TIMEOUT)
+        .timeout(timeout)
         .body(body);
     for (k, v) in headers {
         request = request.header(k, v);
@@ -301,8 +294,8 @@ fn export(
     matches!(sent, Ok(true))
 }
 
-/// The exporter's thread: batches of up to [`BATCH`] spans, each sent at most [`DELAY`] after
-/// its first span arrived; what is queued is sent when the last handle goes.
+/// The exporter's thread: batches of up to `max_export_batch_size` spans, each sent at most
+/// `schedule_delay` after its first span arrived; what is queued is sent when the last handle goes.
 fn export_loop(
     rx: &Receiver<Exported>,
     settings: &OtlpSettings,
@@ -319,7 +312,12 @@ fn export_loop(
         return;
     };
     // The queue is polled, never waited on: handing a span over wakes no thread.
-    let mut batch = Vec::with_capacity(BATCH);
+    let BatchSettings {
+        max_export_batch_size: size,
+        schedule_delay: delay,
+        ..
+    } = settings.batch;
+    let mut batch = Vec::with_capacity(size);
     let mut first: Option<Instant> = None;
     let mut open = true;
     let mut empty = true;
@@ -329,7 +327,7 @@ fn export_loop(
             std::thread::sleep(POLL);
         }
         empty = false;
-        while batch.len() < BATCH {
+        while batch.len() < size {
             match rx.try_recv() {
                 Ok(span) => {
                     first.get_or_insert_with(Instant::now);
@@ -347,8 +345,8 @@ fn export_loop(
                 }
             }
         }
-        let due = first.is_some_and(|at| at.elapsed() >= DELAY);
-        if batch.is_empty() || (open && batch.len() < BATCH && !due) {
+        let due = first.is_some_and(|at| at.elapsed() >= delay);
+        if batch.is_empty() || (open && batch.len() < size && !due) {
             continue;
         }
         first = None;
@@ -360,6 +358,7 @@ fn export_loop(
             client,
             &settings.endpoint,
             &settings.headers,
+            settings.timeout,
             body,
         ) {
             counts.sent.fetch_add(n, Ordering::Relaxed);

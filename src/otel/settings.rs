@@ -17,6 +17,102 @@ pub struct OtlpSettings {
     pub service_name: String,
     /// Which traces are kept.
     pub sampler: Sampler,
+    /// How spans wait and go in batches (`OTEL_BSP_*`).
+    pub batch: BatchSettings,
+    /// How long one export may take (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds; 10 s by default).
+    pub timeout: Duration,
+}
+
+/// How the trace exporter batches spans: the standard batch span processor's variables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// How many spans wait at most; more are dropped and counted (`OTEL_BSP_MAX_QUEUE_SIZE`;
+    /// 4,096 by default, at most 1,048,576).
+    pub max_queue_size: usize,
+    /// How many spans one export carries at most (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`; 512 by
+    /// default, no more than the queue holds).
+    pub max_export_batch_size: usize,
+    /// How long a span waits for its batch at most (`OTEL_BSP_SCHEDULE_DELAY`, in
+    /// milliseconds; 1 s by default, so that a trace shows soon after its call).
+    pub schedule_delay: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_queue_size: 4096,
+            max_export_batch_size: 512,
+            schedule_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The largest queue `OTEL_BSP_MAX_QUEUE_SIZE` may ask for (the queue is allocated whole).
+const MAX_QUEUE: usize = 1 << 20;
+
+impl BatchSettings {
+    /// The settings `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and
+    /// `OTEL_BSP_SCHEDULE_DELAY` give, read through `var`; the defaults for those unset.
+    ///
+    /// # Errors
+    ///
+    /// A value that is not a positive whole number, a queue over 1,048,576 spans, a batch
+    /// larger than the queue.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let default = Self::default();
+        let max_queue_size = positive(&var, "OTEL_BSP_MAX_QUEUE_SIZE")?
+            .map_or(Ok(default.max_queue_size), usize::try_from)
+            .ok()
+            .filter(|n| *n <= MAX_QUEUE)
+            .ok_or_else(|| {
+                bad(
+                    "OTEL_BSP_MAX_QUEUE_SIZE",
+                    format!("give at most {MAX_QUEUE} spans"),
+                )
+            })?;
+        let max_export_batch_size = positive(&var, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")?
+            .map_or(Ok(default.max_export_batch_size), usize::try_from)
+            .ok()
+            .filter(|n| *n <= max_queue_size)
+            .ok_or_else(|| {
+                bad(
+                    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                    "give no more than OTEL_BSP_MAX_QUEUE_SIZE".to_owned(),
+                )
+            })?;
+        let schedule_delay = positive(&var, "OTEL_BSP_SCHEDULE_DELAY")?
+            .map_or(default.schedule_delay, Duration::from_millis);
+        Ok(Self {
+            max_queue_size,
+            max_export_batch_size,
+            schedule_delay,
+        })
+    }
+}
+
+/// The variable `name` as a positive whole number, if it is set.
+fn positive(var: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<u64>, ConfigError> {
+    var(name)
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad(name, "give a positive whole number".to_owned()))
+        })
+        .transpose()
+}
+
+/// How long one export of `signal` may take: `OTEL_EXPORTER_OTLP_{signal}_TIMEOUT`, else
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds; 10 s by default.
+fn timeout(var: &impl Fn(&str) -> Option<String>, signal: &str) -> Result<Duration, ConfigError> {
+    let own = format!("OTEL_EXPORTER_OTLP_{signal}_TIMEOUT");
+    let ms = match positive(var, &own)? {
+        Some(ms) => Some(ms),
+        None => positive(var, "OTEL_EXPORTER_OTLP_TIMEOUT")?,
+    };
+    Ok(ms.map_or(Duration::from_secs(10), Duration::from_millis))
 }
 
 /// Where and how often metrics are exported (see
@@ -32,6 +128,9 @@ pub struct OtlpMetricsSettings {
     /// How long between two exports (`OTEL_METRIC_EXPORT_INTERVAL`, in milliseconds; 60 s by
     /// default).
     pub interval: Duration,
+    /// How long one export may take (`OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`, else
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds; 10 s by default).
+    pub timeout: Duration,
 }
 
 /// Headers sent with every export: `(name, value)`.
@@ -114,7 +213,8 @@ impl OtlpSettings {
     /// # Errors
     ///
     /// A protocol other than `http/protobuf`, a sampler or ratio that is not one, a header
-    /// that is not `key=value`.
+    /// that is not `key=value`, batch or timeout settings that are not (see
+    /// [`BatchSettings::from_vars`]).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
         let Some((endpoint, headers)) =
             signal(&var, "TRACES", "OTEL_TRACES_EXPORTER", "v1/traces")?
@@ -158,6 +258,8 @@ impl OtlpSettings {
             headers,
             service_name: service_name(&var),
             sampler,
+            batch: BatchSettings::from_vars(&var)?,
+            timeout: timeout(&var, "TRACES")?,
         }))
     }
 }
@@ -170,8 +272,8 @@ impl OtlpMetricsSettings {
     ///
     /// # Errors
     ///
-    /// A protocol other than `http/protobuf`, an interval that is not a positive number of
-    /// milliseconds, a header that is not `key=value`.
+    /// A protocol other than `http/protobuf`, an interval or timeout that is not a positive
+    /// number of milliseconds, a header that is not `key=value`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
         let Some((endpoint, headers)) =
             signal(&var, "METRICS", "OTEL_METRICS_EXPORTER", "v1/metrics")?
@@ -198,6 +300,7 @@ impl OtlpMetricsSettings {
             headers,
             service_name: service_name(&var),
             interval,
+            timeout: timeout(&var, "METRICS")?,
         }))
     }
 }
@@ -234,6 +337,8 @@ mod tests {
             s.sampler,
             Sampler::ParentBased(ParentBasedRoot::Ratio(0.25))
         );
+        assert_eq!(s.batch, BatchSettings::default());
+        assert_eq!(s.timeout, Duration::from_secs(10));
         let traces_only = OtlpSettings::from_vars(vars(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://b:4318/custom"),
@@ -272,6 +377,53 @@ mod tests {
             let mut all = bad.to_vec();
             all.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"));
             assert!(OtlpSettings::from_vars(vars(&all)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_batch_and_timeout_variables_configure_the_trace_exporter() {
+        let s = OtlpSettings::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8192"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2048"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            s.batch,
+            BatchSettings {
+                max_queue_size: 8192,
+                max_export_batch_size: 2048,
+                schedule_delay: Duration::from_secs(5),
+            }
+        );
+        assert_eq!(
+            s.timeout,
+            Duration::from_millis(2500),
+            "the signal's own first"
+        );
+        let m = OtlpMetricsSettings::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.timeout, Duration::from_secs(3));
+        for bad in [
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "2000000"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "5000"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "many"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "-1"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
+        ] {
+            let set = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"), bad];
+            let err = OtlpSettings::from_vars(vars(&set)).expect_err(bad.0);
+            assert!(err.to_string().contains(bad.0), "{err}");
         }
     }
 
