@@ -590,7 +590,9 @@ fn bench_audit(c: &mut Criterion) {
             headers: vec![],
             service_name: "bench".into(),
             sampler: mcp_gatekeeper::otel::Sampler::AlwaysOn,
-            batch: mcp_gatekeeper::otel::BatchSettings::default(),
+            // The defaults, or what `OTEL_BSP_*` in the bench's environment say.
+            batch: mcp_gatekeeper::otel::BatchSettings::from_vars(|n| std::env::var(n).ok())
+                .expect("OTEL_BSP_* settings"),
             timeout: std::time::Duration::from_secs(10),
         })
         .unwrap();
