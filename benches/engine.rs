@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use mcp_gatekeeper::Gatekeeper;
 use mcp_gatekeeper::config::Config;
 use mcp_gatekeeper::engine::{Grant, Level, Principal};
@@ -583,10 +583,14 @@ fn bench_audit(c: &mut Criterion) {
     ];
     // Measured and traced: every call's server span handed to the OTLP exporter (sampler
     // always on), which sends it to a receiver on loopback from its own thread.
+    // The collector stand-in runs in a process of its own, so that none of its CPU counts as
+    // this process's.
+    #[cfg(feature = "otel")]
+    let sink = SinkProcess::start();
     #[cfg(feature = "otel")]
     let traces = {
         let traces = mcp_gatekeeper::otel::OtlpTraces::start(mcp_gatekeeper::otel::OtlpSettings {
-            endpoint: format!("http://{}/v1/traces", otlp_sink::otlp_sink()),
+            endpoint: format!("http://{}/v1/traces", sink.addr),
             headers: vec![],
             service_name: "bench".into(),
             sampler: mcp_gatekeeper::otel::Sampler::AlwaysOn,
@@ -792,6 +796,53 @@ fn exporter_cpu() -> f64 {
     panic!("no exporter thread")
 }
 
+/// The OTLP collector stand-in in a child process: this bench binary again, told so by
+/// `ENGINE_OTLP_SINK`. It ends when its standard input closes (this process ended) or when
+/// dropped.
+#[cfg(feature = "otel")]
+struct SinkProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+#[cfg(feature = "otel")]
+impl SinkProcess {
+    fn start() -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().expect("this bench's path"))
+            .env("ENGINE_OTLP_SINK", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the collector stand-in starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("its output"))
+            .read_line(&mut line)
+            .expect("its address");
+        let addr = line.trim().parse().expect("an address");
+        Self { child, addr }
+    }
+
+    /// In the child: serves until standard input closes.
+    fn serve_if_asked() {
+        if std::env::var_os("ENGINE_OTLP_SINK").is_none() {
+            return;
+        }
+        println!("{}", otlp_sink::otlp_sink());
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        std::process::exit(0);
+    }
+}
+
+#[cfg(feature = "otel")]
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 criterion_group!(
     benches,
     bench_pinning,
@@ -803,4 +854,9 @@ criterion_group!(
     bench_stack,
     bench_limits
 );
-criterion_main!(benches);
+fn main() {
+    #[cfg(feature = "otel")]
+    SinkProcess::serve_if_asked();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
