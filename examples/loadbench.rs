@@ -627,15 +627,22 @@ fn main() {
             value("--redis"),
         ));
     } else if args.iter().any(|a| a == "--hop") {
+        // What the run needs is checked before any server starts: leaving ends the process
+        // without dropping (and so stopping) the servers.
+        if let Err(why) = hop::tools() {
+            eprintln!("SKIPPED: the hop benchmark needs nginx and wrk: {why}");
+            std::process::exit(2);
+        }
+        let traced = args.iter().any(|a| a == "--traced");
+        if traced && !cfg!(feature = "otel") {
+            eprintln!("--traced needs the otel feature: --features gateway,otel");
+            std::process::exit(2);
+        }
         let bare = spawn("bare", None);
         let mut gateways = vec![("c gateway", spawn("gateway", Some(&bare)))];
         // `--traced`: beside it, the same gateway exporting its spans and metrics over OTLP
         // (sampler always on) to a collector stand-in on loopback.
-        if args.iter().any(|a| a == "--traced") {
-            if !cfg!(feature = "otel") {
-                eprintln!("--traced needs the otel feature: --features gateway,otel");
-                std::process::exit(2);
-            }
+        if traced {
             let sink = format!("http://{}", otlp_sink::otlp_sink());
             let env = [
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.as_str()),
