@@ -431,7 +431,14 @@ async fn spans_go_in_batches_no_larger_than_the_batch_size() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(sizes.iter().sum::<usize>(), 7, "every span arrives: {sizes:?}");
-    assert!(sizes.iter().all(|n| *n <= 2), "batches of two at most: {sizes:?}");
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        7,
+        "every span arrives: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().all(|n| *n <= 2),
+        "batches of two at most: {sizes:?}"
+    );
     assert_eq!(traces.counts(), (7, 0, 0));
 }

@@ -179,11 +179,14 @@ impl PrometheusMetrics {
     }
 }
 
+/// A series' labels: names and values (none for a label the series does not have).
+type Labelled<'a, const N: usize> = [(&'static str, Option<&'a str>); N];
+
 /// Series by their labels, in the order of their values (so that the text is the same for
 /// the same counts).
 fn sorted<'a, const N: usize, T>(
-    series: impl Iterator<Item = ([(&'static str, Option<&'a str>); N], T)>,
-) -> Vec<([(&'static str, Option<&'a str>); N], T)> {
+    series: impl Iterator<Item = (Labelled<'a, N>, T)>,
+) -> Vec<(Labelled<'a, N>, T)> {
     let mut series: Vec<_> = series.collect();
     series.sort_by(|a, b| a.0.cmp(&b.0));
     series
